@@ -1,0 +1,132 @@
+/* takt/ipc.h - zero-copy publish/subscribe and events between processes.
+ *
+ * A process attaches to a domain's broker (takt_node_open), then opens
+ * publishers, subscribers and events on named topics. Samples live in
+ * shared-memory chunks: a publisher loans a chunk, writes the payload in
+ * place and publishes it; subscribers take a pointer to the same bytes and
+ * release it when done. Nothing on that path allocates, locks or copies.
+ *
+ * Conventions: handles are opaque; functions that can fail return 0 (or a
+ * count) on success and a negative errno on failure; out-parameters are left
+ * untouched on failure; nothing aborts or prints on bad input.
+ */
+#ifndef TAKT_IPC_H
+#define TAKT_IPC_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <takt/takt.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct takt_node takt_node; /* this process's attachment to a domain's broker */
+typedef struct takt_pub takt_pub;
+typedef struct takt_sub takt_sub;
+
+struct takt_node_opts {
+	const char *domain; /* NULL: $TAKT_DOMAIN, else "default" */
+	const char *name;   /* shown by introspection; NULL: program name */
+};
+
+/* Connects to the broker of a domain and maps its segments.
+ * -ENOENT no broker runs for the domain; -EPROTO ABI or layout mismatch;
+ * -EACCES refused by the broker; -EINVAL bad domain name; -EMFILE process
+ * table full; -ENOMEM. */
+TAKT_API int takt_node_open(const struct takt_node_opts *opts, takt_node **out);
+/* Closes every port still open on the node, then detaches. NULL is fine. */
+TAKT_API void takt_node_close(takt_node *node);
+/* The broker epoch this node attached to (changes when the broker restarts). */
+TAKT_API uint64_t takt_node_epoch(const takt_node *node);
+
+enum takt_overflow {
+	TAKT_OVERFLOW_DROP_OLDEST = 0, /* default */
+	TAKT_OVERFLOW_BLOCK,           /* publisher waits for room (bounded) */
+	TAKT_OVERFLOW_REJECT,          /* newest sample is not delivered */
+};
+
+struct takt_pub_opts {
+	const char *topic;         /* 1..63 chars of [A-Za-z0-9_./-] */
+	const char *type_name;     /* optional; a subscriber naming another type is refused (-EPROTOTYPE) */
+	size_t max_payload;        /* bytes; selects the pool size class (-EMSGSIZE if none fits) */
+	unsigned history;          /* last N samples handed to late-joining subscribers */
+	uint64_t block_timeout_ns; /* TAKT_OVERFLOW_BLOCK subscribers: longest wait per
+	                              publish; 0: 100 ms. After it the sample is counted
+	                              as dropped for that subscriber. */
+};
+
+/* -EINVAL bad topic or options; -EPROTOTYPE topic has another type;
+ * -EMSGSIZE no size class holds max_payload; -ENOSPC port or topic table
+ * full, or the topic has its maximum of publishers; -ENOTCONN broker gone. */
+TAKT_API int takt_pub_open(takt_node *node, const struct takt_pub_opts *opts, takt_pub **out);
+/* Returns outstanding loans and history to the pools. NULL is fine. */
+TAKT_API void takt_pub_close(takt_pub *pub);
+/* -EMSGSIZE size > max_payload; -ENOBUFS pool exhausted or loan limit reached. */
+TAKT_API int takt_pub_loan(takt_pub *pub, size_t size, void **payload);
+/* >= 0: subscribers reached; -EINVAL payload is not an outstanding loan. */
+TAKT_API int takt_pub_publish(takt_pub *pub, void *payload);
+/* Gives back an unpublished loan. Ignores pointers that are not loans. */
+TAKT_API void takt_pub_discard(takt_pub *pub, void *payload);
+/* Copy + publish. Errors of loan and publish. */
+TAKT_API int takt_pub_send(takt_pub *pub, const void *data, size_t size);
+/* This publisher's id as seen in takt_sample_info.publisher_id. */
+TAKT_API uint32_t takt_pub_id(const takt_pub *pub);
+
+struct takt_sub_opts {
+	const char *topic;
+	const char *type_name;
+	unsigned queue_depth;        /* receive ring capacity, rounded up to a power of two; 0: 16 */
+	enum takt_overflow overflow;
+	unsigned history;            /* how many of the publisher's history samples to receive */
+};
+
+struct takt_sample_info {
+	uint64_t seq;        /* per publisher, starts at 1, no gaps unless dropped */
+	uint64_t publish_ns; /* CLOCK_MONOTONIC at publish */
+	uint32_t publisher_id;
+	uint32_t size;
+};
+
+/* -EINVAL bad topic or options; -EPROTOTYPE topic has another type;
+ * -ENOSPC port, topic or connection table full; -ENOTCONN broker gone. */
+TAKT_API int takt_sub_open(takt_node *node, const struct takt_sub_opts *opts, takt_sub **out);
+/* Releases every sample still taken. NULL is fine. */
+TAKT_API void takt_sub_close(takt_sub *sub);
+/* 0: a sample; -EAGAIN: none waiting; -ENOBUFS: the hold limit (limits.held
+ * of the broker config) is reached, release a sample first. Takes from each
+ * publisher in its publish order, round-robin across publishers. */
+TAKT_API int takt_sub_take(takt_sub *sub, const void **payload, struct takt_sample_info *info);
+/* Ignores pointers that are not taken samples of this subscriber. */
+TAKT_API void takt_sub_release(takt_sub *sub, const void *payload);
+/* eventfd for your own epoll/poll. Publishers write it only to a subscriber
+ * that armed itself (parked), so a busy subscriber costs them no syscall:
+ * call takt_sub_arm before each sleep on the fd, and take until -EAGAIN
+ * after each wake-up. */
+TAKT_API int takt_sub_fd(const takt_sub *sub);
+/* 0: armed, the fd becomes readable when a sample arrives; 1: samples are
+ * waiting already (take them instead of sleeping). -EINVAL. */
+TAKT_API int takt_sub_arm(takt_sub *sub);
+/* 0 ready, -ETIMEDOUT; < 0 timeout = forever; -EINTR on a signal. */
+TAKT_API int takt_sub_wait(takt_sub *sub, int64_t timeout_ns);
+/* Samples lost to overflow so far (dropped oldest, rejected, block timeouts). */
+TAKT_API uint64_t takt_sub_dropped(const takt_sub *sub);
+
+/* Events: a named wake-up with no payload (iceoryx's notifier/listener).
+ * Every process opening the same name shares one queue of ids and one
+ * eventfd; notify never blocks. */
+typedef struct takt_event takt_event;
+/* -EINVAL bad name; -ENOSPC event table full; -ENOTCONN broker gone. */
+TAKT_API int takt_event_open(takt_node *node, const char *name, takt_event **out);
+/* 0, or -EOVERFLOW when the id queue was full (the wake-up still happens). */
+TAKT_API int takt_event_notify(takt_event *ev, uint64_t id);
+TAKT_API int takt_event_fd(const takt_event *ev);
+/* 0 and *id, or -EAGAIN when none. */
+TAKT_API int takt_event_take(takt_event *ev, uint64_t *id);
+TAKT_API void takt_event_close(takt_event *ev);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,53 @@
+/* client.h - the process-local side of a node and its ports. */
+#ifndef TAKT_CLIENT_H
+#define TAKT_CLIENT_H
+
+#include "proto.h"
+#include "ring.h"
+#include "segment.h"
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <takt/ipc.h>
+
+struct takt_node {
+	int sock;
+	pthread_mutex_t lock; /* serialises control requests, never the data path */
+	uint32_t next_req;
+	uint32_t proc;
+	uint64_t epoch;
+	struct seg_view v;
+	void *mgmt;
+	size_t mgmt_size;
+	void *pool_base[TAKT_MAX_CLASSES];
+	size_t pool_size[TAKT_MAX_CLASSES];
+	struct takt_pub *pubs; /* open ports, closed by takt_node_close */
+	struct takt_sub *subs;
+	struct takt_event *events;
+};
+
+/* One request/reply with the broker; fds as in proto_call. */
+int node_call(takt_node *n, uint16_t type, void *req, size_t req_size, void *reply,
+	      size_t reply_size, int *fds, unsigned max_fds, unsigned *ret_n_fds);
+/* Sends a close request for a port; errors are ignored (the broker also
+ * reclaims on hang-up). */
+void node_close_index(takt_node *n, uint16_t type, uint32_t index);
+/* Copies a name into a fixed field; -EINVAL when it is not a valid name. */
+int node_copy_name(char *dst, const char *src);
+
+/* Links and unlinks a port on the node's list of open ports. */
+#define NODE_LIST_ADD(head, item)                                                                  \
+	do {                                                                                       \
+		(item)->next = (head);                                                             \
+		(head) = (item);                                                                   \
+	} while (0)
+#define NODE_LIST_DEL(head, type, item)                                                            \
+	do {                                                                                       \
+		for (type **pp_ = &(head); *pp_; pp_ = &(*pp_)->next)                              \
+			if (*pp_ == (item)) {                                                      \
+				*pp_ = (item)->next;                                               \
+				break;                                                             \
+			}                                                                          \
+	} while (0)
+
+#endif

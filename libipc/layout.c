@@ -1,0 +1,72 @@
+/* layout.c - table offsets and the layout digest of the management segment.
+ *
+ * Broker and clients compute the same offsets from the limits in the header;
+ * the digest folds in every structure size so a client built against another
+ * layout is refused (-EPROTO) instead of misreading memory.
+ */
+#include "layout.h"
+
+static uint64_t align_up(uint64_t v, uint64_t a)
+{
+	return (v + a - 1) / a * a;
+}
+
+uint64_t layout_chunk_stride(uint64_t payload_size)
+{
+	return sizeof(struct takt_chunk_header) + align_up(payload_size, TAKT_CACHELINE);
+}
+
+void layout_compute(const struct takt_limits *lim, uint32_t n_chunks, struct takt_layout *out)
+{
+	uint64_t off = sizeof(struct takt_mgmt_header);
+
+	out->off_procs = off;
+	off = align_up(off + (uint64_t)lim->processes * sizeof(struct takt_proc), TAKT_CACHELINE);
+	out->off_topics = off;
+	off = align_up(off + (uint64_t)lim->topics * sizeof(struct takt_topic), TAKT_CACHELINE);
+	out->off_pubs = off;
+	off = align_up(off + (uint64_t)lim->publishers * sizeof(struct takt_pub_port), TAKT_CACHELINE);
+	out->off_subs = off;
+	off = align_up(off + (uint64_t)lim->subscribers * sizeof(struct takt_sub_port), TAKT_CACHELINE);
+	out->off_conns = off;
+	off = align_up(off + (uint64_t)lim->connections * sizeof(struct takt_conn), TAKT_CACHELINE);
+	out->off_rings = off;
+	off = align_up(off + (uint64_t)lim->connections * lim->queue_depth_max * sizeof(uint32_t),
+		       TAKT_CACHELINE);
+	out->off_chunks = off;
+	off = align_up(off + (uint64_t)n_chunks * sizeof(struct takt_chunk_meta), TAKT_CACHELINE);
+	out->off_events = off;
+	off = align_up(off + (uint64_t)lim->events * sizeof(struct takt_event_slot), TAKT_CACHELINE);
+	out->size = align_up(off, 4096);
+}
+
+static uint64_t fnv(uint64_t h, uint64_t v)
+{
+	for (int i = 0; i < 8; i++) {
+		h ^= (v >> (i * 8)) & 0xff;
+		h *= 0x100000001b3ull;
+	}
+	return h;
+}
+
+uint64_t layout_digest(const struct takt_limits *lim, uint32_t n_chunks)
+{
+	const uint64_t sizes[] = {
+		sizeof(struct takt_mgmt_header), sizeof(struct takt_pool_desc),
+		sizeof(struct takt_proc),        sizeof(struct takt_topic),
+		sizeof(struct takt_pub_port),    sizeof(struct takt_sub_port),
+		sizeof(struct takt_conn),        sizeof(struct takt_chunk_meta),
+		sizeof(struct takt_chunk_header), sizeof(struct takt_event_slot),
+		TAKT_MAX_PUBS_PER_TOPIC,         TAKT_MAX_SUBS_PER_TOPIC,
+		TAKT_MAX_HELD,                   TAKT_MAX_LOANS,
+		TAKT_MAX_HISTORY,                TAKT_EVENT_QUEUE,
+	};
+	const uint32_t *l = (const uint32_t *)lim;
+	uint64_t h = 0xcbf29ce484222325ull;
+
+	for (size_t i = 0; i < sizeof(sizes) / sizeof(sizes[0]); i++)
+		h = fnv(h, sizes[i]);
+	for (size_t i = 0; i < sizeof(*lim) / sizeof(uint32_t); i++)
+		h = fnv(h, l[i]);
+	return fnv(h, n_chunks);
+}

@@ -1,0 +1,267 @@
+/* layout.h - the memory layout of a takt domain's shared-memory segments.
+ *
+ * The broker creates one management segment and one payload segment per
+ * size class. Every structure below lives in shared memory, so each is
+ * fixed-size, made of fixed-width types, and pinned by _Static_asserts: the
+ * layout digest in the header is computed from these sizes and the domain's
+ * limits, and a client built against another layout refuses to attach.
+ *
+ * Who writes what (the broker is the only writer of the registry):
+ *   registry words (state, names, port lists, conn lists)  broker
+ *   ring head, chunk header, loans, history, pub.active     publisher
+ *   ring tail, held list, sub.active                         subscriber
+ *                 (ring tail is also CASed by a drop-oldest publisher)
+ *   parked                                                   subscriber sets, publisher clears
+ *   chunk refs, free list heads                              anyone holding a reference
+ *
+ * Cross-process references are indices, never pointers; every index read
+ * from shared memory is bounds-checked by its reader (see segment.h).
+ */
+#ifndef TAKT_LAYOUT_H
+#define TAKT_LAYOUT_H
+
+#include <stdalign.h>
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define TAKT_CACHELINE 64
+#define TAKT_MGMT_MAGIC 0x544d474d544b4154ull /* "TAKTMGMT" */
+#define TAKT_POOL_MAGIC 0x4c4f4f50544b4154ull /* "TAKTPOOL" */
+#define TAKT_ABI_VERSION 1u
+
+/* Compile-time caps. The broker config chooses limits at or below them. */
+#define TAKT_NAME_MAX 64           /* topic, type and event names incl. NUL */
+#define TAKT_PROC_NAME_MAX 32
+#define TAKT_MAX_CLASSES 8
+#define TAKT_MAX_PUBS_PER_TOPIC 32
+#define TAKT_MAX_SUBS_PER_TOPIC 64
+#define TAKT_MAX_HELD 64           /* samples one subscriber may hold */
+#define TAKT_MAX_LOANS 32          /* chunks one publisher may hold on loan */
+#define TAKT_MAX_HISTORY 64
+#define TAKT_MAX_QUEUE_DEPTH 65536
+#define TAKT_EVENT_QUEUE 64        /* ids queued per event (power of two) */
+
+#define TAKT_NONE UINT32_MAX       /* "no index" in every index word */
+
+#define TAKT_ALIGNED alignas(TAKT_CACHELINE)
+
+enum takt_slot_state {
+	SLOT_FREE = 0,
+	SLOT_ACTIVE = 1,
+	SLOT_CLOSING = 2, /* connections: retired, waiting for both ends to quiesce */
+};
+
+/* Limits chosen by the broker config; copied into the header. */
+struct takt_limits {
+	uint32_t processes;
+	uint32_t topics;
+	uint32_t publishers;
+	uint32_t subscribers;
+	uint32_t pubs_per_topic;
+	uint32_t subs_per_topic;
+	uint32_t connections;
+	uint32_t queue_depth_max; /* power of two */
+	uint32_t history_max;
+	uint32_t held_max;
+	uint32_t loans_max;
+	uint32_t events;
+	uint32_t n_classes;
+	uint32_t reserved;
+};
+_Static_assert(sizeof(struct takt_limits) == 56, "takt_limits layout");
+
+/* One payload size class. The free-list head sits on its own line: every
+ * loan and every last release of a chunk of this class CASes it. */
+struct takt_pool_desc {
+	TAKT_ALIGNED _Atomic uint64_t free_head; /* tag << 32 | (local index + 1); 0 = empty */
+	TAKT_ALIGNED uint64_t payload_size;      /* usable bytes per chunk */
+	uint64_t chunk_stride;                   /* header + payload, cache-line multiple */
+	uint32_t n_chunks;
+	uint32_t first_chunk;                    /* global index of local chunk 0 */
+	uint64_t segment_size;
+};
+_Static_assert(sizeof(struct takt_pool_desc) == 128, "takt_pool_desc layout");
+
+/* Management-segment header, at offset 0. Offsets are from the segment start. */
+struct takt_mgmt_header {
+	uint64_t magic;
+	uint32_t abi_version;
+	uint32_t header_size;
+	uint64_t layout_digest;
+	uint64_t epoch;           /* broker start, CLOCK_REALTIME ns: a new broker, a new epoch */
+	uint64_t segment_size;
+	_Atomic uint32_t broker_pid;
+	uint32_t n_chunks;        /* all classes */
+	struct takt_limits limits;
+	uint64_t off_procs, off_topics, off_pubs, off_subs, off_conns;
+	uint64_t off_rings, off_chunks, off_events;
+	char domain[TAKT_NAME_MAX];
+	TAKT_ALIGNED struct takt_pool_desc pools[TAKT_MAX_CLASSES];
+};
+_Static_assert(offsetof(struct takt_mgmt_header, pools) % TAKT_CACHELINE == 0, "pools aligned");
+_Static_assert(offsetof(struct takt_mgmt_header, pools) == 256, "pools offset");
+_Static_assert(sizeof(struct takt_mgmt_header) == 256 + 8 * 128, "takt_mgmt_header layout");
+
+/* Registry entries: written only by the broker. */
+struct takt_proc {
+	_Atomic uint32_t state;
+	int32_t pid;
+	uint32_t uid, gid;
+	uint64_t attached_ns;
+	char name[TAKT_PROC_NAME_MAX];
+	uint8_t pad[8];
+};
+_Static_assert(sizeof(struct takt_proc) == 64, "takt_proc layout");
+
+struct takt_topic {
+	_Atomic uint32_t state;
+	uint32_t pool_class;   /* TAKT_NONE until the first publisher picks one */
+	uint32_t n_pubs, n_subs;
+	char name[TAKT_NAME_MAX];
+	char type_name[TAKT_NAME_MAX];
+	uint32_t pubs[TAKT_MAX_PUBS_PER_TOPIC];
+	uint32_t subs[TAKT_MAX_SUBS_PER_TOPIC];
+	uint8_t pad[48];
+};
+_Static_assert(sizeof(struct takt_topic) % TAKT_CACHELINE == 0, "takt_topic layout");
+
+/* A publisher port. Lines: registry (broker), active (publisher), loans and
+ * history (publisher; read by subscribers pulling history and by the broker
+ * after the publisher died). */
+struct takt_pub_port {
+	_Atomic uint32_t state;
+	uint32_t topic;
+	uint32_t proc;
+	uint32_t pool_class;
+	uint32_t history;          /* history depth this publisher keeps */
+	_Atomic uint32_t conn_gen; /* W1: broker bumps after changing conns[] */
+	uint8_t pad0[40];
+	_Atomic uint32_t conns[TAKT_MAX_SUBS_PER_TOPIC]; /* TAKT_NONE or connection index */
+
+	/* Q0: odd while a publish runs. The broker waits for it to move before
+	 * reusing a connection it removed (a grace period, see docs). */
+	TAKT_ALIGNED _Atomic uint64_t active;
+
+	TAKT_ALIGNED _Atomic uint32_t loans[TAKT_MAX_LOANS]; /* global chunk index or TAKT_NONE */
+	/* H0: history entry = generation << 32 | global chunk index; 0 = empty.
+	 * Slot (seq - 1) % history holds the sample of sequence seq. */
+	TAKT_ALIGNED _Atomic uint64_t hist[TAKT_MAX_HISTORY];
+	_Atomic uint64_t last_seq;  /* H1: seq of the newest sample in hist */
+	uint8_t pad1[56];
+};
+_Static_assert(offsetof(struct takt_pub_port, active) % TAKT_CACHELINE == 0, "active aligned");
+_Static_assert(sizeof(struct takt_pub_port) % TAKT_CACHELINE == 0, "takt_pub_port layout");
+
+/* A subscriber port. */
+struct takt_sub_port {
+	_Atomic uint32_t state;
+	uint32_t topic;
+	uint32_t proc;
+	uint32_t queue_depth;      /* ring capacity (power of two) */
+	uint32_t overflow;         /* enum takt_overflow */
+	uint32_t history;
+	_Atomic uint32_t conn_gen; /* W1 */
+	uint8_t pad0[36];
+	_Atomic uint32_t conns[TAKT_MAX_PUBS_PER_TOPIC];
+
+	/* P0: 1 while the subscriber may sleep; a publisher that sees it after
+	 * pushing exchanges it to 0 and writes the eventfd. */
+	TAKT_ALIGNED _Atomic uint32_t parked;
+	TAKT_ALIGNED _Atomic uint64_t dropped; /* producers add what overflow cost */
+	TAKT_ALIGNED _Atomic uint64_t active;  /* Q0, subscriber side */
+	/* Taken samples: global chunk index or TAKT_NONE. The broker releases
+	 * them when the subscriber dies. */
+	TAKT_ALIGNED _Atomic uint32_t held[TAKT_MAX_HELD];
+};
+_Static_assert(offsetof(struct takt_sub_port, parked) % TAKT_CACHELINE == 0, "parked aligned");
+_Static_assert(sizeof(struct takt_sub_port) % TAKT_CACHELINE == 0, "takt_sub_port layout");
+
+/* A connection: the SPSC ring from one publisher to one subscriber. The ring
+ * slots (global chunk indices) live in the ring area, queue_depth_max slots
+ * per connection. head and tail count monotonically (64 bits never wrap in
+ * practice); a slot is index & mask. */
+struct takt_conn {
+	_Atomic uint32_t state;
+	uint32_t pub;
+	uint32_t sub;
+	uint32_t mask;       /* capacity - 1 */
+	uint32_t overflow;
+	uint8_t pad0[44];
+	TAKT_ALIGNED _Atomic uint64_t head;  /* R0: producer publishes slots */
+	/* R1: consumer (and a drop-oldest producer) advance with CAS */
+	TAKT_ALIGNED _Atomic uint64_t tail;
+	_Atomic uint32_t producer_waiting;   /* B0: a blocked publisher sleeps on it */
+	uint8_t pad1[52];
+};
+_Static_assert(offsetof(struct takt_conn, head) == 64, "head line");
+_Static_assert(offsetof(struct takt_conn, tail) == 128, "tail line");
+_Static_assert(sizeof(struct takt_conn) == 192, "takt_conn layout");
+
+/* Per-chunk metadata, apart from the payload so payload segments could be
+ * mapped read-only by subscribers. One line per chunk: refcounts of
+ * different chunks never share a line. */
+struct takt_chunk_meta {
+	/* C0: generation << 32 | reference count. A loan starts a new generation,
+	 * so a history reader can pin a chunk only if it is still the sample it
+	 * read (CAS on the whole word). */
+	_Atomic uint64_t refs;
+	_Atomic uint32_t next;  /* free-list link: local index + 1, 0 = end */
+	uint32_t pool_class;    /* immutable */
+	uint8_t pad[48];
+};
+_Static_assert(sizeof(struct takt_chunk_meta) == 64, "takt_chunk_meta layout");
+
+/* Written by the publisher before it pushes the chunk (read after R0). */
+struct takt_chunk_header {
+	uint64_t seq;
+	uint64_t publish_ns;
+	uint32_t publisher_id;
+	uint32_t size;
+	uint32_t chunk;       /* global index, a cross-check */
+	uint8_t pad[36];
+};
+_Static_assert(sizeof(struct takt_chunk_header) == 64, "takt_chunk_header layout");
+
+/* Payload segment header: the first line of each payload segment. */
+struct takt_pool_header {
+	uint64_t magic;
+	uint32_t abi_version;
+	uint32_t pool_class;
+	uint64_t layout_digest;
+	uint64_t epoch;
+	uint8_t pad[32];
+};
+_Static_assert(sizeof(struct takt_pool_header) == 64, "takt_pool_header layout");
+
+/* Events: a bounded MPMC queue of ids (Vyukov: per-cell sequence numbers). */
+struct takt_event_cell {
+	_Atomic uint64_t seq;
+	_Atomic uint64_t id;
+};
+struct takt_event_slot {
+	_Atomic uint32_t state;
+	uint32_t refs;           /* broker: opens across processes */
+	char name[TAKT_NAME_MAX];
+	uint8_t pad0[56];
+	TAKT_ALIGNED _Atomic uint64_t enq; /* E0 */
+	TAKT_ALIGNED _Atomic uint64_t deq; /* E1 */
+	TAKT_ALIGNED _Atomic uint64_t lost;
+	TAKT_ALIGNED struct takt_event_cell cells[TAKT_EVENT_QUEUE];
+};
+_Static_assert(sizeof(struct takt_event_slot) % TAKT_CACHELINE == 0, "takt_event_slot layout");
+
+/* Offsets of every table, computed once from the limits. */
+struct takt_layout {
+	uint64_t off_procs, off_topics, off_pubs, off_subs, off_conns;
+	uint64_t off_rings, off_chunks, off_events, size;
+};
+
+/* Fills *out for the limits and n_chunks. */
+void layout_compute(const struct takt_limits *lim, uint32_t n_chunks, struct takt_layout *out);
+/* FNV-1a over the structure sizes, offsets and the limits. */
+uint64_t layout_digest(const struct takt_limits *lim, uint32_t n_chunks);
+/* Bytes per chunk in a class: header + payload rounded to a cache line. */
+uint64_t layout_chunk_stride(uint64_t payload_size);
+
+#endif

@@ -1,0 +1,271 @@
+/* proto.c - framing, naming and descriptor passing of the control protocol. */
+#include "proto.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+size_t proto_request_size(uint16_t type)
+{
+	switch (type) {
+	case MSG_HELLO: return sizeof(struct msg_hello);
+	case MSG_PUB_OPEN: return sizeof(struct msg_pub_open);
+	case MSG_SUB_OPEN: return sizeof(struct msg_sub_open);
+	case MSG_EVENT_OPEN: return sizeof(struct msg_event_open);
+	case MSG_PUB_CLOSE:
+	case MSG_SUB_CLOSE:
+	case MSG_CONN_FDS:
+	case MSG_EVENT_CLOSE: return sizeof(struct msg_index);
+	case MSG_POOLS:
+	case MSG_STATUS: return sizeof(struct msg_empty);
+	default: return 0;
+	}
+}
+
+static int name_char_ok(char c, int allow_slash)
+{
+	return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+	       c == '_' || c == '.' || c == '-' || (allow_slash && c == '/');
+}
+
+int proto_name_ok(const char *s, size_t n)
+{
+	size_t len = strnlen(s, n);
+
+	if (len == 0 || len >= n || len > 63)
+		return 0;
+	for (size_t i = 0; i < len; i++)
+		if (!name_char_ok(s[i], 1))
+			return 0;
+	return 1;
+}
+
+int proto_domain_ok(const char *s)
+{
+	size_t len;
+
+	if (!s)
+		return 0;
+	len = strnlen(s, TAKT_DOMAIN_MAX);
+	if (len == 0 || len >= TAKT_DOMAIN_MAX || s[0] == '.')
+		return 0;
+	for (size_t i = 0; i < len; i++)
+		if (!name_char_ok(s[i], 0))
+			return 0;
+	return 1;
+}
+
+const char *proto_domain_default(const char *explicit_domain)
+{
+	const char *env;
+
+	if (explicit_domain)
+		return explicit_domain;
+	env = getenv("TAKT_DOMAIN");
+	return env && *env ? env : "default";
+}
+
+static int runtime_dir(char *buf, size_t len)
+{
+	const char *d = getenv("TAKT_RUNTIME_DIR");
+	int n;
+
+	if (d && *d)
+		n = snprintf(buf, len, "%s", d);
+	else if ((d = getenv("XDG_RUNTIME_DIR")) && *d)
+		n = snprintf(buf, len, "%s/takt", d);
+	else
+		n = snprintf(buf, len, "/tmp/takt-%u", (unsigned)getuid());
+	return n < 0 || (size_t)n >= len ? -ENAMETOOLONG : 0;
+}
+
+int proto_runtime_dir_make(void)
+{
+	char dir[108];
+	int r = runtime_dir(dir, sizeof(dir));
+
+	if (r < 0)
+		return r;
+	if (mkdir(dir, 0700) < 0 && errno != EEXIST)
+		return -errno;
+	return 0;
+}
+
+int proto_runtime_path(const char *domain, const char *suffix, char *buf, size_t len)
+{
+	char dir[108];
+	int r = runtime_dir(dir, sizeof(dir));
+	int n;
+
+	if (r < 0)
+		return r;
+	n = snprintf(buf, len, "%s/takt-%s.%s", dir, domain, suffix);
+	return n < 0 || (size_t)n >= len ? -ENAMETOOLONG : 0;
+}
+
+int proto_shm_name(const char *domain, const char *what, char *buf, size_t len)
+{
+	int n = snprintf(buf, len, "/takt.%s.%s", domain, what);
+
+	return n < 0 || (size_t)n >= len ? -ENAMETOOLONG : 0;
+}
+
+void proto_hdr_init(struct proto_hdr *h, uint16_t type, uint32_t size, uint32_t req_id)
+{
+	h->magic = TAKT_PROTO_MAGIC;
+	h->version = TAKT_PROTO_VERSION;
+	h->type = type;
+	h->size = size;
+	h->req_id = req_id;
+}
+
+int proto_send(int sock, const void *msg, size_t size, const int *fds, unsigned n_fds)
+{
+	char cbuf[CMSG_SPACE(sizeof(int) * TAKT_PROTO_MAX_FDS)];
+	struct iovec iov = {.iov_base = (void *)msg, .iov_len = size};
+	struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1};
+
+	if (n_fds > TAKT_PROTO_MAX_FDS)
+		return -EINVAL;
+	if (n_fds) {
+		struct cmsghdr *cm;
+
+		memset(cbuf, 0, sizeof(cbuf));
+		mh.msg_control = cbuf;
+		mh.msg_controllen = CMSG_SPACE(sizeof(int) * n_fds);
+		cm = CMSG_FIRSTHDR(&mh);
+		cm->cmsg_level = SOL_SOCKET;
+		cm->cmsg_type = SCM_RIGHTS;
+		cm->cmsg_len = CMSG_LEN(sizeof(int) * n_fds);
+		memcpy(CMSG_DATA(cm), fds, sizeof(int) * n_fds);
+	}
+	for (;;) {
+		ssize_t n = sendmsg(sock, &mh, MSG_NOSIGNAL);
+
+		if (n >= 0)
+			return n == (ssize_t)size ? 0 : -EMSGSIZE;
+		if (errno != EINTR)
+			return -errno;
+	}
+}
+
+static unsigned take_fds(struct msghdr *mh, int *fds, unsigned max_fds)
+{
+	unsigned n = 0;
+
+	for (struct cmsghdr *cm = CMSG_FIRSTHDR(mh); cm; cm = CMSG_NXTHDR(mh, cm)) {
+		if (cm->cmsg_level != SOL_SOCKET || cm->cmsg_type != SCM_RIGHTS)
+			continue;
+		size_t cnt = (cm->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+		int *in = (int *)CMSG_DATA(cm);
+
+		for (size_t i = 0; i < cnt; i++) {
+			int fd;
+
+			memcpy(&fd, in + i, sizeof(fd));
+			if (n < max_fds)
+				fds[n++] = fd;
+			else
+				close(fd); /* more than the message may carry: drop, never leak */
+		}
+	}
+	return n;
+}
+
+long proto_recv(int sock, void *buf, size_t size, int *fds, unsigned max_fds, unsigned *ret_n_fds)
+{
+	char cbuf[CMSG_SPACE(sizeof(int) * TAKT_PROTO_MAX_FDS)];
+	struct iovec iov = {.iov_base = buf, .iov_len = size};
+	struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = cbuf,
+			    .msg_controllen = sizeof(cbuf)};
+	ssize_t n;
+	unsigned nf;
+
+	do
+		n = recvmsg(sock, &mh, MSG_CMSG_CLOEXEC);
+	while (n < 0 && errno == EINTR);
+	if (n < 0)
+		return -errno;
+	nf = take_fds(&mh, fds, max_fds);
+	if (ret_n_fds)
+		*ret_n_fds = nf;
+	if (mh.msg_flags & (MSG_TRUNC | MSG_CTRUNC)) {
+		for (unsigned i = 0; i < nf; i++)
+			close(fds[i]);
+		if (ret_n_fds)
+			*ret_n_fds = 0;
+		return -EMSGSIZE;
+	}
+	return n;
+}
+
+int proto_connect(const char *domain, int *ret_sock)
+{
+	struct sockaddr_un sa = {.sun_family = AF_UNIX};
+	int s, r;
+
+	r = proto_runtime_path(domain, "sock", sa.sun_path, sizeof(sa.sun_path));
+	if (r < 0)
+		return r;
+	s = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+	if (s < 0)
+		return -errno;
+	if (connect(s, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
+		r = errno == ECONNREFUSED ? -ENOENT : -errno;
+		close(s);
+		return r;
+	}
+	*ret_sock = s;
+	return 0;
+}
+
+static int reply_ok(const struct proto_reply *rep, long n, const struct proto_hdr *req,
+		    size_t reply_size)
+{
+	if (n < (long)sizeof(struct proto_reply) || rep->hdr.magic != TAKT_PROTO_MAGIC ||
+	    rep->hdr.version != TAKT_PROTO_VERSION || rep->hdr.req_id != req->req_id ||
+	    rep->hdr.type != (req->type | PROTO_REPLY_FLAG) || rep->hdr.size != (uint32_t)n)
+		return -EPROTO;
+	if (rep->status < 0)
+		return rep->status;
+	return (size_t)n == reply_size ? 0 : -EPROTO;
+}
+
+int proto_call(int sock, void *req, size_t req_size, void *reply, size_t reply_size,
+	       int *fds, unsigned max_fds, unsigned *ret_n_fds, int timeout_ms)
+{
+	struct pollfd pfd = {.fd = sock, .events = POLLIN};
+	unsigned nf = 0;
+	long n;
+	int r;
+
+	r = proto_send(sock, req, req_size, NULL, 0);
+	if (r < 0)
+		return r == -EPIPE || r == -ECONNRESET ? -ENOTCONN : r;
+	do
+		r = poll(&pfd, 1, timeout_ms);
+	while (r < 0 && errno == EINTR);
+	if (r <= 0)
+		return r == 0 ? -ETIMEDOUT : -errno;
+	n = proto_recv(sock, reply, reply_size, fds, max_fds, &nf);
+	if (n == 0)
+		return -ENOTCONN;
+	if (n < 0)
+		return (int)n;
+	r = reply_ok(reply, n, req, reply_size);
+	if (r < 0) {
+		for (unsigned i = 0; i < nf; i++)
+			close(fds[i]);
+		nf = 0;
+	}
+	if (ret_n_fds)
+		*ret_n_fds = nf;
+	return r;
+}

@@ -1,0 +1,169 @@
+/* proto.h - the control protocol between clients and takt-broker.
+ *
+ * UNIX SOCK_SEQPACKET, one message per packet, fixed-layout structures in
+ * host byte order (both ends share the host). Every request starts with
+ * proto_hdr; every reply starts with proto_reply (header + status), so a
+ * client can read the status of any reply, including an error reply to a
+ * request the broker could not parse. Descriptors travel with SCM_RIGHTS.
+ * docs/protocol.md is the reference for every message.
+ */
+#ifndef TAKT_PROTO_H
+#define TAKT_PROTO_H
+
+#include "layout.h"
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define TAKT_PROTO_MAGIC 0x504b5454u /* "TTKP" */
+#define TAKT_PROTO_VERSION 1u
+#define TAKT_PROTO_MAX_MSG 1024
+#define TAKT_PROTO_MAX_FDS (TAKT_MAX_CLASSES + 1 > TAKT_MAX_SUBS_PER_TOPIC ? TAKT_MAX_CLASSES + 1 : TAKT_MAX_SUBS_PER_TOPIC)
+#define TAKT_DOMAIN_MAX 48 /* incl. NUL */
+#define PROTO_REPLY_FLAG 0x8000u
+
+enum proto_type {
+	MSG_HELLO = 1,
+	MSG_PUB_OPEN = 2,
+	MSG_PUB_CLOSE = 3,
+	MSG_SUB_OPEN = 4,
+	MSG_SUB_CLOSE = 5,
+	MSG_CONN_FDS = 6,
+	MSG_EVENT_OPEN = 7,
+	MSG_EVENT_CLOSE = 8,
+	MSG_POOLS = 9,
+	MSG_STATUS = 10,
+	MSG_TYPE_MAX = 10,
+};
+
+struct proto_hdr {
+	uint32_t magic;
+	uint16_t version;
+	uint16_t type;   /* enum proto_type; | PROTO_REPLY_FLAG in replies */
+	uint32_t size;   /* whole message, must equal the type's size */
+	uint32_t req_id; /* echoed in the reply */
+};
+_Static_assert(sizeof(struct proto_hdr) == 16, "proto_hdr");
+
+struct proto_reply {
+	struct proto_hdr hdr;
+	int32_t status; /* 0 or a negative errno */
+	uint32_t index; /* the port, proc or event index the request made */
+};
+_Static_assert(sizeof(struct proto_reply) == 24, "proto_reply");
+
+struct msg_hello {
+	struct proto_hdr hdr;
+	uint32_t abi_version;
+	uint32_t reserved;
+	uint64_t layout_digest; /* 0: any (the client validates the header itself) */
+	char name[TAKT_PROC_NAME_MAX];
+};
+struct msg_hello_reply { /* fds: management segment, then one per size class */
+	struct proto_reply r;
+	uint64_t epoch;
+	uint32_t n_classes;
+	uint32_t reserved;
+};
+
+struct msg_pub_open {
+	struct proto_hdr hdr;
+	char topic[TAKT_NAME_MAX];
+	char type_name[TAKT_NAME_MAX];
+	uint64_t max_payload;
+	uint32_t history;
+	uint32_t reserved;
+};
+struct msg_pub_open_reply {
+	struct proto_reply r; /* index = publisher port */
+	uint32_t pool_class;
+	uint32_t reserved;
+};
+
+struct msg_sub_open { /* reply: proto_reply, index = subscriber port; fd: its eventfd */
+	struct proto_hdr hdr;
+	char topic[TAKT_NAME_MAX];
+	char type_name[TAKT_NAME_MAX];
+	uint32_t queue_depth;
+	uint32_t overflow;
+	uint32_t history;
+	uint32_t reserved;
+};
+
+/* PUB_CLOSE, SUB_CLOSE, EVENT_CLOSE, CONN_FDS: one index. */
+struct msg_index {
+	struct proto_hdr hdr;
+	uint32_t index;
+	uint32_t reserved;
+};
+
+struct msg_conn_fds_reply { /* fds: the eventfd of each subscriber, in order */
+	struct proto_reply r;
+	uint32_t n;
+	uint32_t reserved;
+	uint32_t subs[TAKT_MAX_SUBS_PER_TOPIC];
+};
+
+struct msg_event_open { /* reply: proto_reply, index = event slot; fd: its eventfd */
+	struct proto_hdr hdr;
+	char name[TAKT_NAME_MAX];
+};
+
+struct msg_empty { /* POOLS, STATUS */
+	struct proto_hdr hdr;
+};
+
+struct proto_pool_stat {
+	uint64_t payload_size;
+	uint32_t total, free, in_flight, reserved;
+};
+struct msg_pools_reply {
+	struct proto_reply r; /* index = number of classes */
+	struct proto_pool_stat pools[TAKT_MAX_CLASSES];
+};
+
+struct msg_status_reply {
+	struct proto_reply r;
+	int32_t pid;
+	uint32_t reserved;
+	uint64_t epoch;
+	struct takt_limits limits;
+	uint32_t n_procs, n_topics, n_pubs, n_subs, n_conns, n_events;
+	char domain[TAKT_DOMAIN_MAX];
+	char version[16];
+};
+_Static_assert(sizeof(struct msg_status_reply) <= TAKT_PROTO_MAX_MSG, "status fits");
+
+/* The exact size a request of this type must have, or 0 for unknown types. */
+size_t proto_request_size(uint16_t type);
+
+/* 1 when s is a valid name: 1..63 chars of [A-Za-z0-9_./-], NUL inside n. */
+int proto_name_ok(const char *s, size_t n);
+/* Domain names: 1..47 chars of [A-Za-z0-9_.-], not starting with '.'. */
+int proto_domain_ok(const char *s);
+/* The domain to use: explicit, else $TAKT_DOMAIN, else "default". */
+const char *proto_domain_default(const char *explicit_domain);
+/* <dir>/takt-<domain>.<suffix>; dir is $TAKT_RUNTIME_DIR, else
+ * $XDG_RUNTIME_DIR/takt, else /tmp/takt-<uid>. -ENAMETOOLONG. */
+int proto_runtime_path(const char *domain, const char *suffix, char *buf, size_t len);
+/* Creates the runtime directory (mode 0700 for the private defaults). */
+int proto_runtime_dir_make(void);
+/* /takt.<domain>.<what> for shm_open. */
+int proto_shm_name(const char *domain, const char *what, char *buf, size_t len);
+
+void proto_hdr_init(struct proto_hdr *h, uint16_t type, uint32_t size, uint32_t req_id);
+/* sendmsg of one packet with up to TAKT_PROTO_MAX_FDS descriptors. */
+int proto_send(int sock, const void *msg, size_t size, const int *fds, unsigned n_fds);
+/* recvmsg of one packet: its size (0 = peer hung up), -EMSGSIZE when
+ * truncated. Received descriptors are O_CLOEXEC; any beyond max_fds are
+ * closed. */
+long proto_recv(int sock, void *buf, size_t size, int *fds, unsigned max_fds, unsigned *ret_n_fds);
+/* Client: connects to the domain's broker socket. -ENOENT when none runs. */
+int proto_connect(const char *domain, int *ret_sock);
+/* Client: one request, one reply, bounded by timeout_ms. Returns the
+ * reply's status (or a transport error); the reply must be exactly
+ * reply_size bytes of the matching type. */
+int proto_call(int sock, void *req, size_t req_size, void *reply, size_t reply_size,
+	       int *fds, unsigned max_fds, unsigned *ret_n_fds, int timeout_ms);
+
+#endif

@@ -1,0 +1,392 @@
+/* pub.c - publishers: loan, publish, discard.
+ *
+ * A publisher keeps a process-local mirror of its connections (one SPSC ring
+ * per subscriber) and refreshes it when the broker bumps conn_gen. Publish:
+ *   1. take references for every subscriber (and history) up front, since a
+ *      subscriber may release before we finish pushing;
+ *   2. push the chunk index into each ring, applying the subscriber's
+ *      overflow policy when a ring is full;
+ *   3. record it in history, drop the loan's reference;
+ *   4. fence, then write the eventfd of each subscriber that parked.
+ * Steps 1-3 make no syscall; step 4 only for parked subscribers.
+ */
+#include "client.h"
+#include "pool.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define BLOCK_TIMEOUT_DEFAULT_NS 100000000ull
+
+struct pub_conn {
+	uint32_t conn;
+	uint32_t sub;
+	uint32_t overflow;
+	int efd;
+	struct takt_sub_port *sp;
+	struct ring_prod ring;
+};
+
+struct takt_pub {
+	takt_node *node;
+	struct takt_pub *next;
+	struct takt_pub_port *port;
+	uint32_t index;
+	uint32_t pool_class;
+	uint64_t max_payload;
+	uint32_t history;
+	uint32_t loans_max;
+	uint64_t seq;
+	uint64_t block_timeout_ns;
+	uint32_t conn_gen;
+	unsigned n_conns;
+	struct pub_conn conns[TAKT_MAX_SUBS_PER_TOPIC];
+	uint32_t loan_chunk[TAKT_MAX_LOANS]; /* mirror of port->loans */
+	uint32_t loan_gen[TAKT_MAX_LOANS];
+};
+
+int takt_pub_open(takt_node *node, const struct takt_pub_opts *opts, takt_pub **out)
+{
+	struct msg_pub_open req = {0};
+	struct msg_pub_open_reply rep;
+	takt_pub *p;
+	int r;
+
+	if (!node || !opts || !out || node_copy_name(req.topic, opts->topic) < 0)
+		return -EINVAL;
+	if (opts->type_name && node_copy_name(req.type_name, opts->type_name) < 0)
+		return -EINVAL;
+	if (opts->history > node->v.lim.history_max)
+		return -EINVAL;
+	req.max_payload = opts->max_payload;
+	req.history = opts->history;
+	p = calloc(1, sizeof(*p));
+	if (!p)
+		return -ENOMEM;
+	r = node_call(node, MSG_PUB_OPEN, &req, sizeof(req), &rep, sizeof(rep), NULL, 0, NULL);
+	if (r == 0 && (rep.r.index >= node->v.lim.publishers || rep.pool_class >= node->v.lim.n_classes))
+		r = -EPROTO;
+	if (r < 0) {
+		free(p);
+		return r;
+	}
+	p->node = node;
+	p->index = rep.r.index;
+	p->port = &node->v.pubs[p->index];
+	p->pool_class = rep.pool_class;
+	p->max_payload = opts->max_payload;
+	p->history = opts->history;
+	p->loans_max = node->v.lim.loans_max;
+	p->block_timeout_ns = opts->block_timeout_ns ? opts->block_timeout_ns : BLOCK_TIMEOUT_DEFAULT_NS;
+	p->conn_gen = UINT32_MAX; /* forces the first refresh */
+	for (unsigned i = 0; i < TAKT_MAX_LOANS; i++)
+		p->loan_chunk[i] = TAKT_NONE;
+	NODE_LIST_ADD(node->pubs, p);
+	*out = p;
+	return 0;
+}
+
+static void pub_drop_conns(takt_pub *p)
+{
+	for (unsigned i = 0; i < p->n_conns; i++)
+		if (p->conns[i].efd >= 0)
+			close(p->conns[i].efd);
+	p->n_conns = 0;
+}
+
+void takt_pub_close(takt_pub *pub)
+{
+	if (!pub)
+		return;
+	/* The broker returns loans and history to the pools and retires the
+	 * connections; we must not touch the port after this request. */
+	node_close_index(pub->node, MSG_PUB_CLOSE, pub->index);
+	pub_drop_conns(pub);
+	NODE_LIST_DEL(pub->node->pubs, takt_pub, pub);
+	free(pub);
+}
+
+uint32_t takt_pub_id(const takt_pub *pub)
+{
+	return pub ? pub->index + 1 : 0;
+}
+
+/* Reads one connection the broker listed for us; 0 if it is usable. */
+static int pub_conn_read(takt_pub *p, uint32_t ci, struct pub_conn *pc)
+{
+	const struct seg_view *v = &p->node->v;
+	struct takt_conn *c;
+
+	if (ci >= v->lim.connections)
+		return -EBADMSG;
+	c = &v->conns[ci];
+	/* acquire: pairs with the broker's release of state after filling the conn. */
+	if (atomic_load_explicit(&c->state, memory_order_acquire) != SLOT_ACTIVE || c->pub != p->index ||
+	    c->sub >= v->lim.subscribers || c->mask >= v->lim.queue_depth_max ||
+	    (c->mask & (c->mask + 1)) || c->overflow > TAKT_OVERFLOW_REJECT)
+		return -EBADMSG;
+	pc->conn = ci;
+	pc->sub = c->sub;
+	pc->overflow = c->overflow;
+	pc->sp = &v->subs[c->sub];
+	pc->efd = -1;
+	ring_prod_init(&pc->ring, c, seg_ring_slots(v, ci), c->mask);
+	return 0;
+}
+
+/* Asks the broker for the eventfds of our subscribers; returns how many
+ * connections still lack one. */
+static unsigned pub_fetch_fds(takt_pub *p)
+{
+	struct msg_index req = {.index = p->index};
+	struct msg_conn_fds_reply rep;
+	int fds[TAKT_MAX_SUBS_PER_TOPIC];
+	unsigned n_fds = 0;
+
+	if (node_call(p->node, MSG_CONN_FDS, &req, sizeof(req), &rep, sizeof(rep), fds,
+		      TAKT_MAX_SUBS_PER_TOPIC, &n_fds) < 0)
+		n_fds = 0;
+	for (unsigned i = 0; i < n_fds; i++) {
+		unsigned j;
+
+		for (j = 0; j < p->n_conns; j++)
+			if (i < rep.n && p->conns[j].sub == rep.subs[i] && p->conns[j].efd < 0)
+				break;
+		if (j < p->n_conns)
+			p->conns[j].efd = fds[i];
+		else
+			close(fds[i]);
+	}
+	n_fds = 0;
+	for (unsigned j = 0; j < p->n_conns; j++)
+		n_fds += p->conns[j].efd < 0;
+	return n_fds;
+}
+
+/* W1: the broker changed our connections. Keep the rings we still have
+ * (their local head is ours), bind new ones, drop removed ones. */
+static void pub_refresh(takt_pub *p, uint32_t gen)
+{
+	const struct seg_view *v = &p->node->v;
+	struct pub_conn next[TAKT_MAX_SUBS_PER_TOPIC];
+	unsigned n = 0;
+	unsigned need_fds = 0;
+
+	for (uint32_t i = 0; i < v->lim.subs_per_topic; i++) {
+		uint32_t ci = atomic_load_explicit(&p->port->conns[i], memory_order_relaxed);
+		unsigned j;
+
+		if (ci == TAKT_NONE)
+			continue;
+		for (j = 0; j < p->n_conns && p->conns[j].conn != ci; j++)
+			;
+		if (j < p->n_conns) {
+			next[n++] = p->conns[j];
+			p->conns[j].efd = -1; /* moved */
+		} else if (pub_conn_read(p, ci, &next[n]) == 0) {
+			n++;
+		}
+	}
+	pub_drop_conns(p);
+	memcpy(p->conns, next, n * sizeof(next[0]));
+	p->n_conns = n;
+	p->conn_gen = gen;
+	for (unsigned i = 0; i < n; i++)
+		need_fds |= p->conns[i].efd < 0;
+	if (need_fds && pub_fetch_fds(p) > 0)
+		p->conn_gen = gen - 1; /* some eventfd still missing: ask again next time */
+}
+
+static void pub_check_conns(takt_pub *p)
+{
+	/* W1: acquire pairs with the broker's release after it rewrote conns[]. */
+	uint32_t gen = atomic_load_explicit(&p->port->conn_gen, memory_order_acquire);
+
+	if (gen != p->conn_gen)
+		pub_refresh(p, gen);
+}
+
+int takt_pub_loan(takt_pub *pub, size_t size, void **payload)
+{
+	const struct seg_view *v;
+	uint32_t c;
+	unsigned i;
+
+	if (!pub || !payload)
+		return -EINVAL;
+	if (size > pub->max_payload)
+		return -EMSGSIZE;
+	for (i = 0; i < pub->loans_max && pub->loan_chunk[i] != TAKT_NONE; i++)
+		;
+	if (i == pub->loans_max)
+		return -ENOBUFS;
+	v = &pub->node->v;
+	c = pool_pop_mpmc(v, pub->pool_class);
+	if (c == TAKT_NONE)
+		return -ENOBUFS;
+	pub->loan_gen[i] = chunk_loan_init(v, c);
+	pub->loan_chunk[i] = c;
+	/* relaxed: read by the broker only after we died or closed. */
+	atomic_store_explicit(&pub->port->loans[i], c, memory_order_relaxed);
+	seg_chunk_header(v, c)->size = (uint32_t)size;
+	*payload = seg_chunk_payload(v, c);
+	return 0;
+}
+
+static int pub_find_loan(const takt_pub *pub, const void *payload, uint32_t *ret_chunk)
+{
+	uint32_t c = seg_chunk_of(&pub->node->v, payload);
+
+	if (c == TAKT_NONE)
+		return -EINVAL;
+	for (unsigned i = 0; i < pub->loans_max; i++)
+		if (pub->loan_chunk[i] == c) {
+			*ret_chunk = c;
+			return (int)i;
+		}
+	return -EINVAL;
+}
+
+static void pub_end_loan(takt_pub *pub, unsigned i)
+{
+	uint32_t c = pub->loan_chunk[i];
+
+	pub->loan_chunk[i] = TAKT_NONE;
+	atomic_store_explicit(&pub->port->loans[i], TAKT_NONE, memory_order_relaxed);
+	chunk_unref(&pub->node->v, c);
+}
+
+void takt_pub_discard(takt_pub *pub, void *payload)
+{
+	uint32_t c;
+	int i;
+
+	if (!pub)
+		return;
+	i = pub_find_loan(pub, payload, &c);
+	if (i >= 0)
+		pub_end_loan(pub, (unsigned)i);
+}
+
+static void pub_count_drop(struct pub_conn *pc)
+{
+	/* relaxed: a statistic; several publishers may add concurrently. */
+	atomic_fetch_add_explicit(&pc->sp->dropped, 1, memory_order_relaxed);
+}
+
+/* Pushes c into one ring under the subscriber's overflow policy. 1 when
+ * delivered; 0 when not (the caller drops that reference). */
+static int pub_push(takt_pub *p, struct pub_conn *pc, uint32_t c)
+{
+	const struct seg_view *v = &p->node->v;
+
+	for (int tries = 0; tries < 64; tries++) {
+		uint32_t old;
+
+		if (ring_push_spsc(&pc->ring, c) == 0)
+			return 1;
+		if (pc->overflow == TAKT_OVERFLOW_REJECT)
+			break;
+		if (pc->overflow == TAKT_OVERFLOW_BLOCK) {
+			if (ring_wait_room(&pc->ring, takt_now_ns() + p->block_timeout_ns) < 0)
+				break;
+			continue;
+		}
+		old = ring_steal_oldest(&pc->ring);
+		if (old == TAKT_NONE)
+			continue; /* the subscriber made room meanwhile */
+		if (seg_chunk_ok(v, old))
+			chunk_unref(v, old);
+		pub_count_drop(pc);
+	}
+	pub_count_drop(pc);
+	return 0;
+}
+
+static void pub_history_put(takt_pub *p, uint32_t c, uint32_t gen)
+{
+	const struct seg_view *v = &p->node->v;
+	uint32_t slot = (uint32_t)((p->seq - 1) % p->history);
+	/* H0: release pairs with a history reader's acquire load of the entry. */
+	uint64_t old = atomic_exchange_explicit(&p->port->hist[slot], (uint64_t)gen << 32 | c,
+						memory_order_acq_rel);
+
+	/* H1: release pairs with the reader's acquire of last_seq. */
+	atomic_store_explicit(&p->port->last_seq, p->seq, memory_order_release);
+	if (old && seg_chunk_ok(v, (uint32_t)old))
+		chunk_unref(v, (uint32_t)old);
+}
+
+static void pub_notify(takt_pub *p, const unsigned char *pushed)
+{
+	/* P1: pairs with the subscriber's parked store + fence before it
+	 * re-checks its rings (sub.c, P0): either it sees our head, or we see
+	 * parked == 1. */
+	atomic_thread_fence(memory_order_seq_cst);
+	for (unsigned i = 0; i < p->n_conns; i++) {
+		struct pub_conn *pc = &p->conns[i];
+		uint64_t one = 1;
+
+		if (!pushed[i] || pc->efd < 0)
+			continue;
+		/* relaxed load first: keeps the line shared while nobody parks. */
+		if (atomic_load_explicit(&pc->sp->parked, memory_order_relaxed) &&
+		    atomic_exchange_explicit(&pc->sp->parked, 0, memory_order_acq_rel) &&
+		    write(pc->efd, &one, sizeof(one)) < 0) {
+			/* eventfd cannot overflow at one write per park; nothing to do */
+		}
+	}
+}
+
+int takt_pub_publish(takt_pub *pub, void *payload)
+{
+	const struct seg_view *v;
+	unsigned char pushed[TAKT_MAX_SUBS_PER_TOPIC];
+	struct takt_chunk_header *h;
+	uint32_t c;
+	int li, reached = 0;
+
+	if (!pub)
+		return -EINVAL;
+	li = pub_find_loan(pub, payload, &c);
+	if (li < 0)
+		return li;
+	v = &pub->node->v;
+	/* Q0: seq_cst RMW pairs with the broker's conn removal (see registry). */
+	atomic_fetch_add_explicit(&pub->port->active, 1, memory_order_seq_cst);
+	pub_check_conns(pub);
+	h = seg_chunk_header(v, c);
+	h->seq = ++pub->seq;
+	h->publish_ns = takt_now_ns();
+	h->publisher_id = pub->index + 1;
+	h->chunk = c;
+	chunk_ref_add(v, c, pub->n_conns + (pub->history ? 1 : 0));
+	for (unsigned i = 0; i < pub->n_conns; i++) {
+		pushed[i] = (unsigned char)pub_push(pub, &pub->conns[i], c);
+		if (!pushed[i])
+			chunk_unref(v, c);
+		reached += pushed[i];
+	}
+	if (pub->history)
+		pub_history_put(pub, c, pub->loan_gen[li]);
+	pub_end_loan(pub, (unsigned)li);
+	pub_notify(pub, pushed);
+	atomic_fetch_add_explicit(&pub->port->active, 1, memory_order_seq_cst); /* Q0 */
+	return reached;
+}
+
+int takt_pub_send(takt_pub *pub, const void *data, size_t size)
+{
+	void *p;
+	int r;
+
+	if (!pub || (!data && size))
+		return -EINVAL;
+	r = takt_pub_loan(pub, size, &p);
+	if (r < 0)
+		return r;
+	memcpy(p, data, size);
+	return takt_pub_publish(pub, p);
+}

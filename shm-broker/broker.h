@@ -1,0 +1,75 @@
+/* broker.h - takt-broker's state: segments, registry, clients. */
+#ifndef TAKT_BROKER_H
+#define TAKT_BROKER_H
+
+#include "config.h"
+#include "proto.h"
+#include "segment.h"
+
+#include <stdbool.h>
+#include <sys/types.h>
+
+struct client {
+	int fd;                 /* -1: slot unused */
+	uint32_t proc;          /* TAKT_NONE until HELLO */
+	pid_t pid;
+	uid_t uid;
+	gid_t gid;
+	uint32_t *event_refs;   /* opens per event slot */
+};
+
+/* A connection being retired: reused only after both ends quiesced (Q0). */
+struct retiring {
+	uint64_t pub_snap, sub_snap;
+	bool pub_done, sub_done; /* that end closed or died: nothing to wait for */
+};
+
+struct broker {
+	struct broker_config cfg;
+	uint64_t epoch;
+	struct seg_view v;
+	void *mgmt;
+	size_t mgmt_size;
+	void *pool_base[TAKT_MAX_CLASSES];
+	size_t pool_size[TAKT_MAX_CLASSES];
+	int mgmt_fd;
+	int pool_fd[TAKT_MAX_CLASSES];
+	int lock_fd, listen_fd, epoll_fd, signal_fd, timer_fd;
+	char sock_path[108], lock_path[108];
+	bool timer_armed;
+	struct client *clients;
+	unsigned n_clients_max;
+	int *sub_efd;           /* per subscriber port */
+	int *event_efd;         /* per event slot */
+	struct retiring *retire; /* per connection */
+	unsigned n_retiring;
+	bool verbose;
+};
+
+/* segments.c */
+int seg_lock_domain(struct broker *b);
+int seg_create_all(struct broker *b);
+void seg_destroy_all(struct broker *b);
+
+/* registry.c: every function returns 0 / an index or a negative errno. */
+int reg_init(struct broker *b);
+int reg_proc_add(struct broker *b, struct client *cl, const char *name);
+void reg_proc_remove(struct broker *b, struct client *cl);
+int reg_pub_open(struct broker *b, struct client *cl, const struct msg_pub_open *m, uint32_t *ret_class);
+int reg_pub_close(struct broker *b, struct client *cl, uint32_t index);
+int reg_sub_open(struct broker *b, struct client *cl, const struct msg_sub_open *m);
+int reg_sub_close(struct broker *b, struct client *cl, uint32_t index);
+int reg_conn_fds(struct broker *b, struct client *cl, uint32_t pub, struct msg_conn_fds_reply *rep,
+		 int *fds);
+int reg_event_open(struct broker *b, struct client *cl, const char *name);
+int reg_event_close(struct broker *b, struct client *cl, uint32_t index);
+/* Frees connections whose ends quiesced; true while some still wait. */
+bool reg_tick(struct broker *b);
+void reg_pool_stats(struct broker *b, struct msg_pools_reply *rep);
+void reg_status(struct broker *b, struct msg_status_reply *rep);
+
+/* server.c */
+int server_listen(struct broker *b);
+int server_run(struct broker *b);
+
+#endif

@@ -1,0 +1,31 @@
+/* config.h - the broker's configuration: INI file or built-in default. */
+#ifndef TAKT_BROKER_CONFIG_H
+#define TAKT_BROKER_CONFIG_H
+
+#include "layout.h"
+#include "proto.h"
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <takt/takt.h>
+
+struct broker_config {
+	char domain[TAKT_DOMAIN_MAX];
+	struct takt_limits lim;
+	uint64_t class_size[TAKT_MAX_CLASSES];  /* payload bytes, ascending */
+	uint32_t class_count[TAKT_MAX_CLASSES];
+	unsigned socket_mode;
+};
+
+/* The built-in default: serves a newcomer with no file at all. */
+void config_defaults(struct broker_config *c);
+/* Reads an INI file over the defaults. On failure writes a message naming
+ * the file, line, key and reason into err and returns a negative errno. */
+int config_load(struct broker_config *c, const char *path, char *err, size_t errlen);
+/* Checks the whole config (limits against compile-time caps, classes). */
+int config_validate(const struct broker_config *c, char *err, size_t errlen);
+/* Writes the effective config as INI (for --print-config and docs). */
+void config_print(const struct broker_config *c, FILE *f);
+
+#endif

@@ -1,0 +1,161 @@
+/* main.c - takt-broker: command line, start-up and shutdown. */
+#include "broker.h"
+
+#include <errno.h>
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+static void usage(FILE *f)
+{
+	fprintf(f,
+		"Usage: takt-broker [OPTIONS]\n"
+		"Lays out a takt domain's shared-memory segments and serves its clients.\n\n"
+		"  -c, --config FILE    INI configuration (default: the built-in config)\n"
+		"  -d, --domain NAME    domain to serve (overrides [domain] name; default:\n"
+		"                       $TAKT_DOMAIN, else \"default\")\n"
+		"  -f, --foreground     stay in the foreground (default: detach once ready)\n"
+		"  -v, --verbose        log client arrivals, departures and bad messages\n"
+		"      --print-config   print the effective configuration and exit\n"
+		"  -h, --help           this text\n"
+		"  -V, --version        print the version\n\n"
+		"The control socket and lock live in $TAKT_RUNTIME_DIR (default:\n"
+		"$XDG_RUNTIME_DIR/takt, else /tmp/takt-<uid>). See docs/operations.md.\n");
+}
+
+struct args {
+	const char *config, *domain;
+	int foreground, print_config;
+};
+
+static int parse_args(int argc, char **argv, struct args *a, struct broker *b)
+{
+	static const struct option opts[] = {
+		{"config", required_argument, NULL, 'c'}, {"domain", required_argument, NULL, 'd'},
+		{"foreground", no_argument, NULL, 'f'},   {"verbose", no_argument, NULL, 'v'},
+		{"help", no_argument, NULL, 'h'},         {"version", no_argument, NULL, 'V'},
+		{"print-config", no_argument, NULL, 'P'}, {0},
+	};
+	int c;
+
+	while ((c = getopt_long(argc, argv, "c:d:fvhV", opts, NULL)) != -1) {
+		switch (c) {
+		case 'c': a->config = optarg; break;
+		case 'd': a->domain = optarg; break;
+		case 'f': a->foreground = 1; break;
+		case 'v': b->verbose = true; break;
+		case 'P': a->print_config = 1; break;
+		case 'h': usage(stdout); exit(0);
+		case 'V': printf("takt-broker %s\n", TAKT_VERSION_STRING); exit(0);
+		default: usage(stderr); return -EINVAL;
+		}
+	}
+	if (optind < argc) {
+		fprintf(stderr, "takt-broker: unexpected argument '%s'\n", argv[optind]);
+		return -EINVAL;
+	}
+	return 0;
+}
+
+static int load_config(struct broker *b, const struct args *a)
+{
+	char err[512];
+	const char *domain;
+
+	config_defaults(&b->cfg);
+	if (a->config && config_load(&b->cfg, a->config, err, sizeof(err)) < 0) {
+		fprintf(stderr, "takt-broker: bad config: %s\n", err);
+		return -EINVAL;
+	}
+	domain = a->domain ? a->domain : (a->config ? NULL : proto_domain_default(NULL));
+	if (domain) {
+		if (!proto_domain_ok(domain)) {
+			fprintf(stderr, "takt-broker: bad domain '%s': 1..47 characters of [A-Za-z0-9_.-], "
+				"not starting with '.'\n", domain);
+			return -EINVAL;
+		}
+		snprintf(b->cfg.domain, sizeof(b->cfg.domain), "%s", domain);
+	}
+	if (config_validate(&b->cfg, err, sizeof(err)) < 0) {
+		fprintf(stderr, "takt-broker: bad config: %s\n", err);
+		return -EINVAL;
+	}
+	return 0;
+}
+
+/* Detaches; the parent exits once the child reports ready (or failed). */
+static int daemonize(int *ret_ready_fd)
+{
+	int p[2];
+	pid_t pid;
+	char st = 1;
+
+	if (pipe(p) < 0)
+		return -errno;
+	pid = fork();
+	if (pid < 0)
+		return -errno;
+	if (pid > 0) {
+		close(p[1]);
+		if (read(p[0], &st, 1) != 1)
+			st = 1;
+		exit(st);
+	}
+	close(p[0]);
+	setsid();
+	*ret_ready_fd = p[1];
+	return 0;
+}
+
+static int start(struct broker *b)
+{
+	int r = seg_lock_domain(b);
+
+	if (r < 0)
+		return r;
+	r = seg_create_all(b);
+	if (r < 0)
+		return r;
+	r = reg_init(b);
+	if (r < 0)
+		return r;
+	return server_listen(b);
+}
+
+int main(int argc, char **argv)
+{
+	struct broker b = {.lock_fd = -1, .listen_fd = -1, .mgmt_fd = -1};
+	struct args a = {0};
+	int ready_fd = -1, r;
+	char st = 0;
+
+	if (parse_args(argc, argv, &a, &b) < 0 || load_config(&b, &a) < 0)
+		return 2;
+	if (a.print_config) {
+		config_print(&b.cfg, stdout);
+		return 0;
+	}
+	if (!a.foreground && daemonize(&ready_fd) < 0)
+		return 1;
+	r = start(&b);
+	if (r == 0) {
+		printf("takt-broker: domain '%s' ready (pid %d, socket %s)\n", b.cfg.domain, getpid(),
+		       b.sock_path);
+		fflush(stdout);
+		if (ready_fd >= 0 && write(ready_fd, &st, 1) == 1)
+			close(ready_fd);
+		r = server_run(&b);
+	}
+	if (b.sock_path[0] && b.listen_fd >= 0)
+		unlink(b.sock_path);
+	seg_destroy_all(&b);
+	if (b.lock_fd >= 0)
+		unlink(b.lock_path);
+	if (r < 0)
+		fprintf(stderr, "takt-broker: stopped: %s\n", strerror(-r));
+	return r < 0 ? 1 : 0;
+}

@@ -1,0 +1,356 @@
+/* server.c - the broker's event loop and control-message dispatch.
+ *
+ * One thread, one epoll set: the listening socket, every client socket, a
+ * signalfd for SIGINT/SIGTERM and a timerfd that ticks while connections
+ * wait for their ends to quiesce. Every request is validated (magic,
+ * version, type, exact size, names, indices) before it is acted on; a bad
+ * one gets an error reply and changes nothing.
+ */
+#include "broker.h"
+
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/timerfd.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#define TAG_LISTEN UINT64_MAX
+#define TAG_SIGNAL (UINT64_MAX - 1)
+#define TAG_TIMER (UINT64_MAX - 2)
+#define TICK_NS 1000000 /* 1 ms while connections retire */
+
+static int epoll_add(struct broker *b, int fd, uint64_t tag)
+{
+	struct epoll_event ev = {.events = EPOLLIN, .data.u64 = tag};
+
+	return epoll_ctl(b->epoll_fd, EPOLL_CTL_ADD, fd, &ev) < 0 ? -errno : 0;
+}
+
+int server_listen(struct broker *b)
+{
+	struct sockaddr_un sa = {.sun_family = AF_UNIX};
+	sigset_t mask;
+	int r;
+
+	r = proto_runtime_path(b->cfg.domain, "sock", b->sock_path, sizeof(b->sock_path));
+	if (r < 0)
+		return r;
+	memcpy(sa.sun_path, b->sock_path, sizeof(sa.sun_path));
+	b->listen_fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+	if (b->listen_fd < 0)
+		return -errno;
+	unlink(b->sock_path); /* we hold the domain lock: any old socket is stale */
+	if (bind(b->listen_fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 ||
+	    chmod(b->sock_path, b->cfg.socket_mode) < 0 || listen(b->listen_fd, 64) < 0) {
+		r = -errno;
+		fprintf(stderr, "takt-broker: cannot listen on %s: %s\n", b->sock_path, strerror(errno));
+		return r;
+	}
+	sigemptyset(&mask);
+	sigaddset(&mask, SIGINT);
+	sigaddset(&mask, SIGTERM);
+	sigprocmask(SIG_BLOCK, &mask, NULL);
+	signal(SIGPIPE, SIG_IGN);
+	b->signal_fd = signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK);
+	b->timer_fd = timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK);
+	b->epoll_fd = epoll_create1(EPOLL_CLOEXEC);
+	if (b->signal_fd < 0 || b->timer_fd < 0 || b->epoll_fd < 0)
+		return -errno;
+	if ((r = epoll_add(b, b->listen_fd, TAG_LISTEN)) < 0 || (r = epoll_add(b, b->signal_fd, TAG_SIGNAL)) < 0 ||
+	    (r = epoll_add(b, b->timer_fd, TAG_TIMER)) < 0)
+		return r;
+	b->n_clients_max = b->v.lim.processes + 32; /* room for tools such as `takt status` */
+	b->clients = calloc(b->n_clients_max, sizeof(*b->clients));
+	if (!b->clients)
+		return -ENOMEM;
+	for (unsigned i = 0; i < b->n_clients_max; i++)
+		b->clients[i].fd = -1;
+	return 0;
+}
+
+static void timer_set(struct broker *b, bool on)
+{
+	struct itimerspec its = {0};
+
+	if (on == b->timer_armed)
+		return;
+	if (on)
+		its.it_interval.tv_nsec = its.it_value.tv_nsec = TICK_NS;
+	timerfd_settime(b->timer_fd, 0, &its, NULL);
+	b->timer_armed = on;
+}
+
+static void client_accept(struct broker *b)
+{
+	struct ucred cred;
+	socklen_t len = sizeof(cred);
+	unsigned i;
+	int fd = accept4(b->listen_fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
+
+	if (fd < 0)
+		return;
+	for (i = 0; i < b->n_clients_max && b->clients[i].fd >= 0; i++)
+		;
+	if (i == b->n_clients_max || getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) < 0) {
+		fprintf(stderr, "takt-broker: refusing a connection: %s\n",
+			i == b->n_clients_max ? "too many clients" : strerror(errno));
+		close(fd);
+		return;
+	}
+	struct client *cl = &b->clients[i];
+
+	cl->event_refs = calloc(b->v.lim.events, sizeof(uint32_t));
+	if (!cl->event_refs || epoll_add(b, fd, i) < 0) {
+		free(cl->event_refs);
+		close(fd);
+		return;
+	}
+	cl->fd = fd;
+	cl->proc = TAKT_NONE;
+	cl->pid = cred.pid;
+	cl->uid = cred.uid;
+	cl->gid = cred.gid;
+}
+
+static void client_drop(struct broker *b, struct client *cl)
+{
+	if (b->verbose && cl->proc != TAKT_NONE)
+		fprintf(stderr, "takt-broker: process %d (%s) left; reclaiming its ports and chunks\n",
+			cl->pid, b->v.procs[cl->proc].name);
+	reg_proc_remove(b, cl);
+	epoll_ctl(b->epoll_fd, EPOLL_CTL_DEL, cl->fd, NULL);
+	close(cl->fd);
+	free(cl->event_refs);
+	cl->event_refs = NULL;
+	cl->fd = -1;
+	timer_set(b, reg_tick(b));
+}
+
+static void reply_init(struct proto_reply *r, const struct proto_hdr *req, size_t size, int status)
+{
+	proto_hdr_init(&r->hdr, (uint16_t)(req->type | PROTO_REPLY_FLAG), (uint32_t)size, req->req_id);
+	r->status = status;
+	r->index = 0;
+}
+
+/* Replies with only a status (errors, closes). */
+static void reply_status(struct client *cl, const struct proto_hdr *req, int status, uint32_t index)
+{
+	struct proto_reply r;
+
+	reply_init(&r, req, sizeof(r), status);
+	r.index = index;
+	proto_send(cl->fd, &r, sizeof(r), NULL, 0);
+}
+
+/* Checks framing; 0, or the errno to reply with. */
+static int check_frame(const struct client *cl, const struct proto_hdr *h, long n)
+{
+	size_t want;
+
+	if (n < (long)sizeof(*h) || h->magic != TAKT_PROTO_MAGIC)
+		return -EBADMSG;
+	if (h->version != TAKT_PROTO_VERSION)
+		return -EPROTONOSUPPORT;
+	want = proto_request_size(h->type);
+	if (want == 0)
+		return -EOPNOTSUPP;
+	if ((size_t)n != want || h->size != (uint32_t)n)
+		return -EBADMSG;
+	if (cl->proc == TAKT_NONE && h->type != MSG_HELLO && h->type != MSG_POOLS && h->type != MSG_STATUS)
+		return -EPERM; /* HELLO first */
+	return 0;
+}
+
+static void handle_hello(struct broker *b, struct client *cl, const struct msg_hello *m)
+{
+	struct msg_hello_reply rep = {0};
+	int fds[TAKT_MAX_CLASSES + 1];
+	char name[TAKT_PROC_NAME_MAX + 1];
+	int r;
+
+	memcpy(name, m->name, TAKT_PROC_NAME_MAX);
+	name[TAKT_PROC_NAME_MAX] = 0;
+	if (cl->proc != TAKT_NONE)
+		r = -EALREADY;
+	else if (m->abi_version != TAKT_ABI_VERSION ||
+		 (m->layout_digest && m->layout_digest != b->v.hdr->layout_digest))
+		r = -EPROTO;
+	else
+		r = reg_proc_add(b, cl, name);
+	if (r < 0) {
+		reply_status(cl, &m->hdr, r, 0);
+		return;
+	}
+	reply_init(&rep.r, &m->hdr, sizeof(rep), 0);
+	rep.r.index = (uint32_t)r;
+	rep.epoch = b->epoch;
+	rep.n_classes = b->v.lim.n_classes;
+	fds[0] = b->mgmt_fd;
+	for (uint32_t k = 0; k < rep.n_classes; k++)
+		fds[k + 1] = b->pool_fd[k];
+	proto_send(cl->fd, &rep, sizeof(rep), fds, rep.n_classes + 1);
+}
+
+static void handle_pub_open(struct broker *b, struct client *cl, const struct msg_pub_open *m)
+{
+	struct msg_pub_open_reply rep = {0};
+	uint32_t k = 0;
+	int r = reg_pub_open(b, cl, m, &k);
+
+	if (r < 0) {
+		reply_status(cl, &m->hdr, r, 0);
+		return;
+	}
+	reply_init(&rep.r, &m->hdr, sizeof(rep), 0);
+	rep.r.index = (uint32_t)r;
+	rep.pool_class = k;
+	proto_send(cl->fd, &rep, sizeof(rep), NULL, 0);
+}
+
+static void handle_fd_reply(struct client *cl, const struct proto_hdr *h, int r, int fd)
+{
+	struct proto_reply rep;
+
+	if (r < 0) {
+		reply_status(cl, h, r, 0);
+		return;
+	}
+	reply_init(&rep, h, sizeof(rep), 0);
+	rep.index = (uint32_t)r;
+	proto_send(cl->fd, &rep, sizeof(rep), &fd, 1);
+}
+
+static void handle_conn_fds(struct broker *b, struct client *cl, const struct msg_index *m)
+{
+	struct msg_conn_fds_reply rep = {0};
+	int fds[TAKT_MAX_SUBS_PER_TOPIC];
+	int r = reg_conn_fds(b, cl, m->index, &rep, fds);
+
+	if (r < 0) {
+		reply_status(cl, &m->hdr, r, 0);
+		return;
+	}
+	reply_init(&rep.r, &m->hdr, sizeof(rep), 0);
+	proto_send(cl->fd, &rep, sizeof(rep), fds, rep.n);
+}
+
+static void handle_pools(struct broker *b, struct client *cl, const struct proto_hdr *h)
+{
+	struct msg_pools_reply rep = {0};
+
+	reply_init(&rep.r, h, sizeof(rep), 0);
+	reg_pool_stats(b, &rep);
+	proto_send(cl->fd, &rep, sizeof(rep), NULL, 0);
+}
+
+static void handle_status(struct broker *b, struct client *cl, const struct proto_hdr *h)
+{
+	struct msg_status_reply rep = {0};
+
+	reply_init(&rep.r, h, sizeof(rep), 0);
+	reg_status(b, &rep);
+	proto_send(cl->fd, &rep, sizeof(rep), NULL, 0);
+}
+
+static void dispatch(struct broker *b, struct client *cl, const void *buf)
+{
+	const struct proto_hdr *h = buf;
+	const struct msg_index *mi = buf;
+	int r;
+
+	switch (h->type) {
+	case MSG_HELLO: handle_hello(b, cl, buf); return;
+	case MSG_PUB_OPEN: handle_pub_open(b, cl, buf); return;
+	case MSG_SUB_OPEN:
+		r = reg_sub_open(b, cl, buf);
+		handle_fd_reply(cl, h, r, r >= 0 ? b->sub_efd[r] : -1);
+		return;
+	case MSG_EVENT_OPEN:
+		r = reg_event_open(b, cl, ((const struct msg_event_open *)buf)->name);
+		handle_fd_reply(cl, h, r, r >= 0 ? b->event_efd[r] : -1);
+		return;
+	case MSG_PUB_CLOSE: reply_status(cl, h, reg_pub_close(b, cl, mi->index), mi->index); break;
+	case MSG_SUB_CLOSE: reply_status(cl, h, reg_sub_close(b, cl, mi->index), mi->index); break;
+	case MSG_EVENT_CLOSE: reply_status(cl, h, reg_event_close(b, cl, mi->index), mi->index); break;
+	case MSG_CONN_FDS: handle_conn_fds(b, cl, buf); return;
+	case MSG_POOLS: handle_pools(b, cl, h); return;
+	case MSG_STATUS: handle_status(b, cl, h); return;
+	}
+	timer_set(b, reg_tick(b));
+}
+
+static void client_readable(struct broker *b, struct client *cl)
+{
+	union {
+		struct proto_hdr h;
+		char bytes[TAKT_PROTO_MAX_MSG];
+	} buf;
+	int fds[TAKT_PROTO_MAX_FDS];
+	unsigned n_fds = 0;
+	long n = proto_recv(cl->fd, &buf, sizeof(buf), fds, TAKT_PROTO_MAX_FDS, &n_fds);
+	int r;
+
+	for (unsigned i = 0; i < n_fds; i++)
+		close(fds[i]); /* clients never send descriptors */
+	if (n == 0 || (n < 0 && n != -EMSGSIZE && n != -EAGAIN)) {
+		client_drop(b, cl);
+		return;
+	}
+	if (n == -EAGAIN)
+		return;
+	if (n < 0) {
+		struct proto_hdr none = {0};
+
+		reply_status(cl, &none, -EBADMSG, 0);
+		return;
+	}
+	if (n < (long)sizeof(buf.h))
+		memset(buf.bytes + n, 0, sizeof(buf.h) - (size_t)n);
+	r = check_frame(cl, &buf.h, n);
+	if (r < 0) {
+		if (b->verbose)
+			fprintf(stderr, "takt-broker: pid %d sent a bad message (type %u, %ld bytes): %s\n",
+				cl->pid, buf.h.type, n, strerror(-r));
+		reply_status(cl, &buf.h, r, 0);
+		return;
+	}
+	dispatch(b, cl, &buf);
+}
+
+int server_run(struct broker *b)
+{
+	for (;;) {
+		struct epoll_event evs[32];
+		int n = epoll_wait(b->epoll_fd, evs, 32, -1);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			return -errno;
+		for (int i = 0; i < n; i++) {
+			uint64_t tag = evs[i].data.u64;
+			uint64_t ticks;
+
+			if (tag == TAG_LISTEN) {
+				client_accept(b);
+			} else if (tag == TAG_SIGNAL) {
+				return 0;
+			} else if (tag == TAG_TIMER) {
+				if (read(b->timer_fd, &ticks, sizeof(ticks)) < 0) {
+					/* spurious: nothing to read */
+				}
+				timer_set(b, reg_tick(b));
+			} else if (tag < b->n_clients_max && b->clients[tag].fd >= 0) {
+				client_readable(b, &b->clients[tag]);
+			}
+		}
+	}
+}
