@@ -31,7 +31,7 @@ void layout_compute(const struct takt_limits *lim, uint32_t n_chunks, struct tak
 	out->off_conns = off;
 	off = align_up(off + (uint64_t)lim->connections * sizeof(struct takt_conn), TAKT_CACHELINE);
 	out->off_rings = off;
-	off = align_up(off + (uint64_t)lim->connections * lim->queue_depth_max * sizeof(uint32_t),
+	off = align_up(off + (uint64_t)lim->connections * lim->queue_depth_max * sizeof(struct takt_ring_slot),
 		       TAKT_CACHELINE);
 	out->off_chunks = off;
 	off = align_up(off + (uint64_t)n_chunks * sizeof(struct takt_chunk_meta), TAKT_CACHELINE);
@@ -57,6 +57,7 @@ uint64_t layout_digest(const struct takt_limits *lim, uint32_t n_chunks)
 		sizeof(struct takt_pub_port),    sizeof(struct takt_sub_port),
 		sizeof(struct takt_conn),        sizeof(struct takt_chunk_meta),
 		sizeof(struct takt_chunk_header), sizeof(struct takt_event_slot),
+		sizeof(struct takt_ring_slot),
 		TAKT_MAX_PUBS_PER_TOPIC,         TAKT_MAX_SUBS_PER_TOPIC,
 		TAKT_MAX_HELD,                   TAKT_MAX_LOANS,
 		TAKT_MAX_HISTORY,                TAKT_EVENT_QUEUE,

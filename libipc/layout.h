@@ -178,9 +178,9 @@ _Static_assert(offsetof(struct takt_sub_port, parked) % TAKT_CACHELINE == 0, "pa
 _Static_assert(sizeof(struct takt_sub_port) % TAKT_CACHELINE == 0, "takt_sub_port layout");
 
 /* A connection: the SPSC ring from one publisher to one subscriber. The ring
- * slots (global chunk indices) live in the ring area, queue_depth_max slots
- * per connection. head and tail count monotonically (64 bits never wrap in
- * practice); a slot is index & mask. */
+ * slots live in the ring area, queue_depth_max slots per connection. head
+ * and tail count monotonically (64 bits never wrap in practice); a slot is
+ * position & mask. */
 struct takt_conn {
 	_Atomic uint32_t state;
 	uint32_t pub;
@@ -188,7 +188,7 @@ struct takt_conn {
 	uint32_t mask;       /* capacity - 1 */
 	uint32_t overflow;
 	uint8_t pad0[44];
-	TAKT_ALIGNED _Atomic uint64_t head;  /* R0: producer publishes slots */
+	TAKT_ALIGNED _Atomic uint64_t head;  /* producer's position (for the broker) */
 	/* R1: consumer (and a drop-oldest producer) advance with CAS */
 	TAKT_ALIGNED _Atomic uint64_t tail;
 	_Atomic uint32_t producer_waiting;   /* B0: a blocked publisher sleeps on it */
@@ -197,6 +197,18 @@ struct takt_conn {
 _Static_assert(offsetof(struct takt_conn, head) == 64, "head line");
 _Static_assert(offsetof(struct takt_conn, tail) == 128, "tail line");
 _Static_assert(sizeof(struct takt_conn) == 192, "takt_conn layout");
+
+/* A ring slot: the chunk and what the subscriber reports about it, so a take
+ * reads one line written by the publisher. pos = position + 1 once filled
+ * (R0); the broker zeroes the slots of a new connection. */
+struct takt_ring_slot {
+	_Atomic uint64_t pos;
+	_Atomic uint32_t chunk;
+	_Atomic uint32_t size;
+	_Atomic uint64_t seq;
+	_Atomic uint64_t publish_ns;
+};
+_Static_assert(sizeof(struct takt_ring_slot) == 32, "takt_ring_slot layout");
 
 /* Per-chunk metadata, apart from the payload so payload segments could be
  * mapped read-only by subscribers. One line per chunk: refcounts of

@@ -278,14 +278,14 @@ static void pub_count_drop(struct pub_conn *pc)
 
 /* Pushes c into one ring under the subscriber's overflow policy. 1 when
  * delivered; 0 when not (the caller drops that reference). */
-static int pub_push(takt_pub *p, struct pub_conn *pc, uint32_t c)
+static int pub_push(takt_pub *p, struct pub_conn *pc, const struct ring_entry *e)
 {
 	const struct seg_view *v = &p->node->v;
 
 	for (int tries = 0; tries < 64; tries++) {
 		uint32_t old;
 
-		if (ring_push_spsc(&pc->ring, c) == 0)
+		if (ring_push_spsc(&pc->ring, e) == 0)
 			return 1;
 		if (pc->overflow == TAKT_OVERFLOW_REJECT)
 			break;
@@ -340,12 +340,32 @@ static void pub_notify(takt_pub *p, const unsigned char *pushed)
 	}
 }
 
+/* Hands the loan's reference over to n new holders with one store: until
+ * the first ring push nobody else can see the chunk. The loan slot is
+ * cleared first, so a crash in between leaks the chunk rather than letting
+ * the broker drop a reference twice. */
+static void pub_hand_over(takt_pub *pub, unsigned li, uint32_t c, uint32_t n)
+{
+	const struct seg_view *v = &pub->node->v;
+
+	pub->loan_chunk[li] = TAKT_NONE;
+	atomic_store_explicit(&pub->port->loans[li], TAKT_NONE, memory_order_relaxed);
+	if (n == 0) {
+		chunk_unref(v, c); /* nobody to hand it to: back to the pool */
+		return;
+	}
+	/* relaxed: made visible to subscribers by the ring push (R0 release). */
+	atomic_store_explicit(&v->chunks[c].refs, (uint64_t)pub->loan_gen[li] << 32 | n,
+			      memory_order_relaxed);
+}
+
 int takt_pub_publish(takt_pub *pub, void *payload)
 {
 	const struct seg_view *v;
 	unsigned char pushed[TAKT_MAX_SUBS_PER_TOPIC];
 	struct takt_chunk_header *h;
-	uint32_t c;
+	struct ring_entry e;
+	uint32_t c, gen;
 	int li, reached = 0;
 
 	if (!pub)
@@ -354,24 +374,25 @@ int takt_pub_publish(takt_pub *pub, void *payload)
 	if (li < 0)
 		return li;
 	v = &pub->node->v;
-	/* Q0: seq_cst RMW pairs with the broker's conn removal (see registry). */
+	/* Q0: seq_cst RMW pairs with the broker's conn removal (registry.c). */
 	atomic_fetch_add_explicit(&pub->port->active, 1, memory_order_seq_cst);
 	pub_check_conns(pub);
 	h = seg_chunk_header(v, c);
-	h->seq = ++pub->seq;
-	h->publish_ns = takt_now_ns();
+	e = (struct ring_entry){.chunk = c, .size = h->size, .seq = ++pub->seq, .publish_ns = takt_now_ns()};
+	h->seq = e.seq; /* the header serves history readers and the broker */
+	h->publish_ns = e.publish_ns;
 	h->publisher_id = pub->index + 1;
 	h->chunk = c;
-	chunk_ref_add(v, c, pub->n_conns + (pub->history ? 1 : 0));
+	gen = pub->loan_gen[li];
+	pub_hand_over(pub, (unsigned)li, c, pub->n_conns + (pub->history ? 1 : 0));
 	for (unsigned i = 0; i < pub->n_conns; i++) {
-		pushed[i] = (unsigned char)pub_push(pub, &pub->conns[i], c);
+		pushed[i] = (unsigned char)pub_push(pub, &pub->conns[i], &e);
 		if (!pushed[i])
 			chunk_unref(v, c);
 		reached += pushed[i];
 	}
 	if (pub->history)
-		pub_history_put(pub, c, pub->loan_gen[li]);
-	pub_end_loan(pub, (unsigned)li);
+		pub_history_put(pub, c, gen);
 	pub_notify(pub, pushed);
 	atomic_fetch_add_explicit(&pub->port->active, 1, memory_order_seq_cst); /* Q0 */
 	return reached;

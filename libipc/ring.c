@@ -1,21 +1,24 @@
 /* ring.c - SPSC receive ring with a producer-side drop-oldest steal.
  *
- * Indices: head and tail are 64-bit counters that only grow; a slot is
- * counter & mask, and head - tail is the fill level even across wraparound
- * of the slot index (the counters themselves would take centuries to wrap).
+ * Positions: head and tail are 64-bit counters that only grow; a slot is
+ * position & mask, head - tail is the fill level even when the slot index
+ * wraps (the counters themselves would take centuries to wrap). A filled
+ * slot carries pos = position + 1; the broker zeroes the slots of a new
+ * connection, so a stale pos from an earlier connection never matches.
  *
- * Pairings (P = producer/publisher process, C = consumer/subscriber process):
- *   R0  P: slot store (relaxed), then head store (release)
- *       C: head load (acquire), then slot load            -> sees the slot
- *   R1  C: slot load, then tail CAS (seq_cst, releases the slot)
- *       P: tail load (acquire) before overwriting a slot  -> never overwrites
- *          an entry the consumer is still reading
- *   R2  P (steal): tail load (acquire), slot load, tail CAS: exactly one of
- *       P and C wins each entry; the loser's slot read is discarded.
- *   B0  P (blocking): waiting=1 (seq_cst), reload tail, futex wait.
+ * Pairings (P = publisher process, C = subscriber process):
+ *   R0  P: slot fields (relaxed), then slot.pos = h + 1 (release)
+ *       C: slot.pos (acquire) == t + 1, then slot fields     -> sees them
+ *   R1  C: slot fields read, then tail CAS t -> t + 1 (seq_cst)
+ *       P: tail load (acquire) before overwriting slot t + capacity
+ *          -> never overwrites a slot the consumer is still reading
+ *   R2  P (steal): tail load (acquire), slot read, tail CAS: exactly one of
+ *       P and C wins each position; the loser's read is discarded. Every
+ *       slot field is an atomic so the losing read is not a data race.
+ *   B0  P (blocking): waiting = 1 (seq_cst), reload tail, futex wait.
  *       C: tail CAS (seq_cst), then load waiting (seq_cst): if 1, wake.
- *       Both sides are seq_cst, so either P sees the new tail or C sees
- *       waiting=1 (store-buffer litmus): no lost wake-up.
+ *       Both sides seq_cst: either P sees the new tail or C sees waiting
+ *       (store-buffer litmus), so no wake-up is lost.
  */
 #include "ring.h"
 
@@ -34,27 +37,28 @@ uint64_t takt_now_ns(void)
 	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
 }
 
-void ring_prod_init(struct ring_prod *p, struct takt_conn *conn, _Atomic uint32_t *slots, uint32_t mask)
+void ring_prod_init(struct ring_prod *p, struct takt_conn *conn, struct takt_ring_slot *slots, uint32_t mask)
 {
 	p->conn = conn;
 	p->slots = slots;
 	p->mask = mask;
-	/* relaxed: we are the only writer of head; the broker set it before
-	 * publishing the connection (W1 acquire in the caller). */
+	/* relaxed: we are the only writer of head; the broker set it before it
+	 * published the connection (acquire of conn->state in the caller). */
 	p->head = atomic_load_explicit(&conn->head, memory_order_relaxed);
 	p->cached_tail = atomic_load_explicit(&conn->tail, memory_order_acquire); /* R1 */
 }
 
-void ring_cons_init(struct ring_cons *q, struct takt_conn *conn, _Atomic uint32_t *slots, uint32_t mask)
+void ring_cons_init(struct ring_cons *q, struct takt_conn *conn, struct takt_ring_slot *slots, uint32_t mask)
 {
 	q->conn = conn;
 	q->slots = slots;
 	q->mask = mask;
-	q->cached_head = atomic_load_explicit(&conn->head, memory_order_acquire); /* R0 */
 }
 
-int ring_push_spsc(struct ring_prod *p, uint32_t chunk)
+int ring_push_spsc(struct ring_prod *p, const struct ring_entry *e)
 {
+	struct takt_ring_slot *s;
+
 	if (p->head - p->cached_tail > p->mask) {
 		/* R1: acquire pairs with the consumer's tail CAS: its read of the
 		 * slot we are about to overwrite happened before. */
@@ -62,10 +66,16 @@ int ring_push_spsc(struct ring_prod *p, uint32_t chunk)
 		if (p->head - p->cached_tail > p->mask)
 			return -ENOSPC;
 	}
-	atomic_store_explicit(&p->slots[p->head & p->mask], chunk, memory_order_relaxed);
+	s = &p->slots[p->head & p->mask];
+	atomic_store_explicit(&s->chunk, e->chunk, memory_order_relaxed);
+	atomic_store_explicit(&s->size, e->size, memory_order_relaxed);
+	atomic_store_explicit(&s->seq, e->seq, memory_order_relaxed);
+	atomic_store_explicit(&s->publish_ns, e->publish_ns, memory_order_relaxed);
 	p->head++;
-	/* R0: release pairs with the consumer's acquire load of head. */
-	atomic_store_explicit(&p->conn->head, p->head, memory_order_release);
+	/* R0: release pairs with the consumer's acquire load of pos. */
+	atomic_store_explicit(&s->pos, p->head, memory_order_release);
+	/* relaxed: read by the broker only after this publisher quiesced (Q0). */
+	atomic_store_explicit(&p->conn->head, p->head, memory_order_relaxed);
 	return 0;
 }
 
@@ -81,7 +91,7 @@ uint32_t ring_steal_oldest(struct ring_prod *p)
 			p->cached_tail = t;
 			return TAKT_NONE; /* the consumer made room */
 		}
-		v = atomic_load_explicit(&p->slots[t & p->mask], memory_order_relaxed);
+		v = atomic_load_explicit(&p->slots[t & p->mask].chunk, memory_order_relaxed);
 		/* R2: seq_cst CAS; on failure t is reloaded and we retry. */
 		if (atomic_compare_exchange_strong_explicit(&p->conn->tail, &t, t + 1,
 							    memory_order_seq_cst, memory_order_acquire)) {
@@ -127,7 +137,7 @@ int ring_wait_room(struct ring_prod *p, uint64_t deadline_ns)
 	}
 }
 
-/* B0 consumer side, and the broker when it closes a connection. */
+/* B0, consumer side. */
 static void ring_wake_producer(struct takt_conn *conn)
 {
 	if (atomic_load_explicit(&conn->producer_waiting, memory_order_seq_cst) &&
@@ -137,44 +147,55 @@ static void ring_wake_producer(struct takt_conn *conn)
 
 void ring_wake_producer_closed(struct takt_conn *conn)
 {
+	/* B0: the state change to CLOSING precedes this (release); a waiter
+	 * re-checks state after every wake-up. */
 	atomic_store_explicit(&conn->producer_waiting, 0, memory_order_seq_cst);
 	futex_wake(&conn->producer_waiting);
 }
 
-int ring_nonempty(struct ring_cons *q)
+static int slot_read(const struct ring_cons *q, uint64_t t, struct ring_entry *out)
 {
-	/* relaxed tail: we (or a stealing producer) wrote it; staleness only
-	 * makes us look again. */
-	uint64_t t = atomic_load_explicit(&q->conn->tail, memory_order_relaxed);
+	const struct takt_ring_slot *s = &q->slots[t & q->mask];
 
-	if (t < q->cached_head)
-		return 1;
-	q->cached_head = atomic_load_explicit(&q->conn->head, memory_order_acquire); /* R0 */
-	return t < q->cached_head;
+	/* R0: acquire pairs with the producer's release of pos. */
+	if (atomic_load_explicit(&s->pos, memory_order_acquire) != t + 1)
+		return -EAGAIN;
+	out->chunk = atomic_load_explicit(&s->chunk, memory_order_relaxed);
+	out->size = atomic_load_explicit(&s->size, memory_order_relaxed);
+	out->seq = atomic_load_explicit(&s->seq, memory_order_relaxed);
+	out->publish_ns = atomic_load_explicit(&s->publish_ns, memory_order_relaxed);
+	return 0;
 }
 
-int ring_pop_shared(struct ring_cons *q, _Atomic uint32_t *held, uint32_t *out)
+int ring_nonempty(const struct ring_cons *q)
 {
-	uint64_t t = atomic_load_explicit(&q->conn->tail, memory_order_acquire); /* R2 */
+	/* relaxed tail: we (or a stealing producer) wrote it; a stale value
+	 * names an older slot whose pos no longer matches, so we look again. */
+	uint64_t t = atomic_load_explicit(&q->conn->tail, memory_order_relaxed);
+
+	return atomic_load_explicit(&q->slots[t & q->mask].pos, memory_order_acquire) == t + 1; /* R0 */
+}
+
+int ring_peek(const struct ring_cons *q, struct ring_entry *out)
+{
+	return slot_read(q, atomic_load_explicit(&q->conn->tail, memory_order_acquire), out);
+}
+
+int ring_pop_shared(struct ring_cons *q, _Atomic uint32_t *held, struct ring_entry *out)
+{
+	/* acquire: pairs with a stealing producer's CAS (R2). */
+	uint64_t t = atomic_load_explicit(&q->conn->tail, memory_order_acquire);
 
 	for (;;) {
-		uint32_t v;
-
-		if (t >= q->cached_head) {
-			/* R0: acquire pairs with the producer's release of head. */
-			q->cached_head = atomic_load_explicit(&q->conn->head, memory_order_acquire);
-			if (t >= q->cached_head)
-				return -EAGAIN;
-		}
-		v = atomic_load_explicit(&q->slots[t & q->mask], memory_order_relaxed);
+		if (slot_read(q, t, out) < 0)
+			return -EAGAIN;
 		/* relaxed: read by the broker only after this process died. */
-		atomic_store_explicit(held, v, memory_order_relaxed);
+		atomic_store_explicit(held, out->chunk, memory_order_relaxed);
 		/* R1/R2: seq_cst CAS commits the pop; on failure (a drop-oldest
 		 * steal) t is reloaded and the held word overwritten next round. */
 		if (atomic_compare_exchange_strong_explicit(&q->conn->tail, &t, t + 1,
 							    memory_order_seq_cst, memory_order_acquire)) {
 			ring_wake_producer(q->conn);
-			*out = v;
 			return 0;
 		}
 		atomic_store_explicit(held, TAKT_NONE, memory_order_relaxed);

@@ -62,7 +62,7 @@ int seg_view_init(struct seg_view *v, void *mgmt, size_t mgmt_size)
 	v->pubs = (struct takt_pub_port *)(b + lay.off_pubs);
 	v->subs = (struct takt_sub_port *)(b + lay.off_subs);
 	v->conns = (struct takt_conn *)(b + lay.off_conns);
-	v->rings = (_Atomic uint32_t *)(b + lay.off_rings);
+	v->rings = (struct takt_ring_slot *)(b + lay.off_rings);
 	v->chunks = (struct takt_chunk_meta *)(b + lay.off_chunks);
 	v->events = (struct takt_event_slot *)(b + lay.off_events);
 	return 0;

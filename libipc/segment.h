@@ -32,7 +32,7 @@ struct seg_view {
 	struct takt_pub_port *pubs;
 	struct takt_sub_port *subs;
 	struct takt_conn *conns;
-	_Atomic uint32_t *rings;
+	struct takt_ring_slot *rings;
 	struct takt_chunk_meta *chunks;
 	struct takt_event_slot *events;
 	struct seg_pool pool[TAKT_MAX_CLASSES];
@@ -78,7 +78,7 @@ static inline void *seg_chunk_payload(const struct seg_view *v, uint32_t c)
 /* The chunk whose payload starts at ptr, or TAKT_NONE. */
 uint32_t seg_chunk_of(const struct seg_view *v, const void *ptr);
 
-static inline _Atomic uint32_t *seg_ring_slots(const struct seg_view *v, uint32_t conn)
+static inline struct takt_ring_slot *seg_ring_slots(const struct seg_view *v, uint32_t conn)
 {
 	return v->rings + (uint64_t)conn * v->lim.queue_depth_max;
 }

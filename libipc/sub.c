@@ -13,7 +13,7 @@
 #include "pool.h"
 
 #include <errno.h>
-#include <poll.h>
+#include <sys/epoll.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -35,6 +35,8 @@ struct takt_sub {
 	uint32_t conn_gen;
 	unsigned n_conns, rr;
 	bool armed;
+	bool efd_dirty; /* takt_sub_wait left wake-ups unread in the eventfd */
+	int wait_ep;    /* private epoll, edge-triggered on efd: takt_sub_wait */
 	struct sub_conn conns[TAKT_MAX_PUBS_PER_TOPIC];
 	uint32_t held[TAKT_MAX_HELD];    /* mirror of port->held */
 	uint32_t pending[TAKT_MAX_HELD]; /* history samples (held), oldest first */
@@ -77,16 +79,11 @@ static void sub_hold(takt_sub *s, unsigned k, uint32_t c)
 /* Seq of the oldest sample waiting in a ring, or UINT64_MAX. A peek without
  * a reference: a concurrent drop-oldest may recycle the chunk, which only
  * makes the history window smaller. */
-static uint64_t sub_ring_first_seq(takt_sub *s, struct sub_conn *sc)
+static uint64_t sub_ring_first_seq(const struct sub_conn *sc)
 {
-	const struct seg_view *v = &s->node->v;
-	uint64_t t = atomic_load_explicit(&sc->ring.conn->tail, memory_order_acquire); /* R2 */
-	uint32_t c;
+	struct ring_entry e;
 
-	if (!ring_nonempty(&sc->ring))
-		return UINT64_MAX;
-	c = atomic_load_explicit(&sc->ring.slots[t & sc->ring.mask], memory_order_relaxed);
-	return seg_chunk_ok(v, c) ? seg_chunk_header(v, c)->seq : UINT64_MAX;
+	return ring_peek(&sc->ring, &e) == 0 ? e.seq : UINT64_MAX;
 }
 
 static void sub_pending_insert(takt_sub *s, uint32_t c, uint64_t seq)
@@ -137,7 +134,7 @@ static void sub_pull_history(takt_sub *s, struct sub_conn *sc)
 		return;
 	want = s->history < ph ? s->history : ph;
 	last = atomic_load_explicit(&pp->last_seq, memory_order_acquire); /* H1 */
-	hi = sub_ring_first_seq(s, sc);
+	hi = sub_ring_first_seq(sc);
 	hi = hi - 1 < last ? hi - 1 : last;
 	if (hi == 0)
 		return;
@@ -214,6 +211,17 @@ int takt_sub_open(takt_node *node, const struct takt_sub_opts *opts, takt_sub **
 		free(s);
 		return r;
 	}
+	s->wait_ep = epoll_create1(EPOLL_CLOEXEC);
+	if (s->wait_ep < 0 || epoll_ctl(s->wait_ep, EPOLL_CTL_ADD, efd,
+					&(struct epoll_event){.events = EPOLLIN | EPOLLET}) < 0) {
+		r = -errno;
+		if (s->wait_ep >= 0)
+			close(s->wait_ep);
+		node_close_index(node, MSG_SUB_CLOSE, rep.index);
+		close(efd);
+		free(s);
+		return r;
+	}
 	s->node = node;
 	s->index = rep.index;
 	s->port = &node->v.subs[s->index];
@@ -223,7 +231,9 @@ int takt_sub_open(takt_node *node, const struct takt_sub_opts *opts, takt_sub **
 	for (unsigned k = 0; k < TAKT_MAX_HELD; k++)
 		s->held[k] = TAKT_NONE;
 	s->conn_gen = UINT32_MAX;
+	atomic_fetch_add_explicit(&s->port->active, 1, memory_order_seq_cst); /* Q0 */
 	sub_check_conns(s); /* joining now: history is pinned at open */
+	atomic_fetch_add_explicit(&s->port->active, 1, memory_order_seq_cst); /* Q0 */
 	NODE_LIST_ADD(node->subs, s);
 	*out = s;
 	return 0;
@@ -236,11 +246,12 @@ void takt_sub_close(takt_sub *sub)
 	/* The broker releases our held samples and drains our rings. */
 	node_close_index(sub->node, MSG_SUB_CLOSE, sub->index);
 	close(sub->efd);
+	close(sub->wait_ep);
 	NODE_LIST_DEL(sub->node->subs, takt_sub, sub);
 	free(sub);
 }
 
-static void sub_fill(takt_sub *s, uint32_t c, const void **payload, struct takt_sample_info *info)
+static void sub_fill_header(takt_sub *s, uint32_t c, const void **payload, struct takt_sample_info *info)
 {
 	const struct takt_chunk_header *h = seg_chunk_header(&s->node->v, c);
 
@@ -267,19 +278,18 @@ static void sub_disarm(takt_sub *s)
 	}
 }
 
-/* Pops from the rings, round-robin; 0 and *ret_c, or -EAGAIN. */
-static int sub_pop(takt_sub *s, unsigned k, uint32_t *ret_c)
+/* Pops from the rings, round-robin; 0 and *out, or -EAGAIN. */
+static int sub_pop(takt_sub *s, unsigned k, struct ring_entry *out, uint32_t *ret_pub)
 {
 	const struct seg_view *v = &s->node->v;
 
 	for (unsigned n = 0; n < s->n_conns; n++) {
 		struct sub_conn *sc = &s->conns[(s->rr + n) % s->n_conns];
-		uint32_t c;
 
-		while (ring_pop_shared(&sc->ring, &s->port->held[k], &c) == 0) {
-			if (seg_chunk_ok(v, c)) {
+		while (ring_pop_shared(&sc->ring, &s->port->held[k], out) == 0) {
+			if (seg_chunk_ok(v, out->chunk)) {
 				s->rr = (s->rr + n + 1) % s->n_conns;
-				*ret_c = c;
+				*ret_pub = sc->pub;
 				return 0;
 			}
 			/* A bad index from shared memory: skip the entry, it costs only it. */
@@ -291,26 +301,31 @@ static int sub_pop(takt_sub *s, unsigned k, uint32_t *ret_c)
 
 int takt_sub_take(takt_sub *sub, const void **payload, struct takt_sample_info *info)
 {
-	uint32_t c;
+	struct ring_entry e;
+	uint32_t pub;
 	int k, r;
 
 	if (!sub || !payload)
 		return -EINVAL;
 	if (sub->armed)
 		sub_disarm(sub);
-	/* Q0: seq_cst RMW pairs with the broker's conn removal (registry). */
+	/* Q0: seq_cst RMW pairs with the broker's conn removal (registry.c). */
 	atomic_fetch_add_explicit(&sub->port->active, 1, memory_order_seq_cst);
 	sub_check_conns(sub);
 	if (sub->n_pending) {
-		c = sub->pending[0];
+		uint32_t c = sub->pending[0];
+
 		memmove(sub->pending, sub->pending + 1, --sub->n_pending * sizeof(c));
-		sub_fill(sub, c, payload, info);
+		sub_fill_header(sub, c, payload, info);
 		r = 0;
 	} else if ((k = sub_held_free_slot(sub)) < 0) {
 		r = -ENOBUFS;
-	} else if ((r = sub_pop(sub, (unsigned)k, &c)) == 0) {
-		sub->held[k] = c;
-		sub_fill(sub, c, payload, info);
+	} else if ((r = sub_pop(sub, (unsigned)k, &e, &pub)) == 0) {
+		sub->held[k] = e.chunk;
+		*payload = seg_chunk_payload(&sub->node->v, e.chunk);
+		if (info)
+			*info = (struct takt_sample_info){.seq = e.seq, .publish_ns = e.publish_ns,
+							  .publisher_id = pub + 1, .size = e.size};
 	}
 	atomic_fetch_add_explicit(&sub->port->active, 1, memory_order_seq_cst); /* Q0 */
 	return r;
@@ -361,45 +376,79 @@ static int sub_ready(takt_sub *s)
 	return 0;
 }
 
-int takt_sub_arm(takt_sub *sub)
+/* Raises parked (once) and re-checks: 1 when samples wait, 0 when armed. */
+static int sub_arm_check(takt_sub *s)
 {
 	int ready;
 
-	if (!sub)
-		return -EINVAL;
-	atomic_fetch_add_explicit(&sub->port->active, 1, memory_order_seq_cst); /* Q0 */
-	sub_check_conns(sub);
-	if (!sub->armed) {
-		/* P0: raise the flag, then fence, then re-check the rings; pairs
-		 * with the publisher's P1 (push, fence, load parked). */
-		atomic_store_explicit(&sub->port->parked, 1, memory_order_seq_cst);
-		sub->armed = true;
+	atomic_fetch_add_explicit(&s->port->active, 1, memory_order_seq_cst); /* Q0 */
+	sub_check_conns(s);
+	if (!s->armed) {
+		/* P0: raise the flag, fence, re-check the rings; pairs with the
+		 * publisher's P1 (push, fence, load parked). */
+		atomic_store_explicit(&s->port->parked, 1, memory_order_seq_cst);
+		s->armed = true;
 	}
 	atomic_thread_fence(memory_order_seq_cst);
-	ready = sub_ready(sub);
-	atomic_fetch_add_explicit(&sub->port->active, 1, memory_order_seq_cst); /* Q0 */
+	ready = sub_ready(s);
+	atomic_fetch_add_explicit(&s->port->active, 1, memory_order_seq_cst); /* Q0 */
 	return ready;
 }
 
+int takt_sub_arm(takt_sub *sub)
+{
+	uint64_t cnt;
+
+	if (!sub)
+		return -EINVAL;
+	if (sub->efd_dirty && read(sub->efd, &cnt, sizeof(cnt)) >= 0) {
+		/* wake-ups takt_sub_wait saw but did not read: clear them, so a
+		 * level-triggered epoll of the caller does not spin */
+	}
+	sub->efd_dirty = false;
+	return sub_arm_check(sub);
+}
+
+static int sub_ready_now(takt_sub *s)
+{
+	int ready;
+
+	atomic_fetch_add_explicit(&s->port->active, 1, memory_order_seq_cst); /* Q0 */
+	sub_check_conns(s);
+	ready = sub_ready(s);
+	atomic_fetch_add_explicit(&s->port->active, 1, memory_order_seq_cst); /* Q0 */
+	return ready;
+}
+
+/* Sleeps in a private edge-triggered epoll: every eventfd write is one
+ * edge, so the wake-up needs no read() to re-arm. */
 int takt_sub_wait(takt_sub *sub, int64_t timeout_ns)
 {
 	uint64_t deadline = timeout_ns < 0 ? UINT64_MAX : takt_now_ns() + (uint64_t)timeout_ns;
 
+	if (!sub)
+		return -EINVAL;
 	for (;;) {
-		struct pollfd pfd = {.fd = sub ? sub->efd : -1, .events = POLLIN};
+		struct epoll_event ev;
 		uint64_t now;
-		int r;
+		int r = sub_arm_check(sub);
 
-		r = takt_sub_arm(sub);
 		if (r != 0)
-			return r > 0 ? 0 : r;
+			return 0; /* stays armed; the next take disarms */
 		now = takt_now_ns();
 		if (now >= deadline)
 			return -ETIMEDOUT;
-		r = poll(&pfd, 1, deadline == UINT64_MAX ? -1 : (int)((deadline - now + 999999) / 1000000));
+		r = epoll_wait(sub->wait_ep, &ev, 1,
+			       deadline == UINT64_MAX ? -1 : (int)((deadline - now + 999999) / 1000000));
 		if (r < 0 && errno == EINTR)
 			return -EINTR;
-		if (r > 0)
-			sub_disarm(sub); /* consumes the wake-up; loop re-checks */
+		if (r > 0) {
+			/* P0: a publisher cleared parked and wrote the eventfd. */
+			sub->armed = false;
+			atomic_store_explicit(&sub->port->parked, 0, memory_order_relaxed);
+			sub->efd_dirty = true;
+			if (sub_ready_now(sub))
+				return 0;
+		}
 	}
 }

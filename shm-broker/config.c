@@ -48,7 +48,7 @@ void config_defaults(struct broker_config *c)
 	c->lim = (struct takt_limits){
 		.processes = 64, .topics = 128, .publishers = 256, .subscribers = 512,
 		.pubs_per_topic = 16, .subs_per_topic = 32, .connections = 1024,
-		.queue_depth_max = 1024, .history_max = 16, .held_max = 16, .loans_max = 8,
+		.queue_depth_max = 256, .history_max = 16, .held_max = 16, .loans_max = 8,
 		.events = 64, .n_classes = 4,
 	};
 	memcpy(c->class_size, sizes, sizeof(sizes));

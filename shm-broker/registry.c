@@ -197,6 +197,9 @@ static int conn_create(struct broker *b, uint32_t pi, uint32_t si)
 		atomic_store_explicit(&c->head, 0, memory_order_relaxed);
 		atomic_store_explicit(&c->tail, 0, memory_order_relaxed);
 		atomic_store_explicit(&c->producer_waiting, 0, memory_order_relaxed);
+		/* A stale pos from the slot's previous connection must never match. */
+		for (uint32_t j = 0; j < s->queue_depth; j++)
+			atomic_store_explicit(&seg_ring_slots(v, ci)[j].pos, 0, memory_order_relaxed);
 		/* release: pairs with the clients' acquire of state (pub.c, sub.c). */
 		atomic_store_explicit(&c->state, SLOT_ACTIVE, memory_order_release);
 		slot_add(p->conns, TAKT_MAX_SUBS_PER_TOPIC, ci);
@@ -276,18 +279,20 @@ static void conn_drain_free(struct broker *b, uint32_t ci)
 	const struct seg_view *v = &b->v;
 	struct takt_conn *c = &v->conns[ci];
 	struct takt_sub_port *s = &v->subs[c->sub];
-	/* acquire: pairs with the producer's release of head (R0); both ends
-	 * have quiesced, so we are the only user of the ring now. */
-	uint64_t head = atomic_load_explicit(&c->head, memory_order_acquire);
-	uint64_t tail = atomic_load_explicit(&c->tail, memory_order_acquire);
-	_Atomic uint32_t *slots = seg_ring_slots(v, ci);
+	struct takt_ring_slot *slots = seg_ring_slots(v, ci);
 	bool sub_closing = atomic_load_explicit(&s->state, memory_order_relaxed) == SLOT_CLOSING;
+	/* Both ends quiesced (Q0): we are the only user of the ring now. Walk
+	 * the filled slots from tail, at most one ring's worth. */
+	uint64_t t = atomic_load_explicit(&c->tail, memory_order_acquire);
 
-	if (head - tail > (uint64_t)c->mask + 1)
-		tail = head - c->mask - 1; /* a corrupted index: drain one ring's worth */
-	for (; tail < head; tail++) {
-		uint32_t ch = atomic_load_explicit(&slots[tail & c->mask], memory_order_relaxed);
+	for (uint64_t n = 0; n <= c->mask; n++, t++) {
+		struct takt_ring_slot *sl = &slots[t & c->mask];
+		uint32_t ch;
 
+		/* R0: acquire pairs with the producer's release of pos. */
+		if (atomic_load_explicit(&sl->pos, memory_order_acquire) != t + 1)
+			break;
+		ch = atomic_load_explicit(&sl->chunk, memory_order_relaxed);
 		if (!seg_chunk_ok(v, ch))
 			continue;
 		if (sub_closing)
