@@ -50,6 +50,8 @@ enum takt_slot_state {
 	SLOT_FREE = 0,
 	SLOT_ACTIVE = 1,
 	SLOT_CLOSING = 2, /* connections: retired, waiting for both ends to quiesce */
+	SLOT_ORPHAN = 3,  /* connections: the publisher left; the subscriber still
+	                     takes what it had sent, then the broker retires it */
 };
 
 /* Limits chosen by the broker config; copied into the header. */

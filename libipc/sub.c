@@ -52,7 +52,9 @@ static int sub_conn_read(takt_sub *s, uint32_t ci, struct sub_conn *sc)
 		return -EBADMSG;
 	c = &v->conns[ci];
 	/* acquire: pairs with the broker's release of state after filling the conn. */
-	if (atomic_load_explicit(&c->state, memory_order_acquire) != SLOT_ACTIVE || c->sub != s->index ||
+	uint32_t st = atomic_load_explicit(&c->state, memory_order_acquire);
+
+	if ((st != SLOT_ACTIVE && st != SLOT_ORPHAN) || c->sub != s->index ||
 	    c->pub >= v->lim.publishers || c->mask >= v->lim.queue_depth_max || (c->mask & (c->mask + 1)))
 		return -EBADMSG;
 	sc->conn = ci;

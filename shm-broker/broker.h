@@ -36,13 +36,14 @@ struct broker {
 	int pool_fd[TAKT_MAX_CLASSES];
 	int lock_fd, listen_fd, epoll_fd, signal_fd, timer_fd;
 	char sock_path[108], lock_path[108];
-	bool timer_armed;
 	struct client *clients;
 	unsigned n_clients_max;
 	int *sub_efd;           /* per subscriber port */
 	int *event_efd;         /* per event slot */
 	struct retiring *retire; /* per connection */
 	unsigned n_retiring;
+	unsigned n_orphans;     /* connections whose publisher left */
+	int timer_mode;
 	bool verbose;
 };
 
@@ -63,8 +64,11 @@ int reg_conn_fds(struct broker *b, struct client *cl, uint32_t pub, struct msg_c
 		 int *fds);
 int reg_event_open(struct broker *b, struct client *cl, const char *name);
 int reg_event_close(struct broker *b, struct client *cl, uint32_t index);
-/* Frees connections whose ends quiesced; true while some still wait. */
-bool reg_tick(struct broker *b);
+enum { TICK_OFF, TICK_SLOW, TICK_FAST };
+/* Frees connections whose ends quiesced and retires drained orphans.
+ * Returns how soon it wants to run again: TICK_FAST while connections wait
+ * for quiescence (1 ms), TICK_SLOW while orphans wait to be drained. */
+int reg_tick(struct broker *b);
 void reg_pool_stats(struct broker *b, struct msg_pools_reply *rep);
 void reg_status(struct broker *b, struct msg_status_reply *rep);
 

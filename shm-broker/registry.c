@@ -221,10 +221,16 @@ static void conn_retire(struct broker *b, uint32_t ci, bool pub_done, bool sub_d
 	struct takt_sub_port *s = &v->subs[c->sub];
 	struct retiring *r = &b->retire[ci];
 
-	if (atomic_load_explicit(&c->state, memory_order_relaxed) == SLOT_CLOSING) {
+	uint32_t st = atomic_load_explicit(&c->state, memory_order_relaxed);
+
+	if (st == SLOT_CLOSING) {
 		r->pub_done |= pub_done; /* the other end closes too: stop waiting for it */
 		r->sub_done |= sub_done;
 		return;
+	}
+	if (st == SLOT_ORPHAN) {
+		pub_done = true; /* its publisher is gone already */
+		b->n_orphans--;
 	}
 	atomic_store_explicit(&c->state, SLOT_CLOSING, memory_order_release);
 	slot_del(p->conns, TAKT_MAX_SUBS_PER_TOPIC, ci);
@@ -256,6 +262,32 @@ static void conns_end_done(struct broker *b, uint32_t index, bool is_pub)
 		else if (!is_pub && c->sub == index)
 			b->retire[ci].sub_done = true;
 	}
+}
+
+/* The publisher left: samples it already pushed stay takeable. The conn
+ * leaves the publisher's list now and the subscriber's once its ring is
+ * empty (reg_tick). */
+static void conn_orphan(struct broker *b, uint32_t ci)
+{
+	const struct seg_view *v = &b->v;
+	struct takt_conn *c = &v->conns[ci];
+
+	if (atomic_load_explicit(&c->state, memory_order_relaxed) != SLOT_ACTIVE)
+		return;
+	atomic_store_explicit(&c->state, SLOT_ORPHAN, memory_order_release);
+	slot_del(v->pubs[c->pub].conns, TAKT_MAX_SUBS_PER_TOPIC, ci);
+	gen_bump(&v->pubs[c->pub].conn_gen); /* W1 */
+	ring_wake_producer_closed(c);
+	b->n_orphans++;
+}
+
+static bool ring_empty(const struct seg_view *v, uint32_t ci)
+{
+	const struct takt_conn *c = &v->conns[ci];
+	uint64_t t = atomic_load_explicit(&c->tail, memory_order_acquire);
+
+	/* R0: acquire pairs with the producer's release of pos. */
+	return atomic_load_explicit(&seg_ring_slots(v, ci)[t & c->mask].pos, memory_order_acquire) != t + 1;
 }
 
 static bool quiesced(_Atomic uint64_t *active, uint64_t snap, bool done)
@@ -399,7 +431,7 @@ int reg_pub_close(struct broker *b, struct client *cl, uint32_t index)
 		uint32_t ci = atomic_load_explicit(&p->conns[j], memory_order_relaxed);
 
 		if (ci < v->lim.connections)
-			conn_retire(b, ci, true, false);
+			conn_orphan(b, ci);
 	}
 	conns_end_done(b, index, true);
 	/* The publisher is gone (closed, or its socket hung up): its loans and
@@ -547,9 +579,14 @@ static void sub_finish(struct broker *b, uint32_t si)
 	atomic_store_explicit(&s->state, SLOT_FREE, memory_order_release);
 }
 
-bool reg_tick(struct broker *b)
+int reg_tick(struct broker *b)
 {
 	const struct seg_view *v = &b->v;
+
+	for (uint32_t ci = 0; ci < v->lim.connections && b->n_orphans; ci++)
+		if (atomic_load_explicit(&v->conns[ci].state, memory_order_relaxed) == SLOT_ORPHAN &&
+		    ring_empty(v, ci))
+			conn_retire(b, ci, true, false);
 
 	for (uint32_t ci = 0; ci < v->lim.connections && b->n_retiring; ci++) {
 		struct takt_conn *c = &v->conns[ci];
@@ -569,7 +606,7 @@ bool reg_tick(struct broker *b)
 		if (atomic_load_explicit(&v->pubs[pi].state, memory_order_relaxed) == SLOT_CLOSING &&
 		    !pub_has_conns(b, pi))
 			atomic_store_explicit(&v->pubs[pi].state, SLOT_FREE, memory_order_release);
-	return b->n_retiring > 0;
+	return b->n_retiring ? TICK_FAST : b->n_orphans ? TICK_SLOW : TICK_OFF;
 }
 
 /* ---- events ------------------------------------------------------------- */

@@ -75,16 +75,16 @@ int server_listen(struct broker *b)
 	return 0;
 }
 
-static void timer_set(struct broker *b, bool on)
+static void timer_set(struct broker *b, int mode)
 {
 	struct itimerspec its = {0};
 
-	if (on == b->timer_armed)
+	if (mode == b->timer_mode)
 		return;
-	if (on)
-		its.it_interval.tv_nsec = its.it_value.tv_nsec = TICK_NS;
+	if (mode != TICK_OFF)
+		its.it_interval.tv_nsec = its.it_value.tv_nsec = mode == TICK_FAST ? TICK_NS : 50 * TICK_NS;
 	timerfd_settime(b->timer_fd, 0, &its, NULL);
-	b->timer_armed = on;
+	b->timer_mode = mode;
 }
 
 static void client_accept(struct broker *b)

@@ -1,0 +1,208 @@
+/* harness.c - starting brokers and child processes for system tests. */
+#include "harness.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+static void sleep_ms(int ms)
+{
+	struct timespec ts = {.tv_sec = ms / 1000, .tv_nsec = (long)(ms % 1000) * 1000000};
+
+	nanosleep(&ts, NULL);
+}
+
+static int broker_config(struct h_broker *b, const char *ini)
+{
+	FILE *f;
+
+	snprintf(b->config, sizeof(b->config), "%s/broker.ini", b->rundir);
+	f = fopen(b->config, "w");
+	if (!f)
+		return -errno;
+	fprintf(f, "[domain]\nname = %s\n%s\n", b->domain, ini);
+	fclose(f);
+	return 0;
+}
+
+int h_broker_start(struct h_broker *b, const char *tag, const char *ini)
+{
+	memset(b, 0, sizeof(*b));
+	snprintf(b->rundir, sizeof(b->rundir), "/tmp/takt-test-XXXXXX");
+	if (!mkdtemp(b->rundir))
+		return -errno;
+	setenv("TAKT_RUNTIME_DIR", b->rundir, 1);
+	snprintf(b->domain, sizeof(b->domain), "t-%.24s-%d", tag, getpid());
+	if (ini && broker_config(b, ini) < 0)
+		return -EIO;
+	b->pid = fork();
+	if (b->pid == 0) {
+		prctl(PR_SET_PDEATHSIG, SIGKILL);
+		if (ini)
+			execl(TAKT_BROKER_PATH, "takt-broker", "--foreground", "--config", b->config, (char *)NULL);
+		else
+			execl(TAKT_BROKER_PATH, "takt-broker", "--foreground", "--domain", b->domain, (char *)NULL);
+		_exit(127);
+	}
+	for (int i = 0; i < 1000; i++) { /* up to 10 s */
+		struct proto_pool_stat st[TAKT_MAX_CLASSES];
+		int status;
+
+		if (h_pools(b->domain, st) > 0)
+			return 0;
+		if (waitpid(b->pid, &status, WNOHANG) == b->pid) {
+			fprintf(stderr, "harness: takt-broker exited with %d before serving\n", WEXITSTATUS(status));
+			b->pid = 0;
+			return -ECHILD;
+		}
+		sleep_ms(10);
+	}
+	fprintf(stderr, "harness: takt-broker did not serve domain %s within 10 s\n", b->domain);
+	h_broker_stop(b);
+	return -ETIMEDOUT;
+}
+
+void h_broker_stop(struct h_broker *b)
+{
+	char path[200];
+
+	if (b->pid > 0) {
+		kill(b->pid, SIGTERM);
+		if (h_wait(b->pid, 5000) < 0)
+			fprintf(stderr, "harness: takt-broker ignored SIGTERM for 5 s\n");
+		b->pid = 0;
+	}
+	if (b->config[0])
+		unlink(b->config);
+	snprintf(path, sizeof(path), "%s/takt-%s.lock", b->rundir, b->domain);
+	unlink(path);
+	rmdir(b->rundir);
+}
+
+pid_t h_spawn(int (*fn)(void *), void *arg)
+{
+	pid_t pid = fork();
+
+	if (pid == 0) {
+		prctl(PR_SET_PDEATHSIG, SIGKILL);
+		_exit(fn(arg));
+	}
+	return pid;
+}
+
+int h_wait(pid_t pid, int timeout_ms)
+{
+	for (int waited = 0;; waited += 2) {
+		int status;
+		pid_t r = waitpid(pid, &status, WNOHANG);
+
+		if (r == pid)
+			return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+		if (r < 0)
+			return -1;
+		if (waited >= timeout_ms) {
+			fprintf(stderr, "harness: pid %d still running after %d ms: killed\n", pid, timeout_ms);
+			kill(pid, SIGKILL);
+			waitpid(pid, &status, 0);
+			return -1;
+		}
+		sleep_ms(2);
+	}
+}
+
+int h_chan_open(struct h_chan *c)
+{
+	int p[2];
+
+	if (pipe2(p, O_CLOEXEC) < 0)
+		return -errno;
+	c->rd = p[0];
+	c->wr = p[1];
+	return 0;
+}
+
+void h_chan_close(struct h_chan *c)
+{
+	close(c->rd);
+	close(c->wr);
+}
+
+int h_chan_send(struct h_chan *c, const void *buf, size_t n)
+{
+	return write(c->wr, buf, n) == (ssize_t)n ? 0 : -EIO;
+}
+
+int h_chan_recv(struct h_chan *c, void *buf, size_t n, int timeout_ms)
+{
+	size_t got = 0;
+
+	while (got < n) {
+		struct pollfd pfd = {.fd = c->rd, .events = POLLIN};
+		ssize_t r;
+
+		if (poll(&pfd, 1, timeout_ms) <= 0)
+			return -ETIMEDOUT;
+		r = read(c->rd, (char *)buf + got, n - got);
+		if (r <= 0)
+			return -EIO;
+		got += (size_t)r;
+	}
+	return 0;
+}
+
+int h_pools(const char *domain, struct proto_pool_stat *out)
+{
+	struct msg_empty req;
+	struct msg_pools_reply rep;
+	int sock, r;
+
+	if (proto_connect(domain, &sock) < 0)
+		return -ENOENT;
+	proto_hdr_init(&req.hdr, MSG_POOLS, sizeof(req), 1);
+	r = proto_call(sock, &req, sizeof(req), &rep, sizeof(rep), NULL, 0, NULL, 5000);
+	close(sock);
+	if (r < 0)
+		return r;
+	memcpy(out, rep.pools, sizeof(rep.pools));
+	return (int)rep.r.index;
+}
+
+int h_wait_pools_full(const char *domain, int timeout_ms)
+{
+	struct proto_pool_stat st[TAKT_MAX_CLASSES];
+
+	for (int waited = 0; waited <= timeout_ms; waited += 10) {
+		int n = h_pools(domain, st), full = n > 0;
+
+		for (int k = 0; k < n; k++)
+			full &= st[k].free == st[k].total && st[k].in_flight == 0;
+		if (full)
+			return 0;
+		sleep_ms(10);
+	}
+	for (int k = 0, n = h_pools(domain, st); k < n; k++)
+		fprintf(stderr, "harness: class %d (%llu B): total %u free %u in flight %u\n", k,
+			(unsigned long long)st[k].payload_size, st[k].total, st[k].free, st[k].in_flight);
+	return -ETIMEDOUT;
+}
+
+takt_node *h_node(const char *domain, const char *name)
+{
+	struct takt_node_opts o = {.domain = domain, .name = name};
+	takt_node *n = NULL;
+	int r = takt_node_open(&o, &n);
+
+	if (r < 0) {
+		fprintf(stderr, "harness: takt_node_open(%s): %s\n", domain, strerror(-r));
+		exit(99);
+	}
+	return n;
+}

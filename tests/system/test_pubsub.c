@@ -1,0 +1,457 @@
+/* test_pubsub.c - publish/subscribe across real processes with a real broker. */
+#include "harness.h"
+
+#include <errno.h>
+#include <sched.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#define N_SAMPLES 100000
+#define WAIT_MS 60000
+
+static struct h_broker broker;
+
+static int setup(void **state)
+{
+	(void)state;
+	return h_broker_start(&broker, "pubsub", NULL);
+}
+
+static int teardown(void **state)
+{
+	(void)state;
+	h_broker_stop(&broker);
+	return 0;
+}
+
+struct sample {
+	uint64_t seq;
+	uint32_t pub_tag;
+	uint32_t check;
+};
+
+/* Loans with a bounded retry: a full pool means subscribers lag. */
+static int loan_retry(takt_pub *p, size_t size, void **out)
+{
+	for (int i = 0; i < 2000000; i++) {
+		int r = takt_pub_loan(p, size, out);
+
+		if (r != -ENOBUFS)
+			return r;
+		sched_yield();
+	}
+	return -ETIMEDOUT;
+}
+
+struct pub_args {
+	unsigned tag, n_subs_expected;
+	struct h_chan *go;
+};
+
+static int pub_child(void *a)
+{
+	struct pub_args *pa = a;
+	struct takt_pub_opts po = {.topic = "stream", .type_name = "test.Sample",
+				   .max_payload = sizeof(struct sample)};
+	takt_node *n = h_node(broker.domain, "pub");
+	takt_pub *p;
+	char go;
+
+	H_CHECK(takt_pub_open(n, &po, &p) == 0);
+	H_CHECK(h_chan_recv(pa->go, &go, 1, WAIT_MS) == 0);
+	for (uint64_t i = 1; i <= N_SAMPLES; i++) {
+		struct sample *s;
+
+		H_CHECK(loan_retry(p, sizeof(*s), (void **)&s) == 0);
+		*s = (struct sample){.seq = i, .pub_tag = pa->tag, .check = (uint32_t)(i * 2654435761u)};
+		H_CHECK(takt_pub_publish(p, s) == (int)pa->n_subs_expected);
+	}
+	takt_node_close(n);
+	return 0;
+}
+
+struct sub_args {
+	unsigned n_pubs;
+	struct h_chan *ready;
+};
+
+/* Checks count, content and per-publisher order of everything received. */
+static int sub_child(void *a)
+{
+	struct sub_args *sa = a;
+	struct takt_sub_opts so = {.topic = "stream", .type_name = "test.Sample", .queue_depth = 128,
+				   .overflow = TAKT_OVERFLOW_BLOCK};
+	takt_node *n = h_node(broker.domain, "sub");
+	uint64_t next[8] = {0}, total = 0;
+	uint32_t pub_of_tag[8] = {0};
+	takt_sub *s;
+
+	H_CHECK(takt_sub_open(n, &so, &s) == 0);
+	H_CHECK(h_chan_send(sa->ready, "r", 1) == 0);
+	while (total < (uint64_t)N_SAMPLES * sa->n_pubs) {
+		const struct sample *x;
+		struct takt_sample_info info;
+
+		H_CHECK(takt_sub_wait(s, 20000000000LL) == 0);
+		while (takt_sub_take(s, (const void **)&x, &info) == 0) {
+			H_CHECK(x->pub_tag < 8 && x->seq == info.seq && info.size == sizeof(*x));
+			H_CHECK(x->check == (uint32_t)(x->seq * 2654435761u));
+			H_CHECK(x->seq == ++next[x->pub_tag]); /* per-publisher order, no gap */
+			H_CHECK(!pub_of_tag[x->pub_tag] || pub_of_tag[x->pub_tag] == info.publisher_id);
+			pub_of_tag[x->pub_tag] = info.publisher_id;
+			takt_sub_release(s, x);
+			total++;
+		}
+	}
+	H_CHECK(takt_sub_dropped(s) == 0);
+	takt_node_close(n);
+	return 0;
+}
+
+static void run_fan(unsigned n_pubs, unsigned n_subs)
+{
+	struct h_chan go, ready;
+	struct pub_args pa[8];
+	struct sub_args sa = {.n_pubs = n_pubs, .ready = &ready};
+	pid_t pubs[8], subs[8];
+	char c;
+
+	assert_int_equal(h_chan_open(&go), 0);
+	assert_int_equal(h_chan_open(&ready), 0);
+	for (unsigned i = 0; i < n_pubs; i++) {
+		pa[i] = (struct pub_args){.tag = i, .n_subs_expected = n_subs, .go = &go};
+		pubs[i] = h_spawn(pub_child, &pa[i]);
+	}
+	for (unsigned i = 0; i < n_subs; i++)
+		subs[i] = h_spawn(sub_child, &sa);
+	for (unsigned i = 0; i < n_subs; i++)
+		assert_int_equal(h_chan_recv(&ready, &c, 1, WAIT_MS), 0);
+	for (unsigned i = 0; i < n_pubs; i++)
+		assert_int_equal(h_chan_send(&go, "g", 1), 0);
+	for (unsigned i = 0; i < n_subs; i++)
+		assert_int_equal(h_wait(subs[i], 120000), 0);
+	for (unsigned i = 0; i < n_pubs; i++)
+		assert_int_equal(h_wait(pubs[i], 120000), 0);
+	h_chan_close(&go);
+	h_chan_close(&ready);
+	assert_int_equal(h_wait_pools_full(broker.domain, 5000), 0);
+}
+
+static void test_pubsub_one_to_four(void **state)
+{
+	(void)state;
+	run_fan(1, 4);
+}
+
+static void test_pubsub_four_to_one(void **state)
+{
+	(void)state;
+	run_fan(4, 1);
+}
+
+/* A child that publishes `count` samples on `topic` and exits. */
+struct burst_args {
+	const char *topic;
+	unsigned count, history;
+	size_t size;
+};
+
+static int burst_child(void *a)
+{
+	struct burst_args *ba = a;
+	struct takt_pub_opts po = {.topic = ba->topic, .max_payload = ba->size, .history = ba->history};
+	takt_node *n = h_node(broker.domain, "burst");
+	takt_pub *p;
+
+	H_CHECK(takt_pub_open(n, &po, &p) == 0);
+	for (uint64_t i = 1; i <= ba->count; i++)
+		H_CHECK(takt_pub_send(p, &i, sizeof(i)) >= 0);
+	takt_node_close(n);
+	return 0;
+}
+
+static unsigned take_all(takt_sub *s, uint64_t *seqs, unsigned max)
+{
+	unsigned n = 0;
+	const uint64_t *x;
+	struct takt_sample_info info;
+
+	while (n < max && takt_sub_take(s, (const void **)&x, &info) == 0) {
+		assert_int_equal(*x, info.seq);
+		seqs[n++] = info.seq;
+		takt_sub_release(s, x);
+	}
+	return n;
+}
+
+static void overflow_case(enum takt_overflow ov, uint64_t first_expected)
+{
+	struct takt_sub_opts so = {.topic = ov == TAKT_OVERFLOW_REJECT ? "reject" : "dropold",
+				   .queue_depth = 8, .overflow = ov};
+	struct burst_args ba = {.topic = so.topic, .count = 1000, .size = 8};
+	takt_node *n = h_node(broker.domain, "sub");
+	uint64_t seqs[16];
+	takt_sub *s;
+
+	assert_int_equal(takt_sub_open(n, &so, &s), 0);
+	assert_int_equal(h_wait(h_spawn(burst_child, &ba), WAIT_MS), 0);
+	/* The publisher has left; what it delivered stays takeable. */
+	assert_int_equal(take_all(s, seqs, 16), 8);
+	for (unsigned i = 0; i < 8; i++)
+		assert_int_equal(seqs[i], first_expected + i);
+	assert_int_equal(takt_sub_dropped(s), 992);
+	takt_node_close(n);
+	assert_int_equal(h_wait_pools_full(broker.domain, 5000), 0);
+}
+
+static void test_pubsub_drop_oldest_counts_exactly(void **state)
+{
+	(void)state;
+	overflow_case(TAKT_OVERFLOW_DROP_OLDEST, 993);
+}
+
+static void test_pubsub_reject_counts_exactly(void **state)
+{
+	(void)state;
+	overflow_case(TAKT_OVERFLOW_REJECT, 1);
+}
+
+/* A late joiner receives exactly the history it asked for, then live data. */
+static int history_pub_child(void *a)
+{
+	struct h_chan *ch = a;
+	struct takt_pub_opts po = {.topic = "hist", .max_payload = 8, .history = 5};
+	takt_node *n = h_node(broker.domain, "histpub");
+	takt_pub *p;
+	char c;
+
+	H_CHECK(takt_pub_open(n, &po, &p) == 0);
+	for (uint64_t i = 1; i <= 10; i++)
+		H_CHECK(takt_pub_send(p, &i, sizeof(i)) == 0); /* nobody subscribed yet */
+	H_CHECK(h_chan_send(&ch[0], "p", 1) == 0);
+	H_CHECK(h_chan_recv(&ch[1], &c, 1, WAIT_MS) == 0);
+	uint64_t eleven = 11;
+	H_CHECK(takt_pub_send(p, &eleven, sizeof(eleven)) == 1);
+	H_CHECK(h_chan_recv(&ch[1], &c, 1, WAIT_MS) == 0);
+	takt_node_close(n);
+	return 0;
+}
+
+static void test_pubsub_late_joiner_history(void **state)
+{
+	struct h_chan ch[2];
+	struct takt_sub_opts so = {.topic = "hist", .queue_depth = 16, .history = 3};
+	uint64_t seqs[16];
+	takt_node *n;
+	takt_sub *s;
+	pid_t pid;
+	char c;
+
+	(void)state;
+	assert_int_equal(h_chan_open(&ch[0]), 0);
+	assert_int_equal(h_chan_open(&ch[1]), 0);
+	pid = h_spawn(history_pub_child, ch);
+	assert_int_equal(h_chan_recv(&ch[0], &c, 1, WAIT_MS), 0);
+	n = h_node(broker.domain, "late");
+	assert_int_equal(takt_sub_open(n, &so, &s), 0);
+	assert_int_equal(take_all(s, seqs, 16), 3);
+	assert_int_equal(seqs[0], 8);
+	assert_int_equal(seqs[1], 9);
+	assert_int_equal(seqs[2], 10);
+	assert_int_equal(h_chan_send(&ch[1], "1", 1), 0);
+	assert_int_equal(takt_sub_wait(s, 10000000000LL), 0);
+	assert_int_equal(take_all(s, seqs, 16), 1);
+	assert_int_equal(seqs[0], 11);
+	assert_int_equal(h_chan_send(&ch[1], "2", 1), 0);
+	assert_int_equal(h_wait(pid, WAIT_MS), 0);
+	takt_node_close(n);
+	h_chan_close(&ch[0]);
+	h_chan_close(&ch[1]);
+	assert_int_equal(h_wait_pools_full(broker.domain, 5000), 0);
+}
+
+/* Offset of p inside the mapping of /dev/shm/takt.<domain>.<seg>, or -1. */
+static long shm_offset(const void *p, const char *seg)
+{
+	char needle[128], line[512];
+	FILE *f = fopen("/proc/self/maps", "r");
+	long off = -1;
+
+	snprintf(needle, sizeof(needle), "/dev/shm/takt.%s.%s", broker.domain, seg);
+	while (f && fgets(line, sizeof(line), f)) {
+		unsigned long lo, hi, fileoff;
+
+		if (!strstr(line, needle) || sscanf(line, "%lx-%lx %*s %lx", &lo, &hi, &fileoff) != 3)
+			continue;
+		if ((unsigned long)p >= lo && (unsigned long)p < hi)
+			off = (long)((unsigned long)p - lo + fileoff);
+	}
+	if (f)
+		fclose(f);
+	return off;
+}
+
+struct zc_args {
+	struct h_chan *ch;
+	size_t size;
+};
+
+static int zc_pub_child(void *a)
+{
+	struct zc_args *za = a;
+	struct takt_pub_opts po = {.topic = "zc", .max_payload = za->size};
+	takt_node *n = h_node(broker.domain, "zcpub");
+	takt_pub *p;
+	uint8_t *buf;
+	long off;
+	char c;
+
+	H_CHECK(takt_pub_open(n, &po, &p) == 0);
+	H_CHECK(h_chan_recv(&za->ch[1], &c, 1, WAIT_MS) == 0);
+	H_CHECK(takt_pub_loan(p, za->size, (void **)&buf) == 0);
+	for (size_t i = 0; i < za->size; i++)
+		buf[i] = (uint8_t)(i * 7 + (i >> 12));
+	off = shm_offset(buf, za->size > 65536 ? "pool3" : "pool0");
+	H_CHECK(off > 0);
+	H_CHECK(h_chan_send(&za->ch[0], &off, sizeof(off)) == 0);
+	H_CHECK(takt_pub_publish(p, buf) == 1);
+	H_CHECK(h_chan_recv(&za->ch[1], &c, 1, WAIT_MS) == 0);
+	takt_node_close(n);
+	return 0;
+}
+
+static void zero_copy_case(size_t size)
+{
+	struct h_chan ch[2];
+	struct zc_args za = {.ch = ch, .size = size};
+	struct takt_sub_opts so = {.topic = "zc", .queue_depth = 4};
+	struct takt_sample_info info;
+	takt_node *n = h_node(broker.domain, "zcsub");
+	const uint8_t *buf;
+	long pub_off;
+	takt_sub *s;
+	pid_t pid;
+
+	assert_int_equal(h_chan_open(&ch[0]), 0);
+	assert_int_equal(h_chan_open(&ch[1]), 0);
+	pid = h_spawn(zc_pub_child, &za);
+	assert_int_equal(takt_sub_open(n, &so, &s), 0);
+	assert_int_equal(h_chan_send(&ch[1], "s", 1), 0);
+	assert_int_equal(h_chan_recv(&ch[0], &pub_off, sizeof(pub_off), WAIT_MS), 0);
+	assert_int_equal(takt_sub_wait(s, 10000000000LL), 0);
+	assert_int_equal(takt_sub_take(s, (const void **)&buf, &info), 0);
+	assert_int_equal(info.size, size);
+	/* Same file, same offset: the subscriber reads the bytes the publisher wrote. */
+	assert_int_equal(shm_offset(buf, size > 65536 ? "pool3" : "pool0"), pub_off);
+	for (size_t i = 0; i < size; i++)
+		if (buf[i] != (uint8_t)(i * 7 + (i >> 12)))
+			fail_msg("byte %zu differs", i);
+	takt_sub_release(s, buf);
+	assert_int_equal(h_chan_send(&ch[1], "d", 1), 0);
+	assert_int_equal(h_wait(pid, WAIT_MS), 0);
+	takt_node_close(n);
+	h_chan_close(&ch[0]);
+	h_chan_close(&ch[1]);
+	assert_int_equal(h_wait_pools_full(broker.domain, 5000), 0);
+}
+
+static void test_pubsub_zero_copy_pointer(void **state)
+{
+	(void)state;
+	zero_copy_case(64);
+}
+
+static void test_pubsub_4mib_sample_intact(void **state)
+{
+	(void)state;
+	zero_copy_case(4u << 20);
+}
+
+static void test_pubsub_refusals(void **state)
+{
+	takt_node *n = h_node(broker.domain, "refuse");
+	struct takt_pub_opts po = {.topic = "typed", .type_name = "A.Pose", .max_payload = 16};
+	struct takt_sub_opts so = {.topic = "typed", .type_name = "A.Imu"};
+	takt_pub *p, *p2;
+	takt_sub *s;
+	void *buf;
+
+	(void)state;
+	assert_int_equal(takt_pub_open(n, &po, &p), 0);
+	assert_int_equal(takt_sub_open(n, &so, &s), -EPROTOTYPE);
+	assert_int_equal(takt_pub_loan(p, 17, &buf), -EMSGSIZE);
+	po.topic = "bad topic!";
+	assert_int_equal(takt_pub_open(n, &po, &p2), -EINVAL);
+	po.topic = "";
+	assert_int_equal(takt_pub_open(n, &po, &p2), -EINVAL);
+	po.topic = "big";
+	po.max_payload = (size_t)1 << 40;
+	assert_int_equal(takt_pub_open(n, &po, &p2), -EMSGSIZE);
+	assert_int_equal(takt_pub_publish(p, &po), -EINVAL); /* not a loan */
+	takt_node_close(n);
+}
+
+static int event_child(void *a)
+{
+	struct h_chan *ch = a;
+	takt_node *n = h_node(broker.domain, "evn");
+	takt_event *ev;
+	char c;
+
+	H_CHECK(takt_event_open(n, "kick", &ev) == 0);
+	H_CHECK(h_chan_recv(ch, &c, 1, WAIT_MS) == 0);
+	for (uint64_t id = 1; id <= 3; id++)
+		H_CHECK(takt_event_notify(ev, id * 100) == 0);
+	takt_node_close(n);
+	return 0;
+}
+
+static void test_pubsub_event_across_processes(void **state)
+{
+	takt_node *n = h_node(broker.domain, "evl");
+	struct h_chan ch;
+	takt_event *ev;
+	uint64_t id;
+	pid_t pid;
+
+	(void)state;
+	assert_int_equal(h_chan_open(&ch), 0);
+	assert_int_equal(takt_event_open(n, "kick", &ev), 0);
+	assert_int_equal(takt_event_take(ev, &id), -EAGAIN);
+	pid = h_spawn(event_child, &ch);
+	assert_int_equal(h_chan_send(&ch, "n", 1), 0);
+	assert_int_equal(h_wait(pid, WAIT_MS), 0);
+	for (uint64_t want = 100; want <= 300; want += 100) {
+		assert_int_equal(takt_event_take(ev, &id), 0);
+		assert_int_equal(id, want);
+	}
+	assert_int_equal(takt_event_take(ev, &id), -EAGAIN);
+	h_chan_close(&ch);
+	takt_node_close(n);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_pubsub_one_to_four),
+		cmocka_unit_test(test_pubsub_four_to_one),
+		cmocka_unit_test(test_pubsub_drop_oldest_counts_exactly),
+		cmocka_unit_test(test_pubsub_reject_counts_exactly),
+		cmocka_unit_test(test_pubsub_late_joiner_history),
+		cmocka_unit_test(test_pubsub_zero_copy_pointer),
+		cmocka_unit_test(test_pubsub_4mib_sample_intact),
+		cmocka_unit_test(test_pubsub_refusals),
+		cmocka_unit_test(test_pubsub_event_across_processes),
+	};
+
+	return cmocka_run_group_tests_name("pubsub", tests, setup, teardown);
+}
