@@ -1,0 +1,191 @@
+/* test_reclaim.c - the broker returns everything a dead client held. */
+#include "harness.h"
+
+#include <errno.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#define WAIT_MS 30000
+
+static struct h_broker broker;
+
+static int setup(void **state)
+{
+	(void)state;
+	return h_broker_start(&broker, "reclaim", NULL);
+}
+
+static int teardown(void **state)
+{
+	(void)state;
+	h_broker_stop(&broker);
+	return 0;
+}
+
+static int holding_sub_child(void *a)
+{
+	struct h_chan *ch = a;
+	struct takt_sub_opts so = {.topic = "victim", .queue_depth = 16, .overflow = TAKT_OVERFLOW_REJECT};
+	takt_node *n = h_node(broker.domain, "victim-sub");
+	const void *x;
+	takt_sub *s;
+	char c;
+
+	H_CHECK(takt_sub_open(n, &so, &s) == 0);
+	H_CHECK(h_chan_send(&ch[0], "r", 1) == 0);
+	H_CHECK(h_chan_recv(&ch[1], &c, 1, WAIT_MS) == 0); /* the ring is full now */
+	for (int i = 0; i < 10; i++)
+		H_CHECK(takt_sub_take(s, &x, NULL) == 0); /* held, never released */
+	H_CHECK(h_chan_send(&ch[0], "h", 1) == 0);
+	pause(); /* until SIGKILL */
+	return 0;
+}
+
+static void test_reclaim_subscriber_killed_holding_and_full(void **state)
+{
+	struct takt_pub_opts po = {.topic = "victim", .max_payload = 64};
+	struct h_chan ch[2];
+	takt_node *n;
+	takt_pub *p;
+	pid_t pid;
+	char c;
+
+	(void)state;
+	assert_int_equal(h_wait_pools_full(broker.domain, 5000), 0);
+	assert_int_equal(h_chan_open(&ch[0]), 0);
+	assert_int_equal(h_chan_open(&ch[1]), 0);
+	n = h_node(broker.domain, "victim-pub");
+	assert_int_equal(takt_pub_open(n, &po, &p), 0);
+	pid = h_spawn(holding_sub_child, ch);
+	assert_int_equal(h_chan_recv(&ch[0], &c, 1, WAIT_MS), 0);
+	for (uint64_t i = 1; i <= 40; i++)
+		assert_int_equal(takt_pub_send(p, &i, sizeof(i)), i <= 16 ? 1 : 0);
+	assert_int_equal(h_chan_send(&ch[1], "f", 1), 0);
+	assert_int_equal(h_chan_recv(&ch[0], &c, 1, WAIT_MS), 0);
+	for (uint64_t i = 41; i <= 50; i++) /* 10 taken, 6 queued, 10 more now */
+		assert_int_equal(takt_pub_send(p, &i, sizeof(i)), 1);
+	kill(pid, SIGKILL);
+	assert_int_equal(h_wait(pid, WAIT_MS), 128 + SIGKILL);
+	takt_pub_close(p);
+	takt_node_close(n);
+	assert_int_equal(h_wait_pools_full(broker.domain, 5000), 0);
+	h_chan_close(&ch[0]);
+	h_chan_close(&ch[1]);
+}
+
+static int loaning_pub_child(void *a)
+{
+	struct h_chan *ch = a;
+	struct takt_pub_opts po = {.topic = "lender", .max_payload = 4096, .history = 8};
+	takt_node *n = h_node(broker.domain, "victim-pub");
+	takt_pub *p;
+	void *buf;
+
+	H_CHECK(takt_pub_open(n, &po, &p) == 0);
+	for (uint64_t i = 1; i <= 20; i++)
+		H_CHECK(takt_pub_send(p, &i, sizeof(i)) == 1);
+	for (int i = 0; i < 5; i++)
+		H_CHECK(takt_pub_loan(p, 100, &buf) == 0); /* loans never published */
+	H_CHECK(h_chan_send(ch, "l", 1) == 0);
+	pause();
+	return 0;
+}
+
+static void test_reclaim_publisher_killed_holding_loans(void **state)
+{
+	struct takt_sub_opts so = {.topic = "lender", .queue_depth = 64};
+	struct h_chan ch;
+	takt_node *n;
+	takt_sub *s;
+	const uint64_t *x;
+	uint64_t expect = 1;
+	pid_t pid;
+	char c;
+
+	(void)state;
+	assert_int_equal(h_chan_open(&ch), 0);
+	n = h_node(broker.domain, "survivor");
+	assert_int_equal(takt_sub_open(n, &so, &s), 0);
+	pid = h_spawn(loaning_pub_child, &ch);
+	assert_int_equal(h_chan_recv(&ch, &c, 1, WAIT_MS), 0);
+	kill(pid, SIGKILL);
+	assert_int_equal(h_wait(pid, WAIT_MS), 128 + SIGKILL);
+	/* What the dead publisher delivered is still ours to take. */
+	while (takt_sub_take(s, (const void **)&x, NULL) == 0) {
+		assert_int_equal(*x, expect++);
+		takt_sub_release(s, x);
+	}
+	assert_int_equal(expect, 21);
+	takt_node_close(n);
+	assert_int_equal(h_wait_pools_full(broker.domain, 5000), 0);
+	h_chan_close(&ch);
+}
+
+/* Kills subscribers in the middle of a stream, at random points, while
+ * they sleep between takes (not inside a library call). */
+static int churn_sub_child(void *a)
+{
+	struct takt_sub_opts so = {.topic = "churn", .queue_depth = 32, .overflow = TAKT_OVERFLOW_DROP_OLDEST};
+	takt_node *n = h_node(broker.domain, "churn-sub");
+	const void *x;
+	takt_sub *s;
+
+	(void)a;
+	H_CHECK(takt_sub_open(n, &so, &s) == 0);
+	for (;;) {
+		for (int i = 0; i < 12 && takt_sub_take(s, &x, NULL) == 0; i++)
+			; /* keeps up to 12 held */
+		usleep(200);
+		for (int i = 0; i < 6; i++) {
+			if (takt_sub_take(s, &x, NULL) == 0)
+				takt_sub_release(s, x);
+		}
+	}
+	return 0;
+}
+
+static void test_reclaim_churn_of_subscribers(void **state)
+{
+	struct takt_pub_opts po = {.topic = "churn", .max_payload = 128, .history = 4};
+	takt_node *n = h_node(broker.domain, "churn-pub");
+	takt_pub *p;
+
+	(void)state;
+	assert_int_equal(takt_pub_open(n, &po, &p), 0);
+	for (int round = 0; round < 10; round++) {
+		pid_t pids[3];
+
+		for (int i = 0; i < 3; i++)
+			pids[i] = h_spawn(churn_sub_child, NULL);
+		for (uint64_t i = 0; i < 2000; i++) {
+			assert_true(takt_pub_send(p, &i, sizeof(i)) >= 0);
+			if (i % 100 == 0)
+				usleep(100);
+		}
+		for (int i = 0; i < 3; i++) {
+			kill(pids[i], SIGKILL);
+			assert_int_equal(h_wait(pids[i], WAIT_MS), 128 + SIGKILL);
+		}
+	}
+	takt_node_close(n);
+	assert_int_equal(h_wait_pools_full(broker.domain, 5000), 0);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_reclaim_subscriber_killed_holding_and_full),
+		cmocka_unit_test(test_reclaim_publisher_killed_holding_loans),
+		cmocka_unit_test(test_reclaim_churn_of_subscribers),
+	};
+
+	return cmocka_run_group_tests_name("reclaim", tests, setup, teardown);
+}

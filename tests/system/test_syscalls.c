@@ -1,0 +1,226 @@
+/* test_syscalls.c - the data path makes no syscall, counted, not timed.
+ *
+ * A child process installs a seccomp filter that traps every syscall but
+ * exit_group and rt_sigreturn; its SIGSYS handler counts them into shared
+ * memory. Trapped syscalls are not executed, so the counting phase must not
+ * need any: it loans, publishes, takes and releases only.
+ */
+#include "harness.h"
+
+#include <errno.h>
+#include <linux/audit.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/prctl.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#define WAIT_MS 30000
+#define N 1000
+
+static struct h_broker broker;
+
+struct shared {
+	_Atomic int phase;          /* driven by the parent */
+	_Atomic int child_phase;    /* reported by the child */
+	_Atomic long traps;         /* syscalls trapped in the current phase */
+	_Atomic long last_nr;
+	long counted[4];
+};
+static struct shared *sh;
+
+static void on_sigsys(int sig, siginfo_t *si, void *uc)
+{
+	(void)sig;
+	(void)uc;
+	atomic_fetch_add(&sh->traps, 1);
+	atomic_store(&sh->last_nr, si->si_syscall);
+}
+
+static int trap_all_syscalls(void)
+{
+	struct sock_filter f[] = {
+		BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
+		BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_exit_group, 0, 1),
+		BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+		BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_rt_sigreturn, 0, 1),
+		BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+		BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_TRAP),
+	};
+	struct sock_fprog prog = {.len = sizeof(f) / sizeof(f[0]), .filter = f};
+	struct sigaction sa = {.sa_sigaction = on_sigsys, .sa_flags = SA_SIGINFO};
+
+	if (sigaction(SIGSYS, &sa, NULL) < 0 || prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
+		return -errno;
+	return prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog) < 0 ? -errno : 0;
+}
+
+/* Bounded spin on shared memory: the child may not call poll or read. */
+static int await_phase(int phase)
+{
+	for (long i = 0; i < 4000000000L; i++)
+		if (atomic_load(&sh->phase) >= phase)
+			return 0;
+	return -1;
+}
+
+static void report(int phase)
+{
+	sh->counted[phase] = atomic_exchange(&sh->traps, 0);
+	atomic_store(&sh->child_phase, phase);
+}
+
+static int publisher_child(void *a)
+{
+	struct takt_pub_opts po = {.topic = "quiet", .max_payload = 64};
+	takt_node *n = h_node(broker.domain, "quiet-pub");
+	takt_pub *p;
+	uint64_t v = 0;
+
+	(void)a;
+	H_CHECK(takt_pub_open(n, &po, &p) == 0);
+	H_CHECK(takt_pub_send(p, &v, sizeof(v)) == 1); /* warm: eventfds fetched */
+	H_CHECK(trap_all_syscalls() == 0);
+	atomic_store(&sh->traps, 0);
+	report(1);
+	if (await_phase(2) < 0)
+		return 3;
+	for (v = 1; v <= N; v++) { /* subscriber busy: never parked */
+		void *buf;
+
+		if (takt_pub_loan(p, sizeof(v), &buf) < 0)
+			return 4;
+		memcpy(buf, &v, sizeof(v));
+		if (takt_pub_publish(p, buf) != 1)
+			return 5;
+	}
+	report(2);
+	if (await_phase(3) < 0) /* now the subscriber has parked */
+		return 3;
+	takt_pub_send(p, &v, sizeof(v)); /* exactly one notify: write(eventfd) */
+	report(3);
+	return 0;
+}
+
+static void test_syscalls_publish_none_while_subscriber_busy(void **state)
+{
+	struct takt_sub_opts so = {.topic = "quiet", .queue_depth = 256};
+	takt_node *n = h_node(broker.domain, "quiet-sub");
+	const uint64_t *x;
+	takt_sub *s;
+	pid_t pid;
+
+	(void)state;
+	memset(sh, 0, sizeof(*sh));
+	assert_int_equal(takt_sub_open(n, &so, &s), 0);
+	pid = h_spawn(publisher_child, NULL);
+	for (int i = 0; i < 1000 && takt_sub_take(s, (const void **)&x, NULL) != 0; i++)
+		usleep(10000);
+	takt_sub_release(s, x);
+	for (int i = 0; i < 3000 && atomic_load(&sh->child_phase) < 1; i++)
+		usleep(1000);
+	atomic_store(&sh->phase, 2);
+	for (int i = 0; i < 10000 && atomic_load(&sh->child_phase) < 2; i++)
+		usleep(1000);
+	assert_int_equal(atomic_load(&sh->child_phase), 2);
+	assert_int_equal(sh->counted[2], 0); /* N loans and publishes: no syscall */
+	for (int i = 0; i < 200; i++) { /* drain, then park */
+		while (takt_sub_take(s, (const void **)&x, NULL) == 0)
+			takt_sub_release(s, x);
+	}
+	assert_int_equal(takt_sub_arm(s), 0);
+	atomic_store(&sh->phase, 3);
+	assert_int_equal(h_wait(pid, WAIT_MS), 0);
+	assert_int_equal(sh->counted[3], 1); /* the control: one eventfd write */
+	assert_int_equal(atomic_load(&sh->last_nr), __NR_write);
+	takt_node_close(n);
+}
+
+static int subscriber_child(void *a)
+{
+	struct takt_sub_opts so = {.topic = "quiet2", .queue_depth = 256, .overflow = TAKT_OVERFLOW_REJECT};
+	takt_node *n = h_node(broker.domain, "quiet2-sub");
+	const uint64_t *x;
+	takt_sub *s;
+	int got = 0;
+
+	(void)a;
+	H_CHECK(takt_sub_open(n, &so, &s) == 0);
+	H_CHECK(takt_sub_take(s, (const void **)&x, NULL) == -EAGAIN); /* conns known */
+	H_CHECK(trap_all_syscalls() == 0);
+	atomic_store(&sh->traps, 0);
+	report(1);
+	if (await_phase(2) < 0)
+		return 3;
+	while (got < N) {
+		if (takt_sub_take(s, (const void **)&x, NULL) == 0) {
+			if (*x != (uint64_t)got + 1)
+				return 6;
+			takt_sub_release(s, x);
+			got++;
+		}
+	}
+	report(2);
+	return 0;
+}
+
+static void test_syscalls_take_release_none(void **state)
+{
+	struct takt_pub_opts po = {.topic = "quiet2", .max_payload = 64};
+	takt_node *n = h_node(broker.domain, "quiet2-pub");
+	takt_pub *p;
+	pid_t pid;
+
+	(void)state;
+	memset(sh, 0, sizeof(*sh));
+	assert_int_equal(takt_pub_open(n, &po, &p), 0);
+	pid = h_spawn(subscriber_child, NULL);
+	for (int i = 0; i < 10000 && atomic_load(&sh->child_phase) < 1; i++)
+		usleep(1000);
+	assert_int_equal(atomic_load(&sh->child_phase), 1);
+	atomic_store(&sh->phase, 2);
+	for (uint64_t v = 1; v <= N; v++) {
+		assert_int_equal(takt_pub_send(p, &v, sizeof(v)), 1);
+		if (v % 100 == 0)
+			usleep(20000); /* the subscriber keeps up: its ring holds 256 */
+	}
+	assert_int_equal(h_wait(pid, WAIT_MS), 0);
+	assert_int_equal(sh->counted[2], 0); /* N takes and releases: no syscall */
+	takt_node_close(n);
+}
+
+static int setup(void **state)
+{
+	(void)state;
+	sh = mmap(NULL, sizeof(*sh), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	if (sh == MAP_FAILED)
+		return -1;
+	return h_broker_start(&broker, "syscalls", NULL);
+}
+
+static int teardown(void **state)
+{
+	(void)state;
+	h_broker_stop(&broker);
+	return 0;
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_syscalls_publish_none_while_subscriber_busy),
+		cmocka_unit_test(test_syscalls_take_release_none),
+	};
+
+	return cmocka_run_group_tests_name("syscalls", tests, setup, teardown);
+}
