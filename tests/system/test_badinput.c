@@ -1,0 +1,186 @@
+/* test_badinput.c - malformed control messages get an error and cost
+ * nothing else: the broker keeps serving everyone. */
+#include "harness.h"
+
+#include <errno.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+static struct h_broker broker;
+
+static int setup(void **state)
+{
+	(void)state;
+	return h_broker_start(&broker, "badinput", NULL);
+}
+
+static int teardown(void **state)
+{
+	(void)state;
+	h_broker_stop(&broker);
+	return 0;
+}
+
+static int raw_connect(void)
+{
+	int s = -1;
+
+	assert_int_equal(proto_connect(broker.domain, &s), 0);
+	return s;
+}
+
+/* Sends raw bytes, returns the status of the broker's reply. */
+static int raw_exchange(int s, const void *msg, size_t len)
+{
+	struct proto_reply rep;
+	char buf[TAKT_PROTO_MAX_MSG];
+	int fds[TAKT_PROTO_MAX_FDS];
+	unsigned nf = 0;
+	long n;
+
+	assert_int_equal(send(s, msg, len, MSG_NOSIGNAL), (long)len);
+	n = proto_recv(s, buf, sizeof(buf), fds, TAKT_PROTO_MAX_FDS, &nf);
+	for (unsigned i = 0; i < nf; i++)
+		close(fds[i]);
+	assert_true(n >= (long)sizeof(rep));
+	memcpy(&rep, buf, sizeof(rep));
+	assert_int_equal(rep.hdr.magic, TAKT_PROTO_MAGIC);
+	return rep.status;
+}
+
+static void hdr(void *m, uint16_t type, size_t size)
+{
+	proto_hdr_init(m, type, (uint32_t)size, 7);
+}
+
+/* The broker still serves a well-behaved client. */
+static void assert_broker_serves(void)
+{
+	struct takt_pub_opts po = {.topic = "alive", .max_payload = 8};
+	takt_node *n = h_node(broker.domain, "healthy");
+	takt_pub *p;
+
+	assert_int_equal(takt_pub_open(n, &po, &p), 0);
+	takt_node_close(n);
+	assert_int_equal(h_wait_pools_full(broker.domain, 2000), 0);
+}
+
+static void test_badinput_framing(void **state)
+{
+	struct msg_hello hello = {.abi_version = TAKT_ABI_VERSION};
+	char big[TAKT_PROTO_MAX_MSG + 500];
+	char tiny[6] = {1, 2, 3, 4, 5, 6};
+	int s = raw_connect();
+
+	(void)state;
+	assert_int_equal(raw_exchange(s, tiny, sizeof(tiny)), -EBADMSG);
+	hdr(&hello, MSG_HELLO, sizeof(hello));
+	hello.hdr.magic = 0xdeadbeef;
+	assert_int_equal(raw_exchange(s, &hello, sizeof(hello)), -EBADMSG);
+	hdr(&hello, MSG_HELLO, sizeof(hello));
+	hello.hdr.version = 99;
+	assert_int_equal(raw_exchange(s, &hello, sizeof(hello)), -EPROTONOSUPPORT);
+	hdr(&hello, 77, sizeof(hello));
+	assert_int_equal(raw_exchange(s, &hello, sizeof(hello)), -EOPNOTSUPP);
+	hdr(&hello, MSG_HELLO, sizeof(hello) + 8); /* size field lies */
+	assert_int_equal(raw_exchange(s, &hello, sizeof(hello)), -EBADMSG);
+	hdr(&hello, MSG_HELLO, sizeof(hello));
+	assert_int_equal(raw_exchange(s, &hello, 20), -EBADMSG); /* truncated */
+	memset(big, 0, sizeof(big));
+	hdr(big, MSG_HELLO, sizeof(big));
+	assert_int_equal(raw_exchange(s, big, sizeof(big)), -EBADMSG); /* oversized */
+	struct msg_pub_open po = {.max_payload = 8};
+	hdr(&po, MSG_PUB_OPEN, sizeof(po));
+	strcpy(po.topic, "early");
+	assert_int_equal(raw_exchange(s, &po, sizeof(po)), -EPERM); /* HELLO first */
+	close(s);
+	assert_broker_serves();
+}
+
+static void test_badinput_fields(void **state)
+{
+	struct msg_hello hello = {.abi_version = TAKT_ABI_VERSION};
+	struct msg_pub_open po = {.max_payload = 8};
+	struct msg_sub_open so = {.queue_depth = 8};
+	struct msg_index mi = {.index = 999999};
+	int s = raw_connect();
+
+	(void)state;
+	hdr(&hello, MSG_HELLO, sizeof(hello));
+	hello.abi_version = 42;
+	assert_int_equal(raw_exchange(s, &hello, sizeof(hello)), -EPROTO);
+	hello.abi_version = TAKT_ABI_VERSION;
+	assert_int_equal(raw_exchange(s, &hello, sizeof(hello)), 0);
+	assert_int_equal(raw_exchange(s, &hello, sizeof(hello)), -EALREADY);
+	hdr(&po, MSG_PUB_OPEN, sizeof(po));
+	strcpy(po.topic, "spa ce");
+	assert_int_equal(raw_exchange(s, &po, sizeof(po)), -EINVAL);
+	memset(po.topic, 'a', sizeof(po.topic)); /* no terminating NUL */
+	assert_int_equal(raw_exchange(s, &po, sizeof(po)), -EINVAL);
+	strcpy(po.topic, "ok");
+	memset(po.type_name, '!', 8);
+	assert_int_equal(raw_exchange(s, &po, sizeof(po)), -EINVAL);
+	memset(po.type_name, 0, sizeof(po.type_name));
+	po.history = 1000;
+	assert_int_equal(raw_exchange(s, &po, sizeof(po)), -EINVAL);
+	hdr(&so, MSG_SUB_OPEN, sizeof(so));
+	strcpy(so.topic, "ok");
+	so.overflow = 7;
+	assert_int_equal(raw_exchange(s, &so, sizeof(so)), -EINVAL);
+	so.overflow = 0;
+	so.queue_depth = 1u << 30;
+	assert_int_equal(raw_exchange(s, &so, sizeof(so)), -EINVAL);
+	for (uint16_t t = MSG_PUB_CLOSE; t <= MSG_EVENT_CLOSE; t++) {
+		if (t == MSG_SUB_OPEN || t == MSG_EVENT_OPEN)
+			continue;
+		hdr(&mi, t, sizeof(mi));
+		assert_int_equal(raw_exchange(s, &mi, sizeof(mi)), -EINVAL);
+	}
+	close(s);
+	assert_broker_serves();
+}
+
+/* A client may not close another process's ports. */
+static void test_badinput_foreign_port(void **state)
+{
+	struct takt_pub_opts po = {.topic = "mine", .max_payload = 8};
+	struct msg_hello hello = {.abi_version = TAKT_ABI_VERSION};
+	struct msg_index mi = {.index = 0};
+	takt_node *n = h_node(broker.domain, "owner");
+	int s = raw_connect();
+	takt_pub *p;
+
+	(void)state;
+	assert_int_equal(takt_pub_open(n, &po, &p), 0);
+	hdr(&hello, MSG_HELLO, sizeof(hello));
+	assert_int_equal(raw_exchange(s, &hello, sizeof(hello)), 0);
+	mi.index = takt_pub_id(p) - 1;
+	hdr(&mi, MSG_PUB_CLOSE, sizeof(mi));
+	assert_int_equal(raw_exchange(s, &mi, sizeof(mi)), -EPERM);
+	hdr(&mi, MSG_CONN_FDS, sizeof(mi));
+	assert_int_equal(raw_exchange(s, &mi, sizeof(mi)), -EPERM);
+	assert_int_equal(takt_pub_send(p, "x", 1), 0); /* still ours and working */
+	close(s);
+	takt_node_close(n);
+	assert_broker_serves();
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_badinput_framing),
+		cmocka_unit_test(test_badinput_fields),
+		cmocka_unit_test(test_badinput_foreign_port),
+	};
+
+	return cmocka_run_group_tests_name("badinput", tests, setup, teardown);
+}
