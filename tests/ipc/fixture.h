@@ -1,0 +1,77 @@
+/* fixture.h - a broker-less domain for the libipc unit tests.
+ *
+ * Builds the management segment and the payload segments the way the broker
+ * does (shm-broker/segments.c), but in anonymous MAP_SHARED memory: no
+ * /dev/shm names to clean up, and a fork()ed child shares every segment at
+ * the same address, so its seg_view copy stays valid.
+ *
+ * Also: a shared scratch area for test bookkeeping, child-process reaping
+ * with a deadline, and the sanitizer switches the stress tests scale by.
+ */
+#ifndef TAKT_TEST_FIXTURE_H
+#define TAKT_TEST_FIXTURE_H
+
+#include "segment.h"
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#if defined(__SANITIZE_THREAD__)
+#define FIXTURE_TSAN 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define FIXTURE_TSAN 1
+#endif
+#endif
+#ifndef FIXTURE_TSAN
+#define FIXTURE_TSAN 0
+#endif
+
+/* TSan runs atomics 5-20x slower: stress loops divide their counts by this
+ * so the suite stays within its time budget under TSan too. */
+#define FIXTURE_SCALE (FIXTURE_TSAN ? 16u : 1u)
+
+#define FIXTURE_CLASSES 2
+
+struct fixture_config {
+	uint64_t class_size[FIXTURE_CLASSES];  /* payload bytes per chunk */
+	uint32_t class_count[FIXTURE_CLASSES]; /* chunks per class */
+	uint32_t connections;
+	uint32_t queue_depth_max;              /* power of two */
+	size_t scratch_size;                   /* shared bytes for the test's own use */
+};
+
+struct fixture {
+	struct seg_view v;
+	void *mgmt;
+	size_t mgmt_size;
+	void *pool_base[FIXTURE_CLASSES];
+	size_t pool_size[FIXTURE_CLASSES];
+	void *scratch; /* zeroed, MAP_SHARED, scratch_size bytes */
+	size_t scratch_size;
+};
+
+/* Small limits: 2 classes (256 x 64 B, 32 x 256 B), 4 connections of up to
+ * 64 slots. Tests copy it and change what they need. */
+extern const struct fixture_config fixture_default;
+
+/* Maps and formats a domain. 0, -ENOMEM (mmap failed), -EPROTO (seg_view
+ * rejected the header the fixture wrote: a fixture or layout bug). */
+int fixture_init(struct fixture *f, const struct fixture_config *cfg);
+/* Accepts a half-built or zeroed fixture. */
+void fixture_destroy(struct fixture *f);
+
+/* Anonymous MAP_SHARED, zeroed, or NULL. */
+void *fixture_map_shared(size_t size);
+void fixture_unmap(void *p, size_t size);
+
+/* Prepares connection ci the way the broker's conn_create does: ACTIVE,
+ * mask = capacity - 1, head = tail = start, no waiter, slots zeroed. */
+struct takt_conn *fixture_conn_reset(struct fixture *f, uint32_t ci, uint32_t capacity, uint64_t start);
+
+/* Reaps n children. Each must exit 0 within timeout_s seconds; stragglers
+ * are killed (by their pid). Returns how many failed, and prints why. */
+int fixture_wait_children(const pid_t *pids, int n, unsigned timeout_s);
+
+#endif
