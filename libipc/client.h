@@ -35,6 +35,18 @@ void node_close_index(takt_node *n, uint16_t type, uint32_t index);
 /* Copies a name into a fixed field; -EINVAL when it is not a valid name. */
 int node_copy_name(char *dst, const char *src);
 
+/* Whether a local mirror {conn, incarnation} still names connection ci:
+ * the same slot and the same use of it (the broker reuses slots). */
+static inline bool conn_same(const struct seg_view *v, uint32_t mirror_ci, uint32_t mirror_inc,
+			     uint32_t ci)
+{
+	return mirror_ci == ci && ci < v->lim.connections &&
+	       /* acquire: pairs with the broker's release of state after it
+	        * bumped the incarnation. */
+	       atomic_load_explicit(&v->conns[ci].state, memory_order_acquire) != SLOT_FREE &&
+	       atomic_load_explicit(&v->conns[ci].incarnation, memory_order_relaxed) == mirror_inc;
+}
+
 /* Links and unlinks a port on the node's list of open ports. */
 #define NODE_LIST_ADD(head, item)                                                                  \
 	do {                                                                                       \

@@ -189,7 +189,10 @@ struct takt_conn {
 	uint32_t sub;
 	uint32_t mask;       /* capacity - 1 */
 	uint32_t overflow;
-	uint8_t pad0[44];
+	/* Bumped by the broker each time the slot is reused, so a client's
+	 * local mirror of an earlier connection in the same slot is dropped. */
+	_Atomic uint32_t incarnation;
+	uint8_t pad0[40];
 	TAKT_ALIGNED _Atomic uint64_t head;  /* producer's position (for the broker) */
 	/* R1: consumer (and a drop-oldest producer) advance with CAS */
 	TAKT_ALIGNED _Atomic uint64_t tail;

@@ -22,6 +22,7 @@
 
 struct pub_conn {
 	uint32_t conn;
+	uint32_t incarnation;
 	uint32_t sub;
 	uint32_t overflow;
 	int efd;
@@ -128,6 +129,8 @@ static int pub_conn_read(takt_pub *p, uint32_t ci, struct pub_conn *pc)
 	    (c->mask & (c->mask + 1)) || c->overflow > TAKT_OVERFLOW_REJECT)
 		return -EBADMSG;
 	pc->conn = ci;
+	/* relaxed: ordered by the acquire of state above. */
+	pc->incarnation = atomic_load_explicit(&c->incarnation, memory_order_relaxed);
 	pc->sub = c->sub;
 	pc->overflow = c->overflow;
 	pc->sp = &v->subs[c->sub];
@@ -180,7 +183,7 @@ static void pub_refresh(takt_pub *p, uint32_t gen)
 
 		if (ci == TAKT_NONE)
 			continue;
-		for (j = 0; j < p->n_conns && p->conns[j].conn != ci; j++)
+		for (j = 0; j < p->n_conns && !conn_same(v, p->conns[j].conn, p->conns[j].incarnation, ci); j++)
 			;
 		if (j < p->n_conns) {
 			next[n++] = p->conns[j];
@@ -201,8 +204,10 @@ static void pub_refresh(takt_pub *p, uint32_t gen)
 
 static void pub_check_conns(takt_pub *p)
 {
-	/* W1: acquire pairs with the broker's release after it rewrote conns[]. */
-	uint32_t gen = atomic_load_explicit(&p->port->conn_gen, memory_order_acquire);
+	/* W1/Q0: seq_cst, so this load is ordered after our seq_cst increment
+	 * of active in the single total order the broker's grace check relies
+	 * on (an acquire load is not); it also acquires the rewritten conns[]. */
+	uint32_t gen = atomic_load_explicit(&p->port->conn_gen, memory_order_seq_cst);
 
 	if (gen != p->conn_gen)
 		pub_refresh(p, gen);

@@ -91,6 +91,12 @@ uint32_t ring_steal_oldest(struct ring_prod *p)
 			p->cached_tail = t;
 			return TAKT_NONE; /* the consumer made room */
 		}
+		/* A tail beyond head, or a slot we did not fill for position t,
+		 * means the consumer corrupted the ring: steal nothing. relaxed:
+		 * we wrote pos ourselves. */
+		if (t > p->head ||
+		    atomic_load_explicit(&p->slots[t & p->mask].pos, memory_order_relaxed) != t + 1)
+			return TAKT_NONE;
 		v = atomic_load_explicit(&p->slots[t & p->mask].chunk, memory_order_relaxed);
 		/* R2: seq_cst CAS; on failure t is reloaded and we retry. */
 		if (atomic_compare_exchange_strong_explicit(&p->conn->tail, &t, t + 1,
@@ -122,6 +128,12 @@ int ring_wait_room(struct ring_prod *p, uint64_t deadline_ns)
 		/* B0: announce, then re-check (both seq_cst). */
 		atomic_store_explicit(&p->conn->producer_waiting, 1, memory_order_seq_cst);
 		p->cached_tail = atomic_load_explicit(&p->conn->tail, memory_order_seq_cst);
+		/* B1: the broker stores CLOSING (seq_cst) before its wake: either it
+		 * sees waiting == 1 and wakes us, or we see the new state here. */
+		if (atomic_load_explicit(&p->conn->state, memory_order_seq_cst) != SLOT_ACTIVE) {
+			atomic_store_explicit(&p->conn->producer_waiting, 0, memory_order_relaxed);
+			return -EPIPE;
+		}
 		if (p->head - p->cached_tail <= p->mask) {
 			atomic_store_explicit(&p->conn->producer_waiting, 0, memory_order_relaxed);
 			return 0;
@@ -147,8 +159,7 @@ static void ring_wake_producer(struct takt_conn *conn)
 
 void ring_wake_producer_closed(struct takt_conn *conn)
 {
-	/* B0: the state change to CLOSING precedes this (release); a waiter
-	 * re-checks state after every wake-up. */
+	/* B1: the caller stored the new state (seq_cst) before this. */
 	atomic_store_explicit(&conn->producer_waiting, 0, memory_order_seq_cst);
 	futex_wake(&conn->producer_waiting);
 }
@@ -181,7 +192,7 @@ int ring_peek(const struct ring_cons *q, struct ring_entry *out)
 	return slot_read(q, atomic_load_explicit(&q->conn->tail, memory_order_acquire), out);
 }
 
-int ring_pop_shared(struct ring_cons *q, _Atomic uint32_t *held, struct ring_entry *out)
+int ring_pop_shared(struct ring_cons *q, struct ring_entry *out)
 {
 	/* acquire: pairs with a stealing producer's CAS (R2). */
 	uint64_t t = atomic_load_explicit(&q->conn->tail, memory_order_acquire);
@@ -189,15 +200,12 @@ int ring_pop_shared(struct ring_cons *q, _Atomic uint32_t *held, struct ring_ent
 	for (;;) {
 		if (slot_read(q, t, out) < 0)
 			return -EAGAIN;
-		/* relaxed: read by the broker only after this process died. */
-		atomic_store_explicit(held, out->chunk, memory_order_relaxed);
 		/* R1/R2: seq_cst CAS commits the pop; on failure (a drop-oldest
-		 * steal) t is reloaded and the held word overwritten next round. */
+		 * steal) t is reloaded and we read the next slot. */
 		if (atomic_compare_exchange_strong_explicit(&q->conn->tail, &t, t + 1,
 							    memory_order_seq_cst, memory_order_acquire)) {
 			ring_wake_producer(q->conn);
 			return 0;
 		}
-		atomic_store_explicit(held, TAKT_NONE, memory_order_relaxed);
 	}
 }

@@ -57,11 +57,11 @@ int ring_wait_room(struct ring_prod *p, uint64_t deadline_ns);
 /* Broker: wakes a publisher blocked on a connection it is closing. */
 void ring_wake_producer_closed(struct takt_conn *conn);
 
-/* Pops the oldest entry into *out. Before the pop commits, the chunk is
- * stored in *held so a crash at any point leaves it findable by the broker
- * (in the ring, in held, or in both: the broker releases it once).
- * 0, or -EAGAIN when empty. out->chunk is unchecked. */
-int ring_pop_shared(struct ring_cons *q, _Atomic uint32_t *held, struct ring_entry *out);
+/* Pops the oldest entry into *out: 0, or -EAGAIN when empty. out->chunk
+ * is unchecked. The caller records the chunk as held after the pop; a crash
+ * in between leaks that one reference (recording it before the commit
+ * could, with a concurrent drop-oldest steal, release it twice). */
+int ring_pop_shared(struct ring_cons *q, struct ring_entry *out);
 /* Whether the oldest slot is filled. */
 int ring_nonempty(const struct ring_cons *q);
 /* The oldest filled entry without taking it (no reference: it may be

@@ -20,6 +20,7 @@
 
 struct sub_conn {
 	uint32_t conn;
+	uint32_t incarnation;
 	uint32_t pub;
 	struct ring_cons ring;
 };
@@ -58,6 +59,8 @@ static int sub_conn_read(takt_sub *s, uint32_t ci, struct sub_conn *sc)
 	    c->pub >= v->lim.publishers || c->mask >= v->lim.queue_depth_max || (c->mask & (c->mask + 1)))
 		return -EBADMSG;
 	sc->conn = ci;
+	/* relaxed: ordered by the acquire of state above. */
+	sc->incarnation = atomic_load_explicit(&c->incarnation, memory_order_relaxed);
 	sc->pub = c->pub;
 	ring_cons_init(&sc->ring, c, seg_ring_slots(v, ci), c->mask);
 	return 0;
@@ -137,12 +140,12 @@ static void sub_pull_history(takt_sub *s, struct sub_conn *sc)
 	want = s->history < ph ? s->history : ph;
 	last = atomic_load_explicit(&pp->last_seq, memory_order_acquire); /* H1 */
 	hi = sub_ring_first_seq(sc);
-	hi = hi - 1 < last ? hi - 1 : last;
-	if (hi == 0)
-		return;
+	hi = hi != 0 && hi - 1 < last ? hi - 1 : last;
+	if (hi == 0 || hi == UINT64_MAX)
+		return; /* nothing yet, or garbage from shared memory */
 	lo = hi >= want ? hi - want + 1 : 1;
-	for (uint64_t seq = lo; seq <= hi; seq++)
-		sub_pull_one(s, pp, ph, seq);
+	for (uint64_t n = 0; n < want && lo + n <= hi; n++) /* bounded by want */
+		sub_pull_one(s, pp, ph, lo + n);
 }
 
 static void sub_refresh(takt_sub *s, uint32_t gen)
@@ -157,7 +160,7 @@ static void sub_refresh(takt_sub *s, uint32_t gen)
 
 		if (ci == TAKT_NONE)
 			continue;
-		for (j = 0; j < s->n_conns && s->conns[j].conn != ci; j++)
+		for (j = 0; j < s->n_conns && !conn_same(v, s->conns[j].conn, s->conns[j].incarnation, ci); j++)
 			;
 		if (j < s->n_conns) {
 			next[n++] = s->conns[j];
@@ -176,8 +179,10 @@ static void sub_refresh(takt_sub *s, uint32_t gen)
 
 static void sub_check_conns(takt_sub *s)
 {
-	/* W1: acquire pairs with the broker's release after it rewrote conns[]. */
-	uint32_t gen = atomic_load_explicit(&s->port->conn_gen, memory_order_acquire);
+	/* W1/Q0: seq_cst, so this load is ordered after our seq_cst increment
+	 * of active in the single total order the broker's grace check relies
+	 * on (an acquire load is not); it also acquires the rewritten conns[]. */
+	uint32_t gen = atomic_load_explicit(&s->port->conn_gen, memory_order_seq_cst);
 
 	if (gen != s->conn_gen)
 		sub_refresh(s, gen);
@@ -280,7 +285,15 @@ static void sub_disarm(takt_sub *s)
 	}
 }
 
-/* Pops from the rings, round-robin; 0 and *out, or -EAGAIN. */
+/* A popped entry is usable if its chunk exists and the size fits the
+ * chunk's class: another process wrote it, so it is checked like input. */
+static bool sub_entry_ok(const struct seg_view *v, const struct ring_entry *e)
+{
+	return seg_chunk_ok(v, e->chunk) && e->size <= v->pool[seg_chunk_class(v, e->chunk)].payload_size;
+}
+
+/* Pops from the rings, round-robin, and records the chunk in held slot k;
+ * 0 and *out, or -EAGAIN. */
 static int sub_pop(takt_sub *s, unsigned k, struct ring_entry *out, uint32_t *ret_pub)
 {
 	const struct seg_view *v = &s->node->v;
@@ -288,14 +301,16 @@ static int sub_pop(takt_sub *s, unsigned k, struct ring_entry *out, uint32_t *re
 	for (unsigned n = 0; n < s->n_conns; n++) {
 		struct sub_conn *sc = &s->conns[(s->rr + n) % s->n_conns];
 
-		while (ring_pop_shared(&sc->ring, &s->port->held[k], out) == 0) {
-			if (seg_chunk_ok(v, out->chunk)) {
+		while (ring_pop_shared(&sc->ring, out) == 0) {
+			if (sub_entry_ok(v, out)) {
+				sub_hold(s, k, out->chunk);
 				s->rr = (s->rr + n + 1) % s->n_conns;
 				*ret_pub = sc->pub;
 				return 0;
 			}
-			/* A bad index from shared memory: skip the entry, it costs only it. */
-			atomic_store_explicit(&s->port->held[k], TAKT_NONE, memory_order_relaxed);
+			/* A bad entry from shared memory: drop it, it costs only itself. */
+			if (seg_chunk_ok(v, out->chunk))
+				chunk_unref(v, out->chunk);
 		}
 	}
 	return -EAGAIN;
@@ -323,7 +338,6 @@ int takt_sub_take(takt_sub *sub, const void **payload, struct takt_sample_info *
 	} else if ((k = sub_held_free_slot(sub)) < 0) {
 		r = -ENOBUFS;
 	} else if ((r = sub_pop(sub, (unsigned)k, &e, &pub)) == 0) {
-		sub->held[k] = e.chunk;
 		*payload = seg_chunk_payload(&sub->node->v, e.chunk);
 		if (info)
 			*info = (struct takt_sample_info){.seq = e.seq, .publish_ns = e.publish_ns,

@@ -194,6 +194,7 @@ static int conn_create(struct broker *b, uint32_t pi, uint32_t si)
 		c->sub = si;
 		c->mask = s->queue_depth - 1;
 		c->overflow = s->overflow;
+		atomic_fetch_add_explicit(&c->incarnation, 1, memory_order_relaxed);
 		atomic_store_explicit(&c->head, 0, memory_order_relaxed);
 		atomic_store_explicit(&c->tail, 0, memory_order_relaxed);
 		atomic_store_explicit(&c->producer_waiting, 0, memory_order_relaxed);
@@ -232,7 +233,8 @@ static void conn_retire(struct broker *b, uint32_t ci, bool pub_done, bool sub_d
 		pub_done = true; /* its publisher is gone already */
 		b->n_orphans--;
 	}
-	atomic_store_explicit(&c->state, SLOT_CLOSING, memory_order_release);
+	/* B1: seq_cst pairs with ring_wait_room's seq_cst re-check of state. */
+	atomic_store_explicit(&c->state, SLOT_CLOSING, memory_order_seq_cst);
 	slot_del(p->conns, TAKT_MAX_SUBS_PER_TOPIC, ci);
 	slot_del(s->conns, TAKT_MAX_PUBS_PER_TOPIC, ci);
 	gen_bump(&p->conn_gen); /* W1, Q0 */
@@ -274,7 +276,7 @@ static void conn_orphan(struct broker *b, uint32_t ci)
 
 	if (atomic_load_explicit(&c->state, memory_order_relaxed) != SLOT_ACTIVE)
 		return;
-	atomic_store_explicit(&c->state, SLOT_ORPHAN, memory_order_release);
+	atomic_store_explicit(&c->state, SLOT_ORPHAN, memory_order_seq_cst); /* B1 */
 	slot_del(v->pubs[c->pub].conns, TAKT_MAX_SUBS_PER_TOPIC, ci);
 	gen_bump(&v->pubs[c->pub].conn_gen); /* W1 */
 	ring_wake_producer_closed(c);
@@ -295,24 +297,11 @@ static bool quiesced(_Atomic uint64_t *active, uint64_t snap, bool done)
 	return done || (snap & 1) == 0 || atomic_load_explicit(active, memory_order_seq_cst) != snap;
 }
 
-/* Drops a held entry equal to c, if any: the ring entry and the held entry
- * are the same reference (a pop that crashed before its CAS). */
-static void held_forget(struct takt_sub_port *s, uint32_t c)
-{
-	for (unsigned k = 0; k < TAKT_MAX_HELD; k++)
-		if (atomic_load_explicit(&s->held[k], memory_order_relaxed) == c) {
-			atomic_store_explicit(&s->held[k], TAKT_NONE, memory_order_relaxed);
-			return;
-		}
-}
-
 static void conn_drain_free(struct broker *b, uint32_t ci)
 {
 	const struct seg_view *v = &b->v;
 	struct takt_conn *c = &v->conns[ci];
-	struct takt_sub_port *s = &v->subs[c->sub];
 	struct takt_ring_slot *slots = seg_ring_slots(v, ci);
-	bool sub_closing = atomic_load_explicit(&s->state, memory_order_relaxed) == SLOT_CLOSING;
 	/* Both ends quiesced (Q0): we are the only user of the ring now. Walk
 	 * the filled slots from tail, at most one ring's worth. */
 	uint64_t t = atomic_load_explicit(&c->tail, memory_order_acquire);
@@ -327,8 +316,6 @@ static void conn_drain_free(struct broker *b, uint32_t ci)
 		ch = atomic_load_explicit(&sl->chunk, memory_order_relaxed);
 		if (!seg_chunk_ok(v, ch))
 			continue;
-		if (sub_closing)
-			held_forget(s, ch);
 		chunk_unref(v, ch);
 	}
 	atomic_store_explicit(&c->state, SLOT_FREE, memory_order_release);
@@ -502,7 +489,6 @@ int reg_sub_close(struct broker *b, struct client *cl, uint32_t index)
 	s = &v->subs[index];
 	if (atomic_load_explicit(&s->state, memory_order_relaxed) != SLOT_ACTIVE || s->proc != cl->proc)
 		return -EPERM;
-	/* CLOSING first: draining its rings then forgets matching held entries. */
 	atomic_store_explicit(&s->state, SLOT_CLOSING, memory_order_release);
 	for (unsigned j = 0; j < TAKT_MAX_PUBS_PER_TOPIC; j++) {
 		uint32_t ci = atomic_load_explicit(&s->conns[j], memory_order_relaxed);

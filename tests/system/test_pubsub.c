@@ -439,6 +439,45 @@ static void test_pubsub_event_across_processes(void **state)
 	takt_node_close(n);
 }
 
+/* Regression (review): a subscriber that leaves and a new one that gets the
+ * same connection slot while the publisher stays must not inherit the old
+ * ring position (it made the publisher steal live chunks). */
+static void test_pubsub_sub_rejoin_reuses_conn(void **state)
+{
+	struct takt_pub_opts po = {.topic = "rejoin", .max_payload = 64};
+	struct takt_sub_opts so = {.topic = "rejoin", .queue_depth = 16};
+	takt_node *pn = h_node(broker.domain, "rejoin-pub"), *sn = h_node(broker.domain, "rejoin-sub");
+	const uint64_t *held[16];
+	uint64_t seqs[16];
+	takt_pub *p;
+	takt_sub *s;
+
+	(void)state;
+	assert_int_equal(takt_pub_open(pn, &po, &p), 0);
+	assert_int_equal(takt_sub_open(sn, &so, &s), 0);
+	for (uint64_t i = 1; i <= 5; i++)
+		assert_int_equal(takt_pub_send(p, &i, sizeof(i)), 1);
+	assert_int_equal(take_all(s, seqs, 16), 5);
+	takt_sub_close(s);
+	assert_int_equal(takt_sub_open(sn, &so, &s), 0);
+	for (uint64_t i = 6; i <= 45; i++)
+		assert_int_equal(takt_pub_send(p, &i, sizeof(i)), 1);
+	for (unsigned n = 0; n < 16; n++) { /* the newest 16, held all at once */
+		assert_int_equal(takt_sub_take(s, (const void **)&held[n], NULL), 0);
+		assert_int_equal(*held[n], 30 + n);
+	}
+	assert_int_equal(takt_sub_dropped(s), 24);
+	for (uint64_t i = 46; i <= 60; i++) /* must not overwrite what we hold */
+		takt_pub_send(p, &i, sizeof(i));
+	for (unsigned n = 0; n < 16; n++) {
+		assert_int_equal(*held[n], 30 + n);
+		takt_sub_release(s, held[n]);
+	}
+	takt_node_close(sn);
+	takt_node_close(pn);
+	assert_int_equal(h_wait_pools_full(broker.domain, 5000), 0);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -451,6 +490,7 @@ int main(void)
 		cmocka_unit_test(test_pubsub_4mib_sample_intact),
 		cmocka_unit_test(test_pubsub_refusals),
 		cmocka_unit_test(test_pubsub_event_across_processes),
+		cmocka_unit_test(test_pubsub_sub_rejoin_reuses_conn),
 	};
 
 	return cmocka_run_group_tests_name("pubsub", tests, setup, teardown);
