@@ -75,5 +75,7 @@ void reg_status(struct broker *b, struct msg_status_reply *rep);
 /* server.c */
 int server_listen(struct broker *b);
 int server_run(struct broker *b);
+/* Closes every client and descriptor and frees the broker's tables. */
+void server_free(struct broker *b);
 
 #endif

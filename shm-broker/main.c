@@ -152,6 +152,7 @@ int main(int argc, char **argv)
 	}
 	if (b.sock_path[0] && b.listen_fd >= 0)
 		unlink(b.sock_path);
+	server_free(&b);
 	seg_destroy_all(&b);
 	if (b.lock_fd >= 0)
 		unlink(b.lock_path);

@@ -354,3 +354,22 @@ int server_run(struct broker *b)
 		}
 	}
 }
+
+void server_free(struct broker *b)
+{
+	for (unsigned i = 0; b->clients && i < b->n_clients_max; i++)
+		if (b->clients[i].fd >= 0) {
+			close(b->clients[i].fd);
+			free(b->clients[i].event_refs);
+		}
+	for (uint32_t i = 0; b->sub_efd && i < b->v.lim.subscribers; i++)
+		if (b->sub_efd[i] >= 0)
+			close(b->sub_efd[i]);
+	for (uint32_t i = 0; b->event_efd && i < b->v.lim.events; i++)
+		if (b->event_efd[i] >= 0)
+			close(b->event_efd[i]);
+	free(b->clients);
+	free(b->sub_efd);
+	free(b->event_efd);
+	free(b->retire);
+}
