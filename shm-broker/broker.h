@@ -18,10 +18,38 @@ struct client {
 	uint32_t *event_refs;   /* opens per event slot */
 };
 
-/* A connection being retired: reused only after both ends quiesced (Q0). */
-struct retiring {
+/* The registry, kept in the broker's private memory. The shared-memory
+ * copy is written from it for clients to read, and never read back: another
+ * process can scribble on shared memory, so no index the broker follows
+ * comes from there. */
+struct reg_topic {
+	uint32_t state, pool_class, n_pubs, n_subs;
+	char name[TAKT_NAME_MAX];
+	char type_name[TAKT_NAME_MAX];
+	uint32_t pubs[TAKT_MAX_PUBS_PER_TOPIC];
+	uint32_t subs[TAKT_MAX_SUBS_PER_TOPIC];
+};
+
+struct reg_pub {
+	uint32_t state, topic, proc, pool_class, history;
+	uint32_t conns[TAKT_MAX_SUBS_PER_TOPIC];
+};
+
+struct reg_sub {
+	uint32_t state, topic, proc, depth, overflow, history;
+	uint32_t conns[TAKT_MAX_PUBS_PER_TOPIC];
+};
+
+/* A connection; while CLOSING it waits for both ends to quiesce (Q0). */
+struct reg_conn {
+	uint32_t state, pub, sub, mask;
 	uint64_t pub_snap, sub_snap;
 	bool pub_done, sub_done; /* that end closed or died: nothing to wait for */
+};
+
+struct reg_event {
+	uint32_t state, refs;
+	char name[TAKT_NAME_MAX];
 };
 
 struct broker {
@@ -40,7 +68,12 @@ struct broker {
 	unsigned n_clients_max;
 	int *sub_efd;           /* per subscriber port */
 	int *event_efd;         /* per event slot */
-	struct retiring *retire; /* per connection */
+	uint32_t *proc_state;
+	struct reg_topic *topics;
+	struct reg_pub *pubs;
+	struct reg_sub *subs;
+	struct reg_conn *conns;
+	struct reg_event *events;
 	unsigned n_retiring;
 	unsigned n_orphans;     /* connections whose publisher left */
 	int timer_mode;
@@ -54,6 +87,7 @@ void seg_destroy_all(struct broker *b);
 
 /* registry.c: every function returns 0 / an index or a negative errno. */
 int reg_init(struct broker *b);
+void reg_free(struct broker *b);
 int reg_proc_add(struct broker *b, struct client *cl, const char *name);
 void reg_proc_remove(struct broker *b, struct client *cl);
 int reg_pub_open(struct broker *b, struct client *cl, const struct msg_pub_open *m, uint32_t *ret_class);

@@ -1,17 +1,27 @@
 /* registry.c - the broker's registry: processes, topics, ports, connections,
  * events, and reclaiming what a closed or dead client held.
  *
- * The broker is the only writer of registry words. It publishes changes to
- * a port's connection list by bumping conn_gen with release (W1); clients
- * read conn_gen with acquire before reading the list.
+ * The registry lives in the broker's private memory (broker.h); every change
+ * is mirrored into the management segment for clients to read, and the
+ * broker never reads a registry word back from shared memory. The only
+ * shared words it reads are data-path words (active counters, loans,
+ * history, held lists, ring tails and slots), each bounds-checked or only
+ * compared.
  *
- * Retiring a connection (Q0). The broker marks it CLOSING, removes it from
+ * W1: the broker publishes a change of a port's connection list by bumping
+ * its conn_gen (seq_cst) after rewriting the list; clients load conn_gen
+ * (seq_cst) before reading the list.
+ *
+ * Q0, retiring a connection: the broker marks it CLOSING, removes it from
  * both ports' lists, bumps both conn_gens (seq_cst), then snapshots each
  * live end's `active` counter (seq_cst). A client increments `active`
- * (seq_cst RMW) before it reads conn_gen and again when it is done with the
- * rings, so: an even snapshot means every later operation sees the new list;
- * an odd one means an operation may still use the ring, and it has finished
- * once the counter moves. Only then is the ring drained and the slot reused.
+ * (seq_cst RMW) before it loads conn_gen (seq_cst) and again when it is done
+ * with the rings. All four are in the single total order of seq_cst
+ * operations, so an even snapshot means every later operation of that
+ * client sees the new list, and an odd one means an operation may still use
+ * the ring and has finished once the counter moves (its final increment
+ * releases its ring accesses to our seq_cst load). Only then is the ring
+ * drained and the slot reused.
  */
 #include "broker.h"
 #include "pool.h"
@@ -26,41 +36,62 @@
 
 static void gen_bump(_Atomic uint32_t *gen)
 {
-	/* W1 / Q0: seq_cst so the snapshot of `active` that follows is ordered
-	 * after it (pairs with the client's seq_cst increment of active). */
-	atomic_fetch_add_explicit(gen, 1, memory_order_seq_cst);
+	atomic_fetch_add_explicit(gen, 1, memory_order_seq_cst); /* W1, Q0 */
+}
+
+/* relaxed/release store of a slot state for clients to read. */
+static void publish_state(_Atomic uint32_t *shm_state, uint32_t st)
+{
+	/* release: pairs with the clients' acquire of state; every field the
+	 * state guards was written before. */
+	atomic_store_explicit(shm_state, st, memory_order_release);
 }
 
 int reg_init(struct broker *b)
 {
 	const struct seg_view *v = &b->v;
+	const struct takt_limits *l = &v->lim;
 
-	for (uint32_t i = 0; i < v->lim.publishers; i++) {
-		struct takt_pub_port *p = &v->pubs[i];
-
+	for (uint32_t i = 0; i < l->publishers; i++) {
 		for (unsigned j = 0; j < TAKT_MAX_SUBS_PER_TOPIC; j++)
-			atomic_store_explicit(&p->conns[j], TAKT_NONE, memory_order_relaxed);
+			atomic_store_explicit(&v->pubs[i].conns[j], TAKT_NONE, memory_order_relaxed);
 		for (unsigned j = 0; j < TAKT_MAX_LOANS; j++)
-			atomic_store_explicit(&p->loans[j], TAKT_NONE, memory_order_relaxed);
+			atomic_store_explicit(&v->pubs[i].loans[j], TAKT_NONE, memory_order_relaxed);
 	}
-	for (uint32_t i = 0; i < v->lim.subscribers; i++) {
-		struct takt_sub_port *s = &v->subs[i];
-
+	for (uint32_t i = 0; i < l->subscribers; i++) {
 		for (unsigned j = 0; j < TAKT_MAX_PUBS_PER_TOPIC; j++)
-			atomic_store_explicit(&s->conns[j], TAKT_NONE, memory_order_relaxed);
+			atomic_store_explicit(&v->subs[i].conns[j], TAKT_NONE, memory_order_relaxed);
 		for (unsigned j = 0; j < TAKT_MAX_HELD; j++)
-			atomic_store_explicit(&s->held[j], TAKT_NONE, memory_order_relaxed);
+			atomic_store_explicit(&v->subs[i].held[j], TAKT_NONE, memory_order_relaxed);
 	}
-	b->sub_efd = malloc(sizeof(int) * v->lim.subscribers);
-	b->event_efd = malloc(sizeof(int) * v->lim.events);
-	b->retire = calloc(v->lim.connections, sizeof(*b->retire));
-	if (!b->sub_efd || !b->event_efd || !b->retire)
+	b->sub_efd = malloc(sizeof(int) * l->subscribers);
+	b->event_efd = malloc(sizeof(int) * l->events);
+	b->proc_state = calloc(l->processes, sizeof(*b->proc_state));
+	b->topics = calloc(l->topics, sizeof(*b->topics));
+	b->pubs = calloc(l->publishers, sizeof(*b->pubs));
+	b->subs = calloc(l->subscribers, sizeof(*b->subs));
+	b->conns = calloc(l->connections, sizeof(*b->conns));
+	b->events = calloc(l->events, sizeof(*b->events));
+	if (!b->sub_efd || !b->event_efd || !b->proc_state || !b->topics || !b->pubs || !b->subs ||
+	    !b->conns || !b->events)
 		return -ENOMEM;
-	for (uint32_t i = 0; i < v->lim.subscribers; i++)
+	for (uint32_t i = 0; i < l->subscribers; i++)
 		b->sub_efd[i] = -1;
-	for (uint32_t i = 0; i < v->lim.events; i++)
+	for (uint32_t i = 0; i < l->events; i++)
 		b->event_efd[i] = -1;
 	return 0;
+}
+
+void reg_free(struct broker *b)
+{
+	free(b->sub_efd);
+	free(b->event_efd);
+	free(b->proc_state);
+	free(b->topics);
+	free(b->pubs);
+	free(b->subs);
+	free(b->conns);
+	free(b->events);
 }
 
 /* ---- processes ---------------------------------------------------------- */
@@ -70,14 +101,15 @@ int reg_proc_add(struct broker *b, struct client *cl, const char *name)
 	for (uint32_t i = 0; i < b->v.lim.processes; i++) {
 		struct takt_proc *p = &b->v.procs[i];
 
-		if (atomic_load_explicit(&p->state, memory_order_relaxed) != SLOT_FREE)
+		if (b->proc_state[i] != SLOT_FREE)
 			continue;
+		b->proc_state[i] = SLOT_ACTIVE;
 		p->pid = cl->pid;
 		p->uid = cl->uid;
 		p->gid = cl->gid;
 		p->attached_ns = takt_now_ns();
 		snprintf(p->name, sizeof(p->name), "%.*s", (int)sizeof(p->name) - 1, name);
-		atomic_store_explicit(&p->state, SLOT_ACTIVE, memory_order_release);
+		publish_state(&p->state, SLOT_ACTIVE);
 		cl->proc = i;
 		return (int)i;
 	}
@@ -86,36 +118,49 @@ int reg_proc_add(struct broker *b, struct client *cl, const char *name)
 
 void reg_proc_remove(struct broker *b, struct client *cl)
 {
-	const struct seg_view *v = &b->v;
+	const struct takt_limits *l = &b->v.lim;
 
 	if (cl->proc == TAKT_NONE)
 		return;
-	for (uint32_t i = 0; i < v->lim.publishers; i++)
-		if (atomic_load_explicit(&v->pubs[i].state, memory_order_relaxed) == SLOT_ACTIVE &&
-		    v->pubs[i].proc == cl->proc)
+	for (uint32_t i = 0; i < l->publishers; i++)
+		if (b->pubs[i].state == SLOT_ACTIVE && b->pubs[i].proc == cl->proc)
 			reg_pub_close(b, cl, i);
-	for (uint32_t i = 0; i < v->lim.subscribers; i++)
-		if (atomic_load_explicit(&v->subs[i].state, memory_order_relaxed) == SLOT_ACTIVE &&
-		    v->subs[i].proc == cl->proc)
+	for (uint32_t i = 0; i < l->subscribers; i++)
+		if (b->subs[i].state == SLOT_ACTIVE && b->subs[i].proc == cl->proc)
 			reg_sub_close(b, cl, i);
-	for (uint32_t i = 0; i < v->lim.events; i++)
+	for (uint32_t i = 0; i < l->events; i++)
 		while (cl->event_refs && cl->event_refs[i])
 			reg_event_close(b, cl, i);
-	atomic_store_explicit(&v->procs[cl->proc].state, SLOT_FREE, memory_order_release);
+	b->proc_state[cl->proc] = SLOT_FREE;
+	publish_state(&b->v.procs[cl->proc].state, SLOT_FREE);
 	cl->proc = TAKT_NONE;
 }
 
 /* ---- topics ------------------------------------------------------------- */
 
+static void topic_mirror(struct broker *b, uint32_t ti)
+{
+	const struct reg_topic *t = &b->topics[ti];
+	struct takt_topic *m = &b->v.topics[ti];
+
+	memcpy(m->name, t->name, TAKT_NAME_MAX);
+	memcpy(m->type_name, t->type_name, TAKT_NAME_MAX);
+	m->pool_class = t->pool_class;
+	m->n_pubs = t->n_pubs;
+	m->n_subs = t->n_subs;
+	memcpy(m->pubs, t->pubs, sizeof(m->pubs));
+	memcpy(m->subs, t->subs, sizeof(m->subs));
+	publish_state(&m->state, t->state);
+}
+
 static int topic_find_or_add(struct broker *b, const char *name, const char *type)
 {
-	const struct seg_view *v = &b->v;
 	int free_slot = -1;
 
-	for (uint32_t i = 0; i < v->lim.topics; i++) {
-		struct takt_topic *t = &v->topics[i];
+	for (uint32_t i = 0; i < b->v.lim.topics; i++) {
+		struct reg_topic *t = &b->topics[i];
 
-		if (atomic_load_explicit(&t->state, memory_order_relaxed) == SLOT_FREE) {
+		if (t->state == SLOT_FREE) {
 			if (free_slot < 0)
 				free_slot = (int)i;
 			continue;
@@ -133,22 +178,24 @@ static int topic_find_or_add(struct broker *b, const char *name, const char *typ
 	}
 	if (free_slot < 0)
 		return -ENOSPC;
-	struct takt_topic *t = &v->topics[free_slot];
+	struct reg_topic *t = &b->topics[free_slot];
 
 	memset(t, 0, sizeof(*t));
 	memcpy(t->name, name, TAKT_NAME_MAX);
 	memcpy(t->type_name, type, TAKT_NAME_MAX);
 	t->pool_class = TAKT_NONE;
-	atomic_store_explicit(&t->state, SLOT_ACTIVE, memory_order_release);
+	t->state = SLOT_ACTIVE;
 	return free_slot;
 }
 
+/* Frees a topic nobody uses any more, and mirrors it either way. */
 static void topic_put(struct broker *b, uint32_t ti)
 {
-	struct takt_topic *t = &b->v.topics[ti];
+	struct reg_topic *t = &b->topics[ti];
 
 	if (t->n_pubs == 0 && t->n_subs == 0)
-		atomic_store_explicit(&t->state, SLOT_FREE, memory_order_release);
+		t->state = SLOT_FREE;
+	topic_mirror(b, ti);
 }
 
 static void list_del(uint32_t *list, uint32_t *n, uint32_t x)
@@ -160,136 +207,152 @@ static void list_del(uint32_t *list, uint32_t *n, uint32_t x)
 		}
 }
 
-/* ---- connections -------------------------------------------------------- */
+/* ---- connection lists: private copy and shared mirror together ---------- */
 
-static int slot_add(_Atomic uint32_t *list, unsigned cap, uint32_t x)
+static void conns_add(uint32_t *priv, _Atomic uint32_t *shm, unsigned cap, uint32_t ci)
 {
 	for (unsigned i = 0; i < cap; i++)
-		if (atomic_load_explicit(&list[i], memory_order_relaxed) == TAKT_NONE) {
-			atomic_store_explicit(&list[i], x, memory_order_relaxed);
-			return 0;
+		if (priv[i] == TAKT_NONE) {
+			priv[i] = ci;
+			atomic_store_explicit(&shm[i], ci, memory_order_relaxed); /* W1 orders it */
+			return;
 		}
-	return -ENOSPC;
 }
 
-static void slot_del(_Atomic uint32_t *list, unsigned cap, uint32_t x)
+static void conns_del(uint32_t *priv, _Atomic uint32_t *shm, unsigned cap, uint32_t ci)
 {
 	for (unsigned i = 0; i < cap; i++)
-		if (atomic_load_explicit(&list[i], memory_order_relaxed) == x)
-			atomic_store_explicit(&list[i], TAKT_NONE, memory_order_relaxed);
+		if (priv[i] == ci) {
+			priv[i] = TAKT_NONE;
+			atomic_store_explicit(&shm[i], TAKT_NONE, memory_order_relaxed); /* W1 */
+		}
+}
+
+static void conns_clear(uint32_t *priv, _Atomic uint32_t *shm, unsigned cap)
+{
+	for (unsigned i = 0; i < cap; i++) {
+		priv[i] = TAKT_NONE;
+		atomic_store_explicit(&shm[i], TAKT_NONE, memory_order_relaxed);
+	}
+}
+
+/* ---- connections -------------------------------------------------------- */
+
+static void conn_set_state(struct broker *b, uint32_t ci, uint32_t st)
+{
+	b->conns[ci].state = st;
+	/* B1: seq_cst pairs with ring_wait_room's seq_cst re-check of state
+	 * (and is a release for the fields of a new connection). */
+	atomic_store_explicit(&b->v.conns[ci].state, st, memory_order_seq_cst);
+}
+
+static void conn_init_shared(struct broker *b, uint32_t ci, const struct reg_conn *rc)
+{
+	struct takt_conn *c = &b->v.conns[ci];
+	struct takt_ring_slot *slots = seg_ring_slots(&b->v, ci);
+
+	c->pub = rc->pub;
+	c->sub = rc->sub;
+	c->mask = rc->mask;
+	c->overflow = b->subs[rc->sub].overflow;
+	atomic_fetch_add_explicit(&c->incarnation, 1, memory_order_relaxed);
+	atomic_store_explicit(&c->head, 0, memory_order_relaxed);
+	atomic_store_explicit(&c->tail, 0, memory_order_relaxed);
+	atomic_store_explicit(&c->producer_waiting, 0, memory_order_relaxed);
+	/* A stale pos from the slot's previous connection must never match. */
+	for (uint32_t j = 0; j <= rc->mask; j++)
+		atomic_store_explicit(&slots[j].pos, 0, memory_order_relaxed);
 }
 
 static int conn_create(struct broker *b, uint32_t pi, uint32_t si)
 {
-	const struct seg_view *v = &b->v;
-	struct takt_sub_port *s = &v->subs[si];
-	struct takt_pub_port *p = &v->pubs[pi];
+	for (uint32_t ci = 0; ci < b->v.lim.connections; ci++) {
+		struct reg_conn *rc = &b->conns[ci];
 
-	for (uint32_t ci = 0; ci < v->lim.connections; ci++) {
-		struct takt_conn *c = &v->conns[ci];
-
-		if (atomic_load_explicit(&c->state, memory_order_relaxed) != SLOT_FREE)
+		if (rc->state != SLOT_FREE)
 			continue;
-		c->pub = pi;
-		c->sub = si;
-		c->mask = s->queue_depth - 1;
-		c->overflow = s->overflow;
-		atomic_fetch_add_explicit(&c->incarnation, 1, memory_order_relaxed);
-		atomic_store_explicit(&c->head, 0, memory_order_relaxed);
-		atomic_store_explicit(&c->tail, 0, memory_order_relaxed);
-		atomic_store_explicit(&c->producer_waiting, 0, memory_order_relaxed);
-		/* A stale pos from the slot's previous connection must never match. */
-		for (uint32_t j = 0; j < s->queue_depth; j++)
-			atomic_store_explicit(&seg_ring_slots(v, ci)[j].pos, 0, memory_order_relaxed);
-		/* release: pairs with the clients' acquire of state (pub.c, sub.c). */
-		atomic_store_explicit(&c->state, SLOT_ACTIVE, memory_order_release);
-		slot_add(p->conns, TAKT_MAX_SUBS_PER_TOPIC, ci);
-		slot_add(s->conns, TAKT_MAX_PUBS_PER_TOPIC, ci);
-		gen_bump(&p->conn_gen); /* W1 */
-		gen_bump(&s->conn_gen);
+		*rc = (struct reg_conn){.pub = pi, .sub = si, .mask = b->subs[si].depth - 1};
+		conn_init_shared(b, ci, rc);
+		conn_set_state(b, ci, SLOT_ACTIVE);
+		conns_add(b->pubs[pi].conns, b->v.pubs[pi].conns, TAKT_MAX_SUBS_PER_TOPIC, ci);
+		conns_add(b->subs[si].conns, b->v.subs[si].conns, TAKT_MAX_PUBS_PER_TOPIC, ci);
+		gen_bump(&b->v.pubs[pi].conn_gen); /* W1 */
+		gen_bump(&b->v.subs[si].conn_gen);
 		return 0;
 	}
 	fprintf(stderr, "takt-broker: connection table full ([limits] connections = %u)\n",
-		v->lim.connections);
+		b->v.lim.connections);
 	return -ENOSPC;
 }
 
 static void conn_retire(struct broker *b, uint32_t ci, bool pub_done, bool sub_done)
 {
+	struct reg_conn *rc = &b->conns[ci];
 	const struct seg_view *v = &b->v;
-	struct takt_conn *c = &v->conns[ci];
-	struct takt_pub_port *p = &v->pubs[c->pub];
-	struct takt_sub_port *s = &v->subs[c->sub];
-	struct retiring *r = &b->retire[ci];
 
-	uint32_t st = atomic_load_explicit(&c->state, memory_order_relaxed);
-
-	if (st == SLOT_CLOSING) {
-		r->pub_done |= pub_done; /* the other end closes too: stop waiting for it */
-		r->sub_done |= sub_done;
+	if (rc->state == SLOT_CLOSING) {
+		rc->pub_done |= pub_done; /* the other end closes too: stop waiting for it */
+		rc->sub_done |= sub_done;
 		return;
 	}
-	if (st == SLOT_ORPHAN) {
+	if (rc->state == SLOT_ORPHAN) {
 		pub_done = true; /* its publisher is gone already */
 		b->n_orphans--;
 	}
-	/* B1: seq_cst pairs with ring_wait_room's seq_cst re-check of state. */
-	atomic_store_explicit(&c->state, SLOT_CLOSING, memory_order_seq_cst);
-	slot_del(p->conns, TAKT_MAX_SUBS_PER_TOPIC, ci);
-	slot_del(s->conns, TAKT_MAX_PUBS_PER_TOPIC, ci);
-	gen_bump(&p->conn_gen); /* W1, Q0 */
-	gen_bump(&s->conn_gen);
-	r->pub_done = pub_done;
-	r->sub_done = sub_done;
+	conn_set_state(b, ci, SLOT_CLOSING);
+	conns_del(b->pubs[rc->pub].conns, v->pubs[rc->pub].conns, TAKT_MAX_SUBS_PER_TOPIC, ci);
+	conns_del(b->subs[rc->sub].conns, v->subs[rc->sub].conns, TAKT_MAX_PUBS_PER_TOPIC, ci);
+	gen_bump(&v->pubs[rc->pub].conn_gen); /* W1, Q0 */
+	gen_bump(&v->subs[rc->sub].conn_gen);
+	rc->pub_done = pub_done;
+	rc->sub_done = sub_done;
 	/* Q0: seq_cst loads after the seq_cst gen bumps. */
-	r->pub_snap = atomic_load_explicit(&p->active, memory_order_seq_cst);
-	r->sub_snap = atomic_load_explicit(&s->active, memory_order_seq_cst);
-	ring_wake_producer_closed(c); /* a publisher blocked on it gives up */
+	rc->pub_snap = atomic_load_explicit(&v->pubs[rc->pub].active, memory_order_seq_cst);
+	rc->sub_snap = atomic_load_explicit(&v->subs[rc->sub].active, memory_order_seq_cst);
+	ring_wake_producer_closed(&v->conns[ci]); /* a publisher blocked on it gives up */
 	b->n_retiring++;
+}
+
+/* The publisher left: samples it already pushed stay takeable. The
+ * connection leaves the publisher's list now and the subscriber's once its
+ * ring is empty (reg_tick). */
+static void conn_orphan(struct broker *b, uint32_t ci)
+{
+	struct reg_conn *rc = &b->conns[ci];
+
+	if (rc->state != SLOT_ACTIVE)
+		return;
+	conn_set_state(b, ci, SLOT_ORPHAN);
+	conns_del(b->pubs[rc->pub].conns, b->v.pubs[rc->pub].conns, TAKT_MAX_SUBS_PER_TOPIC, ci);
+	gen_bump(&b->v.pubs[rc->pub].conn_gen); /* W1 */
+	ring_wake_producer_closed(&b->v.conns[ci]);
+	b->n_orphans++;
 }
 
 /* An end closed or died: retirements already under way stop waiting for it
  * (a dead process may have left its `active` counter odd forever). */
 static void conns_end_done(struct broker *b, uint32_t index, bool is_pub)
 {
-	const struct seg_view *v = &b->v;
+	for (uint32_t ci = 0; ci < b->v.lim.connections; ci++) {
+		struct reg_conn *rc = &b->conns[ci];
 
-	for (uint32_t ci = 0; ci < v->lim.connections; ci++) {
-		struct takt_conn *c = &v->conns[ci];
-
-		if (atomic_load_explicit(&c->state, memory_order_relaxed) != SLOT_CLOSING)
+		if (rc->state != SLOT_CLOSING)
 			continue;
-		if (is_pub && c->pub == index)
-			b->retire[ci].pub_done = true;
-		else if (!is_pub && c->sub == index)
-			b->retire[ci].sub_done = true;
+		if (is_pub && rc->pub == index)
+			rc->pub_done = true;
+		else if (!is_pub && rc->sub == index)
+			rc->sub_done = true;
 	}
 }
 
-/* The publisher left: samples it already pushed stay takeable. The conn
- * leaves the publisher's list now and the subscriber's once its ring is
- * empty (reg_tick). */
-static void conn_orphan(struct broker *b, uint32_t ci)
+static bool ring_empty(const struct broker *b, uint32_t ci)
 {
-	const struct seg_view *v = &b->v;
-	struct takt_conn *c = &v->conns[ci];
-
-	if (atomic_load_explicit(&c->state, memory_order_relaxed) != SLOT_ACTIVE)
-		return;
-	atomic_store_explicit(&c->state, SLOT_ORPHAN, memory_order_seq_cst); /* B1 */
-	slot_del(v->pubs[c->pub].conns, TAKT_MAX_SUBS_PER_TOPIC, ci);
-	gen_bump(&v->pubs[c->pub].conn_gen); /* W1 */
-	ring_wake_producer_closed(c);
-	b->n_orphans++;
-}
-
-static bool ring_empty(const struct seg_view *v, uint32_t ci)
-{
-	const struct takt_conn *c = &v->conns[ci];
+	const struct takt_conn *c = &b->v.conns[ci];
 	uint64_t t = atomic_load_explicit(&c->tail, memory_order_acquire);
 
 	/* R0: acquire pairs with the producer's release of pos. */
-	return atomic_load_explicit(&seg_ring_slots(v, ci)[t & c->mask].pos, memory_order_acquire) != t + 1;
+	return atomic_load_explicit(&seg_ring_slots(&b->v, ci)[t & b->conns[ci].mask].pos,
+				    memory_order_acquire) != t + 1;
 }
 
 static bool quiesced(_Atomic uint64_t *active, uint64_t snap, bool done)
@@ -297,28 +360,28 @@ static bool quiesced(_Atomic uint64_t *active, uint64_t snap, bool done)
 	return done || (snap & 1) == 0 || atomic_load_explicit(active, memory_order_seq_cst) != snap;
 }
 
+/* Both ends quiesced (Q0): we are the only user of the ring. Drops the
+ * reference of every filled slot from tail on, at most one ring's worth;
+ * tail and slots are shared words, so a bad one only ends the walk. */
 static void conn_drain_free(struct broker *b, uint32_t ci)
 {
 	const struct seg_view *v = &b->v;
-	struct takt_conn *c = &v->conns[ci];
 	struct takt_ring_slot *slots = seg_ring_slots(v, ci);
-	/* Both ends quiesced (Q0): we are the only user of the ring now. Walk
-	 * the filled slots from tail, at most one ring's worth. */
-	uint64_t t = atomic_load_explicit(&c->tail, memory_order_acquire);
+	uint32_t mask = b->conns[ci].mask;
+	uint64_t t = atomic_load_explicit(&v->conns[ci].tail, memory_order_acquire);
 
-	for (uint64_t n = 0; n <= c->mask; n++, t++) {
-		struct takt_ring_slot *sl = &slots[t & c->mask];
+	for (uint64_t n = 0; n <= mask; n++, t++) {
+		struct takt_ring_slot *sl = &slots[t & mask];
 		uint32_t ch;
 
 		/* R0: acquire pairs with the producer's release of pos. */
 		if (atomic_load_explicit(&sl->pos, memory_order_acquire) != t + 1)
 			break;
 		ch = atomic_load_explicit(&sl->chunk, memory_order_relaxed);
-		if (!seg_chunk_ok(v, ch))
-			continue;
-		chunk_unref(v, ch);
+		if (seg_chunk_ok(v, ch))
+			chunk_unref(v, ch);
 	}
-	atomic_store_explicit(&c->state, SLOT_FREE, memory_order_release);
+	conn_set_state(b, ci, SLOT_FREE);
 	b->n_retiring--;
 }
 
@@ -332,15 +395,38 @@ static int class_for(const struct seg_view *v, uint64_t max_payload)
 	return -EMSGSIZE;
 }
 
-static bool port_free_slot(_Atomic uint32_t *state)
-{
-	return atomic_load_explicit(state, memory_order_relaxed) == SLOT_FREE;
-}
-
 static int names_ok(const char *topic, const char *type)
 {
 	return proto_name_ok(topic, TAKT_NAME_MAX) &&
 	       (type[0] == 0 || proto_name_ok(type, TAKT_NAME_MAX));
+}
+
+/* A topic slot with room for one more port of a kind, or a negative errno. */
+static int topic_join(struct broker *b, const char *topic, const char *type, bool pub)
+{
+	int ti = topic_find_or_add(b, topic, type);
+	struct reg_topic *t;
+
+	if (ti < 0)
+		return ti;
+	t = &b->topics[ti];
+	if (pub ? t->n_pubs >= b->v.lim.pubs_per_topic : t->n_subs >= b->v.lim.subs_per_topic) {
+		topic_put(b, (uint32_t)ti);
+		return -ENOSPC;
+	}
+	return ti;
+}
+
+static void pub_mirror(struct broker *b, uint32_t pi)
+{
+	const struct reg_pub *rp = &b->pubs[pi];
+	struct takt_pub_port *p = &b->v.pubs[pi];
+
+	p->topic = rp->topic;
+	p->proc = rp->proc;
+	p->pool_class = rp->pool_class;
+	p->history = rp->history;
+	publish_state(&p->state, rp->state);
 }
 
 int reg_pub_open(struct broker *b, struct client *cl, const struct msg_pub_open *m, uint32_t *ret_class)
@@ -353,41 +439,41 @@ int reg_pub_open(struct broker *b, struct client *cl, const struct msg_pub_open 
 		return -EINVAL;
 	if (k < 0)
 		return k;
-	for (pi = 0; pi < v->lim.publishers && !port_free_slot(&v->pubs[pi].state); pi++)
+	for (pi = 0; pi < v->lim.publishers && b->pubs[pi].state != SLOT_FREE; pi++)
 		;
 	if (pi == v->lim.publishers)
 		return -ENOSPC;
-	ti = topic_find_or_add(b, m->topic, m->type_name);
+	ti = topic_join(b, m->topic, m->type_name, true);
 	if (ti < 0)
 		return ti;
-	struct takt_topic *t = &v->topics[ti];
-
-	if (t->n_pubs >= v->lim.pubs_per_topic) {
-		topic_put(b, (uint32_t)ti);
-		return -ENOSPC;
-	}
+	struct reg_topic *t = &b->topics[ti];
 	struct takt_pub_port *p = &v->pubs[pi];
 
-	p->topic = (uint32_t)ti;
-	p->proc = cl->proc;
-	p->pool_class = (uint32_t)k;
-	p->history = m->history;
+	b->pubs[pi] = (struct reg_pub){.state = SLOT_ACTIVE, .topic = (uint32_t)ti, .proc = cl->proc,
+				       .pool_class = (uint32_t)k, .history = m->history};
+	conns_clear(b->pubs[pi].conns, p->conns, TAKT_MAX_SUBS_PER_TOPIC);
 	for (unsigned j = 0; j < TAKT_MAX_HISTORY; j++)
 		atomic_store_explicit(&p->hist[j], 0, memory_order_relaxed);
+	for (unsigned j = 0; j < TAKT_MAX_LOANS; j++)
+		atomic_store_explicit(&p->loans[j], TAKT_NONE, memory_order_relaxed);
 	atomic_store_explicit(&p->last_seq, 0, memory_order_relaxed);
-	atomic_store_explicit(&p->state, SLOT_ACTIVE, memory_order_release);
+	pub_mirror(b, pi);
 	t->pubs[t->n_pubs++] = pi;
 	if (t->pool_class == TAKT_NONE)
 		t->pool_class = (uint32_t)k;
+	topic_mirror(b, (uint32_t)ti);
 	for (uint32_t j = 0; j < t->n_subs; j++)
 		conn_create(b, pi, t->subs[j]);
 	*ret_class = (uint32_t)k;
 	return (int)pi;
 }
 
-static void pub_release_chunks(struct broker *b, struct takt_pub_port *p)
+/* The publisher is gone (closed, or its socket hung up): its loans and
+ * history hold references nobody else will drop. */
+static void pub_release_chunks(struct broker *b, uint32_t pi)
 {
 	const struct seg_view *v = &b->v;
+	struct takt_pub_port *p = &v->pubs[pi];
 
 	for (unsigned j = 0; j < TAKT_MAX_LOANS; j++) {
 		uint32_t c = atomic_exchange_explicit(&p->loans[j], TAKT_NONE, memory_order_relaxed);
@@ -406,74 +492,91 @@ static void pub_release_chunks(struct broker *b, struct takt_pub_port *p)
 
 int reg_pub_close(struct broker *b, struct client *cl, uint32_t index)
 {
-	const struct seg_view *v = &b->v;
-	struct takt_pub_port *p;
+	struct reg_pub *rp;
 
-	if (index >= v->lim.publishers)
+	if (index >= b->v.lim.publishers)
 		return -EINVAL;
-	p = &v->pubs[index];
-	if (atomic_load_explicit(&p->state, memory_order_relaxed) != SLOT_ACTIVE || p->proc != cl->proc)
+	rp = &b->pubs[index];
+	if (rp->state != SLOT_ACTIVE || rp->proc != cl->proc)
 		return -EPERM;
-	for (unsigned j = 0; j < TAKT_MAX_SUBS_PER_TOPIC; j++) {
-		uint32_t ci = atomic_load_explicit(&p->conns[j], memory_order_relaxed);
-
-		if (ci < v->lim.connections)
-			conn_orphan(b, ci);
-	}
+	for (unsigned j = 0; j < TAKT_MAX_SUBS_PER_TOPIC; j++)
+		if (rp->conns[j] != TAKT_NONE)
+			conn_orphan(b, rp->conns[j]);
 	conns_end_done(b, index, true);
-	/* The publisher is gone (closed, or its socket hung up): its loans and
-	 * history hold references nobody else will drop. */
-	pub_release_chunks(b, p);
-	struct takt_topic *t = &v->topics[p->topic];
-
-	list_del(t->pubs, &t->n_pubs, index);
-	topic_put(b, p->topic);
-	atomic_store_explicit(&p->state, SLOT_CLOSING, memory_order_release);
+	pub_release_chunks(b, index);
+	list_del(b->topics[rp->topic].pubs, &b->topics[rp->topic].n_pubs, index);
+	topic_put(b, rp->topic);
+	rp->state = SLOT_CLOSING; /* free once no connection names it */
+	pub_mirror(b, index);
 	reg_tick(b);
 	return 0;
+}
+
+static void sub_mirror(struct broker *b, uint32_t si)
+{
+	const struct reg_sub *rs = &b->subs[si];
+	struct takt_sub_port *s = &b->v.subs[si];
+
+	s->topic = rs->topic;
+	s->proc = rs->proc;
+	s->queue_depth = rs->depth;
+	s->overflow = rs->overflow;
+	s->history = rs->history;
+	publish_state(&s->state, rs->state);
+}
+
+static uint32_t depth_round(uint32_t d)
+{
+	d = d ? d : 16;
+	while (d & (d - 1))
+		d += d & -d; /* round up to a power of two */
+	return d;
+}
+
+static void sub_reset_shared(struct broker *b, uint32_t si)
+{
+	struct takt_sub_port *s = &b->v.subs[si];
+
+	conns_clear(b->subs[si].conns, s->conns, TAKT_MAX_PUBS_PER_TOPIC);
+	for (unsigned j = 0; j < TAKT_MAX_HELD; j++)
+		atomic_store_explicit(&s->held[j], TAKT_NONE, memory_order_relaxed);
+	atomic_store_explicit(&s->parked, 0, memory_order_relaxed);
+	atomic_store_explicit(&s->dropped, 0, memory_order_relaxed);
 }
 
 int reg_sub_open(struct broker *b, struct client *cl, const struct msg_sub_open *m)
 {
 	const struct seg_view *v = &b->v;
-	uint32_t depth = m->queue_depth ? m->queue_depth : 16, si;
+	uint32_t si;
 	int ti, efd;
 
 	if (!names_ok(m->topic, m->type_name) || m->overflow > TAKT_OVERFLOW_REJECT ||
-	    depth > v->lim.queue_depth_max || m->history > v->lim.history_max)
+	    m->queue_depth > v->lim.queue_depth_max || m->history > v->lim.history_max)
 		return -EINVAL;
-	while (depth & (depth - 1))
-		depth += depth & -depth; /* round up to a power of two */
-	for (si = 0; si < v->lim.subscribers && !port_free_slot(&v->subs[si].state); si++)
+	for (si = 0; si < v->lim.subscribers && b->subs[si].state != SLOT_FREE; si++)
 		;
 	if (si == v->lim.subscribers)
 		return -ENOSPC;
-	ti = topic_find_or_add(b, m->topic, m->type_name);
+	ti = topic_join(b, m->topic, m->type_name, false);
 	if (ti < 0)
 		return ti;
-	struct takt_topic *t = &v->topics[ti];
-
-	if (t->n_subs >= v->lim.subs_per_topic) {
-		topic_put(b, (uint32_t)ti);
-		return -ENOSPC;
-	}
 	efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 	if (efd < 0) {
 		topic_put(b, (uint32_t)ti);
 		return -errno;
 	}
-	struct takt_sub_port *s = &v->subs[si];
-
-	s->topic = (uint32_t)ti;
-	s->proc = cl->proc;
-	s->queue_depth = depth;
-	s->overflow = m->overflow;
-	s->history = m->history;
-	atomic_store_explicit(&s->parked, 0, memory_order_relaxed);
-	atomic_store_explicit(&s->dropped, 0, memory_order_relaxed);
-	atomic_store_explicit(&s->state, SLOT_ACTIVE, memory_order_release);
+	b->subs[si] = (struct reg_sub){.state = SLOT_ACTIVE, .topic = (uint32_t)ti, .proc = cl->proc,
+				       .depth = depth_round(m->queue_depth), .overflow = m->overflow,
+				       .history = m->history};
+	if (b->subs[si].depth > v->lim.queue_depth_max)
+		b->subs[si].depth = v->lim.queue_depth_max;
+	sub_reset_shared(b, si);
+	sub_mirror(b, si);
 	b->sub_efd[si] = efd;
+	struct reg_topic *t = &b->topics[ti];
+
 	t->subs[t->n_subs++] = si;
+	topic_mirror(b, (uint32_t)ti);
 	for (uint32_t j = 0; j < t->n_pubs; j++)
 		conn_create(b, t->pubs[j], si);
 	return (int)si;
@@ -481,26 +584,21 @@ int reg_sub_open(struct broker *b, struct client *cl, const struct msg_sub_open 
 
 int reg_sub_close(struct broker *b, struct client *cl, uint32_t index)
 {
-	const struct seg_view *v = &b->v;
-	struct takt_sub_port *s;
+	struct reg_sub *rs;
 
-	if (index >= v->lim.subscribers)
+	if (index >= b->v.lim.subscribers)
 		return -EINVAL;
-	s = &v->subs[index];
-	if (atomic_load_explicit(&s->state, memory_order_relaxed) != SLOT_ACTIVE || s->proc != cl->proc)
+	rs = &b->subs[index];
+	if (rs->state != SLOT_ACTIVE || rs->proc != cl->proc)
 		return -EPERM;
-	atomic_store_explicit(&s->state, SLOT_CLOSING, memory_order_release);
-	for (unsigned j = 0; j < TAKT_MAX_PUBS_PER_TOPIC; j++) {
-		uint32_t ci = atomic_load_explicit(&s->conns[j], memory_order_relaxed);
-
-		if (ci < v->lim.connections)
-			conn_retire(b, ci, false, true);
-	}
+	rs->state = SLOT_CLOSING; /* held chunks go once its rings are drained */
+	sub_mirror(b, index);
+	for (unsigned j = 0; j < TAKT_MAX_PUBS_PER_TOPIC; j++)
+		if (rs->conns[j] != TAKT_NONE)
+			conn_retire(b, rs->conns[j], false, true);
 	conns_end_done(b, index, false);
-	struct takt_topic *t = &v->topics[s->topic];
-
-	list_del(t->subs, &t->n_subs, index);
-	topic_put(b, s->topic);
+	list_del(b->topics[rs->topic].subs, &b->topics[rs->topic].n_subs, index);
+	topic_put(b, rs->topic);
 	close(b->sub_efd[index]);
 	b->sub_efd[index] = -1;
 	reg_tick(b);
@@ -510,22 +608,24 @@ int reg_sub_close(struct broker *b, struct client *cl, uint32_t index)
 int reg_conn_fds(struct broker *b, struct client *cl, uint32_t pi, struct msg_conn_fds_reply *rep,
 		 int *fds)
 {
-	const struct seg_view *v = &b->v;
-	struct takt_pub_port *p;
+	const struct reg_pub *rp;
 	uint32_t n = 0;
 
-	if (pi >= v->lim.publishers)
+	if (pi >= b->v.lim.publishers)
 		return -EINVAL;
-	p = &v->pubs[pi];
-	if (atomic_load_explicit(&p->state, memory_order_relaxed) != SLOT_ACTIVE || p->proc != cl->proc)
+	rp = &b->pubs[pi];
+	if (rp->state != SLOT_ACTIVE || rp->proc != cl->proc)
 		return -EPERM;
 	for (unsigned j = 0; j < TAKT_MAX_SUBS_PER_TOPIC; j++) {
-		uint32_t ci = atomic_load_explicit(&p->conns[j], memory_order_relaxed);
+		uint32_t ci = rp->conns[j], si;
 
-		if (ci >= v->lim.connections || b->sub_efd[v->conns[ci].sub] < 0)
+		if (ci == TAKT_NONE)
 			continue;
-		rep->subs[n] = v->conns[ci].sub;
-		fds[n++] = b->sub_efd[v->conns[ci].sub];
+		si = b->conns[ci].sub;
+		if (b->sub_efd[si] < 0)
+			continue;
+		rep->subs[n] = si;
+		fds[n++] = b->sub_efd[si];
 	}
 	rep->n = n;
 	return (int)n;
@@ -533,20 +633,10 @@ int reg_conn_fds(struct broker *b, struct client *cl, uint32_t pi, struct msg_co
 
 /* ---- retirement --------------------------------------------------------- */
 
-static bool sub_has_conns(struct broker *b, uint32_t si)
+static bool port_has_conns(const struct broker *b, uint32_t index, bool pub)
 {
 	for (uint32_t ci = 0; ci < b->v.lim.connections; ci++)
-		if (atomic_load_explicit(&b->v.conns[ci].state, memory_order_relaxed) != SLOT_FREE &&
-		    b->v.conns[ci].sub == si)
-			return true;
-	return false;
-}
-
-static bool pub_has_conns(struct broker *b, uint32_t pi)
-{
-	for (uint32_t ci = 0; ci < b->v.lim.connections; ci++)
-		if (atomic_load_explicit(&b->v.conns[ci].state, memory_order_relaxed) != SLOT_FREE &&
-		    b->v.conns[ci].pub == pi)
+		if (b->conns[ci].state != SLOT_FREE && (pub ? b->conns[ci].pub : b->conns[ci].sub) == index)
 			return true;
 	return false;
 }
@@ -562,7 +652,8 @@ static void sub_finish(struct broker *b, uint32_t si)
 		if (seg_chunk_ok(&b->v, c))
 			chunk_unref(&b->v, c);
 	}
-	atomic_store_explicit(&s->state, SLOT_FREE, memory_order_release);
+	b->subs[si].state = SLOT_FREE;
+	sub_mirror(b, si);
 }
 
 int reg_tick(struct broker *b)
@@ -570,59 +661,31 @@ int reg_tick(struct broker *b)
 	const struct seg_view *v = &b->v;
 
 	for (uint32_t ci = 0; ci < v->lim.connections && b->n_orphans; ci++)
-		if (atomic_load_explicit(&v->conns[ci].state, memory_order_relaxed) == SLOT_ORPHAN &&
-		    ring_empty(v, ci))
+		if (b->conns[ci].state == SLOT_ORPHAN && ring_empty(b, ci))
 			conn_retire(b, ci, true, false);
-
 	for (uint32_t ci = 0; ci < v->lim.connections && b->n_retiring; ci++) {
-		struct takt_conn *c = &v->conns[ci];
-		struct retiring *r = &b->retire[ci];
+		const struct reg_conn *rc = &b->conns[ci];
 
-		if (atomic_load_explicit(&c->state, memory_order_relaxed) != SLOT_CLOSING)
-			continue;
-		if (quiesced(&v->pubs[c->pub].active, r->pub_snap, r->pub_done) &&
-		    quiesced(&v->subs[c->sub].active, r->sub_snap, r->sub_done))
+		if (rc->state == SLOT_CLOSING &&
+		    quiesced(&v->pubs[rc->pub].active, rc->pub_snap, rc->pub_done) &&
+		    quiesced(&v->subs[rc->sub].active, rc->sub_snap, rc->sub_done))
 			conn_drain_free(b, ci);
 	}
 	for (uint32_t si = 0; si < v->lim.subscribers; si++)
-		if (atomic_load_explicit(&v->subs[si].state, memory_order_relaxed) == SLOT_CLOSING &&
-		    !sub_has_conns(b, si))
+		if (b->subs[si].state == SLOT_CLOSING && !port_has_conns(b, si, false))
 			sub_finish(b, si);
 	for (uint32_t pi = 0; pi < v->lim.publishers; pi++)
-		if (atomic_load_explicit(&v->pubs[pi].state, memory_order_relaxed) == SLOT_CLOSING &&
-		    !pub_has_conns(b, pi))
-			atomic_store_explicit(&v->pubs[pi].state, SLOT_FREE, memory_order_release);
+		if (b->pubs[pi].state == SLOT_CLOSING && !port_has_conns(b, pi, true)) {
+			b->pubs[pi].state = SLOT_FREE;
+			pub_mirror(b, pi);
+		}
 	return b->n_retiring ? TICK_FAST : b->n_orphans ? TICK_SLOW : TICK_OFF;
 }
 
 /* ---- events ------------------------------------------------------------- */
 
-int reg_event_open(struct broker *b, struct client *cl, const char *name)
+static void event_init_shared(struct takt_event_slot *e, const char *name)
 {
-	const struct seg_view *v = &b->v;
-	int free_slot = -1;
-
-	if (!proto_name_ok(name, TAKT_NAME_MAX))
-		return -EINVAL;
-	for (uint32_t i = 0; i < v->lim.events; i++) {
-		struct takt_event_slot *e = &v->events[i];
-
-		if (atomic_load_explicit(&e->state, memory_order_relaxed) == SLOT_FREE) {
-			if (free_slot < 0)
-				free_slot = (int)i;
-		} else if (!strcmp(e->name, name)) {
-			e->refs++;
-			cl->event_refs[i]++;
-			return (int)i;
-		}
-	}
-	if (free_slot < 0)
-		return -ENOSPC;
-	struct takt_event_slot *e = &v->events[free_slot];
-	int efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-
-	if (efd < 0)
-		return -errno;
 	memcpy(e->name, name, TAKT_NAME_MAX);
 	e->refs = 1;
 	atomic_store_explicit(&e->enq, 0, memory_order_relaxed);
@@ -630,7 +693,35 @@ int reg_event_open(struct broker *b, struct client *cl, const char *name)
 	atomic_store_explicit(&e->lost, 0, memory_order_relaxed);
 	for (uint64_t j = 0; j < TAKT_EVENT_QUEUE; j++)
 		atomic_store_explicit(&e->cells[j].seq, j, memory_order_relaxed);
-	atomic_store_explicit(&e->state, SLOT_ACTIVE, memory_order_release);
+}
+
+int reg_event_open(struct broker *b, struct client *cl, const char *name)
+{
+	int free_slot = -1, efd;
+
+	if (!proto_name_ok(name, TAKT_NAME_MAX))
+		return -EINVAL;
+	for (uint32_t i = 0; i < b->v.lim.events; i++) {
+		struct reg_event *e = &b->events[i];
+
+		if (e->state == SLOT_FREE) {
+			if (free_slot < 0)
+				free_slot = (int)i;
+		} else if (!strcmp(e->name, name)) {
+			b->v.events[i].refs = ++e->refs;
+			cl->event_refs[i]++;
+			return (int)i;
+		}
+	}
+	if (free_slot < 0)
+		return -ENOSPC;
+	efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	if (efd < 0)
+		return -errno;
+	b->events[free_slot] = (struct reg_event){.state = SLOT_ACTIVE, .refs = 1};
+	memcpy(b->events[free_slot].name, name, TAKT_NAME_MAX);
+	event_init_shared(&b->v.events[free_slot], name);
+	publish_state(&b->v.events[free_slot].state, SLOT_ACTIVE);
 	b->event_efd[free_slot] = efd;
 	cl->event_refs[free_slot]++;
 	return free_slot;
@@ -638,16 +729,18 @@ int reg_event_open(struct broker *b, struct client *cl, const char *name)
 
 int reg_event_close(struct broker *b, struct client *cl, uint32_t index)
 {
-	struct takt_event_slot *e;
+	struct reg_event *e;
 
 	if (index >= b->v.lim.events)
 		return -EINVAL;
 	if (!cl->event_refs[index])
 		return -EPERM;
-	e = &b->v.events[index];
+	e = &b->events[index];
 	cl->event_refs[index]--;
-	if (--e->refs == 0) {
-		atomic_store_explicit(&e->state, SLOT_FREE, memory_order_release);
+	b->v.events[index].refs = --e->refs;
+	if (e->refs == 0) {
+		e->state = SLOT_FREE;
+		publish_state(&b->v.events[index].state, SLOT_FREE);
 		close(b->event_efd[index]);
 		b->event_efd[index] = -1;
 	}
@@ -674,29 +767,29 @@ void reg_pool_stats(struct broker *b, struct msg_pools_reply *rep)
 	}
 }
 
-static uint32_t count_active(_Atomic uint32_t *state, size_t stride, uint32_t n)
-{
-	uint32_t c = 0;
-
-	for (uint32_t i = 0; i < n; i++)
-		c += atomic_load_explicit((_Atomic uint32_t *)((char *)state + i * stride),
-					  memory_order_relaxed) == SLOT_ACTIVE;
-	return c;
-}
+#define COUNT_ACTIVE(arr, n)                                                                       \
+	({                                                                                         \
+		uint32_t c_ = 0;                                                                   \
+		for (uint32_t i_ = 0; i_ < (n); i_++)                                              \
+			c_ += (arr)[i_].state == SLOT_ACTIVE;                                      \
+		c_;                                                                                \
+	})
 
 void reg_status(struct broker *b, struct msg_status_reply *rep)
 {
-	const struct seg_view *v = &b->v;
+	const struct takt_limits *l = &b->v.lim;
 
 	rep->pid = getpid();
 	rep->epoch = b->epoch;
-	rep->limits = v->lim;
-	rep->n_procs = count_active(&v->procs[0].state, sizeof(v->procs[0]), v->lim.processes);
-	rep->n_topics = count_active(&v->topics[0].state, sizeof(v->topics[0]), v->lim.topics);
-	rep->n_pubs = count_active(&v->pubs[0].state, sizeof(v->pubs[0]), v->lim.publishers);
-	rep->n_subs = count_active(&v->subs[0].state, sizeof(v->subs[0]), v->lim.subscribers);
-	rep->n_conns = count_active(&v->conns[0].state, sizeof(v->conns[0]), v->lim.connections);
-	rep->n_events = count_active(&v->events[0].state, sizeof(v->events[0]), v->lim.events);
+	rep->limits = *l;
+	rep->n_procs = 0;
+	for (uint32_t i = 0; i < l->processes; i++)
+		rep->n_procs += b->proc_state[i] == SLOT_ACTIVE;
+	rep->n_topics = COUNT_ACTIVE(b->topics, l->topics);
+	rep->n_pubs = COUNT_ACTIVE(b->pubs, l->publishers);
+	rep->n_subs = COUNT_ACTIVE(b->subs, l->subscribers);
+	rep->n_conns = COUNT_ACTIVE(b->conns, l->connections);
+	rep->n_events = COUNT_ACTIVE(b->events, l->events);
 	snprintf(rep->domain, sizeof(rep->domain), "%s", b->cfg.domain);
 	snprintf(rep->version, sizeof(rep->version), "%s", TAKT_VERSION_STRING);
 }

@@ -369,7 +369,5 @@ void server_free(struct broker *b)
 		if (b->event_efd[i] >= 0)
 			close(b->event_efd[i]);
 	free(b->clients);
-	free(b->sub_efd);
-	free(b->event_efd);
-	free(b->retire);
+	reg_free(b);
 }
