@@ -10,7 +10,10 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
+#include <fcntl.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -174,12 +177,63 @@ static void test_badinput_foreign_port(void **state)
 	assert_broker_serves();
 }
 
+/* Garbage written into the registry in shared memory (by a buggy or hostile
+ * process) must not crash or confuse the broker: it never reads it back. */
+static void test_badinput_registry_scribble(void **state)
+{
+	struct takt_pub_opts po = {.topic = "victim", .max_payload = 8};
+	struct takt_sub_opts so = {.topic = "victim", .queue_depth = 4};
+	takt_node *a = h_node(broker.domain, "a"), *n;
+	char name[128];
+	struct takt_mgmt_header *h;
+	const uint64_t *x;
+	takt_pub *p;
+	takt_sub *s;
+	struct stat st;
+	int fd;
+
+	(void)state;
+	assert_int_equal(takt_pub_open(a, &po, &p), 0);
+	snprintf(name, sizeof(name), "/takt.%s.mgmt", broker.domain);
+	fd = shm_open(name, O_RDWR, 0);
+	assert_true(fd >= 0);
+	assert_int_equal(fstat(fd, &st), 0);
+	h = mmap(NULL, (size_t)st.st_size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+	assert_true(h != MAP_FAILED);
+	/* Every registry word the broker once wrote: topics, ports, connections. */
+	memset((char *)h + h->off_topics, 0xa5, h->off_pubs - h->off_topics);
+	for (uint32_t i = 0; i < h->limits.publishers; i++) {
+		struct takt_pub_port *pp = (struct takt_pub_port *)((char *)h + h->off_pubs) + i;
+
+		memset(pp, 0x5a, offsetof(struct takt_pub_port, active));
+	}
+	for (uint32_t i = 0; i < h->limits.connections; i++) {
+		struct takt_conn *c = (struct takt_conn *)((char *)h + h->off_conns) + i;
+
+		memset(c, 0xff, offsetof(struct takt_conn, head));
+	}
+	munmap(h, (size_t)st.st_size);
+	close(fd);
+	/* The broker still matches topics, builds connections and reclaims. */
+	n = h_node(broker.domain, "b");
+	assert_int_equal(takt_sub_open(n, &so, &s), 0);
+	uint64_t v = 42;
+	assert_int_equal(takt_pub_send(p, &v, sizeof(v)), 1);
+	assert_int_equal(takt_sub_take(s, (const void **)&x, NULL), 0);
+	assert_int_equal(*x, 42);
+	takt_sub_release(s, x);
+	takt_node_close(a);
+	takt_node_close(n);
+	assert_broker_serves();
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_badinput_framing),
 		cmocka_unit_test(test_badinput_fields),
 		cmocka_unit_test(test_badinput_foreign_port),
+		cmocka_unit_test(test_badinput_registry_scribble),
 	};
 
 	return cmocka_run_group_tests_name("badinput", tests, setup, teardown);
