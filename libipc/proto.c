@@ -88,13 +88,23 @@ static int runtime_dir(char *buf, size_t len)
 
 int proto_runtime_dir_make(void)
 {
+	const char *explicit_dir = getenv("TAKT_RUNTIME_DIR");
 	char dir[108];
+	struct stat st;
 	int r = runtime_dir(dir, sizeof(dir));
 
 	if (r < 0)
 		return r;
 	if (mkdir(dir, 0700) < 0 && errno != EEXIST)
 		return -errno;
+	if (explicit_dir && *explicit_dir)
+		return 0; /* the operator chose it and its permissions */
+	/* A default directory someone else created (say /tmp/takt-<uid> made by
+	 * another user) must not hold our socket. */
+	if (lstat(dir, &st) < 0)
+		return -errno;
+	if (!S_ISDIR(st.st_mode) || st.st_uid != geteuid() || (st.st_mode & 022))
+		return -EPERM;
 	return 0;
 }
 

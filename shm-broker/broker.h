@@ -82,6 +82,7 @@ struct broker {
 
 /* segments.c */
 int seg_lock_domain(struct broker *b);
+void seg_unlock_domain(struct broker *b);
 int seg_create_all(struct broker *b);
 void seg_destroy_all(struct broker *b);
 

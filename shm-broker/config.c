@@ -63,25 +63,33 @@ struct parse_ctx {
 	int classes_seen;
 };
 
-static int parse_u64(const char *s, uint64_t *out, int allow_suffix)
+static int parse_u64_base(const char *s, uint64_t *out, int allow_suffix, int base)
 {
 	char *end;
 	unsigned long long v;
 
 	errno = 0;
-	v = strtoull(s, &end, 0);
+	v = strtoull(s, &end, base);
 	if (errno || end == s || *s == '-')
 		return -1;
 	if (allow_suffix && (*end == 'K' || *end == 'k'))
 		v <<= 10, end++;
 	else if (allow_suffix && (*end == 'M' || *end == 'm'))
 		v <<= 20, end++;
+	else if (allow_suffix && (*end == 'G' || *end == 'g'))
+		v <<= 30, end++;
 	while (*end == ' ' || *end == '\t')
 		end++;
 	if (*end)
 		return -1;
 	*out = v;
 	return 0;
+}
+
+/* Decimal: a leading 0 does not make a limit octal. */
+static int parse_u64(const char *s, uint64_t *out, int allow_suffix)
+{
+	return parse_u64_base(s, out, allow_suffix, 10);
 }
 
 static int set_limit(struct parse_ctx *p, const char *key, const char *val)
@@ -116,7 +124,7 @@ static int set_class(struct parse_ctx *p, const char *val)
 	}
 	if (sscanf(val, "%63s x %63s", size_s, count_s) != 2 || parse_u64(size_s, &size, 1) < 0 ||
 	    parse_u64(count_s, &count, 0) < 0) {
-		snprintf(p->err, p->errlen, "[pools] class = '%s': expected '<size>[K|M] x <count>'", val);
+		snprintf(p->err, p->errlen, "[pools] class = '%s': expected '<size>[K|M|G] x <count>'", val);
 		return 0;
 	}
 	if (p->c->lim.n_classes == TAKT_MAX_CLASSES) {
@@ -146,6 +154,7 @@ static int config_ini_line(void *user, const char *section, const char *key, con
 			return 0;
 		}
 		snprintf(p->c->domain, sizeof(p->c->domain), "%s", val);
+		p->c->domain_set = true;
 		return 1;
 	}
 	if (!strcmp(section, "limits"))
@@ -155,7 +164,7 @@ static int config_ini_line(void *user, const char *section, const char *key, con
 	if (!strcmp(section, "socket") && !strcmp(key, "mode")) {
 		uint64_t m;
 
-		if (parse_u64(val, &m, 0) < 0 || m > 0777) {
+		if (parse_u64_base(val, &m, 0, 8) < 0 || m > 0777) {
 			snprintf(p->err, p->errlen, "[socket] mode = '%s': an octal mode such as 0660", val);
 			return 0;
 		}

@@ -5,6 +5,7 @@
 #include "layout.h"
 #include "proto.h"
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -16,6 +17,7 @@ struct broker_config {
 	uint64_t class_size[TAKT_MAX_CLASSES];  /* payload bytes, ascending */
 	uint32_t class_count[TAKT_MAX_CLASSES];
 	unsigned socket_mode;
+	bool domain_set; /* [domain] name was given */
 };
 
 /* The built-in default: serves a newcomer with no file at all. */

@@ -2,6 +2,7 @@
 #include "broker.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <signal.h>
 #include <stdio.h>
@@ -16,10 +17,10 @@ static void usage(FILE *f)
 		"Usage: takt-broker [OPTIONS]\n"
 		"Lays out a takt domain's shared-memory segments and serves its clients.\n\n"
 		"  -c, --config FILE    INI configuration (default: the built-in config)\n"
-		"  -d, --domain NAME    domain to serve (overrides [domain] name; default:\n"
-		"                       $TAKT_DOMAIN, else \"default\")\n"
+		"  -d, --domain NAME    domain to serve (default: the config's [domain] name,\n"
+		"                       else $TAKT_DOMAIN, else \"default\")\n"
 		"  -f, --foreground     stay in the foreground (default: detach once ready)\n"
-		"  -v, --verbose        log client arrivals, departures and bad messages\n"
+		"  -v, --verbose        log processes attaching and leaving, and bad messages\n"
 		"      --print-config   print the effective configuration and exit\n"
 		"  -h, --help           this text\n"
 		"  -V, --version        print the version\n\n"
@@ -71,7 +72,8 @@ static int load_config(struct broker *b, const struct args *a)
 		fprintf(stderr, "takt-broker: bad config: %s\n", err);
 		return -EINVAL;
 	}
-	domain = a->domain ? a->domain : (a->config ? NULL : proto_domain_default(NULL));
+	/* --domain, else the config's [domain] name, else $TAKT_DOMAIN, else "default" */
+	domain = a->domain ? a->domain : (b->cfg.domain_set ? NULL : proto_domain_default(NULL));
 	if (domain) {
 		if (!proto_domain_ok(domain)) {
 			fprintf(stderr, "takt-broker: bad domain '%s': 1..47 characters of [A-Za-z0-9_.-], "
@@ -107,6 +109,14 @@ static int daemonize(int *ret_ready_fd)
 	}
 	close(p[0]);
 	setsid();
+	if (chdir("/") < 0) {
+		/* stay where we are: nothing relies on the cwd */
+	}
+	int null = open("/dev/null", O_RDWR | O_CLOEXEC);
+	if (null >= 0) {
+		dup2(null, STDIN_FILENO); /* stderr stays: start-up errors reach the terminal */
+		close(null);
+	}
 	*ret_ready_fd = p[1];
 	return 0;
 }
@@ -154,8 +164,7 @@ int main(int argc, char **argv)
 		unlink(b.sock_path);
 	server_free(&b);
 	seg_destroy_all(&b);
-	if (b.lock_fd >= 0)
-		unlink(b.lock_path);
+	seg_unlock_domain(&b); /* last: nothing of ours is left to remove */
 	if (r < 0)
 		fprintf(stderr, "takt-broker: stopped: %s\n", strerror(-r));
 	return r < 0 ? 1 : 0;

@@ -280,9 +280,7 @@ static int conn_create(struct broker *b, uint32_t pi, uint32_t si)
 		gen_bump(&b->v.subs[si].conn_gen);
 		return 0;
 	}
-	fprintf(stderr, "takt-broker: connection table full ([limits] connections = %u)\n",
-		b->v.lim.connections);
-	return -ENOSPC;
+	return -ENOSPC; /* conns_available() checked before: not reached */
 }
 
 static void conn_retire(struct broker *b, uint32_t ci, bool pub_done, bool sub_done)
@@ -401,6 +399,17 @@ static int names_ok(const char *topic, const char *type)
 	       (type[0] == 0 || proto_name_ok(type, TAKT_NAME_MAX));
 }
 
+/* Whether n more connections fit: an open either gets all it needs or fails. */
+static bool conns_available(const struct broker *b, uint32_t n)
+{
+	for (uint32_t ci = 0; ci < b->v.lim.connections && n; ci++)
+		n -= b->conns[ci].state == SLOT_FREE;
+	if (n)
+		fprintf(stderr, "takt-broker: connection table full ([limits] connections = %u)\n",
+			b->v.lim.connections);
+	return n == 0;
+}
+
 /* A topic slot with room for one more port of a kind, or a negative errno. */
 static int topic_join(struct broker *b, const char *topic, const char *type, bool pub)
 {
@@ -410,7 +419,8 @@ static int topic_join(struct broker *b, const char *topic, const char *type, boo
 	if (ti < 0)
 		return ti;
 	t = &b->topics[ti];
-	if (pub ? t->n_pubs >= b->v.lim.pubs_per_topic : t->n_subs >= b->v.lim.subs_per_topic) {
+	if ((pub ? t->n_pubs >= b->v.lim.pubs_per_topic : t->n_subs >= b->v.lim.subs_per_topic) ||
+	    !conns_available(b, pub ? t->n_subs : t->n_pubs)) {
 		topic_put(b, (uint32_t)ti);
 		return -ENOSPC;
 	}

@@ -11,6 +11,7 @@
 #include "pool.h"
 
 #include <dirent.h>
+#include <stdbool.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -18,33 +19,80 @@
 #include <string.h>
 #include <sys/file.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
+/* Opens and flocks the lock object; 1 when the name was replaced meanwhile
+ * (a broker exiting unlinks it while holding it), so the caller retries. */
+static int lock_try(struct broker *b, int *ret_fd)
+{
+	char path[160];
+	struct stat a, c;
+	int fd = shm_open(b->lock_path, O_RDWR | O_CREAT | O_CLOEXEC, 0600), r;
+
+	if (fd < 0) {
+		r = -errno;
+		fprintf(stderr, "takt-broker: cannot open lock /dev/shm%s: %s\n", b->lock_path, strerror(errno));
+		return r;
+	}
+	if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
+		r = errno == EWOULDBLOCK ? -EEXIST : -errno;
+		close(fd);
+		fprintf(stderr, "takt-broker: a broker already runs for domain '%s' (lock /dev/shm%s held)\n",
+			b->cfg.domain, b->lock_path);
+		return r;
+	}
+	snprintf(path, sizeof(path), "/dev/shm%s", b->lock_path);
+	if (fstat(fd, &a) < 0 || stat(path, &c) < 0 || a.st_ino != c.st_ino) {
+		close(fd);
+		return 1;
+	}
+	*ret_fd = fd;
+	return 0;
+}
+
+/* The lock is an object in /dev/shm, like the segments it guards: segment
+ * names are host-wide, so the lock must be too (a lock in a runtime
+ * directory would let two brokers with different directories share names).
+ * The holder unlinks it on exit; whoever locks checks it locked the object
+ * that still carries the name. */
 int seg_lock_domain(struct broker *b)
 {
 	int r = proto_runtime_dir_make();
 
 	if (r < 0) {
-		fprintf(stderr, "takt-broker: cannot create the runtime directory: %s\n", strerror(-r));
+		fprintf(stderr, "takt-broker: cannot use the runtime directory: %s\n", strerror(-r));
 		return r;
 	}
-	r = proto_runtime_path(b->cfg.domain, "lock", b->lock_path, sizeof(b->lock_path));
-	if (r < 0)
-		return r;
-	b->lock_fd = open(b->lock_path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
-	if (b->lock_fd < 0) {
-		r = -errno;
-		fprintf(stderr, "takt-broker: cannot open %s: %s\n", b->lock_path, strerror(errno));
-		return r;
+	proto_shm_name(b->cfg.domain, "lock", b->lock_path, sizeof(b->lock_path));
+	for (int tries = 0; tries < 100; tries++) {
+		r = lock_try(b, &b->lock_fd);
+		if (r <= 0)
+			return r;
 	}
-	if (flock(b->lock_fd, LOCK_EX | LOCK_NB) < 0) {
-		r = -errno;
-		fprintf(stderr, "takt-broker: a broker already runs for domain '%s' (lock %s held)\n",
-			b->cfg.domain, b->lock_path);
-		return r == -EWOULDBLOCK ? -EEXIST : r;
-	}
-	return 0;
+	return -EBUSY;
+}
+
+void seg_unlock_domain(struct broker *b)
+{
+	if (b->lock_fd < 0)
+		return;
+	shm_unlink(b->lock_path); /* while still holding it, see lock_try */
+	close(b->lock_fd);
+	b->lock_fd = -1;
+}
+
+/* Whether a /proc/<pid>/maps line maps a segment of exactly this domain:
+ * takt.<domain>.mgmt or takt.<domain>.pool<k>, not takt.<domain>.x.mgmt. */
+static bool maps_segment(const char *line, const char *needle)
+{
+	const char *p = strstr(line, needle);
+
+	if (!p)
+		return false;
+	p += strlen(needle);
+	return !strncmp(p, "mgmt", 4) || (!strncmp(p, "pool", 4) && p[4] >= '0' && p[4] <= '9');
 }
 
 /* Lists the pids that map any segment of the domain into buf. */
@@ -66,7 +114,7 @@ static void seg_users(const char *domain, char *buf, size_t len)
 		snprintf(path, sizeof(path), "/proc/%d/maps", pid);
 		f = fopen(path, "r");
 		while (f && fgets(line, sizeof(line), f))
-			if (strstr(line, needle)) {
+			if (maps_segment(line, needle)) {
 				used += (size_t)snprintf(buf + used, used < len ? len - used : 0, " %d", pid);
 				break;
 			}

@@ -178,6 +178,9 @@ static void handle_hello(struct broker *b, struct client *cl, const struct msg_h
 
 	memcpy(name, m->name, TAKT_PROC_NAME_MAX);
 	name[TAKT_PROC_NAME_MAX] = 0;
+	for (char *c = name; *c; c++)
+		if (*c < 0x20 || *c > 0x7e)
+			*c = '?'; /* shown by tools and logs: printable only */
 	if (cl->proc != TAKT_NONE)
 		r = -EALREADY;
 	else if (m->abi_version != TAKT_ABI_VERSION ||
@@ -185,6 +188,9 @@ static void handle_hello(struct broker *b, struct client *cl, const struct msg_h
 		r = -EPROTO;
 	else
 		r = reg_proc_add(b, cl, name);
+	if (r >= 0 && b->verbose)
+		fprintf(stderr, "takt-broker: process %d (%s, uid %d) attached as #%d\n", cl->pid,
+			b->v.procs[r].name, (int)cl->uid, r);
 	if (r < 0) {
 		reply_status(cl, &m->hdr, r, 0);
 		return;
@@ -239,6 +245,7 @@ static void handle_conn_fds(struct broker *b, struct client *cl, const struct ms
 		return;
 	}
 	reply_init(&rep.r, &m->hdr, sizeof(rep), 0);
+	rep.r.index = rep.n;
 	proto_send(cl->fd, &rep, sizeof(rep), fds, rep.n);
 }
 

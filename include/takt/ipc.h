@@ -33,8 +33,9 @@ struct takt_node_opts {
 
 /* Connects to the broker of a domain and maps its segments.
  * -ENOENT no broker runs for the domain; -EPROTO ABI or layout mismatch;
- * -EACCES refused by the broker; -EINVAL bad domain name; -EMFILE process
- * table full; -ENOMEM. */
+ * -EACCES no permission on the broker's socket; -ENOTCONN the broker hung up
+ * (for example its client table is full); -EINVAL bad domain name; -EMFILE
+ * process table full; -ENOMEM. */
 TAKT_API int takt_node_open(const struct takt_node_opts *opts, takt_node **out);
 /* Closes every port still open on the node, then detaches. NULL is fine. */
 TAKT_API void takt_node_close(takt_node *node);
@@ -94,8 +95,8 @@ struct takt_sample_info {
 TAKT_API int takt_sub_open(takt_node *node, const struct takt_sub_opts *opts, takt_sub **out);
 /* Releases every sample still taken. NULL is fine. */
 TAKT_API void takt_sub_close(takt_sub *sub);
-/* 0: a sample; -EAGAIN: none waiting; -ENOBUFS: the hold limit (limits.held
- * of the broker config) is reached, release a sample first. Takes from each
+/* 0: a sample; -EAGAIN: none waiting; -ENOBUFS: the hold limit ([limits]
+ * held_max of the broker config) is reached, release a sample first. Takes from each
  * publisher in its publish order, round-robin across publishers. */
 TAKT_API int takt_sub_take(takt_sub *sub, const void **payload, struct takt_sample_info *info);
 /* Ignores pointers that are not taken samples of this subscriber. */

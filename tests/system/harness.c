@@ -82,8 +82,7 @@ void h_broker_stop(struct h_broker *b)
 	}
 	if (b->config[0])
 		unlink(b->config);
-	snprintf(path, sizeof(path), "%s/takt-%s.lock", b->rundir, b->domain);
-	unlink(path);
+	(void)path;
 	rmdir(b->rundir);
 }
 

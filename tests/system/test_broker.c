@@ -81,7 +81,7 @@ static void test_broker_refuses_bad_config(void **state)
 	bad_config("[limits]\nwarp = 9\n", "[limits] warp: unknown key");
 	bad_config("[limits]\nqueue_depth_max = 100\n", "power of two");
 	bad_config("[pools]\nclass = 4096 x 8\nclass = 128 x 8\n", "strictly ascending");
-	bad_config("[pools]\nclass = big\n", "expected '<size>[K|M] x <count>'");
+	bad_config("[pools]\nclass = big\n", "expected '<size>[K|M|G] x <count>'");
 	bad_config("[domain]\nname = ../etc\n", "[domain] name");
 	bad_config("[nonsense\n", ":1:");
 }
@@ -95,6 +95,11 @@ static void test_broker_one_per_domain(void **state)
 	assert_int_equal(h_broker_start(&b, "single", NULL), 0);
 	assert_int_equal(run(out, sizeof(out), "%s --foreground --domain %s", TAKT_BROKER_PATH, b.domain), 1);
 	expect_contains(out, "already runs");
+	/* Regression: the refused broker used to remove the lock on its way out,
+	 * so a third start succeeded and tore down the running one. */
+	assert_int_equal(run(out, sizeof(out), "%s --foreground --domain %s", TAKT_BROKER_PATH, b.domain), 1);
+	expect_contains(out, "already runs");
+	assert_int_equal(h_wait_pools_full(b.domain, 1000), 0);
 	assert_int_equal(run(out, sizeof(out), "%s status --domain %s", TAKT_TOOL_PATH, b.domain), 0);
 	expect_contains(out, "broker running, pid");
 	assert_int_equal(run(out, sizeof(out), "%s pools --json --domain %s", TAKT_TOOL_PATH, b.domain), 0);
@@ -120,7 +125,7 @@ static int count_segments(const char *domain)
 	glob_t g;
 	int n;
 
-	snprintf(pat, sizeof(pat), "/dev/shm/takt.%s.*", domain);
+	snprintf(pat, sizeof(pat), "/dev/shm/takt.%s.[mp]*", domain); /* mgmt, pool<k> */
 	if (glob(pat, 0, NULL, &g) != 0)
 		return 0;
 	n = (int)g.gl_pathc;
