@@ -16,7 +16,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include <takt/takt.h>
+#include <takt/common.h>
 
 #ifdef __cplusplus
 extern "C" {

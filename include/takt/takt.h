@@ -1,20 +1,9 @@
-/* takt/takt.h - umbrella header: version and export macro. */
+/* takt/takt.h - umbrella header: pub/sub, events and the executor. */
 #ifndef TAKT_TAKT_H
 #define TAKT_TAKT_H
 
-#define TAKT_VERSION_MAJOR 0
-#define TAKT_VERSION_MINOR 1
-#define TAKT_VERSION_PATCH 0
-#define TAKT_VERSION_STRING "0.1.0"
-
-#if defined(TAKT_BUILDING_LIBRARY)
-#define TAKT_API __attribute__((visibility("default")))
-#else
-#define TAKT_API
-#endif
-
-#ifndef TAKT_IPC_H
+#include <takt/common.h>
+#include <takt/exec.h>
 #include <takt/ipc.h>
-#endif
 
 #endif

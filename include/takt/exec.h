@@ -1,0 +1,120 @@
+/* takt/exec.h - an executor that dispatches chains and graphs of callbacks
+ * on timers, sample arrival, events, file descriptors and deadlines.
+ *
+ * Build once (create, add tasks), then run. After the first wake phase
+ * nothing allocates, on the dispatch thread or the workers: every task's
+ * dispatch job, every graph's runtime state and the pool's queue are sized
+ * when tasks are added.
+ *
+ * Conventions as in ipc.h: 0 (or an id/count) on success, a negative errno
+ * on failure, out-parameters untouched on failure, nothing prints.
+ */
+#ifndef TAKT_EXEC_H
+#define TAKT_EXEC_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <takt/ipc.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct takt_exec takt_exec;
+typedef struct takt_triggers takt_triggers; /* only valid inside declare() */
+typedef struct takt_ctx takt_ctx;           /* only valid inside execute() */
+typedef struct takt_graph takt_graph;
+
+enum { TAKT_CONTINUE = 0, TAKT_STOP_CHAIN = 1 }; /* or a negative errno */
+
+struct takt_item {
+	const char *name;
+	int (*declare)(takt_triggers *t, void *user); /* optional */
+	int (*execute)(takt_ctx *ctx, void *user);
+	void *user;
+};
+
+/* Trigger declarations, made by an item's declare(). A task's triggers are
+ * declared by its head item (chain) or its roots (graph).
+ * -EINVAL bad argument, or a second interval on one task; -ENOSPC too many
+ * triggers on one task (TAKT_EXEC_MAX_TRIGGERS). */
+#define TAKT_EXEC_MAX_TRIGGERS 16
+TAKT_API int takt_trigger_interval(takt_triggers *t, uint64_t period_ns); /* one per task */
+TAKT_API int takt_trigger_subscriber(takt_triggers *t, takt_sub *sub);
+/* The task runs when a sample arrives, and with takt_ctx_deadline_missed()
+ * true when none arrived for deadline_ns. */
+TAKT_API int takt_trigger_deadline(takt_triggers *t, takt_sub *sub, uint64_t deadline_ns);
+TAKT_API int takt_trigger_event(takt_triggers *t, takt_event *ev);
+/* Any pollable fd; the task must consume what makes it readable. */
+TAKT_API int takt_trigger_fd(takt_triggers *t, int fd);
+
+TAKT_API uint64_t takt_ctx_now_ns(const takt_ctx *ctx); /* CLOCK_MONOTONIC at wake-up */
+TAKT_API int takt_ctx_task(const takt_ctx *ctx);
+TAKT_API int takt_ctx_deadline_missed(const takt_ctx *ctx);
+
+struct takt_monitor {
+	void (*pre_execute)(void *user, int task, const char *item);
+	void (*post_execute)(void *user, int task, const char *item, uint64_t start_ns, uint64_t took_ns,
+			     int rc);
+	void (*deadline_missed)(void *user, int task, uint64_t late_ns);
+	void (*skipped_cycles)(void *user, uint64_t cycles); /* interval grid fell behind */
+	void *user;
+};
+
+struct takt_exec_opts {
+	unsigned worker_threads; /* 0: items run inline on the dispatch thread */
+	const char *thread_name_prefix;
+	const int *cpu_affinity; /* worker CPUs, n_cpu_affinity entries */
+	size_t n_cpu_affinity;
+	int sched_fifo_priority; /* 0: SCHED_OTHER; failure is tolerated and reported */
+	const struct takt_monitor *monitor;
+	int handle_signals;      /* 1: SIGINT/SIGTERM end run() (default); -1: leave signals alone */
+};
+
+/* -EINVAL bad options; -ENOMEM; -errno of thread or fd creation. */
+TAKT_API int takt_exec_create(const struct takt_exec_opts *opts, takt_exec **out);
+/* Stops and joins workers. Must not be called while run() runs. NULL is fine. */
+TAKT_API void takt_exec_destroy(takt_exec *ex);
+/* Adds a task; returns its id. -EINVAL (bad item, a second interval),
+ * -EBUSY while running, -ENOMEM; an error of the item's declare(). */
+TAKT_API int takt_exec_add(takt_exec *ex, const struct takt_item *item);
+TAKT_API int takt_exec_add_chain(takt_exec *ex, const struct takt_item *items, size_t n);
+TAKT_API int takt_graph_create(takt_graph **out);
+TAKT_API void takt_graph_destroy(takt_graph *g); /* only for a graph never added */
+TAKT_API int takt_graph_vertex(takt_graph *g, const struct takt_item *item); /* vertex id */
+TAKT_API int takt_graph_edge(takt_graph *g, int from, int to);             /* -EINVAL unknown vertex */
+/* Takes g (also on failure); -ELOOP on a cycle, -EINVAL empty graph. */
+TAKT_API int takt_exec_add_graph(takt_exec *ex, takt_graph *g);
+TAKT_API int takt_exec_set_fault_handler(takt_exec *ex, int task, const struct takt_item *handler);
+/* An item that runs `item` only when pred(pred_user) is true; false counts
+ * as TAKT_STOP_CHAIN. The returned item refers to a copy kept by the
+ * executor library until takt_exec_destroy of the executor it is added to
+ * (or forever if never added). NULL execute on allocation failure. */
+TAKT_API struct takt_item takt_item_when(struct takt_item item, int (*pred)(void *), void *pred_user);
+
+/* Runs until stop(), SIGINT or SIGTERM: 0. */
+TAKT_API int takt_exec_run(takt_exec *ex);
+/* Runs n wake phases: 0, or 0 early on stop(). */
+TAKT_API int takt_exec_run_n(takt_exec *ex, uint64_t n);
+/* Runs for ns nanoseconds (or until stop()). */
+TAKT_API int takt_exec_run_for(takt_exec *ex, uint64_t ns);
+/* Stops taking triggers and lets work in flight finish: 0, or -ETIMEDOUT. */
+TAKT_API int takt_exec_drain(takt_exec *ex, uint64_t timeout_ns);
+/* Any thread, or a signal handler (an eventfd write). */
+TAKT_API void takt_exec_stop(takt_exec *ex);
+
+struct takt_exec_stats {
+	uint64_t phases, dispatches, errors, stop_chains, deadline_misses, skipped_cycles;
+	uint64_t longest_item_ns;
+	uint64_t sched_fifo_refused; /* workers that asked for SCHED_FIFO and kept SCHED_OTHER */
+};
+/* Lock-free, no allocation, any thread. */
+TAKT_API int takt_exec_stats(const takt_exec *ex, struct takt_exec_stats *out);
+/* Dispatches of one task so far. */
+TAKT_API int64_t takt_exec_task_dispatches(const takt_exec *ex, int task);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,372 @@
+/* dispatch.c - the wake phase: wait, collect ready tasks, submit each once,
+ * wait for the phase's jobs, repeat.
+ *
+ * One dispatch thread (the caller of run) waits in epoll on every trigger
+ * fd, the interval grid's timerfd, a stop eventfd and a signalfd. Each
+ * epoll_event carries the task index, so a wake resolves in O(1); a task
+ * woken by several triggers in one phase is submitted once (phase_seen),
+ * and its run drains them all. The phase ends when every job submitted in
+ * it has finished (outstanding, a futex word): only then are subscribers
+ * re-armed and the next epoll_wait made.
+ *
+ * Pairings:
+ *   D0 a job's end: its writes, then outstanding fetch_sub (release) ->
+ *      the driver's acquire load of outstanding == 0 sees them.
+ *   D1 wake_word: bumped (seq_cst) after outstanding or a graph's ready ring
+ *      changed; the driver reads it (seq_cst) before re-checking and sleeps
+ *      on the value it read, so a bump in between makes the wait return.
+ */
+#include "executor.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/signalfd.h>
+#include <time.h>
+#include <unistd.h>
+
+uint64_t exec_now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+static void stat_max(_Atomic uint64_t *m, uint64_t v)
+{
+	uint64_t cur = atomic_load_explicit(m, memory_order_relaxed);
+
+	/* relaxed: a statistic, monotonic */
+	while (v > cur && !atomic_compare_exchange_weak_explicit(m, &cur, v, memory_order_relaxed,
+								 memory_order_relaxed))
+		;
+}
+
+int exec_run_item(struct takt_exec *ex, struct task *t, const struct takt_item *it)
+{
+	uint64_t t0, took;
+	int rc;
+
+	if (ex->has_monitor && ex->monitor.pre_execute)
+		ex->monitor.pre_execute(ex->monitor.user, t->id, it->name);
+	t0 = exec_now_ns();
+	rc = it->execute(&t->ctx, it->user);
+	took = exec_now_ns() - t0;
+	if (ex->has_monitor && ex->monitor.post_execute)
+		ex->monitor.post_execute(ex->monitor.user, t->id, it->name, t0, took, rc);
+	stat_max(&ex->st.longest_item_ns, took);
+	if (rc < 0)
+		atomic_fetch_add_explicit(&ex->st.errors, 1, memory_order_relaxed);
+	else if (rc == TAKT_STOP_CHAIN)
+		atomic_fetch_add_explicit(&ex->st.stop_chains, 1, memory_order_relaxed);
+	return rc;
+}
+
+void exec_fault(struct takt_exec *ex, struct task *t)
+{
+	uint64_t want = ex->phase + 1, seen = atomic_load_explicit(&t->fault_phase, memory_order_relaxed);
+
+	if (!t->has_fault)
+		return;
+	/* At most once per phase, even when several graph vertices fail on
+	 * different workers: the CAS elects one. */
+	while (seen != want) {
+		if (atomic_compare_exchange_weak_explicit(&t->fault_phase, &seen, want, memory_order_relaxed,
+							  memory_order_relaxed)) {
+			exec_run_item(ex, t, &t->fault);
+			return;
+		}
+	}
+}
+
+void exec_wake_driver(struct takt_exec *ex)
+{
+	atomic_fetch_add_explicit(&ex->wake_word, 1, memory_order_seq_cst); /* D1 */
+	exec_futex_wake(&ex->wake_word, 1);
+}
+
+void exec_job_done(struct takt_exec *ex)
+{
+	/* D0: release our writes to the driver. */
+	if (atomic_fetch_sub_explicit(&ex->outstanding, 1, memory_order_release) == 1 &&
+	    ex->pool.n_workers)
+		exec_wake_driver(ex);
+}
+
+/* The job of a single item or a chain: items in order, stop at the first
+ * outcome that is not TAKT_CONTINUE. */
+static void chain_job_run(struct job *job)
+{
+	struct task *t = (struct task *)((char *)job - offsetof(struct task, job));
+	struct takt_exec *ex = t->ctx.ex;
+
+	for (size_t i = 0; i < t->n_items; i++) {
+		int rc = exec_run_item(ex, t, &t->items[i]);
+
+		if (rc == TAKT_CONTINUE)
+			continue;
+		if (rc < 0)
+			exec_fault(ex, t);
+		break;
+	}
+	exec_job_done(ex);
+}
+
+void exec_task_init_job(struct task *t);
+void exec_task_init_job(struct task *t)
+{
+	t->job.run = chain_job_run;
+}
+
+static void mark_ready(struct takt_exec *ex, struct task *t)
+{
+	if (t->phase_seen == ex->phase + 1)
+		return; /* already submitted this phase: its run drains every trigger */
+	t->phase_seen = ex->phase + 1;
+	ex->ready[ex->n_ready++] = t;
+}
+
+/* Waits until every job of the phase is done, driving graph runs. */
+static void phase_wait(struct takt_exec *ex)
+{
+	for (;;) {
+		uint32_t w = atomic_load_explicit(&ex->wake_word, memory_order_seq_cst); /* D1 */
+
+		if (atomic_load_explicit(&ex->outstanding, memory_order_acquire) == 0) /* D0 */
+			return;
+		exec_futex_wait(&ex->wake_word, w, -1);
+	}
+}
+
+static void phase_submit(struct takt_exec *ex, uint64_t now)
+{
+	uint32_t n_jobs = 0;
+
+	for (uint32_t i = 0; i < ex->n_ready; i++)
+		n_jobs += ex->ready[i]->kind != TASK_GRAPH;
+	atomic_store_explicit(&ex->outstanding, n_jobs, memory_order_relaxed);
+	for (uint32_t i = 0; i < ex->n_ready; i++) {
+		struct task *t = ex->ready[i];
+
+		t->ctx.now_ns = now;
+		t->ctx.deadline_missed = t->deadline_fired;
+		atomic_fetch_add_explicit(&t->dispatches, 1, memory_order_relaxed);
+		atomic_fetch_add_explicit(&ex->st.dispatches, 1, memory_order_relaxed);
+		if (t->kind != TASK_GRAPH)
+			pool_submit(&ex->pool, &t->job);
+	}
+	/* Graphs are driven from this thread, each to completion, while the
+	 * workers also run the phase's other jobs. */
+	for (uint32_t i = 0; i < ex->n_ready; i++)
+		if (ex->ready[i]->kind == TASK_GRAPH)
+			graph_run(ex, ex->ready[i]->graph);
+	phase_wait(ex);
+	for (uint32_t i = 0; i < ex->n_ready; i++) {
+		trig_after_run(ex->ready[i], now);
+		ex->ready[i]->deadline_fired = false;
+	}
+}
+
+static void on_deadline(struct takt_exec *ex, struct task *t, struct trig *tr, uint64_t now)
+{
+	uint64_t n;
+
+	if (read(tr->timer_fd, &n, sizeof(n)) != sizeof(n))
+		return; /* re-armed meanwhile: not expired */
+	t->deadline_fired = true;
+	atomic_fetch_add_explicit(&ex->st.deadline_misses, 1, memory_order_relaxed);
+	if (ex->has_monitor && ex->monitor.deadline_missed)
+		ex->monitor.deadline_missed(ex->monitor.user, t->id,
+					    now > tr->armed_at_ns + tr->deadline_ns ?
+						    now - tr->armed_at_ns - tr->deadline_ns : 0);
+	tr->armed_at_ns = now;
+	mark_ready(ex, t);
+}
+
+/* Resolves one epoll event; returns false on stop. */
+static bool phase_event(struct takt_exec *ex, uint64_t tag, uint64_t now)
+{
+	uint64_t v;
+
+	if (tag == TAG_STOP) {
+		if (read(ex->stop_fd, &v, sizeof(v)) < 0) {
+			/* already drained by another wake */
+		}
+		return false;
+	}
+	if (tag == TAG_SIGNAL) {
+		struct signalfd_siginfo si;
+
+		return read(ex->signal_fd, &si, sizeof(si)) != sizeof(si);
+	}
+	if (tag == TAG_GRID) {
+		grid_fire(ex, mark_ready);
+		return true;
+	}
+	uint32_t ti = (uint32_t)(tag >> 8), slot = (uint32_t)tag & 0x7f;
+
+	if (ti >= ex->n_tasks || slot >= ex->tasks[ti]->n_trigs)
+		return true;
+	if (tag & TAG_DEADLINE_BIT)
+		on_deadline(ex, ex->tasks[ti], &ex->tasks[ti]->trigs[slot], now);
+	else
+		mark_ready(ex, ex->tasks[ti]);
+	return true;
+}
+
+/* One wake phase. timeout_ns < 0: wait forever. Returns 1 after a phase
+ * that ran tasks, 0 on a timeout with nothing to do, -ECANCELED on stop. */
+static int phase_once(struct takt_exec *ex, int64_t timeout_ns)
+{
+	struct epoll_event evs[64];
+	int n, timeout_ms;
+	uint64_t now;
+	bool go = true;
+
+	ex->n_ready = 0;
+	if (trig_arm_all(ex, mark_ready))
+		timeout_ns = 0; /* samples already wait: no sleep */
+	timeout_ms = timeout_ns < 0 ? -1 : (int)((timeout_ns + 999999) / 1000000);
+	n = epoll_wait(ex->epfd, evs, 64, timeout_ms);
+	if (n < 0 && errno != EINTR)
+		return -errno;
+	now = exec_now_ns();
+	for (int i = 0; i < n; i++)
+		go &= phase_event(ex, evs[i].data.u64, now);
+	if (!go || atomic_load_explicit(&ex->stop_flag, memory_order_acquire))
+		return -ECANCELED;
+	if (ex->n_ready == 0)
+		return 0;
+	phase_submit(ex, now);
+	ex->phase++;
+	atomic_fetch_add_explicit(&ex->st.phases, 1, memory_order_relaxed);
+	return 1;
+}
+
+/* Blocks SIGINT/SIGTERM on the dispatch thread so its signalfd receives
+ * them; restored when run returns. */
+static void run_enter(struct takt_exec *ex, sigset_t *old)
+{
+	sigset_t set;
+
+	sigemptyset(&set);
+	if (ex->signal_fd >= 0) {
+		sigaddset(&set, SIGINT);
+		sigaddset(&set, SIGTERM);
+	}
+	pthread_sigmask(SIG_BLOCK, &set, old);
+	atomic_store_explicit(&ex->running, 1, memory_order_release);
+}
+
+static int run_leave(struct takt_exec *ex, const sigset_t *old, int r)
+{
+	pthread_sigmask(SIG_SETMASK, old, NULL);
+	atomic_store_explicit(&ex->stop_flag, 0, memory_order_relaxed);
+	atomic_store_explicit(&ex->running, 0, memory_order_release);
+	exec_futex_wake((_Atomic uint32_t *)&ex->running, INT_MAX); /* drain() waits on it */
+	return r == -ECANCELED ? 0 : r;
+}
+
+/* Runs phases until `phases` ran or `deadline` passed (UINT64_MAX: never). */
+static int run_loop(struct takt_exec *ex, uint64_t phases, uint64_t deadline)
+{
+	sigset_t old;
+	int r = 0;
+
+	if (atomic_load_explicit(&ex->running, memory_order_acquire))
+		return -EBUSY;
+	if (ex->grid_dirty && (r = grid_update(ex)) < 0)
+		return r;
+	if (ex->grid_fd >= 0) {
+		uint64_t stale;
+
+		/* Ticks that passed while nobody ran are not a stall of ours. */
+		if (read(ex->grid_fd, &stale, sizeof(stale)) < 0) {
+			/* none pending */
+		}
+	}
+	run_enter(ex, &old);
+	for (uint64_t done = 0; done < phases;) {
+		int64_t timeout = -1;
+
+		if (deadline != UINT64_MAX) {
+			uint64_t now = exec_now_ns();
+
+			if (now >= deadline)
+				break;
+			timeout = (int64_t)(deadline - now);
+		}
+		if (atomic_load_explicit(&ex->draining, memory_order_acquire)) {
+			r = -ECANCELED;
+			break;
+		}
+		r = phase_once(ex, timeout);
+		if (r < 0)
+			break;
+		done += (uint64_t)r;
+		r = 0;
+	}
+	return run_leave(ex, &old, r);
+}
+
+int takt_exec_run(takt_exec *ex)
+{
+	return ex ? run_loop(ex, UINT64_MAX, UINT64_MAX) : -EINVAL;
+}
+
+int takt_exec_run_n(takt_exec *ex, uint64_t n)
+{
+	return ex ? run_loop(ex, n, UINT64_MAX) : -EINVAL;
+}
+
+int takt_exec_run_for(takt_exec *ex, uint64_t ns)
+{
+	return ex ? run_loop(ex, UINT64_MAX, exec_now_ns() + ns) : -EINVAL;
+}
+
+void takt_exec_stop(takt_exec *ex)
+{
+	uint64_t one = 1;
+
+	if (!ex)
+		return;
+	/* async-signal-safe: an atomic store and a write(2) */
+	atomic_store_explicit(&ex->stop_flag, 1, memory_order_release);
+	if (write(ex->stop_fd, &one, sizeof(one)) < 0) {
+		/* the counter cannot overflow at one write per stop */
+	}
+}
+
+int takt_exec_drain(takt_exec *ex, uint64_t timeout_ns)
+{
+	uint64_t deadline;
+
+	if (!ex)
+		return -EINVAL;
+	deadline = exec_now_ns() + timeout_ns;
+	/* The loop finishes the phase in flight (its jobs run to the end) and
+	 * takes no new trigger after it. */
+	atomic_store_explicit(&ex->draining, 1, memory_order_release);
+	takt_exec_stop(ex);
+	for (;;) {
+		uint64_t now = exec_now_ns();
+
+		if (!atomic_load_explicit(&ex->running, memory_order_acquire))
+			break;
+		if (now >= deadline) {
+			atomic_store_explicit(&ex->draining, 0, memory_order_release);
+			return -ETIMEDOUT;
+		}
+		exec_futex_wait((_Atomic uint32_t *)&ex->running, 1, (int64_t)(deadline - now));
+	}
+	uint64_t v;
+	if (read(ex->stop_fd, &v, sizeof(v)) < 0) {
+		/* nothing pending: run consumed our stop */
+	}
+	atomic_store_explicit(&ex->draining, 0, memory_order_release);
+	return 0;
+}

@@ -1,0 +1,344 @@
+/* exec.c - building an executor: create, add tasks, destroy, statistics.
+ *
+ * Everything a task needs at run time is allocated here, at add time: the
+ * task, its copy of the items, its job, a graph's runtime state, room in
+ * the pool's queue and in the per-phase ready list.
+ */
+#include "executor.h"
+
+#include <errno.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/signalfd.h>
+#include <unistd.h>
+
+void exec_task_init_job(struct task *t);
+
+static int exec_fds(takt_exec *ex)
+{
+	struct epoll_event ev = {.events = EPOLLIN};
+	sigset_t set;
+
+	ex->epfd = epoll_create1(EPOLL_CLOEXEC);
+	ex->stop_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	if (ex->epfd < 0 || ex->stop_fd < 0)
+		return -errno;
+	ev.data.u64 = TAG_STOP;
+	if (epoll_ctl(ex->epfd, EPOLL_CTL_ADD, ex->stop_fd, &ev) < 0)
+		return -errno;
+	if (ex->opts.handle_signals < 0)
+		return 0;
+	sigemptyset(&set);
+	sigaddset(&set, SIGINT);
+	sigaddset(&set, SIGTERM);
+	ex->signal_fd = signalfd(-1, &set, SFD_CLOEXEC | SFD_NONBLOCK);
+	if (ex->signal_fd < 0)
+		return -errno;
+	ev.data.u64 = TAG_SIGNAL;
+	return epoll_ctl(ex->epfd, EPOLL_CTL_ADD, ex->signal_fd, &ev) < 0 ? -errno : 0;
+}
+
+int takt_exec_create(const struct takt_exec_opts *opts, takt_exec **out)
+{
+	struct takt_exec_opts none = {0};
+	takt_exec *ex;
+	int r;
+
+	if (!out || (opts && opts->n_cpu_affinity && !opts->cpu_affinity) ||
+	    (opts && opts->worker_threads > 256))
+		return -EINVAL;
+	ex = calloc(1, sizeof(*ex));
+	if (!ex)
+		return -ENOMEM;
+	ex->opts = opts ? *opts : none;
+	ex->opts.thread_name_prefix = NULL; /* not kept: workers name themselves at start */
+	ex->epfd = ex->stop_fd = ex->signal_fd = ex->grid_fd = -1;
+	if (opts && opts->monitor) {
+		ex->monitor = *opts->monitor;
+		ex->has_monitor = true;
+	}
+	ex->opts.monitor = NULL;
+	ex->opts.thread_name_prefix = opts ? opts->thread_name_prefix : NULL;
+	r = exec_fds(ex);
+	if (r == 0)
+		r = pool_start(&ex->pool, ex, &ex->opts);
+	if (r < 0) {
+		takt_exec_destroy(ex);
+		return r;
+	}
+	ex->opts.cpu_affinity = NULL; /* workers applied it at start */
+	ex->opts.thread_name_prefix = NULL;
+	*out = ex;
+	return 0;
+}
+
+static void task_free(struct task *t)
+{
+	if (!t)
+		return;
+	trig_release(t);
+	if (t->graph)
+		graph_free(t->graph);
+	free(t->items);
+	free(t);
+}
+
+void takt_exec_destroy(takt_exec *ex)
+{
+	if (!ex)
+		return;
+	pool_stop(&ex->pool);
+	for (uint32_t i = 0; i < ex->n_tasks; i++)
+		task_free(ex->tasks[i]);
+	for (uint32_t i = 0; i < ex->n_owned; i++)
+		free(ex->owned[i]);
+	free(ex->owned);
+	free(ex->tasks);
+	free(ex->ready);
+	if (ex->grid_fd >= 0)
+		close(ex->grid_fd);
+	if (ex->signal_fd >= 0)
+		close(ex->signal_fd);
+	if (ex->stop_fd >= 0)
+		close(ex->stop_fd);
+	if (ex->epfd >= 0)
+		close(ex->epfd);
+	free(ex);
+}
+
+/* Room for one more task and everything it may put in flight. */
+static int exec_grow(takt_exec *ex, uint32_t jobs)
+{
+	struct task **tasks, **ready;
+	uint32_t cap = ex->cap_tasks ? ex->cap_tasks : 8;
+	uint32_t in_flight = jobs;
+
+	if (ex->n_tasks == cap)
+		cap *= 2;
+	if (cap != ex->cap_tasks) {
+		tasks = realloc(ex->tasks, cap * sizeof(*tasks));
+		if (!tasks)
+			return -ENOMEM;
+		ex->tasks = tasks;
+		ready = realloc(ex->ready, cap * sizeof(*ready));
+		if (!ready)
+			return -ENOMEM;
+		ex->ready = ready;
+		ex->cap_tasks = cap;
+	}
+	for (uint32_t i = 0; i < ex->n_tasks; i++)
+		in_flight += ex->tasks[i]->graph ? ex->tasks[i]->graph->n : 1;
+	return pool_reserve(&ex->pool, in_flight + 1);
+}
+
+static bool item_ok(const struct takt_item *it)
+{
+	return it && it->execute;
+}
+
+/* Runs the head's (or roots') declare() into t's triggers. */
+static int task_declare(takt_exec *ex, struct task *t, const struct takt_item *const *decl, size_t n)
+{
+	struct takt_triggers tr = {.ex = ex};
+	int r;
+
+	for (size_t i = 0; i < n; i++) {
+		if (!decl[i]->declare)
+			continue;
+		r = decl[i]->declare(&tr, decl[i]->user);
+		if (r < 0)
+			return r;
+		if (tr.err < 0)
+			return tr.err;
+	}
+	t->period_ns = tr.period_ns;
+	t->n_trigs = tr.n;
+	memcpy(t->trigs, tr.t, sizeof(tr.t));
+	return 0;
+}
+
+static void exec_take_ownership(takt_exec *ex, const struct takt_item *items, size_t n);
+
+/* Common tail of every add: triggers, registration, bookkeeping. */
+static int task_commit(takt_exec *ex, struct task *t, const struct takt_item *const *decl, size_t n_decl,
+		       uint32_t jobs)
+{
+	int r;
+
+	if (atomic_load_explicit(&ex->running, memory_order_acquire))
+		return -EBUSY;
+	r = exec_grow(ex, jobs);
+	if (r == 0)
+		r = task_declare(ex, t, decl, n_decl);
+	if (r == 0)
+		r = trig_register(ex, t);
+	if (r < 0)
+		return r;
+	t->id = (int)ex->n_tasks;
+	t->ctx = (struct takt_ctx){.ex = ex, .task = t->id};
+	exec_task_init_job(t);
+	ex->tasks[ex->n_tasks++] = t;
+	if (t->period_ns)
+		ex->grid_dirty = true;
+	exec_take_ownership(ex, t->items, t->n_items);
+	return t->id;
+}
+
+int takt_exec_add_chain(takt_exec *ex, const struct takt_item *items, size_t n)
+{
+	struct task *t;
+	const struct takt_item *head;
+	int r;
+
+	if (!ex || !items || n == 0)
+		return -EINVAL;
+	for (size_t i = 0; i < n; i++)
+		if (!item_ok(&items[i]))
+			return -EINVAL;
+	t = calloc(1, sizeof(*t));
+	if (!t || !(t->items = malloc(n * sizeof(*items)))) {
+		free(t);
+		return -ENOMEM;
+	}
+	memcpy(t->items, items, n * sizeof(*items));
+	t->n_items = n;
+	t->kind = n == 1 ? TASK_SINGLE : TASK_CHAIN;
+	head = &t->items[0];
+	r = task_commit(ex, t, &head, 1, 1);
+	if (r < 0) {
+		trig_release(t);
+		free(t->items);
+		free(t);
+	}
+	return r;
+}
+
+int takt_exec_add(takt_exec *ex, const struct takt_item *item)
+{
+	return takt_exec_add_chain(ex, item, 1);
+}
+
+int takt_exec_add_graph(takt_exec *ex, takt_graph *g)
+{
+	const struct takt_item *roots[64];
+	size_t n_roots = 0;
+	struct task *t;
+	int r;
+
+	if (!ex || !g)
+		return -EINVAL;
+	t = calloc(1, sizeof(*t));
+	if (!t) {
+		graph_free(g);
+		return -ENOMEM;
+	}
+	t->kind = TASK_GRAPH;
+	t->graph = g;
+	r = graph_finish(g, t);
+	for (uint32_t v = 0; r == 0 && v < g->n; v++)
+		if (g->in_degree[v] == 0 && n_roots < 64)
+			roots[n_roots++] = &g->items[v];
+	if (r == 0)
+		r = task_commit(ex, t, roots, n_roots, g->n);
+	if (r < 0) {
+		task_free(t);
+		return r;
+	}
+	exec_take_ownership(ex, g->items, g->n);
+	return r;
+}
+
+int takt_exec_set_fault_handler(takt_exec *ex, int task, const struct takt_item *handler)
+{
+	if (!ex || task < 0 || (uint32_t)task >= ex->n_tasks || !item_ok(handler))
+		return -EINVAL;
+	if (atomic_load_explicit(&ex->running, memory_order_acquire))
+		return -EBUSY;
+	ex->tasks[task]->fault = *handler;
+	ex->tasks[task]->has_fault = true;
+	exec_take_ownership(ex, handler, 1);
+	return 0;
+}
+
+/* ---- conditional items -------------------------------------------------- */
+
+struct when {
+	struct takt_item item;
+	int (*pred)(void *);
+	void *pred_user;
+	bool owned;
+};
+
+static int when_execute(takt_ctx *ctx, void *user)
+{
+	struct when *w = user;
+
+	return w->pred(w->pred_user) ? w->item.execute(ctx, w->item.user) : TAKT_STOP_CHAIN;
+}
+
+static int when_declare(takt_triggers *t, void *user)
+{
+	struct when *w = user;
+
+	return w->item.declare ? w->item.declare(t, w->item.user) : 0;
+}
+
+struct takt_item takt_item_when(struct takt_item item, int (*pred)(void *), void *pred_user)
+{
+	struct takt_item out = {.name = item.name};
+	struct when *w;
+
+	if (!item.execute || !pred || !(w = calloc(1, sizeof(*w))))
+		return out; /* execute NULL: refused by every add */
+	*w = (struct when){.item = item, .pred = pred, .pred_user = pred_user};
+	out.declare = when_declare;
+	out.execute = when_execute;
+	out.user = w;
+	return out;
+}
+
+/* The first executor a wrapper is added to frees it at destroy. */
+static void exec_take_ownership(takt_exec *ex, const struct takt_item *items, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		struct when *w = items[i].user;
+		void **owned;
+
+		if (items[i].execute != when_execute || w->owned)
+			continue;
+		owned = realloc(ex->owned, (ex->n_owned + 1) * sizeof(*owned));
+		if (!owned)
+			continue; /* leaks one wrapper rather than fail an add that worked */
+		ex->owned = owned;
+		ex->owned[ex->n_owned++] = w;
+		w->owned = true;
+	}
+}
+
+/* ---- introspection ------------------------------------------------------ */
+
+int takt_exec_stats(const takt_exec *ex, struct takt_exec_stats *out)
+{
+	if (!ex || !out)
+		return -EINVAL;
+	/* relaxed: counters, each monotonic; no snapshot across them is promised */
+	out->phases = atomic_load_explicit(&ex->st.phases, memory_order_relaxed);
+	out->dispatches = atomic_load_explicit(&ex->st.dispatches, memory_order_relaxed);
+	out->errors = atomic_load_explicit(&ex->st.errors, memory_order_relaxed);
+	out->stop_chains = atomic_load_explicit(&ex->st.stop_chains, memory_order_relaxed);
+	out->deadline_misses = atomic_load_explicit(&ex->st.deadline_misses, memory_order_relaxed);
+	out->skipped_cycles = atomic_load_explicit(&ex->st.skipped_cycles, memory_order_relaxed);
+	out->longest_item_ns = atomic_load_explicit(&ex->st.longest_item_ns, memory_order_relaxed);
+	out->sched_fifo_refused = atomic_load_explicit(&ex->pool.fifo_refused, memory_order_relaxed);
+	return 0;
+}
+
+int64_t takt_exec_task_dispatches(const takt_exec *ex, int task)
+{
+	if (!ex || task < 0 || (uint32_t)task >= ex->n_tasks)
+		return -EINVAL;
+	return (int64_t)atomic_load_explicit(&ex->tasks[task]->dispatches, memory_order_relaxed);
+}

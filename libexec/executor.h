@@ -1,0 +1,198 @@
+/* executor.h - libtakt-exec internals: tasks, jobs, the pool, graphs, the grid.
+ *
+ * The executor is built once: takt_exec_add* allocate everything a task
+ * will ever need (its job, its context, a graph's runtime state) and size
+ * the pool's queue. A run then moves pointers around: a wake phase collects
+ * ready tasks, submits each task's pre-built job at most once, and waits for
+ * every job of the phase to finish before it sleeps again (the phase
+ * barrier). Tasks therefore never run concurrently with themselves, and the
+ * dispatch thread may touch a task's triggers (arm a subscriber, reset a
+ * deadline timer) between phases without racing its items.
+ */
+#ifndef TAKT_EXECUTOR_H
+#define TAKT_EXECUTOR_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <takt/exec.h>
+
+struct takt_exec;
+struct task;
+
+/* A unit of work the pool runs, built once and submitted by pointer. */
+struct job {
+	void (*run)(struct job *job);
+};
+
+/* ---- pool.c: workers and their queue ------------------------------------ */
+
+struct pool {
+	unsigned n_workers;
+	pthread_t *threads;
+	struct job **slots;          /* queue of job pointers, Vyukov MPMC cells */
+	_Atomic uint64_t *seqs;
+	uint32_t mask;
+	_Atomic uint64_t enq, deq;
+	_Atomic uint32_t avail;      /* queued jobs not yet claimed (futex word) */
+	_Atomic uint32_t sleepers;
+	_Atomic int quit;
+	_Atomic unsigned fifo_refused;
+	struct takt_exec *ex;
+};
+
+int pool_start(struct pool *p, struct takt_exec *ex, const struct takt_exec_opts *o);
+void pool_stop(struct pool *p);
+/* Sizes the queue for at least n jobs in flight; only while not running. */
+int pool_reserve(struct pool *p, uint32_t n);
+/* Runs the job on a worker, or inline when there are no workers. */
+void pool_submit(struct pool *p, struct job *job);
+
+/* ---- triggers ----------------------------------------------------------- */
+
+enum trig_kind { TRIG_SUB, TRIG_DEADLINE, TRIG_EVENT, TRIG_FD };
+
+struct trig {
+	enum trig_kind kind;
+	int fd;          /* our dup of the trigger's fd, registered in epoll */
+	int timer_fd;    /* TRIG_DEADLINE: fires when no sample came for deadline_ns */
+	takt_sub *sub;
+	uint64_t deadline_ns;
+	uint64_t armed_at_ns; /* deadline timer start */
+};
+
+struct takt_triggers {
+	struct takt_exec *ex;
+	uint64_t period_ns;
+	unsigned n;
+	int err;
+	struct trig t[TAKT_EXEC_MAX_TRIGGERS];
+};
+
+/* ---- tasks -------------------------------------------------------------- */
+
+enum task_kind { TASK_SINGLE, TASK_CHAIN, TASK_GRAPH };
+
+struct takt_ctx {
+	struct takt_exec *ex;
+	int task;
+	uint64_t now_ns;
+	int deadline_missed;
+};
+
+struct task {
+	int id;
+	enum task_kind kind;
+	struct takt_item *items; /* single: 1, chain: n */
+	size_t n_items;
+	struct takt_graph *graph;
+	struct takt_item fault;
+	bool has_fault;
+	_Atomic uint64_t fault_phase; /* phase + 1 of the last fault-handler run */
+	uint64_t period_ns, period_ticks, last_tick;
+	struct trig trigs[TAKT_EXEC_MAX_TRIGGERS];
+	unsigned n_trigs;
+	struct job job;          /* submitted by pointer, built at add time */
+	struct takt_ctx ctx;
+	uint64_t phase_seen;     /* dedupe: phase + 1 it was marked ready in */
+	bool deadline_fired;
+	_Atomic uint64_t dispatches;
+};
+
+/* ---- graphs (graph.c) ---------------------------------------------------- */
+
+struct vjob {
+	struct job job;
+	struct takt_graph *g;
+	uint32_t v;
+};
+
+struct takt_graph {
+	struct takt_item *items;
+	uint32_t n, cap;
+	uint32_t *edge_from, *edge_to;
+	uint32_t n_edges, edge_cap;
+	bool finished;
+	/* built by graph_finish, immutable after */
+	uint32_t *succ_off, *succ, *in_degree;
+	struct vjob *vjobs;
+	struct task *task;
+	/* runtime, reset (never reallocated) at the start of each run */
+	_Atomic uint32_t *counters;
+	_Atomic uint8_t *cancelled;
+	_Atomic uint32_t pending;
+	_Atomic int first_err;
+	_Atomic int stopped;
+	_Atomic uint32_t *ready;     /* MPSC ready ring of vertex indices */
+	uint32_t ready_mask;
+	_Atomic uint64_t ready_tail; /* producers: workers finishing a vertex */
+	uint64_t ready_head;         /* consumer: the driver */
+};
+
+int graph_finish(struct takt_graph *g, struct task *t);
+void graph_free(struct takt_graph *g);
+/* Runs one graph run to completion; the caller is the driver thread. */
+void graph_run(struct takt_exec *ex, struct takt_graph *g);
+
+/* ---- the executor ------------------------------------------------------- */
+
+struct exec_stats {
+	_Atomic uint64_t phases, dispatches, errors, stop_chains, deadline_misses, skipped_cycles;
+	_Atomic uint64_t longest_item_ns;
+};
+
+struct takt_exec {
+	struct takt_exec_opts opts;
+	struct takt_monitor monitor;
+	bool has_monitor;
+	struct task **tasks;
+	uint32_t n_tasks, cap_tasks;
+	struct task **ready;     /* per-phase ready list, n_tasks entries */
+	uint32_t n_ready;
+	int epfd, stop_fd, signal_fd, grid_fd;
+	uint64_t grid_ns, tick;  /* interval grid: GCD of the periods */
+	bool grid_dirty;
+	struct pool pool;
+	_Atomic uint32_t outstanding; /* jobs of this phase not finished (futex word) */
+	_Atomic uint32_t wake_word;   /* bumped when a job finishes or a vertex is ready */
+	_Atomic int stop_flag;
+	_Atomic int running;
+	_Atomic int draining;
+	uint64_t phase;
+	void **owned;            /* takt_item_when wrappers added to this executor */
+	uint32_t n_owned;
+	struct exec_stats st;
+};
+
+/* dispatch.c */
+void exec_job_done(struct takt_exec *ex);
+void exec_wake_driver(struct takt_exec *ex);
+/* Runs one item with monitor and statistics; returns its outcome. */
+int exec_run_item(struct takt_exec *ex, struct task *t, const struct takt_item *it);
+/* A task failed: its fault handler, at most once per phase. */
+void exec_fault(struct takt_exec *ex, struct task *t);
+
+/* timer.c: the interval grid */
+int grid_update(struct takt_exec *ex);
+/* Reads the master timer; marks due interval tasks via mark(). */
+void grid_fire(struct takt_exec *ex, void (*mark)(struct takt_exec *, struct task *));
+
+/* trigger.c */
+int trig_register(struct takt_exec *ex, struct task *t);
+void trig_release(struct task *t);
+/* Before sleeping: arm subscribers; true when one has samples waiting. */
+bool trig_arm_all(struct takt_exec *ex, void (*mark)(struct takt_exec *, struct task *));
+void trig_after_run(struct task *t, uint64_t now_ns);
+
+uint64_t exec_now_ns(void);
+void exec_futex_wait(_Atomic uint32_t *w, uint32_t val, int64_t timeout_ns);
+void exec_futex_wake(_Atomic uint32_t *w, int n);
+
+/* epoll data tags: task index << 8 | trigger slot, or one of these. */
+#define TAG_STOP UINT64_MAX
+#define TAG_SIGNAL (UINT64_MAX - 1)
+#define TAG_GRID (UINT64_MAX - 2)
+#define TAG_DEADLINE_BIT 0x80u
+
+#endif

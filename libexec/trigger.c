@@ -1,0 +1,191 @@
+/* trigger.c - trigger declarations and their registration in epoll.
+ *
+ * Each trigger fd is dup()ed, so one subscriber or fd can trigger several
+ * tasks (epoll keys registrations by file and fd) and the executor owns
+ * what it closes. The epoll tag is task index << 8 | slot, with
+ * TAG_DEADLINE_BIT on a deadline's timerfd.
+ */
+#include "executor.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/timerfd.h>
+#include <unistd.h>
+
+static struct trig *trig_slot(takt_triggers *t)
+{
+	if (!t)
+		return NULL;
+	if (t->n == TAKT_EXEC_MAX_TRIGGERS) {
+		t->err = -ENOSPC;
+		return NULL;
+	}
+	memset(&t->t[t->n], 0, sizeof(t->t[0]));
+	t->t[t->n].fd = t->t[t->n].timer_fd = -1;
+	return &t->t[t->n++];
+}
+
+int takt_trigger_interval(takt_triggers *t, uint64_t period_ns)
+{
+	if (!t || period_ns == 0)
+		return -EINVAL;
+	if (t->period_ns) {
+		t->err = -EINVAL; /* one scan period per task: the add fails */
+		return -EINVAL;
+	}
+	t->period_ns = period_ns;
+	return 0;
+}
+
+static int trig_sub(takt_triggers *t, takt_sub *sub, enum trig_kind kind, uint64_t deadline_ns)
+{
+	struct trig *tr;
+
+	if (!sub || takt_sub_fd(sub) < 0 || (kind == TRIG_DEADLINE && deadline_ns == 0))
+		return -EINVAL;
+	tr = trig_slot(t);
+	if (!tr)
+		return -ENOSPC;
+	tr->kind = kind;
+	tr->sub = sub;
+	tr->fd = takt_sub_fd(sub); /* dup()ed at registration */
+	tr->deadline_ns = deadline_ns;
+	return 0;
+}
+
+int takt_trigger_subscriber(takt_triggers *t, takt_sub *sub)
+{
+	return trig_sub(t, sub, TRIG_SUB, 0);
+}
+
+int takt_trigger_deadline(takt_triggers *t, takt_sub *sub, uint64_t deadline_ns)
+{
+	return trig_sub(t, sub, TRIG_DEADLINE, deadline_ns);
+}
+
+int takt_trigger_event(takt_triggers *t, takt_event *ev)
+{
+	struct trig *tr;
+
+	if (!ev || takt_event_fd(ev) < 0)
+		return -EINVAL;
+	tr = trig_slot(t);
+	if (!tr)
+		return -ENOSPC;
+	tr->kind = TRIG_EVENT;
+	tr->fd = takt_event_fd(ev);
+	return 0;
+}
+
+int takt_trigger_fd(takt_triggers *t, int fd)
+{
+	struct trig *tr;
+
+	if (fd < 0 || fcntl(fd, F_GETFD) < 0)
+		return -EINVAL;
+	tr = trig_slot(t);
+	if (!tr)
+		return -ENOSPC;
+	tr->kind = TRIG_FD;
+	tr->fd = fd;
+	return 0;
+}
+
+uint64_t takt_ctx_now_ns(const takt_ctx *ctx)
+{
+	return ctx ? ctx->now_ns : 0;
+}
+
+int takt_ctx_task(const takt_ctx *ctx)
+{
+	return ctx ? ctx->task : -EINVAL;
+}
+
+int takt_ctx_deadline_missed(const takt_ctx *ctx)
+{
+	return ctx ? ctx->deadline_missed : 0;
+}
+
+static int deadline_arm(struct trig *tr, uint64_t now)
+{
+	struct itimerspec its = {
+		.it_value = {.tv_sec = (time_t)(tr->deadline_ns / 1000000000),
+			     .tv_nsec = (long)(tr->deadline_ns % 1000000000)},
+	};
+
+	its.it_interval = its.it_value; /* keeps firing every d while no sample comes */
+	tr->armed_at_ns = now;
+	return timerfd_settime(tr->timer_fd, 0, &its, NULL) < 0 ? -errno : 0;
+}
+
+static int trig_add_fd(struct takt_exec *ex, int fd, uint64_t tag)
+{
+	struct epoll_event ev = {.events = EPOLLIN, .data.u64 = tag};
+
+	return epoll_ctl(ex->epfd, EPOLL_CTL_ADD, fd, &ev) < 0 ? -errno : 0;
+}
+
+int trig_register(struct takt_exec *ex, struct task *t)
+{
+	uint64_t base = (uint64_t)ex->n_tasks << 8;
+
+	for (unsigned i = 0; i < t->n_trigs; i++) {
+		struct trig *tr = &t->trigs[i];
+		int fd = fcntl(tr->fd, F_DUPFD_CLOEXEC, 3), r;
+
+		tr->fd = fd;
+		if (fd < 0)
+			return -errno;
+		r = trig_add_fd(ex, fd, base | i);
+		if (r == 0 && tr->kind == TRIG_DEADLINE) {
+			tr->timer_fd = timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK);
+			r = tr->timer_fd < 0 ? -errno : deadline_arm(tr, exec_now_ns());
+			if (r == 0)
+				r = trig_add_fd(ex, tr->timer_fd, base | TAG_DEADLINE_BIT | i);
+		}
+		if (r < 0)
+			return r;
+	}
+	return 0;
+}
+
+void trig_release(struct task *t)
+{
+	for (unsigned i = 0; i < t->n_trigs; i++) {
+		if (t->trigs[i].fd >= 0)
+			close(t->trigs[i].fd); /* closing removes it from epoll */
+		if (t->trigs[i].timer_fd >= 0)
+			close(t->trigs[i].timer_fd);
+		t->trigs[i].fd = t->trigs[i].timer_fd = -1;
+	}
+	t->n_trigs = 0;
+}
+
+bool trig_arm_all(struct takt_exec *ex, void (*mark)(struct takt_exec *, struct task *))
+{
+	bool ready = false;
+
+	for (uint32_t i = 0; i < ex->n_tasks; i++) {
+		struct task *t = ex->tasks[i];
+
+		for (unsigned j = 0; j < t->n_trigs; j++) {
+			struct trig *tr = &t->trigs[j];
+
+			if ((tr->kind == TRIG_SUB || tr->kind == TRIG_DEADLINE) && takt_sub_arm(tr->sub) == 1) {
+				mark(ex, t); /* samples already wait: this phase runs it */
+				ready = true;
+			}
+		}
+	}
+	return ready;
+}
+
+void trig_after_run(struct task *t, uint64_t now_ns)
+{
+	for (unsigned j = 0; j < t->n_trigs; j++)
+		if (t->trigs[j].kind == TRIG_DEADLINE && !t->deadline_fired)
+			deadline_arm(&t->trigs[j], now_ns); /* a sample came: restart the wait */
+}
