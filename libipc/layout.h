@@ -69,8 +69,12 @@ struct takt_limits {
 	uint32_t loans_max;
 	uint32_t events;
 	uint32_t n_classes;
-	uint32_t reserved;
+	uint32_t flags;        /* TAKT_LIM_*: what the broker of this domain does */
 };
+/* The broker issues membarrier(MEMBARRIER_CMD_GLOBAL_EXPEDITED) between its
+ * conn_gen bumps and its snapshots of `active` (Q0), so a client registered
+ * for it may enter an operation with a plain store (see q0_enter). */
+#define TAKT_LIM_MEMBARRIER 1u
 _Static_assert(sizeof(struct takt_limits) == 56, "takt_limits layout");
 
 /* One payload size class. The free-list head sits on its own line: every

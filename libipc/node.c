@@ -12,7 +12,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/membarrier.h>
 #include <sys/mman.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 extern char *program_invocation_short_name;
@@ -70,6 +72,11 @@ static int node_map(takt_node *n, const int *fds, unsigned n_fds, uint32_t n_cla
 		return r;
 	if (n->v.lim.n_classes != n_classes)
 		return -EPROTO;
+	/* Q0: plain-store entry only if the broker fences for us and the kernel
+	 * includes this process in those fences (registration is per process
+	 * and idempotent). */
+	n->q0_light = (n->v.lim.flags & TAKT_LIM_MEMBARRIER) &&
+		      syscall(SYS_membarrier, MEMBARRIER_CMD_REGISTER_GLOBAL_EXPEDITED, 0, 0) == 0;
 	for (uint32_t k = 0; k < n_classes; k++) {
 		r = seg_map_fd(fds[k + 1], PROT_READ | PROT_WRITE, &n->pool_base[k], &n->pool_size[k]);
 		if (r < 0)

@@ -206,7 +206,8 @@ static void pub_check_conns(takt_pub *p)
 {
 	/* W1/Q0: seq_cst, so this load is ordered after our seq_cst increment
 	 * of active in the single total order the broker's grace check relies
-	 * on (an acquire load is not); it also acquires the rewritten conns[]. */
+	 * on (an acquire load is not), or after our plain store of it when the
+	 * broker fences for us (q0_enter); it also acquires the rewritten conns[]. */
 	uint32_t gen = atomic_load_explicit(&p->port->conn_gen, memory_order_seq_cst);
 
 	if (gen != p->conn_gen)
@@ -379,8 +380,8 @@ int takt_pub_publish(takt_pub *pub, void *payload)
 	if (li < 0)
 		return li;
 	v = &pub->node->v;
-	/* Q0: seq_cst RMW pairs with the broker's conn removal (registry.c). */
-	atomic_fetch_add_explicit(&pub->port->active, 1, memory_order_seq_cst);
+	/* Q0: pairs with the broker's conn removal (registry.c, client.h). */
+	q0_enter(&pub->port->active, pub->node->q0_light);
 	pub_check_conns(pub);
 	h = seg_chunk_header(v, c);
 	e = (struct ring_entry){.chunk = c, .size = h->size, .seq = ++pub->seq, .publish_ns = takt_now_ns()};
@@ -399,7 +400,7 @@ int takt_pub_publish(takt_pub *pub, void *payload)
 	if (pub->history)
 		pub_history_put(pub, c, gen);
 	pub_notify(pub, pushed);
-	atomic_fetch_add_explicit(&pub->port->active, 1, memory_order_seq_cst); /* Q0 */
+	q0_exit(&pub->port->active); /* Q0 */
 	return reached;
 }
 

@@ -181,7 +181,8 @@ static void sub_check_conns(takt_sub *s)
 {
 	/* W1/Q0: seq_cst, so this load is ordered after our seq_cst increment
 	 * of active in the single total order the broker's grace check relies
-	 * on (an acquire load is not); it also acquires the rewritten conns[]. */
+	 * on (an acquire load is not), or after our plain store of it when the
+	 * broker fences for us (q0_enter); it also acquires the rewritten conns[]. */
 	uint32_t gen = atomic_load_explicit(&s->port->conn_gen, memory_order_seq_cst);
 
 	if (gen != s->conn_gen)
@@ -238,9 +239,9 @@ int takt_sub_open(takt_node *node, const struct takt_sub_opts *opts, takt_sub **
 	for (unsigned k = 0; k < TAKT_MAX_HELD; k++)
 		s->held[k] = TAKT_NONE;
 	s->conn_gen = UINT32_MAX;
-	atomic_fetch_add_explicit(&s->port->active, 1, memory_order_seq_cst); /* Q0 */
+	q0_enter(&s->port->active, s->node->q0_light); /* Q0 */
 	sub_check_conns(s); /* joining now: history is pinned at open */
-	atomic_fetch_add_explicit(&s->port->active, 1, memory_order_seq_cst); /* Q0 */
+	q0_exit(&s->port->active); /* Q0 */
 	NODE_LIST_ADD(node->subs, s);
 	*out = s;
 	return 0;
@@ -326,8 +327,8 @@ int takt_sub_take(takt_sub *sub, const void **payload, struct takt_sample_info *
 		return -EINVAL;
 	if (sub->armed)
 		sub_disarm(sub);
-	/* Q0: seq_cst RMW pairs with the broker's conn removal (registry.c). */
-	atomic_fetch_add_explicit(&sub->port->active, 1, memory_order_seq_cst);
+	/* Q0: pairs with the broker's conn removal (registry.c, client.h). */
+	q0_enter(&sub->port->active, sub->node->q0_light);
 	sub_check_conns(sub);
 	if (sub->n_pending) {
 		uint32_t c = sub->pending[0];
@@ -343,7 +344,7 @@ int takt_sub_take(takt_sub *sub, const void **payload, struct takt_sample_info *
 			*info = (struct takt_sample_info){.seq = e.seq, .publish_ns = e.publish_ns,
 							  .publisher_id = pub + 1, .size = e.size};
 	}
-	atomic_fetch_add_explicit(&sub->port->active, 1, memory_order_seq_cst); /* Q0 */
+	q0_exit(&sub->port->active); /* Q0 */
 	return r;
 }
 
@@ -397,7 +398,7 @@ static int sub_arm_check(takt_sub *s)
 {
 	int ready;
 
-	atomic_fetch_add_explicit(&s->port->active, 1, memory_order_seq_cst); /* Q0 */
+	q0_enter(&s->port->active, s->node->q0_light); /* Q0 */
 	sub_check_conns(s);
 	if (!s->armed) {
 		/* P0: raise the flag, fence, re-check the rings; pairs with the
@@ -407,7 +408,7 @@ static int sub_arm_check(takt_sub *s)
 	}
 	atomic_thread_fence(memory_order_seq_cst);
 	ready = sub_ready(s);
-	atomic_fetch_add_explicit(&s->port->active, 1, memory_order_seq_cst); /* Q0 */
+	q0_exit(&s->port->active); /* Q0 */
 	return ready;
 }
 
@@ -429,10 +430,10 @@ static int sub_ready_now(takt_sub *s)
 {
 	int ready;
 
-	atomic_fetch_add_explicit(&s->port->active, 1, memory_order_seq_cst); /* Q0 */
+	q0_enter(&s->port->active, s->node->q0_light); /* Q0 */
 	sub_check_conns(s);
 	ready = sub_ready(s);
-	atomic_fetch_add_explicit(&s->port->active, 1, memory_order_seq_cst); /* Q0 */
+	q0_exit(&s->port->active); /* Q0 */
 	return ready;
 }
 

@@ -20,6 +20,8 @@
 #include <sys/file.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
+#include <linux/membarrier.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -196,10 +198,16 @@ static uint32_t seg_total_chunks(const struct broker_config *c)
 static void seg_fill_header(struct broker *b, uint32_t n_chunks, const struct takt_layout *lay)
 {
 	struct takt_mgmt_header *h = b->mgmt;
+	long mb = syscall(SYS_membarrier, MEMBARRIER_CMD_QUERY, 0, 0);
 	uint32_t first = 0;
 
 	h->abi_version = TAKT_ABI_VERSION;
 	h->header_size = sizeof(*h);
+	/* Q0: offer clients the plain-store entry only if we can fence for them
+	 * (registry.c, q0_fence). Before the digest: flags are part of it. */
+	b->cfg.lim.flags &= ~TAKT_LIM_MEMBARRIER;
+	if (mb > 0 && (mb & MEMBARRIER_CMD_GLOBAL_EXPEDITED))
+		b->cfg.lim.flags |= TAKT_LIM_MEMBARRIER;
 	h->layout_digest = layout_digest(&b->cfg.lim, n_chunks);
 	h->epoch = b->epoch;
 	h->segment_size = lay->size;
