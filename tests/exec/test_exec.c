@@ -1,0 +1,463 @@
+/* test_exec.c - the executor without a broker: chains, graphs, triggers,
+ * the interval grid and the lifecycle. Triggers are real eventfds and
+ * timerfds; workers are real threads. */
+#include <errno.h>
+#include <pthread.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+#include <takt/exec.h>
+
+static uint64_t now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+static void kick(int efd)
+{
+	uint64_t one = 1;
+
+	assert_int_equal(write(efd, &one, sizeof(one)), sizeof(one));
+}
+
+static void drain(int efd)
+{
+	uint64_t v;
+
+	if (read(efd, &v, sizeof(v)) < 0) {
+		/* nothing pending */
+	}
+}
+
+/* ---- a recording item: appends its id to a log, returns a set outcome ---- */
+
+struct rec {
+	int id;
+	int outcome;
+	int trigger_fd;     /* declares an fd trigger and drains it when >= 0 */
+	_Atomic int runs;
+	int *log;
+	_Atomic int *log_n;
+};
+
+static int rec_declare(takt_triggers *t, void *user)
+{
+	struct rec *r = user;
+
+	return r->trigger_fd >= 0 ? takt_trigger_fd(t, r->trigger_fd) : 0;
+}
+
+static int rec_execute(takt_ctx *ctx, void *user)
+{
+	struct rec *r = user;
+
+	(void)ctx;
+	if (r->trigger_fd >= 0)
+		drain(r->trigger_fd);
+	atomic_fetch_add(&r->runs, 1);
+	if (r->log)
+		r->log[atomic_fetch_add(r->log_n, 1)] = r->id;
+	return r->outcome;
+}
+
+static struct takt_item rec_item(struct rec *r)
+{
+	return (struct takt_item){.name = "rec", .declare = rec_declare, .execute = rec_execute, .user = r};
+}
+
+static takt_exec *make_exec(unsigned workers)
+{
+	struct takt_exec_opts o = {.worker_threads = workers, .thread_name_prefix = "test-w"};
+	takt_exec *ex = NULL;
+
+	assert_int_equal(takt_exec_create(&o, &ex), 0);
+	return ex;
+}
+
+/* ---- chains ------------------------------------------------------------- */
+
+static void chain_case(unsigned workers, int mid_outcome, int expect_log_n)
+{
+	int efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC), log[8];
+	_Atomic int log_n = 0;
+	struct rec r[3] = {
+		{.id = 1, .trigger_fd = efd, .log = log, .log_n = &log_n},
+		{.id = 2, .outcome = mid_outcome, .trigger_fd = -1, .log = log, .log_n = &log_n},
+		{.id = 3, .trigger_fd = -1, .log = log, .log_n = &log_n},
+	};
+	struct takt_item items[3] = {rec_item(&r[0]), rec_item(&r[1]), rec_item(&r[2])};
+	struct takt_exec_stats st;
+	takt_exec *ex = make_exec(workers);
+
+	assert_int_equal(takt_exec_add_chain(ex, items, 3), 0);
+	kick(efd);
+	assert_int_equal(takt_exec_run_n(ex, 1), 0);
+	assert_int_equal(log_n, expect_log_n);
+	for (int i = 0; i < expect_log_n; i++)
+		assert_int_equal(log[i], i + 1); /* declared order */
+	assert_int_equal(takt_exec_stats(ex, &st), 0);
+	assert_int_equal(st.phases, 1);
+	assert_int_equal(st.dispatches, 1);
+	assert_int_equal(st.stop_chains, mid_outcome == TAKT_STOP_CHAIN);
+	assert_int_equal(st.errors, mid_outcome < 0);
+	takt_exec_destroy(ex);
+	close(efd);
+}
+
+static void test_chain_order(void **state)
+{
+	(void)state;
+	chain_case(0, TAKT_CONTINUE, 3);
+	chain_case(2, TAKT_CONTINUE, 3);
+}
+
+static void test_chain_stop_chain(void **state)
+{
+	(void)state;
+	chain_case(0, TAKT_STOP_CHAIN, 2);
+	chain_case(2, TAKT_STOP_CHAIN, 2);
+}
+
+static void test_chain_error_aborts(void **state)
+{
+	(void)state;
+	chain_case(0, -EIO, 2);
+	chain_case(2, -EIO, 2);
+}
+
+/* The fault handler runs when the task fails, at most once per phase. */
+static void test_chain_fault_handler_once_per_phase(void **state)
+{
+	int efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+	struct rec head = {.id = 1, .outcome = -EPIPE, .trigger_fd = efd};
+	struct rec fault = {.id = 9, .trigger_fd = -1};
+	struct takt_item it = rec_item(&head), fh = rec_item(&fault);
+	takt_exec *ex = make_exec(2);
+	int task;
+
+	(void)state;
+	task = takt_exec_add(ex, &it);
+	assert_true(task >= 0);
+	assert_int_equal(takt_exec_set_fault_handler(ex, task, &fh), 0);
+	for (int i = 0; i < 5; i++) {
+		kick(efd);
+		assert_int_equal(takt_exec_run_n(ex, 1), 0);
+	}
+	assert_int_equal(head.runs, 5);
+	assert_int_equal(fault.runs, 5);
+	takt_exec_destroy(ex);
+	close(efd);
+}
+
+static int pred_false(void *u)
+{
+	(void)u;
+	return 0;
+}
+
+static int pred_true(void *u)
+{
+	(void)u;
+	return 1;
+}
+
+static void test_chain_item_when(void **state)
+{
+	int efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC), log[8];
+	_Atomic int log_n = 0;
+	struct rec r[3] = {
+		{.id = 1, .trigger_fd = efd, .log = log, .log_n = &log_n},
+		{.id = 2, .trigger_fd = -1, .log = log, .log_n = &log_n},
+		{.id = 3, .trigger_fd = -1, .log = log, .log_n = &log_n},
+	};
+	struct takt_item items[3] = {rec_item(&r[0]), takt_item_when(rec_item(&r[1]), pred_true, NULL),
+				     takt_item_when(rec_item(&r[2]), pred_false, NULL)};
+	struct takt_exec_stats st;
+	takt_exec *ex = make_exec(0);
+
+	(void)state;
+	assert_int_equal(takt_exec_add_chain(ex, items, 3), 0);
+	kick(efd);
+	assert_int_equal(takt_exec_run_n(ex, 1), 0);
+	assert_int_equal(log_n, 2); /* the false predicate stopped the chain */
+	assert_int_equal(takt_exec_stats(ex, &st), 0);
+	assert_int_equal(st.stop_chains, 1);
+	takt_exec_destroy(ex);
+	close(efd);
+}
+
+/* ---- triggers ----------------------------------------------------------- */
+
+static int two_intervals(takt_triggers *t, void *u)
+{
+	(void)u;
+	takt_trigger_interval(t, 10000000);
+	return takt_trigger_interval(t, 20000000);
+}
+
+static int noop(takt_ctx *c, void *u)
+{
+	(void)c;
+	(void)u;
+	return TAKT_CONTINUE;
+}
+
+static void test_trigger_two_intervals_refused(void **state)
+{
+	struct takt_item it = {.name = "twice", .declare = two_intervals, .execute = noop};
+	struct takt_item chain[2] = {it, {.name = "tail", .execute = noop}};
+	takt_exec *ex = make_exec(0);
+
+	(void)state;
+	assert_int_equal(takt_exec_add(ex, &it), -EINVAL);
+	assert_int_equal(takt_exec_add_chain(ex, chain, 2), -EINVAL);
+	takt_exec_destroy(ex);
+}
+
+struct two_fds {
+	int a, b;
+	_Atomic int runs;
+};
+
+static int two_fds_declare(takt_triggers *t, void *u)
+{
+	struct two_fds *x = u;
+
+	return takt_trigger_fd(t, x->a) ?: takt_trigger_fd(t, x->b);
+}
+
+static int two_fds_execute(takt_ctx *c, void *u)
+{
+	struct two_fds *x = u;
+
+	(void)c;
+	drain(x->a);
+	drain(x->b);
+	atomic_fetch_add(&x->runs, 1);
+	return TAKT_CONTINUE;
+}
+
+static void test_trigger_two_in_one_phase_submit_once(void **state)
+{
+	struct two_fds x = {.a = eventfd(0, EFD_NONBLOCK), .b = eventfd(0, EFD_NONBLOCK)};
+	struct takt_item it = {.name = "both", .declare = two_fds_declare, .execute = two_fds_execute, .user = &x};
+	takt_exec *ex = make_exec(2);
+	int task;
+
+	(void)state;
+	task = takt_exec_add(ex, &it);
+	assert_true(task >= 0);
+	kick(x.a);
+	kick(x.b);
+	assert_int_equal(takt_exec_run_n(ex, 1), 0);
+	assert_int_equal(x.runs, 1);
+	assert_int_equal(takt_exec_task_dispatches(ex, task), 1);
+	takt_exec_destroy(ex);
+	close(x.a);
+	close(x.b);
+}
+
+/* ---- intervals ---------------------------------------------------------- */
+
+struct ticker {
+	uint64_t period_ns, stall_ns;
+	_Atomic int runs;
+	uint64_t stamps[64];
+};
+
+static int ticker_declare(takt_triggers *t, void *u)
+{
+	return takt_trigger_interval(t, ((struct ticker *)u)->period_ns);
+}
+
+static int ticker_execute(takt_ctx *c, void *u)
+{
+	struct ticker *k = u;
+	int n = atomic_fetch_add(&k->runs, 1);
+
+	if (n < 64)
+		k->stamps[n] = takt_ctx_now_ns(c);
+	if (n == 0 && k->stall_ns) {
+		struct timespec ts = {.tv_sec = 0, .tv_nsec = (long)k->stall_ns};
+
+		nanosleep(&ts, NULL);
+	}
+	return TAKT_CONTINUE;
+}
+
+static _Atomic uint64_t monitor_skipped;
+
+static void on_skipped(void *u, uint64_t n)
+{
+	(void)u;
+	atomic_fetch_add(&monitor_skipped, n);
+}
+
+static void test_interval_grid_no_burst_after_stall(void **state)
+{
+	struct ticker k = {.period_ns = 10000000, .stall_ns = 45000000};
+	struct takt_item it = {.name = "tick", .declare = ticker_declare, .execute = ticker_execute, .user = &k};
+	struct takt_monitor mon = {.skipped_cycles = on_skipped};
+	struct takt_exec_opts o = {.monitor = &mon};
+	struct takt_exec_stats st;
+	takt_exec *ex;
+
+	(void)state;
+	assert_int_equal(takt_exec_create(&o, &ex), 0);
+	assert_true(takt_exec_add(ex, &it) >= 0);
+	assert_int_equal(takt_exec_run_n(ex, 4), 0);
+	assert_int_equal(k.runs, 4); /* one run per phase: no catch-up burst */
+	assert_int_equal(takt_exec_stats(ex, &st), 0);
+	assert_true(st.skipped_cycles >= 3); /* the 45 ms stall spans 4 ticks */
+	assert_int_equal(monitor_skipped, st.skipped_cycles);
+	/* The late run happens once, right after the stall; then the grid goes
+	 * on at its period, aligned to where it started (not to the stall). */
+	assert_true(k.stamps[3] - k.stamps[2] >= k.period_ns / 2);
+	takt_exec_destroy(ex);
+}
+
+/* Two periods share one master timer at their GCD. */
+static void test_interval_two_periods_on_one_grid(void **state)
+{
+	struct ticker a = {.period_ns = 10000000}, b = {.period_ns = 30000000};
+	struct takt_item ia = {.name = "a", .declare = ticker_declare, .execute = ticker_execute, .user = &a};
+	struct takt_item ib = {.name = "b", .declare = ticker_declare, .execute = ticker_execute, .user = &b};
+	takt_exec *ex = make_exec(0);
+
+	(void)state;
+	assert_true(takt_exec_add(ex, &ia) >= 0);
+	assert_true(takt_exec_add(ex, &ib) >= 0);
+	assert_int_equal(takt_exec_run_n(ex, 9), 0);
+	assert_int_equal(a.runs, 9);
+	assert_int_equal(b.runs, 3); /* every third tick */
+	takt_exec_destroy(ex);
+}
+
+/* ---- lifecycle ---------------------------------------------------------- */
+
+static void *stopper(void *arg)
+{
+	struct timespec ts = {.tv_nsec = 50000000};
+
+	nanosleep(&ts, NULL);
+	takt_exec_stop(arg);
+	return NULL;
+}
+
+static void test_lifecycle_stop_wakes_idle_executor(void **state)
+{
+	struct ticker k = {.period_ns = 10ull * 1000000000};
+	struct takt_item it = {.name = "slow", .declare = ticker_declare, .execute = ticker_execute, .user = &k};
+	takt_exec *ex = make_exec(2);
+	pthread_t th;
+	uint64_t t0;
+
+	(void)state;
+	assert_true(takt_exec_add(ex, &it) >= 0);
+	assert_int_equal(pthread_create(&th, NULL, stopper, ex), 0);
+	t0 = now_ns();
+	assert_int_equal(takt_exec_run(ex), 0);
+	assert_true(now_ns() - t0 < 5ull * 1000000000); /* not the 10 s interval */
+	assert_int_equal(k.runs, 0);
+	pthread_join(th, NULL);
+	takt_exec_destroy(ex);
+}
+
+static void test_lifecycle_sigterm_ends_run(void **state)
+{
+	int p[2], status;
+	pid_t pid;
+	char c;
+
+	(void)state;
+	assert_int_equal(pipe(p), 0);
+	pid = fork();
+	if (pid == 0) {
+		struct ticker k = {.period_ns = 10ull * 1000000000};
+		struct takt_item it = {.name = "idle", .declare = ticker_declare, .execute = ticker_execute, .user = &k};
+		struct takt_exec_opts o = {.worker_threads = 1};
+		sigset_t set;
+		takt_exec *ex;
+
+		/* A process that wants run() to take SIGTERM blocks it first, so
+		 * it cannot arrive before run() is listening. */
+		sigemptyset(&set);
+		sigaddset(&set, SIGTERM);
+		sigprocmask(SIG_BLOCK, &set, NULL);
+		if (takt_exec_create(&o, &ex) < 0 || takt_exec_add(ex, &it) < 0)
+			_exit(2);
+		if (write(p[1], "r", 1) != 1)
+			_exit(3);
+		_exit(takt_exec_run(ex) == 0 ? 0 : 4);
+	}
+	assert_int_equal(read(p[0], &c, 1), 1);
+	kill(pid, SIGTERM);
+	assert_int_equal(waitpid(pid, &status, 0), pid);
+	assert_true(WIFEXITED(status));
+	assert_int_equal(WEXITSTATUS(status), 0);
+	close(p[0]);
+	close(p[1]);
+}
+
+static void test_lifecycle_drain_and_run_for(void **state)
+{
+	struct ticker k = {.period_ns = 5000000};
+	struct takt_item it = {.name = "t", .declare = ticker_declare, .execute = ticker_execute, .user = &k};
+	takt_exec *ex = make_exec(2);
+
+	(void)state;
+	assert_true(takt_exec_add(ex, &it) >= 0);
+	assert_int_equal(takt_exec_run_for(ex, 52000000), 0);
+	assert_in_range(k.runs, 5, 11);
+	assert_int_equal(takt_exec_drain(ex, 1000000000), 0); /* not running: nothing to wait for */
+	takt_exec_destroy(ex);
+}
+
+/* A watchdog: a run that never ends (say, a graph whose pending count went
+ * wrong after a double dispatch) fails with a message instead of hanging. */
+static void on_alarm(int sig)
+{
+	static const char msg[] = "watchdog: a test took over 120 s (an executor run that never ended)\n";
+
+	(void)sig;
+	if (write(2, msg, sizeof(msg) - 1) < 0) {
+		/* exiting anyway */
+	}
+	_exit(1);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_chain_order),
+		cmocka_unit_test(test_chain_stop_chain),
+		cmocka_unit_test(test_chain_error_aborts),
+		cmocka_unit_test(test_chain_fault_handler_once_per_phase),
+		cmocka_unit_test(test_chain_item_when),
+		cmocka_unit_test(test_trigger_two_intervals_refused),
+		cmocka_unit_test(test_trigger_two_in_one_phase_submit_once),
+		cmocka_unit_test(test_interval_grid_no_burst_after_stall),
+		cmocka_unit_test(test_interval_two_periods_on_one_grid),
+		cmocka_unit_test(test_lifecycle_stop_wakes_idle_executor),
+		cmocka_unit_test(test_lifecycle_sigterm_ends_run),
+		cmocka_unit_test(test_lifecycle_drain_and_run_for),
+	};
+
+	signal(SIGALRM, on_alarm);
+	alarm(120);
+	return cmocka_run_group_tests_name("exec", tests, NULL, NULL);
+}
