@@ -1,13 +1,16 @@
-/* test_alloc.c - loan, publish, take and release allocate nothing.
+/* test_alloc.c - the data path and the executor allocate nothing.
  *
- * This executable interposes malloc, calloc, realloc and free (the shared
- * libtakt-ipc resolves them here first) and counts calls while armed.
- * Counts are exact: steady state must be 0; opening a port (the control
- * path) must count more than 0, which proves the counter sees the library.
+ * This executable interposes malloc, calloc, realloc, posix_memalign,
+ * aligned_alloc and memalign (the shared libraries resolve them here first)
+ * and counts allocations on every thread while armed. Counts are exact:
+ * steady state must be 0; a control path must count more than 0, and an
+ * item that allocates once per run must count exactly once per run, which
+ * proves the counter sees the libraries and the worker threads.
  */
 #include "harness.h"
 
 #include <errno.h>
+#include <signal.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -17,6 +20,10 @@
 #include <string.h>
 
 #include <cmocka.h>
+#include <malloc.h>
+#include <sys/eventfd.h>
+#include <takt/exec.h>
+#include <unistd.h>
 
 #if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
 int main(void)
@@ -31,6 +38,7 @@ extern void *__libc_malloc(size_t);
 extern void *__libc_calloc(size_t, size_t);
 extern void *__libc_realloc(void *, size_t);
 extern void __libc_free(void *);
+extern void *__libc_memalign(size_t, size_t);
 
 static _Atomic int armed;
 static _Atomic long allocs;
@@ -56,10 +64,30 @@ void *realloc(void *p, size_t n)
 	return __libc_realloc(p, n);
 }
 
+void *memalign(size_t align, size_t n)
+{
+	if (atomic_load_explicit(&armed, memory_order_relaxed))
+		atomic_fetch_add_explicit(&allocs, 1, memory_order_relaxed);
+	return __libc_memalign(align, n);
+}
+
+void *aligned_alloc(size_t align, size_t n)
+{
+	return memalign(align, n);
+}
+
+int posix_memalign(void **out, size_t align, size_t n)
+{
+	void *p = memalign(align, n);
+
+	if (!p)
+		return ENOMEM;
+	*out = p;
+	return 0;
+}
+
 void free(void *p)
 {
-	if (p && atomic_load_explicit(&armed, memory_order_relaxed))
-		atomic_fetch_add_explicit(&allocs, 1, memory_order_relaxed);
 	__libc_free(p);
 }
 
@@ -130,10 +158,216 @@ static void test_alloc_steady_state_none(void **state)
 	takt_node_close(n);
 }
 
+/* ---- the executor: differential count per wake phase ------------------- */
+
+/* ceil((allocs(run_n(100)) - allocs(run_n(10))) / 90) after a warm-up: the
+ * allocations of one steady-state phase, setup subtracted out. */
+static long per_phase_allocs(takt_exec *ex)
+{
+	long a10, a100;
+
+	assert_int_equal(takt_exec_run_n(ex, 10), 0); /* warm-up */
+	count_from_now();
+	assert_int_equal(takt_exec_run_n(ex, 10), 0);
+	a10 = count_stop();
+	count_from_now();
+	assert_int_equal(takt_exec_run_n(ex, 100), 0);
+	a100 = count_stop();
+	return (a100 - a10 + 89) / 90;
+}
+
+static int always_fd = -1; /* an eventfd kept readable: every phase fires */
+
+static int fd_declare(takt_triggers *t, void *u)
+{
+	(void)u;
+	return takt_trigger_fd(t, always_fd);
+}
+
+static int work(takt_ctx *c, void *u)
+{
+	(void)c;
+	(void)u;
+	return TAKT_CONTINUE;
+}
+
+static int allocating(takt_ctx *c, void *u)
+{
+	void *volatile p = malloc(32);
+
+	(void)c;
+	(void)u;
+	free(p);
+	return TAKT_CONTINUE;
+}
+
+static takt_exec *exec_with(unsigned workers)
+{
+	struct takt_exec_opts o = {.worker_threads = workers};
+	uint64_t one = 1;
+	takt_exec *ex;
+
+	if (always_fd < 0) {
+		always_fd = eventfd(0, EFD_CLOEXEC);
+		assert_int_equal(write(always_fd, &one, sizeof(one)), sizeof(one));
+	}
+	assert_int_equal(takt_exec_create(&o, &ex), 0);
+	return ex;
+}
+
+static void chain_of_3(unsigned workers)
+{
+	struct takt_item items[3] = {{.name = "head", .declare = fd_declare, .execute = work},
+				     {.name = "mid", .execute = work}, {.name = "tail", .execute = work}};
+	takt_exec *ex = exec_with(workers);
+
+	assert_true(takt_exec_add_chain(ex, items, 3) >= 0);
+	assert_int_equal(per_phase_allocs(ex), 0);
+	takt_exec_destroy(ex);
+}
+
+static void test_alloc_exec_chain_inline(void **state)
+{
+	(void)state;
+	chain_of_3(0);
+}
+
+static void test_alloc_exec_chain_2_workers(void **state)
+{
+	(void)state;
+	chain_of_3(2);
+}
+
+static void test_alloc_exec_single_inline(void **state)
+{
+	struct takt_item it = {.name = "one", .declare = fd_declare, .execute = work};
+	takt_exec *ex = exec_with(0);
+
+	(void)state;
+	assert_true(takt_exec_add(ex, &it) >= 0);
+	assert_int_equal(per_phase_allocs(ex), 0);
+	takt_exec_destroy(ex);
+}
+
+static void test_alloc_exec_diamond_2_workers(void **state)
+{
+	struct takt_item root = {.name = "a", .declare = fd_declare, .execute = work};
+	struct takt_item v = {.name = "v", .execute = work};
+	takt_exec *ex = exec_with(2);
+	takt_graph *g;
+
+	(void)state;
+	assert_int_equal(takt_graph_create(&g), 0);
+	assert_int_equal(takt_graph_vertex(g, &root), 0);
+	for (int i = 1; i < 4; i++)
+		assert_int_equal(takt_graph_vertex(g, &v), i);
+	assert_int_equal(takt_graph_edge(g, 0, 1), 0);
+	assert_int_equal(takt_graph_edge(g, 0, 2), 0);
+	assert_int_equal(takt_graph_edge(g, 1, 3), 0);
+	assert_int_equal(takt_graph_edge(g, 2, 3), 0);
+	assert_true(takt_exec_add_graph(ex, g) >= 0);
+	assert_int_equal(per_phase_allocs(ex), 0);
+	takt_exec_destroy(ex);
+}
+
+static int every_ms(takt_triggers *t, void *u)
+{
+	(void)u;
+	return takt_trigger_interval(t, 1000000);
+}
+
+static void test_alloc_exec_interval(void **state)
+{
+	struct takt_item it = {.name = "tick", .declare = every_ms, .execute = work};
+	takt_exec *ex = exec_with(0);
+
+	(void)state;
+	assert_true(takt_exec_add(ex, &it) >= 0);
+	assert_int_equal(per_phase_allocs(ex), 0);
+	takt_exec_destroy(ex);
+}
+
+/* A task triggered by samples a publisher in another process sends. */
+static int streamer(void *a)
+{
+	struct takt_pub_opts po = {.topic = "feed", .max_payload = 64};
+	takt_node *n = h_node(broker.domain, "streamer");
+	takt_pub *p;
+
+	(void)a;
+	H_CHECK(takt_pub_open(n, &po, &p) == 0);
+	for (uint64_t i = 0;; i++) {
+		takt_pub_send(p, &i, sizeof(i));
+		usleep(200);
+	}
+	return 0;
+}
+
+static int sub_declare(takt_triggers *t, void *u)
+{
+	return takt_trigger_subscriber(t, u);
+}
+
+static int drain_samples(takt_ctx *c, void *u)
+{
+	const void *x;
+
+	(void)c;
+	while (takt_sub_take(u, &x, NULL) == 0)
+		takt_sub_release(u, x);
+	return TAKT_CONTINUE;
+}
+
+static void test_alloc_exec_subscriber_task(void **state)
+{
+	struct takt_sub_opts so = {.topic = "feed", .queue_depth = 64};
+	takt_node *n = h_node(broker.domain, "exec-sub");
+	takt_exec *ex = exec_with(2);
+	takt_sub *s;
+	pid_t pid;
+
+	(void)state;
+	assert_int_equal(takt_sub_open(n, &so, &s), 0);
+	struct takt_item it = {.name = "take", .declare = sub_declare, .execute = drain_samples, .user = s};
+
+	assert_true(takt_exec_add(ex, &it) >= 0);
+	pid = h_spawn(streamer, NULL);
+	assert_int_equal(per_phase_allocs(ex), 0);
+	kill(pid, SIGKILL);
+	h_wait(pid, 5000);
+	takt_exec_destroy(ex);
+	takt_node_close(n);
+}
+
+/* The counter works: one allocation per run is counted as exactly one. */
+static void test_alloc_exec_counter_sees_item_allocation(void **state)
+{
+	struct takt_item it = {.name = "greedy", .declare = fd_declare, .execute = allocating};
+	takt_exec *ex = exec_with(2);
+	long n;
+
+	(void)state;
+	assert_true(takt_exec_add(ex, &it) >= 0);
+	assert_int_equal(takt_exec_run_n(ex, 10), 0);
+	count_from_now();
+	assert_int_equal(takt_exec_run_n(ex, 10), 0);
+	n = count_stop();
+	assert_int_equal(n, 10);
+	assert_int_equal(per_phase_allocs(ex), 1);
+	takt_exec_destroy(ex);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_alloc_steady_state_none),
+		cmocka_unit_test(test_alloc_exec_chain_inline),
+		cmocka_unit_test(test_alloc_exec_chain_2_workers),
+		cmocka_unit_test(test_alloc_exec_single_inline),
+		cmocka_unit_test(test_alloc_exec_diamond_2_workers),
+		cmocka_unit_test(test_alloc_exec_interval),
+		cmocka_unit_test(test_alloc_exec_subscriber_task),
+		cmocka_unit_test(test_alloc_exec_counter_sees_item_allocation),
 	};
 
 	return cmocka_run_group_tests_name("alloc", tests, setup, teardown);
