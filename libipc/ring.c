@@ -196,15 +196,17 @@ int ring_pop_shared(struct ring_cons *q, struct ring_entry *out)
 {
 	/* acquire: pairs with a stealing producer's CAS (R2). */
 	uint64_t t = atomic_load_explicit(&q->conn->tail, memory_order_acquire);
+	struct ring_entry e;
 
 	for (;;) {
-		if (slot_read(q, t, out) < 0)
+		if (slot_read(q, t, &e) < 0)
 			return -EAGAIN;
 		/* R1/R2: seq_cst CAS commits the pop; on failure (a drop-oldest
 		 * steal) t is reloaded and we read the next slot. */
 		if (atomic_compare_exchange_strong_explicit(&q->conn->tail, &t, t + 1,
 							    memory_order_seq_cst, memory_order_acquire)) {
 			ring_wake_producer(q->conn);
+			*out = e;
 			return 0;
 		}
 	}

@@ -57,8 +57,10 @@ int ring_wait_room(struct ring_prod *p, uint64_t deadline_ns);
 /* Broker: wakes a publisher blocked on a connection it is closing. */
 void ring_wake_producer_closed(struct takt_conn *conn);
 
-/* Pops the oldest entry into *out: 0, or -EAGAIN when empty. out->chunk
- * is unchecked. The caller records the chunk as held after the pop; a crash
+/* Pops the oldest entry into *out: 0, or -EAGAIN when nothing is ready at
+ * the tail it read (empty, or a concurrent drop-oldest steal moved it: the
+ * caller looks again before it sleeps). *out is untouched on -EAGAIN;
+ * out->chunk is unchecked. The caller records the chunk as held after the pop; a crash
  * in between leaks that one reference (recording it before the commit
  * could, with a concurrent drop-oldest steal, release it twice). */
 int ring_pop_shared(struct ring_cons *q, struct ring_entry *out);

@@ -67,11 +67,15 @@ void *fixture_map_shared(size_t size);
 void fixture_unmap(void *p, size_t size);
 
 /* Prepares connection ci the way the broker's conn_create does: ACTIVE,
- * mask = capacity - 1, head = tail = start, no waiter, slots zeroed. */
+ * mask = capacity - 1, head = tail = start, no waiter, slots zeroed, a new
+ * incarnation. */
 struct takt_conn *fixture_conn_reset(struct fixture *f, uint32_t ci, uint32_t capacity, uint64_t start);
 
-/* Reaps n children. Each must exit 0 within timeout_s seconds; stragglers
- * are killed (by their pid). Returns how many failed, and prints why. */
+#define FIXTURE_MAX_CHILDREN 16
+
+/* Reaps n (<= FIXTURE_MAX_CHILDREN) children. Each must exit 0 within
+ * timeout_s seconds; stragglers are killed (by their pid). Returns how many
+ * failed, and prints why. */
 int fixture_wait_children(const pid_t *pids, int n, unsigned timeout_s);
 
 #endif
