@@ -54,14 +54,12 @@ int takt_exec_create(const struct takt_exec_opts *opts, takt_exec **out)
 	if (!ex)
 		return -ENOMEM;
 	ex->opts = opts ? *opts : none;
-	ex->opts.thread_name_prefix = NULL; /* not kept: workers name themselves at start */
 	ex->epfd = ex->stop_fd = ex->signal_fd = ex->grid_fd = -1;
 	if (opts && opts->monitor) {
 		ex->monitor = *opts->monitor;
 		ex->has_monitor = true;
 	}
 	ex->opts.monitor = NULL;
-	ex->opts.thread_name_prefix = opts ? opts->thread_name_prefix : NULL;
 	r = exec_fds(ex);
 	if (r == 0)
 		r = pool_start(&ex->pool, ex, &ex->opts);
@@ -69,7 +67,8 @@ int takt_exec_create(const struct takt_exec_opts *opts, takt_exec **out)
 		takt_exec_destroy(ex);
 		return r;
 	}
-	ex->opts.cpu_affinity = NULL; /* workers applied it at start */
+	/* The pool copied what workers need: keep no pointer into the caller's options. */
+	ex->opts.cpu_affinity = NULL;
 	ex->opts.thread_name_prefix = NULL;
 	*out = ex;
 	return 0;

@@ -13,6 +13,7 @@
 #define TAKT_EXECUTOR_H
 
 #include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -39,7 +40,14 @@ struct pool {
 	_Atomic uint32_t sleepers;
 	_Atomic int quit;
 	_Atomic unsigned fifo_refused;
+	_Atomic unsigned next_index;
 	struct takt_exec *ex;
+	/* worker attributes, copied at start (the caller's options need not
+	 * outlive takt_exec_create) and only read by the workers after */
+	char name_prefix[12];
+	cpu_set_t cpus;
+	bool pin;
+	int fifo_priority;
 };
 
 int pool_start(struct pool *p, struct takt_exec *ex, const struct takt_exec_opts *o);

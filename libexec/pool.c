@@ -161,24 +161,16 @@ struct worker_arg {
 	unsigned index;
 };
 
-static void worker_setup(struct pool *p, unsigned index, const struct takt_exec_opts *o)
+static void worker_setup(struct pool *p, unsigned index)
 {
 	char name[16];
 
-	snprintf(name, sizeof(name), "%.11s%u", o->thread_name_prefix ? o->thread_name_prefix : "takt-w",
-		 index);
+	snprintf(name, sizeof(name), "%s%u", p->name_prefix, index % 1000);
 	pthread_setname_np(pthread_self(), name);
-	if (o->n_cpu_affinity && o->cpu_affinity) {
-		cpu_set_t set;
-
-		CPU_ZERO(&set);
-		for (size_t i = 0; i < o->n_cpu_affinity; i++)
-			if (o->cpu_affinity[i] >= 0 && o->cpu_affinity[i] < CPU_SETSIZE)
-				CPU_SET(o->cpu_affinity[i], &set);
-		pthread_setaffinity_np(pthread_self(), sizeof(set), &set);
-	}
-	if (o->sched_fifo_priority > 0) {
-		struct sched_param sp = {.sched_priority = o->sched_fifo_priority};
+	if (p->pin)
+		pthread_setaffinity_np(pthread_self(), sizeof(p->cpus), &p->cpus);
+	if (p->fifo_priority > 0) {
+		struct sched_param sp = {.sched_priority = p->fifo_priority};
 
 		/* Refused without CAP_SYS_NICE: the worker keeps SCHED_OTHER and
 		 * the refusal is counted (takt_exec_stats), never fatal. */
@@ -190,9 +182,8 @@ static void worker_setup(struct pool *p, unsigned index, const struct takt_exec_
 static void *worker_main(void *arg)
 {
 	struct pool *p = arg;
-	static _Atomic unsigned next_index;
 
-	worker_setup(p, atomic_fetch_add(&next_index, 1) % 1000, &p->ex->opts);
+	worker_setup(p, atomic_fetch_add_explicit(&p->next_index, 1, memory_order_relaxed));
 	while (worker_claim(p)) {
 		struct job *job = queue_pop(p);
 
@@ -210,6 +201,15 @@ int pool_start(struct pool *p, struct takt_exec *ex, const struct takt_exec_opts
 	p->n_workers = o->worker_threads;
 	if (!p->n_workers)
 		return 0;
+	snprintf(p->name_prefix, sizeof(p->name_prefix), "%.11s",
+		 o->thread_name_prefix ? o->thread_name_prefix : "takt-w");
+	CPU_ZERO(&p->cpus);
+	for (size_t i = 0; o->cpu_affinity && i < o->n_cpu_affinity; i++)
+		if (o->cpu_affinity[i] >= 0 && o->cpu_affinity[i] < CPU_SETSIZE) {
+			CPU_SET(o->cpu_affinity[i], &p->cpus);
+			p->pin = true;
+		}
+	p->fifo_priority = o->sched_fifo_priority;
 	p->threads = calloc(p->n_workers, sizeof(*p->threads));
 	if (!p->threads || pool_reserve(p, 16) < 0)
 		return -ENOMEM;
