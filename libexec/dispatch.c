@@ -59,10 +59,17 @@ int exec_run_item(struct takt_exec *ex, struct task *t, const struct takt_item *
 	if (ex->has_monitor && ex->monitor.post_execute)
 		ex->monitor.post_execute(ex->monitor.user, t->id, it->name, t0, took, rc);
 	stat_max(&ex->st.longest_item_ns, took);
-	if (rc < 0)
+	if (rc < 0) {
+		int none = 0;
+
 		atomic_fetch_add_explicit(&ex->st.errors, 1, memory_order_relaxed);
-	else if (rc == TAKT_STOP_CHAIN)
+		/* the first error of this run is kept (a graph's vertices race) */
+		atomic_compare_exchange_strong_explicit(&t->run_err, &none, rc, memory_order_relaxed,
+							memory_order_relaxed);
+	} else if (rc > TAKT_CONTINUE) {
+		rc = TAKT_STOP_CHAIN; /* any positive outcome stops, and counts as a stop */
 		atomic_fetch_add_explicit(&ex->st.stop_chains, 1, memory_order_relaxed);
+	}
 	return rc;
 }
 
@@ -154,6 +161,7 @@ static void phase_submit(struct takt_exec *ex, uint64_t now)
 
 		t->ctx.now_ns = now;
 		t->ctx.deadline_missed = t->deadline_fired;
+		atomic_store_explicit(&t->run_err, 0, memory_order_relaxed);
 		atomic_fetch_add_explicit(&t->dispatches, 1, memory_order_relaxed);
 		atomic_fetch_add_explicit(&ex->st.dispatches, 1, memory_order_relaxed);
 		if (t->kind != TASK_GRAPH)
@@ -165,9 +173,13 @@ static void phase_submit(struct takt_exec *ex, uint64_t now)
 		if (ex->ready[i]->kind == TASK_GRAPH)
 			graph_run(ex, ex->ready[i]->graph);
 	phase_wait(ex);
+	now = exec_now_ns(); /* deadlines restart when the run ends */
 	for (uint32_t i = 0; i < ex->n_ready; i++) {
-		trig_after_run(ex->ready[i], now);
-		ex->ready[i]->deadline_fired = false;
+		struct task *t = ex->ready[i];
+
+		t->last_err = atomic_load_explicit(&t->run_err, memory_order_relaxed);
+		trig_after_run(t, now);
+		t->deadline_fired = false;
 	}
 }
 
@@ -183,7 +195,7 @@ static void on_deadline(struct takt_exec *ex, struct task *t, struct trig *tr, u
 		ex->monitor.deadline_missed(ex->monitor.user, t->id,
 					    now > tr->armed_at_ns + tr->deadline_ns ?
 						    now - tr->armed_at_ns - tr->deadline_ns : 0);
-	tr->armed_at_ns = now;
+	tr->armed_at_ns += tr->deadline_ns * n; /* the periodic timer moved on by n deadlines */
 	mark_ready(ex, t);
 }
 
@@ -211,10 +223,15 @@ static bool phase_event(struct takt_exec *ex, uint64_t tag, uint64_t now)
 
 	if (ti >= ex->n_tasks || slot >= ex->tasks[ti]->n_trigs)
 		return true;
-	if (tag & TAG_DEADLINE_BIT)
+	if (tag & TAG_DEADLINE_BIT) {
 		on_deadline(ex, ex->tasks[ti], &ex->tasks[ti]->trigs[slot], now);
-	else
+	} else {
+		enum trig_kind k = ex->tasks[ti]->trigs[slot].kind;
+
+		if (k == TRIG_SUB || k == TRIG_DEADLINE)
+			ex->tasks[ti]->sample_woke = true;
 		mark_ready(ex, ex->tasks[ti]);
+	}
 	return true;
 }
 
@@ -230,17 +247,21 @@ static int phase_once(struct takt_exec *ex, int64_t timeout_ns)
 	ex->n_ready = 0;
 	if (trig_arm_all(ex, mark_ready))
 		timeout_ns = 0; /* samples already wait: no sleep */
-	timeout_ms = timeout_ns < 0 ? -1 : (int)((timeout_ns + 999999) / 1000000);
+	timeout_ms = timeout_ns < 0 ? -1 :
+		     timeout_ns >= (int64_t)INT_MAX * 1000000 ? INT_MAX : (int)((timeout_ns + 999999) / 1000000);
 	n = epoll_wait(ex->epfd, evs, 64, timeout_ms);
 	if (n < 0 && errno != EINTR)
 		return -errno;
 	now = exec_now_ns();
 	for (int i = 0; i < n; i++)
 		go &= phase_event(ex, evs[i].data.u64, now);
-	if (!go || atomic_load_explicit(&ex->stop_flag, memory_order_acquire))
-		return -ECANCELED;
-	if (ex->n_ready == 0)
-		return 0;
+	if (!go || atomic_load_explicit(&ex->stop_flag, memory_order_acquire) || ex->n_ready == 0) {
+		/* Tasks marked in this wake but not run stay due: their triggers
+		 * are level-triggered or re-armed, so the next phase finds them;
+		 * a new phase number keeps the marks from hiding them. */
+		ex->phase++;
+		return go && !atomic_load_explicit(&ex->stop_flag, memory_order_acquire) ? 0 : -ECANCELED;
+	}
 	phase_submit(ex, now);
 	ex->phase++;
 	atomic_fetch_add_explicit(&ex->st.phases, 1, memory_order_relaxed);
@@ -259,7 +280,6 @@ static void run_enter(struct takt_exec *ex, sigset_t *old)
 		sigaddset(&set, SIGTERM);
 	}
 	pthread_sigmask(SIG_BLOCK, &set, old);
-	atomic_store_explicit(&ex->running, 1, memory_order_release);
 }
 
 static int run_leave(struct takt_exec *ex, const sigset_t *old, int r)
@@ -277,10 +297,17 @@ static int run_loop(struct takt_exec *ex, uint64_t phases, uint64_t deadline)
 	sigset_t old;
 	int r = 0;
 
-	if (atomic_load_explicit(&ex->running, memory_order_acquire))
+	int idle = 0;
+
+	/* one run at a time: the CAS both checks and claims */
+	if (!atomic_compare_exchange_strong_explicit(&ex->running, &idle, 1, memory_order_acq_rel,
+						     memory_order_relaxed))
 		return -EBUSY;
-	if (ex->grid_dirty && (r = grid_update(ex)) < 0)
+	if (ex->grid_dirty && (r = grid_update(ex)) < 0) {
+		atomic_store_explicit(&ex->running, 0, memory_order_release);
 		return r;
+	}
+	trig_start_deadlines(ex, exec_now_ns());
 	if (ex->grid_fd >= 0) {
 		uint64_t stale;
 
@@ -325,7 +352,9 @@ int takt_exec_run_n(takt_exec *ex, uint64_t n)
 
 int takt_exec_run_for(takt_exec *ex, uint64_t ns)
 {
-	return ex ? run_loop(ex, UINT64_MAX, exec_now_ns() + ns) : -EINVAL;
+	uint64_t now = exec_now_ns();
+
+	return ex ? run_loop(ex, UINT64_MAX, ns > UINT64_MAX - now ? UINT64_MAX : now + ns) : -EINVAL;
 }
 
 void takt_exec_stop(takt_exec *ex)
@@ -347,7 +376,8 @@ int takt_exec_drain(takt_exec *ex, uint64_t timeout_ns)
 
 	if (!ex)
 		return -EINVAL;
-	deadline = exec_now_ns() + timeout_ns;
+	deadline = exec_now_ns();
+	deadline = timeout_ns > UINT64_MAX - deadline ? UINT64_MAX : deadline + timeout_ns;
 	/* The loop finishes the phase in flight (its jobs run to the end) and
 	 * takes no new trigger after it. */
 	atomic_store_explicit(&ex->draining, 1, memory_order_release);
@@ -363,10 +393,12 @@ int takt_exec_drain(takt_exec *ex, uint64_t timeout_ns)
 		}
 		exec_futex_wait((_Atomic uint32_t *)&ex->running, 1, (int64_t)(deadline - now));
 	}
+	/* Leave no stop behind for the next run: drain() asked for this one. */
 	uint64_t v;
 	if (read(ex->stop_fd, &v, sizeof(v)) < 0) {
 		/* nothing pending: run consumed our stop */
 	}
+	atomic_store_explicit(&ex->stop_flag, 0, memory_order_relaxed);
 	atomic_store_explicit(&ex->draining, 0, memory_order_release);
 	return 0;
 }

@@ -7,6 +7,7 @@
 #include "executor.h"
 
 #include <errno.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -48,7 +49,10 @@ int takt_exec_create(const struct takt_exec_opts *opts, takt_exec **out)
 	int r;
 
 	if (!out || (opts && opts->n_cpu_affinity && !opts->cpu_affinity) ||
-	    (opts && opts->worker_threads > 256))
+	    (opts && opts->worker_threads > 256) ||
+	    (opts && opts->sched_fifo_priority &&
+	     (opts->sched_fifo_priority < sched_get_priority_min(SCHED_FIFO) ||
+	      opts->sched_fifo_priority > sched_get_priority_max(SCHED_FIFO))))
 		return -EINVAL;
 	ex = calloc(1, sizeof(*ex));
 	if (!ex)
@@ -74,11 +78,11 @@ int takt_exec_create(const struct takt_exec_opts *opts, takt_exec **out)
 	return 0;
 }
 
-static void task_free(struct task *t)
+static void task_free(takt_exec *ex, struct task *t)
 {
 	if (!t)
 		return;
-	trig_release(t);
+	trig_release(ex, t);
 	if (t->graph)
 		graph_free(t->graph);
 	free(t->items);
@@ -91,7 +95,7 @@ void takt_exec_destroy(takt_exec *ex)
 		return;
 	pool_stop(&ex->pool);
 	for (uint32_t i = 0; i < ex->n_tasks; i++)
-		task_free(ex->tasks[i]);
+		task_free(ex, ex->tasks[i]);
 	for (uint32_t i = 0; i < ex->n_owned; i++)
 		free(ex->owned[i]);
 	free(ex->owned);
@@ -160,6 +164,7 @@ static int task_declare(takt_exec *ex, struct task *t, const struct takt_item *c
 }
 
 static void exec_take_ownership(takt_exec *ex, const struct takt_item *items, size_t n);
+static int exec_check_ownership(takt_exec *ex, const struct takt_item *items, size_t n);
 
 /* Common tail of every add: triggers, registration, bookkeeping. */
 static int task_commit(takt_exec *ex, struct task *t, const struct takt_item *const *decl, size_t n_decl,
@@ -172,6 +177,11 @@ static int task_commit(takt_exec *ex, struct task *t, const struct takt_item *co
 	r = exec_grow(ex, jobs);
 	if (r == 0)
 		r = task_declare(ex, t, decl, n_decl);
+	if (r == 0)
+		r = trig_validate(ex, t);
+	if (r == 0)
+		r = exec_check_ownership(ex, t->graph ? t->graph->items : t->items,
+					 t->graph ? t->graph->n : t->n_items);
 	if (r == 0)
 		r = trig_register(ex, t);
 	if (r < 0)
@@ -208,7 +218,7 @@ int takt_exec_add_chain(takt_exec *ex, const struct takt_item *items, size_t n)
 	head = &t->items[0];
 	r = task_commit(ex, t, &head, 1, 1);
 	if (r < 0) {
-		trig_release(t);
+		trig_release(ex, t);
 		free(t->items);
 		free(t);
 	}
@@ -222,15 +232,20 @@ int takt_exec_add(takt_exec *ex, const struct takt_item *item)
 
 int takt_exec_add_graph(takt_exec *ex, takt_graph *g)
 {
-	const struct takt_item *roots[64];
+	const struct takt_item **roots;
 	size_t n_roots = 0;
 	struct task *t;
 	int r;
 
 	if (!ex || !g)
 		return -EINVAL;
+	if (g->finished)
+		return -EBUSY; /* added before: it belongs to that executor */
 	t = calloc(1, sizeof(*t));
-	if (!t) {
+	roots = g->n ? calloc(g->n, sizeof(*roots)) : NULL;
+	if (!t || (g->n && !roots)) {
+		free(t);
+		free(roots);
 		graph_free(g);
 		return -ENOMEM;
 	}
@@ -238,12 +253,13 @@ int takt_exec_add_graph(takt_exec *ex, takt_graph *g)
 	t->graph = g;
 	r = graph_finish(g, t);
 	for (uint32_t v = 0; r == 0 && v < g->n; v++)
-		if (g->in_degree[v] == 0 && n_roots < 64)
-			roots[n_roots++] = &g->items[v];
+		if (g->in_degree[v] == 0)
+			roots[n_roots++] = &g->items[v]; /* every root declares */
 	if (r == 0)
 		r = task_commit(ex, t, roots, n_roots, g->n);
+	free(roots);
 	if (r < 0) {
-		task_free(t);
+		task_free(ex, t);
 		return r;
 	}
 	exec_take_ownership(ex, g->items, g->n);
@@ -254,7 +270,7 @@ int takt_exec_set_fault_handler(takt_exec *ex, int task, const struct takt_item 
 {
 	if (!ex || task < 0 || (uint32_t)task >= ex->n_tasks || !item_ok(handler))
 		return -EINVAL;
-	if (atomic_load_explicit(&ex->running, memory_order_acquire))
+	if (atomic_load_explicit(&ex->running, memory_order_acquire) || exec_check_ownership(ex, handler, 1))
 		return -EBUSY;
 	ex->tasks[task]->fault = *handler;
 	ex->tasks[task]->has_fault = true;
@@ -268,7 +284,7 @@ struct when {
 	struct takt_item item;
 	int (*pred)(void *);
 	void *pred_user;
-	bool owned;
+	takt_exec *owner; /* the executor that frees it; only it may add it */
 };
 
 static int when_execute(takt_ctx *ctx, void *user)
@@ -299,21 +315,31 @@ struct takt_item takt_item_when(struct takt_item item, int (*pred)(void *), void
 	return out;
 }
 
-/* The first executor a wrapper is added to frees it at destroy. */
+/* A wrapper belongs to the first executor it is added to, which frees it
+ * at destroy; adding it to another executor is refused (-EBUSY). */
+static int exec_check_ownership(takt_exec *ex, const struct takt_item *items, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		if (items[i].execute == when_execute && ((struct when *)items[i].user)->owner &&
+		    ((struct when *)items[i].user)->owner != ex)
+			return -EBUSY;
+	return 0;
+}
+
 static void exec_take_ownership(takt_exec *ex, const struct takt_item *items, size_t n)
 {
 	for (size_t i = 0; i < n; i++) {
 		struct when *w = items[i].user;
 		void **owned;
 
-		if (items[i].execute != when_execute || w->owned)
+		if (items[i].execute != when_execute || w->owner)
 			continue;
 		owned = realloc(ex->owned, (ex->n_owned + 1) * sizeof(*owned));
 		if (!owned)
 			continue; /* leaks one wrapper rather than fail an add that worked */
 		ex->owned = owned;
 		ex->owned[ex->n_owned++] = w;
-		w->owned = true;
+		w->owner = ex;
 	}
 }
 
@@ -340,4 +366,11 @@ int64_t takt_exec_task_dispatches(const takt_exec *ex, int task)
 	if (!ex || task < 0 || (uint32_t)task >= ex->n_tasks)
 		return -EINVAL;
 	return (int64_t)atomic_load_explicit(&ex->tasks[task]->dispatches, memory_order_relaxed);
+}
+
+int takt_exec_task_last_error(const takt_exec *ex, int task)
+{
+	if (!ex || task < 0 || (uint32_t)task >= ex->n_tasks)
+		return -EINVAL;
+	return ex->tasks[task]->last_err;
 }

@@ -41,6 +41,7 @@ struct pool {
 	_Atomic int quit;
 	_Atomic unsigned fifo_refused;
 	_Atomic unsigned next_index;
+	_Atomic uint32_t started;    /* workers done with their set-up (futex word) */
 	struct takt_exec *ex;
 	/* worker attributes, copied at start (the caller's options need not
 	 * outlive takt_exec_create) and only read by the workers after */
@@ -105,6 +106,9 @@ struct task {
 	struct takt_ctx ctx;
 	uint64_t phase_seen;     /* dedupe: phase + 1 it was marked ready in */
 	bool deadline_fired;
+	bool sample_woke;        /* a subscriber trigger fired in this phase */
+	_Atomic int run_err;     /* first error of the run in progress */
+	int last_err;            /* first error of the last finished run */
 	_Atomic uint64_t dispatches;
 };
 
@@ -130,8 +134,6 @@ struct takt_graph {
 	_Atomic uint32_t *counters;
 	_Atomic uint8_t *cancelled;
 	_Atomic uint32_t pending;
-	_Atomic int first_err;
-	_Atomic int stopped;
 	_Atomic uint32_t *ready;     /* MPSC ready ring of vertex indices */
 	uint32_t ready_mask;
 	_Atomic uint64_t ready_tail; /* producers: workers finishing a vertex */
@@ -188,10 +190,14 @@ void grid_fire(struct takt_exec *ex, void (*mark)(struct takt_exec *, struct tas
 
 /* trigger.c */
 int trig_register(struct takt_exec *ex, struct task *t);
-void trig_release(struct task *t);
+void trig_release(struct takt_exec *ex, struct task *t);
+/* Checks a task's declarations against the executor's other tasks. */
+int trig_validate(struct takt_exec *ex, const struct task *t);
 /* Before sleeping: arm subscribers; true when one has samples waiting. */
 bool trig_arm_all(struct takt_exec *ex, void (*mark)(struct takt_exec *, struct task *));
 void trig_after_run(struct task *t, uint64_t now_ns);
+/* At run start: every deadline counts from now. */
+void trig_start_deadlines(struct takt_exec *ex, uint64_t now_ns);
 
 uint64_t exec_now_ns(void);
 void exec_futex_wait(_Atomic uint32_t *w, uint32_t val, int64_t timeout_ns);

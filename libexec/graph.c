@@ -73,7 +73,9 @@ int takt_graph_vertex(takt_graph *g, const struct takt_item *item)
 {
 	if (!g || !item || !item->execute || g->finished)
 		return -EINVAL;
-	if (g->n >= 4096 || grow((void **)&g->items, &g->cap, g->n + 1, sizeof(*item)) < 0)
+	if (g->n >= 4096)
+		return -ENOSPC; /* vertex ids fit the epoll tag and the ready ring */
+	if (grow((void **)&g->items, &g->cap, g->n + 1, sizeof(*item)) < 0)
 		return -ENOMEM;
 	g->items[g->n] = *item;
 	return (int)g->n++;
@@ -220,14 +222,13 @@ static void ready_push(takt_graph *g, uint32_t v)
 
 static bool ready_pop(takt_graph *g, uint32_t *v)
 {
-	_Atomic uint32_t *slot;
+	_Atomic uint32_t *slot = &g->ready[g->ready_head & g->ready_mask];
 
-	if (g->ready_head == atomic_load_explicit(&g->ready_tail, memory_order_acquire))
+	/* G1: a claimed position whose value has not landed reads EMPTY: the
+	 * producer stores it before it wakes us, so we sleep instead of spin. */
+	*v = atomic_load_explicit(slot, memory_order_acquire);
+	if (*v == RING_EMPTY)
 		return false;
-	slot = &g->ready[g->ready_head & g->ready_mask];
-	/* G1: the position is claimed; wait (briefly) for its value to land. */
-	while ((*v = atomic_load_explicit(slot, memory_order_acquire)) == RING_EMPTY)
-		;
 	atomic_store_explicit(slot, RING_EMPTY, memory_order_relaxed);
 	g->ready_head++;
 	return true;
@@ -257,16 +258,8 @@ static void vertex_job_run(struct job *job)
 	struct takt_exec *ex = g->task->ctx.ex;
 	int rc = exec_run_item(ex, g->task, &g->items[vj->v]);
 
-	if (rc < 0) {
-		int none = 0;
-
-		/* keep the first error only */
-		atomic_compare_exchange_strong_explicit(&g->first_err, &none, rc, memory_order_relaxed,
-							memory_order_relaxed);
-		exec_fault(ex, g->task);
-	}
-	if (rc != TAKT_CONTINUE)
-		atomic_store_explicit(&g->stopped, 1, memory_order_relaxed);
+	if (rc < 0)
+		exec_fault(ex, g->task); /* exec_run_item kept the run's first error */
 	vertex_complete(ex, g, vj->v, rc != TAKT_CONTINUE);
 }
 
@@ -277,8 +270,6 @@ static void graph_reset(takt_graph *g)
 		atomic_store_explicit(&g->cancelled[v], 0, memory_order_relaxed);
 	}
 	atomic_store_explicit(&g->pending, g->n, memory_order_relaxed);
-	atomic_store_explicit(&g->first_err, 0, memory_order_relaxed);
-	atomic_store_explicit(&g->stopped, 0, memory_order_relaxed);
 }
 
 /* Submits a ready vertex, or completes a cancelled one on the spot. */
@@ -306,8 +297,7 @@ void graph_run(struct takt_exec *ex, takt_graph *g)
 			graph_dispatch(ex, g, v);
 		if (atomic_load_explicit(&g->pending, memory_order_acquire) == 0) /* G2 */
 			break;
-		if (atomic_load_explicit(&g->ready_tail, memory_order_acquire) != g->ready_head)
-			continue;
+		/* D1: a vertex finishing after our read of w changed wake_word */
 		exec_futex_wait(&ex->wake_word, w, -1);
 	}
 }

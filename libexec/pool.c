@@ -145,7 +145,7 @@ static bool worker_claim(struct pool *p)
 		if (a > 0) {
 			if (atomic_compare_exchange_weak_explicit(&p->avail, &a, a - 1, memory_order_acquire,
 								  memory_order_relaxed))
-				return true;
+				return !atomic_load_explicit(&p->quit, memory_order_acquire);
 			continue;
 		}
 		atomic_fetch_add_explicit(&p->sleepers, 1, memory_order_seq_cst);
@@ -184,6 +184,10 @@ static void *worker_main(void *arg)
 	struct pool *p = arg;
 
 	worker_setup(p, atomic_fetch_add_explicit(&p->next_index, 1, memory_order_relaxed));
+	/* start-up barrier: create returns once every worker applied its
+	 * attributes, so sched_fifo_refused is final by then */
+	if (atomic_fetch_add_explicit(&p->started, 1, memory_order_release) + 1 == p->n_workers)
+		exec_futex_wake(&p->started, INT_MAX);
 	while (worker_claim(p)) {
 		struct job *job = queue_pop(p);
 
@@ -223,12 +227,17 @@ int pool_start(struct pool *p, struct takt_exec *ex, const struct takt_exec_opts
 		p->n_workers = i; /* stop what started */
 	}
 	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	for (uint32_t s; r == 0 && (s = atomic_load_explicit(&p->started, memory_order_acquire)) < p->n_workers;)
+		exec_futex_wait(&p->started, s, -1);
 	return r;
 }
 
 void pool_stop(struct pool *p)
 {
 	atomic_store_explicit(&p->quit, 1, memory_order_seq_cst);
+	/* Move the futex word too: a worker between its quit check and its
+	 * futex_wait(avail, 0) then returns at once instead of sleeping on. */
+	atomic_fetch_add_explicit(&p->avail, p->n_workers + 1, memory_order_seq_cst);
 	exec_futex_wake(&p->avail, INT_MAX);
 	for (unsigned i = 0; i < p->n_workers; i++)
 		pthread_join(p->threads[i], NULL);

@@ -28,10 +28,18 @@ static struct trig *trig_slot(takt_triggers *t)
 	return &t->t[t->n++];
 }
 
+/* A bad declaration fails the add, even if declare() ignores the return. */
+static int trig_refuse(takt_triggers *t, int err)
+{
+	if (t && t->err == 0)
+		t->err = err;
+	return err;
+}
+
 int takt_trigger_interval(takt_triggers *t, uint64_t period_ns)
 {
 	if (!t || period_ns == 0)
-		return -EINVAL;
+		return trig_refuse(t, -EINVAL);
 	if (t->period_ns) {
 		t->err = -EINVAL; /* one scan period per task: the add fails */
 		return -EINVAL;
@@ -45,7 +53,7 @@ static int trig_sub(takt_triggers *t, takt_sub *sub, enum trig_kind kind, uint64
 	struct trig *tr;
 
 	if (!sub || takt_sub_fd(sub) < 0 || (kind == TRIG_DEADLINE && deadline_ns == 0))
-		return -EINVAL;
+		return trig_refuse(t, -EINVAL);
 	tr = trig_slot(t);
 	if (!tr)
 		return -ENOSPC;
@@ -71,7 +79,7 @@ int takt_trigger_event(takt_triggers *t, takt_event *ev)
 	struct trig *tr;
 
 	if (!ev || takt_event_fd(ev) < 0)
-		return -EINVAL;
+		return trig_refuse(t, -EINVAL);
 	tr = trig_slot(t);
 	if (!tr)
 		return -ENOSPC;
@@ -85,7 +93,7 @@ int takt_trigger_fd(takt_triggers *t, int fd)
 	struct trig *tr;
 
 	if (fd < 0 || fcntl(fd, F_GETFD) < 0)
-		return -EINVAL;
+		return trig_refuse(t, -EINVAL);
 	tr = trig_slot(t);
 	if (!tr)
 		return -ENOSPC;
@@ -142,7 +150,7 @@ int trig_register(struct takt_exec *ex, struct task *t)
 		r = trig_add_fd(ex, fd, base | i);
 		if (r == 0 && tr->kind == TRIG_DEADLINE) {
 			tr->timer_fd = timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK);
-			r = tr->timer_fd < 0 ? -errno : deadline_arm(tr, exec_now_ns());
+			r = tr->timer_fd < 0 ? -errno : 0; /* armed when a run starts */
 			if (r == 0)
 				r = trig_add_fd(ex, tr->timer_fd, base | TAG_DEADLINE_BIT | i);
 		}
@@ -152,13 +160,19 @@ int trig_register(struct takt_exec *ex, struct task *t)
 	return 0;
 }
 
-void trig_release(struct task *t)
+void trig_release(struct takt_exec *ex, struct task *t)
 {
 	for (unsigned i = 0; i < t->n_trigs; i++) {
-		if (t->trigs[i].fd >= 0)
-			close(t->trigs[i].fd); /* closing removes it from epoll */
-		if (t->trigs[i].timer_fd >= 0)
+		/* Remove before closing: closing our dup does not remove the
+		 * registration while the subscriber's own fd keeps the file open. */
+		if (t->trigs[i].fd >= 0) {
+			epoll_ctl(ex->epfd, EPOLL_CTL_DEL, t->trigs[i].fd, NULL);
+			close(t->trigs[i].fd);
+		}
+		if (t->trigs[i].timer_fd >= 0) {
+			epoll_ctl(ex->epfd, EPOLL_CTL_DEL, t->trigs[i].timer_fd, NULL);
 			close(t->trigs[i].timer_fd);
+		}
 		t->trigs[i].fd = t->trigs[i].timer_fd = -1;
 	}
 	t->n_trigs = 0;
@@ -175,6 +189,7 @@ bool trig_arm_all(struct takt_exec *ex, void (*mark)(struct takt_exec *, struct 
 			struct trig *tr = &t->trigs[j];
 
 			if ((tr->kind == TRIG_SUB || tr->kind == TRIG_DEADLINE) && takt_sub_arm(tr->sub) == 1) {
+				t->sample_woke = true;
 				mark(ex, t); /* samples already wait: this phase runs it */
 				ready = true;
 			}
@@ -185,7 +200,53 @@ bool trig_arm_all(struct takt_exec *ex, void (*mark)(struct takt_exec *, struct 
 
 void trig_after_run(struct task *t, uint64_t now_ns)
 {
+	/* Only a sample restarts the wait: runs for other triggers (an
+	 * interval on the same task) must not hide a silent publisher. */
 	for (unsigned j = 0; j < t->n_trigs; j++)
-		if (t->trigs[j].kind == TRIG_DEADLINE && !t->deadline_fired)
-			deadline_arm(&t->trigs[j], now_ns); /* a sample came: restart the wait */
+		if (t->trigs[j].kind == TRIG_DEADLINE && t->sample_woke)
+			deadline_arm(&t->trigs[j], now_ns);
+	t->sample_woke = false;
+}
+
+void trig_start_deadlines(struct takt_exec *ex, uint64_t now_ns)
+{
+	for (uint32_t i = 0; i < ex->n_tasks; i++)
+		for (unsigned j = 0; j < ex->tasks[i]->n_trigs; j++)
+			if (ex->tasks[i]->trigs[j].kind == TRIG_DEADLINE)
+				deadline_arm(&ex->tasks[i]->trigs[j], now_ns);
+}
+
+#define GRID_MIN_NS 100000ull /* 100 us: the finest interval grid */
+
+static uint64_t gcd64(uint64_t a, uint64_t b)
+{
+	while (b) {
+		uint64_t t = a % b;
+
+		a = b;
+		b = t;
+	}
+	return a;
+}
+
+/* A task needs a trigger to ever run; a subscriber can trigger one task
+ * only (its items take from it, and two tasks could run on two workers at
+ * once); every period must keep the shared grid at 100 us or coarser. */
+int trig_validate(struct takt_exec *ex, const struct task *t)
+{
+	uint64_t g = t->period_ns;
+
+	if (t->n_trigs == 0 && t->period_ns == 0)
+		return -EINVAL;
+	for (uint32_t i = 0; i < ex->n_tasks; i++) {
+		const struct task *o = ex->tasks[i];
+
+		if (o->period_ns)
+			g = gcd64(o->period_ns, g);
+		for (unsigned a = 0; a < t->n_trigs; a++)
+			for (unsigned b = 0; b < o->n_trigs; b++)
+				if (t->trigs[a].sub && t->trigs[a].sub == o->trigs[b].sub)
+					return -EBUSY;
+	}
+	return g && g < GRID_MIN_NS ? -EINVAL : 0;
 }

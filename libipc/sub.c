@@ -408,6 +408,11 @@ static int sub_arm_check(takt_sub *s)
 	}
 	atomic_thread_fence(memory_order_seq_cst);
 	ready = sub_ready(s);
+	/* Not going to sleep after all: lower the flag again so publishers do
+	 * not write the eventfd while we take. If one already took it (0), it
+	 * writes; stay armed so the next take drains that write. */
+	if (ready && atomic_exchange_explicit(&s->port->parked, 0, memory_order_acq_rel) == 1)
+		s->armed = false;
 	q0_exit(&s->port->active); /* Q0 */
 	return ready;
 }

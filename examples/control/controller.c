@@ -9,6 +9,7 @@
 #include <takt/exec.h>
 #include <takt/ipc.h>
 
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -19,31 +20,46 @@ struct imu {
 
 /* ---- the monitor: per-item count, mean and worst time ------------------- */
 
+/* Monitor callbacks run on the worker that ran the item, several at once
+ * for a graph: the table is claimed and updated with atomics only (no lock,
+ * no allocation). */
 #define MAX_ITEMS 16
 struct item_stat {
-	const char *name;
-	unsigned long runs;
-	unsigned long long total_ns, max_ns;
+	const char *_Atomic name;
+	_Atomic unsigned long runs;
+	_Atomic unsigned long long total_ns, max_ns;
 };
 static struct item_stat stats[MAX_ITEMS];
-static unsigned long deadline_misses;
+static _Atomic unsigned long deadline_misses;
+
+static struct item_stat *stat_for(const char *item)
+{
+	for (int i = 0; i < MAX_ITEMS; i++) {
+		const char *none = NULL;
+
+		if (atomic_load(&stats[i].name) == item ||
+		    atomic_compare_exchange_strong(&stats[i].name, &none, item) || none == item)
+			return &stats[i];
+	}
+	return NULL;
+}
 
 static void on_post(void *user, int task, const char *item, uint64_t start, uint64_t took, int rc)
 {
+	struct item_stat *s = stat_for(item); /* item names are string literals: compare pointers */
+	unsigned long long max;
+
 	(void)user;
 	(void)task;
 	(void)start;
 	(void)rc;
-	for (int i = 0; i < MAX_ITEMS; i++) { /* a fixed table: no allocation */
-		if (stats[i].name && strcmp(stats[i].name, item))
-			continue;
-		stats[i].name = item;
-		stats[i].runs++;
-		stats[i].total_ns += took;
-		if (took > stats[i].max_ns)
-			stats[i].max_ns = took;
+	if (!s)
 		return;
-	}
+	atomic_fetch_add(&s->runs, 1);
+	atomic_fetch_add(&s->total_ns, took);
+	max = atomic_load(&s->max_ns);
+	while (took > max && !atomic_compare_exchange_weak(&s->max_ns, &max, took))
+		;
 }
 
 static void on_miss(void *user, int task, uint64_t late_ns)
@@ -51,7 +67,7 @@ static void on_miss(void *user, int task, uint64_t late_ns)
 	(void)user;
 	(void)task;
 	(void)late_ns;
-	deadline_misses++;
+	atomic_fetch_add(&deadline_misses, 1);
 }
 
 /* ---- the chain ----------------------------------------------------------- */
@@ -212,11 +228,15 @@ int main(int argc, char **argv)
 	takt_exec_run_for(ex, (uint64_t)(seconds * 1e9));
 	takt_exec_stats(ex, &st);
 	printf("\ncontroller: %llu wake phases, %llu dispatches, %lu deadline misses, fused estimate %+.3f\n",
-	       (unsigned long long)st.phases, (unsigned long long)st.dispatches, deadline_misses, fusion.fused);
+	       (unsigned long long)st.phases, (unsigned long long)st.dispatches, atomic_load(&deadline_misses),
+	       fusion.fused);
 	printf("%-14s %8s %10s %10s\n", "item", "runs", "mean(ns)", "max(ns)");
-	for (int i = 0; i < MAX_ITEMS && stats[i].name; i++)
-		printf("%-14s %8lu %10llu %10llu\n", stats[i].name, stats[i].runs,
-		       stats[i].total_ns / (stats[i].runs ? stats[i].runs : 1), stats[i].max_ns);
+	for (int i = 0; i < MAX_ITEMS && atomic_load(&stats[i].name); i++) {
+		unsigned long runs = atomic_load(&stats[i].runs);
+
+		printf("%-14s %8lu %10llu %10llu\n", atomic_load(&stats[i].name), runs,
+		       atomic_load(&stats[i].total_ns) / (runs ? runs : 1), atomic_load(&stats[i].max_ns));
+	}
 	takt_exec_destroy(ex);
 	takt_node_close(node);
 	return 0;

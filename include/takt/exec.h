@@ -113,6 +113,10 @@ struct takt_exec_stats {
 TAKT_API int takt_exec_stats(const takt_exec *ex, struct takt_exec_stats *out);
 /* Dispatches of one task so far. */
 TAKT_API int64_t takt_exec_task_dispatches(const takt_exec *ex, int task);
+/* The first error (negative errno) an item returned in the task's last
+ * finished run, 0 if none; -EINVAL for an unknown task. Not meant to be read
+ * while run() runs on another thread. */
+TAKT_API int takt_exec_task_last_error(const takt_exec *ex, int task);
 
 #ifdef __cplusplus
 }

@@ -427,6 +427,185 @@ static void test_lifecycle_drain_and_run_for(void **state)
 	takt_exec_destroy(ex);
 }
 
+/* ---- regressions found in review ------------------------------------------ */
+
+/* A stop arriving in the same wake as a trigger used to leave the task
+ * marked "seen this phase" forever: it never ran again and the executor
+ * spun on the level-triggered fd. */
+static void test_lifecycle_stop_with_trigger_does_not_strand_task(void **state)
+{
+	int efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+	struct rec r = {.id = 1, .trigger_fd = efd};
+	struct takt_item it = rec_item(&r);
+	takt_exec *ex = make_exec(0);
+
+	(void)state;
+	assert_true(takt_exec_add(ex, &it) >= 0);
+	kick(efd);
+	takt_exec_stop(ex);
+	assert_int_equal(takt_exec_run_n(ex, 1), 0); /* returns on the stop */
+	assert_int_equal(r.runs, 0);
+	assert_int_equal(takt_exec_run_n(ex, 1), 0); /* the trigger is still pending: it runs */
+	assert_int_equal(r.runs, 1);
+	takt_exec_destroy(ex);
+	close(efd);
+}
+
+/* drain() on an idle executor used to leave its stop behind for the next run. */
+static void test_lifecycle_drain_idle_leaves_no_stop(void **state)
+{
+	int efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+	struct rec r = {.id = 1, .trigger_fd = efd};
+	struct takt_item it = rec_item(&r);
+	takt_exec *ex = make_exec(2);
+
+	(void)state;
+	assert_true(takt_exec_add(ex, &it) >= 0);
+	assert_int_equal(takt_exec_drain(ex, 100000000), 0);
+	kick(efd);
+	assert_int_equal(takt_exec_run_n(ex, 1), 0);
+	assert_int_equal(r.runs, 1);
+	takt_exec_destroy(ex);
+	close(efd);
+}
+
+/* A worker between its quit check and its futex wait used to sleep through
+ * destroy: pthread_join hung. */
+static void test_lifecycle_create_destroy_loop(void **state)
+{
+	(void)state;
+	for (int i = 0; i < 500; i++)
+		takt_exec_destroy(make_exec(8));
+}
+
+static void *run_briefly(void *arg)
+{
+	takt_exec_run_for(arg, 200000000);
+	return NULL;
+}
+
+static void test_lifecycle_second_run_refused(void **state)
+{
+	struct ticker k = {.period_ns = 10000000};
+	struct takt_item it = {.name = "t", .declare = ticker_declare, .execute = ticker_execute, .user = &k};
+	takt_exec *ex = make_exec(1);
+	pthread_t th;
+	struct timespec ts = {.tv_nsec = 50000000};
+
+	(void)state;
+	assert_true(takt_exec_add(ex, &it) >= 0);
+	assert_int_equal(pthread_create(&th, NULL, run_briefly, ex), 0);
+	nanosleep(&ts, NULL);
+	assert_int_equal(takt_exec_run_n(ex, 1), -EBUSY);
+	assert_int_equal(takt_exec_add(ex, &it), -EBUSY);
+	pthread_join(th, NULL);
+	takt_exec_destroy(ex);
+}
+
+/* A failed add used to leave its epoll registrations behind, and the next
+ * task to get that index was woken by the failed task's fd. */
+static void test_trigger_failed_add_leaves_no_registration(void **state)
+{
+	int efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC), efd2 = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+	FILE *f = tmpfile();
+	struct rec a = {.id = 1, .trigger_fd = efd}, b = {.id = 2, .trigger_fd = fileno(f)};
+	struct rec later = {.id = 3, .trigger_fd = efd2};
+	struct takt_item ia = rec_item(&a), ib = rec_item(&b), il = rec_item(&later);
+	takt_exec *ex = make_exec(0);
+	takt_graph *g;
+
+	(void)state;
+	assert_int_equal(takt_graph_create(&g), 0);
+	assert_int_equal(takt_graph_vertex(g, &ia), 0);
+	assert_int_equal(takt_graph_vertex(g, &ib), 1); /* a regular file: epoll refuses it */
+	assert_true(takt_exec_add_graph(ex, g) < 0);
+	assert_int_equal(takt_exec_add(ex, &il), 0);
+	kick(efd); /* the failed task's fd */
+	assert_int_equal(takt_exec_run_for(ex, 50000000), 0);
+	assert_int_equal(later.runs, 0);
+	kick(efd2);
+	assert_int_equal(takt_exec_run_n(ex, 1), 0);
+	assert_int_equal(later.runs, 1);
+	takt_exec_destroy(ex);
+	fclose(f);
+	close(efd);
+	close(efd2);
+}
+
+/* Every root of a graph declares its triggers (not only the first 64);
+ * here only the 70th root has one. */
+static void test_graph_every_root_declares(void **state)
+{
+	static struct rec r[70];
+	int fds[70];
+	takt_exec *ex = make_exec(2);
+	takt_graph *g;
+
+	(void)state;
+	assert_int_equal(takt_graph_create(&g), 0);
+	for (int i = 0; i < 70; i++) {
+		fds[i] = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+		r[i] = (struct rec){.id = i, .trigger_fd = i == 69 ? fds[i] : -1};
+		struct takt_item it = rec_item(&r[i]);
+
+		assert_int_equal(takt_graph_vertex(g, &it), i);
+	}
+	assert_true(takt_exec_add_graph(ex, g) >= 0);
+	kick(fds[69]);
+	assert_int_equal(takt_exec_run_n(ex, 1), 0);
+	assert_int_equal(r[69].runs, 1);
+	takt_exec_destroy(ex);
+	for (int i = 0; i < 70; i++)
+		close(fds[i]);
+}
+
+static void test_trigger_refusals(void **state)
+{
+	struct ticker a = {.period_ns = 10000000}, b = {.period_ns = 10000001};
+	struct takt_item ia = {.name = "a", .declare = ticker_declare, .execute = ticker_execute, .user = &a};
+	struct takt_item ib = {.name = "b", .declare = ticker_declare, .execute = ticker_execute, .user = &b};
+	struct takt_item bare = {.name = "bare", .execute = noop};
+	struct takt_item when = takt_item_when(ia, pred_true, NULL);
+	takt_exec *ex = make_exec(0), *ex2 = make_exec(0);
+	takt_graph *g;
+
+	(void)state;
+	assert_int_equal(takt_exec_add(ex, &bare), -EINVAL); /* no trigger: would never run */
+	assert_true(takt_exec_add(ex, &ia) >= 0);
+	assert_int_equal(takt_exec_add(ex, &ib), -EINVAL);   /* the shared grid would be 1 ns */
+	assert_true(takt_exec_add(ex, &when) >= 0);
+	assert_int_equal(takt_exec_add(ex2, &when), -EBUSY); /* a wrapper has one owner */
+	assert_int_equal(takt_graph_create(&g), 0);
+	assert_int_equal(takt_graph_vertex(g, &ia), 0);
+	assert_true(takt_exec_add_graph(ex, g) >= 0);
+	assert_int_equal(takt_exec_add_graph(ex2, g), -EBUSY); /* and so has a graph */
+	takt_exec_destroy(ex2);
+	takt_exec_destroy(ex);
+}
+
+static void test_chain_last_error(void **state)
+{
+	int efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+	struct rec r[2] = {{.id = 1, .trigger_fd = efd}, {.id = 2, .outcome = -EIO, .trigger_fd = -1}};
+	struct takt_item items[2] = {rec_item(&r[0]), rec_item(&r[1])};
+	takt_exec *ex = make_exec(2);
+	int task;
+
+	(void)state;
+	task = takt_exec_add_chain(ex, items, 2);
+	assert_true(task >= 0);
+	assert_int_equal(takt_exec_task_last_error(ex, task), 0);
+	kick(efd);
+	assert_int_equal(takt_exec_run_n(ex, 1), 0);
+	assert_int_equal(takt_exec_task_last_error(ex, task), -EIO);
+	r[1].outcome = TAKT_CONTINUE;
+	kick(efd);
+	assert_int_equal(takt_exec_run_n(ex, 1), 0);
+	assert_int_equal(takt_exec_task_last_error(ex, task), 0);
+	takt_exec_destroy(ex);
+	close(efd);
+}
+
 /* A watchdog: a run that never ends (say, a graph whose pending count went
  * wrong after a double dispatch) fails with a message instead of hanging. */
 static void on_alarm(int sig)
@@ -455,6 +634,14 @@ int main(void)
 		cmocka_unit_test(test_lifecycle_stop_wakes_idle_executor),
 		cmocka_unit_test(test_lifecycle_sigterm_ends_run),
 		cmocka_unit_test(test_lifecycle_drain_and_run_for),
+		cmocka_unit_test(test_lifecycle_stop_with_trigger_does_not_strand_task),
+		cmocka_unit_test(test_lifecycle_drain_idle_leaves_no_stop),
+		cmocka_unit_test(test_lifecycle_create_destroy_loop),
+		cmocka_unit_test(test_lifecycle_second_run_refused),
+		cmocka_unit_test(test_trigger_failed_add_leaves_no_registration),
+		cmocka_unit_test(test_graph_every_root_declares),
+		cmocka_unit_test(test_trigger_refusals),
+		cmocka_unit_test(test_chain_last_error),
 	};
 
 	signal(SIGALRM, on_alarm);

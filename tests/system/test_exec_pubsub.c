@@ -179,11 +179,73 @@ static void test_exec_deadline_fires_when_samples_stop(void **state)
 	h_chan_close(&go);
 }
 
+/* Regression (review): runs for another trigger of the task (an interval)
+ * used to restart the deadline, so a silent publisher was never noticed. */
+struct both {
+	takt_sub *sub;
+	unsigned misses, ticks;
+};
+
+static int both_declare(takt_triggers *t, void *u)
+{
+	struct both *b = u;
+
+	return takt_trigger_interval(t, 5000000) ?: takt_trigger_deadline(t, b->sub, 20000000);
+}
+
+static int both_execute(takt_ctx *ctx, void *u)
+{
+	struct both *b = u;
+
+	b->misses += takt_ctx_deadline_missed(ctx) != 0;
+	b->ticks++;
+	return TAKT_CONTINUE;
+}
+
+static void test_exec_deadline_not_hidden_by_interval(void **state)
+{
+	struct takt_sub_opts so = {.topic = "silent", .queue_depth = 4};
+	takt_node *n = h_node(broker.domain, "both");
+	struct both b = {0};
+	struct takt_item it = {.name = "both", .declare = both_declare, .execute = both_execute, .user = &b};
+	takt_exec *ex;
+
+	(void)state;
+	assert_int_equal(takt_sub_open(n, &so, &b.sub), 0);
+	assert_int_equal(takt_exec_create(NULL, &ex), 0);
+	assert_int_equal(takt_exec_add(ex, &it), 0);
+	assert_int_equal(takt_exec_run_for(ex, 110000000), 0);
+	assert_true(b.ticks >= 10);
+	assert_true(b.misses >= 3); /* every 20 ms without a sample */
+	takt_exec_destroy(ex);
+	takt_node_close(n);
+}
+
+/* A subscriber's samples are taken by one task: two could run at once. */
+static void test_exec_subscriber_triggers_one_task(void **state)
+{
+	struct takt_sub_opts so = {.topic = "single", .queue_depth = 4};
+	takt_node *n = h_node(broker.domain, "single");
+	struct consumer c = {0};
+	struct takt_item it = {.name = "c", .declare = consumer_declare, .execute = consumer_execute, .user = &c};
+	takt_exec *ex;
+
+	(void)state;
+	assert_int_equal(takt_sub_open(n, &so, &c.sub), 0);
+	assert_int_equal(takt_exec_create(NULL, &ex), 0);
+	assert_int_equal(takt_exec_add(ex, &it), 0);
+	assert_int_equal(takt_exec_add(ex, &it), -EBUSY);
+	takt_exec_destroy(ex);
+	takt_node_close(n);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_exec_subscriber_task_gets_every_sample),
 		cmocka_unit_test(test_exec_deadline_fires_when_samples_stop),
+		cmocka_unit_test(test_exec_deadline_not_hidden_by_interval),
+		cmocka_unit_test(test_exec_subscriber_triggers_one_task),
 	};
 
 	return cmocka_run_group_tests_name("exec_pubsub", tests, setup, teardown);
