@@ -17,6 +17,7 @@
  *      on the value it read, so a bump in between makes the wait return.
  */
 #include "executor.h"
+#include "probes.h"
 
 #include <errno.h>
 #include <limits.h>
@@ -53,9 +54,11 @@ int exec_run_item(struct takt_exec *ex, struct task *t, const struct takt_item *
 
 	if (ex->has_monitor && ex->monitor.pre_execute)
 		ex->monitor.pre_execute(ex->monitor.user, t->id, it->name);
+	TAKT_PROBE2(dispatch_begin, t->id, it->name);
 	t0 = exec_now_ns();
 	rc = it->execute(&t->ctx, it->user);
 	took = exec_now_ns() - t0;
+	TAKT_PROBE3(dispatch_end, t->id, it->name, rc);
 	if (ex->has_monitor && ex->monitor.post_execute)
 		ex->monitor.post_execute(ex->monitor.user, t->id, it->name, t0, took, rc);
 	stat_max(&ex->st.longest_item_ns, took);
@@ -249,7 +252,9 @@ static int phase_once(struct takt_exec *ex, int64_t timeout_ns)
 		timeout_ns = 0; /* samples already wait: no sleep */
 	timeout_ms = timeout_ns < 0 ? -1 :
 		     timeout_ns >= (int64_t)INT_MAX * 1000000 ? INT_MAX : (int)((timeout_ns + 999999) / 1000000);
+	TAKT_PROBE1(exec_park, ex->n_tasks);
 	n = epoll_wait(ex->epfd, evs, 64, timeout_ms);
+	TAKT_PROBE1(exec_wake, n);
 	if (n < 0 && errno != EINTR)
 		return -errno;
 	now = exec_now_ns();

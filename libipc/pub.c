@@ -12,6 +12,7 @@
  */
 #include "client.h"
 #include "pool.h"
+#include "probes.h"
 
 #include <errno.h>
 #include <stdlib.h>
@@ -32,6 +33,7 @@ struct pub_conn {
 
 struct takt_pub {
 	takt_node *node;
+	char topic[TAKT_NAME_MAX]; /* for probes */
 	struct takt_pub *next;
 	struct takt_pub_port *port;
 	uint32_t index;
@@ -74,6 +76,7 @@ int takt_pub_open(takt_node *node, const struct takt_pub_opts *opts, takt_pub **
 		return r;
 	}
 	p->node = node;
+	memcpy(p->topic, req.topic, TAKT_NAME_MAX);
 	p->index = rep.r.index;
 	p->port = &node->v.pubs[p->index];
 	p->pool_class = rep.pool_class;
@@ -325,7 +328,7 @@ static void pub_history_put(takt_pub *p, uint32_t c, uint32_t gen)
 		chunk_unref(v, (uint32_t)old);
 }
 
-static void pub_notify(takt_pub *p, const unsigned char *pushed)
+static void pub_notify(takt_pub *p, const unsigned char *pushed, uint64_t seq)
 {
 	/* P1: pairs with the subscriber's parked store + fence before it
 	 * re-checks its rings (sub.c, P0): either it sees our head, or we see
@@ -338,9 +341,11 @@ static void pub_notify(takt_pub *p, const unsigned char *pushed)
 		if (!pushed[i] || pc->efd < 0)
 			continue;
 		/* relaxed load first: keeps the line shared while nobody parks. */
-		if (atomic_load_explicit(&pc->sp->parked, memory_order_relaxed) &&
-		    atomic_exchange_explicit(&pc->sp->parked, 0, memory_order_acq_rel) &&
-		    write(pc->efd, &one, sizeof(one)) < 0) {
+		if (!atomic_load_explicit(&pc->sp->parked, memory_order_relaxed) ||
+		    !atomic_exchange_explicit(&pc->sp->parked, 0, memory_order_acq_rel))
+			continue;
+		TAKT_PROBE3(notify, pc->sub, p->index + 1, seq);
+		if (write(pc->efd, &one, sizeof(one)) < 0) {
 			/* eventfd cannot overflow at one write per park; nothing to do */
 		}
 	}
@@ -399,7 +404,8 @@ int takt_pub_publish(takt_pub *pub, void *payload)
 	}
 	if (pub->history)
 		pub_history_put(pub, c, gen);
-	pub_notify(pub, pushed);
+	TAKT_PROBE3(publish, pub->topic, pub->index + 1, e.seq);
+	pub_notify(pub, pushed, e.seq);
 	q0_exit(&pub->port->active); /* Q0 */
 	return reached;
 }

@@ -11,6 +11,7 @@
  */
 #include "client.h"
 #include "pool.h"
+#include "probes.h"
 
 #include <errno.h>
 #include <sys/epoll.h>
@@ -27,6 +28,7 @@ struct sub_conn {
 
 struct takt_sub {
 	takt_node *node;
+	char topic[TAKT_NAME_MAX]; /* for probes */
 	struct takt_sub *next;
 	struct takt_sub_port *port;
 	uint32_t index;
@@ -231,6 +233,7 @@ int takt_sub_open(takt_node *node, const struct takt_sub_opts *opts, takt_sub **
 		return r;
 	}
 	s->node = node;
+	memcpy(s->topic, req.topic, TAKT_NAME_MAX);
 	s->index = rep.index;
 	s->port = &node->v.subs[s->index];
 	s->efd = efd;
@@ -264,6 +267,7 @@ static void sub_fill_header(takt_sub *s, uint32_t c, const void **payload, struc
 	const struct takt_chunk_header *h = seg_chunk_header(&s->node->v, c);
 
 	*payload = seg_chunk_payload(&s->node->v, c);
+	TAKT_PROBE4(take, s->topic, s->index, h->publisher_id, h->seq);
 	if (info) {
 		info->seq = h->seq;
 		info->publish_ns = h->publish_ns;
@@ -339,6 +343,7 @@ int takt_sub_take(takt_sub *sub, const void **payload, struct takt_sample_info *
 	} else if ((k = sub_held_free_slot(sub)) < 0) {
 		r = -ENOBUFS;
 	} else if ((r = sub_pop(sub, (unsigned)k, &e, &pub)) == 0) {
+		TAKT_PROBE4(take, sub->topic, sub->index, pub + 1, e.seq);
 		*payload = seg_chunk_payload(&sub->node->v, e.chunk);
 		if (info)
 			*info = (struct takt_sample_info){.seq = e.seq, .publish_ns = e.publish_ns,
@@ -405,14 +410,17 @@ static int sub_arm_check(takt_sub *s)
 		 * publisher's P1 (push, fence, load parked). */
 		atomic_store_explicit(&s->port->parked, 1, memory_order_seq_cst);
 		s->armed = true;
+		TAKT_PROBE1(park, s->index);
 	}
 	atomic_thread_fence(memory_order_seq_cst);
 	ready = sub_ready(s);
 	/* Not going to sleep after all: lower the flag again so publishers do
 	 * not write the eventfd while we take. If one already took it (0), it
 	 * writes; stay armed so the next take drains that write. */
-	if (ready && atomic_exchange_explicit(&s->port->parked, 0, memory_order_acq_rel) == 1)
+	if (ready && atomic_exchange_explicit(&s->port->parked, 0, memory_order_acq_rel) == 1) {
 		s->armed = false;
+		TAKT_PROBE1(unpark, s->index);
+	}
 	q0_exit(&s->port->active); /* Q0 */
 	return ready;
 }
@@ -466,6 +474,7 @@ int takt_sub_wait(takt_sub *sub, int64_t timeout_ns)
 			return -EINTR;
 		if (r > 0) {
 			/* P0: a publisher cleared parked and wrote the eventfd. */
+			TAKT_PROBE1(unpark, sub->index);
 			sub->armed = false;
 			atomic_store_explicit(&sub->port->parked, 0, memory_order_relaxed);
 			sub->efd_dirty = true;
