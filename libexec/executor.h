@@ -184,6 +184,7 @@ int exec_run_item(struct takt_exec *ex, struct task *t, const struct takt_item *
 void exec_fault(struct takt_exec *ex, struct task *t);
 
 /* timer.c: the interval grid */
+uint64_t grid_gcd(uint64_t a, uint64_t b);
 int grid_update(struct takt_exec *ex);
 /* Reads the master timer; marks due interval tasks via mark(). */
 void grid_fire(struct takt_exec *ex, void (*mark)(struct takt_exec *, struct task *));

@@ -15,7 +15,7 @@
 #include <sys/timerfd.h>
 #include <unistd.h>
 
-static uint64_t gcd(uint64_t a, uint64_t b)
+uint64_t grid_gcd(uint64_t a, uint64_t b)
 {
 	while (b) {
 		uint64_t t = a % b;
@@ -34,7 +34,7 @@ int grid_update(struct takt_exec *ex)
 
 	for (uint32_t i = 0; i < ex->n_tasks; i++)
 		if (ex->tasks[i]->period_ns)
-			g = gcd(ex->tasks[i]->period_ns, g);
+			g = grid_gcd(ex->tasks[i]->period_ns, g);
 	ex->grid_dirty = false;
 	if (!g)
 		return 0;

@@ -218,17 +218,6 @@ void trig_start_deadlines(struct takt_exec *ex, uint64_t now_ns)
 
 #define GRID_MIN_NS 100000ull /* 100 us: the finest interval grid */
 
-static uint64_t gcd64(uint64_t a, uint64_t b)
-{
-	while (b) {
-		uint64_t t = a % b;
-
-		a = b;
-		b = t;
-	}
-	return a;
-}
-
 /* A task needs a trigger to ever run; a subscriber can trigger one task
  * only (its items take from it, and two tasks could run on two workers at
  * once); every period must keep the shared grid at 100 us or coarser. */
@@ -242,7 +231,7 @@ int trig_validate(struct takt_exec *ex, const struct task *t)
 		const struct task *o = ex->tasks[i];
 
 		if (o->period_ns)
-			g = gcd64(o->period_ns, g);
+			g = grid_gcd(o->period_ns, g);
 		for (unsigned a = 0; a < t->n_trigs; a++)
 			for (unsigned b = 0; b < o->n_trigs; b++)
 				if (t->trigs[a].sub && t->trigs[a].sub == o->trigs[b].sub)
