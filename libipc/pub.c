@@ -290,6 +290,7 @@ static void pub_count_drop(struct pub_conn *pc)
 static int pub_push(takt_pub *p, struct pub_conn *pc, const struct ring_entry *e)
 {
 	const struct seg_view *v = &p->node->v;
+	uint64_t deadline = 0;
 
 	for (int tries = 0; tries < 64; tries++) {
 		uint32_t old;
@@ -299,7 +300,9 @@ static int pub_push(takt_pub *p, struct pub_conn *pc, const struct ring_entry *e
 		if (pc->overflow == TAKT_OVERFLOW_REJECT)
 			break;
 		if (pc->overflow == TAKT_OVERFLOW_BLOCK) {
-			if (ring_wait_room(&pc->ring, takt_now_ns() + p->block_timeout_ns) < 0)
+			if (!deadline) /* one bound per publish, however often we are woken */
+				deadline = takt_now_ns() + p->block_timeout_ns;
+			if (ring_wait_room(&pc->ring, deadline) < 0)
 				break;
 			continue;
 		}
