@@ -2,6 +2,7 @@
 #include "harness.h"
 
 #include <errno.h>
+#include <signal.h>
 #include <sched.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -439,6 +440,75 @@ static void test_pubsub_event_across_processes(void **state)
 	takt_node_close(n);
 }
 
+/* Block: the publisher waits (bounded) for room, then counts the sample as
+ * dropped for that subscriber; a subscriber that dies releases it at once. */
+static void test_pubsub_block_is_bounded(void **state)
+{
+	struct takt_pub_opts po = {.topic = "blk", .max_payload = 8, .block_timeout_ns = 5000000};
+	struct takt_sub_opts so = {.topic = "blk", .queue_depth = 4, .overflow = TAKT_OVERFLOW_BLOCK};
+	takt_node *n = h_node(broker.domain, "blk");
+	uint64_t seqs[16];
+	takt_pub *p;
+	takt_sub *s;
+
+	(void)state;
+	assert_int_equal(takt_pub_open(n, &po, &p), 0);
+	assert_int_equal(takt_sub_open(n, &so, &s), 0);
+	for (uint64_t i = 1; i <= 10; i++) /* nobody takes: 4 fit, 6 time out */
+		assert_int_equal(takt_pub_send(p, &i, sizeof(i)), i <= 4 ? 1 : 0);
+	assert_int_equal(takt_sub_dropped(s), 6);
+	assert_int_equal(take_all(s, seqs, 16), 4);
+	assert_int_equal(seqs[3], 4);
+	takt_node_close(n);
+	assert_int_equal(h_wait_pools_full(broker.domain, 5000), 0);
+}
+
+static int blocking_sub_child(void *a)
+{
+	struct takt_sub_opts so = {.topic = "blk2", .queue_depth = 2, .overflow = TAKT_OVERFLOW_BLOCK};
+	takt_node *n = h_node(broker.domain, "blk2-sub");
+	takt_sub *s;
+
+	H_CHECK(takt_sub_open(n, &so, &s) == 0);
+	H_CHECK(h_chan_send(a, "r", 1) == 0);
+	pause(); /* never takes; killed */
+	return 0;
+}
+
+static void test_pubsub_block_released_by_dead_subscriber(void **state)
+{
+	struct takt_pub_opts po = {.topic = "blk2", .max_payload = 8, .block_timeout_ns = 60ull * 1000000000};
+	takt_node *n = h_node(broker.domain, "blk2-pub");
+	struct h_chan ch;
+	struct timespec t0, t1;
+	takt_pub *p;
+	pid_t pid;
+	char c;
+
+	(void)state;
+	assert_int_equal(h_chan_open(&ch), 0);
+	assert_int_equal(takt_pub_open(n, &po, &p), 0);
+	pid = h_spawn(blocking_sub_child, &ch);
+	assert_int_equal(h_chan_recv(&ch, &c, 1, WAIT_MS), 0);
+	for (uint64_t i = 1; i <= 2; i++)
+		assert_int_equal(takt_pub_send(p, &i, sizeof(i)), 1);
+	/* The third publish blocks (60 s bound); the subscriber dies meanwhile. */
+	if (fork() == 0) {
+		usleep(200000);
+		kill(pid, SIGKILL);
+		_exit(0);
+	}
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	uint64_t three = 3;
+	assert_int_equal(takt_pub_send(p, &three, sizeof(three)), 0);
+	clock_gettime(CLOCK_MONOTONIC, &t1);
+	assert_true(t1.tv_sec - t0.tv_sec < 30); /* released by the death, not the 60 s bound */
+	assert_int_equal(h_wait(pid, WAIT_MS), 128 + SIGKILL);
+	takt_node_close(n);
+	h_chan_close(&ch);
+	assert_int_equal(h_wait_pools_full(broker.domain, 5000), 0);
+}
+
 /* Regression (review): a subscriber that leaves and a new one that gets the
  * same connection slot while the publisher stays must not inherit the old
  * ring position (it made the publisher steal live chunks). */
@@ -491,6 +561,8 @@ int main(void)
 		cmocka_unit_test(test_pubsub_refusals),
 		cmocka_unit_test(test_pubsub_event_across_processes),
 		cmocka_unit_test(test_pubsub_sub_rejoin_reuses_conn),
+		cmocka_unit_test(test_pubsub_block_is_bounded),
+		cmocka_unit_test(test_pubsub_block_released_by_dead_subscriber),
 	};
 
 	return cmocka_run_group_tests_name("pubsub", tests, setup, teardown);
