@@ -3,6 +3,7 @@
 
 #include <errno.h>
 #include <signal.h>
+#include <sys/epoll.h>
 #include <sched.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -440,6 +441,62 @@ static void test_pubsub_event_across_processes(void **state)
 	takt_node_close(n);
 }
 
+/* takt_sub_fd in the caller's own epoll: arm, sleep, wake on a publish
+ * from another process, take; a busy (unarmed) subscriber's fd stays quiet. */
+static int epoll_pub_child(void *a)
+{
+	struct h_chan *ch = a;
+	struct takt_pub_opts po = {.topic = "ep", .max_payload = 8};
+	takt_node *n = h_node(broker.domain, "ep-pub");
+	takt_pub *p;
+	char c;
+
+	H_CHECK(takt_pub_open(n, &po, &p) == 0);
+	for (uint64_t i = 1; i <= 3; i++) {
+		H_CHECK(h_chan_recv(&ch[0], &c, 1, WAIT_MS) == 0);
+		H_CHECK(takt_pub_send(p, &i, sizeof(i)) == 1);
+	}
+	H_CHECK(h_chan_recv(&ch[0], &c, 1, WAIT_MS) == 0);
+	takt_node_close(n);
+	return 0;
+}
+
+static void test_pubsub_own_epoll(void **state)
+{
+	struct takt_sub_opts so = {.topic = "ep", .queue_depth = 8};
+	takt_node *n = h_node(broker.domain, "ep-sub");
+	struct epoll_event ev = {.events = EPOLLIN};
+	struct h_chan ch[1];
+	uint64_t seqs[4];
+	takt_sub *s;
+	int ep = epoll_create1(EPOLL_CLOEXEC);
+	pid_t pid;
+
+	(void)state;
+	assert_int_equal(h_chan_open(&ch[0]), 0);
+	assert_int_equal(takt_sub_open(n, &so, &s), 0);
+	assert_int_equal(epoll_ctl(ep, EPOLL_CTL_ADD, takt_sub_fd(s), &ev), 0);
+	pid = h_spawn(epoll_pub_child, ch);
+	/* not armed: a publish does not make the fd readable */
+	assert_int_equal(h_chan_send(&ch[0], "1", 1), 0);
+	for (int i = 0; i < 200 && take_all(s, seqs, 4) == 0; i++)
+		usleep(5000);
+	assert_int_equal(epoll_wait(ep, &ev, 1, 50), 0);
+	for (int round = 2; round <= 3; round++) {
+		assert_int_equal(takt_sub_arm(s), 0); /* armed: the next publish wakes us */
+		assert_int_equal(h_chan_send(&ch[0], "n", 1), 0);
+		assert_int_equal(epoll_wait(ep, &ev, 1, 10000), 1);
+		assert_int_equal(take_all(s, seqs, 4), 1);
+		assert_int_equal(seqs[0], round);
+		assert_int_equal(epoll_wait(ep, &ev, 1, 0), 0); /* the take drained it */
+	}
+	assert_int_equal(h_chan_send(&ch[0], "e", 1), 0);
+	assert_int_equal(h_wait(pid, WAIT_MS), 0);
+	close(ep);
+	takt_node_close(n);
+	h_chan_close(&ch[0]);
+}
+
 /* Block: the publisher waits (bounded) for room, then counts the sample as
  * dropped for that subscriber; a subscriber that dies releases it at once. */
 static void test_pubsub_block_is_bounded(void **state)
@@ -561,6 +618,7 @@ int main(void)
 		cmocka_unit_test(test_pubsub_refusals),
 		cmocka_unit_test(test_pubsub_event_across_processes),
 		cmocka_unit_test(test_pubsub_sub_rejoin_reuses_conn),
+		cmocka_unit_test(test_pubsub_own_epoll),
 		cmocka_unit_test(test_pubsub_block_is_bounded),
 		cmocka_unit_test(test_pubsub_block_released_by_dead_subscriber),
 	};
