@@ -427,6 +427,59 @@ static void test_lifecycle_drain_and_run_for(void **state)
 	takt_exec_destroy(ex);
 }
 
+/* drain: no new triggers are taken, the item in flight finishes, within a
+ * timeout (-ETIMEDOUT when it is too short). */
+struct slow {
+	int efd;
+	_Atomic int started, finished;
+};
+
+static int slow_declare(takt_triggers *t, void *u)
+{
+	return takt_trigger_fd(t, ((struct slow *)u)->efd);
+}
+
+static int slow_execute(takt_ctx *c, void *u)
+{
+	struct slow *s = u;
+	struct timespec ts = {.tv_nsec = 300000000};
+
+	(void)c;
+	drain(s->efd);
+	atomic_store(&s->started, 1);
+	nanosleep(&ts, NULL);
+	atomic_store(&s->finished, 1);
+	return TAKT_CONTINUE;
+}
+
+static void *run_forever(void *arg)
+{
+	takt_exec_run(arg);
+	return NULL;
+}
+
+static void test_lifecycle_drain_finishes_work_in_flight(void **state)
+{
+	struct slow s = {.efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)};
+	struct takt_item it = {.name = "slow", .declare = slow_declare, .execute = slow_execute, .user = &s};
+	takt_exec *ex = make_exec(2);
+	pthread_t th;
+
+	(void)state;
+	assert_true(takt_exec_add(ex, &it) >= 0);
+	assert_int_equal(pthread_create(&th, NULL, run_forever, ex), 0);
+	kick(s.efd);
+	for (int i = 0; i < 2000 && !atomic_load(&s.started); i++)
+		usleep(1000);
+	assert_int_equal(atomic_load(&s.started), 1);
+	assert_int_equal(takt_exec_drain(ex, 20000000), -ETIMEDOUT); /* 20 ms < the 300 ms item */
+	assert_int_equal(takt_exec_drain(ex, 5000000000ull), 0);
+	assert_int_equal(atomic_load(&s.finished), 1); /* drained means finished */
+	pthread_join(th, NULL);
+	takt_exec_destroy(ex);
+	close(s.efd);
+}
+
 /* ---- regressions found in review ------------------------------------------ */
 
 /* A stop arriving in the same wake as a trigger used to leave the task
@@ -634,6 +687,7 @@ int main(void)
 		cmocka_unit_test(test_lifecycle_stop_wakes_idle_executor),
 		cmocka_unit_test(test_lifecycle_sigterm_ends_run),
 		cmocka_unit_test(test_lifecycle_drain_and_run_for),
+		cmocka_unit_test(test_lifecycle_drain_finishes_work_in_flight),
 		cmocka_unit_test(test_lifecycle_stop_with_trigger_does_not_strand_task),
 		cmocka_unit_test(test_lifecycle_drain_idle_leaves_no_stop),
 		cmocka_unit_test(test_lifecycle_create_destroy_loop),
