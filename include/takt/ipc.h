@@ -31,7 +31,10 @@ struct takt_node_opts {
 	const char *name;   /* shown by introspection; NULL: program name */
 };
 
-/* Connects to the broker of a domain and maps its segments.
+/* Connects to the broker of a domain and maps its segments. A node belongs
+ * to the process that opened it: after fork(), the child opens its own
+ * (the broker reclaims a process's resources when its socket hangs up, and
+ * a forked copy of the socket keeps it open).
  * -ENOENT no broker runs for the domain; -EPROTO ABI or layout mismatch;
  * -EACCES no permission on the broker's socket; -ENOTCONN the broker hung up
  * (for example its client table is full); -EINVAL bad domain name; -EMFILE
