@@ -126,7 +126,6 @@ static void chain_job_run(struct job *job)
 	exec_job_done(ex);
 }
 
-void exec_task_init_job(struct task *t);
 void exec_task_init_job(struct task *t)
 {
 	t->job.run = chain_job_run;

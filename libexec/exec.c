@@ -16,8 +16,6 @@
 #include <sys/signalfd.h>
 #include <unistd.h>
 
-void exec_task_init_job(struct task *t);
-
 static int exec_fds(takt_exec *ex)
 {
 	struct epoll_event ev = {.events = EPOLLIN};

@@ -176,6 +176,8 @@ struct takt_exec {
 };
 
 /* dispatch.c */
+/* Builds a single item's or a chain's job (once, at add time). */
+void exec_task_init_job(struct task *t);
 void exec_job_done(struct takt_exec *ex);
 void exec_wake_driver(struct takt_exec *ex);
 /* Runs one item with monitor and statistics; returns its outcome. */
