@@ -77,6 +77,7 @@ struct broker {
 	unsigned n_retiring;
 	unsigned n_orphans;     /* connections whose publisher left */
 	int timer_mode;
+	bool listen_paused;     /* out of descriptors: not accepting until a client leaves */
 	bool verbose;
 };
 

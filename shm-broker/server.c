@@ -94,8 +94,19 @@ static void client_accept(struct broker *b)
 	unsigned i;
 	int fd = accept4(b->listen_fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
 
-	if (fd < 0)
+	if (fd < 0) {
+		if (errno == EMFILE || errno == ENFILE) {
+			/* Out of descriptors: the pending connection keeps the listen
+			 * socket readable, so stop watching it until a client leaves
+			 * (client_drop) instead of spinning on it. */
+			struct epoll_event ev = {.events = 0, .data.u64 = TAG_LISTEN};
+
+			fprintf(stderr, "takt-broker: out of file descriptors; new connections wait\n");
+			epoll_ctl(b->epoll_fd, EPOLL_CTL_MOD, b->listen_fd, &ev);
+			b->listen_paused = true;
+		}
 		return;
+	}
 	for (i = 0; i < b->n_clients_max && b->clients[i].fd >= 0; i++)
 		;
 	if (i == b->n_clients_max || getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) < 0) {
@@ -130,6 +141,12 @@ static void client_drop(struct broker *b, struct client *cl)
 	free(cl->event_refs);
 	cl->event_refs = NULL;
 	cl->fd = -1;
+	if (b->listen_paused) {
+		struct epoll_event ev = {.events = EPOLLIN, .data.u64 = TAG_LISTEN};
+
+		epoll_ctl(b->epoll_fd, EPOLL_CTL_MOD, b->listen_fd, &ev);
+		b->listen_paused = false;
+	}
 	timer_set(b, reg_tick(b));
 }
 
