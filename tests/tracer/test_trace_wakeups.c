@@ -1,0 +1,188 @@
+/* test_trace_wakeups.c - takt-trace sees every sample of a real
+ * publisher -> subscriber executor pair, and each wakeup it reports is the
+ * right thread's, with its stages in order.
+ *
+ * The tracer starts first, on the broker's domain; the two processes start
+ * after it (so it must pick up processes that start later), then exactly N
+ * samples are published a few milliseconds apart, so the subscriber's
+ * dispatch thread parks between them. While the tracer runs its maps are
+ * pinned; after SIGINT they are gone.
+ */
+#include "tracefix.h"
+
+#include <errno.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#define N 200
+
+static struct h_broker broker;
+
+static int setup(void **state)
+{
+	(void)state;
+	return h_broker_start(&broker, "trwake", NULL);
+}
+
+static int teardown(void **state)
+{
+	(void)state;
+	h_broker_stop(&broker);
+	return 0;
+}
+
+static bool exists(const char *dir, const char *name)
+{
+	char path[256];
+	struct stat st;
+
+	snprintf(path, sizeof(path), "%s/%s", dir, name);
+	return stat(path, &st) == 0;
+}
+
+struct tally {
+	unsigned lines, notified, asleep, not_asleep;
+	unsigned char seen[N + 1];
+};
+
+/* Checks one sample line against what the test knows about its processes. */
+/* Failing checks print the line they failed on. */
+#define CHECK(c)                                                                                   \
+	do {                                                                                       \
+		if (!(c)) {                                                                        \
+			fprintf(stderr, "sample line: %s\n", line);                                \
+			fail_msg("%s", #c);                                                        \
+		}                                                                                  \
+	} while (0)
+#define CHECK_EQ(a, b) CHECK((a) == (b))
+#define CHECK_STR(a, b) CHECK(!strcmp((a), (b)))
+
+static void check_sample(const char *line, const struct tf_pubsub *ps, struct tally *t)
+{
+	long long seq, pub_pid, sub_pid, sub_tid, task, notify, wakeup, oncpu, cb, take, n2w, w2c, c2t;
+	char topic[80], thread[16], item[40];
+
+	t->lines++;
+	CHECK(tf_json_str(line, "topic", topic, sizeof(topic)));
+	CHECK_STR(topic, ps->topic);
+	CHECK(tf_json_num(line, "seq", &seq));
+	CHECK(seq >= 1 && seq <= N);
+	CHECK_EQ(t->seen[seq], 0); /* each sample exactly once */
+	t->seen[seq] = 1;
+	CHECK(tf_json_num(line, "pub_pid", &pub_pid));
+	CHECK_EQ(pub_pid, ps->pub_pid);
+	CHECK(tf_json_num(line, "sub_pid", &sub_pid));
+	CHECK_EQ(sub_pid, ps->sub_pid);
+	CHECK(tf_json_num(line, "take_ns", &take));
+	/* The item ran it on the dispatch thread: the executor's callback. */
+	CHECK(tf_json_num(line, "task", &task));
+	CHECK_EQ(task, 0);
+	CHECK(tf_json_str(line, "item", item, sizeof(item)));
+	CHECK_STR(item, "consume");
+	CHECK(tf_json_num(line, "callback_ns", &cb));
+	CHECK(cb <= take);
+	if (!tf_json_num(line, "notify_ns", &notify))
+		return; /* not notified: the subscriber was busy */
+	t->notified++;
+	CHECK(tf_json_num(line, "sub_tid", &sub_tid));
+	CHECK_EQ(sub_tid, ps->sub_tid); /* the thread that parked */
+	CHECK(tf_json_str(line, "thread", thread, sizeof(thread)));
+	if (strcmp(thread, "asleep")) {
+		t->not_asleep++;
+		return;
+	}
+	t->asleep++;
+	CHECK(tf_json_num(line, "wakeup_ns", &wakeup));
+	CHECK(tf_json_num(line, "oncpu_ns", &oncpu));
+	CHECK(notify <= wakeup && wakeup <= oncpu && oncpu <= cb);
+	CHECK(tf_json_num(line, "notify_to_wakeup_ns", &n2w) && n2w > 0 && n2w == wakeup - notify);
+	CHECK(tf_json_num(line, "wakeup_to_oncpu_ns", &w2c) && w2c > 0 && w2c == oncpu - wakeup);
+	CHECK(tf_json_num(line, "oncpu_to_take_ns", &c2t) && c2t > 0 && c2t == take - oncpu);
+}
+
+static void check_counters(const char *err, unsigned asleep)
+{
+	const char *c = strstr(err, "{\"counters\":");
+	long long publish, take, notify, wakeups, dropped, inferred = 0;
+
+	assert_non_null(c);
+	assert_true(tf_json_num(c, "publish", &publish));
+	assert_true(tf_json_num(c, "take", &take));
+	assert_true(tf_json_num(c, "notify", &notify));
+	assert_true(tf_json_num(c, "wakeups", &wakeups));
+	assert_true(tf_json_num(c, "dropped_events", &dropped));
+	tf_json_num(c, "oncpu_inferred", &inferred);
+	fprintf(stderr, "counters: publish %lld take %lld notify %lld wakeups %lld oncpu_inferred %lld\n", publish,
+		take, notify, wakeups, inferred);
+	assert_int_equal(publish, N);
+	assert_int_equal(take, N);
+	assert_true(notify <= N);
+	assert_true(wakeups >= asleep);
+	assert_int_equal(dropped, 0);
+}
+
+static void test_tracer_sees_every_sample_and_wakeup(void **state)
+{
+	char pin_dir[64], *out, *err, *save = NULL;
+	struct tf_pubsub ps = {.domain = broker.domain, .topic = "trace/imu", .count = N, .gap_us = 3000};
+	struct tf_tracer tr;
+	struct tally t = {0};
+
+	(void)state;
+	snprintf(pin_dir, sizeof(pin_dir), "/sys/fs/bpf/takt-test-%d", (int)getpid());
+	const char *argv[] = {"wakeups", "--json", "--domain", broker.domain, "--pin-dir", pin_dir, NULL};
+
+	assert_int_equal(tf_tracer_start(&tr, broker.rundir, argv), 0);
+	/* Pinned while it runs, readable by bpftool. */
+	assert_true(exists(pin_dir, "counters"));
+	assert_true(exists(pin_dir, "hists"));
+	assert_true(exists(pin_dir, "info"));
+	assert_int_equal(tf_pubsub_start(&ps), 0);
+	assert_int_equal(tf_pubsub_run(&ps), 0);
+	assert_int_equal(ps.received, N);
+	usleep(300000); /* the tracer reads its ring buffer every 50 ms */
+	assert_int_equal(tf_tracer_stop(&tr), 0);
+	assert_false(exists(pin_dir, "counters"));
+	assert_false(exists(pin_dir, "hists"));
+	assert_false(exists(pin_dir, "info"));
+	assert_int_equal(access(pin_dir, F_OK), -1);
+	assert_int_equal(tf_pubsub_stop(&ps), 0);
+
+	out = tf_slurp(tr.out);
+	err = tf_slurp(tr.err);
+	assert_non_null(out);
+	assert_non_null(err);
+	for (char *line = strtok_r(out, "\n", &save); line; line = strtok_r(NULL, "\n", &save))
+		check_sample(line, &ps, &t);
+	fprintf(stderr, "samples %u, notified %u, asleep %u, notified while not asleep %u\n", t.lines, t.notified,
+		t.asleep, t.not_asleep);
+	assert_int_equal(t.lines, N);
+	/* 3 ms apart, the dispatch thread is back asleep before the next one: a
+	 * notify reaching it still on its way to sleep is rare, and reported as
+	 * such (thread "running"/"runnable", no wakeup), never as a wakeup. */
+	assert_true(t.notified >= N * 9 / 10);
+	assert_true(t.not_asleep <= N / 20);
+	check_counters(err, t.asleep);
+	free(out);
+	free(err);
+	unlink(tr.out);
+	unlink(tr.err);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_tracer_sees_every_sample_and_wakeup),
+	};
+
+	tf_require_root();
+	return cmocka_run_group_tests_name("tracer_wakeups", tests, setup, teardown);
+}

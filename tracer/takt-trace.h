@@ -1,0 +1,142 @@
+/* takt-trace.h - the user-space parts of takt-trace and what they share.
+ *
+ *   takt-trace.c  command line, the skeleton's open -> load -> attach -> cleanup,
+ *                 pinning, the event loop
+ *   attach.c      which files hold takt's probes (ELF notes), attaching to them
+ *   domain.c      a domain's processes, from its broker's process table
+ *   output.c      live lines, JSON, histograms, counters
+ *   record.c      the LZ4 event file and its Chrome/Perfetto export
+ */
+#ifndef TAKT_TRACE_H
+#define TAKT_TRACE_H
+
+#include <linux/types.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <sys/types.h>
+
+#include "wakeup.h"
+
+#define TT_PROG "takt-trace"
+#define TT_PIN_DIR "/sys/fs/bpf/takt"
+#define TT_MAX_LIBS 16
+
+enum tt_mode { MODE_NONE, MODE_WAKEUPS, MODE_HIST, MODE_RECORD, MODE_EXPORT };
+
+struct tt_opts {
+	enum tt_mode mode;
+	bool json;
+	bool verbose;
+	bool no_pin;
+	bool cumulative;       /* hist: do not clear between intervals */
+	const char *domain;    /* NULL: every domain */
+	const char *topic;     /* NULL: every topic */
+	pid_t pid;             /* 0: every process */
+	double duration_s;     /* 0: until SIGINT/SIGTERM */
+	double interval_s;     /* hist */
+	uint64_t deadline_ns;  /* 0: no deadline counting */
+	const char *libs[TT_MAX_LIBS];
+	int n_libs;
+	const char *pin_dir;
+	const char *out;       /* record */
+	const char *in;        /* export */
+	const char *perfetto;  /* export */
+	unsigned ringbuf_mb;
+};
+
+/* ---- attach.c ------------------------------------------------------------ */
+
+/* Bits of the takt probes a file holds (bit i: tt_probe_names[i]). */
+extern const char *const tt_probe_names[];
+#define TT_N_PROBES 10
+#define TT_HAS_CONNECT (1u << 31) /* the file defines proto_connect */
+
+struct bpf_program;
+struct bpf_link;
+struct wakeup_bpf;
+struct tt_seen_file;
+
+struct tt_attach {
+	struct wakeup_bpf *skel;
+	struct bpf_link **links;
+	size_t n_links, cap_links;
+	struct tt_seen_file *seen; /* every file looked at, with or without probes */
+	size_t n_seen, cap_seen;
+	int n_files;               /* files attached to */
+	bool verbose;
+};
+
+/* Which takt probes path holds: 0 and *mask (0 when none), or -errno. */
+int tt_elf_probes(const char *path, unsigned *mask);
+/* Attaches every program whose probe path holds, for every process.
+ * 1 attached, 0 nothing to attach or attached before, -errno. */
+int tt_attach_file(struct tt_attach *a, const char *path);
+/* Attaches to each file holding takt probes that pid maps. Count attached. */
+int tt_attach_pid(struct tt_attach *a, pid_t pid);
+void tt_attach_destroy(struct tt_attach *a);
+
+/* ---- domain.c ------------------------------------------------------------ */
+
+/* The pids in the process table of the domain's broker (the broker's own
+ * included), at most max: count, -ENOENT no broker, -EPROTO layout mismatch. */
+int tt_domain_pids(const char *domain, pid_t *out, int max);
+/* Every pid on the machine, at most max. Count. */
+int tt_all_pids(pid_t *out, int max);
+
+/* ---- output.c ------------------------------------------------------------ */
+
+struct tt_clock {
+	int64_t mono_to_real_ns; /* CLOCK_REALTIME - CLOCK_MONOTONIC */
+};
+void tt_clock_init(struct tt_clock *c);
+/* "HH:MM:SS.uuuuuu" of a CLOCK_MONOTONIC time. */
+void tt_fmt_time(const struct tt_clock *c, uint64_t mono_ns, char *buf, size_t len);
+
+void tt_print_sample_header(FILE *f);
+void tt_print_sample(FILE *f, const struct tt_clock *c, const struct tt_sample *s, bool json);
+const char *tt_wake_state_name(uint32_t st);
+const char *tt_stage_name(uint32_t stage);
+void tt_print_counters(FILE *f, const struct tt_counters *c, bool json);
+/* The counters as one JSON object, no newline. */
+void tt_print_counters_obj(FILE *f, const struct tt_counters *c);
+/* Prints every histogram of the map (sorted), then clears them unless
+ * keep. Count printed, -errno. */
+int tt_print_hists(FILE *f, int map_fd, const struct tt_clock *c, bool json, bool keep);
+/* Writes s to f as a JSON string (quotes included). */
+void tt_json_str(FILE *f, const char *s, size_t max);
+
+/* ---- record.c ------------------------------------------------------------ */
+
+#define TT_FILE_MAGIC "TAKTTRC1"
+#define EV_COUNTERS 100 /* file only: the counters at the end of a recording */
+
+struct tt_file_header {
+	char magic[8];
+	__u32 version;
+	__u32 header_size;
+	__s64 mono_to_real_ns;
+	__u64 start_ns;
+	__u32 tracer_pid;
+	__u32 filter_pid;
+	char domain[TT_DOMAIN_LEN];
+	char topic[TT_TOPIC_LEN];
+	char host[64];
+};
+
+struct tt_file_counters {
+	struct tt_hdr h;
+	struct tt_counters c;
+};
+
+struct tt_recorder;
+/* -errno; the file is created (truncated) at path. */
+int tt_rec_open(const char *path, const struct tt_file_header *fh, struct tt_recorder **out);
+int tt_rec_write(struct tt_recorder *r, const void *ev, size_t size);
+/* Flushes and closes; 0 or -errno of the last failure. NULL is fine. */
+int tt_rec_close(struct tt_recorder *r, uint64_t *ret_events);
+/* Reads a recording and writes Chrome trace-event JSON. 0, or 1 with a message. */
+int tt_export_perfetto(const char *in, const char *out, bool verbose);
+
+#endif

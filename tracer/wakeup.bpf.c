@@ -1,0 +1,950 @@
+// SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause)
+/* wakeup.bpf.c - the kernel side of takt-trace: where the time between a
+ * publish and the callback that handles it goes.
+ *
+ * USDT probes of libtakt-ipc and libtakt-exec (provider "takt") and the
+ * scheduler's tracepoints meet in a few maps:
+ *
+ *   park(sub_port)            parked_by[sub_port] = this thread; it is PARKED
+ *   publish(topic,pub,seq)    pub_ring[pub][seq] = publish time and thread
+ *   notify(sub_port,pub,seq)  notes[sub_port] = notify time, and the thread
+ *                             parked_by names, which opens a wake cycle,
+ *                             classified by how it stands right now (asleep,
+ *                             runnable, still on CPU)
+ *   sched_waking/wakeup(p)    an open, asleep cycle of p gets its wakeup times
+ *   sched_switch(.., next)    next's open cycle gets its on-CPU time and
+ *                             closes (kept in next's state for the take)
+ *   dispatch_begin/end        the executor item a thread runs (callback start)
+ *   take(topic,port,pub,seq)  all of the above for this sample, joined, as one
+ *                             EV_SAMPLE in the ring buffer, and into the log2
+ *                             histograms per topic and per task
+ *
+ * The probes sit on takt's fast path, so the joins use arrays indexed by
+ * port and seq (a store, no hashing, no allocation) and one histogram
+ * lookup per topic and per task; an entry is trusted only when the seq
+ * stored in it matches. A subscriber takes what one park brought before it
+ * parks again, so one note per subscriber port is enough.
+ *
+ * Several notifies may reach one thread before it runs (it waits on many
+ * subscribers): they share its cycle. The scheduler programs do one hash
+ * lookup per thread involved and return at once for threads that never
+ * parked, which is the in-kernel filter for everything else on the machine.
+ * USDT programs are attached to the library file for every process (pid -1);
+ * with a domain, traced() keeps only the domain's processes (the tgids map,
+ * filled by user space from the broker's process table and by the
+ * proto_connect uprobe, which sees a process connect to its broker before it
+ * can hit any other probe).
+ */
+#include "vmlinux.h"
+
+#include <bpf/bpf_core_read.h>
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_tracing.h>
+#include <bpf/usdt.bpf.h>
+
+#include "wakeup.h"
+
+#define TASK_RUNNING 0
+#define PORTS 8192     /* subscriber ports (index masked: a power of two) */
+#define PUBS 512       /* publisher ports */
+#define PUB_SEQS 128   /* publishes of one publisher remembered for its takes */
+
+/* Settings, fixed at load time by takt-trace (libbpf-tools habit). */
+const volatile bool filter_domain = false;
+const volatile char domain_name[TT_DOMAIN_LEN] = {};
+const volatile bool filter_topic = false;
+const volatile char topic_name[TT_TOPIC_LEN] = {};
+const volatile __u32 filter_pid = 0;
+const volatile __u64 deadline_ns = 0;
+const volatile bool emit_samples = true;
+const volatile bool emit_raw = false; /* EV_PUBLISH and EV_DISPATCH, for record */
+const volatile __u64 wakeup_bytes = 1 << 20; /* wake the reader past this much data */
+
+/* A thread's state word: flags | wake state of the open cycle << 8 | cycle
+ * number << 16. The publisher's notify, the scheduler's wakeup on a third
+ * CPU and the thread's own switch-in race for it, so every change that
+ * depends on what it held is one compare-and-swap (S0); the thread's own
+ * flags (PARKED, IN_DISPATCH) change with atomic and/or. */
+#define TF_ONCPU 1u
+#define TF_SLEEPING 2u    /* switched out in a sleeping state, not woken since */
+#define TF_PARKED 4u      /* between park/exec_park and unpark/exec_wake/take */
+#define TF_CYC_OPEN 8u    /* notified, waiting for its on-CPU */
+#define TF_IN_DISPATCH 16u
+#define TF_WOKEN 32u      /* the open cycle's wakeup began (sched_waking) */
+#define ST_FLAGS(st) ((__u32)(st) & 0xff)
+#define ST_WAKE(st) ((__u32)((st) >> 8) & 0xff)
+#define ST_CYC(st) ((st) >> 16)
+#define CAS_TRIES 8
+
+struct thread_state {
+	__u64 st;          /* see above */
+	__u64 waking_ns;   /* of cycle waking_cyc */
+	__u64 waking_cyc;
+	__u64 wakeup_ns;   /* of cycle wakeup_cyc */
+	__u64 wakeup_cyc;
+	/* The last closed cycle, for the take: written before closed_cyc. */
+	__u64 closed_cyc;
+	__u64 closed_waking_ns, closed_wakeup_ns, closed_oncpu_ns;
+	__u32 closed_cpu;
+	__u32 closed_inferred;
+	__u64 cb_begin_ns; /* dispatch_begin of the item running now */
+	__u64 item_ptr;    /* its name, in the process's memory */
+	__u32 tgid;
+	__s32 task;
+};
+
+struct parker {
+	__u32 tid;
+	__u32 tgid;
+};
+
+/* The last notify of a subscriber port. */
+struct note {
+	__u64 seq;         /* written last; 0 while being written or consumed */
+	__u64 notify_ns;
+	__u64 cyc;
+	__u32 pub_id;
+	__u32 woken_tid;
+	__u32 wake_state;
+	__u32 pub_pid;
+	__u32 pub_tid;
+	__u32 pad;
+};
+
+struct pub_slot {
+	__u64 seq;         /* written last */
+	__u64 ts;
+	__u32 pid;
+	__u32 tid;
+};
+
+struct pub_info {
+	__u32 pid;
+	__u32 tid;
+	char comm[TT_COMM_LEN];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 1 << 22); /* takt-trace may resize */
+} events SEC(".maps");
+
+/* Counters and histograms are per CPU: the probes only add, without atomic
+ * instructions or a cache line bouncing between CPUs; readers sum the CPUs. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct tt_counters);
+} counters SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
+	__uint(max_entries, 2048);
+	__type(key, struct tt_hist_key);
+	__type(value, struct tt_hist);
+} hists SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct tt_info);
+} info SEC(".maps");
+
+/* tgid -> 1 in the domain, 0 known to be outside it (domain mode only). */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 8192);
+	__type(key, __u32);
+	__type(value, __u8);
+} tgids SEC(".maps");
+
+/* tgids already reported to user space as unknown (once each). */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 8192);
+	__type(key, __u32);
+	__type(value, __u8);
+} unknown SEC(".maps");
+
+/* Threads that parked or ran an item; removed when they exit. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u32);
+	__type(value, struct thread_state);
+} threads SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, PORTS);
+	__type(key, __u32);
+	__type(value, struct parker);
+} parked_by SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, PORTS);
+	__type(key, __u32);
+	__type(value, struct note);
+} notes SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, PUBS * PUB_SEQS);
+	__type(key, __u32);
+	__type(value, struct pub_slot);
+} pub_ring SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, PUBS);
+	__type(key, __u32);
+	__type(value, struct pub_info);
+} pub_infos SEC(".maps");
+
+/* Room to build an event bigger than the stack allows. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct tt_sample);
+} scratch SEC(".maps");
+
+static const struct tt_hist zero_hist;
+static const struct thread_state zero_thread;
+
+#define COUNT(field)                                                                               \
+	do {                                                                                       \
+		__u32 zero_ = 0;                                                                   \
+		struct tt_counters *c_ = bpf_map_lookup_elem(&counters, &zero_);                   \
+		if (c_)                                                                            \
+			c_->field++;                                                               \
+	} while (0)
+
+/* Task state across kernels (runqlat's CO-RE idiom). */
+struct task_struct___o {
+	volatile long int state;
+} __attribute__((preserve_access_index));
+
+struct task_struct___x {
+	unsigned int __state;
+} __attribute__((preserve_access_index));
+
+static __always_inline __s64 task_state(void *task)
+{
+	struct task_struct___x *t = task;
+
+	if (bpf_core_field_exists(t->__state))
+		return BPF_CORE_READ(t, __state);
+	return BPF_CORE_READ((struct task_struct___o *)task, state);
+}
+
+static __always_inline __u32 log2_u32(__u32 v)
+{
+	__u32 shift, r;
+
+	r = (v > 0xFFFF) << 4;
+	v >>= r;
+	shift = (v > 0xFF) << 3;
+	v >>= shift;
+	r |= shift;
+	shift = (v > 0xF) << 2;
+	v >>= shift;
+	r |= shift;
+	shift = (v > 0x3) << 1;
+	v >>= shift;
+	r |= shift;
+	r |= (v >> 1);
+	return r;
+}
+
+static __always_inline __u32 log2_u64(__u64 v)
+{
+	__u32 hi = v >> 32;
+
+	return hi ? log2_u32(hi) + 32 : log2_u32((__u32)v);
+}
+
+/* Whether events of this process are wanted; reports unknown ones once. */
+static __always_inline bool traced(__u32 tgid)
+{
+	struct tt_hdr *e;
+	__u8 *member, one = 1;
+
+	if (!filter_domain)
+		return true;
+	member = bpf_map_lookup_elem(&tgids, &tgid);
+	if (member)
+		return *member;
+	COUNT(unknown_proc);
+	if (bpf_map_update_elem(&unknown, &tgid, &one, BPF_NOEXIST) == 0) {
+		e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
+		if (e) {
+			e->type = EV_NEW_PROC;
+			e->size = sizeof(*e);
+			e->cpu = bpf_get_smp_processor_id();
+			e->ts = bpf_ktime_get_ns();
+			e->pid = tgid;
+			e->tid = (__u32)bpf_get_current_pid_tgid();
+			bpf_ringbuf_submit(e, 0);
+		}
+	}
+	return false;
+}
+
+/* Events do not wake the reader one by one (a wakeup per sample would cost
+ * the traced system a context switch each): it polls every 50 ms, and is
+ * woken only when the ring buffer fills past wakeup_bytes. */
+static __always_inline __u64 rb_flags(void)
+{
+	return bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) > wakeup_bytes ? BPF_RB_FORCE_WAKEUP
+									 : BPF_RB_NO_WAKEUP;
+}
+
+static __always_inline bool str_eq(const char *a, const volatile char *b, int n)
+{
+	for (int i = 0; i < n; i++) {
+		if (a[i] != b[i])
+			return false;
+		if (!a[i])
+			return true;
+	}
+	return true;
+}
+
+static __always_inline __u64 st_read(struct thread_state *t)
+{
+	return *(volatile __u64 *)&t->st;
+}
+
+static __always_inline struct thread_state *thread_get(__u32 tid, __u32 tgid)
+{
+	struct thread_state *t = bpf_map_lookup_elem(&threads, &tid);
+
+	if (t)
+		return t;
+	/* A thread is first seen running one of our probes: it is on a CPU. */
+	bpf_map_update_elem(&threads, &tid, &zero_thread, BPF_NOEXIST);
+	t = bpf_map_lookup_elem(&threads, &tid);
+	if (t && !t->tgid) {
+		t->tgid = tgid;
+		t->task = -1;
+		__sync_fetch_and_or(&t->st, TF_ONCPU);
+	}
+	return t;
+}
+
+static __always_inline struct tt_hist *hist_get(__u32 by, __u32 pid, __s32 task, const char *name)
+{
+	struct tt_hist_key k = {.by = by, .pid = pid, .task = task};
+	struct tt_hist *h;
+
+	__builtin_memcpy(k.name, name, TT_TOPIC_LEN);
+	h = bpf_map_lookup_elem(&hists, &k);
+	if (h)
+		return h;
+	bpf_map_update_elem(&hists, &k, &zero_hist, BPF_NOEXIST);
+	return bpf_map_lookup_elem(&hists, &k);
+}
+
+static __always_inline void hist_add(struct tt_hist *h, __u32 stage, __u64 ns)
+{
+	struct tt_stage_hist *s;
+	__u32 slot;
+
+	if (stage >= ST_NR)
+		return;
+	s = &h->stage[stage];
+	slot = log2_u64(ns / 1000);
+	if (slot >= TT_MAX_SLOTS)
+		slot = TT_MAX_SLOTS - 1;
+	s->slots[slot]++;
+	s->count++;
+	s->total_ns += ns;
+	if (ns > s->max_ns)
+		s->max_ns = ns;
+}
+
+/* t (thread tid) is on a CPU: an open cycle gets its on-CPU time and is
+ * closed for the take (S0). From sched_switch; and from any probe the thread
+ * itself hits (inferred), because the scheduler tracepoint does not report
+ * every switch-in on every kernel (seen on a paravirtualised one): a thread
+ * running its own code is on a CPU, whatever the tracepoint said. */
+static __always_inline void thread_oncpu(struct thread_state *t, bool inferred)
+{
+	for (int i = 0; i < CAS_TRIES; i++) {
+		__u64 old = st_read(t), nw = (old | TF_ONCPU) & ~(__u64)(TF_SLEEPING | TF_CYC_OPEN | TF_WOKEN);
+		__u64 cyc = ST_CYC(old);
+
+		if (nw == old)
+			return;
+		if (__sync_val_compare_and_swap(&t->st, old, nw) != old)
+			continue;
+		if (ST_FLAGS(old) & TF_CYC_OPEN) {
+			t->closed_cyc = 0;
+			t->closed_waking_ns = t->waking_cyc == cyc ? t->waking_ns : 0;
+			t->closed_wakeup_ns = t->wakeup_cyc == cyc ? t->wakeup_ns : 0;
+			t->closed_oncpu_ns = bpf_ktime_get_ns();
+			t->closed_cpu = bpf_get_smp_processor_id();
+			t->closed_inferred = inferred;
+			t->closed_cyc = cyc;
+			if (inferred)
+				COUNT(oncpu_inferred);
+		}
+		return;
+	}
+}
+
+/* The current thread's state, marked on a CPU (it runs this probe). */
+static __always_inline struct thread_state *thread_self(__u64 id, bool create)
+{
+	__u32 tid = (__u32)id;
+	struct thread_state *t = create ? thread_get(tid, id >> 32) : bpf_map_lookup_elem(&threads, &tid);
+
+	if (t)
+		thread_oncpu(t, true);
+	return t;
+}
+
+/* ---- libtakt-ipc ------------------------------------------------------- */
+
+/* A process of the domain, or not: membership wins (a process may attach
+ * to several domains). */
+static __always_inline void classify(const char *domain)
+{
+	char name[TT_DOMAIN_LEN];
+	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
+	__u8 yes = 1, no = 0;
+
+	if (!filter_domain)
+		return;
+	if (bpf_probe_read_user_str(name, sizeof(name), domain) < 0)
+		return;
+	if (str_eq(name, domain_name, TT_DOMAIN_LEN))
+		bpf_map_update_elem(&tgids, &tgid, &yes, BPF_ANY);
+	else
+		bpf_map_update_elem(&tgids, &tgid, &no, BPF_NOEXIST);
+}
+
+/* libtakt-ipc's internal proto_connect(domain, ...): every process connects
+ * to its domain's broker before it can hit any other probe. */
+SEC("uprobe")
+int BPF_KPROBE(on_connect, const char *domain) /* BPF_UPROBE: libbpf >= 1.2 */
+{
+	classify(domain);
+	return 0;
+}
+
+/* The same from a node_open(domain) USDT probe, where the library has one
+ * (it survives stripping, the internal symbol does not). */
+SEC("usdt")
+int BPF_USDT(on_node_open, const char *domain)
+{
+	classify(domain);
+	return 0;
+}
+
+static __always_inline void emit_publish(const char *topic, __u32 pub_id, __u64 seq, __u64 id, __u64 ts)
+{
+	struct tt_publish *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
+
+	if (!e) {
+		COUNT(dropped_events);
+		return;
+	}
+	bpf_probe_read_user_str(e->topic, sizeof(e->topic), topic);
+	if ((filter_topic && !str_eq(e->topic, topic_name, TT_TOPIC_LEN)) ||
+	    (filter_pid && filter_pid != id >> 32)) {
+		bpf_ringbuf_discard(e, 0);
+		return;
+	}
+	e->h.type = EV_PUBLISH;
+	e->h.size = sizeof(*e);
+	e->h.cpu = bpf_get_smp_processor_id();
+	e->h.ts = ts;
+	e->h.pid = id >> 32;
+	e->h.tid = (__u32)id;
+	e->seq = seq;
+	e->pub_id = pub_id;
+	e->pad = 0;
+	bpf_get_current_comm(e->comm, sizeof(e->comm));
+	bpf_ringbuf_submit(e, rb_flags());
+}
+
+SEC("usdt")
+int BPF_USDT(on_publish, const char *topic, __u32 pub_id, __u64 seq)
+{
+	__u64 id = bpf_get_current_pid_tgid(), ts;
+	__u32 slot = (pub_id % PUBS) * PUB_SEQS + (__u32)(seq % PUB_SEQS), pi_key = pub_id % PUBS;
+	struct pub_slot *ps;
+	struct pub_info *pi;
+
+	if (!traced(id >> 32))
+		return 0;
+	COUNT(publish);
+	ts = bpf_ktime_get_ns();
+	ps = bpf_map_lookup_elem(&pub_ring, &slot);
+	if (ps) {
+		ps->seq = 0;
+		ps->ts = ts;
+		ps->pid = id >> 32;
+		ps->tid = (__u32)id;
+		ps->seq = seq;
+	}
+	pi = bpf_map_lookup_elem(&pub_infos, &pi_key);
+	if (pi && (pi->pid != id >> 32 || pi->tid != (__u32)id)) {
+		pi->pid = id >> 32;
+		pi->tid = (__u32)id;
+		bpf_get_current_comm(pi->comm, sizeof(pi->comm));
+	}
+	if (emit_raw)
+		emit_publish(topic, pub_id, seq, id, ts);
+	return 0;
+}
+
+/* Opens a wake cycle on the parked thread t, or joins the one open (S0:
+ * the state it is classified by is the one the CAS swapped). */
+static __always_inline void notify_cycle(struct thread_state *t, struct note *n)
+{
+	for (int i = 0; i < CAS_TRIES; i++) {
+		__u64 old = st_read(t), nw;
+		__u32 f = ST_FLAGS(old), ws;
+
+		if (f & TF_CYC_OPEN) {
+			n->cyc = ST_CYC(old);
+			/* Woken already by the notify that opened the cycle: for
+			 * this sample the thread was runnable, only its on-CPU counts. */
+			ws = ST_WAKE(old);
+			n->wake_state = ws == WS_SLEEPING && (f & TF_WOKEN) ? WS_RUNNABLE : ws;
+			return;
+		}
+		if (f & TF_ONCPU) {
+			n->cyc = 0;
+			n->wake_state = WS_RUNNING; /* still on its way to sleep: nothing to wake */
+			return;
+		}
+		/* Asleep, or woken by something else and waiting for a CPU. */
+		ws = f & TF_SLEEPING ? WS_SLEEPING : WS_RUNNABLE;
+		nw = (ST_CYC(old) + 1) << 16 | (__u64)ws << 8 | f | TF_CYC_OPEN;
+		if (__sync_val_compare_and_swap(&t->st, old, nw) == old) {
+			n->cyc = ST_CYC(nw);
+			n->wake_state = ws;
+			return;
+		}
+	}
+	n->cyc = 0;
+	n->wake_state = WS_UNKNOWN;
+}
+
+SEC("usdt")
+int BPF_USDT(on_notify, __u32 sub_port, __u32 pub_id, __u64 seq)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+	__u32 port = sub_port % PORTS;
+	struct thread_state *t = NULL;
+	struct parker *p;
+	struct note *n;
+
+	if (!traced(id >> 32))
+		return 0;
+	COUNT(notify);
+	n = bpf_map_lookup_elem(&notes, &port);
+	if (!n)
+		return 0;
+	n->seq = 0;
+	n->notify_ns = bpf_ktime_get_ns();
+	n->pub_id = pub_id;
+	n->pub_pid = id >> 32;
+	n->pub_tid = (__u32)id;
+	p = bpf_map_lookup_elem(&parked_by, &port);
+	if (p && p->tid)
+		t = bpf_map_lookup_elem(&threads, &p->tid);
+	if (t) {
+		n->woken_tid = p->tid;
+		notify_cycle(t, n);
+	} else {
+		n->woken_tid = 0;
+		n->cyc = 0;
+		n->wake_state = WS_UNKNOWN;
+		COUNT(notify_no_thread);
+	}
+	n->seq = seq;
+	return 0;
+}
+
+SEC("usdt")
+int BPF_USDT(on_park, __u32 sub_port)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+	__u32 port = sub_port % PORTS;
+	struct thread_state *t;
+	struct parker *p;
+
+	if (!traced(id >> 32))
+		return 0;
+	COUNT(park);
+	p = bpf_map_lookup_elem(&parked_by, &port);
+	if (p && p->tid != (__u32)id) {
+		p->tid = (__u32)id;
+		p->tgid = id >> 32;
+	}
+	t = thread_self(id, true);
+	if (t)
+		__sync_fetch_and_or(&t->st, TF_PARKED);
+	return 0;
+}
+
+SEC("usdt")
+int BPF_USDT(on_unpark, __u32 sub_port)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+	struct thread_state *t;
+
+	if (!traced(id >> 32))
+		return 0;
+	COUNT(unpark);
+	t = thread_self(id, false);
+	if (t)
+		__sync_fetch_and_and(&t->st, ~(__u64)TF_PARKED);
+	return 0;
+}
+
+/* The publish of (pub_id, seq), if still remembered. */
+static __always_inline void take_publish(struct tt_sample *s)
+{
+	__u32 slot = (s->pub_id % PUBS) * PUB_SEQS + (__u32)(s->seq % PUB_SEQS), pi_key = s->pub_id % PUBS;
+	struct pub_slot *ps = bpf_map_lookup_elem(&pub_ring, &slot);
+	struct pub_info *pi;
+
+	if (!ps || ps->seq != s->seq) {
+		COUNT(take_no_publish);
+		return;
+	}
+	s->publish_ns = ps->ts;
+	s->pub_pid = ps->pid;
+	s->pub_tid = ps->tid;
+	pi = bpf_map_lookup_elem(&pub_infos, &pi_key);
+	if (pi && pi->tid == ps->tid)
+		__builtin_memcpy(s->pub_comm, pi->comm, TT_COMM_LEN);
+}
+
+/* The notify of this sample and the wake cycle it opened or joined. */
+static __always_inline void take_note(struct tt_sample *s)
+{
+	__u32 port = s->sub_port % PORTS;
+	struct note *n = bpf_map_lookup_elem(&notes, &port);
+	struct thread_state *wt;
+
+	if (!n || n->seq != s->seq || n->pub_id != s->pub_id || !n->notify_ns)
+		return;
+	s->notify_ns = n->notify_ns;
+	s->woken_tid = n->woken_tid;
+	s->wake_state = n->wake_state;
+	if (!s->pub_pid) {
+		s->pub_pid = n->pub_pid;
+		s->pub_tid = n->pub_tid;
+	}
+	n->notify_ns = 0; /* consumed */
+	if (n->wake_state != WS_SLEEPING && n->wake_state != WS_RUNNABLE)
+		return;
+	wt = bpf_map_lookup_elem(&threads, &s->woken_tid);
+	if (!wt || wt->closed_cyc != n->cyc)
+		return; /* its cycle closed again since (or never): stages unknown */
+	if (n->wake_state == WS_SLEEPING) {
+		s->waking_ns = wt->closed_waking_ns;
+		s->wakeup_ns = wt->closed_wakeup_ns;
+	}
+	s->oncpu_ns = wt->closed_oncpu_ns;
+	s->wake_cpu = wt->closed_cpu;
+	s->oncpu_inferred = wt->closed_inferred;
+}
+
+/* The taking thread: on a CPU, no longer parked, maybe inside an item. */
+static __always_inline void take_thread(struct tt_sample *s)
+{
+	__u32 tid = s->h.tid;
+	struct thread_state *t = bpf_map_lookup_elem(&threads, &tid);
+
+	if (!t)
+		return;
+	thread_oncpu(t, true);
+	__sync_fetch_and_and(&t->st, ~(__u64)TF_PARKED);
+	if (ST_FLAGS(st_read(t)) & TF_IN_DISPATCH) {
+		s->callback_ns = t->cb_begin_ns;
+		s->task = t->task;
+		bpf_probe_read_user_str(s->item, sizeof(s->item), (const void *)t->item_ptr);
+	}
+}
+
+static __always_inline void hists_add(struct tt_hist *h, const struct tt_sample *s, __u64 cb)
+{
+	if (s->notify_ns && s->wakeup_ns >= s->notify_ns)
+		hist_add(h, ST_NOTIFY_WAKEUP, s->wakeup_ns - s->notify_ns);
+	if (s->wakeup_ns && s->oncpu_ns >= s->wakeup_ns)
+		hist_add(h, ST_WAKEUP_ONCPU, s->oncpu_ns - s->wakeup_ns);
+	if (s->oncpu_ns && cb >= s->oncpu_ns)
+		hist_add(h, ST_ONCPU_TAKE, cb - s->oncpu_ns);
+	if (s->publish_ns && s->h.ts >= s->publish_ns)
+		hist_add(h, ST_PUBLISH_TAKE, s->h.ts - s->publish_ns);
+}
+
+static __always_inline void take_hists(const struct tt_sample *s)
+{
+	__u64 cb = s->callback_ns ? s->callback_ns : s->h.ts;
+	struct tt_hist *h;
+
+	h = hist_get(BY_TOPIC, 0, -1, s->topic);
+	if (h)
+		hists_add(h, s, cb);
+	if (s->task >= 0) {
+		char item[TT_TOPIC_LEN] = {};
+
+		__builtin_memcpy(item, s->item, TT_ITEM_LEN);
+		h = hist_get(BY_TASK, s->h.pid, s->task, item);
+		if (h)
+			hists_add(h, s, cb);
+	}
+	if (deadline_ns && s->publish_ns && cb > s->publish_ns + deadline_ns)
+		COUNT(missed_deadlines);
+}
+
+SEC("usdt")
+int BPF_USDT(on_take, const char *topic, __u32 sub_port, __u32 pub_id, __u64 seq)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+	struct tt_sample *s;
+	__u32 zero = 0;
+
+	if (!traced(id >> 32))
+		return 0;
+	COUNT(take);
+	s = bpf_map_lookup_elem(&scratch, &zero);
+	if (!s)
+		return 0;
+	__builtin_memset(s, 0, sizeof(*s));
+	s->h.type = EV_SAMPLE;
+	s->h.size = sizeof(*s);
+	s->h.cpu = bpf_get_smp_processor_id();
+	s->h.ts = bpf_ktime_get_ns();
+	s->h.pid = id >> 32;
+	s->h.tid = (__u32)id;
+	s->seq = seq;
+	s->pub_id = pub_id;
+	s->sub_port = sub_port;
+	s->task = -1;
+	/* The joins run whatever the filters say: they consume the notes. */
+	take_publish(s);
+	take_note(s);
+	take_thread(s);
+	bpf_probe_read_user_str(s->topic, sizeof(s->topic), topic);
+	if (filter_topic && !str_eq(s->topic, topic_name, TT_TOPIC_LEN))
+		return 0;
+	if (filter_pid && filter_pid != s->h.pid && filter_pid != s->pub_pid)
+		return 0;
+	take_hists(s);
+	if (emit_samples) {
+		bpf_get_current_comm(s->comm, sizeof(s->comm));
+		if (bpf_ringbuf_output(&events, s, sizeof(*s), rb_flags()) < 0)
+			COUNT(dropped_events);
+	}
+	return 0;
+}
+
+/* ---- libtakt-exec ------------------------------------------------------ */
+
+SEC("usdt")
+int BPF_USDT(on_exec_park, __u32 n_tasks)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+	struct thread_state *t;
+
+	if (!traced(id >> 32))
+		return 0;
+	t = thread_self(id, true);
+	if (t)
+		__sync_fetch_and_or(&t->st, TF_PARKED);
+	return 0;
+}
+
+SEC("usdt")
+int BPF_USDT(on_exec_wake, int n_events)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+	struct thread_state *t;
+
+	if (!traced(id >> 32))
+		return 0;
+	t = thread_self(id, false);
+	if (t)
+		__sync_fetch_and_and(&t->st, ~(__u64)TF_PARKED);
+	return 0;
+}
+
+SEC("usdt")
+int BPF_USDT(on_dispatch_begin, int task, const char *item)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+	struct thread_state *t;
+
+	if (!traced(id >> 32))
+		return 0;
+	t = thread_self(id, true);
+	if (!t)
+		return 0;
+	t->cb_begin_ns = bpf_ktime_get_ns();
+	t->task = task;
+	t->item_ptr = (__u64)item;
+	__sync_fetch_and_or(&t->st, TF_IN_DISPATCH);
+	return 0;
+}
+
+static __always_inline void emit_dispatch(__u64 id, __u64 begin, __u64 now, int task, int rc, const char *name)
+{
+	struct tt_dispatch *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
+
+	if (!e) {
+		COUNT(dropped_events);
+		return;
+	}
+	e->h.type = EV_DISPATCH;
+	e->h.size = sizeof(*e);
+	e->h.cpu = bpf_get_smp_processor_id();
+	e->h.ts = now;
+	e->h.pid = id >> 32;
+	e->h.tid = (__u32)id;
+	e->begin_ns = begin;
+	e->task = task;
+	e->rc = rc;
+	__builtin_memcpy(e->item, name, TT_ITEM_LEN);
+	bpf_get_current_comm(e->comm, sizeof(e->comm));
+	bpf_ringbuf_submit(e, rb_flags());
+}
+
+SEC("usdt")
+int BPF_USDT(on_dispatch_end, int task, const char *item, int rc)
+{
+	__u64 id = bpf_get_current_pid_tgid(), now = bpf_ktime_get_ns();
+	char name[TT_TOPIC_LEN] = {};
+	__u32 tid = (__u32)id;
+	struct thread_state *t;
+	struct tt_hist *h;
+	__u64 begin;
+
+	if (!traced(id >> 32))
+		return 0;
+	COUNT(dispatch);
+	t = bpf_map_lookup_elem(&threads, &tid);
+	if (!t || !(ST_FLAGS(st_read(t)) & TF_IN_DISPATCH))
+		return 0;
+	__sync_fetch_and_and(&t->st, ~(__u64)TF_IN_DISPATCH);
+	begin = t->cb_begin_ns;
+	if (filter_pid && filter_pid != id >> 32)
+		return 0;
+	bpf_probe_read_user_str(name, TT_ITEM_LEN, item);
+	h = hist_get(BY_TASK, id >> 32, task, name);
+	if (h)
+		hist_add(h, ST_CALLBACK, now - begin);
+	if (emit_raw)
+		emit_dispatch(id, begin, now, task, rc, name);
+	return 0;
+}
+
+/* ---- scheduler --------------------------------------------------------- */
+
+/* The waker starts waking p (its context, before p can run): the wakeup of
+ * p's open, asleep cycle, or one with no sample if p was parked. */
+SEC("tp_btf/sched_waking")
+int BPF_PROG(on_sched_waking, struct task_struct *p)
+{
+	__u32 tid = p->pid;
+	struct thread_state *t = bpf_map_lookup_elem(&threads, &tid);
+
+	if (!t)
+		return 0;
+	for (int i = 0; i < CAS_TRIES; i++) {
+		__u64 old = st_read(t), nw = old & ~(__u64)TF_SLEEPING;
+		__u32 f = ST_FLAGS(old);
+		bool mine = (f & TF_CYC_OPEN) && ST_WAKE(old) == WS_SLEEPING && !(f & TF_WOKEN);
+
+		if (mine)
+			nw |= TF_WOKEN;
+		if (nw == old)
+			return 0;
+		if (__sync_val_compare_and_swap(&t->st, old, nw) != old)
+			continue; /* S0 */
+		if (mine) {
+			t->waking_ns = bpf_ktime_get_ns();
+			t->waking_cyc = ST_CYC(old);
+			COUNT(wakeups);
+		} else if ((f & (TF_PARKED | TF_SLEEPING)) == (TF_PARKED | TF_SLEEPING) && !(f & TF_CYC_OPEN)) {
+			COUNT(wakeups_no_sample);
+		}
+		return 0;
+	}
+	return 0;
+}
+
+/* p is on a run queue now: the wakeup's end. */
+SEC("tp_btf/sched_wakeup")
+int BPF_PROG(on_sched_wakeup, struct task_struct *p)
+{
+	__u32 tid = p->pid;
+	struct thread_state *t = bpf_map_lookup_elem(&threads, &tid);
+	__u64 st;
+
+	if (!t)
+		return 0;
+	st = st_read(t);
+	if ((ST_FLAGS(st) & (TF_CYC_OPEN | TF_WOKEN)) == (TF_CYC_OPEN | TF_WOKEN) &&
+	    ST_WAKE(st) == WS_SLEEPING && t->wakeup_cyc != ST_CYC(st)) {
+		t->wakeup_ns = bpf_ktime_get_ns();
+		t->wakeup_cyc = ST_CYC(st);
+	}
+	return 0;
+}
+
+static __always_inline void switch_out(struct task_struct *prev, bool preempt)
+{
+	__u32 tid = prev->pid;
+	struct thread_state *t = bpf_map_lookup_elem(&threads, &tid);
+	bool sleeps;
+
+	if (!t)
+		return;
+	sleeps = !preempt && task_state(prev) != TASK_RUNNING;
+	for (int i = 0; i < CAS_TRIES; i++) {
+		__u64 old = st_read(t), nw = old & ~(__u64)TF_ONCPU;
+
+		if (sleeps)
+			nw |= TF_SLEEPING;
+		if (__sync_val_compare_and_swap(&t->st, old, nw) == old) /* S0 */
+			return;
+	}
+}
+
+SEC("tp_btf/sched_switch")
+int BPF_PROG(on_sched_switch, bool preempt, struct task_struct *prev, struct task_struct *next)
+{
+	__u32 tid = next->pid;
+	struct thread_state *t;
+
+	switch_out(prev, preempt);
+	t = bpf_map_lookup_elem(&threads, &tid);
+	if (t)
+		thread_oncpu(t, false);
+	return 0;
+}
+
+/* A thread leaves: its state goes (threads is not an LRU map). */
+SEC("tp_btf/sched_process_exit")
+int BPF_PROG(on_exit, struct task_struct *p)
+{
+	__u32 tid = p->pid;
+
+	bpf_map_delete_elem(&threads, &tid);
+	return 0;
+}
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";

@@ -1,0 +1,154 @@
+/* wakeup.h - what wakeup.bpf.c and takt-trace share: events, counters and
+ * histogram keys.
+ *
+ * One sample's journey from a publisher to the callback that handles it:
+ *
+ *   publish ─ notify ─ (sched_waking) ─ sched_wakeup ─ sched_switch in ─ [dispatch_begin] ─ take
+ *   pub thread          pub thread        any CPU        subscriber thread   taking thread
+ *
+ * The kernel side joins these per (sub_port, publisher_id, seq) and emits one
+ * EV_SAMPLE at the take, with every timestamp (CLOCK_MONOTONIC ns, 0 where the
+ * stage did not happen). Everything here is fixed-size and laid out the same
+ * for the BPF target and the host: the record file stores these bytes.
+ */
+#ifndef TAKT_TRACE_WAKEUP_H
+#define TAKT_TRACE_WAKEUP_H
+
+#define TT_TOPIC_LEN 64 /* TAKT_NAME_MAX */
+#define TT_ITEM_LEN 32
+#define TT_COMM_LEN 16
+#define TT_DOMAIN_LEN 64
+#define TT_MAX_SLOTS 32 /* log2 buckets of microseconds: up to ~35 min */
+
+enum tt_ev_type {
+	EV_SAMPLE = 1,   /* a take, joined with its publish, notify, wakeup, on-CPU */
+	EV_PUBLISH = 2,  /* record mode only */
+	EV_DISPATCH = 3, /* record mode only: one item's run, emitted at its end */
+	EV_NEW_PROC = 4, /* a process not yet classified hit a probe (domain mode) */
+};
+
+/* Every event starts with this; size covers the whole event. */
+struct tt_hdr {
+	__u16 type;
+	__u16 size;
+	__u32 cpu;
+	__u64 ts; /* CLOCK_MONOTONIC ns */
+	__u32 pid; /* tgid of the thread that hit the probe */
+	__u32 tid;
+};
+
+/* How the subscriber thread stood when its notify came. */
+enum tt_wake_state {
+	WS_NONE = 0,     /* no notify: the subscriber was busy, took without parking */
+	WS_SLEEPING = 1, /* off CPU: notify -> wakeup -> on-CPU all measured */
+	WS_RUNNABLE = 2, /* woken already, waiting for a CPU: no wakeup stage */
+	WS_RUNNING = 3,  /* still on CPU (not asleep yet): no wakeup, no on-CPU stage */
+	WS_UNKNOWN = 4,  /* notify for a port whose parking thread was never seen */
+};
+
+struct tt_sample {
+	struct tt_hdr h; /* ts = take; pid/tid = the taking thread */
+	__u64 seq;
+	__u64 publish_ns;  /* 0: the publish was not seen */
+	__u64 notify_ns;   /* 0: no notify (the subscriber did not park) */
+	__u64 waking_ns;   /* sched_waking: the waker started the wakeup */
+	__u64 wakeup_ns;   /* sched_wakeup: the thread is runnable */
+	__u64 oncpu_ns;    /* sched_switch: the woken thread got a CPU */
+	__u64 callback_ns; /* dispatch_begin of the item that took it; 0 outside an executor */
+	__u32 pub_id;
+	__u32 sub_port;
+	__u32 pub_pid;
+	__u32 pub_tid;
+	__u32 woken_tid;  /* the thread the notify was for (the one that parked) */
+	__s32 task;       /* executor task that took it, -1: none */
+	__u32 wake_state; /* enum tt_wake_state */
+	__u32 wake_cpu;   /* CPU the woken thread ran on, when oncpu_ns */
+	__u32 oncpu_inferred; /* 1: on-CPU from the thread's own probe (sched_switch missed) */
+	__u32 pad;
+	char topic[TT_TOPIC_LEN];
+	char item[TT_ITEM_LEN];
+	char comm[TT_COMM_LEN];     /* taking thread */
+	char pub_comm[TT_COMM_LEN];
+};
+
+struct tt_publish {
+	struct tt_hdr h;
+	__u64 seq;
+	__u32 pub_id;
+	__u32 pad;
+	char topic[TT_TOPIC_LEN];
+	char comm[TT_COMM_LEN];
+};
+
+struct tt_dispatch {
+	struct tt_hdr h; /* ts = end */
+	__u64 begin_ns;
+	__s32 task;
+	__s32 rc;
+	char item[TT_ITEM_LEN];
+	char comm[TT_COMM_LEN];
+};
+
+/* Counters, one array entry whose fields bpftool prints by name. */
+struct tt_counters {
+	__u64 publish;
+	__u64 notify;
+	__u64 park;
+	__u64 unpark;
+	__u64 take;
+	__u64 dispatch;
+	__u64 wakeups;            /* notified threads seen waking up */
+	__u64 wakeups_no_sample;  /* parked threads woken with no notify pending */
+	__u64 notify_no_thread;   /* notify for a port whose parking thread is unknown */
+	__u64 take_no_publish;    /* takes whose publish was not seen */
+	__u64 dropped_events;     /* ring buffer full: events lost */
+	__u64 missed_deadlines;   /* publish -> callback start over --deadline */
+	__u64 unknown_proc;       /* probes hit by processes outside the domain */
+	__u64 oncpu_inferred;     /* wake cycles whose on-CPU came from the thread's probe */
+};
+
+enum tt_stage {
+	ST_NOTIFY_WAKEUP = 0,
+	ST_WAKEUP_ONCPU = 1,
+	ST_ONCPU_TAKE = 2,   /* on-CPU -> callback start (take, or dispatch_begin in an executor) */
+	ST_PUBLISH_TAKE = 3, /* end to end: publish -> take */
+	ST_CALLBACK = 4,     /* task only: dispatch_begin -> dispatch_end */
+	ST_NR = 5,
+};
+
+enum tt_hist_by {
+	BY_TOPIC = 0,
+	BY_TASK = 1,
+};
+
+struct tt_hist_key {
+	__u32 by;   /* enum tt_hist_by */
+	__u32 pid;  /* BY_TASK: the executor's process; else 0 */
+	__s32 task; /* BY_TASK: task id; else -1 */
+	__u32 pad;
+	char name[TT_TOPIC_LEN]; /* topic, or the task's item name */
+};
+
+/* One stage's log2 histogram. */
+struct tt_stage_hist {
+	__u64 slots[TT_MAX_SLOTS]; /* slot k: [2^k, 2^(k+1)) us; slot 0 also holds 0 */
+	__u64 count;
+	__u64 total_ns;
+	__u64 max_ns;
+};
+
+/* Every stage of one topic or task: one map lookup per take. */
+struct tt_hist {
+	struct tt_stage_hist stage[ST_NR]; /* enum tt_stage */
+};
+
+/* Pinned beside the maps, so the scripts can tell whose pins they read. */
+struct tt_info {
+	__u32 tracer_pid;
+	__u32 filter_pid;
+	__u64 start_ns;
+	char domain[TT_DOMAIN_LEN]; /* empty: every domain */
+	char topic[TT_TOPIC_LEN];   /* empty: every topic */
+};
+
+#endif
