@@ -7,6 +7,7 @@
  * everything the process held.
  */
 #include "client.h"
+#include "probes.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -122,6 +123,7 @@ int takt_node_open(const struct takt_node_opts *opts, takt_node **out)
 	if (!n)
 		return -ENOMEM;
 	pthread_mutex_init(&n->lock, NULL);
+	TAKT_PROBE1(node_open, domain);
 	r = proto_connect(domain, &n->sock);
 	if (r < 0)
 		goto fail_free;

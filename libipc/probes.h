@@ -5,7 +5,8 @@
  * with the sample, so a tracer joins one sample's publish, notify, the
  * wake-up of the thread that parked for it and its take.
  *
- *   publish (topic, publisher_id, seq)             after the pushes
+ *   node_open (domain)                             a process attaches (before connecting)
+ *   publish (topic, publisher_id, seq)             before the pushes
  *   notify  (sub_port, publisher_id, seq)          only when the eventfd is written
  *   park    (sub_port)                             a subscriber raises its parked flag
  *   unpark  (sub_port)                             woken (takt_sub_wait) or not needed

@@ -393,6 +393,8 @@ int takt_pub_publish(takt_pub *pub, void *payload)
 	pub_check_conns(pub);
 	h = seg_chunk_header(v, c);
 	e = (struct ring_entry){.chunk = c, .size = h->size, .seq = ++pub->seq, .publish_ns = takt_now_ns()};
+	/* before the pushes: an awake subscriber may take the sample at once */
+	TAKT_PROBE3(publish, pub->topic, pub->index + 1, e.seq);
 	h->seq = e.seq; /* the header serves history readers and the broker */
 	h->publish_ns = e.publish_ns;
 	h->publisher_id = pub->index + 1;
@@ -407,7 +409,6 @@ int takt_pub_publish(takt_pub *pub, void *payload)
 	}
 	if (pub->history)
 		pub_history_put(pub, c, gen);
-	TAKT_PROBE3(publish, pub->topic, pub->index + 1, e.seq);
 	pub_notify(pub, pushed, e.seq);
 	q0_exit(&pub->port->active); /* Q0 */
 	return reached;
