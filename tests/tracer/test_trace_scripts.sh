@@ -64,7 +64,12 @@ wait_for 10 test -S "$run/takt-$TAKT_DOMAIN.sock" || fail "takt-broker did not s
 expect_fail "no takt-trace runs" "$scripts/trace-maps"
 expect_fail "no takt-trace runs" "$scripts/trace-progs"
 if id nobody >/dev/null 2>&1 && command -v setpriv >/dev/null; then
-	expect_fail "needs root" setpriv --reuid=nobody --regid=nogroup --clear-groups "$scripts/trace-maps"
+	# A copy nobody can read: the checkout may sit in a private directory.
+	nb=$(mktemp -d /tmp/takt-trace-nobody-XXXXXX)
+	cp "$scripts/trace-maps" "$scripts/trace-common.sh" "$nb/"
+	chmod 755 "$nb" "$nb/trace-maps" && chmod 644 "$nb/trace-common.sh"
+	expect_fail "needs root" setpriv --reuid=nobody --regid=nogroup --clear-groups "$nb/trace-maps"
+	rm -rf "$nb"
 fi
 
 "$trace" wakeups --json --domain "$TAKT_DOMAIN" >"$run/trace.out" 2>"$run/trace.log" &
