@@ -2,6 +2,7 @@
 #include "segment.h"
 
 #include <errno.h>
+#include <stdio.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
@@ -114,4 +115,50 @@ uint32_t seg_chunk_of(const struct seg_view *v, const void *ptr)
 		return sp->first + (uint32_t)(off / sp->stride);
 	}
 	return TAKT_NONE;
+}
+
+void seg_header_fill(struct takt_mgmt_header *h, const struct seg_spec *spec)
+{
+	struct takt_layout lay;
+	uint32_t first = 0;
+
+	layout_compute(&spec->lim, spec->n_chunks, &lay);
+	h->abi_version = TAKT_ABI_VERSION;
+	h->header_size = sizeof(*h);
+	h->layout_digest = layout_digest(&spec->lim, spec->n_chunks);
+	h->epoch = spec->epoch;
+	h->segment_size = lay.size;
+	h->n_chunks = spec->n_chunks;
+	h->limits = spec->lim;
+	h->off_procs = lay.off_procs;
+	h->off_topics = lay.off_topics;
+	h->off_pubs = lay.off_pubs;
+	h->off_subs = lay.off_subs;
+	h->off_conns = lay.off_conns;
+	h->off_rings = lay.off_rings;
+	h->off_chunks = lay.off_chunks;
+	h->off_events = lay.off_events;
+	snprintf(h->domain, sizeof(h->domain), "%s", spec->domain);
+	/* Classes tile the chunk index space in order (checked by clients). */
+	for (uint32_t k = 0; k < spec->lim.n_classes; k++) {
+		struct takt_pool_desc *d = &h->pools[k];
+
+		d->payload_size = spec->class_size[k];
+		d->chunk_stride = layout_chunk_stride(d->payload_size);
+		d->n_chunks = spec->class_count[k];
+		d->first_chunk = first;
+		d->segment_size = seg_pool_bytes(d->chunk_stride, d->n_chunks);
+		first += d->n_chunks;
+	}
+}
+
+void seg_pool_header_fill(void *base, uint32_t k, const struct takt_mgmt_header *h)
+{
+	*(struct takt_pool_header *)base = (struct takt_pool_header){
+		.magic = TAKT_POOL_MAGIC,
+		.abi_version = TAKT_ABI_VERSION,
+		.pool_class = k,
+		.layout_digest = h->layout_digest,
+		.epoch = h->epoch,
+	};
 }

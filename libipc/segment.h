@@ -44,6 +44,23 @@ int seg_view_init(struct seg_view *v, void *mgmt, size_t mgmt_size);
 /* Validates and records a mapped payload segment of class k. */
 int seg_view_add_pool(struct seg_view *v, uint32_t k, void *base, size_t size);
 
+/* What a management header is built from (the broker's config, or a test's). */
+struct seg_spec {
+	struct takt_limits lim;
+	const uint64_t *class_size; /* payload bytes per class, lim.n_classes entries */
+	const uint32_t *class_count;
+	uint32_t n_chunks;
+	uint64_t epoch;
+	const char *domain;
+};
+
+/* Fills every field of a fresh management header but the magic, which the
+ * creator stores last (after a release fence) so a half-written header
+ * never validates. */
+void seg_header_fill(struct takt_mgmt_header *h, const struct seg_spec *spec);
+/* Writes the header line of payload segment k. */
+void seg_pool_header_fill(void *base, uint32_t k, const struct takt_mgmt_header *h);
+
 /* Maps an fd received from the broker (whole file, MAP_SHARED). */
 int seg_map_fd(int fd, int prot, void **ret_base, size_t *ret_size);
 

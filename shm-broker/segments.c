@@ -195,45 +195,22 @@ static uint32_t seg_total_chunks(const struct broker_config *c)
 	return n > UINT32_MAX - 1 ? UINT32_MAX - 1 : (uint32_t)n;
 }
 
-static void seg_fill_header(struct broker *b, uint32_t n_chunks, const struct takt_layout *lay)
+static void seg_fill_header(struct broker *b, uint32_t n_chunks)
 {
 	struct takt_mgmt_header *h = b->mgmt;
 	long mb = syscall(SYS_membarrier, MEMBARRIER_CMD_QUERY, 0, 0);
-	uint32_t first = 0;
 
-	h->abi_version = TAKT_ABI_VERSION;
-	h->header_size = sizeof(*h);
 	/* Q0: offer clients the plain-store entry only if we can fence for them
 	 * (registry.c, q0_fence). Before the digest: flags are part of it. */
 	b->cfg.lim.flags &= ~TAKT_LIM_MEMBARRIER;
 	if (mb > 0 && (mb & MEMBARRIER_CMD_GLOBAL_EXPEDITED))
 		b->cfg.lim.flags |= TAKT_LIM_MEMBARRIER;
-	h->layout_digest = layout_digest(&b->cfg.lim, n_chunks);
-	h->epoch = b->epoch;
-	h->segment_size = lay->size;
-	h->n_chunks = n_chunks;
-	h->limits = b->cfg.lim;
-	h->off_procs = lay->off_procs;
-	h->off_topics = lay->off_topics;
-	h->off_pubs = lay->off_pubs;
-	h->off_subs = lay->off_subs;
-	h->off_conns = lay->off_conns;
-	h->off_rings = lay->off_rings;
-	h->off_chunks = lay->off_chunks;
-	h->off_events = lay->off_events;
-	snprintf(h->domain, sizeof(h->domain), "%s", b->cfg.domain);
+	seg_header_fill(h, &(struct seg_spec){.lim = b->cfg.lim, .class_size = b->cfg.class_size,
+					      .class_count = b->cfg.class_count, .n_chunks = n_chunks,
+					      .epoch = b->epoch, .domain = b->cfg.domain});
 	atomic_store_explicit(&h->broker_pid, (uint32_t)getpid(), memory_order_relaxed);
-	for (uint32_t k = 0; k < b->cfg.lim.n_classes; k++) {
-		struct takt_pool_desc *d = &h->pools[k];
-
-		d->payload_size = b->cfg.class_size[k];
-		d->chunk_stride = layout_chunk_stride(d->payload_size);
-		d->n_chunks = b->cfg.class_count[k];
-		d->first_chunk = first;
-		d->segment_size = seg_pool_bytes(d->chunk_stride, d->n_chunks);
-		first += d->n_chunks;
-	}
-	/* The magic goes last: a half-written header never validates. */
+	/* The magic goes last: a half-written header never validates (the
+	 * fence pairs with nothing yet: no client has the fd before HELLO). */
 	atomic_thread_fence(memory_order_release);
 	h->magic = TAKT_MGMT_MAGIC;
 }
@@ -243,7 +220,6 @@ static int seg_create_pools(struct broker *b)
 	const struct takt_mgmt_header *h = b->mgmt;
 
 	for (uint32_t k = 0; k < b->cfg.lim.n_classes; k++) {
-		struct takt_pool_header *ph;
 		char what[16];
 		int r;
 
@@ -252,10 +228,7 @@ static int seg_create_pools(struct broker *b)
 		r = seg_create(b, what, b->pool_size[k], &b->pool_fd[k], &b->pool_base[k]);
 		if (r < 0)
 			return r;
-		ph = b->pool_base[k];
-		*ph = (struct takt_pool_header){.magic = TAKT_POOL_MAGIC, .abi_version = TAKT_ABI_VERSION,
-						.pool_class = k, .layout_digest = h->layout_digest,
-						.epoch = b->epoch};
+		seg_pool_header_fill(b->pool_base[k], k, h);
 		r = seg_view_add_pool(&b->v, k, b->pool_base[k], b->pool_size[k]);
 		if (r < 0)
 			return r;
@@ -278,7 +251,7 @@ int seg_create_all(struct broker *b)
 	r = seg_create(b, "mgmt", b->mgmt_size, &b->mgmt_fd, &b->mgmt);
 	if (r < 0)
 		return r;
-	seg_fill_header(b, n_chunks, &lay);
+	seg_fill_header(b, n_chunks);
 	r = seg_view_init(&b->v, b->mgmt, b->mgmt_size);
 	if (r < 0)
 		return r;

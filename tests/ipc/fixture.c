@@ -48,41 +48,14 @@ static struct takt_limits fixture_limits(const struct fixture_config *cfg)
 	};
 }
 
-/* Mirrors seg_fill_header: pool descriptors tile the chunk index space in
- * class order; the magic goes last. */
+/* The broker's own header builder (segment.c), on the fixture's limits. */
 static void fixture_fill_header(struct takt_mgmt_header *h, const struct fixture_config *cfg,
-				const struct takt_limits *lim, uint32_t n_chunks,
-				const struct takt_layout *lay)
+				const struct takt_limits *lim, uint32_t n_chunks)
 {
-	uint32_t first = 0;
-
-	h->abi_version = TAKT_ABI_VERSION;
-	h->header_size = sizeof(*h);
-	h->layout_digest = layout_digest(lim, n_chunks);
-	h->epoch = 1;
-	h->segment_size = lay->size;
-	h->n_chunks = n_chunks;
-	h->limits = *lim;
-	h->off_procs = lay->off_procs;
-	h->off_topics = lay->off_topics;
-	h->off_pubs = lay->off_pubs;
-	h->off_subs = lay->off_subs;
-	h->off_conns = lay->off_conns;
-	h->off_rings = lay->off_rings;
-	h->off_chunks = lay->off_chunks;
-	h->off_events = lay->off_events;
-	snprintf(h->domain, sizeof(h->domain), "%s", "unit-test");
+	seg_header_fill(h, &(struct seg_spec){.lim = *lim, .class_size = cfg->class_size,
+					      .class_count = cfg->class_count, .n_chunks = n_chunks,
+					      .epoch = 1, .domain = "unit-test"});
 	atomic_store_explicit(&h->broker_pid, (uint32_t)getpid(), memory_order_relaxed);
-	for (uint32_t k = 0; k < FIXTURE_CLASSES; k++) {
-		struct takt_pool_desc *d = &h->pools[k];
-
-		d->payload_size = cfg->class_size[k];
-		d->chunk_stride = layout_chunk_stride(d->payload_size);
-		d->n_chunks = cfg->class_count[k];
-		d->first_chunk = first;
-		d->segment_size = seg_pool_bytes(d->chunk_stride, d->n_chunks);
-		first += d->n_chunks;
-	}
 	/* No fence, unlike the broker: nobody maps this segment until
 	 * fixture_init returns (and -Wtsan rejects fences). */
 	h->magic = TAKT_MGMT_MAGIC;
@@ -94,16 +67,12 @@ static int fixture_add_pools(struct fixture *f)
 	const struct takt_mgmt_header *h = f->mgmt;
 
 	for (uint32_t k = 0; k < FIXTURE_CLASSES; k++) {
-		struct takt_pool_header *ph;
 
 		f->pool_size[k] = h->pools[k].segment_size;
 		f->pool_base[k] = fixture_map_shared(f->pool_size[k]);
 		if (!f->pool_base[k])
 			return -ENOMEM;
-		ph = f->pool_base[k];
-		*ph = (struct takt_pool_header){.magic = TAKT_POOL_MAGIC, .abi_version = TAKT_ABI_VERSION,
-						.pool_class = k, .layout_digest = h->layout_digest,
-						.epoch = h->epoch};
+		seg_pool_header_fill(f->pool_base[k], k, h);
 		if (seg_view_add_pool(&f->v, k, f->pool_base[k], f->pool_size[k]) < 0)
 			return -EPROTO;
 	}
@@ -123,7 +92,7 @@ int fixture_init(struct fixture *f, const struct fixture_config *cfg)
 	f->mgmt = fixture_map_shared(f->mgmt_size);
 	if (!f->mgmt)
 		goto fail;
-	fixture_fill_header(f->mgmt, cfg, &lim, n_chunks, &lay);
+	fixture_fill_header(f->mgmt, cfg, &lim, n_chunks);
 	r = seg_view_init(&f->v, f->mgmt, f->mgmt_size);
 	if (r < 0)
 		goto fail;
