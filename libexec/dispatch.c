@@ -259,6 +259,7 @@ static int phase_once(struct takt_exec *ex, int64_t timeout_ns)
 	now = exec_now_ns();
 	for (int i = 0; i < n; i++)
 		go &= phase_event(ex, evs[i].data.u64, now);
+	/* acquire: pairs with takt_exec_stop's release of stop_flag */
 	if (!go || atomic_load_explicit(&ex->stop_flag, memory_order_acquire) || ex->n_ready == 0) {
 		/* Tasks marked in this wake but not run stay due: their triggers
 		 * are level-triggered or re-armed, so the next phase finds them;
@@ -290,6 +291,7 @@ static int run_leave(struct takt_exec *ex, const sigset_t *old, int r)
 {
 	pthread_sigmask(SIG_SETMASK, old, NULL);
 	atomic_store_explicit(&ex->stop_flag, 0, memory_order_relaxed);
+	/* release: the run's work happens before drain()'s acquire load sees 0 */
 	atomic_store_explicit(&ex->running, 0, memory_order_release);
 	exec_futex_wake((_Atomic uint32_t *)&ex->running, INT_MAX); /* drain() waits on it */
 	return r == -ECANCELED ? 0 : r;
@@ -308,7 +310,7 @@ static int run_loop(struct takt_exec *ex, uint64_t phases, uint64_t deadline)
 						     memory_order_relaxed))
 		return -EBUSY;
 	if (ex->grid_dirty && (r = grid_update(ex)) < 0) {
-		atomic_store_explicit(&ex->running, 0, memory_order_release);
+		atomic_store_explicit(&ex->running, 0, memory_order_release); /* pairs with drain's acquire */
 		return r;
 	}
 	trig_start_deadlines(ex, exec_now_ns());
@@ -331,6 +333,7 @@ static int run_loop(struct takt_exec *ex, uint64_t phases, uint64_t deadline)
 				break;
 			timeout = (int64_t)(deadline - now);
 		}
+		/* acquire: pairs with drain()'s release of draining */
 		if (atomic_load_explicit(&ex->draining, memory_order_acquire)) {
 			r = -ECANCELED;
 			break;
@@ -389,6 +392,7 @@ int takt_exec_drain(takt_exec *ex, uint64_t timeout_ns)
 	for (;;) {
 		uint64_t now = exec_now_ns();
 
+		/* acquire: pairs with run_leave's release: the run's work is done */
 		if (!atomic_load_explicit(&ex->running, memory_order_acquire))
 			break;
 		if (now >= deadline) {

@@ -170,6 +170,7 @@ static int task_commit(takt_exec *ex, struct task *t, const struct takt_item *co
 {
 	int r;
 
+	/* acquire: pairs with run_leave's release (build from the thread that runs) */
 	if (atomic_load_explicit(&ex->running, memory_order_acquire))
 		return -EBUSY;
 	r = exec_grow(ex, jobs);
@@ -268,6 +269,7 @@ int takt_exec_set_fault_handler(takt_exec *ex, int task, const struct takt_item 
 {
 	if (!ex || task < 0 || (uint32_t)task >= ex->n_tasks || !item_ok(handler))
 		return -EINVAL;
+	/* acquire: as in task_commit */
 	if (atomic_load_explicit(&ex->running, memory_order_acquire) || exec_check_ownership(ex, handler, 1))
 		return -EBUSY;
 	ex->tasks[task]->fault = *handler;

@@ -72,6 +72,7 @@ int pool_reserve(struct pool *p, uint32_t n)
 	p->slots = slots;
 	p->seqs = seqs;
 	p->mask = cap - 1;
+	/* seq_cst stores; ordered before the workers see a job by S0 */
 	atomic_store(&p->enq, 0);
 	atomic_store(&p->deq, 0);
 	return 0;
@@ -138,6 +139,7 @@ void pool_submit(struct pool *p, struct job *job)
 static bool worker_claim(struct pool *p)
 {
 	for (;;) {
+		/* S0: acquire pairs with pool_submit's increment of avail */
 		uint32_t a = atomic_load_explicit(&p->avail, memory_order_acquire);
 
 		if (atomic_load_explicit(&p->quit, memory_order_acquire))
@@ -148,6 +150,8 @@ static bool worker_claim(struct pool *p)
 				return !atomic_load_explicit(&p->quit, memory_order_acquire);
 			continue;
 		}
+		/* S0: announce, then re-read avail (both seq_cst) against the
+		 * submitter's increment of avail, then load of sleepers */
 		atomic_fetch_add_explicit(&p->sleepers, 1, memory_order_seq_cst);
 		if (atomic_load_explicit(&p->avail, memory_order_seq_cst) == 0 &&
 		    !atomic_load_explicit(&p->quit, memory_order_acquire))
@@ -234,6 +238,7 @@ int pool_start(struct pool *p, struct takt_exec *ex, const struct takt_exec_opts
 
 void pool_stop(struct pool *p)
 {
+	/* seq_cst: pairs with the workers' acquire loads of quit after they wake */
 	atomic_store_explicit(&p->quit, 1, memory_order_seq_cst);
 	/* Move the futex word too: a worker between its quit check and its
 	 * futex_wait(avail, 0) then returns at once instead of sleeping on. */

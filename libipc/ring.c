@@ -123,6 +123,7 @@ int ring_wait_room(struct ring_prod *p, uint64_t deadline_ns)
 		uint64_t now;
 		struct timespec rel;
 
+		/* acquire: pairs with the broker's store of CLOSING (B1) */
 		if (atomic_load_explicit(&p->conn->state, memory_order_acquire) != SLOT_ACTIVE)
 			return -EPIPE;
 		/* B0: announce, then re-check (both seq_cst). */
@@ -189,6 +190,7 @@ int ring_nonempty(const struct ring_cons *q)
 
 int ring_peek(const struct ring_cons *q, struct ring_entry *out)
 {
+	/* acquire: pairs with a stealing producer's tail CAS (R2) */
 	return slot_read(q, atomic_load_explicit(&q->conn->tail, memory_order_acquire), out);
 }
 

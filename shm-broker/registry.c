@@ -370,6 +370,7 @@ static void conns_end_done(struct broker *b, uint32_t index, bool is_pub)
 static bool ring_empty(const struct broker *b, uint32_t ci)
 {
 	const struct takt_conn *c = &b->v.conns[ci];
+	/* acquire: pairs with the consumer's or a stealer's tail CAS (R1/R2) */
 	uint64_t t = atomic_load_explicit(&c->tail, memory_order_acquire);
 
 	/* R0: acquire pairs with the producer's release of pos. */
@@ -379,6 +380,7 @@ static bool ring_empty(const struct broker *b, uint32_t ci)
 
 static bool quiesced(_Atomic uint64_t *active, uint64_t snap, bool done)
 {
+	/* Q0: seq_cst load pairs with the client's increments of active */
 	return done || (snap & 1) == 0 || atomic_load_explicit(active, memory_order_seq_cst) != snap;
 }
 
@@ -390,6 +392,7 @@ static void conn_drain_free(struct broker *b, uint32_t ci)
 	const struct seg_view *v = &b->v;
 	struct takt_ring_slot *slots = seg_ring_slots(v, ci);
 	uint32_t mask = b->conns[ci].mask;
+	/* acquire: pairs with the last tail CAS (R1/R2) of the quiesced ends */
 	uint64_t t = atomic_load_explicit(&v->conns[ci].tail, memory_order_acquire);
 
 	for (uint64_t n = 0; n <= mask; n++, t++) {

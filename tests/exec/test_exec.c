@@ -19,6 +19,8 @@
 #include <cmocka.h>
 #include <takt/exec.h>
 
+#include "watchdog.h"
+
 static uint64_t now_ns(void)
 {
 	struct timespec ts;
@@ -659,19 +661,6 @@ static void test_chain_last_error(void **state)
 	close(efd);
 }
 
-/* A watchdog: a run that never ends (say, a graph whose pending count went
- * wrong after a double dispatch) fails with a message instead of hanging. */
-static void on_alarm(int sig)
-{
-	static const char msg[] = "watchdog: a test took over 120 s (an executor run that never ended)\n";
-
-	(void)sig;
-	if (write(2, msg, sizeof(msg) - 1) < 0) {
-		/* exiting anyway */
-	}
-	_exit(1);
-}
-
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -698,7 +687,6 @@ int main(void)
 		cmocka_unit_test(test_chain_last_error),
 	};
 
-	signal(SIGALRM, on_alarm);
-	alarm(120);
+	watchdog_arm(120);
 	return cmocka_run_group_tests_name("exec", tests, NULL, NULL);
 }

@@ -16,6 +16,8 @@
 #include <cmocka.h>
 #include <takt/exec.h>
 
+#include "watchdog.h"
+
 #define MAXV 16
 #if defined(__SANITIZE_THREAD__)
 #define RUNS 5000 /* ThreadSanitizer is ~50x slower; the orderings are the same */
@@ -256,19 +258,6 @@ static void test_graph_fault_handler_once_per_phase(void **state)
 	teardown_built(&b, &d);
 }
 
-/* A watchdog: a run that never ends (say, a graph whose pending count went
- * wrong after a double dispatch) fails with a message instead of hanging. */
-static void on_alarm(int sig)
-{
-	static const char msg[] = "watchdog: a test took over 120 s (an executor run that never ended)\n";
-
-	(void)sig;
-	if (write(2, msg, sizeof(msg) - 1) < 0) {
-		/* exiting anyway */
-	}
-	_exit(1);
-}
-
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -279,7 +268,6 @@ int main(void)
 		cmocka_unit_test(test_graph_fault_handler_once_per_phase),
 	};
 
-	signal(SIGALRM, on_alarm);
-	alarm(120);
+	watchdog_arm(120);
 	return cmocka_run_group_tests_name("graph", tests, NULL, NULL);
 }
