@@ -14,6 +14,7 @@ struct takt_node {
 	int sock;
 	pthread_mutex_t lock; /* serialises control requests, never the data path */
 	uint32_t next_req;
+	int timeout_ms;        /* bound of each control call */
 	uint32_t proc;
 	uint64_t epoch;
 	struct seg_view v;

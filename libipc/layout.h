@@ -28,7 +28,7 @@
 #define TAKT_CACHELINE 64
 #define TAKT_MGMT_MAGIC 0x544d474d544b4154ull /* "TAKTMGMT" */
 #define TAKT_POOL_MAGIC 0x4c4f4f50544b4154ull /* "TAKTPOOL" */
-#define TAKT_ABI_VERSION 1u
+#define TAKT_ABI_VERSION 2u
 
 /* Compile-time caps. The broker config chooses limits at or below them. */
 #define TAKT_NAME_MAX 64           /* topic, type and event names incl. NUL */
@@ -142,7 +142,9 @@ struct takt_pub_port {
 	uint32_t pool_class;
 	uint32_t history;          /* history depth this publisher keeps */
 	_Atomic uint32_t conn_gen; /* W1: broker bumps after changing conns[] */
-	uint8_t pad0[40];
+	uint32_t pad_id;
+	uint64_t id;               /* publisher id, unique in the domain (registry.c, I0) */
+	uint8_t pad0[24];
 	_Atomic uint32_t conns[TAKT_MAX_SUBS_PER_TOPIC]; /* TAKT_NONE or connection index */
 
 	/* Q0: odd while a publish runs. The broker waits for it to move before
@@ -164,11 +166,14 @@ struct takt_sub_port {
 	_Atomic uint32_t state;
 	uint32_t topic;
 	uint32_t proc;
-	uint32_t queue_depth;      /* ring capacity (power of two) */
+	uint32_t queue_depth;      /* samples queued at most per publisher (exact) */
 	uint32_t overflow;         /* enum takt_overflow */
 	uint32_t history;
 	_Atomic uint32_t conn_gen; /* W1 */
-	uint8_t pad0[36];
+	/* P3: bumped by the broker before it writes the eventfd for a
+	 * publisher that died (registry.c, pub_wake_subs). */
+	_Atomic uint32_t broker_wakes;
+	uint8_t pad0[32];
 	_Atomic uint32_t conns[TAKT_MAX_PUBS_PER_TOPIC];
 
 	/* P0: 1 while the subscriber may sleep; a publisher that sees it after
@@ -191,12 +196,13 @@ struct takt_conn {
 	_Atomic uint32_t state;
 	uint32_t pub;
 	uint32_t sub;
-	uint32_t mask;       /* capacity - 1 */
+	uint32_t mask;       /* slots - 1: the next power of two >= depth */
 	uint32_t overflow;
 	/* Bumped by the broker each time the slot is reused, so a client's
 	 * local mirror of an earlier connection in the same slot is dropped. */
 	_Atomic uint32_t incarnation;
-	uint8_t pad0[40];
+	uint32_t depth;      /* samples queued at most, exactly what the subscriber asked */
+	uint8_t pad0[36];
 	TAKT_ALIGNED _Atomic uint64_t head;  /* producer's position (for the broker) */
 	/* R1: consumer (and a drop-oldest producer) advance with CAS */
 	TAKT_ALIGNED _Atomic uint64_t tail;
@@ -237,10 +243,10 @@ _Static_assert(sizeof(struct takt_chunk_meta) == 64, "takt_chunk_meta layout");
 struct takt_chunk_header {
 	uint64_t seq;
 	uint64_t publish_ns;
-	uint32_t publisher_id;
+	uint64_t publisher_id;
 	uint32_t size;
 	uint32_t chunk;       /* global index, a cross-check */
-	uint8_t pad[36];
+	uint8_t pad[32];
 };
 _Static_assert(sizeof(struct takt_chunk_header) == 64, "takt_chunk_header layout");
 

@@ -20,6 +20,8 @@
 
 extern char *program_invocation_short_name;
 
+#define NODE_TIMEOUT_DEFAULT_MS 10000
+
 int node_copy_name(char *dst, const char *src)
 {
 	if (!src || !proto_name_ok(src, TAKT_NAME_MAX))
@@ -29,6 +31,31 @@ int node_copy_name(char *dst, const char *src)
 	return 0;
 }
 
+/* A late reply to a call that timed out: the broker did what we asked, but
+ * nobody holds the port it opened. Close it again (the request goes out
+ * now, its reply is dropped as stale by a later call). Under n->lock. */
+static void node_undo_stale(void *user, const struct proto_reply *rep, size_t size, const int *fds,
+			    unsigned n_fds)
+{
+	takt_node *n = user;
+	struct msg_index req = {.index = rep->index};
+	uint16_t close_type;
+
+	(void)size;
+	(void)fds;
+	(void)n_fds;
+	if (rep->status != 0)
+		return;
+	switch (rep->hdr.type & ~PROTO_REPLY_FLAG) {
+	case MSG_PUB_OPEN: close_type = MSG_PUB_CLOSE; break;
+	case MSG_SUB_OPEN: close_type = MSG_SUB_CLOSE; break;
+	case MSG_EVENT_OPEN: close_type = MSG_EVENT_CLOSE; break;
+	default: return;
+	}
+	proto_hdr_init(&req.hdr, close_type, sizeof(req), ++n->next_req);
+	proto_send(n->sock, &req, sizeof(req), NULL, 0);
+}
+
 int node_call(takt_node *n, uint16_t type, void *req, size_t req_size, void *reply,
 	      size_t reply_size, int *fds, unsigned max_fds, unsigned *ret_n_fds)
 {
@@ -36,7 +63,8 @@ int node_call(takt_node *n, uint16_t type, void *req, size_t req_size, void *rep
 
 	pthread_mutex_lock(&n->lock);
 	proto_hdr_init(req, type, (uint32_t)req_size, ++n->next_req);
-	r = proto_call(n->sock, req, req_size, reply, reply_size, fds, max_fds, ret_n_fds, 10000);
+	r = proto_call(n->sock, req, req_size, reply, reply_size, fds, max_fds, ret_n_fds, n->timeout_ms,
+		       node_undo_stale, n);
 	pthread_mutex_unlock(&n->lock);
 	return r;
 }
@@ -123,6 +151,10 @@ int takt_node_open(const struct takt_node_opts *opts, takt_node **out)
 	if (!n)
 		return -ENOMEM;
 	pthread_mutex_init(&n->lock, NULL);
+	n->timeout_ms = NODE_TIMEOUT_DEFAULT_MS;
+	if (opts && opts->timeout_ns)
+		n->timeout_ms = opts->timeout_ns / 1000000 > INT32_MAX ? INT32_MAX
+					: opts->timeout_ns < 1000000 ? 1 : (int)(opts->timeout_ns / 1000000);
 	TAKT_PROBE1(node_open, domain);
 	r = proto_connect(domain, &n->sock);
 	if (r < 0)

@@ -10,6 +10,7 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
+#include <time.h>
 #include <unistd.h>
 
 size_t proto_request_size(uint16_t type)
@@ -248,33 +249,78 @@ static int reply_ok(const struct proto_reply *rep, long n, const struct proto_hd
 	return (size_t)n == reply_size ? 0 : -EPROTO;
 }
 
-int proto_call(int sock, void *req, size_t req_size, void *reply, size_t reply_size,
-	       int *fds, unsigned max_fds, unsigned *ret_n_fds, int timeout_ms)
+static void close_fds(int *fds, unsigned n)
 {
+	for (unsigned i = 0; i < n; i++)
+		close(fds[i]);
+}
+
+/* Milliseconds left until deadline (CLOCK_MONOTONIC ns), at least 0. */
+static int ms_left(uint64_t deadline)
+{
+	struct timespec ts;
+	uint64_t now;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	now = (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+	return now >= deadline ? 0 : (int)((deadline - now + 999999) / 1000000);
+}
+
+int proto_call(int sock, void *req, size_t req_size, void *reply, size_t reply_size,
+	       int *fds, unsigned max_fds, unsigned *ret_n_fds, int timeout_ms,
+	       proto_stale_fn stale, void *stale_user)
+{
+	union {
+		struct proto_reply r;
+		char bytes[TAKT_PROTO_MAX_MSG];
+	} buf;
+	const struct proto_hdr *rh = req;
 	struct pollfd pfd = {.fd = sock, .events = POLLIN};
-	unsigned nf = 0;
+	int got[TAKT_PROTO_MAX_FDS];
+	struct timespec ts;
+	uint64_t deadline;
+	unsigned nf;
 	long n;
 	int r;
 
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	deadline = (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec + (uint64_t)timeout_ms * 1000000ull;
 	r = proto_send(sock, req, req_size, NULL, 0);
 	if (r < 0)
 		return r == -EPIPE || r == -ECONNRESET ? -ENOTCONN : r;
-	do
-		r = poll(&pfd, 1, timeout_ms);
-	while (r < 0 && errno == EINTR);
-	if (r <= 0)
-		return r == 0 ? -ETIMEDOUT : -errno;
-	n = proto_recv(sock, reply, reply_size, fds, max_fds, &nf);
-	if (n == 0)
-		return -ENOTCONN;
-	if (n < 0)
-		return (int)n;
-	r = reply_ok(reply, n, req, reply_size);
-	if (r < 0) {
-		for (unsigned i = 0; i < nf; i++)
-			close(fds[i]);
+	for (;;) {
+		do
+			r = poll(&pfd, 1, ms_left(deadline));
+		while (r < 0 && errno == EINTR);
+		if (r <= 0)
+			return r == 0 ? -ETIMEDOUT : -errno;
 		nf = 0;
+		n = proto_recv(sock, &buf, sizeof(buf), got, TAKT_PROTO_MAX_FDS, &nf);
+		if (n == 0)
+			return -ENOTCONN;
+		if (n < 0)
+			return (int)n;
+		/* A reply to an earlier request whose caller gave up waiting: it
+		 * must not answer this one. The caller may undo what it did. */
+		if (n >= (long)sizeof(buf.r) && buf.r.hdr.magic == TAKT_PROTO_MAGIC &&
+		    buf.r.hdr.req_id != rh->req_id) {
+			if (stale)
+				stale(stale_user, &buf.r, (size_t)n, got, nf);
+			close_fds(got, nf);
+			continue;
+		}
+		break;
 	}
+	r = reply_ok(&buf.r, n, req, reply_size);
+	if (r < 0 || nf > max_fds) {
+		close_fds(got, nf);
+		nf = 0;
+		r = r < 0 ? r : -EPROTO;
+	}
+	if (r == 0 || (size_t)n <= reply_size)
+		memcpy(reply, &buf, (size_t)n < reply_size ? (size_t)n : reply_size);
+	if (nf)
+		memcpy(fds, got, nf * sizeof(int));
 	if (ret_n_fds)
 		*ret_n_fds = nf;
 	return r;

@@ -16,7 +16,7 @@
 #include <stdint.h>
 
 #define TAKT_PROTO_MAGIC 0x504b5454u /* "TTKP" */
-#define TAKT_PROTO_VERSION 1u
+#define TAKT_PROTO_VERSION 2u
 #define TAKT_PROTO_MAX_MSG 1024
 #define TAKT_PROTO_MAX_FDS (TAKT_MAX_CLASSES + 1 > TAKT_MAX_SUBS_PER_TOPIC ? TAKT_MAX_CLASSES + 1 : TAKT_MAX_SUBS_PER_TOPIC)
 #define TAKT_DOMAIN_MAX 48 /* incl. NUL */
@@ -78,6 +78,7 @@ struct msg_pub_open_reply {
 	struct proto_reply r; /* index = publisher port */
 	uint32_t pool_class;
 	uint32_t reserved;
+	uint64_t id;          /* the publisher id (registry.c, I0) */
 };
 
 struct msg_sub_open { /* reply: proto_reply, index = subscriber port; fd: its eventfd */
@@ -160,10 +161,17 @@ int proto_send(int sock, const void *msg, size_t size, const int *fds, unsigned 
 long proto_recv(int sock, void *buf, size_t size, int *fds, unsigned max_fds, unsigned *ret_n_fds);
 /* Client: connects to the domain's broker socket. -ENOENT when none runs. */
 int proto_connect(const char *domain, int *ret_sock);
+/* A reply whose req_id names an earlier request (its call timed out). Its
+ * descriptors are closed after the callback returns. */
+typedef void (*proto_stale_fn)(void *user, const struct proto_reply *rep, size_t size, const int *fds,
+			       unsigned n_fds);
 /* Client: one request, one reply, bounded by timeout_ms. Returns the
  * reply's status (or a transport error); the reply must be exactly
- * reply_size bytes of the matching type. */
+ * reply_size bytes of the matching type. Replies to earlier requests are
+ * handed to stale (may be NULL) and dropped, so one timed-out call does
+ * not break the channel for the calls after it. */
 int proto_call(int sock, void *req, size_t req_size, void *reply, size_t reply_size,
-	       int *fds, unsigned max_fds, unsigned *ret_n_fds, int timeout_ms);
+	       int *fds, unsigned max_fds, unsigned *ret_n_fds, int timeout_ms,
+	       proto_stale_fn stale, void *stale_user);
 
 #endif

@@ -37,6 +37,7 @@ struct takt_pub {
 	struct takt_pub *next;
 	struct takt_pub_port *port;
 	uint32_t index;
+	uint64_t id;       /* unique in the domain, never reused (registry.c, I0) */
 	uint32_t pool_class;
 	uint64_t max_payload;
 	uint32_t history;
@@ -69,7 +70,8 @@ int takt_pub_open(takt_node *node, const struct takt_pub_opts *opts, takt_pub **
 	if (!p)
 		return -ENOMEM;
 	r = node_call(node, MSG_PUB_OPEN, &req, sizeof(req), &rep, sizeof(rep), NULL, 0, NULL);
-	if (r == 0 && (rep.r.index >= node->v.lim.publishers || rep.pool_class >= node->v.lim.n_classes))
+	if (r == 0 && (rep.r.index >= node->v.lim.publishers || rep.pool_class >= node->v.lim.n_classes ||
+		       rep.id == 0))
 		r = -EPROTO;
 	if (r < 0) {
 		free(p);
@@ -78,6 +80,7 @@ int takt_pub_open(takt_node *node, const struct takt_pub_opts *opts, takt_pub **
 	p->node = node;
 	memcpy(p->topic, req.topic, TAKT_NAME_MAX);
 	p->index = rep.r.index;
+	p->id = rep.id;
 	p->port = &node->v.pubs[p->index];
 	p->pool_class = rep.pool_class;
 	p->max_payload = opts->max_payload;
@@ -112,9 +115,9 @@ void takt_pub_close(takt_pub *pub)
 	free(pub);
 }
 
-uint32_t takt_pub_id(const takt_pub *pub)
+uint64_t takt_pub_id(const takt_pub *pub)
 {
-	return pub ? pub->index + 1 : 0;
+	return pub ? pub->id : 0;
 }
 
 /* Reads one connection the broker listed for us; 0 if it is usable. */
@@ -129,7 +132,8 @@ static int pub_conn_read(takt_pub *p, uint32_t ci, struct pub_conn *pc)
 	/* acquire: pairs with the broker's release of state after filling the conn. */
 	if (atomic_load_explicit(&c->state, memory_order_acquire) != SLOT_ACTIVE || c->pub != p->index ||
 	    c->sub >= v->lim.subscribers || c->mask >= v->lim.queue_depth_max ||
-	    (c->mask & (c->mask + 1)) || c->overflow > TAKT_OVERFLOW_REJECT)
+	    (c->mask & (c->mask + 1)) || c->depth == 0 || c->depth - 1 > c->mask ||
+	    c->overflow > TAKT_OVERFLOW_REJECT)
 		return -EBADMSG;
 	pc->conn = ci;
 	/* relaxed: ordered by the acquire of state above. */
@@ -138,7 +142,7 @@ static int pub_conn_read(takt_pub *p, uint32_t ci, struct pub_conn *pc)
 	pc->overflow = c->overflow;
 	pc->sp = &v->subs[c->sub];
 	pc->efd = -1;
-	ring_prod_init(&pc->ring, c, seg_ring_slots(v, ci), c->mask);
+	ring_prod_init(&pc->ring, c, seg_ring_slots(v, ci), c->mask, c->depth);
 	return 0;
 }
 
@@ -347,7 +351,7 @@ static void pub_notify(takt_pub *p, const unsigned char *pushed, uint64_t seq)
 		if (!atomic_load_explicit(&pc->sp->parked, memory_order_relaxed) ||
 		    !atomic_exchange_explicit(&pc->sp->parked, 0, memory_order_acq_rel))
 			continue;
-		TAKT_PROBE3(notify, pc->sub, p->index + 1, seq);
+		TAKT_PROBE3(notify, pc->sub, p->id, seq);
 		if (write(pc->efd, &one, sizeof(one)) < 0) {
 			/* eventfd cannot overflow at one write per park; nothing to do */
 		}
@@ -368,9 +372,14 @@ static void pub_hand_over(takt_pub *pub, unsigned li, uint32_t c, uint32_t n)
 		chunk_unref(v, c); /* nobody to hand it to: back to the pool */
 		return;
 	}
-	/* relaxed: made visible to subscribers by the ring push (R0 release). */
+	/* L0: release orders the loan slot's clearing above before the new
+	 * count, for the broker reading both after we died: it may see the
+	 * slot cleared and the count not yet set (the chunk leaks), never the
+	 * count set and the slot still naming the chunk (it would drop a
+	 * reference the subscribers own). Subscribers see the count through
+	 * the ring push (R0, ring.c). */
 	atomic_store_explicit(&v->chunks[c].refs, (uint64_t)pub->loan_gen[li] << 32 | n,
-			      memory_order_relaxed);
+			      memory_order_release);
 }
 
 int takt_pub_publish(takt_pub *pub, void *payload)
@@ -394,10 +403,10 @@ int takt_pub_publish(takt_pub *pub, void *payload)
 	h = seg_chunk_header(v, c);
 	e = (struct ring_entry){.chunk = c, .size = h->size, .seq = ++pub->seq, .publish_ns = takt_now_ns()};
 	/* before the pushes: an awake subscriber may take the sample at once */
-	TAKT_PROBE3(publish, pub->topic, pub->index + 1, e.seq);
+	TAKT_PROBE3(publish, pub->topic, pub->id, e.seq);
 	h->seq = e.seq; /* the header serves history readers and the broker */
 	h->publish_ns = e.publish_ns;
-	h->publisher_id = pub->index + 1;
+	h->publisher_id = pub->id;
 	h->chunk = c;
 	gen = pub->loan_gen[li];
 	pub_hand_over(pub, (unsigned)li, c, pub->n_conns + (pub->history ? 1 : 0));

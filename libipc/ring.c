@@ -37,11 +37,13 @@ uint64_t takt_now_ns(void)
 	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
 }
 
-void ring_prod_init(struct ring_prod *p, struct takt_conn *conn, struct takt_ring_slot *slots, uint32_t mask)
+void ring_prod_init(struct ring_prod *p, struct takt_conn *conn, struct takt_ring_slot *slots, uint32_t mask,
+		    uint32_t depth)
 {
 	p->conn = conn;
 	p->slots = slots;
 	p->mask = mask;
+	p->depth = depth;
 	/* relaxed: we are the only writer of head; the broker set it before it
 	 * published the connection (acquire of conn->state in the caller). */
 	p->head = atomic_load_explicit(&conn->head, memory_order_relaxed);
@@ -59,11 +61,11 @@ int ring_push_spsc(struct ring_prod *p, const struct ring_entry *e)
 {
 	struct takt_ring_slot *s;
 
-	if (p->head - p->cached_tail > p->mask) {
+	if (p->head - p->cached_tail >= p->depth) {
 		/* R1: acquire pairs with the consumer's tail CAS: its read of the
 		 * slot we are about to overwrite happened before. */
 		p->cached_tail = atomic_load_explicit(&p->conn->tail, memory_order_acquire);
-		if (p->head - p->cached_tail > p->mask)
+		if (p->head - p->cached_tail >= p->depth)
 			return -ENOSPC;
 	}
 	s = &p->slots[p->head & p->mask];
@@ -87,7 +89,7 @@ uint32_t ring_steal_oldest(struct ring_prod *p)
 	for (;;) {
 		uint32_t v;
 
-		if (p->head - t <= p->mask) {
+		if (p->head - t < p->depth) {
 			p->cached_tail = t;
 			return TAKT_NONE; /* the consumer made room */
 		}
@@ -135,7 +137,7 @@ int ring_wait_room(struct ring_prod *p, uint64_t deadline_ns)
 			atomic_store_explicit(&p->conn->producer_waiting, 0, memory_order_relaxed);
 			return -EPIPE;
 		}
-		if (p->head - p->cached_tail <= p->mask) {
+		if (p->head - p->cached_tail < p->depth) {
 			atomic_store_explicit(&p->conn->producer_waiting, 0, memory_order_relaxed);
 			return 0;
 		}

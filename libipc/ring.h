@@ -24,6 +24,7 @@ struct ring_prod {
 	uint64_t head;        /* ours; mirrored to conn->head */
 	uint64_t cached_tail; /* <= the real tail */
 	uint32_t mask;
+	uint32_t depth;       /* entries queued at most: 1 <= depth <= mask + 1 */
 };
 
 struct ring_cons {
@@ -40,12 +41,15 @@ struct ring_entry {
 	uint64_t publish_ns;
 };
 
-/* Binds to connection conn with the given capacity mask (validated by the
- * caller). The producer resumes from the shared head. */
-void ring_prod_init(struct ring_prod *p, struct takt_conn *conn, struct takt_ring_slot *slots, uint32_t mask);
+/* Binds to connection conn with the given slot mask and depth (validated by
+ * the caller: 1 <= depth <= mask + 1). The ring holds at most depth
+ * entries, so a subscriber gets exactly the queue it asked for while slot
+ * indices stay a mask. The producer resumes from the shared head. */
+void ring_prod_init(struct ring_prod *p, struct takt_conn *conn, struct takt_ring_slot *slots, uint32_t mask,
+		    uint32_t depth);
 void ring_cons_init(struct ring_cons *q, struct takt_conn *conn, struct takt_ring_slot *slots, uint32_t mask);
 
-/* 0, or -ENOSPC when full. */
+/* 0, or -ENOSPC when depth entries are queued. */
 int ring_push_spsc(struct ring_prod *p, const struct ring_entry *e);
 /* Full ring under drop-oldest: removes the oldest entry and returns its
  * chunk (an unchecked word from shared memory), or TAKT_NONE if room

@@ -23,6 +23,7 @@ struct sub_conn {
 	uint32_t conn;
 	uint32_t incarnation;
 	uint32_t pub;
+	uint64_t pub_id; /* the publisher's id, for takt_sample_info */
 	struct ring_cons ring;
 };
 
@@ -38,7 +39,8 @@ struct takt_sub {
 	uint32_t conn_gen;
 	unsigned n_conns, rr;
 	bool armed;
-	bool efd_dirty; /* takt_sub_wait left wake-ups unread in the eventfd */
+	uint32_t owed;  /* P2: publishers' eventfd writes not read yet */
+	uint32_t broker_wakes_seen; /* P3: the broker's writes we have read */
 	int wait_ep;    /* private epoll, edge-triggered on efd: takt_sub_wait */
 	struct sub_conn conns[TAKT_MAX_PUBS_PER_TOPIC];
 	uint32_t held[TAKT_MAX_HELD];    /* mirror of port->held */
@@ -64,6 +66,9 @@ static int sub_conn_read(takt_sub *s, uint32_t ci, struct sub_conn *sc)
 	/* relaxed: ordered by the acquire of state above. */
 	sc->incarnation = atomic_load_explicit(&c->incarnation, memory_order_relaxed);
 	sc->pub = c->pub;
+	/* relaxed: the broker wrote the id before it published the connection
+	 * (ordered by the acquire of state above). */
+	sc->pub_id = v->pubs[c->pub].id;
 	ring_cons_init(&sc->ring, c, seg_ring_slots(v, ci), c->mask);
 	return 0;
 }
@@ -276,17 +281,41 @@ static void sub_fill_header(takt_sub *s, uint32_t c, const void **payload, struc
 	}
 }
 
+/* P2: every eventfd write is owed to us by someone we know of: a
+ * publisher that took our parked flag (we see the flag gone: `owed`) or
+ * the broker waking us for a publisher that died (P3: `broker_wakes`).
+ * Reads return how many writes landed. A write that lands after the read
+ * meant for it leaves a stale count, and a level-triggered epoll of the
+ * caller would spin on empty takes; so as long as any write is owed and
+ * not yet read, the next arm reads again before it raises the flag. When
+ * nothing is owed no read is made: a busy subscriber costs no syscall. */
+static void sub_efd_drain(takt_sub *s)
+{
+	/* P3: acquire pairs with the broker's release bump before its write. */
+	uint32_t bw = atomic_load_explicit(&s->port->broker_wakes, memory_order_acquire);
+	uint32_t from_broker = bw - s->broker_wakes_seen;
+	uint64_t cnt;
+
+	if ((s->owed == 0 && from_broker == 0) || read(s->efd, &cnt, sizeof(cnt)) != sizeof(cnt))
+		return; /* nothing owed, or owed writes still in flight */
+	if (cnt < from_broker) {
+		s->broker_wakes_seen += (uint32_t)cnt;
+		return;
+	}
+	s->broker_wakes_seen = bw;
+	cnt -= from_broker;
+	s->owed = cnt < s->owed ? s->owed - (uint32_t)cnt : 0;
+}
+
 /* A wake-up was consumed or is no longer needed: clear our parked flag. */
 static void sub_disarm(takt_sub *s)
 {
-	uint64_t cnt;
-
 	s->armed = false;
 	/* P0: if a publisher already exchanged it to 0, it wrote (or is about
 	 * to write) the eventfd: drain it so the fd is not left readable. */
-	if (atomic_exchange_explicit(&s->port->parked, 0, memory_order_acq_rel) == 0 &&
-	    read(s->efd, &cnt, sizeof(cnt)) < 0) {
-		/* EAGAIN: the write has not landed yet; one spurious wake later */
+	if (atomic_exchange_explicit(&s->port->parked, 0, memory_order_acq_rel) == 0) {
+		s->owed++;
+		sub_efd_drain(s);
 	}
 }
 
@@ -299,7 +328,7 @@ static bool sub_entry_ok(const struct seg_view *v, const struct ring_entry *e)
 
 /* Pops from the rings, round-robin, and records the chunk in held slot k;
  * 0 and *out, or -EAGAIN. */
-static int sub_pop(takt_sub *s, unsigned k, struct ring_entry *out, uint32_t *ret_pub)
+static int sub_pop(takt_sub *s, unsigned k, struct ring_entry *out, uint64_t *ret_pub_id)
 {
 	const struct seg_view *v = &s->node->v;
 
@@ -310,7 +339,7 @@ static int sub_pop(takt_sub *s, unsigned k, struct ring_entry *out, uint32_t *re
 			if (sub_entry_ok(v, out)) {
 				sub_hold(s, k, out->chunk);
 				s->rr = (s->rr + n + 1) % s->n_conns;
-				*ret_pub = sc->pub;
+				*ret_pub_id = sc->pub_id;
 				return 0;
 			}
 			/* A bad entry from shared memory: drop it, it costs only itself. */
@@ -324,7 +353,7 @@ static int sub_pop(takt_sub *s, unsigned k, struct ring_entry *out, uint32_t *re
 int takt_sub_take(takt_sub *sub, const void **payload, struct takt_sample_info *info)
 {
 	struct ring_entry e;
-	uint32_t pub;
+	uint64_t pub_id;
 	int k, r;
 
 	if (!sub || !payload)
@@ -342,12 +371,12 @@ int takt_sub_take(takt_sub *sub, const void **payload, struct takt_sample_info *
 		r = 0;
 	} else if ((k = sub_held_free_slot(sub)) < 0) {
 		r = -ENOBUFS;
-	} else if ((r = sub_pop(sub, (unsigned)k, &e, &pub)) == 0) {
-		TAKT_PROBE4(take, sub->topic, sub->index, pub + 1, e.seq);
+	} else if ((r = sub_pop(sub, (unsigned)k, &e, &pub_id)) == 0) {
+		TAKT_PROBE4(take, sub->topic, sub->index, pub_id, e.seq);
 		*payload = seg_chunk_payload(&sub->node->v, e.chunk);
 		if (info)
 			*info = (struct takt_sample_info){.seq = e.seq, .publish_ns = e.publish_ns,
-							  .publisher_id = pub + 1, .size = e.size};
+							  .publisher_id = pub_id, .size = e.size};
 	}
 	q0_exit(&sub->port->active); /* Q0 */
 	return r;
@@ -427,15 +456,10 @@ static int sub_arm_check(takt_sub *s)
 
 int takt_sub_arm(takt_sub *sub)
 {
-	uint64_t cnt;
-
 	if (!sub)
 		return -EINVAL;
-	if (sub->efd_dirty && read(sub->efd, &cnt, sizeof(cnt)) >= 0) {
-		/* wake-ups takt_sub_wait saw but did not read: clear them, so a
-		 * level-triggered epoll of the caller does not spin */
-	}
-	sub->efd_dirty = false;
+	if (!sub->armed)
+		sub_efd_drain(sub); /* P2: no stale count under the new flag */
 	return sub_arm_check(sub);
 }
 
@@ -476,8 +500,10 @@ int takt_sub_wait(takt_sub *sub, int64_t timeout_ns)
 			/* P0: a publisher cleared parked and wrote the eventfd. */
 			TAKT_PROBE1(unpark, sub->index);
 			sub->armed = false;
-			atomic_store_explicit(&sub->port->parked, 0, memory_order_relaxed);
-			sub->efd_dirty = true;
+			/* P2: a publisher took the flag (0) and wrote; the edge
+			 * woke us, the count stays until the next arm drains it. */
+			if (atomic_exchange_explicit(&sub->port->parked, 0, memory_order_acq_rel) == 0)
+				sub->owed++;
 			if (sub_ready_now(sub))
 				return 0;
 		}

@@ -32,6 +32,7 @@ struct reg_topic {
 
 struct reg_pub {
 	uint32_t state, topic, proc, pool_class, history;
+	uint64_t id;
 	uint32_t conns[TAKT_MAX_SUBS_PER_TOPIC];
 };
 
@@ -42,7 +43,7 @@ struct reg_sub {
 
 /* A connection; while CLOSING it waits for both ends to quiesce (Q0). */
 struct reg_conn {
-	uint32_t state, pub, sub, mask;
+	uint32_t state, pub, sub, mask, depth;
 	uint64_t pub_snap, sub_snap;
 	bool pub_done, sub_done; /* that end closed or died: nothing to wait for */
 };
@@ -55,6 +56,8 @@ struct reg_event {
 struct broker {
 	struct broker_config cfg;
 	uint64_t epoch;
+	uint64_t id_base;       /* I0: ids handed out are id_base | n, 0 < n < 2^24 */
+	uint32_t id_next;
 	struct seg_view v;
 	void *mgmt;
 	size_t mgmt_size;
@@ -93,6 +96,8 @@ void reg_free(struct broker *b);
 int reg_proc_add(struct broker *b, struct client *cl, const char *name);
 void reg_proc_remove(struct broker *b, struct client *cl);
 int reg_pub_open(struct broker *b, struct client *cl, const struct msg_pub_open *m, uint32_t *ret_class);
+/* I0: a new 64-bit id, unique in the domain across broker restarts. */
+uint64_t reg_new_id(struct broker *b);
 int reg_pub_close(struct broker *b, struct client *cl, uint32_t index);
 int reg_sub_open(struct broker *b, struct client *cl, const struct msg_sub_open *m);
 int reg_sub_close(struct broker *b, struct client *cl, uint32_t index);

@@ -12,6 +12,17 @@
  * its conn_gen (seq_cst) after rewriting the list; clients load conn_gen
  * (seq_cst) before reading the list.
  *
+ * I0, ids: publisher ids (and later client ids) are 64-bit and never reused
+ * in a domain, so (publisher_id, seq) names one sample for subscribers and
+ * the tracer even across publisher restarts and broker restarts. An id is
+ * base | n: base is the broker's start time in milliseconds since
+ * 2024-01-01 UTC in the high 40 bits (good until 2058), n counts from 1 in
+ * the low 24. A broker that hands out 2^24 - 1 ids moves its base to the
+ * later of now and base + 1 ms; a new broker's base is its own start time,
+ * so it cannot meet an id of an earlier broker unless it starts within the
+ * same millisecond the earlier one's base reached (a restart takes far
+ * longer: the lock, the socket, the segments).
+ *
  * Q0, retiring a connection: the broker marks it CLOSING, removes it from
  * both ports' lists, bumps both conn_gens (seq_cst), then snapshots each
  * live end's `active` counter (seq_cst). A client increments `active`
@@ -36,6 +47,7 @@
 #include <linux/membarrier.h>
 #include <sys/eventfd.h>
 #include <sys/syscall.h>
+#include <time.h>
 #include <unistd.h>
 
 static void gen_bump(_Atomic uint32_t *gen)
@@ -60,6 +72,31 @@ static void q0_fence(const struct broker *b)
 	if (!warned) /* the start-up probe succeeded, so this cannot happen */
 		fprintf(stderr, "takt-broker: membarrier failed: %s\n", strerror(errno));
 	warned = true;
+}
+
+#define ID_COUNTER_BITS 24
+#define ID_EPOCH_2024_MS 1704067200000ull
+
+static uint64_t id_base_now(void)
+{
+	struct timespec ts;
+	uint64_t ms;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	ms = (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+	ms = ms > ID_EPOCH_2024_MS ? ms - ID_EPOCH_2024_MS : 1;
+	return (ms & ((1ull << (64 - ID_COUNTER_BITS)) - 1)) << ID_COUNTER_BITS;
+}
+
+uint64_t reg_new_id(struct broker *b)
+{
+	if (b->id_base == 0 || b->id_next >= (1u << ID_COUNTER_BITS)) {
+		uint64_t now = id_base_now(), next = b->id_base + (1ull << ID_COUNTER_BITS);
+
+		b->id_base = now > next || b->id_base == 0 ? now : next;
+		b->id_next = 1;
+	}
+	return b->id_base | b->id_next++;
 }
 
 /* relaxed/release store of a slot state for clients to read. */
@@ -139,6 +176,30 @@ int reg_proc_add(struct broker *b, struct client *cl, const char *name)
 	return -EMFILE;
 }
 
+/* A publisher died, perhaps between taking a subscriber's parked flag and
+ * writing its eventfd (pub.c, P1): that subscriber would sleep with samples
+ * waiting. Wake every subscriber it was connected to; one spurious wake-up
+ * each is the price (they find their rings as they are). */
+static void pub_wake_subs(struct broker *b, uint32_t pi)
+{
+	const uint64_t one = 1;
+
+	for (unsigned j = 0; j < TAKT_MAX_SUBS_PER_TOPIC; j++) {
+		uint32_t ci = b->pubs[pi].conns[j];
+		int efd;
+
+		if (ci == TAKT_NONE || (efd = b->sub_efd[b->conns[ci].sub]) < 0)
+			continue;
+		/* P3: release pairs with the subscriber's acquire load in
+		 * takt_sub_arm: once it sees the bump it clears the count, so
+		 * this write cannot leave a stale wake-up behind. */
+		atomic_fetch_add_explicit(&b->v.subs[b->conns[ci].sub].broker_wakes, 1, memory_order_release);
+		if (write(efd, &one, sizeof(one)) < 0) {
+			/* EAGAIN: the count is near overflow, the fd is readable anyway */
+		}
+	}
+}
+
 void reg_proc_remove(struct broker *b, struct client *cl)
 {
 	const struct takt_limits *l = &b->v.lim;
@@ -146,8 +207,10 @@ void reg_proc_remove(struct broker *b, struct client *cl)
 	if (cl->proc == TAKT_NONE)
 		return;
 	for (uint32_t i = 0; i < l->publishers; i++)
-		if (b->pubs[i].state == SLOT_ACTIVE && b->pubs[i].proc == cl->proc)
+		if (b->pubs[i].state == SLOT_ACTIVE && b->pubs[i].proc == cl->proc) {
+			pub_wake_subs(b, i);
 			reg_pub_close(b, cl, i);
+		}
 	for (uint32_t i = 0; i < l->subscribers; i++)
 		if (b->subs[i].state == SLOT_ACTIVE && b->subs[i].proc == cl->proc)
 			reg_sub_close(b, cl, i);
@@ -277,6 +340,7 @@ static void conn_init_shared(struct broker *b, uint32_t ci, const struct reg_con
 	c->pub = rc->pub;
 	c->sub = rc->sub;
 	c->mask = rc->mask;
+	c->depth = rc->depth;
 	c->overflow = b->subs[rc->sub].overflow;
 	atomic_fetch_add_explicit(&c->incarnation, 1, memory_order_relaxed);
 	atomic_store_explicit(&c->head, 0, memory_order_relaxed);
@@ -287,6 +351,15 @@ static void conn_init_shared(struct broker *b, uint32_t ci, const struct reg_con
 		atomic_store_explicit(&slots[j].pos, 0, memory_order_relaxed);
 }
 
+/* Ring slots for a depth: the next power of two, so positions map to
+ * slots by a mask; the ring itself stops at depth (ring.h). */
+static uint32_t depth_slots(uint32_t d)
+{
+	while (d & (d - 1))
+		d += d & -d;
+	return d;
+}
+
 static int conn_create(struct broker *b, uint32_t pi, uint32_t si)
 {
 	for (uint32_t ci = 0; ci < b->v.lim.connections; ci++) {
@@ -294,7 +367,8 @@ static int conn_create(struct broker *b, uint32_t pi, uint32_t si)
 
 		if (rc->state != SLOT_FREE)
 			continue;
-		*rc = (struct reg_conn){.pub = pi, .sub = si, .mask = b->subs[si].depth - 1};
+		*rc = (struct reg_conn){.pub = pi, .sub = si, .mask = depth_slots(b->subs[si].depth) - 1,
+					.depth = b->subs[si].depth};
 		conn_init_shared(b, ci, rc);
 		conn_set_state(b, ci, SLOT_ACTIVE);
 		conns_add(b->pubs[pi].conns, b->v.pubs[pi].conns, TAKT_MAX_SUBS_PER_TOPIC, ci);
@@ -463,6 +537,7 @@ static void pub_mirror(struct broker *b, uint32_t pi)
 	p->proc = rp->proc;
 	p->pool_class = rp->pool_class;
 	p->history = rp->history;
+	p->id = rp->id;
 	publish_state(&p->state, rp->state);
 }
 
@@ -487,7 +562,8 @@ int reg_pub_open(struct broker *b, struct client *cl, const struct msg_pub_open 
 	struct takt_pub_port *p = &v->pubs[pi];
 
 	b->pubs[pi] = (struct reg_pub){.state = SLOT_ACTIVE, .topic = (uint32_t)ti, .proc = cl->proc,
-				       .pool_class = (uint32_t)k, .history = m->history};
+				       .pool_class = (uint32_t)k, .history = m->history,
+				       .id = reg_new_id(b)};
 	conns_clear(b->pubs[pi].conns, p->conns, TAKT_MAX_SUBS_PER_TOPIC);
 	for (unsigned j = 0; j < TAKT_MAX_HISTORY; j++)
 		atomic_store_explicit(&p->hist[j], 0, memory_order_relaxed);
@@ -562,14 +638,6 @@ static void sub_mirror(struct broker *b, uint32_t si)
 	publish_state(&s->state, rs->state);
 }
 
-static uint32_t depth_round(uint32_t d)
-{
-	d = d ? d : 16;
-	while (d & (d - 1))
-		d += d & -d; /* round up to a power of two */
-	return d;
-}
-
 static void sub_reset_shared(struct broker *b, uint32_t si)
 {
 	struct takt_sub_port *s = &b->v.subs[si];
@@ -578,6 +646,7 @@ static void sub_reset_shared(struct broker *b, uint32_t si)
 	for (unsigned j = 0; j < TAKT_MAX_HELD; j++)
 		atomic_store_explicit(&s->held[j], TAKT_NONE, memory_order_relaxed);
 	atomic_store_explicit(&s->parked, 0, memory_order_relaxed);
+	atomic_store_explicit(&s->broker_wakes, 0, memory_order_relaxed);
 	atomic_store_explicit(&s->dropped, 0, memory_order_relaxed);
 }
 
@@ -603,9 +672,9 @@ int reg_sub_open(struct broker *b, struct client *cl, const struct msg_sub_open 
 		return -errno;
 	}
 	b->subs[si] = (struct reg_sub){.state = SLOT_ACTIVE, .topic = (uint32_t)ti, .proc = cl->proc,
-				       .depth = depth_round(m->queue_depth), .overflow = m->overflow,
+				       .depth = m->queue_depth ? m->queue_depth : 16, .overflow = m->overflow,
 				       .history = m->history};
-	if (b->subs[si].depth > v->lim.queue_depth_max)
+	if (b->subs[si].depth > v->lim.queue_depth_max) /* the default, under a smaller limit */
 		b->subs[si].depth = v->lim.queue_depth_max;
 	sub_reset_shared(b, si);
 	sub_mirror(b, si);

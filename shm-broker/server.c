@@ -235,6 +235,7 @@ static void handle_pub_open(struct broker *b, struct client *cl, const struct ms
 	reply_init(&rep.r, &m->hdr, sizeof(rep), 0);
 	rep.r.index = (uint32_t)r;
 	rep.pool_class = k;
+	rep.id = b->pubs[r].id;
 	proto_send(cl->fd, &rep, sizeof(rep), NULL, 0);
 }
 

@@ -38,7 +38,7 @@ static int call(const char *domain, uint16_t type, void *reply, size_t size)
 		return 1;
 	}
 	proto_hdr_init(&req.hdr, type, sizeof(req), 1);
-	r = proto_call(sock, &req, sizeof(req), reply, size, NULL, 0, NULL, 5000);
+	r = proto_call(sock, &req, sizeof(req), reply, size, NULL, 0, NULL, 5000, NULL, NULL);
 	close(sock);
 	if (r < 0) {
 		fprintf(stderr, "takt: the broker of domain '%s' did not answer: %s\n", domain, strerror(-r));

@@ -147,7 +147,7 @@ static void print_sample_json(FILE *f, const struct tt_clock *c, const struct tt
 	tt_fmt_time(c, s->h.ts, t, sizeof(t));
 	fprintf(f, "{\"time\":\"%s\",\"topic\":", t);
 	tt_json_str(f, s->topic, sizeof(s->topic));
-	fprintf(f, ",\"seq\":%llu,\"pub_id\":%u,\"sub_port\":%u", (unsigned long long)s->seq, s->pub_id,
+	fprintf(f, ",\"seq\":%llu,\"pub_id\":%llu,\"sub_port\":%u", (unsigned long long)s->seq, (unsigned long long)s->pub_id,
 		s->sub_port);
 	if (s->pub_pid)
 		fprintf(f, ",\"pub_pid\":%u,\"pub_tid\":%u,\"pub_comm\":", s->pub_pid, s->pub_tid);

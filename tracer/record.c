@@ -284,7 +284,7 @@ static void export_publish(struct exporter *x, const struct tt_publish *p)
 	note_thread(x, p->h.pid, p->h.tid, p->comm);
 	snprintf(name, sizeof(name), "publish %.*s", TT_TOPIC_LEN, p->topic);
 	slice(x, p->h.pid, p->h.tid, name, p->h.ts, p->h.ts + 1000, "takt");
-	fprintf(x->f, ",\"args\":{\"seq\":%llu,\"pub_id\":%u}}", (unsigned long long)p->seq, p->pub_id);
+	fprintf(x->f, ",\"args\":{\"seq\":%llu,\"pub_id\":%llu}}", (unsigned long long)p->seq, (unsigned long long)p->pub_id);
 	x->publishes++;
 }
 
@@ -340,8 +340,8 @@ static void export_sample(struct exporter *x, const struct tt_sample *s)
 	export_wake_stages(x, s);
 	snprintf(name, sizeof(name), "take %.*s #%llu", TT_TOPIC_LEN, s->topic, (unsigned long long)s->seq);
 	slice(x, s->h.pid, s->h.tid, name, s->h.ts, s->h.ts, "takt");
-	fprintf(x->f, ",\"args\":{\"seq\":%llu,\"pub_id\":%u,\"sub_port\":%u,\"thread\":\"%s\"}}",
-		(unsigned long long)s->seq, s->pub_id, s->sub_port, tt_wake_state_name(s->wake_state));
+	fprintf(x->f, ",\"args\":{\"seq\":%llu,\"pub_id\":%llu,\"sub_port\":%u,\"thread\":\"%s\"}}",
+		(unsigned long long)s->seq, (unsigned long long)s->pub_id, s->sub_port, tt_wake_state_name(s->wake_state));
 	if (!s->publish_ns || !s->pub_pid)
 		return; /* no publish seen: nothing to draw an arrow from */
 	flow(x, 's', id, s->pub_pid, s->pub_tid, s->publish_ns);

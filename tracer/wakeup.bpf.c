@@ -103,17 +103,17 @@ struct note {
 	__u64 seq;         /* written last; 0 while being written or consumed */
 	__u64 notify_ns;
 	__u64 cyc;
-	__u32 pub_id;
+	__u64 pub_id;
 	__u32 woken_tid;
 	__u32 wake_state;
 	__u32 pub_pid;
 	__u32 pub_tid;
-	__u32 pad;
 };
 
 struct pub_slot {
 	__u64 seq;         /* written last */
 	__u64 ts;
+	__u64 pub_id;      /* ids share slots modulo PUBS: the join checks it */
 	__u32 pid;
 	__u32 tid;
 };
@@ -446,7 +446,7 @@ int BPF_USDT(on_node_open, const char *domain)
 	return 0;
 }
 
-static __always_inline void emit_publish(const char *topic, __u32 pub_id, __u64 seq, __u64 id, __u64 ts)
+static __always_inline void emit_publish(const char *topic, __u64 pub_id, __u64 seq, __u64 id, __u64 ts)
 {
 	struct tt_publish *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
 
@@ -468,16 +468,15 @@ static __always_inline void emit_publish(const char *topic, __u32 pub_id, __u64 
 	e->h.tid = (__u32)id;
 	e->seq = seq;
 	e->pub_id = pub_id;
-	e->pad = 0;
 	bpf_get_current_comm(e->comm, sizeof(e->comm));
 	bpf_ringbuf_submit(e, rb_flags());
 }
 
 SEC("usdt")
-int BPF_USDT(on_publish, const char *topic, __u32 pub_id, __u64 seq)
+int BPF_USDT(on_publish, const char *topic, __u64 pub_id, __u64 seq)
 {
 	__u64 id = bpf_get_current_pid_tgid(), ts;
-	__u32 slot = (pub_id % PUBS) * PUB_SEQS + (__u32)(seq % PUB_SEQS), pi_key = pub_id % PUBS;
+	__u32 slot = (__u32)(pub_id % PUBS) * PUB_SEQS + (__u32)(seq % PUB_SEQS), pi_key = (__u32)(pub_id % PUBS);
 	struct pub_slot *ps;
 	struct pub_info *pi;
 
@@ -489,6 +488,7 @@ int BPF_USDT(on_publish, const char *topic, __u32 pub_id, __u64 seq)
 	if (ps) {
 		ps->seq = 0;
 		ps->ts = ts;
+		ps->pub_id = pub_id;
 		ps->pid = id >> 32;
 		ps->tid = (__u32)id;
 		ps->seq = seq;
@@ -539,7 +539,7 @@ static __always_inline void notify_cycle(struct thread_state *t, struct note *n)
 }
 
 SEC("usdt")
-int BPF_USDT(on_notify, __u32 sub_port, __u32 pub_id, __u64 seq)
+int BPF_USDT(on_notify, __u32 sub_port, __u64 pub_id, __u64 seq)
 {
 	__u64 id = bpf_get_current_pid_tgid();
 	__u32 port = sub_port % PORTS;
@@ -614,11 +614,12 @@ int BPF_USDT(on_unpark, __u32 sub_port)
 /* The publish of (pub_id, seq), if still remembered. */
 static __always_inline void take_publish(struct tt_sample *s)
 {
-	__u32 slot = (s->pub_id % PUBS) * PUB_SEQS + (__u32)(s->seq % PUB_SEQS), pi_key = s->pub_id % PUBS;
+	__u32 slot = (__u32)(s->pub_id % PUBS) * PUB_SEQS + (__u32)(s->seq % PUB_SEQS),
+	      pi_key = (__u32)(s->pub_id % PUBS);
 	struct pub_slot *ps = bpf_map_lookup_elem(&pub_ring, &slot);
 	struct pub_info *pi;
 
-	if (!ps || ps->seq != s->seq) {
+	if (!ps || ps->seq != s->seq || ps->pub_id != s->pub_id) {
 		COUNT(take_no_publish);
 		return;
 	}
@@ -711,7 +712,7 @@ static __always_inline void take_hists(const struct tt_sample *s)
 }
 
 SEC("usdt")
-int BPF_USDT(on_take, const char *topic, __u32 sub_port, __u32 pub_id, __u64 seq)
+int BPF_USDT(on_take, const char *topic, __u32 sub_port, __u64 pub_id, __u64 seq)
 {
 	__u64 id = bpf_get_current_pid_tgid();
 	struct tt_sample *s;

@@ -55,7 +55,7 @@ struct tt_sample {
 	__u64 wakeup_ns;   /* sched_wakeup: the thread is runnable */
 	__u64 oncpu_ns;    /* sched_switch: the woken thread got a CPU */
 	__u64 callback_ns; /* dispatch_begin of the item that took it; 0 outside an executor */
-	__u32 pub_id;
+	__u64 pub_id;      /* takt_pub_id: unique in the domain */
 	__u32 sub_port;
 	__u32 pub_pid;
 	__u32 pub_tid;
@@ -64,7 +64,6 @@ struct tt_sample {
 	__u32 wake_state; /* enum tt_wake_state */
 	__u32 wake_cpu;   /* CPU the woken thread ran on, when oncpu_ns */
 	__u32 oncpu_inferred; /* 1: on-CPU from the thread's own probe (sched_switch missed) */
-	__u32 pad;
 	char topic[TT_TOPIC_LEN];
 	char item[TT_ITEM_LEN];
 	char comm[TT_COMM_LEN];     /* taking thread */
@@ -74,8 +73,7 @@ struct tt_sample {
 struct tt_publish {
 	struct tt_hdr h;
 	__u64 seq;
-	__u32 pub_id;
-	__u32 pad;
+	__u64 pub_id;
 	char topic[TT_TOPIC_LEN];
 	char comm[TT_COMM_LEN];
 };

@@ -49,8 +49,8 @@ int main(int argc, char **argv)
 			break;
 		}
 		while (takt_sub_take(sub, (const void **)&c, &info) == 0) { /* a pointer, no copy */
-			printf("subscriber: got %-12s seq %llu from publisher %u\n", c->text,
-			       (unsigned long long)info.seq, info.publisher_id);
+			printf("subscriber: got %-12s seq %llu from publisher %llx\n", c->text,
+			       (unsigned long long)info.seq, (unsigned long long)info.publisher_id);
 			fflush(stdout);
 			takt_sub_release(sub, c);
 			got++;

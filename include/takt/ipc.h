@@ -29,6 +29,10 @@ typedef struct takt_sub takt_sub;
 struct takt_node_opts {
 	const char *domain; /* NULL: $TAKT_DOMAIN, else "default" */
 	const char *name;   /* shown by introspection; NULL: program name */
+	uint64_t timeout_ns; /* longest wait for the broker per control call (opens,
+	                        closes; never the data path); 0: 10 s. After a
+	                        timeout the call returns -ETIMEDOUT, and whatever
+	                        the broker did for it late is undone. */
 };
 
 /* Connects to the broker of a domain and maps its segments. A node belongs
@@ -38,7 +42,8 @@ struct takt_node_opts {
  * -ENOENT no broker runs for the domain; -EPROTO ABI or layout mismatch;
  * -EACCES no permission on the broker's socket; -ENOTCONN the broker hung up
  * (for example its client table is full); -EINVAL bad domain name; -EMFILE
- * process table full; -ENOMEM. */
+ * process table full; -ETIMEDOUT the broker did not answer within timeout_ns;
+ * -ENOMEM. */
 TAKT_API int takt_node_open(const struct takt_node_opts *opts, takt_node **out);
 /* Closes every port still open on the node, then detaches. NULL is fine. */
 TAKT_API void takt_node_close(takt_node *node);
@@ -63,7 +68,8 @@ struct takt_pub_opts {
 
 /* -EINVAL bad topic or options; -EPROTOTYPE topic has another type;
  * -EMSGSIZE no size class holds max_payload; -ENOSPC port or topic table
- * full, or the topic has its maximum of publishers; -ENOTCONN broker gone. */
+ * full, or the topic has its maximum of publishers; -ENOTCONN broker gone;
+ * -ETIMEDOUT no answer within the node's timeout_ns (nothing stays open). */
 TAKT_API int takt_pub_open(takt_node *node, const struct takt_pub_opts *opts, takt_pub **out);
 /* Returns outstanding loans and history to the pools. NULL is fine. */
 TAKT_API void takt_pub_close(takt_pub *pub);
@@ -75,13 +81,17 @@ TAKT_API int takt_pub_publish(takt_pub *pub, void *payload);
 TAKT_API void takt_pub_discard(takt_pub *pub, void *payload);
 /* Copy + publish. Errors of loan and publish. */
 TAKT_API int takt_pub_send(takt_pub *pub, const void *data, size_t size);
-/* This publisher's id as seen in takt_sample_info.publisher_id. */
-TAKT_API uint32_t takt_pub_id(const takt_pub *pub);
+/* This publisher's id as seen in takt_sample_info.publisher_id: unique in
+ * the domain for its whole life, never reused (also not by a restarted
+ * broker); 0 for NULL. */
+TAKT_API uint64_t takt_pub_id(const takt_pub *pub);
 
 struct takt_sub_opts {
 	const char *topic;
 	const char *type_name;
-	unsigned queue_depth;        /* receive ring capacity, rounded up to a power of two; 0: 16 */
+	unsigned queue_depth;        /* samples queued per publisher at most, exactly
+	                                (1 keeps only the newest under drop-oldest);
+	                                0: 16; at most [limits] queue_depth_max */
 	enum takt_overflow overflow;
 	unsigned history;            /* how many of the publisher's history samples to receive */
 };
@@ -89,12 +99,13 @@ struct takt_sub_opts {
 struct takt_sample_info {
 	uint64_t seq;        /* per publisher, starts at 1, no gaps unless dropped */
 	uint64_t publish_ns; /* CLOCK_MONOTONIC at publish */
-	uint32_t publisher_id;
+	uint64_t publisher_id; /* takt_pub_id of the sender: never reused in the domain */
 	uint32_t size;
 };
 
 /* -EINVAL bad topic or options; -EPROTOTYPE topic has another type;
- * -ENOSPC port, topic or connection table full; -ENOTCONN broker gone. */
+ * -ENOSPC port, topic or connection table full; -ENOTCONN broker gone;
+ * -ETIMEDOUT no answer within the node's timeout_ns (nothing stays open). */
 TAKT_API int takt_sub_open(takt_node *node, const struct takt_sub_opts *opts, takt_sub **out);
 /* Releases every sample still taken. NULL is fine. */
 TAKT_API void takt_sub_close(takt_sub *sub);
@@ -121,7 +132,8 @@ TAKT_API uint64_t takt_sub_dropped(const takt_sub *sub);
  * Every process opening the same name shares one queue of ids and one
  * eventfd; notify never blocks. */
 typedef struct takt_event takt_event;
-/* -EINVAL bad name; -ENOSPC event table full; -ENOTCONN broker gone. */
+/* -EINVAL bad name; -ENOSPC event table full; -ENOTCONN broker gone;
+ * -ETIMEDOUT no answer within the node's timeout_ns (nothing stays open). */
 TAKT_API int takt_event_open(takt_node *node, const char *name, takt_event **out);
 /* 0, or -EOVERFLOW when the id queue was full (the wake-up still happens). */
 TAKT_API int takt_event_notify(takt_event *ev, uint64_t id);

@@ -131,6 +131,7 @@ struct takt_conn *fixture_conn_reset(struct fixture *f, uint32_t ci, uint32_t ca
 	c->pub = 0;
 	c->sub = 0;
 	c->mask = capacity - 1;
+	c->depth = capacity;
 	c->overflow = 0;
 	/* As the broker does on reuse: clients drop mirrors of the old one. */
 	atomic_fetch_add_explicit(&c->incarnation, 1, memory_order_relaxed);

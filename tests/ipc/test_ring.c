@@ -61,7 +61,7 @@ static struct takt_conn *ring_open(struct fixture *f, uint32_t cap, uint64_t sta
 	struct takt_conn *c = fixture_conn_reset(f, RING_CONN, cap, start);
 	struct takt_ring_slot *slots = seg_ring_slots(&f->v, RING_CONN);
 
-	ring_prod_init(p, c, slots, cap - 1);
+	ring_prod_init(p, c, slots, cap - 1, cap);
 	ring_cons_init(q, c, slots, cap - 1);
 	return c;
 }

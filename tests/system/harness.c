@@ -166,12 +166,25 @@ int h_pools(const char *domain, struct proto_pool_stat *out)
 	if (proto_connect(domain, &sock) < 0)
 		return -ENOENT;
 	proto_hdr_init(&req.hdr, MSG_POOLS, sizeof(req), 1);
-	r = proto_call(sock, &req, sizeof(req), &rep, sizeof(rep), NULL, 0, NULL, 5000);
+	r = proto_call(sock, &req, sizeof(req), &rep, sizeof(rep), NULL, 0, NULL, 5000, NULL, NULL);
 	close(sock);
 	if (r < 0)
 		return r;
 	memcpy(out, rep.pools, sizeof(rep.pools));
 	return (int)rep.r.index;
+}
+
+int h_status(const char *domain, struct msg_status_reply *out)
+{
+	struct msg_empty req;
+	int sock, r;
+
+	if (proto_connect(domain, &sock) < 0)
+		return -ENOENT;
+	proto_hdr_init(&req.hdr, MSG_STATUS, sizeof(req), 1);
+	r = proto_call(sock, &req, sizeof(req), out, sizeof(*out), NULL, 0, NULL, 5000, NULL, NULL);
+	close(sock);
+	return r;
 }
 
 int h_wait_pools_full(const char *domain, int timeout_ms)

@@ -42,6 +42,8 @@ int h_chan_recv(struct h_chan *c, void *buf, size_t n, int timeout_ms);
 
 /* Pool statistics from the broker (MSG_POOLS). Returns the number of classes. */
 int h_pools(const char *domain, struct proto_pool_stat *out);
+/* The broker's status (MSG_STATUS): 0 or a negative errno. */
+int h_status(const char *domain, struct msg_status_reply *out);
 /* Waits until every class has free == total (bounded); 0 or -ETIMEDOUT. */
 int h_wait_pools_full(const char *domain, int timeout_ms);
 /* Opens a node on the domain with the given name; aborts the test on failure. */

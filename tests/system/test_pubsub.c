@@ -94,7 +94,7 @@ static int sub_child(void *a)
 				   .overflow = TAKT_OVERFLOW_BLOCK};
 	takt_node *n = h_node(broker.domain, "sub");
 	uint64_t next[8] = {0}, total = 0;
-	uint32_t pub_of_tag[8] = {0};
+	uint64_t pub_of_tag[8] = {0};
 	takt_sub *s;
 
 	H_CHECK(takt_sub_open(n, &so, &s) == 0);

@@ -1,0 +1,251 @@
+/* test_wakeups.c - wake-ups survive dying and slow peers; a timed-out
+ * control call does not break the node.
+ *
+ * The publisher's eventfd write is the one libc call on the data path, so
+ * this binary interposes write(): a child arms it to die (SIGKILL) or to
+ * stall before an eventfd write, which puts a real process exactly in the
+ * windows the wake-up protocol must survive (libipc/sub.c, P0-P3).
+ */
+#include "harness.h"
+
+#include <errno.h>
+#include <poll.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#define WAIT_MS 30000
+
+static struct h_broker broker;
+
+/* ---- the interposer ------------------------------------------------------ */
+
+enum { W_PASS = 0, W_DIE, W_STALL };
+static volatile int write_mode; /* set in a child only, before the call */
+static int write_stall_ms;
+static int write_note_fd = -1; /* W_STALL: a byte 'w' here once inside the write */
+
+static void sleep_ms(int ms)
+{
+	struct timespec ts = {.tv_sec = ms / 1000, .tv_nsec = (long)(ms % 1000) * 1000000};
+
+	while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
+		;
+}
+
+static bool is_eventfd(int fd)
+{
+	char path[64], link[64];
+	ssize_t n;
+
+	snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
+	n = readlink(path, link, sizeof(link) - 1);
+	if (n < 0)
+		return false;
+	link[n] = 0;
+	return strcmp(link, "anon_inode:[eventfd]") == 0;
+}
+
+/* libtakt-ipc's calls to write() bind to this definition (the executable
+ * comes first in symbol lookup). */
+ssize_t write(int fd, const void *buf, size_t n)
+{
+	if (write_mode != W_PASS && n == sizeof(uint64_t) && is_eventfd(fd)) {
+		if (write_mode == W_DIE)
+			kill(getpid(), SIGKILL); /* between taking `parked` and waking it */
+		if (write_note_fd >= 0 && syscall(SYS_write, write_note_fd, "w", 1) != 1)
+			return -1;
+		sleep_ms(write_stall_ms);
+	}
+	return syscall(SYS_write, fd, buf, n);
+}
+
+/* ---- tests --------------------------------------------------------------- */
+
+static int setup(void **state)
+{
+	(void)state;
+	return h_broker_start(&broker, "wakeups", NULL);
+}
+
+static int teardown(void **state)
+{
+	(void)state;
+	h_broker_stop(&broker);
+	return 0;
+}
+
+struct pub_args {
+	const char *topic;
+	struct h_chan *ch; /* [0] child -> parent, [1] parent -> child */
+	int mode;
+	int stall_ms;
+};
+
+/* Opens a publisher, says 'r', waits for 'g', publishes one sample with the
+ * interposer armed, says 'd', and waits to be killed. */
+static int pub_child(void *a)
+{
+	struct pub_args *pa = a;
+	struct takt_pub_opts po = {.topic = pa->topic, .max_payload = 8};
+	takt_node *n = h_node(broker.domain, "waker");
+	uint64_t one = 1;
+	takt_pub *p;
+	char c;
+
+	H_CHECK(takt_pub_open(n, &po, &p) == 0);
+	H_CHECK(h_chan_send(&pa->ch[0], "r", 1) == 0);
+	H_CHECK(h_chan_recv(&pa->ch[1], &c, 1, WAIT_MS) == 0);
+	write_stall_ms = pa->stall_ms;
+	write_note_fd = pa->ch[0].wr;
+	write_mode = pa->mode;
+	H_CHECK(takt_pub_send(p, &one, sizeof(one)) == 1);
+	write_mode = W_PASS;
+	H_CHECK(h_chan_send(&pa->ch[0], "d", 1) == 0);
+	pause();
+	return 0;
+}
+
+static int fd_readable(int fd, int timeout_ms)
+{
+	struct pollfd pfd = {.fd = fd, .events = POLLIN};
+
+	return poll(&pfd, 1, timeout_ms);
+}
+
+/* A publisher killed after it took the subscriber's parked flag, before
+ * its eventfd write: the broker wakes the subscriber (it saw the death),
+ * which then takes the sample the dead publisher pushed. */
+static void test_wakeups_publisher_dies_in_notify(void **state)
+{
+	struct takt_sub_opts so = {.topic = "die", .queue_depth = 4};
+	struct h_chan ch[2];
+	struct pub_args pa = {.topic = "die", .ch = ch, .mode = W_DIE};
+	takt_node *n = h_node(broker.domain, "sleeper");
+	const uint64_t *x;
+	takt_sub *s;
+	pid_t pid;
+	char c;
+
+	(void)state;
+	assert_int_equal(h_chan_open(&ch[0]), 0);
+	assert_int_equal(h_chan_open(&ch[1]), 0);
+	assert_int_equal(takt_sub_open(n, &so, &s), 0);
+	pid = h_spawn(pub_child, &pa);
+	assert_int_equal(h_chan_recv(&ch[0], &c, 1, WAIT_MS), 0);
+	assert_int_equal(takt_sub_arm(s), 0); /* parked: the publisher must wake us */
+	assert_int_equal(h_chan_send(&ch[1], "g", 1), 0);
+	assert_int_equal(h_wait(pid, WAIT_MS), 128 + SIGKILL); /* died in its write */
+	if (fd_readable(takt_sub_fd(s), 10000) != 1)
+		fail_msg("subscriber still asleep 10 s after its publisher died mid-notify");
+	assert_int_equal(takt_sub_take(s, (const void **)&x, NULL), 0);
+	assert_int_equal(*x, 1);
+	takt_sub_release(s, x);
+	/* The broker's wake-up is cleared by the next arm: no spin after it. */
+	assert_int_equal(takt_sub_take(s, (const void **)&x, NULL), -EAGAIN);
+	assert_int_equal(takt_sub_arm(s), 0);
+	assert_int_equal(fd_readable(takt_sub_fd(s), 0), 0);
+	takt_node_close(n);
+	h_chan_close(&ch[0]);
+	h_chan_close(&ch[1]);
+}
+
+/* The publisher's eventfd write lands after the subscriber woke (polling),
+ * took the sample and disarmed: that wake-up is stale. The next arm must
+ * clear it, or a level-triggered epoll spins on empty takes until the next
+ * publish. */
+static void test_wakeups_stale_count_cleared_by_arm(void **state)
+{
+	struct takt_sub_opts so = {.topic = "stale", .queue_depth = 4};
+	struct h_chan ch[2];
+	struct pub_args pa = {.topic = "stale", .ch = ch, .mode = W_STALL, .stall_ms = 300};
+	takt_node *n = h_node(broker.domain, "poller");
+	const uint64_t *x;
+	takt_sub *s;
+	pid_t pid;
+	char c;
+
+	(void)state;
+	assert_int_equal(h_chan_open(&ch[0]), 0);
+	assert_int_equal(h_chan_open(&ch[1]), 0);
+	assert_int_equal(takt_sub_open(n, &so, &s), 0);
+	pid = h_spawn(pub_child, &pa);
+	assert_int_equal(h_chan_recv(&ch[0], &c, 1, WAIT_MS), 0);
+	assert_int_equal(takt_sub_arm(s), 0);
+	assert_int_equal(h_chan_send(&ch[1], "g", 1), 0);
+	/* The publisher took our parked flag and stalls in its write. */
+	assert_int_equal(h_chan_recv(&ch[0], &c, 1, WAIT_MS), 0);
+	assert_int_equal(c, 'w');
+	assert_int_equal(takt_sub_take(s, (const void **)&x, NULL), 0);
+	assert_int_equal(*x, 1);
+	takt_sub_release(s, x);
+	assert_int_equal(h_chan_recv(&ch[0], &c, 1, WAIT_MS), 0); /* the late write landed */
+	assert_int_equal(c, 'd');
+	assert_int_equal(takt_sub_arm(s), 0);
+	if (fd_readable(takt_sub_fd(s), 0) != 0)
+		fail_msg("armed with nothing to take, yet the eventfd is readable: a stale wake-up");
+	kill(pid, SIGKILL);
+	assert_int_equal(h_wait(pid, WAIT_MS), 128 + SIGKILL);
+	takt_node_close(n);
+	h_chan_close(&ch[0]);
+	h_chan_close(&ch[1]);
+}
+
+/* A control call that times out (the broker is stopped) returns
+ * -ETIMEDOUT; its late reply must not answer the next call, and the port
+ * the broker opened for it late is closed again. */
+static void test_wakeups_timed_out_call_leaves_node_usable(void **state)
+{
+	struct takt_node_opts no = {.domain = broker.domain, .name = "impatient", .timeout_ns = 300000000};
+	struct takt_pub_opts po = {.topic = "late", .max_payload = 8};
+	struct takt_sub_opts so = {.topic = "late", .queue_depth = 4};
+	struct msg_status_reply st;
+	const uint64_t *x;
+	uint64_t v = 7;
+	takt_node *n;
+	takt_pub *p;
+	takt_sub *s;
+
+	(void)state;
+	assert_int_equal(takt_node_open(&no, &n), 0);
+	assert_int_equal(kill(broker.pid, SIGSTOP), 0);
+	assert_int_equal(takt_pub_open(n, &po, &p), -ETIMEDOUT);
+	assert_int_equal(kill(broker.pid, SIGCONT), 0);
+	assert_int_equal(takt_sub_open(n, &so, &s), 0);
+	/* The late publisher is undone: none left on the topic. */
+	for (int i = 0;; i++) {
+		assert_int_equal(h_status(broker.domain, &st), 0);
+		if (st.n_pubs == 0)
+			break;
+		if (i == 1000)
+			fail_msg("the publisher opened for a timed-out call is still open");
+		sleep_ms(10);
+	}
+	assert_int_equal(st.n_subs, 1);
+	assert_int_equal(takt_pub_open(n, &po, &p), 0);
+	assert_int_equal(takt_pub_send(p, &v, sizeof(v)), 1);
+	assert_int_equal(takt_sub_take(s, (const void **)&x, NULL), 0);
+	assert_int_equal(*x, 7);
+	takt_sub_release(s, x);
+	takt_node_close(n);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_wakeups_publisher_dies_in_notify),
+		cmocka_unit_test(test_wakeups_stale_count_cleared_by_arm),
+		cmocka_unit_test(test_wakeups_timed_out_call_leaves_node_usable),
+	};
+
+	return cmocka_run_group_tests(tests, setup, teardown);
+}
