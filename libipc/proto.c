@@ -25,7 +25,8 @@ size_t proto_request_size(uint16_t type)
 	case MSG_CONN_FDS:
 	case MSG_EVENT_CLOSE: return sizeof(struct msg_index);
 	case MSG_POOLS:
-	case MSG_STATUS: return sizeof(struct msg_empty);
+	case MSG_STATUS:
+	case MSG_MGMT_FD: return sizeof(struct msg_empty);
 	default: return 0;
 	}
 }
@@ -118,13 +119,6 @@ int proto_runtime_path(const char *domain, const char *suffix, char *buf, size_t
 	if (r < 0)
 		return r;
 	n = snprintf(buf, len, "%s/takt-%s.%s", dir, domain, suffix);
-	return n < 0 || (size_t)n >= len ? -ENAMETOOLONG : 0;
-}
-
-int proto_shm_name(const char *domain, const char *what, char *buf, size_t len)
-{
-	int n = snprintf(buf, len, "/takt.%s.%s", domain, what);
-
 	return n < 0 || (size_t)n >= len ? -ENAMETOOLONG : 0;
 }
 

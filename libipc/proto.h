@@ -33,7 +33,8 @@ enum proto_type {
 	MSG_EVENT_CLOSE = 8,
 	MSG_POOLS = 9,
 	MSG_STATUS = 10,
-	MSG_TYPE_MAX = 10,
+	MSG_MGMT_FD = 11,
+	MSG_TYPE_MAX = 11,
 };
 
 struct proto_hdr {
@@ -110,7 +111,7 @@ struct msg_event_open { /* reply: proto_reply, index = event slot; fd: its event
 	char name[TAKT_NAME_MAX];
 };
 
-struct msg_empty { /* POOLS, STATUS */
+struct msg_empty { /* POOLS, STATUS, MGMT_FD (reply: proto_reply + a read-only fd of the registry) */
 	struct proto_hdr hdr;
 };
 
@@ -149,8 +150,6 @@ const char *proto_domain_default(const char *explicit_domain);
 int proto_runtime_path(const char *domain, const char *suffix, char *buf, size_t len);
 /* Creates the runtime directory (mode 0700 for the private defaults). */
 int proto_runtime_dir_make(void);
-/* /takt.<domain>.<what> for shm_open. */
-int proto_shm_name(const char *domain, const char *what, char *buf, size_t len);
 
 void proto_hdr_init(struct proto_hdr *h, uint16_t type, uint32_t size, uint32_t req_id);
 /* sendmsg of one packet with up to TAKT_PROTO_MAX_FDS descriptors. */

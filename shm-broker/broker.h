@@ -64,9 +64,10 @@ struct broker {
 	void *pool_base[TAKT_MAX_CLASSES];
 	size_t pool_size[TAKT_MAX_CLASSES];
 	int mgmt_fd;
+	int mgmt_ro_fd;         /* the same segment, read-only, for tools */
 	int pool_fd[TAKT_MAX_CLASSES];
 	int lock_fd, listen_fd, epoll_fd, signal_fd, timer_fd;
-	char sock_path[108], lock_path[108];
+	char sock_path[108], lock_path[128];
 	struct client *clients;
 	unsigned n_clients_max;
 	int *sub_efd;           /* per subscriber port */

@@ -181,7 +181,8 @@ static int check_frame(const struct client *cl, const struct proto_hdr *h, long 
 		return -EOPNOTSUPP;
 	if ((size_t)n != want || h->size != (uint32_t)n)
 		return -EBADMSG;
-	if (cl->proc == TAKT_NONE && h->type != MSG_HELLO && h->type != MSG_POOLS && h->type != MSG_STATUS)
+	if (cl->proc == TAKT_NONE && h->type != MSG_HELLO && h->type != MSG_POOLS && h->type != MSG_STATUS &&
+	    h->type != MSG_MGMT_FD)
 		return -EPERM; /* HELLO first */
 	return 0;
 }
@@ -308,6 +309,10 @@ static void dispatch(struct broker *b, struct client *cl, const void *buf)
 	case MSG_CONN_FDS: handle_conn_fds(b, cl, buf); return;
 	case MSG_POOLS: handle_pools(b, cl, h); return;
 	case MSG_STATUS: handle_status(b, cl, h); return;
+	case MSG_MGMT_FD:
+		/* Introspection (takt-trace reads the process table): read-only. */
+		handle_fd_reply(cl, h, b->mgmt_ro_fd >= 0 ? 0 : -EOPNOTSUPP, b->mgmt_ro_fd);
+		return;
 	}
 	timer_set(b, reg_tick(b));
 }

@@ -1,11 +1,12 @@
 /* domain.c - the processes of a takt domain, from its broker's process table.
  *
- * The broker's management segment (/dev/shm/takt.<domain>.mgmt) holds one
- * takt_proc per attached process. The tracer maps it read-only for a moment,
+ * The broker's management segment holds one takt_proc per attached
+ * process. The tracer asks the broker for a read-only descriptor of it
+ * (MSG_MGMT_FD, no HELLO: it does not join the domain), maps it for a moment,
  * validates it like any client would (magic, ABI version, layout digest:
  * seg_view_init) and copies the pids of the active entries out. It never
  * writes there and keeps no mapping, so a broker restart (a new segment)
- * needs nothing special: the next look finds the new one.
+ * needs nothing special: the next look asks the new broker.
  */
 #include "takt-trace.h"
 
@@ -39,19 +40,36 @@ static int copy_pids(const struct seg_view *v, pid_t *out, int max)
 	return n;
 }
 
+static int mgmt_fd(const char *domain, int *ret_fd)
+{
+	struct msg_empty req;
+	struct proto_reply rep;
+	unsigned n_fds = 0;
+	int sock, r;
+
+	r = proto_connect(domain, &sock);
+	if (r < 0)
+		return r;
+	proto_hdr_init(&req.hdr, MSG_MGMT_FD, sizeof(req), 1);
+	r = proto_call(sock, &req, sizeof(req), &rep, sizeof(rep), ret_fd, 1, &n_fds, 5000, NULL, NULL);
+	close(sock);
+	if (r == 0 && n_fds != 1)
+		r = -EPROTO;
+	return r;
+}
+
 int tt_domain_pids(const char *domain, pid_t *out, int max)
 {
-	char name[160];
 	struct seg_view v;
 	struct stat st;
 	void *base;
 	int fd, r;
 
-	if (!proto_domain_ok(domain) || proto_shm_name(domain, "mgmt", name, sizeof(name)) < 0)
+	if (!proto_domain_ok(domain))
 		return -EINVAL;
-	fd = shm_open(name, O_RDONLY | O_CLOEXEC, 0);
-	if (fd < 0)
-		return -errno;
+	r = mgmt_fd(domain, &fd);
+	if (r < 0)
+		return r;
 	if (fstat(fd, &st) < 0 || st.st_size <= 0) {
 		r = -EPROTO;
 		goto out_close;

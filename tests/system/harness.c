@@ -82,7 +82,11 @@ void h_broker_stop(struct h_broker *b)
 	}
 	if (b->config[0])
 		unlink(b->config);
-	(void)path;
+	/* left behind only by a broker that was killed */
+	snprintf(path, sizeof(path), "%s/takt-%s.sock", b->rundir, b->domain);
+	unlink(path);
+	snprintf(path, sizeof(path), "%s/takt-%s.lock", b->rundir, b->domain);
+	unlink(path);
 	rmdir(b->rundir);
 }
 

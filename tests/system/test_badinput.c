@@ -182,6 +182,23 @@ static void test_badinput_foreign_port(void **state)
 	assert_broker_serves();
 }
 
+/* A raw HELLO, as a hostile client would send it: returns how many segment
+ * descriptors the broker handed over (the management segment first), or 0. */
+static unsigned raw_hello_fds(int *s, int fds[TAKT_PROTO_MAX_FDS])
+{
+	struct msg_hello hello = {.abi_version = TAKT_ABI_VERSION};
+	struct msg_hello_reply rep;
+	unsigned nf = 0;
+
+	if (proto_connect(broker.domain, s) != 0)
+		return 0;
+	proto_hdr_init(&hello.hdr, MSG_HELLO, sizeof(hello), 1);
+	if (proto_call(*s, &hello, sizeof(hello), &rep, sizeof(rep), fds, TAKT_PROTO_MAX_FDS, &nf, 5000, NULL,
+		       NULL) != 0)
+		return 0;
+	return nf;
+}
+
 /* Garbage written into the registry in shared memory (by a buggy or hostile
  * process) must not crash or confuse the broker: it never reads it back. */
 static void test_badinput_registry_scribble(void **state)
@@ -189,7 +206,8 @@ static void test_badinput_registry_scribble(void **state)
 	struct takt_pub_opts po = {.topic = "victim", .max_payload = 8};
 	struct takt_sub_opts so = {.topic = "victim", .queue_depth = 4};
 	takt_node *a = h_node(broker.domain, "a"), *n;
-	char name[128];
+	int fds[TAKT_PROTO_MAX_FDS], sock;
+	unsigned nf;
 	struct takt_mgmt_header *h;
 	const uint64_t *x;
 	takt_pub *p;
@@ -199,9 +217,9 @@ static void test_badinput_registry_scribble(void **state)
 
 	(void)state;
 	assert_int_equal(takt_pub_open(a, &po, &p), 0);
-	snprintf(name, sizeof(name), "/takt.%s.mgmt", broker.domain);
-	fd = shm_open(name, O_RDWR, 0);
-	assert_true(fd >= 0);
+	nf = raw_hello_fds(&sock, fds);
+	assert_true(nf >= 1);
+	fd = fds[0];
 	assert_int_equal(fstat(fd, &st), 0);
 	h = mmap(NULL, (size_t)st.st_size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
 	assert_true(h != MAP_FAILED);
@@ -218,7 +236,9 @@ static void test_badinput_registry_scribble(void **state)
 		memset(c, 0xff, offsetof(struct takt_conn, head));
 	}
 	munmap(h, (size_t)st.st_size);
-	close(fd);
+	for (unsigned i = 0; i < nf; i++)
+		close(fds[i]);
+	close(sock);
 	/* The broker still matches topics, builds connections and reclaims. */
 	n = h_node(broker.domain, "b");
 	assert_int_equal(takt_sub_open(n, &so, &s), 0);
@@ -232,9 +252,61 @@ static void test_badinput_registry_scribble(void **state)
 	assert_broker_serves();
 }
 
+/* A hostile process receives the segment descriptors (a raw HELLO) and
+ * tries to truncate or grow every one: the seals refuse (EPERM), so no
+ * other process can be made to SIGBUS. A pair in other processes keeps
+ * exchanging samples throughout. */
+static int truncating_child(void *a)
+{
+	int fds[TAKT_PROTO_MAX_FDS], s;
+	unsigned nf = raw_hello_fds(&s, fds);
+
+	(void)a;
+	H_CHECK(nf >= 2);
+	for (unsigned i = 0; i < nf; i++) {
+		struct stat st;
+
+		H_CHECK(fstat(fds[i], &st) == 0 && st.st_size > 0);
+		H_CHECK(ftruncate(fds[i], 0) < 0 && errno == EPERM);
+		H_CHECK(ftruncate(fds[i], st.st_size / 2) < 0 && errno == EPERM);
+		H_CHECK(ftruncate(fds[i], st.st_size * 2) < 0 && errno == EPERM);
+		H_CHECK(fallocate(fds[i], 0, 0, st.st_size * 2) < 0 && errno == EPERM);
+		/* (Punching a hole is a write, like one through a writable
+		 * mapping: refused once segments carry F_SEAL_FUTURE_WRITE.) */
+		H_CHECK(fcntl(fds[i], F_ADD_SEALS, F_SEAL_WRITE) < 0 && errno == EPERM); /* sealed set */
+		H_CHECK(fstat(fds[i], &st) == 0 && st.st_size > 0);
+	}
+	return 0;
+}
+
+static void test_badinput_truncate_segments(void **state)
+{
+	struct takt_pub_opts po = {.topic = "sealed", .max_payload = 8};
+	struct takt_sub_opts so = {.topic = "sealed", .queue_depth = 4};
+	takt_node *n = h_node(broker.domain, "victims");
+	const uint64_t *x;
+	takt_pub *p;
+	takt_sub *s;
+
+	(void)state;
+	assert_int_equal(takt_sub_open(n, &so, &s), 0);
+	assert_int_equal(takt_pub_open(n, &po, &p), 0);
+	for (uint64_t i = 1; i <= 3; i++) {
+		if (i == 2)
+			assert_int_equal(h_wait(h_spawn(truncating_child, NULL), 30000), 0);
+		assert_int_equal(takt_pub_send(p, &i, sizeof(i)), 1);
+		assert_int_equal(takt_sub_take(s, (const void **)&x, NULL), 0);
+		assert_int_equal(*x, i);
+		takt_sub_release(s, x);
+	}
+	takt_node_close(n);
+	assert_broker_serves();
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_badinput_truncate_segments),
 		cmocka_unit_test(test_badinput_framing),
 		cmocka_unit_test(test_badinput_fields),
 		cmocka_unit_test(test_badinput_foreign_port),

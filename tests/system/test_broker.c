@@ -1,5 +1,6 @@
 /* test_broker.c - takt-broker and takt as a user runs them. */
 #include "harness.h"
+#include "proto.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -7,11 +8,13 @@
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -119,53 +122,74 @@ static void test_broker_tools_without_broker(void **state)
 	expect_contains(out, "no broker runs");
 }
 
-static int count_segments(const char *domain)
+/* Files in /dev/shm that mention takt (any domain): none, ever. */
+static int count_dev_shm(void)
 {
-	char pat[128];
 	glob_t g;
 	int n;
 
-	snprintf(pat, sizeof(pat), "/dev/shm/takt.%s.[mp]*", domain); /* mgmt, pool<k> */
-	if (glob(pat, 0, NULL, &g) != 0)
+	if (glob("/dev/shm/*takt*", 0, NULL, &g) != 0)
 		return 0;
 	n = (int)g.gl_pathc;
 	globfree(&g);
 	return n;
 }
 
-/* Segments left by a broker that died are removed at the next start. */
-static void test_broker_removes_stale_segments(void **state)
+static int user_child(void *a)
 {
-	char domain[64], name[128];
-	struct h_broker b;
-	int fd;
+	const char *domain = a;
+	struct takt_pub_opts po = {.topic = "t", .max_payload = 8};
+	struct takt_sub_opts so = {.topic = "t", .queue_depth = 4};
+	takt_node *n = h_node(domain, "user");
+	takt_pub *p;
+	takt_sub *s;
+	const void *x;
 
-	(void)state;
-	snprintf(domain, sizeof(domain), "t-stale-%d", getpid());
-	for (int k = -1; k < 3; k++) {
-		snprintf(name, sizeof(name), k < 0 ? "/takt.%s.mgmt" : "/takt.%s.pool%d", domain, k);
-		fd = shm_open(name, O_CREAT | O_RDWR, 0600);
-		assert_true(fd >= 0);
-		assert_int_equal(ftruncate(fd, 4096), 0);
-		close(fd);
-	}
-	assert_int_equal(count_segments(domain), 4);
-	/* h_broker_start names its domain t-<tag>-<pid>: ours. */
-	assert_int_equal(h_broker_start(&b, "stale", NULL), 0);
-	assert_string_equal(b.domain, domain);
-	assert_int_equal(count_segments(domain), 5); /* fresh: mgmt and 4 pools */
-	snprintf(name, sizeof(name), "/takt.%s.mgmt", domain);
-	fd = shm_open(name, O_RDONLY, 0);
-	assert_true(fd >= 0);
-	assert_true(lseek(fd, 0, SEEK_END) > 4096);
-	close(fd);
-	assert_int_equal(h_wait_pools_full(domain, 2000), 0);
-	h_broker_stop(&b);
-	assert_int_equal(count_segments(domain), 0); /* removed at exit */
+	H_CHECK(takt_sub_open(n, &so, &s) == 0);
+	H_CHECK(takt_pub_open(n, &po, &p) == 0);
+	H_CHECK(takt_pub_send(p, "12345678", 8) == 1);
+	H_CHECK(takt_sub_take(s, &x, NULL) == 0); /* held when killed */
+	H_CHECK(write(STDOUT_FILENO, "", 0) == 0);
+	pause();
+	return 0;
 }
 
-/* A /dev/shm too small for the config is a start-up error, not a SIGBUS. */
-static void test_broker_shm_too_small(void **state)
+/* Segments are memfds: a running domain names nothing in /dev/shm, and
+ * SIGKILL of every process, the broker included, leaves nothing behind
+ * (the kernel frees a segment with its last mapping). */
+static void test_broker_names_nothing_in_dev_shm(void **state)
+{
+	struct h_broker b;
+	struct msg_status_reply st;
+	pid_t pid;
+	int before = count_dev_shm();
+
+	(void)state;
+	assert_int_equal(h_broker_start(&b, "noshm", NULL), 0);
+	pid = h_spawn(user_child, b.domain);
+	for (int i = 0; i < 500; i++) { /* the child's node is attached */
+		assert_int_equal(h_status(b.domain, &st), 0);
+		if (st.n_subs == 1 && st.n_pubs == 1)
+			break;
+		usleep(10000);
+	}
+	assert_int_equal(st.n_pubs, 1);
+	assert_int_equal(count_dev_shm(), before);
+	kill(b.pid, SIGKILL);
+	kill(pid, SIGKILL);
+	assert_int_equal(h_wait(pid, 10000), 128 + SIGKILL);
+	assert_int_equal(h_wait(b.pid, 10000), 128 + SIGKILL);
+	assert_int_equal(count_dev_shm(), before);
+	b.pid = 0; /* reaped */
+	h_broker_stop(&b);
+	/* A new broker of the domain starts at once: nothing stale to remove. */
+	assert_int_equal(h_broker_start(&b, "noshm", NULL), 0);
+	assert_int_equal(h_wait_pools_full(b.domain, 2000), 0);
+	h_broker_stop(&b);
+}
+
+/* /dev/shm is not used: a broker starts and serves with a tiny one. */
+static void test_broker_ignores_small_dev_shm(void **state)
 {
 	char out[4096];
 
@@ -175,9 +199,44 @@ static void test_broker_shm_too_small(void **state)
 		skip();
 	}
 	assert_int_equal(run(out, sizeof(out),
-			     "unshare -m sh -c 'mount -t tmpfs -o size=2M tmpfs /dev/shm && "
-			     "exec %s --foreground --domain small'", TAKT_BROKER_PATH), 1);
-	expect_contains(out, "/dev/shm is too small");
+			     "unshare -m sh -c 'mount -t tmpfs -o size=64k tmpfs /dev/shm && "
+			     "(%s --foreground --domain small-shm & b=$!; "
+			     "for i in $(seq 100); do %s status --domain small-shm && break; sleep 0.05; done; "
+			     "kill $b; wait $b)'", TAKT_BROKER_PATH, TAKT_TOOL_PATH), 0);
+	expect_contains(out, "small-shm");
+}
+
+/* MGMT_FD (no HELLO) hands out the management segment read-only: the
+ * tracer can read the process table, nobody can write through it. */
+static void test_broker_mgmt_fd_read_only(void **state)
+{
+	struct h_broker b;
+	struct msg_empty req;
+	struct proto_reply rep;
+	const struct takt_mgmt_header *h;
+	struct stat st;
+	unsigned nf = 0;
+	int s, fd = -1;
+
+	(void)state;
+	assert_int_equal(h_broker_start(&b, "mgmtfd", NULL), 0);
+	assert_int_equal(proto_connect(b.domain, &s), 0);
+	proto_hdr_init(&req.hdr, MSG_MGMT_FD, sizeof(req), 1);
+	assert_int_equal(proto_call(s, &req, sizeof(req), &rep, sizeof(rep), &fd, 1, &nf, 5000, NULL, NULL), 0);
+	assert_int_equal(nf, 1);
+	assert_int_equal(fcntl(fd, F_GETFL) & O_ACCMODE, O_RDONLY);
+	assert_int_equal(fstat(fd, &st), 0);
+	assert_true(mmap(NULL, (size_t)st.st_size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0) == MAP_FAILED);
+	assert_int_equal(errno, EACCES);
+	assert_int_equal(ftruncate(fd, 0), -1);
+	h = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_SHARED, fd, 0);
+	assert_true(h != MAP_FAILED);
+	assert_true(h->magic == TAKT_MGMT_MAGIC);
+	assert_int_equal(atomic_load(&h->broker_pid), b.pid);
+	munmap((void *)h, (size_t)st.st_size);
+	close(fd);
+	close(s);
+	h_broker_stop(&b);
 }
 
 int main(void)
@@ -187,8 +246,9 @@ int main(void)
 		cmocka_unit_test(test_broker_refuses_bad_config),
 		cmocka_unit_test(test_broker_one_per_domain),
 		cmocka_unit_test(test_broker_tools_without_broker),
-		cmocka_unit_test(test_broker_removes_stale_segments),
-		cmocka_unit_test(test_broker_shm_too_small),
+		cmocka_unit_test(test_broker_names_nothing_in_dev_shm),
+		cmocka_unit_test(test_broker_ignores_small_dev_shm),
+		cmocka_unit_test(test_broker_mgmt_fd_read_only),
 	};
 
 	return cmocka_run_group_tests_name("broker", tests, NULL, NULL);

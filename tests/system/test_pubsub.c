@@ -281,14 +281,15 @@ static void test_pubsub_late_joiner_history(void **state)
 	assert_int_equal(h_wait_pools_full(broker.domain, 5000), 0);
 }
 
-/* Offset of p inside the mapping of /dev/shm/takt.<domain>.<seg>, or -1. */
+/* Offset of p inside the mapping of segment <seg> (a memfd named
+ * takt.<domain>.<seg>, shown as /memfd:takt.<domain>.<seg> in maps), or -1. */
 static long shm_offset(const void *p, const char *seg)
 {
 	char needle[128], line[512];
 	FILE *f = fopen("/proc/self/maps", "r");
 	long off = -1;
 
-	snprintf(needle, sizeof(needle), "/dev/shm/takt.%s.%s", broker.domain, seg);
+	snprintf(needle, sizeof(needle), "/memfd:takt.%s.%s ", broker.domain, seg);
 	while (f && fgets(line, sizeof(line), f)) {
 		unsigned long lo, hi, fileoff;
 
