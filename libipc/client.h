@@ -10,11 +10,45 @@
 #include <stdbool.h>
 #include <takt/ipc.h>
 
+/* An eventfd the agent closes once no publish can be using it (G1). */
+struct node_retired_fd {
+	struct node_retired_fd *next;
+	int fd;
+	unsigned n;                  /* publisher ports to wait for */
+	struct {
+		uint32_t pub;        /* port index: its `active` lives in the registry */
+		uint64_t snap;
+	} w[];
+};
+
 struct takt_node {
 	int sock;
 	pthread_mutex_t lock; /* serialises control requests, never the data path */
-	uint32_t next_req;
+	_Atomic uint32_t next_req;
 	int timeout_ms;        /* bound of each control call */
+
+	/* The agent thread reads the socket: replies go to the call waiting
+	 * for them (rx_*, under rx_lock), pushes are handled at once. */
+	pthread_t agent;
+	bool agent_started;
+	pthread_mutex_t rx_lock;
+	pthread_cond_t rx_cond;
+	uint32_t wait_req;     /* the req_id a call waits for; 0: none */
+	bool rx_ready, dead;
+	long rx_len;
+	unsigned rx_nfds;
+	int rx_fds[TAKT_PROTO_MAX_FDS];
+	union {
+		struct proto_reply r;
+		char bytes[TAKT_PROTO_MAX_MSG];
+	} rx;
+	/* G0: per connection slot, the subscriber's eventfd pushed by the
+	 * broker: incarnation << 32 | (fd + 1), 0 = none. Written by the agent,
+	 * read by publish. */
+	_Atomic uint64_t *efd_tab;
+	struct node_retired_fd *retired; /* agent only */
+	pthread_mutex_t ports_lock;      /* the port lists, for the agent */
+
 	uint32_t proc;
 	uint64_t epoch;
 	struct seg_view v;
@@ -27,6 +61,16 @@ struct takt_node {
 	struct takt_event *events;
 	bool q0_light;         /* Q0 by plain stores: see q0_enter */
 };
+
+/* G0: the eventfd of connection ci as the agent installed it, or -1 while
+ * its push has not arrived (the agent then wakes for us). */
+static inline int node_conn_efd(const takt_node *n, uint32_t ci, uint32_t incarnation)
+{
+	/* acquire: pairs with the agent's seq_cst exchange that installed it. */
+	uint64_t w = atomic_load_explicit(&n->efd_tab[ci], memory_order_acquire);
+
+	return w && (uint32_t)(w >> 32) == incarnation ? (int)(uint32_t)w - 1 : -1;
+}
 
 /* Q0, client side: an operation that uses rings brackets itself with
  * q0_enter (before it loads conn_gen) and q0_exit (after its last ring
@@ -61,6 +105,9 @@ static inline void q0_exit(_Atomic uint64_t *active)
 /* One request/reply with the broker; fds as in proto_call. */
 int node_call(takt_node *n, uint16_t type, void *req, size_t req_size, void *reply,
 	      size_t reply_size, int *fds, unsigned max_fds, unsigned *ret_n_fds);
+/* The registry indices of this node's open publisher ports (at most max),
+ * under ports_lock: for the agent (G1). */
+unsigned pub_port_indices(takt_node *n, uint32_t *out, unsigned max);
 /* Sends a close request for a port; errors are ignored (the broker also
  * reclaims on hang-up). */
 void node_close_index(takt_node *n, uint16_t type, uint32_t index);
@@ -84,6 +131,19 @@ static inline bool conn_same(const struct seg_view *v, uint32_t mirror_ci, uint3
 	do {                                                                                       \
 		(item)->next = (head);                                                             \
 		(head) = (item);                                                                   \
+	} while (0)
+/* The same under the node's ports_lock (the agent walks the lists). */
+#define NODE_LIST_ADD_LOCKED(n, head, item)                                                        \
+	do {                                                                                       \
+		pthread_mutex_lock(&(n)->ports_lock);                                              \
+		NODE_LIST_ADD(head, item);                                                         \
+		pthread_mutex_unlock(&(n)->ports_lock);                                            \
+	} while (0)
+#define NODE_LIST_DEL_LOCKED(n, head, type, item)                                                  \
+	do {                                                                                       \
+		pthread_mutex_lock(&(n)->ports_lock);                                              \
+		NODE_LIST_DEL(head, type, item);                                                   \
+		pthread_mutex_unlock(&(n)->ports_lock);                                            \
 	} while (0)
 #define NODE_LIST_DEL(head, type, item)                                                            \
 	do {                                                                                       \

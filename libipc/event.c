@@ -59,7 +59,7 @@ int takt_event_open(takt_node *node, const char *name, takt_event **out)
 	ev->index = rep.index;
 	ev->slot = &node->v.events[rep.index];
 	ev->efd = efd;
-	NODE_LIST_ADD(node->events, ev);
+	NODE_LIST_ADD_LOCKED(node, node->events, ev);
 	*out = ev;
 	return 0;
 }
@@ -70,7 +70,7 @@ void takt_event_close(takt_event *ev)
 		return;
 	node_close_index(ev->node, MSG_EVENT_CLOSE, ev->index);
 	close(ev->efd);
-	NODE_LIST_DEL(ev->node->events, takt_event, ev);
+	NODE_LIST_DEL_LOCKED(ev->node, ev->node->events, takt_event, ev);
 	free(ev);
 }
 

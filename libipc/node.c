@@ -1,21 +1,46 @@
 /* node.c - attaching a process to a domain's broker.
  *
- * takt_node_open connects to the broker's socket, says HELLO, receives the
- * management and payload segments as descriptors, maps them and validates
- * their headers. Every later request goes over the same socket; when the
- * process exits (or crashes) the socket hangs up and the broker reclaims
- * everything the process held.
+ * takt_node_open connects to the broker's socket, starts the node's agent
+ * thread, says HELLO, receives the management and payload segments as
+ * descriptors, maps them and validates their headers. Every later request
+ * goes over the same socket; when the process exits (or crashes) the socket
+ * hangs up and the broker reclaims everything the process held.
+ *
+ * The agent is the only reader of the socket. A control call sends its
+ * request and sleeps until the agent hands it the reply with its req_id
+ * (or the node's timeout passes); the broker's pushes (connection changes
+ * for this node's publishers) are handled by the agent at once, so publish
+ * never waits for the broker or makes a syscall to learn of a subscriber.
+ *
+ * G0, a new connection's eventfd: the agent installs it in efd_tab (seq_cst
+ * exchange), fences, and if the subscriber is parked takes its flag and
+ * writes. Publish, after its P1 fence, skips a parked subscriber whose fd
+ * it cannot see yet without taking the flag. Either publish sees the fd,
+ * or the agent sees the flag (both sides: store, seq_cst fence, load), so
+ * the subscriber is woken once; at worst it gets a wake-up with nothing
+ * new, which it accounts for like any other (P2, sub.c).
+ *
+ * G1, retiring an eventfd: the agent removes it from efd_tab (seq_cst),
+ * then waits until every publisher port of this node has been outside
+ * publish since (its Q0 `active` even, or moved; with membarrier the
+ * agent's membarrier is the fence on the publishing side, as the broker's
+ * is for Q0), and only then closes it: publish looks the fd up inside its
+ * Q0 bracket, so it never writes to a number that was closed and reused.
  */
 #include "client.h"
 #include "probes.h"
 
 #include <errno.h>
+#include <poll.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <linux/membarrier.h>
 #include <sys/mman.h>
+#include <sys/socket.h>
 #include <sys/syscall.h>
+#include <time.h>
 #include <unistd.h>
 
 extern char *program_invocation_short_name;
@@ -33,7 +58,7 @@ int node_copy_name(char *dst, const char *src)
 
 /* A late reply to a call that timed out: the broker did what we asked, but
  * nobody holds the port it opened. Close it again (the request goes out
- * now, its reply is dropped as stale by a later call). Under n->lock. */
+ * now, its reply is dropped as stale in turn). Runs in the agent. */
 static void node_undo_stale(void *user, const struct proto_reply *rep, size_t size, const int *fds,
 			    unsigned n_fds)
 {
@@ -52,21 +77,257 @@ static void node_undo_stale(void *user, const struct proto_reply *rep, size_t si
 	case MSG_EVENT_OPEN: close_type = MSG_EVENT_CLOSE; break;
 	default: return;
 	}
-	proto_hdr_init(&req.hdr, close_type, sizeof(req), ++n->next_req);
+	proto_hdr_init(&req.hdr, close_type, sizeof(req), atomic_fetch_add(&n->next_req, 1) + 1);
 	proto_send(n->sock, &req, sizeof(req), NULL, 0);
+}
+
+static void close_fds(const int *fds, unsigned n)
+{
+	for (unsigned i = 0; i < n; i++)
+		close(fds[i]);
 }
 
 int node_call(takt_node *n, uint16_t type, void *req, size_t req_size, void *reply,
 	      size_t reply_size, int *fds, unsigned max_fds, unsigned *ret_n_fds)
 {
-	int r;
+	uint32_t id = atomic_fetch_add(&n->next_req, 1) + 1;
+	struct timespec dl;
+	int r = 0;
 
+	if (ret_n_fds)
+		*ret_n_fds = 0;
+	if (id == 0) /* 0 means "nobody waits" */
+		id = atomic_fetch_add(&n->next_req, 1) + 1;
+	proto_hdr_init(req, type, (uint32_t)req_size, id);
+	clock_gettime(CLOCK_MONOTONIC, &dl);
+	dl.tv_sec += n->timeout_ms / 1000;
+	dl.tv_nsec += (long)(n->timeout_ms % 1000) * 1000000L;
+	if (dl.tv_nsec >= 1000000000L) {
+		dl.tv_sec++;
+		dl.tv_nsec -= 1000000000L;
+	}
 	pthread_mutex_lock(&n->lock);
-	proto_hdr_init(req, type, (uint32_t)req_size, ++n->next_req);
-	r = proto_call(n->sock, req, req_size, reply, reply_size, fds, max_fds, ret_n_fds, n->timeout_ms,
-		       node_undo_stale, n);
+	pthread_mutex_lock(&n->rx_lock);
+	if (n->dead) {
+		pthread_mutex_unlock(&n->rx_lock);
+		pthread_mutex_unlock(&n->lock);
+		return -ENOTCONN;
+	}
+	n->wait_req = id;
+	n->rx_ready = false;
+	pthread_mutex_unlock(&n->rx_lock);
+	r = proto_send(n->sock, req, req_size, NULL, 0);
+	pthread_mutex_lock(&n->rx_lock);
+	while (r == 0 && !n->rx_ready && !n->dead)
+		if (pthread_cond_timedwait(&n->rx_cond, &n->rx_lock, &dl) == ETIMEDOUT && !n->rx_ready)
+			r = -ETIMEDOUT;
+	n->wait_req = 0; /* a reply arriving from now on is stale (node_undo_stale) */
+	if (r < 0) {
+		r = r == -EPIPE || r == -ECONNRESET ? -ENOTCONN : r;
+	} else if (!n->rx_ready) {
+		r = -ENOTCONN;
+	} else {
+		r = proto_reply_check(&n->rx.r, n->rx_len, req, reply_size);
+		if (r < 0 || n->rx_nfds > max_fds) {
+			close_fds(n->rx_fds, n->rx_nfds);
+			n->rx_nfds = 0;
+			r = r < 0 ? r : -EPROTO;
+		}
+		if (r == 0 || (size_t)n->rx_len <= reply_size)
+			memcpy(reply, &n->rx, (size_t)n->rx_len < reply_size ? (size_t)n->rx_len : reply_size);
+		if (n->rx_nfds)
+			memcpy(fds, n->rx_fds, n->rx_nfds * sizeof(int));
+		if (ret_n_fds)
+			*ret_n_fds = n->rx_nfds;
+		n->rx_ready = false;
+	}
+	pthread_mutex_unlock(&n->rx_lock);
 	pthread_mutex_unlock(&n->lock);
 	return r;
+}
+
+/* ---- the agent ---------------------------------------------------------- */
+
+/* G1: whether every port in the snapshot has been outside publish since. */
+static bool retired_quiet(const takt_node *n, const struct node_retired_fd *rf)
+{
+	for (unsigned i = 0; i < rf->n; i++) {
+		/* G1/Q0: seq_cst pairs with q0_enter/q0_exit of the port. */
+		uint64_t a = atomic_load_explicit(&n->v.pubs[rf->w[i].pub].active, memory_order_seq_cst);
+
+		if ((rf->w[i].snap & 1) && a == rf->w[i].snap)
+			return false;
+	}
+	return true;
+}
+
+/* G1: efd left efd_tab (a seq_cst exchange just before); close it once no
+ * publish of this node can still be using it. */
+static void agent_retire_fd(takt_node *n, int fd)
+{
+	uint32_t idx[TAKT_MAX_SUBS_PER_TOPIC * 8];
+	unsigned k = pub_port_indices(n, idx, sizeof(idx) / sizeof(idx[0]));
+	struct node_retired_fd *rf = malloc(sizeof(*rf) + k * sizeof(rf->w[0]));
+
+	if (n->q0_light)
+		syscall(SYS_membarrier, MEMBARRIER_CMD_GLOBAL_EXPEDITED, 0, 0);
+	else
+		atomic_thread_fence(memory_order_seq_cst);
+	if (!rf) {
+		return; /* out of memory: keep the fd open rather than risk a reuse */
+	}
+	rf->fd = fd;
+	rf->n = k;
+	for (unsigned i = 0; i < k; i++) {
+		rf->w[i].pub = idx[i];
+		rf->w[i].snap = atomic_load_explicit(&n->v.pubs[idx[i]].active, memory_order_seq_cst);
+	}
+	rf->next = n->retired;
+	n->retired = rf;
+}
+
+static void agent_close_retired(takt_node *n, bool all)
+{
+	for (struct node_retired_fd **pp = &n->retired; *pp;) {
+		struct node_retired_fd *rf = *pp;
+
+		if (!all && !retired_quiet(n, rf)) {
+			pp = &rf->next;
+			continue;
+		}
+		*pp = rf->next;
+		close(rf->fd);
+		free(rf);
+	}
+}
+
+static void agent_push(takt_node *n, const void *buf, long len, const int *fds, unsigned nf)
+{
+	const struct msg_push_conn *m = buf;
+	uint16_t type = (uint16_t)(m->hdr.type & ~PROTO_PUSH_FLAG);
+	int fd = nf ? fds[0] : -1;
+	uint64_t old;
+
+	close_fds(fds + (nf ? 1 : 0), nf ? nf - 1 : 0);
+	pthread_mutex_lock(&n->rx_lock); /* orders efd_tab's allocation before us */
+	pthread_mutex_unlock(&n->rx_lock);
+	if (len != (long)sizeof(*m) || !n->efd_tab || m->conn >= n->v.lim.connections ||
+	    m->sub >= n->v.lim.subscribers || (type == MSG_PUSH_CONN) != (fd >= 0)) {
+		if (fd >= 0)
+			close(fd);
+		return;
+	}
+	if (type == MSG_PUSH_CONN) {
+		struct takt_sub_port *sp = &n->v.subs[m->sub];
+		uint64_t one = 1;
+
+		/* G0: install (seq_cst), then look at the flag. */
+		old = atomic_exchange_explicit(&n->efd_tab[m->conn], (uint64_t)m->incarnation << 32 | (uint32_t)(fd + 1),
+					       memory_order_seq_cst);
+		if (old)
+			agent_retire_fd(n, (int)(uint32_t)old - 1);
+		atomic_thread_fence(memory_order_seq_cst);
+		/* P0/P1: as a publisher would, see pub_notify. */
+		if (atomic_load_explicit(&sp->parked, memory_order_relaxed) &&
+		    atomic_exchange_explicit(&sp->parked, 0, memory_order_acq_rel) &&
+		    write(fd, &one, sizeof(one)) < 0) {
+			/* eventfd cannot overflow at one write per park */
+		}
+	} else if (type == MSG_PUSH_CONN_GONE) {
+		/* relaxed: only this thread writes efd_tab; the exchange orders. */
+		old = atomic_load_explicit(&n->efd_tab[m->conn], memory_order_relaxed);
+		if (old && (uint32_t)(old >> 32) == m->incarnation) {
+			atomic_exchange_explicit(&n->efd_tab[m->conn], 0, memory_order_seq_cst); /* G1 */
+			agent_retire_fd(n, (int)(uint32_t)old - 1);
+		}
+	}
+}
+
+static void *agent_main(void *arg)
+{
+	takt_node *n = arg;
+	union {
+		struct proto_reply r;
+		char bytes[TAKT_PROTO_MAX_MSG];
+	} buf;
+	int fds[TAKT_PROTO_MAX_FDS];
+
+	for (;;) {
+		struct pollfd pfd = {.fd = n->sock, .events = POLLIN};
+		unsigned nf = 0;
+		long len;
+
+		agent_close_retired(n, false);
+		if (poll(&pfd, 1, n->retired ? 1 : -1) <= 0)
+			continue; /* timeout (a retired fd waits) or EINTR */
+		len = proto_recv(n->sock, &buf, sizeof(buf), fds, TAKT_PROTO_MAX_FDS, &nf);
+		if (len == 0 || (len < 0 && len != -EMSGSIZE && len != -EINTR && len != -EAGAIN))
+			break; /* the broker hung up, or the node is closing (shutdown) */
+		if (len < 0) {
+			close_fds(fds, nf);
+			continue;
+		}
+		if (proto_is_push(&buf, len)) {
+			agent_push(n, &buf, len, fds, nf);
+			continue;
+		}
+		pthread_mutex_lock(&n->rx_lock);
+		if (len >= (long)sizeof(buf.r) && n->wait_req && buf.r.hdr.req_id == n->wait_req && !n->rx_ready) {
+			memcpy(&n->rx, &buf, (size_t)len);
+			n->rx_len = len;
+			memcpy(n->rx_fds, fds, nf * sizeof(int));
+			n->rx_nfds = nf;
+			n->rx_ready = true;
+			pthread_cond_broadcast(&n->rx_cond);
+			pthread_mutex_unlock(&n->rx_lock);
+			continue;
+		}
+		pthread_mutex_unlock(&n->rx_lock);
+		/* A reply to a call that gave up waiting: it must not answer a
+		 * later one; undo what the broker did for it. */
+		if (len >= (long)sizeof(buf.r) && buf.r.hdr.magic == TAKT_PROTO_MAGIC)
+			node_undo_stale(n, &buf.r, (size_t)len, fds, nf);
+		close_fds(fds, nf);
+	}
+	pthread_mutex_lock(&n->rx_lock);
+	n->dead = true;
+	pthread_cond_broadcast(&n->rx_cond);
+	pthread_mutex_unlock(&n->rx_lock);
+	return NULL;
+}
+
+/* Starts the agent with every signal blocked: signals belong to the
+ * application's threads. */
+static int agent_start(takt_node *n)
+{
+	sigset_t all, old;
+	int r;
+
+	sigfillset(&all);
+	pthread_sigmask(SIG_SETMASK, &all, &old);
+	r = pthread_create(&n->agent, NULL, agent_main, n);
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	if (r)
+		return -r;
+	n->agent_started = true;
+	return 0;
+}
+
+/* Stops the agent: the socket's shutdown ends its recv. */
+static void agent_stop(takt_node *n)
+{
+	if (!n->agent_started)
+		return;
+	shutdown(n->sock, SHUT_RDWR);
+	pthread_join(n->agent, NULL);
+	n->agent_started = false;
+	agent_close_retired(n, true);
+	for (uint32_t i = 0; n->efd_tab && i < n->v.lim.connections; i++) {
+		uint64_t w = atomic_load_explicit(&n->efd_tab[i], memory_order_relaxed);
+
+		if (w)
+			close((int)(uint32_t)w - 1);
+	}
 }
 
 void node_close_index(takt_node *n, uint16_t type, uint32_t index)
@@ -134,9 +395,28 @@ static int node_hello(takt_node *n, const char *name)
 		n->epoch = rep.epoch;
 		r = node_map(n, fds, n_fds, rep.n_classes);
 	}
+	if (r == 0) {
+		_Atomic uint64_t *tab = calloc(n->v.lim.connections, sizeof(*tab));
+
+		pthread_mutex_lock(&n->rx_lock); /* the agent reads it under the same lock first */
+		n->efd_tab = tab;
+		pthread_mutex_unlock(&n->rx_lock);
+		if (!tab)
+			r = -ENOMEM;
+	}
 	for (unsigned i = 0; i < n_fds; i++)
 		close(fds[i]); /* the mappings keep the segments */
 	return r;
+}
+
+static void node_free(takt_node *n)
+{
+	free(n->efd_tab);
+	pthread_cond_destroy(&n->rx_cond);
+	pthread_mutex_destroy(&n->ports_lock);
+	pthread_mutex_destroy(&n->rx_lock);
+	pthread_mutex_destroy(&n->lock);
+	free(n);
 }
 
 int takt_node_open(const struct takt_node_opts *opts, takt_node **out)
@@ -150,7 +430,15 @@ int takt_node_open(const struct takt_node_opts *opts, takt_node **out)
 	n = calloc(1, sizeof(*n));
 	if (!n)
 		return -ENOMEM;
+	pthread_condattr_t ca;
+
 	pthread_mutex_init(&n->lock, NULL);
+	pthread_mutex_init(&n->rx_lock, NULL);
+	pthread_mutex_init(&n->ports_lock, NULL);
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	pthread_cond_init(&n->rx_cond, &ca);
+	pthread_condattr_destroy(&ca);
 	n->timeout_ms = NODE_TIMEOUT_DEFAULT_MS;
 	if (opts && opts->timeout_ns)
 		n->timeout_ms = opts->timeout_ns / 1000000 > INT32_MAX ? INT32_MAX
@@ -159,17 +447,19 @@ int takt_node_open(const struct takt_node_opts *opts, takt_node **out)
 	r = proto_connect(domain, &n->sock);
 	if (r < 0)
 		goto fail_free;
-	r = node_hello(n, opts ? opts->name : NULL);
+	r = agent_start(n);
+	if (r == 0)
+		r = node_hello(n, opts ? opts->name : NULL);
 	if (r < 0)
 		goto fail;
 	*out = n;
 	return 0;
 fail:
+	agent_stop(n);
 	node_unmap(n);
 	close(n->sock);
 fail_free:
-	pthread_mutex_destroy(&n->lock);
-	free(n);
+	node_free(n);
 	return r;
 }
 
@@ -183,10 +473,10 @@ void takt_node_close(takt_node *node)
 		takt_sub_close(node->subs);
 	while (node->events)
 		takt_event_close(node->events);
-	close(node->sock); /* the broker reclaims the process entry on hang-up */
+	agent_stop(node); /* shutdown: the broker reclaims the process entry on hang-up */
+	close(node->sock);
 	node_unmap(node);
-	pthread_mutex_destroy(&node->lock);
-	free(node);
+	node_free(node);
 }
 
 uint64_t takt_node_epoch(const takt_node *node)

@@ -22,7 +22,6 @@ size_t proto_request_size(uint16_t type)
 	case MSG_EVENT_OPEN: return sizeof(struct msg_event_open);
 	case MSG_PUB_CLOSE:
 	case MSG_SUB_CLOSE:
-	case MSG_CONN_FDS:
 	case MSG_EVENT_CLOSE: return sizeof(struct msg_index);
 	case MSG_POOLS:
 	case MSG_STATUS:
@@ -231,8 +230,15 @@ int proto_connect(const char *domain, int *ret_sock)
 	return 0;
 }
 
-static int reply_ok(const struct proto_reply *rep, long n, const struct proto_hdr *req,
-		    size_t reply_size)
+int proto_is_push(const void *msg, long n)
+{
+	const struct proto_hdr *h = msg;
+
+	return n >= (long)sizeof(*h) && h->magic == TAKT_PROTO_MAGIC && h->version == TAKT_PROTO_VERSION &&
+	       (h->type & PROTO_PUSH_FLAG) && h->size == (uint32_t)n;
+}
+
+int proto_reply_check(const struct proto_reply *rep, long n, const struct proto_hdr *req, size_t reply_size)
 {
 	if (n < (long)sizeof(struct proto_reply) || rep->hdr.magic != TAKT_PROTO_MAGIC ||
 	    rep->hdr.version != TAKT_PROTO_VERSION || rep->hdr.req_id != req->req_id ||
@@ -305,7 +311,7 @@ int proto_call(int sock, void *req, size_t req_size, void *reply, size_t reply_s
 		}
 		break;
 	}
-	r = reply_ok(&buf.r, n, req, reply_size);
+	r = proto_reply_check(&buf.r, n, req, reply_size);
 	if (r < 0 || nf > max_fds) {
 		close_fds(got, nf);
 		nf = 0;

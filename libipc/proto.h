@@ -16,11 +16,12 @@
 #include <stdint.h>
 
 #define TAKT_PROTO_MAGIC 0x504b5454u /* "TTKP" */
-#define TAKT_PROTO_VERSION 2u
+#define TAKT_PROTO_VERSION 3u
 #define TAKT_PROTO_MAX_MSG 1024
 #define TAKT_PROTO_MAX_FDS (TAKT_MAX_CLASSES + 1 > TAKT_MAX_SUBS_PER_TOPIC ? TAKT_MAX_CLASSES + 1 : TAKT_MAX_SUBS_PER_TOPIC)
 #define TAKT_DOMAIN_MAX 48 /* incl. NUL */
 #define PROTO_REPLY_FLAG 0x8000u
+#define PROTO_PUSH_FLAG 0x4000u  /* broker -> client, unasked, req_id 0 */
 
 enum proto_type {
 	MSG_HELLO = 1,
@@ -28,13 +29,17 @@ enum proto_type {
 	MSG_PUB_CLOSE = 3,
 	MSG_SUB_OPEN = 4,
 	MSG_SUB_CLOSE = 5,
-	MSG_CONN_FDS = 6,
+	/* 6 was CONN_FDS (protocol 2): connections now reach publishers as pushes */
 	MSG_EVENT_OPEN = 7,
 	MSG_EVENT_CLOSE = 8,
 	MSG_POOLS = 9,
 	MSG_STATUS = 10,
 	MSG_MGMT_FD = 11,
 	MSG_TYPE_MAX = 11,
+	/* Pushes (type | PROTO_PUSH_FLAG), sent by the broker to a publisher's
+	 * node without being asked; its agent thread receives them. */
+	MSG_PUSH_CONN = 1,      /* a new connection; fd: the subscriber's eventfd */
+	MSG_PUSH_CONN_GONE = 2, /* a connection left the publisher's list */
 };
 
 struct proto_hdr {
@@ -92,19 +97,22 @@ struct msg_sub_open { /* reply: proto_reply, index = subscriber port; fd: its ev
 	uint32_t reserved;
 };
 
-/* PUB_CLOSE, SUB_CLOSE, EVENT_CLOSE, CONN_FDS: one index. */
+/* PUB_CLOSE, SUB_CLOSE, EVENT_CLOSE: one index. */
 struct msg_index {
 	struct proto_hdr hdr;
 	uint32_t index;
 	uint32_t reserved;
 };
 
-struct msg_conn_fds_reply { /* fds: the eventfd of each subscriber, in order */
-	struct proto_reply r;
-	uint32_t n;
-	uint32_t reserved;
-	uint32_t subs[TAKT_MAX_SUBS_PER_TOPIC];
+/* PUSH_CONN (fd: the subscriber's eventfd) and PUSH_CONN_GONE (no fd). */
+struct msg_push_conn {
+	struct proto_hdr hdr;
+	uint32_t pub;         /* publisher port */
+	uint32_t conn;        /* connection slot */
+	uint32_t incarnation; /* the slot's incarnation (takt_conn.incarnation) */
+	uint32_t sub;         /* subscriber port */
 };
+_Static_assert(sizeof(struct msg_push_conn) == 32, "msg_push_conn");
 
 struct msg_event_open { /* reply: proto_reply, index = event slot; fd: its eventfd */
 	struct proto_hdr hdr;
@@ -172,5 +180,11 @@ typedef void (*proto_stale_fn)(void *user, const struct proto_reply *rep, size_t
 int proto_call(int sock, void *req, size_t req_size, void *reply, size_t reply_size,
 	       int *fds, unsigned max_fds, unsigned *ret_n_fds, int timeout_ms,
 	       proto_stale_fn stale, void *stale_user);
+/* Checks a received reply of n bytes against its request: the reply's
+ * status, -EPROTO when it is not the answer to req or not reply_size
+ * bytes long. */
+int proto_reply_check(const struct proto_reply *rep, long n, const struct proto_hdr *req, size_t reply_size);
+/* Whether a received packet of n bytes is a push of the broker (any type). */
+int proto_is_push(const void *msg, long n);
 
 #endif

@@ -8,7 +8,9 @@
  *      overflow policy when a ring is full;
  *   3. record it in history, drop the loan's reference;
  *   4. fence, then write the eventfd of each subscriber that parked.
- * Steps 1-3 make no syscall; step 4 only for parked subscribers.
+ * Steps 1-3 make no syscall; step 4 only for parked subscribers. The
+ * eventfds come from the node's agent, which receives them from the broker
+ * (G0, node.c): publish never asks the broker for anything.
  */
 #include "client.h"
 #include "pool.h"
@@ -26,7 +28,6 @@ struct pub_conn {
 	uint32_t incarnation;
 	uint32_t sub;
 	uint32_t overflow;
-	int efd;
 	struct takt_sub_port *sp;
 	struct ring_prod ring;
 };
@@ -90,17 +91,20 @@ int takt_pub_open(takt_node *node, const struct takt_pub_opts *opts, takt_pub **
 	p->conn_gen = UINT32_MAX; /* forces the first refresh */
 	for (unsigned i = 0; i < TAKT_MAX_LOANS; i++)
 		p->loan_chunk[i] = TAKT_NONE;
-	NODE_LIST_ADD(node->pubs, p);
+	NODE_LIST_ADD_LOCKED(node, node->pubs, p);
 	*out = p;
 	return 0;
 }
 
-static void pub_drop_conns(takt_pub *p)
+unsigned pub_port_indices(takt_node *n, uint32_t *out, unsigned max)
 {
-	for (unsigned i = 0; i < p->n_conns; i++)
-		if (p->conns[i].efd >= 0)
-			close(p->conns[i].efd);
-	p->n_conns = 0;
+	unsigned k = 0;
+
+	pthread_mutex_lock(&n->ports_lock);
+	for (const takt_pub *p = n->pubs; p && k < max; p = p->next)
+		out[k++] = p->index;
+	pthread_mutex_unlock(&n->ports_lock);
+	return k;
 }
 
 void takt_pub_close(takt_pub *pub)
@@ -110,8 +114,7 @@ void takt_pub_close(takt_pub *pub)
 	/* The broker returns loans and history to the pools and retires the
 	 * connections; we must not touch the port after this request. */
 	node_close_index(pub->node, MSG_PUB_CLOSE, pub->index);
-	pub_drop_conns(pub);
-	NODE_LIST_DEL(pub->node->pubs, takt_pub, pub);
+	NODE_LIST_DEL_LOCKED(pub->node, pub->node->pubs, takt_pub, pub);
 	free(pub);
 }
 
@@ -141,38 +144,8 @@ static int pub_conn_read(takt_pub *p, uint32_t ci, struct pub_conn *pc)
 	pc->sub = c->sub;
 	pc->overflow = c->overflow;
 	pc->sp = &v->subs[c->sub];
-	pc->efd = -1;
 	ring_prod_init(&pc->ring, c, seg_ring_slots(v, ci), c->mask, c->depth);
 	return 0;
-}
-
-/* Asks the broker for the eventfds of our subscribers; returns how many
- * connections still lack one. */
-static unsigned pub_fetch_fds(takt_pub *p)
-{
-	struct msg_index req = {.index = p->index};
-	struct msg_conn_fds_reply rep;
-	int fds[TAKT_MAX_SUBS_PER_TOPIC];
-	unsigned n_fds = 0;
-
-	if (node_call(p->node, MSG_CONN_FDS, &req, sizeof(req), &rep, sizeof(rep), fds,
-		      TAKT_MAX_SUBS_PER_TOPIC, &n_fds) < 0)
-		n_fds = 0;
-	for (unsigned i = 0; i < n_fds; i++) {
-		unsigned j;
-
-		for (j = 0; j < p->n_conns; j++)
-			if (i < rep.n && p->conns[j].sub == rep.subs[i] && p->conns[j].efd < 0)
-				break;
-		if (j < p->n_conns)
-			p->conns[j].efd = fds[i];
-		else
-			close(fds[i]);
-	}
-	n_fds = 0;
-	for (unsigned j = 0; j < p->n_conns; j++)
-		n_fds += p->conns[j].efd < 0;
-	return n_fds;
 }
 
 /* W1: the broker changed our connections. Keep the rings we still have
@@ -182,7 +155,6 @@ static void pub_refresh(takt_pub *p, uint32_t gen)
 	const struct seg_view *v = &p->node->v;
 	struct pub_conn next[TAKT_MAX_SUBS_PER_TOPIC];
 	unsigned n = 0;
-	unsigned need_fds = 0;
 
 	for (uint32_t i = 0; i < v->lim.subs_per_topic; i++) {
 		uint32_t ci = atomic_load_explicit(&p->port->conns[i], memory_order_relaxed);
@@ -192,21 +164,14 @@ static void pub_refresh(takt_pub *p, uint32_t gen)
 			continue;
 		for (j = 0; j < p->n_conns && !conn_same(v, p->conns[j].conn, p->conns[j].incarnation, ci); j++)
 			;
-		if (j < p->n_conns) {
+		if (j < p->n_conns)
 			next[n++] = p->conns[j];
-			p->conns[j].efd = -1; /* moved */
-		} else if (pub_conn_read(p, ci, &next[n]) == 0) {
+		else if (pub_conn_read(p, ci, &next[n]) == 0)
 			n++;
-		}
 	}
-	pub_drop_conns(p);
 	memcpy(p->conns, next, n * sizeof(next[0]));
 	p->n_conns = n;
 	p->conn_gen = gen;
-	for (unsigned i = 0; i < n; i++)
-		need_fds |= p->conns[i].efd < 0;
-	if (need_fds && pub_fetch_fds(p) > 0)
-		p->conn_gen = gen - 1; /* some eventfd still missing: ask again next time */
 }
 
 static void pub_check_conns(takt_pub *p)
@@ -344,15 +309,18 @@ static void pub_notify(takt_pub *p, const unsigned char *pushed, uint64_t seq)
 	for (unsigned i = 0; i < p->n_conns; i++) {
 		struct pub_conn *pc = &p->conns[i];
 		uint64_t one = 1;
+		int efd;
 
-		if (!pushed[i] || pc->efd < 0)
-			continue;
 		/* relaxed load first: keeps the line shared while nobody parks. */
-		if (!atomic_load_explicit(&pc->sp->parked, memory_order_relaxed) ||
-		    !atomic_exchange_explicit(&pc->sp->parked, 0, memory_order_acq_rel))
+		if (!pushed[i] || !atomic_load_explicit(&pc->sp->parked, memory_order_relaxed))
+			continue;
+		/* G0: no fd yet (its push is on the way): leave the flag to the
+		 * agent, which wakes the subscriber when it installs the fd. */
+		efd = node_conn_efd(p->node, pc->conn, pc->incarnation);
+		if (efd < 0 || !atomic_exchange_explicit(&pc->sp->parked, 0, memory_order_acq_rel))
 			continue;
 		TAKT_PROBE3(notify, pc->sub, p->id, seq);
-		if (write(pc->efd, &one, sizeof(one)) < 0) {
+		if (write(efd, &one, sizeof(one)) < 0) {
 			/* eventfd cannot overflow at one write per park; nothing to do */
 		}
 	}

@@ -250,7 +250,7 @@ int takt_sub_open(takt_node *node, const struct takt_sub_opts *opts, takt_sub **
 	q0_enter(&s->port->active, s->node->q0_light); /* Q0 */
 	sub_check_conns(s); /* joining now: history is pinned at open */
 	q0_exit(&s->port->active); /* Q0 */
-	NODE_LIST_ADD(node->subs, s);
+	NODE_LIST_ADD_LOCKED(node, node->subs, s);
 	*out = s;
 	return 0;
 }
@@ -263,7 +263,7 @@ void takt_sub_close(takt_sub *sub)
 	node_close_index(sub->node, MSG_SUB_CLOSE, sub->index);
 	close(sub->efd);
 	close(sub->wait_ep);
-	NODE_LIST_DEL(sub->node->subs, takt_sub, sub);
+	NODE_LIST_DEL_LOCKED(sub->node, sub->node->subs, takt_sub, sub);
 	free(sub);
 }
 

@@ -16,6 +16,7 @@ struct client {
 	uid_t uid;
 	gid_t gid;
 	uint32_t *event_refs;   /* opens per event slot */
+	bool doomed;            /* a push to it failed: dropped after this event */
 };
 
 /* The registry, kept in the broker's private memory. The shared-memory
@@ -73,6 +74,7 @@ struct broker {
 	int *sub_efd;           /* per subscriber port */
 	int *event_efd;         /* per event slot */
 	uint32_t *proc_state;
+	struct client **proc_client; /* the client of each process entry */
 	struct reg_topic *topics;
 	struct reg_pub *pubs;
 	struct reg_sub *subs;
@@ -102,8 +104,6 @@ uint64_t reg_new_id(struct broker *b);
 int reg_pub_close(struct broker *b, struct client *cl, uint32_t index);
 int reg_sub_open(struct broker *b, struct client *cl, const struct msg_sub_open *m);
 int reg_sub_close(struct broker *b, struct client *cl, uint32_t index);
-int reg_conn_fds(struct broker *b, struct client *cl, uint32_t pub, struct msg_conn_fds_reply *rep,
-		 int *fds);
 int reg_event_open(struct broker *b, struct client *cl, const char *name);
 int reg_event_close(struct broker *b, struct client *cl, uint32_t index);
 enum { TICK_OFF, TICK_SLOW, TICK_FAST };
@@ -115,6 +115,11 @@ void reg_pool_stats(struct broker *b, struct msg_pools_reply *rep);
 void reg_status(struct broker *b, struct msg_status_reply *rep);
 
 /* server.c */
+/* Sends a push to a client. A client whose socket is full (it has not
+ * read for a long time) is doomed: dropped once the current event is done,
+ * since it would miss connections it must know of. */
+void server_push(struct broker *b, struct client *cl, const void *msg, size_t size, const int *fds,
+		 unsigned n_fds);
 int server_listen(struct broker *b);
 int server_run(struct broker *b);
 /* Closes every client and descriptor and frees the broker's tables. */

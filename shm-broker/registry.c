@@ -127,12 +127,13 @@ int reg_init(struct broker *b)
 	b->sub_efd = malloc(sizeof(int) * l->subscribers);
 	b->event_efd = malloc(sizeof(int) * l->events);
 	b->proc_state = calloc(l->processes, sizeof(*b->proc_state));
+	b->proc_client = calloc(l->processes, sizeof(*b->proc_client));
 	b->topics = calloc(l->topics, sizeof(*b->topics));
 	b->pubs = calloc(l->publishers, sizeof(*b->pubs));
 	b->subs = calloc(l->subscribers, sizeof(*b->subs));
 	b->conns = calloc(l->connections, sizeof(*b->conns));
 	b->events = calloc(l->events, sizeof(*b->events));
-	if (!b->sub_efd || !b->event_efd || !b->proc_state || !b->topics || !b->pubs || !b->subs ||
+	if (!b->sub_efd || !b->event_efd || !b->proc_state || !b->proc_client || !b->topics || !b->pubs || !b->subs ||
 	    !b->conns || !b->events)
 		return -ENOMEM;
 	for (uint32_t i = 0; i < l->subscribers; i++)
@@ -147,6 +148,7 @@ void reg_free(struct broker *b)
 	free(b->sub_efd);
 	free(b->event_efd);
 	free(b->proc_state);
+	free(b->proc_client);
 	free(b->topics);
 	free(b->pubs);
 	free(b->subs);
@@ -164,6 +166,7 @@ int reg_proc_add(struct broker *b, struct client *cl, const char *name)
 		if (b->proc_state[i] != SLOT_FREE)
 			continue;
 		b->proc_state[i] = SLOT_ACTIVE;
+		b->proc_client[i] = cl;
 		p->pid = cl->pid;
 		p->uid = cl->uid;
 		p->gid = cl->gid;
@@ -218,6 +221,7 @@ void reg_proc_remove(struct broker *b, struct client *cl)
 		while (cl->event_refs && cl->event_refs[i])
 			reg_event_close(b, cl, i);
 	b->proc_state[cl->proc] = SLOT_FREE;
+	b->proc_client[cl->proc] = NULL;
 	publish_state(&b->v.procs[cl->proc].state, SLOT_FREE);
 	cl->proc = TAKT_NONE;
 }
@@ -360,6 +364,27 @@ static uint32_t depth_slots(uint32_t d)
 	return d;
 }
 
+/* Tells the publisher's node about a connection change (G0, pub.c): a new
+ * connection carries the subscriber's eventfd, so publish never has to ask
+ * the broker for it. Sent after the connection is visible in shared memory:
+ * until the push arrives, the publisher delivers but cannot wake, and its
+ * node's agent wakes a parked subscriber once it installs the fd. */
+static void conn_push(struct broker *b, uint32_t ci, bool gone)
+{
+	const struct reg_conn *rc = &b->conns[ci];
+	struct client *cl = b->proc_client[b->pubs[rc->pub].proc];
+	struct msg_push_conn m = {.pub = rc->pub, .conn = ci, .sub = rc->sub};
+	int efd = b->sub_efd[rc->sub];
+
+	if (!cl || cl->doomed)
+		return;
+	/* relaxed: the broker is the only writer of incarnation. */
+	m.incarnation = atomic_load_explicit(&b->v.conns[ci].incarnation, memory_order_relaxed);
+	proto_hdr_init(&m.hdr, (uint16_t)((gone ? MSG_PUSH_CONN_GONE : MSG_PUSH_CONN) | PROTO_PUSH_FLAG),
+		       sizeof(m), 0);
+	server_push(b, cl, &m, sizeof(m), &efd, !gone && efd >= 0 ? 1 : 0);
+}
+
 static int conn_create(struct broker *b, uint32_t pi, uint32_t si)
 {
 	for (uint32_t ci = 0; ci < b->v.lim.connections; ci++) {
@@ -375,6 +400,7 @@ static int conn_create(struct broker *b, uint32_t pi, uint32_t si)
 		conns_add(b->subs[si].conns, b->v.subs[si].conns, TAKT_MAX_PUBS_PER_TOPIC, ci);
 		gen_bump(&b->v.pubs[pi].conn_gen); /* W1 */
 		gen_bump(&b->v.subs[si].conn_gen);
+		conn_push(b, ci, false);
 		return 0;
 	}
 	return -ENOSPC; /* conns_available() checked before: not reached */
@@ -394,6 +420,8 @@ static void conn_retire(struct broker *b, uint32_t ci, bool pub_done, bool sub_d
 		pub_done = true; /* its publisher is gone already */
 		b->n_orphans--;
 	}
+	if (!pub_done)
+		conn_push(b, ci, true);
 	conn_set_state(b, ci, SLOT_CLOSING);
 	conns_del(b->pubs[rc->pub].conns, v->pubs[rc->pub].conns, TAKT_MAX_SUBS_PER_TOPIC, ci);
 	conns_del(b->subs[rc->sub].conns, v->subs[rc->sub].conns, TAKT_MAX_PUBS_PER_TOPIC, ci);
@@ -418,6 +446,7 @@ static void conn_orphan(struct broker *b, uint32_t ci)
 
 	if (rc->state != SLOT_ACTIVE)
 		return;
+	conn_push(b, ci, true);
 	conn_set_state(b, ci, SLOT_ORPHAN);
 	conns_del(b->pubs[rc->pub].conns, b->v.pubs[rc->pub].conns, TAKT_MAX_SUBS_PER_TOPIC, ci);
 	gen_bump(&b->v.pubs[rc->pub].conn_gen); /* W1 */
@@ -709,32 +738,6 @@ int reg_sub_close(struct broker *b, struct client *cl, uint32_t index)
 	b->sub_efd[index] = -1;
 	reg_tick(b);
 	return 0;
-}
-
-int reg_conn_fds(struct broker *b, struct client *cl, uint32_t pi, struct msg_conn_fds_reply *rep,
-		 int *fds)
-{
-	const struct reg_pub *rp;
-	uint32_t n = 0;
-
-	if (pi >= b->v.lim.publishers)
-		return -EINVAL;
-	rp = &b->pubs[pi];
-	if (rp->state != SLOT_ACTIVE || rp->proc != cl->proc)
-		return -EPERM;
-	for (unsigned j = 0; j < TAKT_MAX_SUBS_PER_TOPIC; j++) {
-		uint32_t ci = rp->conns[j], si;
-
-		if (ci == TAKT_NONE)
-			continue;
-		si = b->conns[ci].sub;
-		if (b->sub_efd[si] < 0)
-			continue;
-		rep->subs[n] = si;
-		fds[n++] = b->sub_efd[si];
-	}
-	rep->n = n;
-	return (int)n;
 }
 
 /* ---- retirement --------------------------------------------------------- */

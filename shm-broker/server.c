@@ -124,6 +124,7 @@ static void client_accept(struct broker *b)
 		return;
 	}
 	cl->fd = fd;
+	cl->doomed = false;
 	cl->proc = TAKT_NONE;
 	cl->pid = cred.pid;
 	cl->uid = cred.uid;
@@ -148,6 +149,19 @@ static void client_drop(struct broker *b, struct client *cl)
 		b->listen_paused = false;
 	}
 	timer_set(b, reg_tick(b));
+}
+
+void server_push(struct broker *b, struct client *cl, const void *msg, size_t size, const int *fds,
+		 unsigned n_fds)
+{
+	int r = proto_send(cl->fd, msg, size, fds, n_fds);
+
+	(void)b;
+	if (r == 0 || r == -EPIPE || r == -ECONNRESET)
+		return; /* sent, or the client is leaving anyway */
+	fprintf(stderr, "takt-broker: process %d (%s) does not read its socket (%s); dropping it\n", cl->pid,
+		cl->proc != TAKT_NONE ? b->v.procs[cl->proc].name : "?", strerror(-r));
+	cl->doomed = true;
 }
 
 static void reply_init(struct proto_reply *r, const struct proto_hdr *req, size_t size, int status)
@@ -253,21 +267,6 @@ static void handle_fd_reply(struct client *cl, const struct proto_hdr *h, int r,
 	proto_send(cl->fd, &rep, sizeof(rep), &fd, 1);
 }
 
-static void handle_conn_fds(struct broker *b, struct client *cl, const struct msg_index *m)
-{
-	struct msg_conn_fds_reply rep = {0};
-	int fds[TAKT_MAX_SUBS_PER_TOPIC];
-	int r = reg_conn_fds(b, cl, m->index, &rep, fds);
-
-	if (r < 0) {
-		reply_status(cl, &m->hdr, r, 0);
-		return;
-	}
-	reply_init(&rep.r, &m->hdr, sizeof(rep), 0);
-	rep.r.index = rep.n;
-	proto_send(cl->fd, &rep, sizeof(rep), fds, rep.n);
-}
-
 static void handle_pools(struct broker *b, struct client *cl, const struct proto_hdr *h)
 {
 	struct msg_pools_reply rep = {0};
@@ -306,7 +305,6 @@ static void dispatch(struct broker *b, struct client *cl, const void *buf)
 	case MSG_PUB_CLOSE: reply_status(cl, h, reg_pub_close(b, cl, mi->index), mi->index); break;
 	case MSG_SUB_CLOSE: reply_status(cl, h, reg_sub_close(b, cl, mi->index), mi->index); break;
 	case MSG_EVENT_CLOSE: reply_status(cl, h, reg_event_close(b, cl, mi->index), mi->index); break;
-	case MSG_CONN_FDS: handle_conn_fds(b, cl, buf); return;
 	case MSG_POOLS: handle_pools(b, cl, h); return;
 	case MSG_STATUS: handle_status(b, cl, h); return;
 	case MSG_MGMT_FD:
@@ -382,6 +380,9 @@ int server_run(struct broker *b)
 				client_readable(b, &b->clients[tag]);
 			}
 		}
+		for (unsigned i = 0; i < b->n_clients_max; i++)
+			if (b->clients[i].fd >= 0 && b->clients[i].doomed)
+				client_drop(b, &b->clients[i]);
 	}
 }
 

@@ -101,7 +101,7 @@ static int publisher_child(void *a)
 
 	(void)a;
 	H_CHECK(takt_pub_open(n, &po, &p) == 0);
-	H_CHECK(takt_pub_send(p, &v, sizeof(v)) == 1); /* warm: eventfds fetched */
+	H_CHECK(takt_pub_send(p, &v, sizeof(v)) == 1); /* warm: connection mirrored */
 	H_CHECK(trap_all_syscalls() == 0);
 	atomic_store(&sh->traps, 0);
 	report(1);
@@ -161,6 +161,85 @@ static void test_syscalls_publish_none_while_subscriber_busy(void **state)
 	assert_int_equal(h_wait(pid, WAIT_MS), 0);
 	assert_int_equal(sh->counted[3], 1); /* the control: one eventfd write */
 	assert_int_equal(atomic_load(&sh->last_nr), __NR_write);
+	takt_node_close(n);
+}
+
+/* A subscriber joins while the publisher runs under the trap: the new
+ * connection and its eventfd reach the publisher through its node's agent
+ * (a push from the broker), so publish still makes no syscall, and the
+ * first wake-up of the new subscriber is one write. */
+static int join_publisher_child(void *a)
+{
+	struct takt_pub_opts po = {.topic = "joined", .max_payload = 64};
+	takt_node *n = h_node(broker.domain, "join-pub");
+	takt_pub *p;
+	uint64_t v = 0;
+	int r = 0;
+
+	(void)a;
+	H_CHECK(takt_pub_open(n, &po, &p) == 0);
+	H_CHECK(takt_pub_send(p, &v, sizeof(v)) == 0); /* nobody subscribed yet */
+	H_CHECK(trap_all_syscalls() == 0);
+	atomic_store(&sh->traps, 0);
+	report(1);
+	if (await_phase(2) < 0) /* the subscriber has joined */
+		return 3;
+	for (v = 1; v <= N; v++) {
+		void *buf;
+
+		if (takt_pub_loan(p, sizeof(v), &buf) < 0)
+			return 4;
+		memcpy(buf, &v, sizeof(v));
+		r = takt_pub_publish(p, buf);
+		if (r != 1)
+			return 5;
+	}
+	report(2);
+	if (await_phase(3) < 0) /* now the subscriber has parked */
+		return 3;
+	takt_pub_send(p, &v, sizeof(v));
+	report(3);
+	return 0;
+}
+
+static void test_syscalls_publish_none_after_join(void **state)
+{
+	struct takt_sub_opts so = {.topic = "joined", .queue_depth = 256}; /* drop-oldest: the newest 256 */
+	takt_node *n;
+	const uint64_t *x;
+	takt_sub *s;
+	pid_t pid;
+	uint64_t got = 0;
+
+	(void)state;
+	if (sanitized()) {
+		print_message("skipped under a sanitizer: its runtime makes syscalls of its own\n");
+		skip();
+		return;
+	}
+	memset(sh, 0, sizeof(*sh));
+	pid = h_spawn(join_publisher_child, NULL);
+	for (int i = 0; i < 3000 && atomic_load(&sh->child_phase) < 1; i++)
+		usleep(1000);
+	assert_int_equal(atomic_load(&sh->child_phase), 1);
+	n = h_node(broker.domain, "join-sub");
+	assert_int_equal(takt_sub_open(n, &so, &s), 0);
+	atomic_store(&sh->phase, 2);
+	for (int i = 0; i < 10000 && atomic_load(&sh->child_phase) < 2; i++)
+		usleep(1000);
+	assert_int_equal(atomic_load(&sh->child_phase), 2);
+	assert_int_equal(sh->counted[2], 0); /* N publishes to the new subscriber: no syscall */
+	while (takt_sub_take(s, (const void **)&x, NULL) == 0) {
+		assert_int_equal(*x, N - 256 + ++got);
+		takt_sub_release(s, x);
+	}
+	assert_int_equal(got, 256);
+	assert_int_equal(takt_sub_arm(s), 0);
+	atomic_store(&sh->phase, 3);
+	assert_int_equal(h_wait(pid, WAIT_MS), 0);
+	assert_int_equal(sh->counted[3], 1); /* the eventfd came by push: one write */
+	assert_int_equal(atomic_load(&sh->last_nr), __NR_write);
+	assert_int_equal(takt_sub_wait(s, 0), 0);
 	takt_node_close(n);
 }
 
@@ -247,6 +326,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_syscalls_publish_none_while_subscriber_busy),
+		cmocka_unit_test(test_syscalls_publish_none_after_join),
 		cmocka_unit_test(test_syscalls_take_release_none),
 	};
 

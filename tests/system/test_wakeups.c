@@ -4,9 +4,13 @@
  * The publisher's eventfd write is the one libc call on the data path, so
  * this binary interposes write(): a child arms it to die (SIGKILL) or to
  * stall before an eventfd write, which puts a real process exactly in the
- * windows the wake-up protocol must survive (libipc/sub.c, P0-P3).
+ * windows the wake-up protocol must survive (libipc/sub.c, P0-P3). It also
+ * interposes recvmsg(): a child can hold its node's agent on a push it just
+ * received, so the publisher delivers into a connection whose eventfd it
+ * does not have yet (G0, libipc/node.c).
  */
 #include "harness.h"
+#include "proto.h"
 
 #include <errno.h>
 #include <poll.h>
@@ -17,6 +21,7 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
@@ -67,6 +72,24 @@ ssize_t write(int fd, const void *buf, size_t n)
 		sleep_ms(write_stall_ms);
 	}
 	return syscall(SYS_write, fd, buf, n);
+}
+
+/* Push gate: with gate_note_fd >= 0, the first push the agent receives is
+ * announced ('p') and held until a byte arrives on gate_wait_fd. */
+static int gate_note_fd = -1, gate_wait_fd = -1;
+
+ssize_t recvmsg(int fd, struct msghdr *mh, int flags)
+{
+	ssize_t n = syscall(SYS_recvmsg, fd, mh, flags);
+	int note = gate_note_fd;
+	char c;
+
+	if (n > 0 && note >= 0 && mh->msg_iovlen > 0 && proto_is_push(mh->msg_iov[0].iov_base, n)) {
+		gate_note_fd = -1;
+		if (syscall(SYS_write, note, "p", 1) != 1 || syscall(SYS_read, gate_wait_fd, &c, 1) != 1)
+			return -1;
+	}
+	return n;
 }
 
 /* ---- tests --------------------------------------------------------------- */
@@ -200,6 +223,72 @@ static void test_wakeups_stale_count_cleared_by_arm(void **state)
 	h_chan_close(&ch[1]);
 }
 
+/* The publisher's node holds the push of a new connection (its agent is
+ * stalled on it): publish delivers into the connection but has no eventfd
+ * to wake the parked subscriber. Once the agent installs the fd it sees
+ * the flag up and wakes the subscriber itself. */
+static int gated_pub_child(void *a)
+{
+	struct h_chan *ch = a; /* [0] to parent, [1] from parent, [2] the gate */
+	struct takt_pub_opts po = {.topic = "gated", .max_payload = 8};
+	takt_node *n = h_node(broker.domain, "gated");
+	uint64_t one = 1;
+	takt_pub *p;
+	char c;
+
+	gate_wait_fd = ch[2].rd;
+	gate_note_fd = ch[0].wr;
+	H_CHECK(takt_pub_open(n, &po, &p) == 0);
+	H_CHECK(h_chan_send(&ch[0], "r", 1) == 0);
+	H_CHECK(h_chan_recv(&ch[1], &c, 1, WAIT_MS) == 0);
+	H_CHECK(takt_pub_send(p, &one, sizeof(one)) == 1); /* delivered, nobody woken */
+	H_CHECK(h_chan_send(&ch[0], "d", 1) == 0);
+	pause();
+	return 0;
+}
+
+static void test_wakeups_push_after_first_publish(void **state)
+{
+	struct takt_sub_opts so = {.topic = "gated", .queue_depth = 4};
+	struct h_chan ch[3];
+	takt_node *n = h_node(broker.domain, "gated-sub");
+	const uint64_t *x;
+	takt_sub *s;
+	pid_t pid;
+	char c;
+
+	(void)state;
+	for (int i = 0; i < 3; i++)
+		assert_int_equal(h_chan_open(&ch[i]), 0);
+	pid = h_spawn(gated_pub_child, ch);
+	assert_int_equal(h_chan_recv(&ch[0], &c, 1, WAIT_MS), 0);
+	assert_int_equal(c, 'r');
+	assert_int_equal(takt_sub_open(n, &so, &s), 0);
+	assert_int_equal(h_chan_recv(&ch[0], &c, 1, WAIT_MS), 0); /* the agent holds the push */
+	assert_int_equal(c, 'p');
+	assert_int_equal(takt_sub_arm(s), 0); /* parked */
+	assert_int_equal(h_chan_send(&ch[1], "g", 1), 0);
+	assert_int_equal(h_chan_recv(&ch[0], &c, 1, WAIT_MS), 0);
+	assert_int_equal(c, 'd');
+	/* The sample is there, the wake-up is not (yet). */
+	assert_int_equal(fd_readable(takt_sub_fd(s), 200), 0);
+	assert_int_equal(h_chan_send(&ch[2], "o", 1), 0); /* let the agent go on */
+	if (fd_readable(takt_sub_fd(s), 10000) != 1)
+		fail_msg("subscriber still asleep 10 s after the publisher's agent got its eventfd");
+	assert_int_equal(takt_sub_take(s, (const void **)&x, NULL), 0);
+	assert_int_equal(*x, 1);
+	takt_sub_release(s, x);
+	/* The agent's wake-up is accounted for: the next arm leaves no count. */
+	assert_int_equal(takt_sub_take(s, (const void **)&x, NULL), -EAGAIN);
+	assert_int_equal(takt_sub_arm(s), 0);
+	assert_int_equal(fd_readable(takt_sub_fd(s), 0), 0);
+	kill(pid, SIGKILL);
+	assert_int_equal(h_wait(pid, WAIT_MS), 128 + SIGKILL);
+	takt_node_close(n);
+	for (int i = 0; i < 3; i++)
+		h_chan_close(&ch[i]);
+}
+
 /* A control call that times out (the broker is stopped) returns
  * -ETIMEDOUT; its late reply must not answer the next call, and the port
  * the broker opened for it late is closed again. */
@@ -244,6 +333,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_wakeups_publisher_dies_in_notify),
 		cmocka_unit_test(test_wakeups_stale_count_cleared_by_arm),
+		cmocka_unit_test(test_wakeups_push_after_first_publish),
 		cmocka_unit_test(test_wakeups_timed_out_call_leaves_node_usable),
 	};
 
