@@ -54,11 +54,14 @@ struct takt_node {
 	struct seg_view v;
 	void *mgmt;
 	size_t mgmt_size;
-	void *pool_base[TAKT_MAX_CLASSES];
-	size_t pool_size[TAKT_MAX_CLASSES];
+	/* PS1: per connection slot, incarnation + 1 of the connection this
+	 * node's agent or a publishing thread has claimed to prepare (pub.c). */
+	_Atomic uint32_t *claim_tab;
+	int kick_fd;           /* eventfd: wakes the agent to unmap what subscribers let go */
 	struct takt_pub *pubs; /* open ports, closed by takt_node_close */
 	struct takt_sub *subs;
 	struct takt_event *events;
+	struct takt_sub *opening_sub; /* a subscriber whose SUB_OPEN is in flight (ports_lock) */
 	bool q0_light;         /* Q0 by plain stores: see q0_enter */
 };
 
@@ -108,6 +111,17 @@ int node_call(takt_node *n, uint16_t type, void *req, size_t req_size, void *rep
 /* The registry indices of this node's open publisher ports (at most max),
  * under ports_lock: for the agent (G1). */
 unsigned pub_port_indices(takt_node *n, uint32_t *out, unsigned max);
+/* Agent, under ports_lock: a pushed connection of publisher port pub (it
+ * hands the publisher's history to the new ring, PS1) or of subscriber
+ * port sub (it maps the publisher's pool, fd, read-only). 0 or a negative
+ * errno; the caller confirms with CONN_READY either way. */
+int pub_agent_connect(takt_node *n, const struct msg_push_conn *m);
+int sub_agent_connect(takt_node *n, const struct msg_push_conn *m, int pool_fd);
+/* Agent: unmaps the pools subscribers of this node let go (SS: DONE). */
+void sub_agent_reap(takt_node *n);
+/* Wakes the agent (sub_agent_reap). One syscall; only when a connection
+ * ends with nothing held, never per sample. */
+void node_kick(takt_node *n);
 /* Sends a close request for a port; errors are ignored (the broker also
  * reclaims on hang-up). */
 void node_close_index(takt_node *n, uint16_t type, uint32_t index);

@@ -16,10 +16,25 @@ uint64_t layout_chunk_stride(uint64_t payload_size)
 	return sizeof(struct takt_chunk_header) + align_up(payload_size, TAKT_CACHELINE);
 }
 
-void layout_compute(const struct takt_limits *lim, uint32_t n_chunks, struct takt_layout *out)
+static uint32_t pow2_at_least(uint64_t v)
+{
+	uint64_t p = 1;
+
+	while (p < v && p < (1ull << 31))
+		p <<= 1;
+	return (uint32_t)p;
+}
+
+uint32_t layout_ret_slots(const struct takt_limits *lim)
+{
+	return pow2_at_least((uint64_t)lim->queue_depth_max + lim->held_max);
+}
+
+void layout_compute(const struct takt_limits *lim, struct takt_layout *out)
 {
 	uint64_t off = sizeof(struct takt_mgmt_header);
 
+	out->ret_slots = layout_ret_slots(lim);
 	out->off_procs = off;
 	off = align_up(off + (uint64_t)lim->processes * sizeof(struct takt_proc), TAKT_CACHELINE);
 	out->off_topics = off;
@@ -33,8 +48,8 @@ void layout_compute(const struct takt_limits *lim, uint32_t n_chunks, struct tak
 	out->off_rings = off;
 	off = align_up(off + (uint64_t)lim->connections * lim->queue_depth_max * sizeof(struct takt_ring_slot),
 		       TAKT_CACHELINE);
-	out->off_chunks = off;
-	off = align_up(off + (uint64_t)n_chunks * sizeof(struct takt_chunk_meta), TAKT_CACHELINE);
+	out->off_rets = off;
+	off = align_up(off + (uint64_t)lim->connections * out->ret_slots * sizeof(uint32_t), TAKT_CACHELINE);
 	out->off_events = off;
 	off = align_up(off + (uint64_t)lim->events * sizeof(struct takt_event_slot), TAKT_CACHELINE);
 	out->size = align_up(off, 4096);
@@ -49,15 +64,14 @@ static uint64_t fnv(uint64_t h, uint64_t v)
 	return h;
 }
 
-uint64_t layout_digest(const struct takt_limits *lim, uint32_t n_chunks)
+uint64_t layout_digest(const struct takt_limits *lim)
 {
 	const uint64_t sizes[] = {
-		sizeof(struct takt_mgmt_header), sizeof(struct takt_pool_desc),
+		sizeof(struct takt_mgmt_header), sizeof(struct takt_pool_header),
 		sizeof(struct takt_proc),        sizeof(struct takt_topic),
 		sizeof(struct takt_pub_port),    sizeof(struct takt_sub_port),
-		sizeof(struct takt_conn),        sizeof(struct takt_chunk_meta),
-		sizeof(struct takt_chunk_header), sizeof(struct takt_event_slot),
-		sizeof(struct takt_ring_slot),
+		sizeof(struct takt_conn),        sizeof(struct takt_chunk_header),
+		sizeof(struct takt_event_slot),  sizeof(struct takt_ring_slot),
 		TAKT_MAX_PUBS_PER_TOPIC,         TAKT_MAX_SUBS_PER_TOPIC,
 		TAKT_MAX_HELD,                   TAKT_MAX_LOANS,
 		TAKT_MAX_HISTORY,                TAKT_EVENT_QUEUE,
@@ -69,5 +83,5 @@ uint64_t layout_digest(const struct takt_limits *lim, uint32_t n_chunks)
 		h = fnv(h, sizes[i]);
 	for (size_t i = 0; i < sizeof(*lim) / sizeof(uint32_t); i++)
 		h = fnv(h, l[i]);
-	return fnv(h, n_chunks);
+	return h;
 }

@@ -1,18 +1,21 @@
-/* layout.h - the memory layout of a takt domain's shared-memory segments.
+/* layout.h - the memory layout of a takt domain's shared memory.
  *
- * The broker creates one management segment and one payload segment per
- * size class. Every structure below lives in shared memory, so each is
+ * The broker creates one management segment (the registry and the
+ * connections' rings) and, for each publisher, one pool segment holding its
+ * chunks. Every structure below lives in shared memory, so each is
  * fixed-size, made of fixed-width types, and pinned by _Static_asserts: the
  * layout digest in the header is computed from these sizes and the domain's
  * limits, and a client built against another layout refuses to attach.
  *
- * Who writes what (the broker is the only writer of the registry):
- *   registry words (state, names, port lists, conn lists)  broker
- *   ring head, chunk header, loans, history, pub.active     publisher
- *   ring tail, held list, sub.active                         subscriber
- *                 (ring tail is also CASed by a drop-oldest publisher)
+ * Who writes what (docs/architecture.md has the full ownership table):
+ *   registry words (state, names, port lists, pool sizes)   broker
+ *   a publisher's pool (chunk headers, payloads)            that publisher
+ *   sample ring slots, head, ret_tail, pub.active, stats    the publisher
+ *   return ring slots, ret_head, tail, sub.active           the subscriber
+ *                 (tail is also CASed by a drop-oldest publisher)
  *   parked                                                   subscriber sets, publisher clears
- *   chunk refs, free list heads                              anyone holding a reference
+ * Reference counts and free lists are private to each publisher: a chunk
+ * comes back to its publisher through the connection's return ring.
  *
  * Cross-process references are indices, never pointers; every index read
  * from shared memory is bounds-checked by its reader (see segment.h).
@@ -28,12 +31,11 @@
 #define TAKT_CACHELINE 64
 #define TAKT_MGMT_MAGIC 0x544d474d544b4154ull /* "TAKTMGMT" */
 #define TAKT_POOL_MAGIC 0x4c4f4f50544b4154ull /* "TAKTPOOL" */
-#define TAKT_ABI_VERSION 2u
+#define TAKT_ABI_VERSION 3u
 
 /* Compile-time caps. The broker config chooses limits at or below them. */
 #define TAKT_NAME_MAX 64           /* topic, type and event names incl. NUL */
 #define TAKT_PROC_NAME_MAX 32
-#define TAKT_MAX_CLASSES 8
 #define TAKT_MAX_PUBS_PER_TOPIC 32
 #define TAKT_MAX_SUBS_PER_TOPIC 64
 #define TAKT_MAX_HELD 64           /* samples one subscriber may hold */
@@ -68,7 +70,7 @@ struct takt_limits {
 	uint32_t held_max;
 	uint32_t loans_max;
 	uint32_t events;
-	uint32_t n_classes;
+	uint32_t reserved;
 	uint32_t flags;        /* TAKT_LIM_*: what the broker of this domain does */
 };
 /* The broker issues membarrier(MEMBARRIER_CMD_GLOBAL_EXPEDITED) between its
@@ -76,18 +78,6 @@ struct takt_limits {
  * for it may enter an operation with a plain store (see q0_enter). */
 #define TAKT_LIM_MEMBARRIER 1u
 _Static_assert(sizeof(struct takt_limits) == 56, "takt_limits layout");
-
-/* One payload size class. The free-list head sits on its own line: every
- * loan and every last release of a chunk of this class CASes it. */
-struct takt_pool_desc {
-	TAKT_ALIGNED _Atomic uint64_t free_head; /* tag << 32 | (local index + 1); 0 = empty */
-	TAKT_ALIGNED uint64_t payload_size;      /* usable bytes per chunk */
-	uint64_t chunk_stride;                   /* header + payload, cache-line multiple */
-	uint32_t n_chunks;
-	uint32_t first_chunk;                    /* global index of local chunk 0 */
-	uint64_t segment_size;
-};
-_Static_assert(sizeof(struct takt_pool_desc) == 128, "takt_pool_desc layout");
 
 /* Management-segment header, at offset 0. Offsets are from the segment start. */
 struct takt_mgmt_header {
@@ -98,16 +88,14 @@ struct takt_mgmt_header {
 	uint64_t epoch;           /* broker start, CLOCK_REALTIME ns: a new broker, a new epoch */
 	uint64_t segment_size;
 	_Atomic uint32_t broker_pid;
-	uint32_t n_chunks;        /* all classes */
+	uint32_t ret_slots;       /* return ring slots per connection (power of two) */
 	struct takt_limits limits;
 	uint64_t off_procs, off_topics, off_pubs, off_subs, off_conns;
-	uint64_t off_rings, off_chunks, off_events;
+	uint64_t off_rings, off_rets, off_events;
 	char domain[TAKT_NAME_MAX];
-	TAKT_ALIGNED struct takt_pool_desc pools[TAKT_MAX_CLASSES];
+	uint8_t pad[24];
 };
-_Static_assert(offsetof(struct takt_mgmt_header, pools) % TAKT_CACHELINE == 0, "pools aligned");
-_Static_assert(offsetof(struct takt_mgmt_header, pools) == 256, "pools offset");
-_Static_assert(sizeof(struct takt_mgmt_header) == 256 + 8 * 128, "takt_mgmt_header layout");
+_Static_assert(sizeof(struct takt_mgmt_header) == 256, "takt_mgmt_header layout");
 
 /* Registry entries: written only by the broker. */
 struct takt_proc {
@@ -122,7 +110,7 @@ _Static_assert(sizeof(struct takt_proc) == 64, "takt_proc layout");
 
 struct takt_topic {
 	_Atomic uint32_t state;
-	uint32_t pool_class;   /* TAKT_NONE until the first publisher picks one */
+	uint32_t reserved0;
 	uint32_t n_pubs, n_subs;
 	char name[TAKT_NAME_MAX];
 	char type_name[TAKT_NAME_MAX];
@@ -132,32 +120,36 @@ struct takt_topic {
 };
 _Static_assert(sizeof(struct takt_topic) % TAKT_CACHELINE == 0, "takt_topic layout");
 
-/* A publisher port. Lines: registry (broker), active (publisher), loans and
- * history (publisher; read by subscribers pulling history and by the broker
- * after the publisher died). */
+/* A publisher port. Lines: registry and pool geometry (broker), active
+ * (publisher), statistics (publisher; read by the broker for `takt pools`). */
 struct takt_pub_port {
 	_Atomic uint32_t state;
 	uint32_t topic;
 	uint32_t proc;
-	uint32_t pool_class;
 	uint32_t history;          /* history depth this publisher keeps */
-	_Atomic uint32_t conn_gen; /* W1: broker bumps after changing conns[] */
-	uint32_t pad_id;
+	_Atomic uint32_t conn_gen; /* W1: broker bumps after changing conns[] or n_chunks */
+	uint32_t n_chunks_max;     /* chunks its pool segment can hold (address space) */
 	uint64_t id;               /* publisher id, unique in the domain (registry.c, I0) */
-	uint8_t pad0[24];
+	uint64_t payload_size;     /* bytes per chunk: the publisher's max_payload */
+	uint64_t chunk_stride;     /* header + payload, cache-line multiple */
+	/* Chunks reserved in memory and usable, <= n_chunks_max: the broker
+	 * grows it as subscribers connect (their depth + held_max each). */
+	_Atomic uint32_t n_chunks;
+	uint8_t pad0[12];
 	_Atomic uint32_t conns[TAKT_MAX_SUBS_PER_TOPIC]; /* TAKT_NONE or connection index */
 
 	/* Q0: odd while a publish runs. The broker waits for it to move before
 	 * reusing a connection it removed (a grace period, see docs). */
 	TAKT_ALIGNED _Atomic uint64_t active;
 
-	TAKT_ALIGNED _Atomic uint32_t loans[TAKT_MAX_LOANS]; /* global chunk index or TAKT_NONE */
-	/* H0: history entry = generation << 32 | global chunk index; 0 = empty.
-	 * Slot (seq - 1) % history holds the sample of sequence seq. */
-	TAKT_ALIGNED _Atomic uint64_t hist[TAKT_MAX_HISTORY];
-	_Atomic uint64_t last_seq;  /* H1: seq of the newest sample in hist */
-	uint8_t pad1[56];
+	/* Statistics the publisher keeps of its private pool (relaxed). */
+	TAKT_ALIGNED _Atomic uint32_t stat_free;    /* chunks on its free list */
+	_Atomic uint32_t stat_history;              /* chunks kept only for history */
+	_Atomic uint32_t stat_loans;                /* chunks on loan */
+	_Atomic uint32_t stat_bad_returns;          /* foreign, out-of-range or double returns refused */
+	uint8_t pad1[48];
 };
+_Static_assert(offsetof(struct takt_pub_port, conns) == 64, "conns line");
 _Static_assert(offsetof(struct takt_pub_port, active) % TAKT_CACHELINE == 0, "active aligned");
 _Static_assert(sizeof(struct takt_pub_port) % TAKT_CACHELINE == 0, "takt_pub_port layout");
 
@@ -181,37 +173,43 @@ struct takt_sub_port {
 	TAKT_ALIGNED _Atomic uint32_t parked;
 	TAKT_ALIGNED _Atomic uint64_t dropped; /* producers add what overflow cost */
 	TAKT_ALIGNED _Atomic uint64_t active;  /* Q0, subscriber side */
-	/* Taken samples: global chunk index or TAKT_NONE. The broker releases
-	 * them when the subscriber dies. */
-	TAKT_ALIGNED _Atomic uint32_t held[TAKT_MAX_HELD];
 };
 _Static_assert(offsetof(struct takt_sub_port, parked) % TAKT_CACHELINE == 0, "parked aligned");
 _Static_assert(sizeof(struct takt_sub_port) % TAKT_CACHELINE == 0, "takt_sub_port layout");
 
-/* A connection: the SPSC ring from one publisher to one subscriber. The ring
- * slots live in the ring area, queue_depth_max slots per connection. head
- * and tail count monotonically (64 bits never wrap in practice); a slot is
+/* A connection: two SPSC rings between one publisher and one subscriber.
+ * The sample ring (slots in the ring area, queue_depth_max per connection)
+ * carries chunk indices to the subscriber; the return ring (u32 slots in
+ * the return area, ret_slots per connection) carries them back. Positions
+ * count monotonically (64 bits never wrap in practice); a slot is
  * position & mask. */
 struct takt_conn {
 	_Atomic uint32_t state;
 	uint32_t pub;
 	uint32_t sub;
-	uint32_t mask;       /* slots - 1: the next power of two >= depth */
+	uint32_t mask;       /* sample slots - 1: the next power of two >= depth */
 	uint32_t overflow;
 	/* Bumped by the broker each time the slot is reused, so a client's
 	 * local mirror of an earlier connection in the same slot is dropped. */
 	_Atomic uint32_t incarnation;
 	uint32_t depth;      /* samples queued at most, exactly what the subscriber asked */
-	uint8_t pad0[36];
-	TAKT_ALIGNED _Atomic uint64_t head;  /* producer's position (for the broker) */
+	uint32_t ret_mask;   /* return slots - 1 (the header's ret_slots - 1) */
+	uint8_t pad0[32];
+	/* Publisher's line: its sample ring position (for the broker) and how
+	 * far it has consumed returns. */
+	TAKT_ALIGNED _Atomic uint64_t head;
+	_Atomic uint64_t ret_tail;
 	/* R1: consumer (and a drop-oldest producer) advance with CAS */
 	TAKT_ALIGNED _Atomic uint64_t tail;
 	_Atomic uint32_t producer_waiting;   /* B0: a blocked publisher sleeps on it */
-	uint8_t pad1[52];
+	/* Subscriber's line: returns pushed (T0, ring.h). */
+	TAKT_ALIGNED _Atomic uint64_t ret_head;
+	uint8_t pad3[56];
 };
 _Static_assert(offsetof(struct takt_conn, head) == 64, "head line");
 _Static_assert(offsetof(struct takt_conn, tail) == 128, "tail line");
-_Static_assert(sizeof(struct takt_conn) == 192, "takt_conn layout");
+_Static_assert(offsetof(struct takt_conn, ret_head) == 192, "ret_head line");
+_Static_assert(sizeof(struct takt_conn) == 256, "takt_conn layout");
 
 /* A ring slot: the chunk and what the subscriber reports about it, so a take
  * reads one line written by the publisher. pos = position + 1 once filled
@@ -225,39 +223,30 @@ struct takt_ring_slot {
 };
 _Static_assert(sizeof(struct takt_ring_slot) == 32, "takt_ring_slot layout");
 
-/* Per-chunk metadata, apart from the payload so payload segments could be
- * mapped read-only by subscribers. One line per chunk: refcounts of
- * different chunks never share a line. */
-struct takt_chunk_meta {
-	/* C0: generation << 32 | reference count. A loan starts a new generation,
-	 * so a history reader can pin a chunk only if it is still the sample it
-	 * read (CAS on the whole word). */
-	_Atomic uint64_t refs;
-	_Atomic uint32_t next;  /* free-list link: local index + 1, 0 = end */
-	uint32_t pool_class;    /* immutable */
-	uint8_t pad[48];
-};
-_Static_assert(sizeof(struct takt_chunk_meta) == 64, "takt_chunk_meta layout");
-
 /* Written by the publisher before it pushes the chunk (read after R0). */
 struct takt_chunk_header {
 	uint64_t seq;
 	uint64_t publish_ns;
 	uint64_t publisher_id;
 	uint32_t size;
-	uint32_t chunk;       /* global index, a cross-check */
+	uint32_t chunk;       /* its own index, a cross-check */
 	uint8_t pad[32];
 };
 _Static_assert(sizeof(struct takt_chunk_header) == 64, "takt_chunk_header layout");
 
-/* Payload segment header: the first line of each payload segment. */
+/* A publisher's pool segment: this line, then n_chunks_max chunks of
+ * chunk_stride bytes (header, payload). Only the first n_chunks (registry)
+ * are reserved in memory; the rest is address space. */
 struct takt_pool_header {
 	uint64_t magic;
 	uint32_t abi_version;
-	uint32_t pool_class;
-	uint64_t layout_digest;
+	uint32_t n_chunks_max;
+	uint64_t publisher_id;
 	uint64_t epoch;
-	uint8_t pad[32];
+	uint64_t payload_size;
+	uint64_t chunk_stride;
+	uint64_t layout_digest;
+	uint8_t pad[8];
 };
 _Static_assert(sizeof(struct takt_pool_header) == 64, "takt_pool_header layout");
 
@@ -281,14 +270,30 @@ _Static_assert(sizeof(struct takt_event_slot) % TAKT_CACHELINE == 0, "takt_event
 /* Offsets of every table, computed once from the limits. */
 struct takt_layout {
 	uint64_t off_procs, off_topics, off_pubs, off_subs, off_conns;
-	uint64_t off_rings, off_chunks, off_events, size;
+	uint64_t off_rings, off_rets, off_events, size;
+	uint32_t ret_slots;
 };
 
-/* Fills *out for the limits and n_chunks. */
-void layout_compute(const struct takt_limits *lim, uint32_t n_chunks, struct takt_layout *out);
+/* Fills *out for the limits. */
+void layout_compute(const struct takt_limits *lim, struct takt_layout *out);
 /* FNV-1a over the structure sizes, offsets and the limits. */
-uint64_t layout_digest(const struct takt_limits *lim, uint32_t n_chunks);
-/* Bytes per chunk in a class: header + payload rounded to a cache line. */
+uint64_t layout_digest(const struct takt_limits *lim);
+/* Bytes per chunk: header + payload rounded to a cache line. */
 uint64_t layout_chunk_stride(uint64_t payload_size);
+/* Return ring slots per connection: room for everything one connection can
+ * have outstanding (queue_depth_max queued + held_max taken), a power of
+ * two, so a subscriber's return never finds the ring full unless its
+ * publisher stopped consuming. */
+uint32_t layout_ret_slots(const struct takt_limits *lim);
+/* Chunks a publisher's pool needs: its loans and history, plus per
+ * connection the subscriber's depth and held_max. */
+static inline uint64_t layout_pool_base_chunks(const struct takt_limits *lim, uint32_t history)
+{
+	return (uint64_t)lim->loans_max + history;
+}
+static inline uint64_t layout_pool_conn_chunks(const struct takt_limits *lim, uint32_t depth)
+{
+	return (uint64_t)depth + lim->held_max;
+}
 
 #endif

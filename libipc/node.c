@@ -38,6 +38,7 @@
 #include <string.h>
 #include <linux/membarrier.h>
 #include <sys/mman.h>
+#include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <time.h>
@@ -201,6 +202,29 @@ static void agent_close_retired(takt_node *n, bool all)
 	}
 }
 
+/* A0: tells the broker a pushed connection is ready on our side. */
+static void agent_ack(takt_node *n, const struct msg_push_conn *m)
+{
+	struct msg_conn_ready ack = {.conn = m->conn, .incarnation = m->incarnation};
+
+	proto_hdr_init(&ack.hdr, MSG_CONN_READY, sizeof(ack), 0);
+	proto_send(n->sock, &ack, sizeof(ack), NULL, 0);
+}
+
+/* G0: the subscriber of a connection we now have the eventfd of (and may
+ * have handed history to) is woken if it is parked, as a publisher would. */
+static void agent_wake(takt_node *n, const struct msg_push_conn *m, int fd)
+{
+	struct takt_sub_port *sp = &n->v.subs[m->sub];
+	uint64_t one = 1;
+
+	atomic_thread_fence(memory_order_seq_cst); /* G0/P1 */
+	if (atomic_load_explicit(&sp->parked, memory_order_relaxed) &&
+	    atomic_exchange_explicit(&sp->parked, 0, memory_order_acq_rel) && write(fd, &one, sizeof(one)) < 0) {
+		/* eventfd cannot overflow at one write per park */
+	}
+}
+
 static void agent_push(takt_node *n, const void *buf, long len, const int *fds, unsigned nf)
 {
 	const struct msg_push_conn *m = buf;
@@ -209,30 +233,33 @@ static void agent_push(takt_node *n, const void *buf, long len, const int *fds, 
 	uint64_t old;
 
 	close_fds(fds + (nf ? 1 : 0), nf ? nf - 1 : 0);
-	pthread_mutex_lock(&n->rx_lock); /* orders efd_tab's allocation before us */
+	pthread_mutex_lock(&n->rx_lock); /* orders the tables' allocation before us */
 	pthread_mutex_unlock(&n->rx_lock);
 	if (len != (long)sizeof(*m) || !n->efd_tab || m->conn >= n->v.lim.connections ||
-	    m->sub >= n->v.lim.subscribers || (type == MSG_PUSH_CONN) != (fd >= 0)) {
+	    m->sub >= n->v.lim.subscribers || m->pub >= n->v.lim.publishers ||
+	    (type == MSG_PUSH_CONN || type == MSG_PUSH_SUB_CONN) != (fd >= 0)) {
 		if (fd >= 0)
 			close(fd);
 		return;
 	}
 	if (type == MSG_PUSH_CONN) {
-		struct takt_sub_port *sp = &n->v.subs[m->sub];
-		uint64_t one = 1;
-
-		/* G0: install (seq_cst), then look at the flag. */
+		/* G0: install (seq_cst), prepare the slot with history (PS1),
+		 * then look at the flag. */
 		old = atomic_exchange_explicit(&n->efd_tab[m->conn], (uint64_t)m->incarnation << 32 | (uint32_t)(fd + 1),
 					       memory_order_seq_cst);
 		if (old)
 			agent_retire_fd(n, (int)(uint32_t)old - 1);
-		atomic_thread_fence(memory_order_seq_cst);
-		/* P0/P1: as a publisher would, see pub_notify. */
-		if (atomic_load_explicit(&sp->parked, memory_order_relaxed) &&
-		    atomic_exchange_explicit(&sp->parked, 0, memory_order_acq_rel) &&
-		    write(fd, &one, sizeof(one)) < 0) {
-			/* eventfd cannot overflow at one write per park */
-		}
+		pthread_mutex_lock(&n->ports_lock);
+		pub_agent_connect(n, m); /* a publisher still opening prepares it itself */
+		pthread_mutex_unlock(&n->ports_lock);
+		agent_wake(n, m, fd);
+		agent_ack(n, m);
+	} else if (type == MSG_PUSH_SUB_CONN) {
+		pthread_mutex_lock(&n->ports_lock);
+		sub_agent_connect(n, m, fd);
+		pthread_mutex_unlock(&n->ports_lock);
+		close(fd); /* mapped, or refused */
+		agent_ack(n, m);
 	} else if (type == MSG_PUSH_CONN_GONE) {
 		/* relaxed: only this thread writes efd_tab; the exchange orders. */
 		old = atomic_load_explicit(&n->efd_tab[m->conn], memory_order_relaxed);
@@ -240,6 +267,17 @@ static void agent_push(takt_node *n, const void *buf, long len, const int *fds, 
 			atomic_exchange_explicit(&n->efd_tab[m->conn], 0, memory_order_seq_cst); /* G1 */
 			agent_retire_fd(n, (int)(uint32_t)old - 1);
 		}
+	} else if (fd >= 0) {
+		close(fd);
+	}
+}
+
+void node_kick(takt_node *n)
+{
+	uint64_t one = 1;
+
+	if (write(n->kick_fd, &one, sizeof(one)) < 0) {
+		/* the counter is near overflow: the agent is awake anyway */
 	}
 }
 
@@ -253,13 +291,24 @@ static void *agent_main(void *arg)
 	int fds[TAKT_PROTO_MAX_FDS];
 
 	for (;;) {
-		struct pollfd pfd = {.fd = n->sock, .events = POLLIN};
+		struct pollfd pfd[2] = {{.fd = n->sock, .events = POLLIN}, {.fd = n->kick_fd, .events = POLLIN}};
 		unsigned nf = 0;
+		uint64_t kicks;
 		long len;
 
 		agent_close_retired(n, false);
-		if (poll(&pfd, 1, n->retired ? 1 : -1) <= 0)
+		if (poll(pfd, 2, n->retired ? 1 : -1) <= 0)
 			continue; /* timeout (a retired fd waits) or EINTR */
+		if (pfd[1].revents & POLLIN) {
+			if (read(n->kick_fd, &kicks, sizeof(kicks)) < 0) {
+				/* nothing to read: another wake-up took it */
+			}
+			pthread_mutex_lock(&n->ports_lock);
+			sub_agent_reap(n);
+			pthread_mutex_unlock(&n->ports_lock);
+		}
+		if (!(pfd[0].revents & (POLLIN | POLLHUP | POLLERR)))
+			continue;
 		len = proto_recv(n->sock, &buf, sizeof(buf), fds, TAKT_PROTO_MAX_FDS, &nf);
 		if (len == 0 || (len < 0 && len != -EMSGSIZE && len != -EINTR && len != -EAGAIN))
 			break; /* the broker hung up, or the node is closing (shutdown) */
@@ -340,19 +389,15 @@ void node_close_index(takt_node *n, uint16_t type, uint32_t index)
 
 static void node_unmap(takt_node *n)
 {
-	for (int k = 0; k < TAKT_MAX_CLASSES; k++)
-		if (n->pool_base[k])
-			munmap(n->pool_base[k], n->pool_size[k]);
 	if (n->mgmt)
 		munmap(n->mgmt, n->mgmt_size);
 }
 
-static int node_map(takt_node *n, const int *fds, unsigned n_fds, uint32_t n_classes)
+static int node_map(takt_node *n, const int *fds, unsigned n_fds)
 {
-	uint64_t tiled = 0;
 	int r;
 
-	if (n_fds != n_classes + 1 || n_classes == 0 || n_classes > TAKT_MAX_CLASSES)
+	if (n_fds != 1)
 		return -EPROTO;
 	r = seg_map_fd(fds[0], PROT_READ | PROT_WRITE, &n->mgmt, &n->mgmt_size);
 	if (r < 0)
@@ -360,48 +405,38 @@ static int node_map(takt_node *n, const int *fds, unsigned n_fds, uint32_t n_cla
 	r = seg_view_init(&n->v, n->mgmt, n->mgmt_size);
 	if (r < 0)
 		return r;
-	if (n->v.lim.n_classes != n_classes)
-		return -EPROTO;
 	/* Q0: plain-store entry only if the broker fences for us and the kernel
 	 * includes this process in those fences (registration is per process
 	 * and idempotent). */
 	n->q0_light = (n->v.lim.flags & TAKT_LIM_MEMBARRIER) &&
 		      syscall(SYS_membarrier, MEMBARRIER_CMD_REGISTER_GLOBAL_EXPEDITED, 0, 0) == 0;
-	for (uint32_t k = 0; k < n_classes; k++) {
-		r = seg_map_fd(fds[k + 1], PROT_READ | PROT_WRITE, &n->pool_base[k], &n->pool_size[k]);
-		if (r < 0)
-			return r;
-		r = seg_view_add_pool(&n->v, k, n->pool_base[k], n->pool_size[k]);
-		if (r < 0)
-			return r;
-		tiled += n->v.pool[k].n;
-	}
-	return tiled == n->v.n_chunks ? 0 : -EPROTO;
+	return 0;
 }
 
 static int node_hello(takt_node *n, const char *name)
 {
 	struct msg_hello req = {.abi_version = TAKT_ABI_VERSION};
 	struct msg_hello_reply rep;
-	int fds[TAKT_MAX_CLASSES + 1];
+	int fds[TAKT_PROTO_MAX_FDS];
 	unsigned n_fds = 0;
 	int r;
 
 	snprintf(req.name, sizeof(req.name), "%s", name ? name : program_invocation_short_name);
-	r = node_call(n, MSG_HELLO, &req, sizeof(req), &rep, sizeof(rep), fds,
-		      TAKT_MAX_CLASSES + 1, &n_fds);
+	r = node_call(n, MSG_HELLO, &req, sizeof(req), &rep, sizeof(rep), fds, TAKT_PROTO_MAX_FDS, &n_fds);
 	if (r == 0) {
 		n->proc = rep.r.index;
 		n->epoch = rep.epoch;
-		r = node_map(n, fds, n_fds, rep.n_classes);
+		r = node_map(n, fds, n_fds);
 	}
 	if (r == 0) {
 		_Atomic uint64_t *tab = calloc(n->v.lim.connections, sizeof(*tab));
+		_Atomic uint32_t *claims = calloc(n->v.lim.connections, sizeof(*claims));
 
-		pthread_mutex_lock(&n->rx_lock); /* the agent reads it under the same lock first */
+		pthread_mutex_lock(&n->rx_lock); /* the agent reads them under the same lock first */
 		n->efd_tab = tab;
+		n->claim_tab = claims;
 		pthread_mutex_unlock(&n->rx_lock);
-		if (!tab)
+		if (!tab || !claims)
 			r = -ENOMEM;
 	}
 	for (unsigned i = 0; i < n_fds; i++)
@@ -412,6 +447,9 @@ static int node_hello(takt_node *n, const char *name)
 static void node_free(takt_node *n)
 {
 	free(n->efd_tab);
+	free(n->claim_tab);
+	if (n->kick_fd >= 0)
+		close(n->kick_fd);
 	pthread_cond_destroy(&n->rx_cond);
 	pthread_mutex_destroy(&n->ports_lock);
 	pthread_mutex_destroy(&n->rx_lock);
@@ -440,6 +478,11 @@ int takt_node_open(const struct takt_node_opts *opts, takt_node **out)
 	pthread_cond_init(&n->rx_cond, &ca);
 	pthread_condattr_destroy(&ca);
 	n->timeout_ms = NODE_TIMEOUT_DEFAULT_MS;
+	n->kick_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	if (n->kick_fd < 0) {
+		r = -errno;
+		goto fail_free;
+	}
 	if (opts && opts->timeout_ns)
 		n->timeout_ms = opts->timeout_ns / 1000000 > INT32_MAX ? INT32_MAX
 					: opts->timeout_ns < 1000000 ? 1 : (int)(opts->timeout_ns / 1000000);

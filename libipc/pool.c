@@ -1,139 +1,108 @@
-/* pool.c - lock-free chunk free lists (ABA-tagged Treiber stacks) and
- * reference counts.
+/* pool.c - a publisher's private free stack and reference counts.
  *
- * Free-list head: tag << 32 | (local index + 1), 0 = empty. Every successful
- * CAS increments the tag, so a pop that read head H, stalled while H's chunk
- * was popped and pushed back, fails its CAS instead of installing a stale
- * next (ABA). The 32-bit tag would have to wrap exactly in that window.
- *
- * Pairings:
- *   F0 push: store next (relaxed) then CAS head (release)   -> F1
- *   F1 pop:  load head (acquire) then read next             <- F0
- *   C0 unref: CAS refs (acq_rel): release our payload accesses, acquire
- *      everyone else's, so the thread that frees sees all prior accesses.
+ * Pairings (threads of the publishing process; no other process sees these):
+ *   C0 unref: fetch_sub (acq_rel) by the publishing thread. The agent's pin
+ *      is a CAS on the same word, so increments and decrements never get
+ *      lost; the thread that reaches 0 (always the publishing thread) has
+ *      acquired every holder's accesses before it reuses the chunk.
+ *   C1 loan_init / hand_over store the word with release; chunk_pin loads
+ *      and CASes with acquire, so a pin that sees the generation sees the
+ *      chunk as that loan left it. A chunk at 0 references is on the free
+ *      stack, and chunk_pin refuses a count of 0, so the agent never takes a
+ *      reference on a free chunk; a chunk freed and loaned again has a new
+ *      generation, so a pin of an old history entry fails.
+ * Returns from subscribers are checked by the caller (pub.c) before they
+ * reach chunk_unref: an index a subscriber sends is never trusted.
  */
 #include "pool.h"
 
-static inline uint64_t head_pack(uint64_t tag, uint32_t local_plus1)
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+int pub_pool_init(struct pub_pool *p, const struct seg_pool *seg)
 {
-	return (tag << 32) | local_plus1;
-}
-
-uint32_t pool_pop_mpmc(const struct seg_view *v, uint32_t k)
-{
-	const struct seg_pool *p = &v->pool[k];
-	_Atomic uint64_t *head = &v->hdr->pools[k].free_head;
-	/* F1: acquire pairs with F0's release so next of the top chunk is visible. */
-	uint64_t h = atomic_load_explicit(head, memory_order_acquire);
-
-	for (;;) {
-		uint32_t top = (uint32_t)h;
-		uint32_t next;
-
-		if (top == 0 || top > p->n)
-			return TAKT_NONE; /* empty, or a corrupted head: refuse to follow it */
-		/* relaxed: may be stale if top was popped meanwhile; the CAS then fails. */
-		next = atomic_load_explicit(&v->chunks[p->first + top - 1].next, memory_order_relaxed);
-		if (next > p->n)
-			next = 0; /* corrupted link: cut the list rather than follow it */
-		/* F1: acquire on success orders our later use of the chunk after the
-		 * pusher's release; on failure reload head with acquire again. */
-		if (atomic_compare_exchange_weak_explicit(head, &h, head_pack((h >> 32) + 1, next),
-							  memory_order_acquire, memory_order_acquire))
-			return p->first + top - 1;
+	memset(p, 0, sizeof(*p));
+	p->seg = *seg;
+	p->meta = calloc(seg->n_max, sizeof(*p->meta));
+	p->free = malloc((size_t)seg->n_max * sizeof(*p->free));
+	if (!p->meta || !p->free) {
+		pub_pool_destroy(p);
+		return -ENOMEM;
 	}
+	return 0;
 }
 
-void pool_push_mpmc(const struct seg_view *v, uint32_t c)
+void pub_pool_destroy(struct pub_pool *p)
 {
-	uint32_t k = seg_chunk_class(v, c);
-	_Atomic uint64_t *head = &v->hdr->pools[k].free_head;
-	uint32_t local_plus1 = c - v->pool[k].first + 1;
-	/* relaxed: the CAS below validates what we read. */
-	uint64_t h = atomic_load_explicit(head, memory_order_relaxed);
-
-	do {
-		/* F0: relaxed store made visible by the release CAS below. */
-		atomic_store_explicit(&v->chunks[c].next, (uint32_t)h, memory_order_relaxed);
-	} while (!atomic_compare_exchange_weak_explicit(head, &h, head_pack((h >> 32) + 1, local_plus1),
-							memory_order_release, memory_order_relaxed));
+	free(p->meta);
+	free(p->free);
+	p->meta = NULL;
+	p->free = NULL;
 }
 
-uint32_t chunk_loan_init(const struct seg_view *v, uint32_t c)
+void pub_pool_grow(struct pub_pool *p, uint32_t n)
 {
-	/* relaxed: the chunk is ours alone after the pop (F1 acquired it). */
-	uint64_t old = atomic_load_explicit(&v->chunks[c].refs, memory_order_relaxed);
-	uint32_t gen = (uint32_t)(old >> 32) + 1;
+	if (n > p->seg.n_max)
+		n = p->seg.n_max;
+	/* Pushed in reverse so the lowest index is loaned first. */
+	for (uint32_t c = n; c-- > p->n_have;)
+		p->free[p->n_free++] = c;
+	if (n > p->n_have)
+		p->n_have = n;
+}
+
+uint32_t pub_pool_pop(struct pub_pool *p)
+{
+	return p->n_free ? p->free[--p->n_free] : TAKT_NONE;
+}
+
+uint32_t chunk_loan_init(struct pub_pool *p, uint32_t c)
+{
+	/* relaxed: the chunk is free, so nobody else touches its word. */
+	uint32_t gen = (uint32_t)(atomic_load_explicit(&p->meta[c], memory_order_relaxed) >> 32) + 1;
 
 	if (gen == 0)
 		gen = 1; /* generation 0 marks an empty history entry */
-	/* C1: release pairs with chunk_pin's acquire CAS: a pinner that sees the
-	 * new generation sees this chunk as a fresh loan. */
-	atomic_store_explicit(&v->chunks[c].refs, (uint64_t)gen << 32 | 1, memory_order_release);
+	/* C1: release pairs with chunk_pin's acquire. */
+	atomic_store_explicit(&p->meta[c], (uint64_t)gen << 32 | 1, memory_order_release);
 	return gen;
 }
 
-void chunk_ref_add(const struct seg_view *v, uint32_t c, uint32_t n)
+void chunk_hand_over(struct pub_pool *p, uint32_t c, uint32_t gen, uint32_t n)
 {
-	/* relaxed: the caller holds a reference, so the count cannot reach 0
-	 * meanwhile; ordering comes from the ring push (R0) that hands it on. */
-	atomic_fetch_add_explicit(&v->chunks[c].refs, n, memory_order_relaxed);
+	/* C1: release. Not in history yet, so the agent cannot pin it
+	 * meanwhile: a plain store is exact. */
+	atomic_store_explicit(&p->meta[c], (uint64_t)gen << 32 | n, memory_order_release);
 }
 
-bool chunk_unref(const struct seg_view *v, uint32_t c)
+bool chunk_unref(struct pub_pool *p, uint32_t c)
 {
-	_Atomic uint64_t *r = &v->chunks[c].refs;
-	uint64_t old = atomic_load_explicit(r, memory_order_relaxed);
+	_Atomic uint64_t *m = &p->meta[c];
+	/* relaxed: validated by the CAS below. */
+	uint64_t old = atomic_load_explicit(m, memory_order_relaxed);
 
 	do {
 		if ((uint32_t)old == 0)
 			return false;
 		/* C0: acq_rel, see the file comment. */
-	} while (!atomic_compare_exchange_weak_explicit(r, &old, old - 1, memory_order_acq_rel,
+	} while (!atomic_compare_exchange_weak_explicit(m, &old, old - 1, memory_order_acq_rel,
 							memory_order_relaxed));
 	if ((uint32_t)old == 1)
-		pool_push_mpmc(v, c);
+		p->free[p->n_free++] = c;
 	return true;
 }
 
-bool chunk_pin(const struct seg_view *v, uint32_t c, uint32_t gen)
+bool chunk_pin(struct pub_pool *p, uint32_t c, uint32_t gen)
 {
-	_Atomic uint64_t *r = &v->chunks[c].refs;
-	/* C1: acquire pairs with chunk_loan_init's release. */
-	uint64_t old = atomic_load_explicit(r, memory_order_acquire);
+	_Atomic uint64_t *m = &p->meta[c];
+	/* C1: acquire pairs with loan_init/hand_over's release. */
+	uint64_t old = atomic_load_explicit(m, memory_order_acquire);
 
 	do {
 		if ((uint32_t)(old >> 32) != gen || (uint32_t)old == 0)
 			return false;
-	} while (!atomic_compare_exchange_weak_explicit(r, &old, old + 1, memory_order_acq_rel,
+	} while (!atomic_compare_exchange_weak_explicit(m, &old, old + 1, memory_order_acq_rel,
 							memory_order_acquire));
 	return true;
-}
-
-uint32_t pool_count_free(const struct seg_view *v, uint32_t k)
-{
-	const struct seg_pool *p = &v->pool[k];
-	/* acquire: pairs with F0 so the links we follow are initialised. */
-	uint32_t cur = (uint32_t)atomic_load_explicit(&v->hdr->pools[k].free_head, memory_order_acquire);
-	uint32_t n = 0;
-
-	while (cur != 0 && cur <= p->n && n < p->n) {
-		n++;
-		cur = atomic_load_explicit(&v->chunks[p->first + cur - 1].next, memory_order_relaxed);
-	}
-	return n;
-}
-
-void pool_format(const struct seg_view *v)
-{
-	for (uint32_t k = 0; k < v->lim.n_classes; k++) {
-		const struct seg_pool *p = &v->pool[k];
-
-		atomic_store_explicit(&v->hdr->pools[k].free_head, 0, memory_order_relaxed);
-		for (uint32_t i = p->n; i-- > 0;) {
-			v->chunks[p->first + i].pool_class = k;
-			atomic_store_explicit(&v->chunks[p->first + i].refs, 0, memory_order_relaxed);
-			pool_push_mpmc(v, p->first + i);
-		}
-	}
 }

@@ -1,9 +1,13 @@
-/* pool.h - chunk free lists and chunk reference counts.
+/* pool.h - a publisher's private chunk pool.
  *
- * Each size class keeps its free chunks on a lock-free MPMC stack (Treiber)
- * whose 64-bit head packs an ABA tag with the top index. A chunk's
- * reference word packs a generation with the count: a loan starts a new
- * generation, and the last unref pushes the chunk back on its free list.
+ * The chunks live in the publisher's pool segment (shared, so subscribers
+ * read them in place); who holds which chunk lives here, in the publisher's
+ * own memory: a free stack the publishing thread alone pushes and pops, and
+ * one reference word per chunk. A chunk is referenced by its loan, by each
+ * connection it was pushed to and not yet returned, and by the history.
+ * Only the publishing thread drops references; the node's agent adds them
+ * (chunk_pin) when it hands history to a new connection. Nothing here is
+ * visible to another process, so no other process can corrupt it.
  */
 #ifndef TAKT_POOL_H
 #define TAKT_POOL_H
@@ -12,32 +16,39 @@
 
 #include <stdbool.h>
 
-/* Pops a free chunk of class k: its global index, or TAKT_NONE when empty. */
-uint32_t pool_pop_mpmc(const struct seg_view *v, uint32_t k);
-/* Pushes chunk c (valid, refcount 0) back on its class's free list. */
-void pool_push_mpmc(const struct seg_view *v, uint32_t c);
+struct pub_pool {
+	struct seg_pool seg;    /* the mapping of the pool segment */
+	_Atomic uint64_t *meta; /* per chunk: generation << 32 | references */
+	uint32_t *free;         /* stack of free chunk indices */
+	uint32_t n_free;
+	uint32_t n_have;        /* chunks adopted so far (the registry's n_chunks) */
+};
 
-/* Makes a popped chunk a fresh loan: count 1, next generation. Returns the
- * generation. */
-uint32_t chunk_loan_init(const struct seg_view *v, uint32_t c);
-/* Adds n references to a chunk the caller already holds a reference on. */
-void chunk_ref_add(const struct seg_view *v, uint32_t c, uint32_t n);
-/* Drops one reference; frees the chunk when it was the last. Returns false
- * (and changes nothing) when the count was already 0: a double release or a
- * corrupted index, never a reason to corrupt the free list. */
-bool chunk_unref(const struct seg_view *v, uint32_t c);
-/* Takes a reference on chunk c only if it still is generation gen and alive. */
-bool chunk_pin(const struct seg_view *v, uint32_t c, uint32_t gen);
-static inline uint32_t chunk_refcount(const struct seg_view *v, uint32_t c)
+/* Allocates the private tables for seg->n_max chunks; no chunk is usable
+ * until pub_pool_grow. 0 or -ENOMEM. */
+int pub_pool_init(struct pub_pool *p, const struct seg_pool *seg);
+void pub_pool_destroy(struct pub_pool *p);
+/* Adopts chunks [n_have, n) (the broker reserved them): onto the free stack. */
+void pub_pool_grow(struct pub_pool *p, uint32_t n);
+
+/* A free chunk, or TAKT_NONE. */
+uint32_t pub_pool_pop(struct pub_pool *p);
+/* Makes a popped chunk a fresh loan: one reference, a new generation
+ * (never 0, which marks an empty history entry). Returns the generation. */
+uint32_t chunk_loan_init(struct pub_pool *p, uint32_t c);
+/* Hands a loaned chunk to n holders (the loan's reference is replaced). */
+void chunk_hand_over(struct pub_pool *p, uint32_t c, uint32_t gen, uint32_t n);
+/* Drops one reference; the last one puts the chunk back on the free stack.
+ * false (and nothing changes) when the count was already 0. Publishing
+ * thread only. */
+bool chunk_unref(struct pub_pool *p, uint32_t c);
+/* Agent: takes a reference on c only if it still is generation gen and
+ * referenced (so it cannot be on the free stack). */
+bool chunk_pin(struct pub_pool *p, uint32_t c, uint32_t gen);
+static inline uint32_t chunk_refcount(const struct pub_pool *p, uint32_t c)
 {
-	/* relaxed: a snapshot for introspection and tests only */
-	return (uint32_t)atomic_load_explicit(&v->chunks[c].refs, memory_order_relaxed);
+	/* relaxed: a snapshot for statistics and tests */
+	return (uint32_t)atomic_load_explicit(&p->meta[c], memory_order_relaxed);
 }
-
-/* Counts the free list of class k by walking it (bounded by the class size).
- * Exact when nobody loans or releases concurrently; a snapshot otherwise. */
-uint32_t pool_count_free(const struct seg_view *v, uint32_t k);
-/* Builds the free lists of a fresh segment (broker, before anyone attaches). */
-void pool_format(const struct seg_view *v);
 
 #endif

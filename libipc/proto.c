@@ -22,8 +22,9 @@ size_t proto_request_size(uint16_t type)
 	case MSG_EVENT_OPEN: return sizeof(struct msg_event_open);
 	case MSG_PUB_CLOSE:
 	case MSG_SUB_CLOSE:
-	case MSG_EVENT_CLOSE: return sizeof(struct msg_index);
-	case MSG_POOLS:
+	case MSG_EVENT_CLOSE:
+	case MSG_POOLS: return sizeof(struct msg_index);
+	case MSG_CONN_READY: return sizeof(struct msg_conn_ready);
 	case MSG_STATUS:
 	case MSG_MGMT_FD: return sizeof(struct msg_empty);
 	default: return 0;

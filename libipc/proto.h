@@ -16,9 +16,9 @@
 #include <stdint.h>
 
 #define TAKT_PROTO_MAGIC 0x504b5454u /* "TTKP" */
-#define TAKT_PROTO_VERSION 3u
+#define TAKT_PROTO_VERSION 4u
 #define TAKT_PROTO_MAX_MSG 1024
-#define TAKT_PROTO_MAX_FDS (TAKT_MAX_CLASSES + 1 > TAKT_MAX_SUBS_PER_TOPIC ? TAKT_MAX_CLASSES + 1 : TAKT_MAX_SUBS_PER_TOPIC)
+#define TAKT_PROTO_MAX_FDS 4 /* a message carries at most one today */
 #define TAKT_DOMAIN_MAX 48 /* incl. NUL */
 #define PROTO_REPLY_FLAG 0x8000u
 #define PROTO_PUSH_FLAG 0x4000u  /* broker -> client, unasked, req_id 0 */
@@ -35,11 +35,13 @@ enum proto_type {
 	MSG_POOLS = 9,
 	MSG_STATUS = 10,
 	MSG_MGMT_FD = 11,
-	MSG_TYPE_MAX = 11,
+	MSG_CONN_READY = 12,   /* client -> broker, never answered: a pushed connection is ready */
+	MSG_TYPE_MAX = 12,
 	/* Pushes (type | PROTO_PUSH_FLAG), sent by the broker to a publisher's
 	 * node without being asked; its agent thread receives them. */
-	MSG_PUSH_CONN = 1,      /* a new connection; fd: the subscriber's eventfd */
-	MSG_PUSH_CONN_GONE = 2, /* a connection left the publisher's list */
+	MSG_PUSH_CONN = 1,      /* to a publisher: a new connection; fd: the subscriber's eventfd */
+	MSG_PUSH_CONN_GONE = 2, /* to a publisher: a connection left its list */
+	MSG_PUSH_SUB_CONN = 3,  /* to a subscriber: a new connection; fd: the publisher's pool, read-only */
 };
 
 struct proto_hdr {
@@ -65,10 +67,10 @@ struct msg_hello {
 	uint64_t layout_digest; /* 0: any (the client validates the header itself) */
 	char name[TAKT_PROC_NAME_MAX];
 };
-struct msg_hello_reply { /* fds: management segment, then one per size class */
+struct msg_hello_reply { /* fd: the management segment */
 	struct proto_reply r;
 	uint64_t epoch;
-	uint32_t n_classes;
+	uint32_t reserved0;
 	uint32_t reserved;
 };
 
@@ -80,9 +82,9 @@ struct msg_pub_open {
 	uint32_t history;
 	uint32_t reserved;
 };
-struct msg_pub_open_reply {
+struct msg_pub_open_reply { /* fd: the publisher's pool segment, read-write */
 	struct proto_reply r; /* index = publisher port */
-	uint32_t pool_class;
+	uint32_t n_chunks_max;
 	uint32_t reserved;
 	uint64_t id;          /* the publisher id (registry.c, I0) */
 };
@@ -104,7 +106,11 @@ struct msg_index {
 	uint32_t reserved;
 };
 
-/* PUSH_CONN (fd: the subscriber's eventfd) and PUSH_CONN_GONE (no fd). */
+/* PUSH_CONN (fd: the subscriber's eventfd), PUSH_SUB_CONN (fd: the
+ * publisher's pool, read-only) and PUSH_CONN_GONE (no fd). The receiving
+ * node answers PUSH_CONN and PUSH_SUB_CONN with CONN_READY once the
+ * connection is usable on its side; the open that created the connection
+ * is answered when every such node did (or after a bound). */
 struct msg_push_conn {
 	struct proto_hdr hdr;
 	uint32_t pub;         /* publisher port */
@@ -114,23 +120,46 @@ struct msg_push_conn {
 };
 _Static_assert(sizeof(struct msg_push_conn) == 32, "msg_push_conn");
 
+struct msg_conn_ready {
+	struct proto_hdr hdr;
+	uint32_t conn;
+	uint32_t incarnation;
+};
+_Static_assert(sizeof(struct msg_conn_ready) == 24, "msg_conn_ready");
+
 struct msg_event_open { /* reply: proto_reply, index = event slot; fd: its eventfd */
 	struct proto_hdr hdr;
 	char name[TAKT_NAME_MAX];
 };
 
-struct msg_empty { /* POOLS, STATUS, MGMT_FD (reply: proto_reply + a read-only fd of the registry) */
+struct msg_empty { /* STATUS, MGMT_FD (reply: proto_reply + a read-only fd of the registry) */
 	struct proto_hdr hdr;
 };
 
-struct proto_pool_stat {
+/* POOLS: request msg_index, index = the first publisher port to report. */
+struct proto_pool_stat { /* one publisher's pool */
+	char topic[TAKT_NAME_MAX];
+	uint64_t publisher_id;
 	uint64_t payload_size;
-	uint32_t total, free, in_flight, reserved;
+	int32_t pid;             /* the publisher's process */
+	uint32_t port;           /* its publisher port */
+	uint32_t total;          /* chunks reserved */
+	uint32_t free;           /* on its free list */
+	uint32_t in_flight;      /* total - free: loaned, queued, taken or kept for history */
+	uint32_t history;        /* of those, kept only for history */
+	uint32_t loans;
+	uint32_t max;            /* chunks its segment could grow to */
+	uint64_t bytes;          /* reserved bytes of its pool segment */
 };
+_Static_assert(sizeof(struct proto_pool_stat) == 120, "proto_pool_stat");
+#define PROTO_POOLS_PER_REPLY 8
 struct msg_pools_reply {
-	struct proto_reply r; /* index = number of classes */
-	struct proto_pool_stat pools[TAKT_MAX_CLASSES];
+	struct proto_reply r; /* index = entries in pools[] */
+	uint32_t next;        /* the port to ask for next, or TAKT_NONE when done */
+	uint32_t reserved;
+	struct proto_pool_stat pools[PROTO_POOLS_PER_REPLY];
 };
+_Static_assert(sizeof(struct msg_pools_reply) <= TAKT_PROTO_MAX_MSG, "pools fits");
 
 struct msg_status_reply {
 	struct proto_reply r;

@@ -1,16 +1,33 @@
-/* pub.c - publishers: loan, publish, discard.
+/* pub.c - publishers: loan, publish, discard; the publisher's own pool.
  *
- * A publisher keeps a process-local mirror of its connections (one SPSC ring
- * per subscriber) and refreshes it when the broker bumps conn_gen. Publish:
- *   1. take references for every subscriber (and history) up front, since a
- *      subscriber may release before we finish pushing;
+ * Each publisher has its own pool segment (the broker created it for this
+ * port; only this process maps it writable) and keeps who holds which chunk
+ * in private memory (pool.h). Per connection it has a slot: the producer
+ * side of the sample ring, the consumer side of the return ring, and a
+ * bitmap of the chunks outstanding on that connection (pushed, not yet
+ * returned). Publish:
+ *   1. hand the loan's reference over to every connection (and history);
  *   2. push the chunk index into each ring, applying the subscriber's
- *      overflow policy when a ring is full;
- *   3. record it in history, drop the loan's reference;
+ *      overflow policy when a ring is full, and mark it outstanding there;
+ *   3. record it in history;
  *   4. fence, then write the eventfd of each subscriber that parked.
- * Steps 1-3 make no syscall; step 4 only for parked subscribers. The
- * eventfds come from the node's agent, which receives them from the broker
- * (G0, node.c): publish never asks the broker for anything.
+ * Chunks come back through the return rings, drained when the free list is
+ * empty; every returned index is checked against the bitmap, so a foreign,
+ * out-of-range or double return costs the subscriber that sent it only.
+ * When a connection goes (its subscriber closed or died), its bitmap names
+ * exactly what the publisher gets back: queued, taken and held alike.
+ * Nothing here asks the broker; the eventfds and new connections come from
+ * the node's agent (G0, node.c).
+ *
+ * PS0, slot states: FREE -> FILLING (agent) -> READY -> ADOPTED (publishing
+ * thread) -> FREE (publishing thread, after reclaiming its chunks). A slot
+ * is prepared by whoever claims its connection in claim_tab first (PS1: a
+ * CAS, so one of the agent and the publishing thread prepares it): the
+ * agent normally, when the broker pushes the connection, so a late joiner
+ * gets the publisher's history at once even while it does not publish; the
+ * publishing thread when the agent found no free slot. READY is stored
+ * with release and loaded with acquire: whoever prepared the slot (ring,
+ * bitmap, history pushed) hands it over complete.
  */
 #include "client.h"
 #include "pool.h"
@@ -19,17 +36,24 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 #define BLOCK_TIMEOUT_DEFAULT_NS 100000000ull
+#define RET_BATCH 64
 
-struct pub_conn {
+enum { PS_FREE = 0, PS_FILLING, PS_READY, PS_ADOPTED };
+
+struct pub_slot {
+	_Atomic uint32_t state; /* PS0 */
 	uint32_t conn;
 	uint32_t incarnation;
 	uint32_t sub;
 	uint32_t overflow;
 	struct takt_sub_port *sp;
 	struct ring_prod ring;
+	struct ret_cons ret;
+	uint64_t *out; /* bitmap over the pool: outstanding on this connection */
 };
 
 struct takt_pub {
@@ -39,25 +63,91 @@ struct takt_pub {
 	struct takt_pub_port *port;
 	uint32_t index;
 	uint64_t id;       /* unique in the domain, never reused (registry.c, I0) */
-	uint32_t pool_class;
 	uint64_t max_payload;
 	uint32_t history;
 	uint32_t loans_max;
 	uint64_t seq;
 	uint64_t block_timeout_ns;
 	uint32_t conn_gen;
+	struct pub_pool pool;
+	void *map;
+	size_t map_size;
+	unsigned n_slots;
+	struct pub_slot *slots;
 	unsigned n_conns;
-	struct pub_conn conns[TAKT_MAX_SUBS_PER_TOPIC];
-	uint32_t loan_chunk[TAKT_MAX_LOANS]; /* mirror of port->loans */
+	struct pub_slot *conns[TAKT_MAX_SUBS_PER_TOPIC]; /* adopted, registry order */
+	unsigned n_loans;
+	uint32_t loan_chunk[TAKT_MAX_LOANS];
 	uint32_t loan_gen[TAKT_MAX_LOANS];
+	/* History, read by the agent (PS1): generation << 32 | chunk, 0 empty.
+	 * Entry (seq - 1) % history holds the sample of sequence seq. */
+	_Atomic uint64_t hist[TAKT_MAX_HISTORY];
+	_Atomic uint64_t last_seq;
 };
+
+static inline bool bit_test(const uint64_t *b, uint32_t c)
+{
+	return b[c / 64] >> (c % 64) & 1;
+}
+
+static inline void bit_set(uint64_t *b, uint32_t c)
+{
+	b[c / 64] |= 1ull << (c % 64);
+}
+
+static inline void bit_clear(uint64_t *b, uint32_t c)
+{
+	b[c / 64] &= ~(1ull << (c % 64));
+}
+
+static size_t bitmap_words(const takt_pub *p)
+{
+	return ((size_t)p->pool.seg.n_max + 63) / 64;
+}
+
+static void pub_free(takt_pub *p)
+{
+	for (unsigned i = 0; p->slots && i < p->n_slots; i++)
+		free(p->slots[i].out);
+	free(p->slots);
+	pub_pool_destroy(&p->pool);
+	if (p->map)
+		munmap(p->map, p->map_size);
+	free(p);
+}
+
+/* Maps the pool segment the broker sent with the PUB_OPEN reply. */
+static int pub_map_pool(takt_pub *p, int fd)
+{
+	struct seg_pool seg;
+	int r = seg_map_fd(fd, PROT_READ | PROT_WRITE, &p->map, &p->map_size);
+
+	if (r < 0) {
+		p->map = NULL;
+		return r;
+	}
+	r = seg_pool_check(&p->node->v, p->port, p->map, p->map_size, &seg);
+	if (r == 0)
+		r = pub_pool_init(&p->pool, &seg);
+	p->n_slots = p->node->v.lim.subs_per_topic + 8;
+	p->slots = r == 0 ? calloc(p->n_slots, sizeof(*p->slots)) : NULL;
+	if (r == 0 && !p->slots)
+		r = -ENOMEM;
+	for (unsigned i = 0; r == 0 && i < p->n_slots; i++)
+		if (!(p->slots[i].out = calloc(bitmap_words(p), sizeof(uint64_t))))
+			r = -ENOMEM;
+	return r;
+}
+
+static void pub_stats(takt_pub *p);
 
 int takt_pub_open(takt_node *node, const struct takt_pub_opts *opts, takt_pub **out)
 {
 	struct msg_pub_open req = {0};
 	struct msg_pub_open_reply rep;
+	unsigned n_fds = 0;
 	takt_pub *p;
-	int r;
+	int fd = -1, r;
 
 	if (!node || !opts || !out || node_copy_name(req.topic, opts->topic) < 0)
 		return -EINVAL;
@@ -70,11 +160,12 @@ int takt_pub_open(takt_node *node, const struct takt_pub_opts *opts, takt_pub **
 	p = calloc(1, sizeof(*p));
 	if (!p)
 		return -ENOMEM;
-	r = node_call(node, MSG_PUB_OPEN, &req, sizeof(req), &rep, sizeof(rep), NULL, 0, NULL);
-	if (r == 0 && (rep.r.index >= node->v.lim.publishers || rep.pool_class >= node->v.lim.n_classes ||
-		       rep.id == 0))
+	r = node_call(node, MSG_PUB_OPEN, &req, sizeof(req), &rep, sizeof(rep), &fd, 1, &n_fds);
+	if (r == 0 && (rep.r.index >= node->v.lim.publishers || rep.id == 0 || n_fds != 1))
 		r = -EPROTO;
 	if (r < 0) {
+		if (n_fds)
+			close(fd);
 		free(p);
 		return r;
 	}
@@ -83,14 +174,21 @@ int takt_pub_open(takt_node *node, const struct takt_pub_opts *opts, takt_pub **
 	p->index = rep.r.index;
 	p->id = rep.id;
 	p->port = &node->v.pubs[p->index];
-	p->pool_class = rep.pool_class;
 	p->max_payload = opts->max_payload;
 	p->history = opts->history;
 	p->loans_max = node->v.lim.loans_max;
 	p->block_timeout_ns = opts->block_timeout_ns ? opts->block_timeout_ns : BLOCK_TIMEOUT_DEFAULT_NS;
 	p->conn_gen = UINT32_MAX; /* forces the first refresh */
-	for (unsigned i = 0; i < TAKT_MAX_LOANS; i++)
-		p->loan_chunk[i] = TAKT_NONE;
+	r = pub_map_pool(p, fd);
+	close(fd); /* the mapping keeps the segment */
+	if (r < 0) {
+		node_close_index(node, MSG_PUB_CLOSE, p->index);
+		pub_free(p);
+		return r;
+	}
+	/* acquire: pairs with the broker's release of n_chunks. */
+	pub_pool_grow(&p->pool, atomic_load_explicit(&p->port->n_chunks, memory_order_acquire));
+	pub_stats(p);
 	NODE_LIST_ADD_LOCKED(node, node->pubs, p);
 	*out = p;
 	return 0;
@@ -111,11 +209,11 @@ void takt_pub_close(takt_pub *pub)
 {
 	if (!pub)
 		return;
-	/* The broker returns loans and history to the pools and retires the
-	 * connections; we must not touch the port after this request. */
+	/* The broker retires the connections; subscribers keep taking what we
+	 * sent from their own mappings of the pool. */
 	node_close_index(pub->node, MSG_PUB_CLOSE, pub->index);
 	NODE_LIST_DEL_LOCKED(pub->node, pub->node->pubs, takt_pub, pub);
-	free(pub);
+	pub_free(pub);
 }
 
 uint64_t takt_pub_id(const takt_pub *pub)
@@ -123,57 +221,214 @@ uint64_t takt_pub_id(const takt_pub *pub)
 	return pub ? pub->id : 0;
 }
 
-/* Reads one connection the broker listed for us; 0 if it is usable. */
-static int pub_conn_read(takt_pub *p, uint32_t ci, struct pub_conn *pc)
+/* ---- statistics ----------------------------------------------------------- */
+
+static void pub_stats(takt_pub *p)
+{
+	/* relaxed: statistics only this publisher writes (takt pools). */
+	atomic_store_explicit(&p->port->stat_free, p->pool.n_free, memory_order_relaxed);
+	atomic_store_explicit(&p->port->stat_loans, p->n_loans, memory_order_relaxed);
+	atomic_store_explicit(&p->port->stat_history, (uint32_t)(p->seq < p->history ? p->seq : p->history),
+			      memory_order_relaxed);
+}
+
+static void pub_bad_return(takt_pub *p)
+{
+	/* relaxed: a statistic with one writer. */
+	atomic_store_explicit(&p->port->stat_bad_returns,
+			      atomic_load_explicit(&p->port->stat_bad_returns, memory_order_relaxed) + 1,
+			      memory_order_relaxed);
+}
+
+/* ---- connections ------------------------------------------------------------ */
+
+/* Connection ci as the registry describes it, if it is ours and sane. */
+static struct takt_conn *pub_conn_check(takt_pub *p, uint32_t ci, uint32_t inc)
 {
 	const struct seg_view *v = &p->node->v;
 	struct takt_conn *c;
 
 	if (ci >= v->lim.connections)
-		return -EBADMSG;
+		return NULL;
 	c = &v->conns[ci];
 	/* acquire: pairs with the broker's release of state after filling the conn. */
 	if (atomic_load_explicit(&c->state, memory_order_acquire) != SLOT_ACTIVE || c->pub != p->index ||
-	    c->sub >= v->lim.subscribers || c->mask >= v->lim.queue_depth_max ||
-	    (c->mask & (c->mask + 1)) || c->depth == 0 || c->depth - 1 > c->mask ||
-	    c->overflow > TAKT_OVERFLOW_REJECT)
+	    atomic_load_explicit(&c->incarnation, memory_order_relaxed) != inc ||
+	    c->sub >= v->lim.subscribers || c->mask >= v->lim.queue_depth_max || (c->mask & (c->mask + 1)) ||
+	    c->depth == 0 || c->depth - 1 > c->mask || c->overflow > TAKT_OVERFLOW_REJECT ||
+	    c->ret_mask != v->ret_slots - 1)
+		return NULL;
+	return c;
+}
+
+/* Hands the newest history samples (as many as the subscriber asked for,
+ * at most its depth) to a fresh ring, oldest first. Each is pinned first
+ * (chunk_pin: only if it is still that sample), so the agent never holds a
+ * chunk the publishing thread could reuse. */
+static void pub_fill_history(takt_pub *p, struct pub_slot *s, uint32_t want)
+{
+	/* H1: acquire pairs with the release of last_seq in pub_history_put. */
+	uint64_t last = atomic_load_explicit(&p->last_seq, memory_order_acquire), lo, prev = 0;
+
+	if (want > p->history)
+		want = p->history;
+	if (want > s->ring.depth)
+		want = s->ring.depth;
+	if (!want || !last)
+		return;
+	lo = last >= want ? last - want + 1 : 1;
+	for (uint64_t seq = lo; seq <= last; seq++) {
+		/* H0: acquire pairs with the release exchange in pub_history_put. */
+		uint64_t w = atomic_load_explicit(&p->hist[(seq - 1) % p->history], memory_order_acquire);
+		uint32_t c = (uint32_t)w;
+		const struct takt_chunk_header *h;
+		struct ring_entry e;
+
+		if (!w || c >= p->pool.seg.n_max || !chunk_pin(&p->pool, c, (uint32_t)(w >> 32)))
+			continue;
+		h = seg_chunk_header(&p->pool.seg, c);
+		e = (struct ring_entry){.chunk = c, .size = h->size, .seq = h->seq, .publish_ns = h->publish_ns};
+		bit_set(s->out, c); /* pinned for this connection either way */
+		if (e.seq <= prev || ring_push_spsc(&s->ring, &e) < 0)
+			break; /* cannot happen: a fresh ring, newer samples only */
+		prev = e.seq;
+		if (e.seq != seq)
+			break; /* a newer sample took the entry: it was the last */
+	}
+}
+
+/* PS1: claims connection ci for preparation and prepares it in a free slot.
+ * 0, -EALREADY (someone else has it), -ENOSPC (no free slot), -EBADMSG. */
+static int pub_prepare(takt_pub *p, uint32_t ci, uint32_t inc, bool agent)
+{
+	const struct seg_view *v = &p->node->v;
+	struct takt_conn *c = pub_conn_check(p, ci, inc);
+	_Atomic uint32_t *claim = &p->node->claim_tab[ci];
+	uint32_t w;
+	struct pub_slot *s = NULL;
+
+	if (!c)
 		return -EBADMSG;
-	pc->conn = ci;
-	/* relaxed: ordered by the acquire of state above. */
-	pc->incarnation = atomic_load_explicit(&c->incarnation, memory_order_relaxed);
-	pc->sub = c->sub;
-	pc->overflow = c->overflow;
-	pc->sp = &v->subs[c->sub];
-	ring_prod_init(&pc->ring, c, seg_ring_slots(v, ci), c->mask, c->depth);
+	/* PS1: acquire/CAS: one preparer per connection incarnation. */
+	w = atomic_load_explicit(claim, memory_order_acquire);
+	if (w == inc + 1 || !atomic_compare_exchange_strong_explicit(claim, &w, inc + 1, memory_order_acq_rel,
+								      memory_order_acquire))
+		return -EALREADY;
+	for (unsigned i = 0; i < p->n_slots && !s; i++)
+		/* PS0: acquire pairs with the publishing thread's release of FREE. */
+		if (atomic_load_explicit(&p->slots[i].state, memory_order_acquire) == PS_FREE)
+			s = &p->slots[i];
+	if (!s) {
+		atomic_store_explicit(claim, w, memory_order_release); /* let the other one try */
+		return -ENOSPC;
+	}
+	atomic_store_explicit(&s->state, PS_FILLING, memory_order_relaxed);
+	s->conn = ci;
+	s->incarnation = inc;
+	s->sub = c->sub;
+	s->overflow = c->overflow;
+	s->sp = &v->subs[c->sub];
+	memset(s->out, 0, bitmap_words(p) * sizeof(uint64_t));
+	ring_prod_init(&s->ring, c, seg_ring_slots(v, ci), c->mask, c->depth);
+	ret_cons_init(&s->ret, c, seg_ret_slots(v, ci), c->ret_mask);
+	/* relaxed: the registry's history request, bounded by the ring. */
+	pub_fill_history(p, s, v->subs[c->sub].history);
+	(void)agent;
+	/* PS0: release hands the prepared slot to the publishing thread. */
+	atomic_store_explicit(&s->state, agent ? PS_READY : PS_ADOPTED, memory_order_release);
 	return 0;
 }
 
-/* W1: the broker changed our connections. Keep the rings we still have
- * (their local head is ours), bind new ones, drop removed ones. */
+int pub_agent_connect(takt_node *n, const struct msg_push_conn *m)
+{
+	for (takt_pub *p = n->pubs; p; p = p->next)
+		if (p->index == m->pub)
+			return pub_prepare(p, m->conn, m->incarnation, true);
+	return -ENOENT;
+}
+
+/* A connection left: everything still outstanding on it comes back. */
+static void pub_reclaim(takt_pub *p, struct pub_slot *s)
+{
+	size_t words = bitmap_words(p);
+
+	for (size_t w = 0; w < words; w++)
+		while (s->out[w]) {
+			uint32_t c = (uint32_t)(w * 64 + (size_t)__builtin_ctzll(s->out[w]));
+
+			s->out[w] &= s->out[w] - 1;
+			chunk_unref(&p->pool, c);
+		}
+	/* PS0: release pairs with pub_prepare's acquire of FREE. */
+	atomic_store_explicit(&s->state, PS_FREE, memory_order_release);
+}
+
+static struct pub_slot *pub_slot_of(takt_pub *p, uint32_t ci)
+{
+	const struct seg_view *v = &p->node->v;
+
+	for (unsigned i = 0; i < p->n_slots; i++) {
+		struct pub_slot *s = &p->slots[i];
+		/* PS0: acquire pairs with the preparer's release. */
+		uint32_t st = atomic_load_explicit(&s->state, memory_order_acquire);
+
+		if ((st == PS_READY || st == PS_ADOPTED) && conn_same(v, s->conn, s->incarnation, ci))
+			return s;
+	}
+	return NULL;
+}
+
+static bool pub_listed(takt_pub *p, const struct pub_slot *s)
+{
+	const struct seg_view *v = &p->node->v;
+
+	for (uint32_t i = 0; i < v->lim.subs_per_topic; i++)
+		if (atomic_load_explicit(&p->port->conns[i], memory_order_relaxed) == s->conn)
+			return conn_same(v, s->conn, s->incarnation, s->conn) &&
+			       atomic_load_explicit(&v->conns[s->conn].state, memory_order_relaxed) == SLOT_ACTIVE;
+	return false;
+}
+
+/* W1: the broker changed our connections or reserved more chunks. Reclaim
+ * slots of connections that left, adopt the prepared ones; a listed
+ * connection nobody prepared yet is prepared here or retried next time. */
 static void pub_refresh(takt_pub *p, uint32_t gen)
 {
 	const struct seg_view *v = &p->node->v;
-	struct pub_conn next[TAKT_MAX_SUBS_PER_TOPIC];
-	unsigned n = 0;
+	bool pending = false;
 
+	/* acquire: pairs with the broker's release of n_chunks (after fallocate). */
+	pub_pool_grow(&p->pool, atomic_load_explicit(&p->port->n_chunks, memory_order_acquire));
+	for (unsigned i = 0; i < p->n_slots; i++) {
+		struct pub_slot *s = &p->slots[i];
+		uint32_t st = atomic_load_explicit(&s->state, memory_order_acquire); /* PS0 */
+
+		if ((st == PS_READY || st == PS_ADOPTED) && !pub_listed(p, s))
+			pub_reclaim(p, s);
+	}
+	p->n_conns = 0;
 	for (uint32_t i = 0; i < v->lim.subs_per_topic; i++) {
 		uint32_t ci = atomic_load_explicit(&p->port->conns[i], memory_order_relaxed);
-		unsigned j;
+		struct pub_slot *s;
 
-		if (ci == TAKT_NONE)
+		if (ci == TAKT_NONE || ci >= v->lim.connections)
 			continue;
-		for (j = 0; j < p->n_conns && !conn_same(v, p->conns[j].conn, p->conns[j].incarnation, ci); j++)
-			;
-		if (j < p->n_conns)
-			next[n++] = p->conns[j];
-		else if (pub_conn_read(p, ci, &next[n]) == 0)
-			n++;
+		s = pub_slot_of(p, ci);
+		if (!s && pub_prepare(p, ci, atomic_load_explicit(&v->conns[ci].incarnation, memory_order_relaxed),
+				      false) == 0)
+			s = pub_slot_of(p, ci);
+		if (!s) {
+			pending = true; /* the agent is preparing it, or it is not sane */
+			continue;
+		}
+		atomic_store_explicit(&s->state, PS_ADOPTED, memory_order_relaxed);
+		p->conns[p->n_conns++] = s;
 	}
-	memcpy(p->conns, next, n * sizeof(next[0]));
-	p->n_conns = n;
-	p->conn_gen = gen;
+	p->conn_gen = pending ? gen - 1 : gen;
+	pub_stats(p);
 }
 
+/* Q0/W1: called inside the Q0 bracket. */
 static void pub_check_conns(takt_pub *p)
 {
 	/* W1/Q0: seq_cst, so this load is ordered after our seq_cst increment
@@ -186,40 +441,71 @@ static void pub_check_conns(takt_pub *p)
 		pub_refresh(p, gen);
 }
 
+/* Returned chunks: each must be outstanding on that connection. */
+static void pub_drain_returns(takt_pub *p)
+{
+	uint32_t got[RET_BATCH];
+
+	for (unsigned i = 0; i < p->n_conns; i++) {
+		struct pub_slot *s = p->conns[i];
+		unsigned n;
+		bool bad = false;
+
+		while ((n = ret_pop(&s->ret, got, RET_BATCH, &bad)) > 0) {
+			for (unsigned k = 0; k < n; k++) {
+				uint32_t c = got[k];
+
+				if (c >= p->pool.n_have || !bit_test(s->out, c)) {
+					pub_bad_return(p); /* foreign, out of range or twice */
+					continue;
+				}
+				bit_clear(s->out, c);
+				chunk_unref(&p->pool, c);
+			}
+		}
+		if (bad)
+			pub_bad_return(p);
+	}
+}
+
+/* ---- loans ---------------------------------------------------------------------- */
+
 int takt_pub_loan(takt_pub *pub, size_t size, void **payload)
 {
-	const struct seg_view *v;
 	uint32_t c;
-	unsigned i;
+	int r = 0;
 
 	if (!pub || !payload)
 		return -EINVAL;
 	if (size > pub->max_payload)
 		return -EMSGSIZE;
-	for (i = 0; i < pub->loans_max && pub->loan_chunk[i] != TAKT_NONE; i++)
-		;
-	if (i == pub->loans_max)
+	if (pub->n_loans == pub->loans_max)
 		return -ENOBUFS;
-	v = &pub->node->v;
-	c = pool_pop_mpmc(v, pub->pool_class);
-	if (c == TAKT_NONE)
-		return -ENOBUFS;
-	pub->loan_gen[i] = chunk_loan_init(v, c);
-	pub->loan_chunk[i] = c;
-	/* relaxed: read by the broker only after we died or closed. */
-	atomic_store_explicit(&pub->port->loans[i], c, memory_order_relaxed);
-	seg_chunk_header(v, c)->size = (uint32_t)size;
-	*payload = seg_chunk_payload(v, c);
-	return 0;
+	q0_enter(&pub->port->active, pub->node->q0_light); /* Q0 */
+	pub_check_conns(pub);
+	if (pub->pool.n_free == 0)
+		pub_drain_returns(pub);
+	c = pub_pool_pop(&pub->pool);
+	if (c == TAKT_NONE) {
+		r = -ENOBUFS;
+	} else {
+		pub->loan_gen[pub->n_loans] = chunk_loan_init(&pub->pool, c);
+		pub->loan_chunk[pub->n_loans++] = c;
+		seg_chunk_header(&pub->pool.seg, c)->size = (uint32_t)size;
+		*payload = seg_chunk_payload(&pub->pool.seg, c);
+	}
+	q0_exit(&pub->port->active); /* Q0 */
+	pub_stats(pub);
+	return r;
 }
 
 static int pub_find_loan(const takt_pub *pub, const void *payload, uint32_t *ret_chunk)
 {
-	uint32_t c = seg_chunk_of(&pub->node->v, payload);
+	uint32_t c = seg_chunk_of(&pub->pool.seg, payload);
 
 	if (c == TAKT_NONE)
 		return -EINVAL;
-	for (unsigned i = 0; i < pub->loans_max; i++)
+	for (unsigned i = 0; i < pub->n_loans; i++)
 		if (pub->loan_chunk[i] == c) {
 			*ret_chunk = c;
 			return (int)i;
@@ -227,13 +513,12 @@ static int pub_find_loan(const takt_pub *pub, const void *payload, uint32_t *ret
 	return -EINVAL;
 }
 
+/* Removes loan i from the list (the order of loans does not matter). */
 static void pub_end_loan(takt_pub *pub, unsigned i)
 {
-	uint32_t c = pub->loan_chunk[i];
-
-	pub->loan_chunk[i] = TAKT_NONE;
-	atomic_store_explicit(&pub->port->loans[i], TAKT_NONE, memory_order_relaxed);
-	chunk_unref(&pub->node->v, c);
+	pub->n_loans--;
+	pub->loan_chunk[i] = pub->loan_chunk[pub->n_loans];
+	pub->loan_gen[i] = pub->loan_gen[pub->n_loans];
 }
 
 void takt_pub_discard(takt_pub *pub, void *payload)
@@ -244,60 +529,74 @@ void takt_pub_discard(takt_pub *pub, void *payload)
 	if (!pub)
 		return;
 	i = pub_find_loan(pub, payload, &c);
-	if (i >= 0)
-		pub_end_loan(pub, (unsigned)i);
+	if (i < 0)
+		return;
+	pub_end_loan(pub, (unsigned)i);
+	chunk_unref(&pub->pool, c);
+	pub_stats(pub);
 }
 
-static void pub_count_drop(struct pub_conn *pc)
+/* ---- publish -------------------------------------------------------------------- */
+
+static void pub_count_drop(struct pub_slot *s)
 {
 	/* relaxed: a statistic; several publishers may add concurrently. */
-	atomic_fetch_add_explicit(&pc->sp->dropped, 1, memory_order_relaxed);
+	atomic_fetch_add_explicit(&s->sp->dropped, 1, memory_order_relaxed);
 }
 
-/* Pushes c into one ring under the subscriber's overflow policy. 1 when
- * delivered; 0 when not (the caller drops that reference). */
-static int pub_push(takt_pub *p, struct pub_conn *pc, const struct ring_entry *e)
+/* A chunk the subscriber did not take, back from its ring (drop-oldest). */
+static void pub_unqueue(takt_pub *p, struct pub_slot *s, uint32_t c)
 {
-	const struct seg_view *v = &p->node->v;
+	if (c >= p->pool.n_have || !bit_test(s->out, c)) {
+		pub_bad_return(p); /* the ring held something we never sent */
+		return;
+	}
+	bit_clear(s->out, c);
+	chunk_unref(&p->pool, c);
+}
+
+/* Pushes into one ring under the subscriber's overflow policy. 1 when
+ * delivered (the chunk is outstanding there); 0 when not. */
+static int pub_push(takt_pub *p, struct pub_slot *s, const struct ring_entry *e)
+{
 	uint64_t deadline = 0;
 
 	for (int tries = 0; tries < 64; tries++) {
 		uint32_t old;
 
-		if (ring_push_spsc(&pc->ring, e) == 0)
+		if (ring_push_spsc(&s->ring, e) == 0) {
+			bit_set(s->out, e->chunk);
 			return 1;
-		if (pc->overflow == TAKT_OVERFLOW_REJECT)
+		}
+		if (s->overflow == TAKT_OVERFLOW_REJECT)
 			break;
-		if (pc->overflow == TAKT_OVERFLOW_BLOCK) {
+		if (s->overflow == TAKT_OVERFLOW_BLOCK) {
 			if (!deadline) /* one bound per publish, however often we are woken */
 				deadline = takt_now_ns() + p->block_timeout_ns;
-			if (ring_wait_room(&pc->ring, deadline) < 0)
+			if (ring_wait_room(&s->ring, deadline) < 0)
 				break;
 			continue;
 		}
-		old = ring_steal_oldest(&pc->ring);
+		old = ring_steal_oldest(&s->ring);
 		if (old == TAKT_NONE)
 			continue; /* the subscriber made room meanwhile */
-		if (seg_chunk_ok(v, old))
-			chunk_unref(v, old);
-		pub_count_drop(pc);
+		pub_unqueue(p, s, old);
+		pub_count_drop(s);
 	}
-	pub_count_drop(pc);
+	pub_count_drop(s);
 	return 0;
 }
 
 static void pub_history_put(takt_pub *p, uint32_t c, uint32_t gen)
 {
-	const struct seg_view *v = &p->node->v;
 	uint32_t slot = (uint32_t)((p->seq - 1) % p->history);
-	/* H0: release pairs with a history reader's acquire load of the entry. */
-	uint64_t old = atomic_exchange_explicit(&p->port->hist[slot], (uint64_t)gen << 32 | c,
-						memory_order_acq_rel);
+	/* H0: release pairs with the agent's acquire load of the entry. */
+	uint64_t old = atomic_exchange_explicit(&p->hist[slot], (uint64_t)gen << 32 | c, memory_order_acq_rel);
 
-	/* H1: release pairs with the reader's acquire of last_seq. */
-	atomic_store_explicit(&p->port->last_seq, p->seq, memory_order_release);
-	if (old && seg_chunk_ok(v, (uint32_t)old))
-		chunk_unref(v, (uint32_t)old);
+	/* H1: release pairs with the agent's acquire of last_seq. */
+	atomic_store_explicit(&p->last_seq, p->seq, memory_order_release);
+	if (old)
+		chunk_unref(&p->pool, (uint32_t)old);
 }
 
 static void pub_notify(takt_pub *p, const unsigned char *pushed, uint64_t seq)
@@ -307,52 +606,27 @@ static void pub_notify(takt_pub *p, const unsigned char *pushed, uint64_t seq)
 	 * parked == 1. */
 	atomic_thread_fence(memory_order_seq_cst);
 	for (unsigned i = 0; i < p->n_conns; i++) {
-		struct pub_conn *pc = &p->conns[i];
+		struct pub_slot *s = p->conns[i];
 		uint64_t one = 1;
 		int efd;
 
 		/* relaxed load first: keeps the line shared while nobody parks. */
-		if (!pushed[i] || !atomic_load_explicit(&pc->sp->parked, memory_order_relaxed))
+		if (!pushed[i] || !atomic_load_explicit(&s->sp->parked, memory_order_relaxed))
 			continue;
 		/* G0: no fd yet (its push is on the way): leave the flag to the
 		 * agent, which wakes the subscriber when it installs the fd. */
-		efd = node_conn_efd(p->node, pc->conn, pc->incarnation);
-		if (efd < 0 || !atomic_exchange_explicit(&pc->sp->parked, 0, memory_order_acq_rel))
+		efd = node_conn_efd(p->node, s->conn, s->incarnation);
+		if (efd < 0 || !atomic_exchange_explicit(&s->sp->parked, 0, memory_order_acq_rel))
 			continue;
-		TAKT_PROBE3(notify, pc->sub, p->id, seq);
+		TAKT_PROBE3(notify, s->sub, p->id, seq);
 		if (write(efd, &one, sizeof(one)) < 0) {
 			/* eventfd cannot overflow at one write per park; nothing to do */
 		}
 	}
 }
 
-/* Hands the loan's reference over to n new holders with one store: until
- * the first ring push nobody else can see the chunk. The loan slot is
- * cleared first, so a crash in between leaks the chunk rather than letting
- * the broker drop a reference twice. */
-static void pub_hand_over(takt_pub *pub, unsigned li, uint32_t c, uint32_t n)
-{
-	const struct seg_view *v = &pub->node->v;
-
-	pub->loan_chunk[li] = TAKT_NONE;
-	atomic_store_explicit(&pub->port->loans[li], TAKT_NONE, memory_order_relaxed);
-	if (n == 0) {
-		chunk_unref(v, c); /* nobody to hand it to: back to the pool */
-		return;
-	}
-	/* L0: release orders the loan slot's clearing above before the new
-	 * count, for the broker reading both after we died: it may see the
-	 * slot cleared and the count not yet set (the chunk leaks), never the
-	 * count set and the slot still naming the chunk (it would drop a
-	 * reference the subscribers own). Subscribers see the count through
-	 * the ring push (R0, ring.c). */
-	atomic_store_explicit(&v->chunks[c].refs, (uint64_t)pub->loan_gen[li] << 32 | n,
-			      memory_order_release);
-}
-
 int takt_pub_publish(takt_pub *pub, void *payload)
 {
-	const struct seg_view *v;
 	unsigned char pushed[TAKT_MAX_SUBS_PER_TOPIC];
 	struct takt_chunk_header *h;
 	struct ring_entry e;
@@ -364,28 +638,35 @@ int takt_pub_publish(takt_pub *pub, void *payload)
 	li = pub_find_loan(pub, payload, &c);
 	if (li < 0)
 		return li;
-	v = &pub->node->v;
 	/* Q0: pairs with the broker's conn removal (registry.c, client.h). */
 	q0_enter(&pub->port->active, pub->node->q0_light);
 	pub_check_conns(pub);
-	h = seg_chunk_header(v, c);
+	h = seg_chunk_header(&pub->pool.seg, c);
 	e = (struct ring_entry){.chunk = c, .size = h->size, .seq = ++pub->seq, .publish_ns = takt_now_ns()};
 	/* before the pushes: an awake subscriber may take the sample at once */
 	TAKT_PROBE3(publish, pub->topic, pub->id, e.seq);
-	h->seq = e.seq; /* the header serves history readers and the broker */
+	h->seq = e.seq; /* the header serves history and subscribers' checks */
 	h->publish_ns = e.publish_ns;
 	h->publisher_id = pub->id;
 	h->chunk = c;
 	gen = pub->loan_gen[li];
-	pub_hand_over(pub, (unsigned)li, c, pub->n_conns + (pub->history ? 1 : 0));
-	for (unsigned i = 0; i < pub->n_conns; i++) {
-		pushed[i] = (unsigned char)pub_push(pub, &pub->conns[i], &e);
-		if (!pushed[i])
-			chunk_unref(v, c);
-		reached += pushed[i];
+	pub_end_loan(pub, (unsigned)li);
+	if (pub->n_conns + (pub->history ? 1 : 0) == 0) {
+		chunk_unref(&pub->pool, c); /* nobody to hand it to */
+	} else {
+		/* L0: one store hands the loan's reference to every holder; no
+		 * other process counts references, so a crash here costs only
+		 * our own pool, which goes with us. */
+		chunk_hand_over(&pub->pool, c, gen, pub->n_conns + (pub->history ? 1 : 0));
+		for (unsigned i = 0; i < pub->n_conns; i++) {
+			pushed[i] = (unsigned char)pub_push(pub, pub->conns[i], &e);
+			if (!pushed[i])
+				chunk_unref(&pub->pool, c);
+			reached += pushed[i];
+		}
+		if (pub->history)
+			pub_history_put(pub, c, gen);
 	}
-	if (pub->history)
-		pub_history_put(pub, c, gen);
 	pub_notify(pub, pushed, e.seq);
 	q0_exit(&pub->port->active); /* Q0 */
 	return reached;

@@ -19,6 +19,9 @@
  *       C: tail CAS (seq_cst), then load waiting (seq_cst): if 1, wake.
  *       Both sides seq_cst: either P sees the new tail or C sees waiting
  *       (store-buffer litmus), so no wake-up is lost.
+ *   T0  return ring, see ring.h: C writes slot, releases ret_head; P
+ *       acquires ret_head, reads slots, releases ret_tail; C acquires
+ *       ret_tail before reusing a slot.
  */
 #include "ring.h"
 
@@ -190,12 +193,6 @@ int ring_nonempty(const struct ring_cons *q)
 	return atomic_load_explicit(&q->slots[t & q->mask].pos, memory_order_acquire) == t + 1; /* R0 */
 }
 
-int ring_peek(const struct ring_cons *q, struct ring_entry *out)
-{
-	/* acquire: pairs with a stealing producer's tail CAS (R2) */
-	return slot_read(q, atomic_load_explicit(&q->conn->tail, memory_order_acquire), out);
-}
-
 int ring_pop_shared(struct ring_cons *q, struct ring_entry *out)
 {
 	/* acquire: pairs with a stealing producer's CAS (R2). */
@@ -214,4 +211,62 @@ int ring_pop_shared(struct ring_cons *q, struct ring_entry *out)
 			return 0;
 		}
 	}
+}
+
+void ret_prod_init(struct ret_prod *r, struct takt_conn *conn, _Atomic uint32_t *slots, uint32_t mask)
+{
+	r->conn = conn;
+	r->slots = slots;
+	r->mask = mask;
+	/* relaxed: we are the only writer of ret_head. */
+	r->head = atomic_load_explicit(&conn->ret_head, memory_order_relaxed);
+	r->cached_tail = atomic_load_explicit(&conn->ret_tail, memory_order_acquire); /* T0 */
+}
+
+void ret_cons_init(struct ret_cons *r, struct takt_conn *conn, _Atomic uint32_t *slots, uint32_t mask)
+{
+	r->conn = conn;
+	r->slots = slots;
+	r->mask = mask;
+	/* relaxed: we are the only writer of ret_tail. */
+	r->tail = atomic_load_explicit(&conn->ret_tail, memory_order_relaxed);
+}
+
+int ret_push(struct ret_prod *r, uint32_t chunk)
+{
+	if (r->head - r->cached_tail > r->mask) {
+		/* T0: acquire pairs with the publisher's release of ret_tail. */
+		r->cached_tail = atomic_load_explicit(&r->conn->ret_tail, memory_order_acquire);
+		if (r->head - r->cached_tail > r->mask)
+			return -ENOSPC;
+	}
+	atomic_store_explicit(&r->slots[r->head & r->mask], chunk, memory_order_relaxed);
+	r->head++;
+	/* T0: release pairs with the publisher's acquire of ret_head. */
+	atomic_store_explicit(&r->conn->ret_head, r->head, memory_order_release);
+	return 0;
+}
+
+bool ret_pending(const struct ret_cons *r)
+{
+	/* relaxed: a hint; ret_pop acquires. */
+	return atomic_load_explicit(&r->conn->ret_head, memory_order_relaxed) != r->tail;
+}
+
+unsigned ret_pop(struct ret_cons *r, uint32_t *out, unsigned max, bool *bad)
+{
+	/* T0: acquire pairs with the subscriber's release of ret_head. */
+	uint64_t head = atomic_load_explicit(&r->conn->ret_head, memory_order_acquire);
+	unsigned n = 0;
+
+	if (head - r->tail > (uint64_t)r->mask + 1) { /* behind us, or beyond a ring: garbage */
+		*bad = true;
+		return 0;
+	}
+	while (r->tail != head && n < max)
+		out[n++] = atomic_load_explicit(&r->slots[r->tail++ & r->mask], memory_order_relaxed);
+	/* T0: release: our reads of the slots happen before the subscriber
+	 * may overwrite them. */
+	atomic_store_explicit(&r->conn->ret_tail, r->tail, memory_order_release);
+	return n;
 }

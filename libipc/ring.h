@@ -16,6 +16,7 @@
 
 #include "layout.h"
 
+#include <stdbool.h>
 #include <stdint.h>
 
 struct ring_prod {
@@ -70,9 +71,38 @@ void ring_wake_producer_closed(struct takt_conn *conn);
 int ring_pop_shared(struct ring_cons *q, struct ring_entry *out);
 /* Whether the oldest slot is filled. */
 int ring_nonempty(const struct ring_cons *q);
-/* The oldest filled entry without taking it (no reference: it may be
- * stolen meanwhile). 0 or -EAGAIN. */
-int ring_peek(const struct ring_cons *q, struct ring_entry *out);
+
+/* The return ring of a connection: chunk indices from the subscriber back to
+ * their publisher. T0: the subscriber writes a slot (relaxed) and then
+ * ret_head (release); the publisher loads ret_head (acquire), reads the
+ * slots, and stores ret_tail (release); the subscriber reloads ret_tail
+ * (acquire) only when its cached copy says full, so a slot is never
+ * overwritten before the publisher read it. Each side writes one word. */
+struct ret_prod {
+	struct takt_conn *conn;
+	_Atomic uint32_t *slots;
+	uint64_t head;        /* ours; mirrored to conn->ret_head */
+	uint64_t cached_tail;
+	uint32_t mask;
+};
+
+struct ret_cons {
+	struct takt_conn *conn;
+	_Atomic uint32_t *slots;
+	uint64_t tail;        /* ours; mirrored to conn->ret_tail */
+	uint32_t mask;
+};
+
+void ret_prod_init(struct ret_prod *r, struct takt_conn *conn, _Atomic uint32_t *slots, uint32_t mask);
+void ret_cons_init(struct ret_cons *r, struct takt_conn *conn, _Atomic uint32_t *slots, uint32_t mask);
+/* 0, or -ENOSPC when the publisher has not consumed mask + 1 returns. */
+int ret_push(struct ret_prod *r, uint32_t chunk);
+/* Whether returns wait (one load of the subscriber's line). */
+bool ret_pending(const struct ret_cons *r);
+/* Pops up to max returned indices into out (unchecked words from another
+ * process); returns how many. A head that is behind the tail or more than a
+ * ring ahead is garbage: nothing is popped and *bad is set. */
+unsigned ret_pop(struct ret_cons *r, uint32_t *out, unsigned max, bool *bad);
 
 /* CLOCK_MONOTONIC in ns (vDSO, no syscall). */
 uint64_t takt_now_ns(void);

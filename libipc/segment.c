@@ -26,8 +26,6 @@ int seg_map_fd(int fd, int prot, void **ret_base, size_t *ret_size)
 
 static int limits_ok(const struct takt_limits *l)
 {
-	if (l->n_classes == 0 || l->n_classes > TAKT_MAX_CLASSES)
-		return 0;
 	if (l->pubs_per_topic > TAKT_MAX_PUBS_PER_TOPIC || l->subs_per_topic > TAKT_MAX_SUBS_PER_TOPIC)
 		return 0;
 	if (l->held_max > TAKT_MAX_HELD || l->loans_max > TAKT_MAX_LOANS ||
@@ -50,85 +48,36 @@ int seg_view_init(struct seg_view *v, void *mgmt, size_t mgmt_size)
 		return -EPROTO;
 	memset(v, 0, sizeof(*v));
 	v->lim = h->limits;
-	v->n_chunks = h->n_chunks;
-	if (!limits_ok(&v->lim) || h->layout_digest != layout_digest(&v->lim, v->n_chunks))
+	if (!limits_ok(&v->lim) || h->layout_digest != layout_digest(&v->lim))
 		return -EPROTO;
-	layout_compute(&v->lim, v->n_chunks, &lay);
-	if (lay.size > mgmt_size)
+	layout_compute(&v->lim, &lay);
+	if (lay.size > mgmt_size || h->ret_slots != lay.ret_slots)
 		return -EPROTO;
 	v->hdr = h;
 	v->mgmt_size = mgmt_size;
+	v->ret_slots = lay.ret_slots;
 	v->procs = (struct takt_proc *)(b + lay.off_procs);
 	v->topics = (struct takt_topic *)(b + lay.off_topics);
 	v->pubs = (struct takt_pub_port *)(b + lay.off_pubs);
 	v->subs = (struct takt_sub_port *)(b + lay.off_subs);
 	v->conns = (struct takt_conn *)(b + lay.off_conns);
 	v->rings = (struct takt_ring_slot *)(b + lay.off_rings);
-	v->chunks = (struct takt_chunk_meta *)(b + lay.off_chunks);
+	v->rets = (_Atomic uint32_t *)(b + lay.off_rets);
 	v->events = (struct takt_event_slot *)(b + lay.off_events);
 	return 0;
-}
-
-int seg_view_add_pool(struct seg_view *v, uint32_t k, void *base, size_t size)
-{
-	const struct takt_pool_desc *d;
-	const struct takt_pool_header *ph = base;
-	uint64_t last_end = 0;
-
-	if (k >= v->lim.n_classes)
-		return -EPROTO;
-	d = &v->hdr->pools[k];
-	if (k > 0)
-		last_end = (uint64_t)v->pool[k - 1].first + v->pool[k - 1].n;
-	/* Classes tile [0, n_chunks) in order; checked once, trusted after. */
-	if (d->first_chunk != last_end || (uint64_t)d->first_chunk + d->n_chunks > v->n_chunks ||
-	    d->chunk_stride != layout_chunk_stride(d->payload_size) ||
-	    seg_pool_bytes(d->chunk_stride, d->n_chunks) > size)
-		return -EPROTO;
-	if (ph->magic != TAKT_POOL_MAGIC || ph->abi_version != TAKT_ABI_VERSION ||
-	    ph->pool_class != k || ph->layout_digest != v->hdr->layout_digest)
-		return -EPROTO;
-	v->pool[k] = (struct seg_pool){
-		.base = base,
-		.size = size,
-		.stride = d->chunk_stride,
-		.payload_size = d->payload_size,
-		.first = d->first_chunk,
-		.n = d->n_chunks,
-	};
-	return 0;
-}
-
-uint32_t seg_chunk_of(const struct seg_view *v, const void *ptr)
-{
-	const uint8_t *p = ptr;
-
-	for (uint32_t k = 0; k < v->lim.n_classes; k++) {
-		const struct seg_pool *sp = &v->pool[k];
-		uint64_t off;
-
-		if (!sp->base || p < sp->base + TAKT_CACHELINE || p >= sp->base + sp->size)
-			continue;
-		off = (uint64_t)(p - sp->base - TAKT_CACHELINE);
-		if (off % sp->stride != sizeof(struct takt_chunk_header) || off / sp->stride >= sp->n)
-			return TAKT_NONE;
-		return sp->first + (uint32_t)(off / sp->stride);
-	}
-	return TAKT_NONE;
 }
 
 void seg_header_fill(struct takt_mgmt_header *h, const struct seg_spec *spec)
 {
 	struct takt_layout lay;
-	uint32_t first = 0;
 
-	layout_compute(&spec->lim, spec->n_chunks, &lay);
+	layout_compute(&spec->lim, &lay);
 	h->abi_version = TAKT_ABI_VERSION;
 	h->header_size = sizeof(*h);
-	h->layout_digest = layout_digest(&spec->lim, spec->n_chunks);
+	h->layout_digest = layout_digest(&spec->lim);
 	h->epoch = spec->epoch;
 	h->segment_size = lay.size;
-	h->n_chunks = spec->n_chunks;
+	h->ret_slots = lay.ret_slots;
 	h->limits = spec->lim;
 	h->off_procs = lay.off_procs;
 	h->off_topics = lay.off_topics;
@@ -136,29 +85,42 @@ void seg_header_fill(struct takt_mgmt_header *h, const struct seg_spec *spec)
 	h->off_subs = lay.off_subs;
 	h->off_conns = lay.off_conns;
 	h->off_rings = lay.off_rings;
-	h->off_chunks = lay.off_chunks;
+	h->off_rets = lay.off_rets;
 	h->off_events = lay.off_events;
 	snprintf(h->domain, sizeof(h->domain), "%s", spec->domain);
-	/* Classes tile the chunk index space in order (checked by clients). */
-	for (uint32_t k = 0; k < spec->lim.n_classes; k++) {
-		struct takt_pool_desc *d = &h->pools[k];
-
-		d->payload_size = spec->class_size[k];
-		d->chunk_stride = layout_chunk_stride(d->payload_size);
-		d->n_chunks = spec->class_count[k];
-		d->first_chunk = first;
-		d->segment_size = seg_pool_bytes(d->chunk_stride, d->n_chunks);
-		first += d->n_chunks;
-	}
 }
 
-void seg_pool_header_fill(void *base, uint32_t k, const struct takt_mgmt_header *h)
+void seg_pool_header_fill(struct takt_pool_header *ph, const struct takt_pub_port *pp, uint64_t epoch,
+			  uint64_t digest)
 {
-	*(struct takt_pool_header *)base = (struct takt_pool_header){
+	*ph = (struct takt_pool_header){
 		.magic = TAKT_POOL_MAGIC,
 		.abi_version = TAKT_ABI_VERSION,
-		.pool_class = k,
-		.layout_digest = h->layout_digest,
-		.epoch = h->epoch,
+		.n_chunks_max = pp->n_chunks_max,
+		.publisher_id = pp->id,
+		.epoch = epoch,
+		.payload_size = pp->payload_size,
+		.chunk_stride = pp->chunk_stride,
+		.layout_digest = digest,
 	};
+}
+
+int seg_pool_check(const struct seg_view *v, const struct takt_pub_port *pp, void *base, size_t size,
+		   struct seg_pool *out)
+{
+	const struct takt_pool_header *ph = base;
+	/* The geometry comes from the registry (the broker wrote it); the
+	 * segment's own header must agree, and the mapping must cover it. */
+	uint64_t stride = pp->chunk_stride, n_max = pp->n_chunks_max, payload = pp->payload_size;
+
+	if (stride != layout_chunk_stride(payload) || n_max == 0 || seg_pool_bytes(stride, n_max) > size ||
+	    size < sizeof(*ph))
+		return -EPROTO;
+	if (ph->magic != TAKT_POOL_MAGIC || ph->abi_version != TAKT_ABI_VERSION || ph->publisher_id != pp->id ||
+	    ph->chunk_stride != stride || ph->n_chunks_max != n_max || ph->payload_size != payload ||
+	    ph->layout_digest != v->hdr->layout_digest)
+		return -EPROTO;
+	*out = (struct seg_pool){.base = base, .size = size, .stride = stride, .payload_size = payload,
+				 .n_max = (uint32_t)n_max};
+	return 0;
 }

@@ -1,8 +1,19 @@
-/* sub.c - subscribers: take, release, wait, history for late joiners.
+/* sub.c - subscribers: take, release, wait.
  *
- * A subscriber reads one SPSC ring per connected publisher, round-robin, and
- * records every taken chunk in its port's held list before the pop commits
- * (ring.h), so the broker can return it if this process dies.
+ * A subscriber reads one SPSC ring per connected publisher, round-robin,
+ * and reads each sample in place in that publisher's pool segment, which
+ * its node's agent mapped read-only when the broker pushed the connection
+ * (sub_agent_connect). A released sample goes back to its publisher through
+ * the connection's return ring: no reference count is shared, and the
+ * subscriber writes nothing its publisher depends on but that ring.
+ * History for a late joiner arrives in the ring like any sample: the
+ * publisher's node puts it there before the connection is confirmed.
+ *
+ * SS, slot states: FREE -> READY (agent: pool mapped, rings bound, release)
+ * -> ADOPTED (subscribing thread, acquire) -> DRAINING (the connection left
+ * while samples of it are held) -> DONE (nothing held: release) -> FREE
+ * (agent, after munmap; acquire). A sample taken from a connection that
+ * has left stays valid until it is released: its pool stays mapped.
  *
  * Parking (P0): to sleep, a subscriber sets parked = 1, fences, re-checks
  * its rings and only then blocks on its eventfd. A publisher pushes, fences
@@ -10,21 +21,33 @@
  * P1). A subscriber that never parks costs publishers no syscall.
  */
 #include "client.h"
-#include "pool.h"
 #include "probes.h"
 
 #include <errno.h>
 #include <sys/epoll.h>
+#include <sys/mman.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
-struct sub_conn {
+enum { SS_FREE = 0, SS_READY, SS_ADOPTED, SS_DRAINING, SS_DONE };
+
+struct sub_slot {
+	_Atomic uint32_t state; /* SS */
 	uint32_t conn;
 	uint32_t incarnation;
 	uint32_t pub;
-	uint64_t pub_id; /* the publisher's id, for takt_sample_info */
+	uint64_t pub_id;        /* the publisher's id, for takt_sample_info */
+	struct seg_pool pool;   /* the publisher's pool, mapped read-only */
 	struct ring_cons ring;
+	struct ret_prod ret;
+	uint32_t held;          /* samples of this connection taken, not released */
+};
+
+struct sub_held {
+	uint32_t slot;          /* TAKT_NONE: unused */
+	uint32_t chunk;
+	const void *payload;
 };
 
 struct takt_sub {
@@ -35,153 +58,154 @@ struct takt_sub {
 	uint32_t index;
 	int efd;
 	uint32_t held_max;
-	uint32_t history;
 	uint32_t conn_gen;
-	unsigned n_conns, rr;
 	bool armed;
 	uint32_t owed;  /* P2: publishers' eventfd writes not read yet */
 	uint32_t broker_wakes_seen; /* P3: the broker's writes we have read */
 	int wait_ep;    /* private epoll, edge-triggered on efd: takt_sub_wait */
-	struct sub_conn conns[TAKT_MAX_PUBS_PER_TOPIC];
-	uint32_t held[TAKT_MAX_HELD];    /* mirror of port->held */
-	uint32_t pending[TAKT_MAX_HELD]; /* history samples (held), oldest first */
-	unsigned n_pending;
+	unsigned n_conns, rr;
+	struct sub_slot *conns[TAKT_MAX_PUBS_PER_TOPIC]; /* adopted, registry order */
+	unsigned n_slots;
+	struct sub_slot *slots;
+	unsigned n_held;
+	struct sub_held held[TAKT_MAX_HELD];
 };
 
-static int sub_conn_read(takt_sub *s, uint32_t ci, struct sub_conn *sc)
-{
-	const struct seg_view *v = &s->node->v;
-	struct takt_conn *c;
+/* ---- the agent's side --------------------------------------------------- */
 
-	if (ci >= v->lim.connections)
-		return -EBADMSG;
-	c = &v->conns[ci];
+int sub_agent_connect(takt_node *n, const struct msg_push_conn *m, int pool_fd)
+{
+	const struct seg_view *v = &n->v;
+	const struct takt_conn *c;
+	struct sub_slot *slot = NULL;
+	takt_sub *s;
+	void *base;
+	size_t size;
+	int r;
+
+	for (s = n->subs; s && s->index != m->sub; s = s->next)
+		;
+	/* Pushes for a subscriber being opened come before its SUB_OPEN reply:
+	 * the first one tells the index (node_call serialises opens). */
+	if (!s && n->opening_sub && n->opening_sub->index == TAKT_NONE) {
+		s = n->opening_sub;
+		s->index = m->sub;
+	}
+	if (!s || m->conn >= v->lim.connections || m->pub >= v->lim.publishers)
+		return -ENOENT;
+	c = &v->conns[m->conn];
 	/* acquire: pairs with the broker's release of state after filling the conn. */
 	uint32_t st = atomic_load_explicit(&c->state, memory_order_acquire);
 
-	if ((st != SLOT_ACTIVE && st != SLOT_ORPHAN) || c->sub != s->index ||
-	    c->pub >= v->lim.publishers || c->mask >= v->lim.queue_depth_max || (c->mask & (c->mask + 1)))
+	if ((st != SLOT_ACTIVE && st != SLOT_ORPHAN) || c->sub != s->index || c->pub != m->pub ||
+	    atomic_load_explicit(&c->incarnation, memory_order_relaxed) != m->incarnation ||
+	    c->mask >= v->lim.queue_depth_max || (c->mask & (c->mask + 1)) || c->ret_mask != v->ret_slots - 1)
 		return -EBADMSG;
-	sc->conn = ci;
-	/* relaxed: ordered by the acquire of state above. */
-	sc->incarnation = atomic_load_explicit(&c->incarnation, memory_order_relaxed);
-	sc->pub = c->pub;
+	sub_agent_reap(n); /* a slot a connection let go may be needed now */
+	for (unsigned i = 0; i < s->n_slots && !slot; i++)
+		/* SS: acquire pairs with our own earlier release of FREE. */
+		if (atomic_load_explicit(&s->slots[i].state, memory_order_acquire) == SS_FREE)
+			slot = &s->slots[i];
+	if (!slot)
+		return -ENOSPC; /* cannot happen: pubs_per_topic + held_max slots */
+	r = seg_map_fd(pool_fd, PROT_READ, &base, &size);
+	if (r < 0)
+		return r;
+	r = seg_pool_check(v, &v->pubs[m->pub], base, size, &slot->pool);
+	if (r < 0) {
+		munmap(base, size);
+		return r;
+	}
+	slot->conn = m->conn;
+	slot->incarnation = m->incarnation;
+	slot->pub = m->pub;
 	/* relaxed: the broker wrote the id before it published the connection
 	 * (ordered by the acquire of state above). */
-	sc->pub_id = v->pubs[c->pub].id;
-	ring_cons_init(&sc->ring, c, seg_ring_slots(v, ci), c->mask);
+	slot->pub_id = v->pubs[m->pub].id;
+	slot->held = 0;
+	ring_cons_init(&slot->ring, (struct takt_conn *)c, seg_ring_slots(v, m->conn), c->mask);
+	ret_prod_init(&slot->ret, (struct takt_conn *)c, seg_ret_slots(v, m->conn), c->ret_mask);
+	/* SS: release hands the slot to the subscribing thread. */
+	atomic_store_explicit(&slot->state, SS_READY, memory_order_release);
 	return 0;
 }
 
-static int sub_held_free_slot(const takt_sub *s)
+void sub_agent_reap(takt_node *n)
 {
-	for (unsigned k = 0; k < s->held_max; k++)
-		if (s->held[k] == TAKT_NONE)
-			return (int)k;
-	return -1;
+	for (takt_sub *s = n->subs; s; s = s->next)
+		for (unsigned i = 0; i < s->n_slots; i++) {
+			struct sub_slot *slot = &s->slots[i];
+
+			/* SS: acquire pairs with the subscribing thread's release of DONE. */
+			if (atomic_load_explicit(&slot->state, memory_order_acquire) != SS_DONE)
+				continue;
+			munmap(slot->pool.base, slot->pool.size);
+			memset(&slot->pool, 0, sizeof(slot->pool));
+			atomic_store_explicit(&slot->state, SS_FREE, memory_order_release);
+		}
 }
 
-static void sub_hold(takt_sub *s, unsigned k, uint32_t c)
-{
-	s->held[k] = c;
-	/* relaxed: read by the broker only after this process died or closed. */
-	atomic_store_explicit(&s->port->held[k], c, memory_order_relaxed);
-}
+/* ---- connections --------------------------------------------------------- */
 
-/* Seq of the oldest sample waiting in a ring, or UINT64_MAX. A peek without
- * a reference: a concurrent drop-oldest may recycle the chunk, which only
- * makes the history window smaller. */
-static uint64_t sub_ring_first_seq(const struct sub_conn *sc)
-{
-	struct ring_entry e;
-
-	return ring_peek(&sc->ring, &e) == 0 ? e.seq : UINT64_MAX;
-}
-
-static void sub_pending_insert(takt_sub *s, uint32_t c, uint64_t seq)
+static bool sub_listed(takt_sub *s, const struct sub_slot *slot)
 {
 	const struct seg_view *v = &s->node->v;
-	unsigned i = s->n_pending;
 
-	while (i > 0 && seg_chunk_header(v, s->pending[i - 1])->seq > seq) {
-		s->pending[i] = s->pending[i - 1];
-		i--;
-	}
-	s->pending[i] = c;
-	s->n_pending++;
+	for (uint32_t i = 0; i < v->lim.pubs_per_topic; i++)
+		if (atomic_load_explicit(&s->port->conns[i], memory_order_relaxed) == slot->conn)
+			return conn_same(v, slot->conn, slot->incarnation, slot->conn);
+	return false;
 }
 
-/* Pins one history entry of sequence seq; 0 when it is now pending. */
-static int sub_pull_one(takt_sub *s, struct takt_pub_port *pp, uint32_t ph, uint64_t seq)
+/* The connection left: nothing may be returned through its ring any more
+ * (the broker reuses it once we are quiescent, Q0). */
+static void sub_slot_leave(takt_sub *s, struct sub_slot *slot)
 {
-	const struct seg_view *v = &s->node->v;
-	/* H0: acquire pairs with the publisher's release of the entry. */
-	uint64_t w = atomic_load_explicit(&pp->hist[(seq - 1) % ph], memory_order_acquire);
-	uint32_t c = (uint32_t)w;
-	int k = sub_held_free_slot(s);
-
-	if (k < 0 || !w || !seg_chunk_ok(v, c) || !chunk_pin(v, c, (uint32_t)(w >> 32)))
-		return -1;
-	if (seg_chunk_header(v, c)->seq != seq) {
-		chunk_unref(v, c); /* overwritten by a newer sample meanwhile */
-		return -1;
-	}
-	/* Pinned before recorded: a crash between the two leaks one reference
-	 * instead of letting the broker drop one we never took. */
-	sub_hold(s, (unsigned)k, c);
-	sub_pending_insert(s, c, seq);
-	return 0;
-}
-
-/* Late joiner: the newest samples published before the connection, oldest
- * first, up to the requested history. Samples in the ring are newer. */
-static void sub_pull_history(takt_sub *s, struct sub_conn *sc)
-{
-	const struct seg_view *v = &s->node->v;
-	struct takt_pub_port *pp = &v->pubs[sc->pub];
-	uint32_t ph = pp->history;
-	uint64_t last, hi, lo, want;
-
-	if (ph == 0 || ph > v->lim.history_max)
+	if (slot->held) {
+		atomic_store_explicit(&slot->state, SS_DRAINING, memory_order_relaxed);
 		return;
-	want = s->history < ph ? s->history : ph;
-	last = atomic_load_explicit(&pp->last_seq, memory_order_acquire); /* H1 */
-	hi = sub_ring_first_seq(sc);
-	hi = hi != 0 && hi - 1 < last ? hi - 1 : last;
-	if (hi == 0 || hi == UINT64_MAX)
-		return; /* nothing yet, or garbage from shared memory */
-	lo = hi >= want ? hi - want + 1 : 1;
-	for (uint64_t n = 0; n < want && lo + n <= hi; n++) /* bounded by want */
-		sub_pull_one(s, pp, ph, lo + n);
+	}
+	/* SS: release pairs with the agent's acquire before it unmaps. */
+	atomic_store_explicit(&slot->state, SS_DONE, memory_order_release);
+	node_kick(s->node);
 }
 
 static void sub_refresh(takt_sub *s, uint32_t gen)
 {
 	const struct seg_view *v = &s->node->v;
-	struct sub_conn next[TAKT_MAX_PUBS_PER_TOPIC];
-	unsigned n = 0;
+	bool pending = false;
 
+	for (unsigned i = 0; i < s->n_slots; i++) {
+		struct sub_slot *slot = &s->slots[i];
+		uint32_t st = atomic_load_explicit(&slot->state, memory_order_acquire); /* SS */
+
+		if ((st == SS_READY || st == SS_ADOPTED) && !sub_listed(s, slot))
+			sub_slot_leave(s, slot);
+	}
+	s->n_conns = 0;
 	for (uint32_t i = 0; i < v->lim.pubs_per_topic; i++) {
 		uint32_t ci = atomic_load_explicit(&s->port->conns[i], memory_order_relaxed);
-		unsigned j;
+		struct sub_slot *found = NULL;
 
 		if (ci == TAKT_NONE)
 			continue;
-		for (j = 0; j < s->n_conns && !conn_same(v, s->conns[j].conn, s->conns[j].incarnation, ci); j++)
-			;
-		if (j < s->n_conns) {
-			next[n++] = s->conns[j];
-		} else if (sub_conn_read(s, ci, &next[n]) == 0) {
-			if (s->history)
-				sub_pull_history(s, &next[n]);
-			n++;
+		for (unsigned k = 0; k < s->n_slots && !found; k++) {
+			struct sub_slot *slot = &s->slots[k];
+			uint32_t st = atomic_load_explicit(&slot->state, memory_order_acquire); /* SS */
+
+			if ((st == SS_READY || st == SS_ADOPTED) && conn_same(v, slot->conn, slot->incarnation, ci))
+				found = slot;
 		}
+		if (!found) {
+			pending = true; /* the agent has not mapped its pool yet */
+			continue;
+		}
+		atomic_store_explicit(&found->state, SS_ADOPTED, memory_order_relaxed);
+		s->conns[s->n_conns++] = found;
 	}
-	memcpy(s->conns, next, n * sizeof(next[0]));
-	s->n_conns = n;
-	if (s->rr >= n)
+	if (s->rr >= s->n_conns)
 		s->rr = 0;
-	s->conn_gen = gen;
+	s->conn_gen = pending ? gen - 1 : gen;
 }
 
 static void sub_check_conns(takt_sub *s)
@@ -195,6 +219,8 @@ static void sub_check_conns(takt_sub *s)
 	if (gen != s->conn_gen)
 		sub_refresh(s, gen);
 }
+
+/* ---- open and close ------------------------------------------------------ */
 
 int takt_sub_open(takt_node *node, const struct takt_sub_opts *opts, takt_sub **out)
 {
@@ -215,42 +241,61 @@ int takt_sub_open(takt_node *node, const struct takt_sub_opts *opts, takt_sub **
 	req.overflow = (uint32_t)opts->overflow;
 	req.history = opts->history;
 	s = calloc(1, sizeof(*s));
-	if (!s)
-		return -ENOMEM;
-	r = node_call(node, MSG_SUB_OPEN, &req, sizeof(req), &rep, sizeof(rep), &efd, 1, &n_fds);
-	if (r == 0 && (n_fds != 1 || rep.index >= node->v.lim.subscribers))
-		r = -EPROTO;
-	if (r < 0) {
-		if (n_fds)
-			close(efd);
-		free(s);
-		return r;
+	if (s) {
+		s->n_slots = node->v.lim.pubs_per_topic + node->v.lim.held_max;
+		s->slots = calloc(s->n_slots, sizeof(*s->slots));
 	}
-	s->wait_ep = epoll_create1(EPOLL_CLOEXEC);
-	if (s->wait_ep < 0 || epoll_ctl(s->wait_ep, EPOLL_CTL_ADD, efd,
-					&(struct epoll_event){.events = EPOLLIN | EPOLLET}) < 0) {
-		r = -errno;
-		if (s->wait_ep >= 0)
-			close(s->wait_ep);
-		node_close_index(node, MSG_SUB_CLOSE, rep.index);
-		close(efd);
+	if (!s || !s->slots) {
+		if (s)
+			free(s->slots);
 		free(s);
-		return r;
+		return -ENOMEM;
 	}
 	s->node = node;
 	memcpy(s->topic, req.topic, TAKT_NAME_MAX);
-	s->index = rep.index;
-	s->port = &node->v.subs[s->index];
-	s->efd = efd;
+	s->index = TAKT_NONE;
 	s->held_max = node->v.lim.held_max;
-	s->history = opts->history;
-	for (unsigned k = 0; k < TAKT_MAX_HELD; k++)
-		s->held[k] = TAKT_NONE;
 	s->conn_gen = UINT32_MAX;
-	q0_enter(&s->port->active, s->node->q0_light); /* Q0 */
-	sub_check_conns(s); /* joining now: history is pinned at open */
-	q0_exit(&s->port->active); /* Q0 */
-	NODE_LIST_ADD_LOCKED(node, node->subs, s);
+	s->wait_ep = -1;
+	/* On the list before the broker pushes our connections (they arrive
+	 * before the reply), with an index nothing matches until the first
+	 * push names it (sub_agent_connect). */
+	pthread_mutex_lock(&node->ports_lock);
+	NODE_LIST_ADD(node->subs, s);
+	node->opening_sub = s;
+	pthread_mutex_unlock(&node->ports_lock);
+	r = node_call(node, MSG_SUB_OPEN, &req, sizeof(req), &rep, sizeof(rep), &efd, 1, &n_fds);
+	pthread_mutex_lock(&node->ports_lock);
+	node->opening_sub = NULL;
+	if (r == 0 && (n_fds != 1 || rep.index >= node->v.lim.subscribers ||
+		       (s->index != TAKT_NONE && s->index != rep.index)))
+		r = -EPROTO;
+	if (r == 0)
+		s->index = rep.index;
+	pthread_mutex_unlock(&node->ports_lock);
+	if (r == 0) {
+		s->wait_ep = epoll_create1(EPOLL_CLOEXEC);
+		if (s->wait_ep < 0 || epoll_ctl(s->wait_ep, EPOLL_CTL_ADD, efd,
+						&(struct epoll_event){.events = EPOLLIN | EPOLLET}) < 0) {
+			r = -errno;
+			node_close_index(node, MSG_SUB_CLOSE, rep.index);
+		}
+	}
+	if (r < 0) {
+		if (n_fds)
+			close(efd);
+		if (s->wait_ep >= 0)
+			close(s->wait_ep);
+		NODE_LIST_DEL_LOCKED(node, node->subs, takt_sub, s);
+		for (unsigned i = 0; i < s->n_slots; i++)
+			if (atomic_load_explicit(&s->slots[i].state, memory_order_acquire) != SS_FREE)
+				munmap(s->slots[i].pool.base, s->slots[i].pool.size);
+		free(s->slots);
+		free(s);
+		return r;
+	}
+	s->port = &node->v.subs[rep.index];
+	s->efd = efd;
 	*out = s;
 	return 0;
 }
@@ -259,36 +304,30 @@ void takt_sub_close(takt_sub *sub)
 {
 	if (!sub)
 		return;
-	/* The broker releases our held samples and drains our rings. */
+	/* The broker retires our connections; their publishers take back
+	 * everything we held or had queued (pub.c). */
 	node_close_index(sub->node, MSG_SUB_CLOSE, sub->index);
+	NODE_LIST_DEL_LOCKED(sub->node, sub->node->subs, takt_sub, sub);
+	for (unsigned i = 0; i < sub->n_slots; i++)
+		if (atomic_load_explicit(&sub->slots[i].state, memory_order_acquire) != SS_FREE)
+			munmap(sub->slots[i].pool.base, sub->slots[i].pool.size);
 	close(sub->efd);
 	close(sub->wait_ep);
-	NODE_LIST_DEL_LOCKED(sub->node, sub->node->subs, takt_sub, sub);
+	free(sub->slots);
 	free(sub);
 }
 
-static void sub_fill_header(takt_sub *s, uint32_t c, const void **payload, struct takt_sample_info *info)
-{
-	const struct takt_chunk_header *h = seg_chunk_header(&s->node->v, c);
-
-	*payload = seg_chunk_payload(&s->node->v, c);
-	TAKT_PROBE4(take, s->topic, s->index, h->publisher_id, h->seq);
-	if (info) {
-		info->seq = h->seq;
-		info->publish_ns = h->publish_ns;
-		info->publisher_id = h->publisher_id;
-		info->size = h->size;
-	}
-}
+/* ---- take and release ------------------------------------------------------ */
 
 /* P2: every eventfd write is owed to us by someone we know of: a
- * publisher that took our parked flag (we see the flag gone: `owed`) or
- * the broker waking us for a publisher that died (P3: `broker_wakes`).
- * Reads return how many writes landed. A write that lands after the read
- * meant for it leaves a stale count, and a level-triggered epoll of the
- * caller would spin on empty takes; so as long as any write is owed and
- * not yet read, the next arm reads again before it raises the flag. When
- * nothing is owed no read is made: a busy subscriber costs no syscall. */
+ * publisher (or its node's agent) that took our parked flag (we see the
+ * flag gone: `owed`) or the broker waking us for a publisher that died (P3:
+ * `broker_wakes`). Reads return how many writes landed. A write that lands
+ * after the read meant for it leaves a stale count, and a level-triggered
+ * epoll of the caller would spin on empty takes; so as long as any write is
+ * owed and not yet read, the next arm reads again before it raises the
+ * flag. When nothing is owed no read is made: a busy subscriber costs no
+ * syscall. */
 static void sub_efd_drain(takt_sub *s)
 {
 	/* P3: acquire pairs with the broker's release bump before its write. */
@@ -319,32 +358,31 @@ static void sub_disarm(takt_sub *s)
 	}
 }
 
-/* A popped entry is usable if its chunk exists and the size fits the
- * chunk's class: another process wrote it, so it is checked like input. */
-static bool sub_entry_ok(const struct seg_view *v, const struct ring_entry *e)
+/* A popped entry is usable if its chunk is one the broker reserved in that
+ * publisher's pool and its size fits: another process wrote it, so it is
+ * checked like input. */
+static bool sub_entry_ok(const takt_sub *s, const struct sub_slot *slot, const struct ring_entry *e)
 {
-	return seg_chunk_ok(v, e->chunk) && e->size <= v->pool[seg_chunk_class(v, e->chunk)].payload_size;
+	/* acquire: pairs with the broker's release of n_chunks. */
+	uint32_t n = atomic_load_explicit(&s->node->v.pubs[slot->pub].n_chunks, memory_order_acquire);
+
+	return e->chunk < n && e->chunk < slot->pool.n_max && e->size <= slot->pool.payload_size;
 }
 
-/* Pops from the rings, round-robin, and records the chunk in held slot k;
- * 0 and *out, or -EAGAIN. */
-static int sub_pop(takt_sub *s, unsigned k, struct ring_entry *out, uint64_t *ret_pub_id)
+/* Pops from the rings, round-robin: 0 and the slot, or -EAGAIN. */
+static int sub_pop(takt_sub *s, struct ring_entry *out, struct sub_slot **ret_slot)
 {
-	const struct seg_view *v = &s->node->v;
-
 	for (unsigned n = 0; n < s->n_conns; n++) {
-		struct sub_conn *sc = &s->conns[(s->rr + n) % s->n_conns];
+		struct sub_slot *slot = s->conns[(s->rr + n) % s->n_conns];
 
-		while (ring_pop_shared(&sc->ring, out) == 0) {
-			if (sub_entry_ok(v, out)) {
-				sub_hold(s, k, out->chunk);
+		while (ring_pop_shared(&slot->ring, out) == 0) {
+			if (sub_entry_ok(s, slot, out)) {
 				s->rr = (s->rr + n + 1) % s->n_conns;
-				*ret_pub_id = sc->pub_id;
+				*ret_slot = slot;
 				return 0;
 			}
-			/* A bad entry from shared memory: drop it, it costs only itself. */
-			if (seg_chunk_ok(v, out->chunk))
-				chunk_unref(v, out->chunk);
+			/* A bad entry from shared memory: dropped, it costs only
+			 * the publisher that wrote it. */
 		}
 	}
 	return -EAGAIN;
@@ -352,31 +390,32 @@ static int sub_pop(takt_sub *s, unsigned k, struct ring_entry *out, uint64_t *re
 
 int takt_sub_take(takt_sub *sub, const void **payload, struct takt_sample_info *info)
 {
+	struct sub_slot *slot;
 	struct ring_entry e;
-	uint64_t pub_id;
-	int k, r;
+	int r;
 
 	if (!sub || !payload)
 		return -EINVAL;
 	if (sub->armed)
 		sub_disarm(sub);
+	if (sub->n_held == sub->held_max)
+		return -ENOBUFS;
 	/* Q0: pairs with the broker's conn removal (registry.c, client.h). */
 	q0_enter(&sub->port->active, sub->node->q0_light);
 	sub_check_conns(sub);
-	if (sub->n_pending) {
-		uint32_t c = sub->pending[0];
+	r = sub_pop(sub, &e, &slot);
+	if (r == 0) {
+		struct sub_held *h = &sub->held[sub->n_held++];
 
-		memmove(sub->pending, sub->pending + 1, --sub->n_pending * sizeof(c));
-		sub_fill_header(sub, c, payload, info);
-		r = 0;
-	} else if ((k = sub_held_free_slot(sub)) < 0) {
-		r = -ENOBUFS;
-	} else if ((r = sub_pop(sub, (unsigned)k, &e, &pub_id)) == 0) {
-		TAKT_PROBE4(take, sub->topic, sub->index, pub_id, e.seq);
-		*payload = seg_chunk_payload(&sub->node->v, e.chunk);
+		h->slot = (uint32_t)(slot - sub->slots);
+		h->chunk = e.chunk;
+		h->payload = seg_chunk_payload(&slot->pool, e.chunk);
+		slot->held++;
+		TAKT_PROBE4(take, sub->topic, sub->index, slot->pub_id, e.seq);
+		*payload = h->payload;
 		if (info)
 			*info = (struct takt_sample_info){.seq = e.seq, .publish_ns = e.publish_ns,
-							  .publisher_id = pub_id, .size = e.size};
+							  .publisher_id = slot->pub_id, .size = e.size};
 	}
 	q0_exit(&sub->port->active); /* Q0 */
 	return r;
@@ -384,26 +423,36 @@ int takt_sub_take(takt_sub *sub, const void **payload, struct takt_sample_info *
 
 void takt_sub_release(takt_sub *sub, const void *payload)
 {
-	uint32_t c;
+	struct sub_slot *slot;
+	struct sub_held h;
+	unsigned k;
+	uint32_t st;
 
 	if (!sub || !payload)
 		return;
-	c = seg_chunk_of(&sub->node->v, payload);
-	if (c == TAKT_NONE)
-		return;
-	for (unsigned k = 0; k < sub->held_max; k++) {
-		if (sub->held[k] != c)
-			continue;
-		for (unsigned i = 0; i < sub->n_pending; i++)
-			if (sub->pending[i] == c)
-				return; /* not handed out yet */
-		/* Cleared before the unref: a crash between the two leaks one
-		 * reference instead of letting the broker drop it twice. */
-		sub->held[k] = TAKT_NONE;
-		atomic_store_explicit(&sub->port->held[k], TAKT_NONE, memory_order_relaxed);
-		chunk_unref(&sub->node->v, c);
-		return;
+	for (k = 0; k < sub->n_held && sub->held[k].payload != payload; k++)
+		;
+	if (k == sub->n_held)
+		return; /* not a sample we hold */
+	h = sub->held[k];
+	sub->held[k] = sub->held[--sub->n_held];
+	slot = &sub->slots[h.slot];
+	slot->held--;
+	/* Q0: the return ring is used inside the bracket, and only while the
+	 * connection is still ours (the broker reuses it after Q0). */
+	q0_enter(&sub->port->active, sub->node->q0_light);
+	sub_check_conns(sub);
+	st = atomic_load_explicit(&slot->state, memory_order_relaxed);
+	if (st == SS_ADOPTED || st == SS_READY) {
+		/* -ENOSPC: the publisher stopped taking returns; the chunk is
+		 * its loss, and it gets it back when the connection ends. */
+		ret_push(&slot->ret, h.chunk);
+	} else if (st == SS_DRAINING && slot->held == 0) {
+		/* SS: release pairs with the agent's acquire before it unmaps. */
+		atomic_store_explicit(&slot->state, SS_DONE, memory_order_release);
+		node_kick(sub->node);
 	}
+	q0_exit(&sub->port->active); /* Q0 */
 }
 
 int takt_sub_fd(const takt_sub *sub)
@@ -419,10 +468,8 @@ uint64_t takt_sub_dropped(const takt_sub *sub)
 
 static int sub_ready(takt_sub *s)
 {
-	if (s->n_pending)
-		return 1;
 	for (unsigned i = 0; i < s->n_conns; i++)
-		if (ring_nonempty(&s->conns[i].ring))
+		if (ring_nonempty(&s->conns[i]->ring))
 			return 1;
 	return 0;
 }

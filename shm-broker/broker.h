@@ -17,6 +17,16 @@ struct client {
 	gid_t gid;
 	uint32_t *event_refs;   /* opens per event slot */
 	bool doomed;            /* a push to it failed: dropped after this event */
+	/* An open whose reply waits for CONN_READY acks (at most one: a node
+	 * makes one call at a time). */
+	bool pend;
+	struct proto_hdr pend_req;
+	int pend_status;
+	uint32_t pend_index;
+	unsigned pend_acks;
+	uint64_t pend_deadline_ns;
+	struct msg_pub_open_reply pend_pub; /* PUB_OPEN's reply, sent with the pool fd */
+	int pend_fd;                        /* the descriptor the reply carries, or -1 */
 };
 
 /* The registry, kept in the broker's private memory. The shared-memory
@@ -24,7 +34,7 @@ struct client {
  * process can scribble on shared memory, so no index the broker follows
  * comes from there. */
 struct reg_topic {
-	uint32_t state, pool_class, n_pubs, n_subs;
+	uint32_t state, n_pubs, n_subs;
 	char name[TAKT_NAME_MAX];
 	char type_name[TAKT_NAME_MAX];
 	uint32_t pubs[TAKT_MAX_PUBS_PER_TOPIC];
@@ -32,8 +42,11 @@ struct reg_topic {
 };
 
 struct reg_pub {
-	uint32_t state, topic, proc, pool_class, history;
+	uint32_t state, topic, proc, history;
 	uint64_t id;
+	uint64_t payload_size, stride;
+	uint32_t n_chunks, n_chunks_max;  /* reserved / address space */
+	int pool_fd, pool_ro_fd;          /* the pool segment: rw for the publisher, ro for subscribers */
 	uint32_t conns[TAKT_MAX_SUBS_PER_TOPIC];
 };
 
@@ -45,8 +58,13 @@ struct reg_sub {
 /* A connection; while CLOSING it waits for both ends to quiesce (Q0). */
 struct reg_conn {
 	uint32_t state, pub, sub, mask, depth;
+	uint32_t incarnation;    /* mirrored to takt_conn.incarnation, never read back */
 	uint64_t pub_snap, sub_snap;
 	bool pub_done, sub_done; /* that end closed or died: nothing to wait for */
+	/* The open waiting for this connection's CONN_READY acks (one per
+	 * pushed end), or NULL. */
+	struct client *waiter;
+	uint8_t acks_owed;
 };
 
 struct reg_event {
@@ -62,11 +80,8 @@ struct broker {
 	struct seg_view v;
 	void *mgmt;
 	size_t mgmt_size;
-	void *pool_base[TAKT_MAX_CLASSES];
-	size_t pool_size[TAKT_MAX_CLASSES];
 	int mgmt_fd;
 	int mgmt_ro_fd;         /* the same segment, read-only, for tools */
-	int pool_fd[TAKT_MAX_CLASSES];
 	int lock_fd, listen_fd, epoll_fd, signal_fd, timer_fd;
 	char sock_path[108], lock_path[128];
 	struct client *clients;
@@ -81,6 +96,7 @@ struct broker {
 	struct reg_conn *conns;
 	struct reg_event *events;
 	unsigned n_retiring;
+	unsigned n_pending;     /* clients with an open waiting for acks */
 	unsigned n_orphans;     /* connections whose publisher left */
 	int timer_mode;
 	bool listen_paused;     /* out of descriptors: not accepting until a client leaves */
@@ -91,6 +107,14 @@ struct broker {
 int seg_lock_domain(struct broker *b);
 void seg_unlock_domain(struct broker *b);
 int seg_create_all(struct broker *b);
+/* A publisher's pool segment sized for pp's n_chunks_max chunks, the first
+ * reserve bytes reserved; read-write and read-only descriptors. */
+int seg_pool_create(struct broker *b, const struct takt_pub_port *pp, uint32_t pi, uint64_t reserve,
+		    int *ret_rw, int *ret_ro);
+/* Reserves bytes [from, to) of a pool segment: 0 or -ENOMEM/-ENOSPC. */
+int seg_pool_reserve(int fd, uint64_t from, uint64_t to);
+/* Bytes of memory a segment holds (its allocated blocks). */
+uint64_t seg_fd_bytes(int fd);
 void seg_destroy_all(struct broker *b);
 
 /* registry.c: every function returns 0 / an index or a negative errno. */
@@ -98,7 +122,7 @@ int reg_init(struct broker *b);
 void reg_free(struct broker *b);
 int reg_proc_add(struct broker *b, struct client *cl, const char *name);
 void reg_proc_remove(struct broker *b, struct client *cl);
-int reg_pub_open(struct broker *b, struct client *cl, const struct msg_pub_open *m, uint32_t *ret_class);
+int reg_pub_open(struct broker *b, struct client *cl, const struct msg_pub_open *m);
 /* I0: a new 64-bit id, unique in the domain across broker restarts. */
 uint64_t reg_new_id(struct broker *b);
 int reg_pub_close(struct broker *b, struct client *cl, uint32_t index);
@@ -111,10 +135,16 @@ enum { TICK_OFF, TICK_SLOW, TICK_FAST };
  * Returns how soon it wants to run again: TICK_FAST while connections wait
  * for quiescence (1 ms), TICK_SLOW while orphans wait to be drained. */
 int reg_tick(struct broker *b);
-void reg_pool_stats(struct broker *b, struct msg_pools_reply *rep);
+/* When an open that starts waiting for acks now gives up on them. */
+uint64_t reg_pend_deadline(void);
+void reg_pool_stats(struct broker *b, uint32_t first, struct msg_pools_reply *rep);
+/* A CONN_READY from cl: one ack of a pushed connection. */
+void reg_conn_ready(struct broker *b, struct client *cl, const struct msg_conn_ready *m);
 void reg_status(struct broker *b, struct msg_status_reply *rep);
 
 /* server.c */
+/* Sends the deferred reply of cl's open (its acks are in or overdue). */
+void server_pend_reply(struct broker *b, struct client *cl);
 /* Sends a push to a client. A client whose socket is full (it has not
  * read for a long time) is doomed: dropped once the current event is done,
  * since it would miss connections it must know of. */

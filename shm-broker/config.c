@@ -4,7 +4,7 @@
  *   [limits]  processes topics publishers subscribers publishers_per_topic
  *             subscribers_per_topic connections queue_depth_max history_max
  *             held_max loans_max events
- *   [pools]   class = <payload size>[K|M] x <count>   (one line per class)
+ *   [memory]  max_payload domain_max process_max   (bytes; K, M, G suffixes)
  *   [socket]  mode = 0660
  */
 #include "config.h"
@@ -40,19 +40,17 @@ static const struct limit_key limit_keys[] = {
 
 void config_defaults(struct broker_config *c)
 {
-	static const uint64_t sizes[] = {128, 4096, 65536, 4u << 20};
-	static const uint32_t counts[] = {1024, 512, 128, 8};
-
 	memset(c, 0, sizeof(*c));
 	snprintf(c->domain, sizeof(c->domain), "default");
 	c->lim = (struct takt_limits){
 		.processes = 64, .topics = 128, .publishers = 256, .subscribers = 512,
 		.pubs_per_topic = 16, .subs_per_topic = 32, .connections = 1024,
 		.queue_depth_max = 256, .history_max = 16, .held_max = 16, .loans_max = 8,
-		.events = 64, .n_classes = 4,
+		.events = 64,
 	};
-	memcpy(c->class_size, sizes, sizeof(sizes));
-	memcpy(c->class_count, counts, sizeof(counts));
+	c->max_payload = 64ull << 20;
+	c->domain_max = 8ull << 30;
+	c->process_max = 4ull << 30;
 	c->socket_mode = 0660;
 }
 
@@ -60,7 +58,6 @@ struct parse_ctx {
 	struct broker_config *c;
 	char *err;
 	size_t errlen;
-	int classes_seen;
 };
 
 static int parse_u64_base(const char *s, uint64_t *out, int allow_suffix, int base)
@@ -78,6 +75,8 @@ static int parse_u64_base(const char *s, uint64_t *out, int allow_suffix, int ba
 		v <<= 20, end++;
 	else if (allow_suffix && (*end == 'G' || *end == 'g'))
 		v <<= 30, end++;
+	else if (allow_suffix && (*end == 'T' || *end == 't'))
+		v <<= 40, end++;
 	while (*end == ' ' || *end == '\t')
 		end++;
 	if (*end)
@@ -112,33 +111,31 @@ static int set_limit(struct parse_ctx *p, const char *key, const char *val)
 	return 0;
 }
 
-/* "4096 x 512" or "4K x 512" */
-static int set_class(struct parse_ctx *p, const char *val)
+static int set_memory(struct parse_ctx *p, const char *key, const char *val)
 {
-	char size_s[64], count_s[64];
-	uint64_t size, count;
+	static const struct {
+		const char *name;
+		size_t off;
+	} keys[] = {
+		{"max_payload", offsetof(struct broker_config, max_payload)},
+		{"domain_max", offsetof(struct broker_config, domain_max)},
+		{"process_max", offsetof(struct broker_config, process_max)},
+	};
+	uint64_t v;
 
-	if (!p->classes_seen) { /* a [pools] section replaces the default classes */
-		p->c->lim.n_classes = 0;
-		p->classes_seen = 1;
+	for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++) {
+		if (strcmp(key, keys[i].name))
+			continue;
+		if (parse_u64(val, &v, 1) < 0 || v == 0 || v > (1ull << 46)) {
+			snprintf(p->err, p->errlen, "[memory] %s = '%s': a byte count 1..64T, K/M/G/T suffixes allowed",
+				 key, val);
+			return 0;
+		}
+		*(uint64_t *)((char *)p->c + keys[i].off) = v;
+		return 1;
 	}
-	if (sscanf(val, "%63s x %63s", size_s, count_s) != 2 || parse_u64(size_s, &size, 1) < 0 ||
-	    parse_u64(count_s, &count, 0) < 0) {
-		snprintf(p->err, p->errlen, "[pools] class = '%s': expected '<size>[K|M|G] x <count>'", val);
-		return 0;
-	}
-	if (p->c->lim.n_classes == TAKT_MAX_CLASSES) {
-		snprintf(p->err, p->errlen, "[pools] class = '%s': at most %d classes", val, TAKT_MAX_CLASSES);
-		return 0;
-	}
-	if (size == 0 || size > (1ull << 30) || count == 0 || count > (1u << 20)) {
-		snprintf(p->err, p->errlen,
-			 "[pools] class = '%s': size must be 1..1G bytes and count 1..1048576", val);
-		return 0;
-	}
-	p->c->class_size[p->c->lim.n_classes] = size;
-	p->c->class_count[p->c->lim.n_classes++] = (uint32_t)count;
-	return 1;
+	snprintf(p->err, p->errlen, "[memory] %s: unknown key", key);
+	return 0;
 }
 
 static int config_ini_line(void *user, const char *section, const char *key, const char *val)
@@ -159,8 +156,14 @@ static int config_ini_line(void *user, const char *section, const char *key, con
 	}
 	if (!strcmp(section, "limits"))
 		return set_limit(p, key, val);
-	if (!strcmp(section, "pools") && !strcmp(key, "class"))
-		return set_class(p, val);
+	if (!strcmp(section, "memory"))
+		return set_memory(p, key, val);
+	if (!strcmp(section, "pools")) {
+		snprintf(p->err, p->errlen,
+			 "[pools] is gone: every publisher has its own pool, sized from its max_payload, "
+			 "loans, history and subscribers (see [memory])");
+		return 0;
+	}
 	if (!strcmp(section, "socket") && !strcmp(key, "mode")) {
 		uint64_t m;
 
@@ -203,16 +206,11 @@ int config_validate(const struct broker_config *c, char *err, size_t errlen)
 		snprintf(err, errlen, "[limits] queue_depth_max = %u: must be a power of two", l->queue_depth_max);
 		return -EINVAL;
 	}
-	if (l->n_classes == 0) {
-		snprintf(err, errlen, "[pools]: at least one class is needed");
+	if (c->process_max > c->domain_max) {
+		snprintf(err, errlen, "[memory] process_max (%llu) exceeds domain_max (%llu)",
+			 (unsigned long long)c->process_max, (unsigned long long)c->domain_max);
 		return -EINVAL;
 	}
-	for (uint32_t k = 1; k < l->n_classes; k++)
-		if (c->class_size[k] <= c->class_size[k - 1]) {
-			snprintf(err, errlen, "[pools] class %u (%llu bytes): sizes must be strictly ascending", k,
-				 (unsigned long long)c->class_size[k]);
-			return -EINVAL;
-		}
 	if (l->pubs_per_topic > l->publishers || l->subs_per_topic > l->subscribers) {
 		snprintf(err, errlen, "[limits] publishers_per_topic/subscribers_per_topic exceed publishers/subscribers");
 		return -EINVAL;
@@ -226,8 +224,8 @@ void config_print(const struct broker_config *c, FILE *f)
 	for (size_t i = 0; i < sizeof(limit_keys) / sizeof(limit_keys[0]); i++)
 		fprintf(f, "%s = %u\n", limit_keys[i].name,
 			*(const uint32_t *)((const char *)&c->lim + limit_keys[i].off));
-	fprintf(f, "\n[pools]\n");
-	for (uint32_t k = 0; k < c->lim.n_classes; k++)
-		fprintf(f, "class = %llu x %u\n", (unsigned long long)c->class_size[k], c->class_count[k]);
+	fprintf(f, "\n[memory]\nmax_payload = %llu\ndomain_max = %llu\nprocess_max = %llu\n",
+		(unsigned long long)c->max_payload, (unsigned long long)c->domain_max,
+		(unsigned long long)c->process_max);
 	fprintf(f, "\n[socket]\nmode = 0%o\n", c->socket_mode);
 }

@@ -14,8 +14,12 @@
 struct broker_config {
 	char domain[TAKT_DOMAIN_MAX];
 	struct takt_limits lim;
-	uint64_t class_size[TAKT_MAX_CLASSES];  /* payload bytes, ascending */
-	uint32_t class_count[TAKT_MAX_CLASSES];
+	/* [memory]: what publishers' pools may reserve. A pool is sized from its
+	 * publisher's max_payload, loans and history, and grows by depth +
+	 * held_max chunks per connected subscriber. */
+	uint64_t max_payload;   /* largest max_payload a publisher may declare */
+	uint64_t domain_max;    /* bytes of all segments of the domain */
+	uint64_t process_max;   /* bytes of the pools of one process's publishers */
 	unsigned socket_mode;
 	bool domain_set; /* [domain] name was given */
 };
@@ -25,7 +29,7 @@ void config_defaults(struct broker_config *c);
 /* Reads an INI file over the defaults. On failure writes a message naming
  * the file, line, key and reason into err and returns a negative errno. */
 int config_load(struct broker_config *c, const char *path, char *err, size_t errlen);
-/* Checks the whole config (limits against compile-time caps, classes). */
+/* Checks the whole config (limits against compile-time caps and each other). */
 int config_validate(const struct broker_config *c, char *err, size_t errlen);
 /* Writes the effective config as INI (for --print-config and docs). */
 void config_print(const struct broker_config *c, FILE *f);

@@ -4,9 +4,18 @@
  * The registry lives in the broker's private memory (broker.h); every change
  * is mirrored into the management segment for clients to read, and the
  * broker never reads a registry word back from shared memory. The only
- * shared words it reads are data-path words (active counters, loans,
- * history, held lists, ring tails and slots), each bounds-checked or only
- * compared.
+ * shared words it reads are data-path words (active counters, ring tails
+ * and slots, pool statistics), each bounds-checked or only compared. It
+ * never touches a chunk: each publisher keeps its pool's references and
+ * free list in its own memory, and gets its chunks back through the return
+ * rings; what a dead publisher held goes with its pool segment.
+ *
+ * A0, acks: an open that creates connections pushes each connection to
+ * both ends' nodes (the publisher's needs the subscriber's eventfd, the
+ * subscriber's the publisher's pool) and answers only when each node
+ * confirmed with CONN_READY (its agent mapped the pool, or handed the
+ * publisher's history to the new ring), or after ACK_TIMEOUT_NS. So when
+ * takt_sub_open or takt_pub_open returns, samples flow both ways at once.
  *
  * W1: the broker publishes a change of a port's connection list by bumping
  * its conn_gen (seq_cst) after rewriting the list; clients load conn_gen
@@ -49,6 +58,8 @@
 #include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
+
+#define ACK_TIMEOUT_NS 2000000000ull
 
 static void gen_bump(_Atomic uint32_t *gen)
 {
@@ -112,18 +123,12 @@ int reg_init(struct broker *b)
 	const struct seg_view *v = &b->v;
 	const struct takt_limits *l = &v->lim;
 
-	for (uint32_t i = 0; i < l->publishers; i++) {
+	for (uint32_t i = 0; i < l->publishers; i++)
 		for (unsigned j = 0; j < TAKT_MAX_SUBS_PER_TOPIC; j++)
 			atomic_store_explicit(&v->pubs[i].conns[j], TAKT_NONE, memory_order_relaxed);
-		for (unsigned j = 0; j < TAKT_MAX_LOANS; j++)
-			atomic_store_explicit(&v->pubs[i].loans[j], TAKT_NONE, memory_order_relaxed);
-	}
-	for (uint32_t i = 0; i < l->subscribers; i++) {
+	for (uint32_t i = 0; i < l->subscribers; i++)
 		for (unsigned j = 0; j < TAKT_MAX_PUBS_PER_TOPIC; j++)
 			atomic_store_explicit(&v->subs[i].conns[j], TAKT_NONE, memory_order_relaxed);
-		for (unsigned j = 0; j < TAKT_MAX_HELD; j++)
-			atomic_store_explicit(&v->subs[i].held[j], TAKT_NONE, memory_order_relaxed);
-	}
 	b->sub_efd = malloc(sizeof(int) * l->subscribers);
 	b->event_efd = malloc(sizeof(int) * l->events);
 	b->proc_state = calloc(l->processes, sizeof(*b->proc_state));
@@ -138,6 +143,8 @@ int reg_init(struct broker *b)
 		return -ENOMEM;
 	for (uint32_t i = 0; i < l->subscribers; i++)
 		b->sub_efd[i] = -1;
+	for (uint32_t i = 0; i < l->publishers; i++)
+		b->pubs[i].pool_fd = b->pubs[i].pool_ro_fd = -1;
 	for (uint32_t i = 0; i < l->events; i++)
 		b->event_efd[i] = -1;
 	return 0;
@@ -145,6 +152,12 @@ int reg_init(struct broker *b)
 
 void reg_free(struct broker *b)
 {
+	for (uint32_t i = 0; b->pubs && i < b->v.lim.publishers; i++) {
+		if (b->pubs[i].pool_fd >= 0)
+			close(b->pubs[i].pool_fd);
+		if (b->pubs[i].pool_ro_fd >= 0)
+			close(b->pubs[i].pool_ro_fd);
+	}
 	free(b->sub_efd);
 	free(b->event_efd);
 	free(b->proc_state);
@@ -207,6 +220,15 @@ void reg_proc_remove(struct broker *b, struct client *cl)
 {
 	const struct takt_limits *l = &b->v.lim;
 
+	if (cl->pend) { /* nobody left to answer */
+		cl->pend = false;
+		b->n_pending--;
+		if (cl->pend_fd >= 0)
+			cl->pend_fd = -1;
+	}
+	for (uint32_t ci = 0; ci < l->connections; ci++)
+		if (b->conns[ci].waiter == cl)
+			b->conns[ci].waiter = NULL;
 	if (cl->proc == TAKT_NONE)
 		return;
 	for (uint32_t i = 0; i < l->publishers; i++)
@@ -235,7 +257,6 @@ static void topic_mirror(struct broker *b, uint32_t ti)
 
 	memcpy(m->name, t->name, TAKT_NAME_MAX);
 	memcpy(m->type_name, t->type_name, TAKT_NAME_MAX);
-	m->pool_class = t->pool_class;
 	m->n_pubs = t->n_pubs;
 	m->n_subs = t->n_subs;
 	memcpy(m->pubs, t->pubs, sizeof(m->pubs));
@@ -273,7 +294,6 @@ static int topic_find_or_add(struct broker *b, const char *name, const char *typ
 	memset(t, 0, sizeof(*t));
 	memcpy(t->name, name, TAKT_NAME_MAX);
 	memcpy(t->type_name, type, TAKT_NAME_MAX);
-	t->pool_class = TAKT_NONE;
 	t->state = SLOT_ACTIVE;
 	return free_slot;
 }
@@ -328,6 +348,8 @@ static void conns_clear(uint32_t *priv, _Atomic uint32_t *shm, unsigned cap)
 
 /* ---- connections -------------------------------------------------------- */
 
+static void pub_mirror(struct broker *b, uint32_t pi);
+
 static void conn_set_state(struct broker *b, uint32_t ci, uint32_t st)
 {
 	b->conns[ci].state = st;
@@ -345,10 +367,13 @@ static void conn_init_shared(struct broker *b, uint32_t ci, const struct reg_con
 	c->sub = rc->sub;
 	c->mask = rc->mask;
 	c->depth = rc->depth;
+	c->ret_mask = b->v.ret_slots - 1;
 	c->overflow = b->subs[rc->sub].overflow;
-	atomic_fetch_add_explicit(&c->incarnation, 1, memory_order_relaxed);
+	atomic_store_explicit(&c->incarnation, rc->incarnation, memory_order_relaxed);
 	atomic_store_explicit(&c->head, 0, memory_order_relaxed);
 	atomic_store_explicit(&c->tail, 0, memory_order_relaxed);
+	atomic_store_explicit(&c->ret_head, 0, memory_order_relaxed);
+	atomic_store_explicit(&c->ret_tail, 0, memory_order_relaxed);
 	atomic_store_explicit(&c->producer_waiting, 0, memory_order_relaxed);
 	/* A stale pos from the slot's previous connection must never match. */
 	for (uint32_t j = 0; j <= rc->mask; j++)
@@ -364,43 +389,129 @@ static uint32_t depth_slots(uint32_t d)
 	return d;
 }
 
-/* Tells the publisher's node about a connection change (G0, pub.c): a new
- * connection carries the subscriber's eventfd, so publish never has to ask
- * the broker for it. Sent after the connection is visible in shared memory:
- * until the push arrives, the publisher delivers but cannot wake, and its
- * node's agent wakes a parked subscriber once it installs the fd. */
-static void conn_push(struct broker *b, uint32_t ci, bool gone)
+/* A0: settles what is owed for connection ci: the waiting open is answered
+ * once nothing is owed any more. */
+static void conn_acks_settle(struct broker *b, uint32_t ci, uint8_t bits)
 {
-	const struct reg_conn *rc = &b->conns[ci];
-	struct client *cl = b->proc_client[b->pubs[rc->pub].proc];
-	struct msg_push_conn m = {.pub = rc->pub, .conn = ci, .sub = rc->sub};
-	int efd = b->sub_efd[rc->sub];
+	struct reg_conn *rc = &b->conns[ci];
+	struct client *w = rc->waiter;
 
-	if (!cl || cl->doomed)
+	bits &= rc->acks_owed;
+	if (!bits)
 		return;
-	/* relaxed: the broker is the only writer of incarnation. */
-	m.incarnation = atomic_load_explicit(&b->v.conns[ci].incarnation, memory_order_relaxed);
-	proto_hdr_init(&m.hdr, (uint16_t)((gone ? MSG_PUSH_CONN_GONE : MSG_PUSH_CONN) | PROTO_PUSH_FLAG),
-		       sizeof(m), 0);
-	server_push(b, cl, &m, sizeof(m), &efd, !gone && efd >= 0 ? 1 : 0);
+	rc->acks_owed &= (uint8_t)~bits;
+	if (!w)
+		return;
+	w->pend_acks -= (unsigned)__builtin_popcount(bits);
+	if (rc->acks_owed == 0)
+		rc->waiter = NULL;
+	if (w->pend && w->pend_acks == 0)
+		server_pend_reply(b, w);
 }
 
-static int conn_create(struct broker *b, uint32_t pi, uint32_t si)
+#define ACK_PUB 1
+#define ACK_SUB 2
+
+/* Pushes one end of a connection change to that end's node. Returns the
+ * ack bit owed for it (0: not sent, or nothing to confirm). */
+static uint8_t conn_push(struct broker *b, uint32_t ci, uint16_t kind)
+{
+	const struct reg_conn *rc = &b->conns[ci];
+	bool to_sub = kind == MSG_PUSH_SUB_CONN;
+	struct client *cl = b->proc_client[to_sub ? b->subs[rc->sub].proc : b->pubs[rc->pub].proc];
+	struct msg_push_conn m = {.pub = rc->pub, .conn = ci, .sub = rc->sub};
+	int fd = kind == MSG_PUSH_CONN ? b->sub_efd[rc->sub] : to_sub ? b->pubs[rc->pub].pool_ro_fd : -1;
+
+	if (!cl || cl->doomed)
+		return 0;
+	m.incarnation = rc->incarnation;
+	proto_hdr_init(&m.hdr, (uint16_t)(kind | PROTO_PUSH_FLAG), sizeof(m), 0);
+	server_push(b, cl, &m, sizeof(m), &fd, fd >= 0 ? 1 : 0);
+	if (cl->doomed || kind == MSG_PUSH_CONN_GONE)
+		return 0;
+	return to_sub ? ACK_SUB : ACK_PUB;
+}
+
+/* Bytes of the pools a process's publishers have reserved, and the domain's
+ * segments in all. */
+static uint64_t pool_bytes(const struct reg_pub *rp)
+{
+	return seg_pool_bytes(rp->stride, rp->n_chunks);
+}
+
+static uint64_t shm_reserved(const struct broker *b, uint32_t proc)
+{
+	uint64_t n = proc == TAKT_NONE ? b->mgmt_size : 0;
+
+	for (uint32_t i = 0; i < b->v.lim.publishers; i++)
+		if (b->pubs[i].state == SLOT_ACTIVE && (proc == TAKT_NONE || b->pubs[i].proc == proc))
+			n += pool_bytes(&b->pubs[i]);
+	return n;
+}
+
+/* Reserves chunks for `more` more of a publisher's chunks (its pool grows
+ * as subscribers connect), within [memory] limits. 0, or -ENOMEM with a
+ * message naming the topic and the processes. */
+static int pool_grow(struct broker *b, uint32_t pi, uint64_t more, const char *why)
+{
+	struct reg_pub *rp = &b->pubs[pi];
+	uint64_t n = rp->n_chunks + more, add;
+	const char *limit = NULL;
+	int r;
+
+	if (n > rp->n_chunks_max)
+		n = rp->n_chunks_max;
+	add = (n - rp->n_chunks) * rp->stride;
+	if (add == 0)
+		return 0;
+	if (shm_reserved(b, rp->proc) + add > b->cfg.process_max)
+		limit = "[memory] process_max";
+	else if (shm_reserved(b, TAKT_NONE) + add > b->cfg.domain_max)
+		limit = "[memory] domain_max";
+	r = limit ? -ENOMEM : seg_pool_reserve(rp->pool_fd, pool_bytes(rp), seg_pool_bytes(rp->stride, n));
+	if (r < 0) {
+		fprintf(stderr,
+			"takt-broker: topic '%s': cannot reserve %llu more bytes for the pool of publisher %u of "
+			"process %d (%s) for %s: %s\n",
+			b->topics[rp->topic].name, (unsigned long long)add, pi, b->v.procs[rp->proc].pid,
+			b->v.procs[rp->proc].name, why, limit ? limit : strerror(-r));
+		return -ENOMEM;
+	}
+	rp->n_chunks = (uint32_t)n;
+	/* release: the reserved pages exist before a client reads the count
+	 * (W1: the caller bumps conn_gen after). */
+	atomic_store_explicit(&b->v.pubs[pi].n_chunks, rp->n_chunks, memory_order_release);
+	return 0;
+}
+
+/* Creates the connection from publisher pi to subscriber si, pushes it to
+ * both ends and records the acks the open of `waiter` waits for (A0). */
+static int conn_create(struct broker *b, uint32_t pi, uint32_t si, struct client *waiter)
 {
 	for (uint32_t ci = 0; ci < b->v.lim.connections; ci++) {
 		struct reg_conn *rc = &b->conns[ci];
+		uint8_t owed;
 
 		if (rc->state != SLOT_FREE)
 			continue;
+		/* The registry words both ends check the connection against are
+		 * rewritten from our private copy, whatever a process scribbled
+		 * over the shared one since. */
+		pub_mirror(b, pi);
 		*rc = (struct reg_conn){.pub = pi, .sub = si, .mask = depth_slots(b->subs[si].depth) - 1,
-					.depth = b->subs[si].depth};
+					.depth = b->subs[si].depth, .incarnation = rc->incarnation + 1};
 		conn_init_shared(b, ci, rc);
 		conn_set_state(b, ci, SLOT_ACTIVE);
 		conns_add(b->pubs[pi].conns, b->v.pubs[pi].conns, TAKT_MAX_SUBS_PER_TOPIC, ci);
 		conns_add(b->subs[si].conns, b->v.subs[si].conns, TAKT_MAX_PUBS_PER_TOPIC, ci);
 		gen_bump(&b->v.pubs[pi].conn_gen); /* W1 */
 		gen_bump(&b->v.subs[si].conn_gen);
-		conn_push(b, ci, false);
+		owed = conn_push(b, ci, MSG_PUSH_CONN) | conn_push(b, ci, MSG_PUSH_SUB_CONN);
+		if (owed && waiter) {
+			rc->waiter = waiter;
+			rc->acks_owed = owed;
+			waiter->pend_acks += (unsigned)__builtin_popcount(owed);
+		}
 		return 0;
 	}
 	return -ENOSPC; /* conns_available() checked before: not reached */
@@ -420,8 +531,9 @@ static void conn_retire(struct broker *b, uint32_t ci, bool pub_done, bool sub_d
 		pub_done = true; /* its publisher is gone already */
 		b->n_orphans--;
 	}
+	conn_acks_settle(b, ci, ACK_PUB | ACK_SUB); /* nobody confirms a connection that left */
 	if (!pub_done)
-		conn_push(b, ci, true);
+		conn_push(b, ci, MSG_PUSH_CONN_GONE);
 	conn_set_state(b, ci, SLOT_CLOSING);
 	conns_del(b->pubs[rc->pub].conns, v->pubs[rc->pub].conns, TAKT_MAX_SUBS_PER_TOPIC, ci);
 	conns_del(b->subs[rc->sub].conns, v->subs[rc->sub].conns, TAKT_MAX_PUBS_PER_TOPIC, ci);
@@ -446,7 +558,8 @@ static void conn_orphan(struct broker *b, uint32_t ci)
 
 	if (rc->state != SLOT_ACTIVE)
 		return;
-	conn_push(b, ci, true);
+	conn_acks_settle(b, ci, ACK_PUB);
+	conn_push(b, ci, MSG_PUSH_CONN_GONE);
 	conn_set_state(b, ci, SLOT_ORPHAN);
 	conns_del(b->pubs[rc->pub].conns, b->v.pubs[rc->pub].conns, TAKT_MAX_SUBS_PER_TOPIC, ci);
 	gen_bump(&b->v.pubs[rc->pub].conn_gen); /* W1 */
@@ -487,41 +600,16 @@ static bool quiesced(_Atomic uint64_t *active, uint64_t snap, bool done)
 	return done || (snap & 1) == 0 || atomic_load_explicit(active, memory_order_seq_cst) != snap;
 }
 
-/* Both ends quiesced (Q0): we are the only user of the ring. Drops the
- * reference of every filled slot from tail on, at most one ring's worth;
- * tail and slots are shared words, so a bad one only ends the walk. */
-static void conn_drain_free(struct broker *b, uint32_t ci)
+/* Both ends quiesced (Q0): nobody uses the rings any more, the slot can be
+ * reused. What was queued or taken on it is the publisher's business (its
+ * private accounting, pub.c), or went with its pool. */
+static void conn_free(struct broker *b, uint32_t ci)
 {
-	const struct seg_view *v = &b->v;
-	struct takt_ring_slot *slots = seg_ring_slots(v, ci);
-	uint32_t mask = b->conns[ci].mask;
-	/* acquire: pairs with the last tail CAS (R1/R2) of the quiesced ends */
-	uint64_t t = atomic_load_explicit(&v->conns[ci].tail, memory_order_acquire);
-
-	for (uint64_t n = 0; n <= mask; n++, t++) {
-		struct takt_ring_slot *sl = &slots[t & mask];
-		uint32_t ch;
-
-		/* R0: acquire pairs with the producer's release of pos. */
-		if (atomic_load_explicit(&sl->pos, memory_order_acquire) != t + 1)
-			break;
-		ch = atomic_load_explicit(&sl->chunk, memory_order_relaxed);
-		if (seg_chunk_ok(v, ch))
-			chunk_unref(v, ch);
-	}
 	conn_set_state(b, ci, SLOT_FREE);
 	b->n_retiring--;
 }
 
 /* ---- ports -------------------------------------------------------------- */
-
-static int class_for(const struct seg_view *v, uint64_t max_payload)
-{
-	for (uint32_t k = 0; k < v->lim.n_classes; k++)
-		if (v->pool[k].payload_size >= max_payload)
-			return (int)k;
-	return -EMSGSIZE;
-}
 
 static int names_ok(const char *topic, const char *type)
 {
@@ -564,72 +652,91 @@ static void pub_mirror(struct broker *b, uint32_t pi)
 
 	p->topic = rp->topic;
 	p->proc = rp->proc;
-	p->pool_class = rp->pool_class;
 	p->history = rp->history;
 	p->id = rp->id;
+	p->payload_size = rp->payload_size;
+	p->chunk_stride = rp->stride;
+	p->n_chunks_max = rp->n_chunks_max;
+	/* relaxed: ordered by the release of state below. */
+	atomic_store_explicit(&p->n_chunks, rp->n_chunks, memory_order_relaxed);
 	publish_state(&p->state, rp->state);
 }
 
-int reg_pub_open(struct broker *b, struct client *cl, const struct msg_pub_open *m, uint32_t *ret_class)
+static void pub_pool_close(struct reg_pub *rp)
+{
+	if (rp->pool_fd >= 0)
+		close(rp->pool_fd);
+	if (rp->pool_ro_fd >= 0)
+		close(rp->pool_ro_fd);
+	rp->pool_fd = rp->pool_ro_fd = -1;
+}
+
+int reg_pub_open(struct broker *b, struct client *cl, const struct msg_pub_open *m)
 {
 	const struct seg_view *v = &b->v;
-	int k = class_for(v, m->max_payload), ti;
+	const struct takt_limits *l = &v->lim;
+	struct takt_pub_port *p;
+	struct reg_pub *rp;
+	uint64_t n_max, base;
 	uint32_t pi;
+	int ti, r;
 
-	if (!names_ok(m->topic, m->type_name) || m->history > v->lim.history_max)
+	if (!names_ok(m->topic, m->type_name) || m->history > l->history_max)
 		return -EINVAL;
-	if (k < 0)
-		return k;
-	for (pi = 0; pi < v->lim.publishers && b->pubs[pi].state != SLOT_FREE; pi++)
+	if (m->max_payload > b->cfg.max_payload) {
+		fprintf(stderr, "takt-broker: topic '%s': process %d asked for max_payload %llu, over [memory] "
+			"max_payload %llu\n", m->topic, cl->pid, (unsigned long long)m->max_payload,
+			(unsigned long long)b->cfg.max_payload);
+		return -EMSGSIZE;
+	}
+	for (pi = 0; pi < l->publishers && b->pubs[pi].state != SLOT_FREE; pi++)
 		;
-	if (pi == v->lim.publishers)
+	if (pi == l->publishers)
 		return -ENOSPC;
 	ti = topic_join(b, m->topic, m->type_name, true);
 	if (ti < 0)
 		return ti;
 	struct reg_topic *t = &b->topics[ti];
-	struct takt_pub_port *p = &v->pubs[pi];
 
-	b->pubs[pi] = (struct reg_pub){.state = SLOT_ACTIVE, .topic = (uint32_t)ti, .proc = cl->proc,
-				       .pool_class = (uint32_t)k, .history = m->history,
-				       .id = reg_new_id(b)};
-	conns_clear(b->pubs[pi].conns, p->conns, TAKT_MAX_SUBS_PER_TOPIC);
-	for (unsigned j = 0; j < TAKT_MAX_HISTORY; j++)
-		atomic_store_explicit(&p->hist[j], 0, memory_order_relaxed);
-	for (unsigned j = 0; j < TAKT_MAX_LOANS; j++)
-		atomic_store_explicit(&p->loans[j], TAKT_NONE, memory_order_relaxed);
-	atomic_store_explicit(&p->last_seq, 0, memory_order_relaxed);
+	rp = &b->pubs[pi];
+	p = &v->pubs[pi];
+	base = layout_pool_base_chunks(l, m->history);
+	n_max = base + (uint64_t)l->subs_per_topic * layout_pool_conn_chunks(l, l->queue_depth_max);
+	if (n_max > UINT32_MAX / 2)
+		n_max = UINT32_MAX / 2;
+	*rp = (struct reg_pub){.state = SLOT_ACTIVE, .topic = (uint32_t)ti, .proc = cl->proc,
+			       .history = m->history, .id = reg_new_id(b), .payload_size = m->max_payload,
+			       .stride = layout_chunk_stride(m->max_payload), .n_chunks_max = (uint32_t)n_max,
+			       .pool_fd = -1, .pool_ro_fd = -1};
+	p->id = rp->id;
+	p->payload_size = rp->payload_size;
+	p->chunk_stride = rp->stride;
+	p->n_chunks_max = rp->n_chunks_max;
+	r = seg_pool_create(b, p, pi, 0, &rp->pool_fd, &rp->pool_ro_fd);
+	if (r == 0)
+		r = pool_grow(b, pi, base, "its loans and history");
+	for (uint32_t j = 0; r == 0 && j < t->n_subs; j++)
+		r = pool_grow(b, pi, layout_pool_conn_chunks(l, b->subs[t->subs[j]].depth), "a subscriber");
+	if (r < 0) {
+		if (r != -ENOMEM)
+			fprintf(stderr, "takt-broker: topic '%s': cannot create a pool segment: %s\n", m->topic,
+				strerror(-r));
+		pub_pool_close(rp);
+		rp->state = SLOT_FREE;
+		topic_put(b, (uint32_t)ti);
+		return r == -ENOMEM ? -ENOMEM : r;
+	}
+	conns_clear(rp->conns, p->conns, TAKT_MAX_SUBS_PER_TOPIC);
+	atomic_store_explicit(&p->stat_free, 0, memory_order_relaxed);
+	atomic_store_explicit(&p->stat_history, 0, memory_order_relaxed);
+	atomic_store_explicit(&p->stat_loans, 0, memory_order_relaxed);
+	atomic_store_explicit(&p->stat_bad_returns, 0, memory_order_relaxed);
 	pub_mirror(b, pi);
 	t->pubs[t->n_pubs++] = pi;
-	if (t->pool_class == TAKT_NONE)
-		t->pool_class = (uint32_t)k;
 	topic_mirror(b, (uint32_t)ti);
 	for (uint32_t j = 0; j < t->n_subs; j++)
-		conn_create(b, pi, t->subs[j]);
-	*ret_class = (uint32_t)k;
+		conn_create(b, pi, t->subs[j], cl);
 	return (int)pi;
-}
-
-/* The publisher is gone (closed, or its socket hung up): its loans and
- * history hold references nobody else will drop. */
-static void pub_release_chunks(struct broker *b, uint32_t pi)
-{
-	const struct seg_view *v = &b->v;
-	struct takt_pub_port *p = &v->pubs[pi];
-
-	for (unsigned j = 0; j < TAKT_MAX_LOANS; j++) {
-		uint32_t c = atomic_exchange_explicit(&p->loans[j], TAKT_NONE, memory_order_relaxed);
-
-		if (seg_chunk_ok(v, c))
-			chunk_unref(v, c);
-	}
-	for (unsigned j = 0; j < TAKT_MAX_HISTORY; j++) {
-		/* acq_rel: pairs with the publisher's H0 release. */
-		uint64_t w = atomic_exchange_explicit(&p->hist[j], 0, memory_order_acq_rel);
-
-		if (w && seg_chunk_ok(v, (uint32_t)w))
-			chunk_unref(v, (uint32_t)w);
-	}
 }
 
 int reg_pub_close(struct broker *b, struct client *cl, uint32_t index)
@@ -645,7 +752,9 @@ int reg_pub_close(struct broker *b, struct client *cl, uint32_t index)
 		if (rp->conns[j] != TAKT_NONE)
 			conn_orphan(b, rp->conns[j]);
 	conns_end_done(b, index, true);
-	pub_release_chunks(b, index);
+	/* Subscribers keep their mappings while they take and hold what it
+	 * sent; the memory goes with the last of them. */
+	pub_pool_close(rp);
 	list_del(b->topics[rp->topic].pubs, &b->topics[rp->topic].n_pubs, index);
 	topic_put(b, rp->topic);
 	rp->state = SLOT_CLOSING; /* free once no connection names it */
@@ -672,8 +781,6 @@ static void sub_reset_shared(struct broker *b, uint32_t si)
 	struct takt_sub_port *s = &b->v.subs[si];
 
 	conns_clear(b->subs[si].conns, s->conns, TAKT_MAX_PUBS_PER_TOPIC);
-	for (unsigned j = 0; j < TAKT_MAX_HELD; j++)
-		atomic_store_explicit(&s->held[j], TAKT_NONE, memory_order_relaxed);
 	atomic_store_explicit(&s->parked, 0, memory_order_relaxed);
 	atomic_store_explicit(&s->broker_wakes, 0, memory_order_relaxed);
 	atomic_store_explicit(&s->dropped, 0, memory_order_relaxed);
@@ -682,7 +789,7 @@ static void sub_reset_shared(struct broker *b, uint32_t si)
 int reg_sub_open(struct broker *b, struct client *cl, const struct msg_sub_open *m)
 {
 	const struct seg_view *v = &b->v;
-	uint32_t si;
+	uint32_t si, depth;
 	int ti, efd;
 
 	if (!names_ok(m->topic, m->type_name) || m->overflow > TAKT_OVERFLOW_REJECT ||
@@ -695,25 +802,32 @@ int reg_sub_open(struct broker *b, struct client *cl, const struct msg_sub_open 
 	ti = topic_join(b, m->topic, m->type_name, false);
 	if (ti < 0)
 		return ti;
+	struct reg_topic *t = &b->topics[ti];
+
+	depth = m->queue_depth ? m->queue_depth : 16;
+	if (depth > v->lim.queue_depth_max) /* the default, under a smaller limit */
+		depth = v->lim.queue_depth_max;
+	/* Every publisher's pool grows by what this subscriber can hold from
+	 * it, before anything is created: the open gets all or nothing. */
+	for (uint32_t j = 0; j < t->n_pubs; j++)
+		if (pool_grow(b, t->pubs[j], layout_pool_conn_chunks(&v->lim, depth), "a new subscriber") < 0) {
+			topic_put(b, (uint32_t)ti);
+			return -ENOMEM;
+		}
 	efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 	if (efd < 0) {
 		topic_put(b, (uint32_t)ti);
 		return -errno;
 	}
 	b->subs[si] = (struct reg_sub){.state = SLOT_ACTIVE, .topic = (uint32_t)ti, .proc = cl->proc,
-				       .depth = m->queue_depth ? m->queue_depth : 16, .overflow = m->overflow,
-				       .history = m->history};
-	if (b->subs[si].depth > v->lim.queue_depth_max) /* the default, under a smaller limit */
-		b->subs[si].depth = v->lim.queue_depth_max;
+				       .depth = depth, .overflow = m->overflow, .history = m->history};
 	sub_reset_shared(b, si);
 	sub_mirror(b, si);
 	b->sub_efd[si] = efd;
-	struct reg_topic *t = &b->topics[ti];
-
 	t->subs[t->n_subs++] = si;
 	topic_mirror(b, (uint32_t)ti);
 	for (uint32_t j = 0; j < t->n_pubs; j++)
-		conn_create(b, t->pubs[j], si);
+		conn_create(b, t->pubs[j], si, cl);
 	return (int)si;
 }
 
@@ -726,7 +840,7 @@ int reg_sub_close(struct broker *b, struct client *cl, uint32_t index)
 	rs = &b->subs[index];
 	if (rs->state != SLOT_ACTIVE || rs->proc != cl->proc)
 		return -EPERM;
-	rs->state = SLOT_CLOSING; /* held chunks go once its rings are drained */
+	rs->state = SLOT_CLOSING; /* free once its connections are retired */
 	sub_mirror(b, index);
 	for (unsigned j = 0; j < TAKT_MAX_PUBS_PER_TOPIC; j++)
 		if (rs->conns[j] != TAKT_NONE)
@@ -740,6 +854,22 @@ int reg_sub_close(struct broker *b, struct client *cl, uint32_t index)
 	return 0;
 }
 
+void reg_conn_ready(struct broker *b, struct client *cl, const struct msg_conn_ready *m)
+{
+	const struct reg_conn *rc;
+
+	if (m->conn >= b->v.lim.connections || cl->proc == TAKT_NONE)
+		return;
+	rc = &b->conns[m->conn];
+	if (rc->state == SLOT_FREE || rc->incarnation != m->incarnation)
+		return; /* a late ack of an earlier use of the slot */
+	/* Only an end may confirm for itself. */
+	if ((rc->acks_owed & ACK_PUB) && b->pubs[rc->pub].proc == cl->proc)
+		conn_acks_settle(b, m->conn, ACK_PUB);
+	else if ((rc->acks_owed & ACK_SUB) && b->subs[rc->sub].proc == cl->proc)
+		conn_acks_settle(b, m->conn, ACK_SUB);
+}
+
 /* ---- retirement --------------------------------------------------------- */
 
 static bool port_has_conns(const struct broker *b, uint32_t index, bool pub)
@@ -750,25 +880,40 @@ static bool port_has_conns(const struct broker *b, uint32_t index, bool pub)
 	return false;
 }
 
-/* A closed subscriber whose rings are drained: release what it still holds. */
-static void sub_finish(struct broker *b, uint32_t si)
+/* Opens whose acks are overdue are answered anyway (A0). */
+static void pend_expire(struct broker *b)
 {
-	struct takt_sub_port *s = &b->v.subs[si];
+	uint64_t now = takt_now_ns();
 
-	for (unsigned k = 0; k < TAKT_MAX_HELD; k++) {
-		uint32_t c = atomic_exchange_explicit(&s->held[k], TAKT_NONE, memory_order_relaxed);
+	for (unsigned i = 0; b->n_pending && i < b->n_clients_max; i++) {
+		struct client *cl = &b->clients[i];
 
-		if (seg_chunk_ok(&b->v, c))
-			chunk_unref(&b->v, c);
+		if (cl->fd < 0 || !cl->pend || now < cl->pend_deadline_ns)
+			continue;
+		fprintf(stderr, "takt-broker: process %d (%s): %u connection(s) not confirmed by their other end "
+			"within %llu ms; answering its open anyway\n", cl->pid,
+			cl->proc != TAKT_NONE ? b->v.procs[cl->proc].name : "?", cl->pend_acks,
+			(unsigned long long)(ACK_TIMEOUT_NS / 1000000u));
+		for (uint32_t ci = 0; ci < b->v.lim.connections; ci++)
+			if (b->conns[ci].waiter == cl) {
+				b->conns[ci].waiter = NULL;
+				b->conns[ci].acks_owed = 0;
+			}
+		cl->pend_acks = 0;
+		server_pend_reply(b, cl);
 	}
-	b->subs[si].state = SLOT_FREE;
-	sub_mirror(b, si);
+}
+
+uint64_t reg_pend_deadline(void)
+{
+	return takt_now_ns() + ACK_TIMEOUT_NS;
 }
 
 int reg_tick(struct broker *b)
 {
 	const struct seg_view *v = &b->v;
 
+	pend_expire(b);
 	for (uint32_t ci = 0; ci < v->lim.connections && b->n_orphans; ci++)
 		if (b->conns[ci].state == SLOT_ORPHAN && ring_empty(b, ci))
 			conn_retire(b, ci, true, false);
@@ -778,17 +923,19 @@ int reg_tick(struct broker *b)
 		if (rc->state == SLOT_CLOSING &&
 		    quiesced(&v->pubs[rc->pub].active, rc->pub_snap, rc->pub_done) &&
 		    quiesced(&v->subs[rc->sub].active, rc->sub_snap, rc->sub_done))
-			conn_drain_free(b, ci);
+			conn_free(b, ci);
 	}
 	for (uint32_t si = 0; si < v->lim.subscribers; si++)
-		if (b->subs[si].state == SLOT_CLOSING && !port_has_conns(b, si, false))
-			sub_finish(b, si);
+		if (b->subs[si].state == SLOT_CLOSING && !port_has_conns(b, si, false)) {
+			b->subs[si].state = SLOT_FREE;
+			sub_mirror(b, si);
+		}
 	for (uint32_t pi = 0; pi < v->lim.publishers; pi++)
 		if (b->pubs[pi].state == SLOT_CLOSING && !port_has_conns(b, pi, true)) {
 			b->pubs[pi].state = SLOT_FREE;
 			pub_mirror(b, pi);
 		}
-	return b->n_retiring ? TICK_FAST : b->n_orphans ? TICK_SLOW : TICK_OFF;
+	return b->n_retiring || b->n_pending ? TICK_FAST : b->n_orphans ? TICK_SLOW : TICK_OFF;
 }
 
 /* ---- events ------------------------------------------------------------- */
@@ -858,22 +1005,38 @@ int reg_event_close(struct broker *b, struct client *cl, uint32_t index)
 
 /* ---- introspection ------------------------------------------------------ */
 
-void reg_pool_stats(struct broker *b, struct msg_pools_reply *rep)
+void reg_pool_stats(struct broker *b, uint32_t first, struct msg_pools_reply *rep)
 {
 	const struct seg_view *v = &b->v;
+	uint32_t n = 0, pi;
 
-	rep->r.index = v->lim.n_classes;
-	for (uint32_t k = 0; k < v->lim.n_classes; k++) {
-		struct proto_pool_stat *st = &rep->pools[k];
-		const struct seg_pool *p = &v->pool[k];
+	for (pi = first; pi < v->lim.publishers && n < PROTO_POOLS_PER_REPLY; pi++) {
+		const struct reg_pub *rp = &b->pubs[pi];
+		const struct takt_pub_port *pp = &v->pubs[pi];
+		struct proto_pool_stat *st = &rep->pools[n];
+		uint32_t fr;
 
-		st->payload_size = p->payload_size;
-		st->total = p->n;
-		st->free = pool_count_free(v, k);
-		st->in_flight = 0;
-		for (uint32_t i = 0; i < p->n; i++)
-			st->in_flight += chunk_refcount(v, p->first + i) != 0;
+		if (rp->state != SLOT_ACTIVE)
+			continue;
+		memcpy(st->topic, b->topics[rp->topic].name, TAKT_NAME_MAX);
+		st->publisher_id = rp->id;
+		st->payload_size = rp->payload_size;
+		st->pid = v->procs[rp->proc].pid;
+		st->port = pi;
+		st->total = rp->n_chunks;
+		st->max = rp->n_chunks_max;
+		st->bytes = seg_fd_bytes(rp->pool_fd);
+		/* relaxed: statistics the publisher writes; clamped, since a
+		 * process can write anything there. */
+		fr = atomic_load_explicit(&pp->stat_free, memory_order_relaxed);
+		st->free = fr > st->total ? st->total : fr;
+		st->in_flight = st->total - st->free;
+		st->history = atomic_load_explicit(&pp->stat_history, memory_order_relaxed);
+		st->loans = atomic_load_explicit(&pp->stat_loans, memory_order_relaxed);
+		n++;
 	}
+	rep->r.index = n;
+	rep->next = pi < v->lim.publishers ? pi : TAKT_NONE;
 }
 
 #define COUNT_ACTIVE(arr, n)                                                                       \

@@ -8,9 +8,14 @@
  * memory is a start-up error, not a SIGBUS in a client later) and sealed
  * against shrinking and growing before any descriptor leaves the broker: a
  * client that ftruncates its descriptor gets EPERM and nobody else notices.
+ *
+ * A publisher's pool is a memfd sized for the most chunks it could ever
+ * need (address space only) of which the broker reserves (fallocate) what
+ * its loans, history and connected subscribers need now, and more as
+ * subscribers connect; reserving fails cleanly (ENOMEM) instead of a page
+ * fault failing later. Subscribers get a read-only descriptor of it.
  */
 #include "broker.h"
-#include "pool.h"
 
 #include <stdbool.h>
 #include <errno.h>
@@ -105,7 +110,7 @@ static int seg_create(struct broker *b, const char *what, size_t size, int *ret_
 	if (r) {
 		fprintf(stderr, "takt-broker: cannot reserve %zu bytes of shared memory for segment %s: %s%s\n",
 			size, name, strerror(r), r == ENOSPC || r == ENOMEM ?
-			" (not enough memory for this config: lower [pools] counts or [limits])" : "");
+			" (not enough memory for this config: lower [limits] connections or queue_depth_max)" : "");
 		goto fail;
 	}
 	p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
@@ -128,16 +133,7 @@ fail:
 	return -r;
 }
 
-static uint32_t seg_total_chunks(const struct broker_config *c)
-{
-	uint64_t n = 0;
-
-	for (uint32_t k = 0; k < c->lim.n_classes; k++)
-		n += c->class_count[k];
-	return n > UINT32_MAX - 1 ? UINT32_MAX - 1 : (uint32_t)n;
-}
-
-static void seg_fill_header(struct broker *b, uint32_t n_chunks)
+static void seg_fill_header(struct broker *b)
 {
 	struct takt_mgmt_header *h = b->mgmt;
 	long mb = syscall(SYS_membarrier, MEMBARRIER_CMD_QUERY, 0, 0);
@@ -147,9 +143,7 @@ static void seg_fill_header(struct broker *b, uint32_t n_chunks)
 	b->cfg.lim.flags &= ~TAKT_LIM_MEMBARRIER;
 	if (mb > 0 && (mb & MEMBARRIER_CMD_GLOBAL_EXPEDITED))
 		b->cfg.lim.flags |= TAKT_LIM_MEMBARRIER;
-	seg_header_fill(h, &(struct seg_spec){.lim = b->cfg.lim, .class_size = b->cfg.class_size,
-					      .class_count = b->cfg.class_count, .n_chunks = n_chunks,
-					      .epoch = b->epoch, .domain = b->cfg.domain});
+	seg_header_fill(h, &(struct seg_spec){.lim = b->cfg.lim, .epoch = b->epoch, .domain = b->cfg.domain});
 	atomic_store_explicit(&h->broker_pid, (uint32_t)getpid(), memory_order_relaxed);
 	/* The magic goes last: a half-written header never validates (the
 	 * fence pairs with nothing yet: no client has the fd before HELLO). */
@@ -157,68 +151,78 @@ static void seg_fill_header(struct broker *b, uint32_t n_chunks)
 	h->magic = TAKT_MGMT_MAGIC;
 }
 
-static int seg_create_pools(struct broker *b)
+/* A read-only descriptor of the same memfd: reopened through /proc, it
+ * cannot be mapped writable, truncated or fallocated. */
+static int seg_reopen_ro(int fd)
 {
-	const struct takt_mgmt_header *h = b->mgmt;
+	char path[64];
 
-	for (uint32_t k = 0; k < b->cfg.lim.n_classes; k++) {
-		char what[16];
-		int r;
+	snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
+	return open(path, O_RDONLY | O_CLOEXEC);
+}
 
-		snprintf(what, sizeof(what), "pool%u", k);
-		b->pool_size[k] = h->pools[k].segment_size;
-		r = seg_create(b, what, b->pool_size[k], &b->pool_fd[k], &b->pool_base[k]);
-		if (r < 0)
-			return r;
-		seg_pool_header_fill(b->pool_base[k], k, h);
-		r = seg_view_add_pool(&b->v, k, b->pool_base[k], b->pool_size[k]);
-		if (r < 0)
-			return r;
+int seg_pool_create(struct broker *b, const struct takt_pub_port *pp, uint32_t pi, uint64_t reserve,
+		    int *ret_rw, int *ret_ro)
+{
+	struct takt_pool_header ph;
+	uint64_t size = seg_pool_bytes(pp->chunk_stride, pp->n_chunks_max);
+	char name[128];
+	int fd, r;
+
+	snprintf(name, sizeof(name), "takt.%s.pub%u", b->cfg.domain, pi); /* shown in /proc/<pid>/maps */
+	fd = memfd_create(name, MFD_CLOEXEC | MFD_ALLOW_SEALING);
+	if (fd < 0)
+		return -errno;
+	r = ftruncate(fd, (off_t)size) < 0 ? errno : reserve ? posix_fallocate(fd, 0, (off_t)reserve) : 0;
+	if (r == 0) {
+		seg_pool_header_fill(&ph, pp, b->epoch, b->v.hdr->layout_digest);
+		if (pwrite(fd, &ph, sizeof(ph), 0) != (ssize_t)sizeof(ph))
+			r = errno ? errno : EIO;
 	}
+	if (r == 0 && fcntl(fd, F_ADD_SEALS, SEG_SEALS) < 0)
+		r = errno;
+	if (r == 0 && (*ret_ro = seg_reopen_ro(fd)) < 0)
+		r = errno;
+	if (r) {
+		close(fd);
+		return -r;
+	}
+	*ret_rw = fd;
 	return 0;
+}
+
+int seg_pool_reserve(int fd, uint64_t from, uint64_t to)
+{
+	return to > from ? -posix_fallocate(fd, (off_t)from, (off_t)(to - from)) : 0;
+}
+
+uint64_t seg_fd_bytes(int fd)
+{
+	struct stat st;
+
+	return fd >= 0 && fstat(fd, &st) == 0 ? (uint64_t)st.st_blocks * 512u : 0;
 }
 
 int seg_create_all(struct broker *b)
 {
 	struct takt_layout lay;
 	struct timespec ts;
-	uint32_t n_chunks = seg_total_chunks(&b->cfg);
 	int r;
 
 	clock_gettime(CLOCK_REALTIME, &ts);
 	b->epoch = (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-	layout_compute(&b->cfg.lim, n_chunks, &lay);
+	layout_compute(&b->cfg.lim, &lay);
 	b->mgmt_size = lay.size;
 	r = seg_create(b, "mgmt", b->mgmt_size, &b->mgmt_fd, &b->mgmt);
 	if (r < 0)
 		return r;
-	/* A read-only descriptor of the same memfd for tools (MSG_MGMT_FD):
-	 * reopened through /proc, it cannot be mapped writable. */
-	{
-		char path[64];
-
-		snprintf(path, sizeof(path), "/proc/self/fd/%d", b->mgmt_fd);
-		b->mgmt_ro_fd = open(path, O_RDONLY | O_CLOEXEC);
-	}
-	seg_fill_header(b, n_chunks);
-	r = seg_view_init(&b->v, b->mgmt, b->mgmt_size);
-	if (r < 0)
-		return r;
-	r = seg_create_pools(b);
-	if (r < 0)
-		return r;
-	pool_format(&b->v);
-	return 0;
+	b->mgmt_ro_fd = seg_reopen_ro(b->mgmt_fd); /* for tools (MSG_MGMT_FD) */
+	seg_fill_header(b);
+	return seg_view_init(&b->v, b->mgmt, b->mgmt_size);
 }
 
 void seg_destroy_all(struct broker *b)
 {
-	for (uint32_t k = 0; k < TAKT_MAX_CLASSES; k++) {
-		if (b->pool_base[k])
-			munmap(b->pool_base[k], b->pool_size[k]);
-		if (b->pool_fd[k] > 0)
-			close(b->pool_fd[k]);
-	}
 	if (b->mgmt) {
 		munmap(b->mgmt, b->mgmt_size);
 		close(b->mgmt_fd);

@@ -125,6 +125,9 @@ static void client_accept(struct broker *b)
 	}
 	cl->fd = fd;
 	cl->doomed = false;
+	cl->pend = false;
+	cl->pend_acks = 0;
+	cl->pend_fd = -1;
 	cl->proc = TAKT_NONE;
 	cl->pid = cred.pid;
 	cl->uid = cred.uid;
@@ -204,7 +207,6 @@ static int check_frame(const struct client *cl, const struct proto_hdr *h, long 
 static void handle_hello(struct broker *b, struct client *cl, const struct msg_hello *m)
 {
 	struct msg_hello_reply rep = {0};
-	int fds[TAKT_MAX_CLASSES + 1];
 	char name[TAKT_PROC_NAME_MAX + 1];
 	int r;
 
@@ -230,27 +232,65 @@ static void handle_hello(struct broker *b, struct client *cl, const struct msg_h
 	reply_init(&rep.r, &m->hdr, sizeof(rep), 0);
 	rep.r.index = (uint32_t)r;
 	rep.epoch = b->epoch;
-	rep.n_classes = b->v.lim.n_classes;
-	fds[0] = b->mgmt_fd;
-	for (uint32_t k = 0; k < rep.n_classes; k++)
-		fds[k + 1] = b->pool_fd[k];
-	proto_send(cl->fd, &rep, sizeof(rep), fds, rep.n_classes + 1);
+	proto_send(cl->fd, &rep, sizeof(rep), &b->mgmt_fd, 1);
 }
 
-static void handle_pub_open(struct broker *b, struct client *cl, const struct msg_pub_open *m)
+/* The reply of a successful open: the publisher's pool segment with
+ * PUB_OPEN, the eventfd with SUB_OPEN. */
+static void open_reply(struct client *cl)
 {
-	struct msg_pub_open_reply rep = {0};
-	uint32_t k = 0;
-	int r = reg_pub_open(b, cl, m, &k);
+	struct proto_reply rep;
 
-	if (r < 0) {
-		reply_status(cl, &m->hdr, r, 0);
+	if (cl->pend_req.type == MSG_PUB_OPEN) {
+		proto_send(cl->fd, &cl->pend_pub, sizeof(cl->pend_pub), &cl->pend_fd, 1);
 		return;
 	}
+	reply_init(&rep, &cl->pend_req, sizeof(rep), 0);
+	rep.index = cl->pend_index;
+	proto_send(cl->fd, &rep, sizeof(rep), &cl->pend_fd, 1);
+}
+
+void server_pend_reply(struct broker *b, struct client *cl)
+{
+	if (!cl->pend)
+		return;
+	cl->pend = false;
+	b->n_pending--;
+	open_reply(cl);
+}
+
+/* A0: an open that created connections is answered once the nodes it
+ * pushed them to confirmed (registry.c), else at once. */
+static void open_done(struct broker *b, struct client *cl, const struct proto_hdr *h, int r, int fd)
+{
+	if (r < 0) {
+		reply_status(cl, h, r, 0);
+		return;
+	}
+	cl->pend_req = *h;
+	cl->pend_index = (uint32_t)r;
+	cl->pend_fd = fd;
+	if (h->type == MSG_PUB_OPEN) {
+		reply_init(&cl->pend_pub.r, h, sizeof(cl->pend_pub), 0);
+		cl->pend_pub.r.index = (uint32_t)r;
+		cl->pend_pub.n_chunks_max = b->pubs[r].n_chunks_max;
+		cl->pend_pub.id = b->pubs[r].id;
+	}
+	if (cl->pend_acks == 0) {
+		open_reply(cl);
+		return;
+	}
+	cl->pend = true;
+	cl->pend_deadline_ns = reg_pend_deadline();
+	b->n_pending++;
+}
+
+static void handle_pools(struct broker *b, struct client *cl, const struct msg_index *m)
+{
+	struct msg_pools_reply rep = {0};
+
 	reply_init(&rep.r, &m->hdr, sizeof(rep), 0);
-	rep.r.index = (uint32_t)r;
-	rep.pool_class = k;
-	rep.id = b->pubs[r].id;
+	reg_pool_stats(b, m->index, &rep);
 	proto_send(cl->fd, &rep, sizeof(rep), NULL, 0);
 }
 
@@ -265,15 +305,6 @@ static void handle_fd_reply(struct client *cl, const struct proto_hdr *h, int r,
 	reply_init(&rep, h, sizeof(rep), 0);
 	rep.index = (uint32_t)r;
 	proto_send(cl->fd, &rep, sizeof(rep), &fd, 1);
-}
-
-static void handle_pools(struct broker *b, struct client *cl, const struct proto_hdr *h)
-{
-	struct msg_pools_reply rep = {0};
-
-	reply_init(&rep.r, h, sizeof(rep), 0);
-	reg_pool_stats(b, &rep);
-	proto_send(cl->fd, &rep, sizeof(rep), NULL, 0);
 }
 
 static void handle_status(struct broker *b, struct client *cl, const struct proto_hdr *h)
@@ -293,11 +324,15 @@ static void dispatch(struct broker *b, struct client *cl, const void *buf)
 
 	switch (h->type) {
 	case MSG_HELLO: handle_hello(b, cl, buf); return;
-	case MSG_PUB_OPEN: handle_pub_open(b, cl, buf); return;
+	case MSG_PUB_OPEN:
+		r = reg_pub_open(b, cl, buf);
+		open_done(b, cl, h, r, r >= 0 ? b->pubs[r].pool_fd : -1);
+		break;
 	case MSG_SUB_OPEN:
 		r = reg_sub_open(b, cl, buf);
-		handle_fd_reply(cl, h, r, r >= 0 ? b->sub_efd[r] : -1);
-		return;
+		open_done(b, cl, h, r, r >= 0 ? b->sub_efd[r] : -1);
+		break;
+	case MSG_CONN_READY: reg_conn_ready(b, cl, buf); break;
 	case MSG_EVENT_OPEN:
 		r = reg_event_open(b, cl, ((const struct msg_event_open *)buf)->name);
 		handle_fd_reply(cl, h, r, r >= 0 ? b->event_efd[r] : -1);
@@ -305,7 +340,7 @@ static void dispatch(struct broker *b, struct client *cl, const void *buf)
 	case MSG_PUB_CLOSE: reply_status(cl, h, reg_pub_close(b, cl, mi->index), mi->index); break;
 	case MSG_SUB_CLOSE: reply_status(cl, h, reg_sub_close(b, cl, mi->index), mi->index); break;
 	case MSG_EVENT_CLOSE: reply_status(cl, h, reg_event_close(b, cl, mi->index), mi->index); break;
-	case MSG_POOLS: handle_pools(b, cl, h); return;
+	case MSG_POOLS: handle_pools(b, cl, buf); return;
 	case MSG_STATUS: handle_status(b, cl, h); return;
 	case MSG_MGMT_FD:
 		/* Introspection (takt-trace reads the process table): read-only. */

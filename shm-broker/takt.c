@@ -16,7 +16,7 @@ static void usage(FILE *f)
 		"Usage: takt COMMAND [--domain D] [--json]\n"
 		"Asks the broker of a takt domain about its state.\n\n"
 		"Commands:\n"
-		"  pools     chunks total, free and in flight per size class\n"
+		"  pools     each publisher's pool: chunk size, chunks reserved, free, in flight\n"
 		"  status    whether the broker runs, its pid, epoch and limits\n\n"
 		"Options:\n"
 		"  -d, --domain D   domain (default: $TAKT_DOMAIN, else \"default\")\n"
@@ -26,9 +26,8 @@ static void usage(FILE *f)
 		"Exit status: 0 ok, 1 no broker runs for the domain, 2 usage error.\n");
 }
 
-static int call(const char *domain, uint16_t type, void *reply, size_t size)
+static int call_req(const char *domain, void *req, size_t req_size, uint16_t type, void *reply, size_t size)
 {
-	struct msg_empty req;
 	int sock, r;
 
 	r = proto_connect(domain, &sock);
@@ -37,8 +36,8 @@ static int call(const char *domain, uint16_t type, void *reply, size_t size)
 			domain, strerror(-r), domain);
 		return 1;
 	}
-	proto_hdr_init(&req.hdr, type, sizeof(req), 1);
-	r = proto_call(sock, &req, sizeof(req), reply, size, NULL, 0, NULL, 5000, NULL, NULL);
+	proto_hdr_init(req, type, (uint32_t)req_size, 1);
+	r = proto_call(sock, req, req_size, reply, size, NULL, 0, NULL, 5000, NULL, NULL);
 	close(sock);
 	if (r < 0) {
 		fprintf(stderr, "takt: the broker of domain '%s' did not answer: %s\n", domain, strerror(-r));
@@ -47,29 +46,48 @@ static int call(const char *domain, uint16_t type, void *reply, size_t size)
 	return 0;
 }
 
+static int call(const char *domain, uint16_t type, void *reply, size_t size)
+{
+	struct msg_empty req;
+
+	return call_req(domain, &req, sizeof(req), type, reply, size);
+}
+
+/* One object per publisher's pool, asked for page by page. */
 static int cmd_pools(const char *domain, int json)
 {
+	struct msg_index req = {.index = 0};
 	struct msg_pools_reply rep;
-	uint32_t n;
+	unsigned shown = 0;
 
-	if (call(domain, MSG_POOLS, &rep, sizeof(rep)))
-		return 1;
-	n = rep.r.index < TAKT_MAX_CLASSES ? rep.r.index : TAKT_MAX_CLASSES;
 	if (!json)
-		printf("%-4s %12s %8s %8s %10s\n", "CLASS", "SIZE", "TOTAL", "FREE", "IN_FLIGHT");
+		printf("%-24s %18s %7s %10s %7s %7s %9s %7s %10s\n", "TOPIC", "PUBLISHER_ID", "PID", "SIZE", "TOTAL",
+		       "FREE", "IN_FLIGHT", "HISTORY", "BYTES");
 	else
 		printf("[");
-	for (uint32_t k = 0; k < n; k++) {
-		const struct proto_pool_stat *s = &rep.pools[k];
+	do {
+		if (call_req(domain, &req, sizeof(req), MSG_POOLS, &rep, sizeof(rep)))
+			return 1;
+		for (uint32_t k = 0; k < rep.r.index && k < PROTO_POOLS_PER_REPLY; k++) {
+			const struct proto_pool_stat *s = &rep.pools[k];
+			char topic[TAKT_NAME_MAX];
 
-		if (json)
-			printf("%s{\"class\":%u,\"size\":%llu,\"total\":%u,\"free\":%u,\"in_flight\":%u}",
-			       k ? "," : "", k, (unsigned long long)s->payload_size, s->total, s->free,
-			       s->in_flight);
-		else
-			printf("%-5u %12llu %8u %8u %10u\n", k, (unsigned long long)s->payload_size, s->total,
-			       s->free, s->in_flight);
-	}
+			snprintf(topic, sizeof(topic), "%s", s->topic); /* NUL-terminated whatever came */
+			if (json)
+				printf("%s{\"topic\":\"%s\",\"publisher_id\":%llu,\"pid\":%d,\"size\":%llu,"
+				       "\"total\":%u,\"free\":%u,\"in_flight\":%u,\"history\":%u,\"loans\":%u,"
+				       "\"max\":%u,\"bytes\":%llu}",
+				       shown ? "," : "", topic, (unsigned long long)s->publisher_id, s->pid,
+				       (unsigned long long)s->payload_size, s->total, s->free, s->in_flight,
+				       s->history, s->loans, s->max, (unsigned long long)s->bytes);
+			else
+				printf("%-24s %#18llx %7d %10llu %7u %7u %9u %7u %10llu\n", topic,
+				       (unsigned long long)s->publisher_id, s->pid, (unsigned long long)s->payload_size,
+				       s->total, s->free, s->in_flight, s->history, (unsigned long long)s->bytes);
+			shown++;
+		}
+		req.index = rep.next;
+	} while (rep.next != TAKT_NONE);
 	if (json)
 		printf("]\n");
 	return 0;

@@ -1,11 +1,10 @@
 /* fixture.c - a broker-less domain in anonymous shared memory (see fixture.h).
  *
- * The header is filled field by field as shm-broker/segments.c does
- * (seg_fill_header, seg_create_pools), so seg_view_init and
- * seg_view_add_pool validate it exactly as they validate a broker's.
+ * The header is filled by the broker's own builder (seg_header_fill) and
+ * the pool's header line by seg_pool_header_fill, so seg_view_init and
+ * seg_pool_check validate them exactly as they validate a broker's.
  */
 #include "fixture.h"
-#include "pool.h"
 
 #include <errno.h>
 #include <signal.h>
@@ -17,8 +16,8 @@
 #include <unistd.h>
 
 const struct fixture_config fixture_default = {
-	.class_size = {64, 256},
-	.class_count = {256, 32},
+	.payload_size = 64,
+	.pool_chunks = 128, /* = the return ring: a return never finds it full */
 	.connections = 4,
 	.queue_depth_max = 64,
 	.scratch_size = 0,
@@ -44,59 +43,57 @@ static struct takt_limits fixture_limits(const struct fixture_config *cfg)
 		.pubs_per_topic = 2, .subs_per_topic = 2,
 		.connections = cfg->connections, .queue_depth_max = cfg->queue_depth_max,
 		.history_max = 4, .held_max = 4, .loans_max = 4, .events = 1,
-		.n_classes = FIXTURE_CLASSES,
 	};
 }
 
 /* The broker's own header builder (segment.c), on the fixture's limits. */
-static void fixture_fill_header(struct takt_mgmt_header *h, const struct fixture_config *cfg,
-				const struct takt_limits *lim, uint32_t n_chunks)
+static void fixture_fill_header(struct takt_mgmt_header *h, const struct takt_limits *lim)
 {
-	seg_header_fill(h, &(struct seg_spec){.lim = *lim, .class_size = cfg->class_size,
-					      .class_count = cfg->class_count, .n_chunks = n_chunks,
-					      .epoch = 1, .domain = "unit-test"});
+	seg_header_fill(h, &(struct seg_spec){.lim = *lim, .epoch = 1, .domain = "unit-test"});
 	atomic_store_explicit(&h->broker_pid, (uint32_t)getpid(), memory_order_relaxed);
 	/* No fence, unlike the broker: nobody maps this segment until
 	 * fixture_init returns (and -Wtsan rejects fences). */
 	h->magic = TAKT_MGMT_MAGIC;
 }
 
-/* Mirrors seg_create_pools: one payload segment per class, header line first. */
-static int fixture_add_pools(struct fixture *f)
+/* Publisher port 0 and its pool segment, as the broker's reg_pub_open and
+ * seg_pool_create lay them out. */
+static int fixture_add_pool(struct fixture *f, const struct fixture_config *cfg)
 {
-	const struct takt_mgmt_header *h = f->mgmt;
+	struct takt_pub_port *pp = &f->v.pubs[0];
+	size_t size;
+	void *base;
 
-	for (uint32_t k = 0; k < FIXTURE_CLASSES; k++) {
-
-		f->pool_size[k] = h->pools[k].segment_size;
-		f->pool_base[k] = fixture_map_shared(f->pool_size[k]);
-		if (!f->pool_base[k])
-			return -ENOMEM;
-		seg_pool_header_fill(f->pool_base[k], k, h);
-		if (seg_view_add_pool(&f->v, k, f->pool_base[k], f->pool_size[k]) < 0)
-			return -EPROTO;
-	}
-	return 0;
+	pp->id = 1;
+	pp->payload_size = cfg->payload_size;
+	pp->chunk_stride = layout_chunk_stride(cfg->payload_size);
+	pp->n_chunks_max = cfg->pool_chunks;
+	atomic_store_explicit(&pp->n_chunks, cfg->pool_chunks, memory_order_relaxed);
+	size = seg_pool_bytes(pp->chunk_stride, cfg->pool_chunks);
+	base = fixture_map_shared(size);
+	if (!base)
+		return -ENOMEM;
+	seg_pool_header_fill(base, pp, 1, f->v.hdr->layout_digest);
+	return seg_pool_check(&f->v, pp, base, size, &f->pool) < 0 ? -EPROTO : 0;
 }
 
 int fixture_init(struct fixture *f, const struct fixture_config *cfg)
 {
 	struct takt_limits lim = fixture_limits(cfg);
 	struct takt_layout lay;
-	uint32_t n_chunks = cfg->class_count[0] + cfg->class_count[1];
 	int r = -ENOMEM;
 
 	memset(f, 0, sizeof(*f));
-	layout_compute(&lim, n_chunks, &lay);
+	layout_compute(&lim, &lay);
 	f->mgmt_size = lay.size;
 	f->mgmt = fixture_map_shared(f->mgmt_size);
 	if (!f->mgmt)
 		goto fail;
-	fixture_fill_header(f->mgmt, cfg, &lim, n_chunks);
+	fixture_fill_header(f->mgmt, &lim);
 	r = seg_view_init(&f->v, f->mgmt, f->mgmt_size);
 	if (r < 0)
 		goto fail;
-	r = fixture_add_pools(f);
+	r = fixture_add_pool(f, cfg);
 	if (r < 0)
 		goto fail;
 	if (cfg->scratch_size) {
@@ -106,7 +103,6 @@ int fixture_init(struct fixture *f, const struct fixture_config *cfg)
 		if (!f->scratch)
 			goto fail;
 	}
-	pool_format(&f->v);
 	return 0;
 fail:
 	fixture_destroy(f);
@@ -117,8 +113,7 @@ void fixture_destroy(struct fixture *f)
 {
 	if (!f)
 		return;
-	for (uint32_t k = 0; k < FIXTURE_CLASSES; k++)
-		fixture_unmap(f->pool_base[k], f->pool_size[k]);
+	fixture_unmap(f->pool.base, f->pool.size);
 	fixture_unmap(f->scratch, f->scratch_size);
 	fixture_unmap(f->mgmt, f->mgmt_size);
 	memset(f, 0, sizeof(*f));
@@ -132,12 +127,15 @@ struct takt_conn *fixture_conn_reset(struct fixture *f, uint32_t ci, uint32_t ca
 	c->sub = 0;
 	c->mask = capacity - 1;
 	c->depth = capacity;
+	c->ret_mask = f->v.ret_slots - 1;
 	c->overflow = 0;
 	/* As the broker does on reuse: clients drop mirrors of the old one. */
 	atomic_fetch_add_explicit(&c->incarnation, 1, memory_order_relaxed);
 	atomic_store_explicit(&c->head, start, memory_order_relaxed);
 	atomic_store_explicit(&c->tail, start, memory_order_relaxed);
 	atomic_store_explicit(&c->producer_waiting, 0, memory_order_relaxed);
+	atomic_store_explicit(&c->ret_head, 0, memory_order_relaxed);
+	atomic_store_explicit(&c->ret_tail, 0, memory_order_relaxed);
 	memset(seg_ring_slots(&f->v, ci), 0, (size_t)f->v.lim.queue_depth_max * sizeof(struct takt_ring_slot));
 	/* release: the threads a test starts next get the zeroed slots (thread
 	 * creation orders it anyway; this mirrors the broker). */

@@ -1,9 +1,9 @@
 /* fixture.h - a broker-less domain for the libipc unit tests.
  *
- * Builds the management segment and the payload segments the way the broker
- * does (shm-broker/segments.c), but in anonymous MAP_SHARED memory: no
- * /dev/shm names to clean up, and a fork()ed child shares every segment at
- * the same address, so its seg_view copy stays valid.
+ * Builds the management segment the way the broker does (segment.c's
+ * seg_header_fill) and one publisher pool segment, in anonymous MAP_SHARED
+ * memory: a fork()ed child shares every segment at the same address, so
+ * its seg_view and seg_pool copies stay valid.
  *
  * Also: a shared scratch area for test bookkeeping, child-process reaping
  * with a deadline, and the sanitizer switches the stress tests scale by.
@@ -32,11 +32,9 @@
  * so the suite stays within its time budget under TSan too. */
 #define FIXTURE_SCALE (FIXTURE_TSAN ? 16u : 1u)
 
-#define FIXTURE_CLASSES 2
-
 struct fixture_config {
-	uint64_t class_size[FIXTURE_CLASSES];  /* payload bytes per chunk */
-	uint32_t class_count[FIXTURE_CLASSES]; /* chunks per class */
+	uint64_t payload_size;                 /* the pool's bytes per chunk */
+	uint32_t pool_chunks;                  /* chunks in the pool */
 	uint32_t connections;
 	uint32_t queue_depth_max;              /* power of two */
 	size_t scratch_size;                   /* shared bytes for the test's own use */
@@ -46,14 +44,13 @@ struct fixture {
 	struct seg_view v;
 	void *mgmt;
 	size_t mgmt_size;
-	void *pool_base[FIXTURE_CLASSES];
-	size_t pool_size[FIXTURE_CLASSES];
+	struct seg_pool pool; /* one publisher's pool (publisher port 0) */
 	void *scratch; /* zeroed, MAP_SHARED, scratch_size bytes */
 	size_t scratch_size;
 };
 
-/* Small limits: 2 classes (256 x 64 B, 32 x 256 B), 4 connections of up to
- * 64 slots. Tests copy it and change what they need. */
+/* Small limits: a pool of 128 chunks of 64 B, 4 connections of up to 64
+ * slots. Tests copy it and change what they need. */
 extern const struct fixture_config fixture_default;
 
 /* Maps and formats a domain. 0, -ENOMEM (mmap failed), -EPROTO (seg_view
@@ -67,8 +64,8 @@ void *fixture_map_shared(size_t size);
 void fixture_unmap(void *p, size_t size);
 
 /* Prepares connection ci the way the broker's conn_create does: ACTIVE,
- * mask = capacity - 1, head = tail = start, no waiter, slots zeroed, a new
- * incarnation. */
+ * mask = capacity - 1, head = tail = start, return ring empty, no waiter,
+ * slots zeroed, a new incarnation. */
 struct takt_conn *fixture_conn_reset(struct fixture *f, uint32_t ci, uint32_t capacity, uint64_t start);
 
 #define FIXTURE_MAX_CHILDREN 16

@@ -8,9 +8,11 @@
  * stress run hits only by luck.
  *
  * Stress cases move millions of entries between a producer and a consumer
- * thread (and process), with real chunks from the pool so the payload a
- * consumer reads is checked, and so TSan sees the R0/R1 pairings through
- * plain payload accesses.
+ * thread (and process) as a publisher and a subscriber do: chunks from the
+ * producer's private pool (pool.h) go out through the sample ring and come
+ * back through the return ring (T0), so the payload a consumer reads is
+ * checked, TSan sees the R0/R1/T0 pairings through plain payload accesses,
+ * and at the end every chunk is back in the pool exactly once.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -98,7 +100,6 @@ static void expect_empty(struct ring_cons *q)
 
 	assert_int_equal(ring_pop_shared(q, &e), -EAGAIN);
 	assert_memory_equal(&e, &untouched, sizeof(e)); /* out is left alone */
-	assert_int_equal(ring_peek(q, &e), -EAGAIN);
 	assert_false(ring_nonempty(q));
 }
 
@@ -106,14 +107,11 @@ static void test_ring_fifo_order(void **state)
 {
 	struct ring_prod p;
 	struct ring_cons q;
-	struct ring_entry e;
 
 	ring_open(*state, 16, 0, &p, &q);
 	for (uint64_t s = 0; s < 10; s++)
 		push_seq(&p, 100 + s);
 	assert_true(ring_nonempty(&q));
-	assert_int_equal(ring_peek(&q, &e), 0);
-	assert_int_equal(e.seq, 100); /* peek shows the oldest and leaves it */
 	for (uint64_t s = 0; s < 10; s++)
 		pop_expect(&q, 100 + s);
 	expect_empty(&q);
@@ -503,8 +501,13 @@ enum stress_mode { STRESS_NO_OVERFLOW, STRESS_DROP_OLDEST };
  * reads them after join/waitpid. */
 struct stress {
 	const struct seg_view *v;
+	struct seg_pool pool;       /* the chunks, shared */
+	struct pub_pool pp;         /* who holds them: the producer's alone */
 	struct ring_prod p;
 	struct ring_cons q;
+	struct ret_prod rp;         /* consumer -> producer */
+	struct ret_cons rc;
+	_Atomic uint32_t consumer_done;
 	enum stress_mode mode;
 	uint64_t n;
 	uint8_t *consumed, *stolen; /* per seq, drop-oldest runs only */
@@ -547,9 +550,24 @@ static void stress_wait_go(struct stress *st)
 		sched_yield();
 }
 
-static uint64_t *payload_word(const struct seg_view *v, uint32_t c)
+static uint64_t *payload_word(const struct seg_pool *p, uint32_t c)
 {
-	return seg_chunk_payload(v, c);
+	return seg_chunk_payload(p, c);
+}
+
+/* The producer takes back what the consumer returned. */
+static void stress_drain_returns(struct stress *st)
+{
+	uint32_t got[64];
+	unsigned n;
+	bool bad = false;
+
+	while ((n = ret_pop(&st->rc, got, 64, &bad)) > 0)
+		for (unsigned k = 0; k < n; k++)
+			if (got[k] >= st->pool.n_max || !chunk_unref(&st->pp, got[k]))
+				stress_fail(&st->p_errors, "producer", "bad or double return", got[k]);
+	if (bad)
+		stress_fail(&st->p_errors, "producer", "garbage return head", 0);
 }
 
 /* A drop-oldest producer's answer to a full ring: steal, account, retry. */
@@ -560,34 +578,36 @@ static void stress_steal(struct stress *st, uint64_t *last_stolen)
 
 	if (c == TAKT_NONE)
 		return; /* the consumer made room */
-	if (!seg_chunk_ok(st->v, c)) {
+	if (c >= st->pool.n_max) {
 		stress_fail(&st->p_errors, "producer", "stole an invalid chunk", c);
 		return;
 	}
-	seq = *payload_word(st->v, c); /* we wrote it; the consumer never writes */
+	seq = *payload_word(&st->pool, c); /* we wrote it; the consumer never writes */
 	if (seq >= st->n || (*last_stolen != UINT64_MAX && seq <= *last_stolen))
 		stress_fail(&st->p_errors, "producer", "stole out of order", seq);
 	else
 		st->stolen[seq] = 1;
 	*last_stolen = seq;
 	st->n_stolen++;
-	chunk_unref(st->v, c);
+	chunk_unref(&st->pp, c);
 }
 
 /* Loans a chunk, writes seq into its payload (plain: R0 must publish it),
  * pushes it; on a full ring waits or steals by mode. */
 static void stress_produce_one(struct stress *st, uint64_t seq, uint64_t *last_stolen)
 {
-	uint32_t c = pool_pop_mpmc(st->v, 0);
 	struct ring_entry e;
 	uint64_t idle_since = 0;
+	uint32_t c = pub_pool_pop(&st->pp);
 
-	if (c == TAKT_NONE) {
-		stress_fail(&st->p_errors, "producer", "pool ran dry", seq);
-		return;
+	for (uint32_t spins = 0; c == TAKT_NONE; spins++) { /* everything is out: wait for returns */
+		stress_drain_returns(st);
+		c = pub_pool_pop(&st->pp);
+		if (c == TAKT_NONE && !stress_backoff(st, spins, &idle_since, &st->p_errors, "producer"))
+			return;
 	}
-	chunk_loan_init(st->v, c);
-	*payload_word(st->v, c) = seq;
+	chunk_loan_init(&st->pp, c);
+	*payload_word(&st->pool, c) = seq;
 	e = (struct ring_entry){.chunk = c, .size = (uint32_t)seq, .seq = seq, .publish_ns = ~seq};
 	for (uint32_t spins = 0; ring_push_spsc(&st->p, &e) == -ENOSPC; spins++) {
 		if (st->mode == STRESS_DROP_OLDEST) {
@@ -618,6 +638,22 @@ static void *stress_producer(void *arg)
 	}
 	/* release: the consumer's acquire of done sees every push. */
 	atomic_store_explicit(&st->done, 1, memory_order_release);
+	/* Then everything comes back: the consumer returns all it took. */
+	uint64_t idle_since = 0;
+
+	for (uint32_t spins = 0;; spins++) {
+		/* acquire: pairs with the consumer's release of consumer_done:
+		 * its last return is in the ring. */
+		uint32_t cdone = atomic_load_explicit(&st->consumer_done, memory_order_acquire);
+
+		stress_drain_returns(st);
+		if (cdone || atomic_load_explicit(&st->abort, memory_order_relaxed))
+			break;
+		if (!stress_backoff(st, spins, &idle_since, &st->p_errors, "producer"))
+			break;
+	}
+	if (st->pp.n_free != st->pool.n_max)
+		stress_fail(&st->p_errors, "producer", "chunks not back in the pool", st->pp.n_free);
 	return NULL;
 }
 
@@ -628,16 +664,18 @@ static void stress_check_entry(struct stress *st, const struct ring_entry *e, ui
 
 	if (bad_seq || e->seq >= st->n)
 		stress_fail(&st->c_errors, "consumer", "out of order", e->seq);
-	else if (e->size != (uint32_t)e->seq || e->publish_ns != ~e->seq || !seg_chunk_ok(st->v, e->chunk))
+	else if (e->size != (uint32_t)e->seq || e->publish_ns != ~e->seq || e->chunk >= st->pool.n_max)
 		stress_fail(&st->c_errors, "consumer", "torn slot", e->seq);
-	else if (*payload_word(st->v, e->chunk) != e->seq || chunk_refcount(st->v, e->chunk) != 1)
-		stress_fail(&st->c_errors, "consumer", "chunk payload or refcount wrong", e->seq);
+	else if (*payload_word(&st->pool, e->chunk) != e->seq)
+		stress_fail(&st->c_errors, "consumer", "chunk payload wrong", e->seq);
 	else {
 		if (st->consumed)
 			st->consumed[e->seq] = 1;
 		*next = e->seq + 1;
 		st->n_consumed++;
-		chunk_unref(st->v, e->chunk);
+		/* the return ring holds every chunk the pool has: never full */
+		if (ret_push(&st->rp, e->chunk) != 0)
+			stress_fail(&st->c_errors, "consumer", "return ring full", e->seq);
 	}
 }
 
@@ -681,6 +719,8 @@ static void *stress_consumer(void *arg)
 		if (done || !stress_backoff(st, spins++, &idle_since, &st->c_errors, "consumer"))
 			break;
 	}
+	/* release: our returns happen before the producer's last drain. */
+	atomic_store_explicit(&st->consumer_done, 1, memory_order_release);
 	return NULL;
 }
 
@@ -690,8 +730,11 @@ static struct stress *stress_new(struct fixture *f, enum stress_mode mode, uint6
 
 	assert_non_null(st);
 	st->v = &f->v;
+	st->pool = f->pool;
 	st->mode = mode;
 	st->n = n;
+	assert_int_equal(pub_pool_init(&st->pp, &f->pool), 0);
+	pub_pool_grow(&st->pp, f->pool.n_max);
 	if (mode == STRESS_DROP_OLDEST) {
 		st->consumed = fixture_map_shared(n);
 		st->stolen = fixture_map_shared(n);
@@ -699,11 +742,14 @@ static struct stress *stress_new(struct fixture *f, enum stress_mode mode, uint6
 		assert_non_null(st->stolen);
 	}
 	ring_open(f, STRESS_CAP, 0, &st->p, &st->q);
+	ret_prod_init(&st->rp, st->p.conn, seg_ret_slots(&f->v, RING_CONN), f->v.ret_slots - 1);
+	ret_cons_init(&st->rc, st->p.conn, seg_ret_slots(&f->v, RING_CONN), f->v.ret_slots - 1);
 	return st;
 }
 
 static void stress_free(struct stress *st)
 {
+	pub_pool_destroy(&st->pp);
 	if (st->mode == STRESS_DROP_OLDEST) {
 		fixture_unmap(st->consumed, st->n);
 		fixture_unmap(st->stolen, st->n);
@@ -726,7 +772,6 @@ static void stress_check_end(struct stress *st)
 	assert_int_equal(st->c_errors, 0);
 	assert_int_equal(st->n_produced, st->n);
 	assert_int_equal(st->n_consumed + st->n_stolen, st->n);
-	assert_int_equal(pool_count_free(st->v, 0), st->v->pool[0].n);
 	if (st->mode == STRESS_NO_OVERFLOW) {
 		assert_int_equal(st->n_stolen, 0);
 		return;

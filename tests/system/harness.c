@@ -53,10 +53,10 @@ int h_broker_start(struct h_broker *b, const char *tag, const char *ini)
 		_exit(127);
 	}
 	for (int i = 0; i < 1000; i++) { /* up to 10 s */
-		struct proto_pool_stat st[TAKT_MAX_CLASSES];
+		struct msg_status_reply st;
 		int status;
 
-		if (h_pools(b->domain, st) > 0)
+		if (h_status(b->domain, &st) == 0)
 			return 0;
 		if (waitpid(b->pid, &status, WNOHANG) == b->pid) {
 			fprintf(stderr, "harness: takt-broker exited with %d before serving\n", WEXITSTATUS(status));
@@ -161,21 +161,27 @@ int h_chan_recv(struct h_chan *c, void *buf, size_t n, int timeout_ms)
 	return 0;
 }
 
-int h_pools(const char *domain, struct proto_pool_stat *out)
+int h_pools(const char *domain, struct proto_pool_stat *out, int max)
 {
-	struct msg_empty req;
+	struct msg_index req = {.index = 0};
 	struct msg_pools_reply rep;
-	int sock, r;
+	int n = 0;
 
-	if (proto_connect(domain, &sock) < 0)
-		return -ENOENT;
-	proto_hdr_init(&req.hdr, MSG_POOLS, sizeof(req), 1);
-	r = proto_call(sock, &req, sizeof(req), &rep, sizeof(rep), NULL, 0, NULL, 5000, NULL, NULL);
-	close(sock);
-	if (r < 0)
-		return r;
-	memcpy(out, rep.pools, sizeof(rep.pools));
-	return (int)rep.r.index;
+	do {
+		int sock, r;
+
+		if (proto_connect(domain, &sock) < 0)
+			return -ENOENT;
+		proto_hdr_init(&req.hdr, MSG_POOLS, sizeof(req), 1);
+		r = proto_call(sock, &req, sizeof(req), &rep, sizeof(rep), NULL, 0, NULL, 5000, NULL, NULL);
+		close(sock);
+		if (r < 0)
+			return r;
+		for (uint32_t k = 0; k < rep.r.index && k < PROTO_POOLS_PER_REPLY && n < max; k++)
+			out[n++] = rep.pools[k];
+		req.index = rep.next;
+	} while (rep.next != TAKT_NONE);
+	return n;
 }
 
 int h_status(const char *domain, struct msg_status_reply *out)
@@ -191,23 +197,46 @@ int h_status(const char *domain, struct msg_status_reply *out)
 	return r;
 }
 
+/* A pool is whole when nothing is out but what history keeps. */
+static bool pool_whole(const struct proto_pool_stat *st)
+{
+	return st->loans == 0 && st->in_flight == st->history;
+}
+
 int h_wait_pools_full(const char *domain, int timeout_ms)
 {
-	struct proto_pool_stat st[TAKT_MAX_CLASSES];
+	struct proto_pool_stat st[64];
+	int n = 0;
 
 	for (int waited = 0; waited <= timeout_ms; waited += 10) {
-		int n = h_pools(domain, st), full = n > 0;
+		bool full = true;
 
+		n = h_pools(domain, st, 64);
 		for (int k = 0; k < n; k++)
-			full &= st[k].free == st[k].total && st[k].in_flight == 0;
-		if (full)
+			full &= pool_whole(&st[k]);
+		if (n >= 0 && full)
 			return 0;
 		sleep_ms(10);
 	}
-	for (int k = 0, n = h_pools(domain, st); k < n; k++)
-		fprintf(stderr, "harness: class %d (%llu B): total %u free %u in flight %u\n", k,
-			(unsigned long long)st[k].payload_size, st[k].total, st[k].free, st[k].in_flight);
+	for (int k = 0; k < n; k++)
+		fprintf(stderr, "harness: pool of '%s' (publisher %#llx, %llu B): total %u free %u in flight %u "
+			"history %u loans %u\n", st[k].topic, (unsigned long long)st[k].publisher_id,
+			(unsigned long long)st[k].payload_size, st[k].total, st[k].free, st[k].in_flight,
+			st[k].history, st[k].loans);
 	return -ETIMEDOUT;
+}
+
+int h_pool_of(const char *domain, uint64_t publisher_id, struct proto_pool_stat *out)
+{
+	struct proto_pool_stat st[64];
+	int n = h_pools(domain, st, 64);
+
+	for (int k = 0; k < n; k++)
+		if (st[k].publisher_id == publisher_id) {
+			*out = st[k];
+			return 0;
+		}
+	return n < 0 ? n : -ENOENT;
 }
 
 takt_node *h_node(const char *domain, const char *name)

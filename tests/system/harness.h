@@ -40,11 +40,16 @@ int h_chan_send(struct h_chan *c, const void *buf, size_t n);
 /* 0, or -ETIMEDOUT after timeout_ms. */
 int h_chan_recv(struct h_chan *c, void *buf, size_t n, int timeout_ms);
 
-/* Pool statistics from the broker (MSG_POOLS). Returns the number of classes. */
-int h_pools(const char *domain, struct proto_pool_stat *out);
+/* Every publisher's pool from the broker (MSG_POOLS, all pages), at most
+ * max: how many, or a negative errno. */
+int h_pools(const char *domain, struct proto_pool_stat *out, int max);
+/* The pool of one publisher: 0, or -ENOENT when it has none (closed). */
+int h_pool_of(const char *domain, uint64_t publisher_id, struct proto_pool_stat *out);
 /* The broker's status (MSG_STATUS): 0 or a negative errno. */
 int h_status(const char *domain, struct msg_status_reply *out);
-/* Waits until every class has free == total (bounded); 0 or -ETIMEDOUT. */
+/* Waits until every publisher's pool is whole: no loans, nothing out but
+ * what its history keeps (bounded); 0 or -ETIMEDOUT. A publisher counts
+ * what comes back when it next loans or publishes. */
 int h_wait_pools_full(const char *domain, int timeout_ms);
 /* Opens a node on the domain with the given name; aborts the test on failure. */
 takt_node *h_node(const char *domain, const char *name);

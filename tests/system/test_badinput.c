@@ -11,6 +11,8 @@
 #include <stdio.h>
 #include <string.h>
 #include <fcntl.h>
+#include <poll.h>
+#include <sys/mman.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -253,28 +255,84 @@ static void test_badinput_registry_scribble(void **state)
 	assert_broker_serves();
 }
 
-/* A hostile process receives the segment descriptors (a raw HELLO) and
- * tries to truncate or grow every one: the seals refuse (EPERM), so no
- * other process can be made to SIGBUS. A pair in other processes keeps
- * exchanging samples throughout. */
+/* Sends a request on a raw connection and collects the descriptors of every
+ * push that comes before its reply and of the reply itself (a client that
+ * never confirms: the broker answers after its ack timeout). */
+static unsigned raw_collect(int s, void *req, size_t size, int *fds, unsigned max)
+{
+	union {
+		struct proto_reply r;
+		char bytes[TAKT_PROTO_MAX_MSG];
+	} buf;
+	const struct proto_hdr *h = req;
+	unsigned n = 0;
+
+	if (proto_send(s, req, size, NULL, 0) < 0)
+		return 0;
+	for (int i = 0; i < 64; i++) {
+		struct pollfd pfd = {.fd = s, .events = POLLIN};
+		int got[TAKT_PROTO_MAX_FDS];
+		unsigned ng = 0;
+		long len;
+
+		if (poll(&pfd, 1, 10000) != 1)
+			break;
+		len = proto_recv(s, &buf, sizeof(buf), got, TAKT_PROTO_MAX_FDS, &ng);
+		if (len <= 0)
+			break;
+		for (unsigned k = 0; k < ng; k++)
+			if (n < max)
+				fds[n++] = got[k];
+			else
+				close(got[k]);
+		if (!proto_is_push(&buf, len) && buf.r.hdr.req_id == h->req_id)
+			break;
+	}
+	return n;
+}
+
+/* A hostile process gets every kind of segment descriptor a client can get
+ * (the registry with a raw HELLO, its own pool with PUB_OPEN, the victims'
+ * publisher's pool, read-only, by subscribing to their topic) and tries to
+ * truncate or grow each: the seals and read-only descriptors refuse, so no
+ * other process can be made to SIGBUS, and the victims' pool cannot be
+ * mapped writable. A pair in other processes keeps exchanging samples
+ * throughout. */
 static int truncating_child(void *a)
 {
-	int fds[TAKT_PROTO_MAX_FDS], s;
+	struct msg_pub_open po = {.max_payload = 64};
+	struct msg_sub_open so = {.queue_depth = 4};
+	int fds[16], s;
 	unsigned nf = raw_hello_fds(&s, fds);
 
 	(void)a;
-	H_CHECK(nf >= 2);
+	H_CHECK(nf == 1);
+	proto_hdr_init(&po.hdr, MSG_PUB_OPEN, sizeof(po), 2);
+	strcpy(po.topic, "hostile");
+	nf += raw_collect(s, &po, sizeof(po), fds + nf, 16 - nf);
+	H_CHECK(nf == 2); /* its own pool, read-write */
+	proto_hdr_init(&so.hdr, MSG_SUB_OPEN, sizeof(so), 3);
+	strcpy(so.topic, "sealed");
+	nf += raw_collect(s, &so, sizeof(so), fds + nf, 16 - nf);
+	H_CHECK(nf == 4); /* the victims' pool (read-only), its own eventfd */
 	for (unsigned i = 0; i < nf; i++) {
 		struct stat st;
+		int ro;
 
-		H_CHECK(fstat(fds[i], &st) == 0 && st.st_size > 0);
-		H_CHECK(ftruncate(fds[i], 0) < 0 && errno == EPERM);
-		H_CHECK(ftruncate(fds[i], st.st_size / 2) < 0 && errno == EPERM);
-		H_CHECK(ftruncate(fds[i], st.st_size * 2) < 0 && errno == EPERM);
-		H_CHECK(fallocate(fds[i], 0, 0, st.st_size * 2) < 0 && errno == EPERM);
+		H_CHECK(fstat(fds[i], &st) == 0);
+		if (st.st_size == 0)
+			continue; /* the eventfd */
+		ro = (fcntl(fds[i], F_GETFL) & O_ACCMODE) == O_RDONLY;
+		H_CHECK(ftruncate(fds[i], 0) < 0 && errno == (ro ? EINVAL : EPERM));
+		H_CHECK(ftruncate(fds[i], st.st_size / 2) < 0);
+		H_CHECK(ftruncate(fds[i], st.st_size * 2) < 0);
+		H_CHECK(fallocate(fds[i], 0, 0, st.st_size * 2) < 0 && errno == (ro ? EBADF : EPERM));
 		/* (Punching a hole is a write, like one through a writable
 		 * mapping: refused once segments carry F_SEAL_FUTURE_WRITE.) */
 		H_CHECK(fcntl(fds[i], F_ADD_SEALS, F_SEAL_WRITE) < 0 && errno == EPERM); /* sealed set */
+		if (ro)
+			H_CHECK(mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED, fds[i], 0) == MAP_FAILED &&
+				errno == EACCES);
 		H_CHECK(fstat(fds[i], &st) == 0 && st.st_size > 0);
 	}
 	return 0;

@@ -83,8 +83,9 @@ static void test_broker_refuses_bad_config(void **state)
 	bad_config("[limits]\nprocesses = 0\n", "must be an integer in 1..");
 	bad_config("[limits]\nwarp = 9\n", "[limits] warp: unknown key");
 	bad_config("[limits]\nqueue_depth_max = 100\n", "power of two");
-	bad_config("[pools]\nclass = 4096 x 8\nclass = 128 x 8\n", "strictly ascending");
-	bad_config("[pools]\nclass = big\n", "expected '<size>[K|M|G] x <count>'");
+	bad_config("[pools]\nclass = 4096 x 8\n", "[pools] is gone: every publisher has its own pool");
+	bad_config("[memory]\nmax_payload = huge\n", "[memory] max_payload = 'huge'");
+	bad_config("[memory]\nprocess_max = 2G\ndomain_max = 1G\n", "exceeds domain_max");
 	bad_config("[domain]\nname = ../etc\n", "[domain] name");
 	bad_config("[nonsense\n", ":1:");
 }
@@ -106,7 +107,23 @@ static void test_broker_one_per_domain(void **state)
 	assert_int_equal(run(out, sizeof(out), "%s status --domain %s", TAKT_TOOL_PATH, b.domain), 0);
 	expect_contains(out, "broker running, pid");
 	assert_int_equal(run(out, sizeof(out), "%s pools --json --domain %s", TAKT_TOOL_PATH, b.domain), 0);
-	expect_contains(out, "[{\"class\":0,\"size\":128,\"total\":1024,\"free\":1024");
+	expect_contains(out, "[]"); /* no publisher, no pool */
+	{
+		struct takt_pub_opts po = {.topic = "listed", .max_payload = 4096, .history = 2};
+		takt_node *n = h_node(b.domain, "lister");
+		char want[256];
+		takt_pub *p;
+
+		assert_int_equal(takt_pub_open(n, &po, &p), 0);
+		assert_int_equal(run(out, sizeof(out), "%s pools --json --domain %s", TAKT_TOOL_PATH, b.domain), 0);
+		/* loans_max (8) + history (2) chunks of 4096 bytes, all free */
+		snprintf(want, sizeof(want),
+			 "[{\"topic\":\"listed\",\"publisher_id\":%llu,\"pid\":%d,\"size\":4096,\"total\":10,"
+			 "\"free\":10,\"in_flight\":0,",
+			 (unsigned long long)takt_pub_id(p), (int)getpid());
+		expect_contains(out, want);
+		takt_node_close(n);
+	}
 	h_broker_stop(&b);
 }
 
