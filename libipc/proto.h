@@ -150,9 +150,11 @@ struct proto_pool_stat { /* one publisher's pool */
 	uint32_t loans;
 	uint32_t max;            /* chunks its segment could grow to */
 	uint64_t bytes;          /* reserved bytes of its pool segment */
+	uint32_t bad_returns;    /* returns it refused: foreign, out of range, twice */
+	uint32_t reserved;
 };
-_Static_assert(sizeof(struct proto_pool_stat) == 120, "proto_pool_stat");
-#define PROTO_POOLS_PER_REPLY 8
+_Static_assert(sizeof(struct proto_pool_stat) == 128, "proto_pool_stat");
+#define PROTO_POOLS_PER_REPLY 7
 struct msg_pools_reply {
 	struct proto_reply r; /* index = entries in pools[] */
 	uint32_t next;        /* the port to ask for next, or TAKT_NONE when done */

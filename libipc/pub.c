@@ -483,7 +483,9 @@ int takt_pub_loan(takt_pub *pub, size_t size, void **payload)
 		return -ENOBUFS;
 	q0_enter(&pub->port->active, pub->node->q0_light); /* Q0 */
 	pub_check_conns(pub);
-	if (pub->pool.n_free == 0)
+	/* Returns are taken in batches, when half the pool is out: the
+	 * subscribers' return lines are read then, not on every loan. */
+	if (pub->pool.n_free <= pub->pool.n_have / 2)
 		pub_drain_returns(pub);
 	c = pub_pool_pop(&pub->pool);
 	if (c == TAKT_NONE) {

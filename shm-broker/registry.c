@@ -1033,6 +1033,7 @@ void reg_pool_stats(struct broker *b, uint32_t first, struct msg_pools_reply *re
 		st->in_flight = st->total - st->free;
 		st->history = atomic_load_explicit(&pp->stat_history, memory_order_relaxed);
 		st->loans = atomic_load_explicit(&pp->stat_loans, memory_order_relaxed);
+		st->bad_returns = atomic_load_explicit(&pp->stat_bad_returns, memory_order_relaxed);
 		n++;
 	}
 	rep->r.index = n;

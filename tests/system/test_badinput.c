@@ -1,6 +1,8 @@
 /* test_badinput.c - malformed control messages get an error and cost
  * nothing else: the broker keeps serving everyone. */
 #include "harness.h"
+#include "ring.h"
+#include "segment.h"
 
 #include <errno.h>
 #include <setjmp.h>
@@ -19,6 +21,8 @@
 #include <unistd.h>
 
 #include <cmocka.h>
+
+#define WAIT_MS 30000
 
 static struct h_broker broker;
 
@@ -362,6 +366,132 @@ static void test_badinput_truncate_segments(void **state)
 	assert_broker_serves();
 }
 
+/* A subscriber that writes garbage into its own return ring: an index out
+ * of range, chunks its publisher never sent it, a chunk several times,
+ * then a return head that jumps back. The publisher refuses them (and
+ * counts them), nothing is freed twice, the other subscriber keeps
+ * receiving every sample in order, and once both are gone the pool is
+ * whole. */
+static int bad_returner_child(void *a)
+{
+	struct takt_sub_opts so = {.topic = "returns", .queue_depth = 8};
+	struct h_chan *ch = a;
+	takt_node *n = h_node(broker.domain, "returner");
+	struct seg_view v;
+	struct ret_prod rp;
+	struct stat st;
+	int fds[TAKT_PROTO_MAX_FDS], sock;
+	uint32_t me = TAKT_NONE, ci;
+	const void *x;
+	void *h;
+	char c;
+	takt_sub *s;
+
+	H_CHECK(takt_sub_open(n, &so, &s) == 0);
+	H_CHECK(h_chan_send(&ch[0], "s", 1) == 0);
+	H_CHECK(h_chan_recv(&ch[1], &c, 1, WAIT_MS) == 0); /* samples were published */
+	H_CHECK(takt_sub_take(s, &x, NULL) == 0);         /* one legitimately held */
+	H_CHECK(raw_hello_fds(&sock, fds) == 1 && fstat(fds[0], &st) == 0);
+	h = mmap(NULL, (size_t)st.st_size, PROT_READ | PROT_WRITE, MAP_SHARED, fds[0], 0);
+	H_CHECK(h != MAP_FAILED && seg_view_init(&v, h, (size_t)st.st_size) == 0);
+	for (uint32_t i = 0; i < v.lim.processes; i++) /* our own node's process entry */
+		if (atomic_load(&v.procs[i].state) == SLOT_ACTIVE && v.procs[i].pid == getpid() &&
+		    !strcmp(v.procs[i].name, "returner"))
+			me = i;
+	H_CHECK(me != TAKT_NONE);
+	for (ci = 0; ci < v.lim.connections; ci++) /* our connection */
+		if (atomic_load(&v.conns[ci].state) == SLOT_ACTIVE && v.conns[ci].sub < v.lim.subscribers &&
+		    v.subs[v.conns[ci].sub].proc == me)
+			break;
+	H_CHECK(ci < v.lim.connections);
+	ret_prod_init(&rp, &v.conns[ci], seg_ret_slots(&v, ci), v.conns[ci].ret_mask);
+	H_CHECK(ret_push(&rp, 999999) == 0); /* out of range */
+	for (uint32_t k = 0; k < 40; k++)    /* mostly chunks it never sent us */
+		H_CHECK(ret_push(&rp, k) == 0);
+	takt_sub_release(s, x); /* the real return ... (through our own producer copy) */
+	for (uint32_t k = 0; k < 40; k++)    /* ... and all of them again */
+		H_CHECK(ret_push(&rp, k) == 0);
+	H_CHECK(h_chan_send(&ch[0], "g", 1) == 0);
+	H_CHECK(h_chan_recv(&ch[1], &c, 1, WAIT_MS) == 0); /* the publisher drained */
+	atomic_store(&v.conns[ci].ret_head, 3); /* behind the publisher's tail */
+	H_CHECK(h_chan_send(&ch[0], "b", 1) == 0);
+	pause();
+	return 0;
+}
+
+/* Publishes n samples the victim subscriber leaves queued (the pool runs
+ * half out, so the publisher drains its return rings), then takes them. */
+static void returns_round(takt_pub *p, takt_sub *s, uint64_t *v, uint64_t *next, int n)
+{
+	const uint64_t *x;
+
+	for (int i = 0; i < n; i++) {
+		++*v;
+		assert_true(takt_pub_send(p, v, sizeof(*v)) >= 1);
+	}
+	while (takt_sub_take(s, (const void **)&x, NULL) == 0) {
+		assert_int_equal(*x, (*next)++); /* never torn, lost or repeated */
+		takt_sub_release(s, x);
+	}
+	assert_int_equal(*next, *v + 1);
+}
+
+static void test_badinput_hostile_returns(void **state)
+{
+	struct takt_pub_opts po = {.topic = "returns", .max_payload = 8};
+	struct takt_sub_opts so = {.topic = "returns", .queue_depth = 64};
+	takt_node *n = h_node(broker.domain, "victims");
+	struct proto_pool_stat st;
+	struct h_chan ch[2];
+	uint64_t next = 1, v = 0;
+	takt_pub *p;
+	takt_sub *s;
+	pid_t pid;
+	char c;
+
+	(void)state;
+	assert_int_equal(h_chan_open(&ch[0]), 0);
+	assert_int_equal(h_chan_open(&ch[1]), 0);
+	assert_int_equal(takt_pub_open(n, &po, &p), 0);
+	assert_int_equal(takt_sub_open(n, &so, &s), 0);
+	pid = h_spawn(bad_returner_child, ch);
+	assert_int_equal(h_chan_recv(&ch[0], &c, 1, WAIT_MS), 0);
+	returns_round(p, s, &v, &next, 5);
+	assert_int_equal(h_chan_send(&ch[1], "n", 1), 0);
+	assert_int_equal(h_chan_recv(&ch[0], &c, 1, WAIT_MS), 0); /* garbage returned */
+	for (int r = 0; r < 4; r++)
+		returns_round(p, s, &v, &next, 60);
+	assert_int_equal(h_chan_send(&ch[1], "n", 1), 0);
+	assert_int_equal(h_chan_recv(&ch[0], &c, 1, WAIT_MS), 0); /* head moved back */
+	for (int r = 0; r < 4; r++)
+		returns_round(p, s, &v, &next, 60);
+	assert_int_equal(h_pool_of(broker.domain, takt_pub_id(p), &st), 0);
+	/* At least: the out-of-range index, the repeated returns (40 pushed
+	 * twice, at most 8 of them outstanding on that connection), the head
+	 * that moved back. */
+	assert_true(st.bad_returns >= 1 + 32 + 1);
+	assert_true(st.free + st.in_flight == st.total);
+	kill(pid, SIGKILL);
+	assert_int_equal(h_wait(pid, WAIT_MS), 128 + SIGKILL);
+	takt_sub_close(s);
+	for (int i = 0; i < 500; i++) { /* both connections retired and reclaimed */
+		void *buf;
+
+		assert_int_equal(takt_pub_loan(p, 8, &buf), 0);
+		takt_pub_discard(p, buf);
+		assert_int_equal(h_pool_of(broker.domain, takt_pub_id(p), &st), 0);
+		if (st.in_flight == 0)
+			break;
+		usleep(10000);
+	}
+	assert_int_equal(st.in_flight, 0); /* every chunk back, none twice */
+	assert_int_equal(st.free, st.total);
+	takt_node_close(n);
+	h_chan_close(&ch[0]);
+	h_chan_close(&ch[1]);
+	assert_broker_serves();
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -370,6 +500,7 @@ int main(void)
 		cmocka_unit_test(test_badinput_fields),
 		cmocka_unit_test(test_badinput_foreign_port),
 		cmocka_unit_test(test_badinput_registry_scribble),
+		cmocka_unit_test(test_badinput_hostile_returns),
 	};
 
 	return cmocka_run_group_tests_name("badinput", tests, setup, teardown);
