@@ -119,6 +119,8 @@ int pub_agent_connect(takt_node *n, const struct msg_push_conn *m);
 int sub_agent_connect(takt_node *n, const struct msg_push_conn *m, int pool_fd);
 /* Agent: unmaps the pools subscribers of this node let go (SS: DONE). */
 void sub_agent_reap(takt_node *n);
+/* Agent: tells the broker a subscriber's mapping of a pool is gone. */
+void node_pool_done(takt_node *n, uint64_t publisher_id, uint32_t sub);
 /* Wakes the agent (sub_agent_reap). One syscall; only when a connection
  * ends with nothing held, never per sample. */
 void node_kick(takt_node *n);

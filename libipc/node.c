@@ -256,7 +256,8 @@ static void agent_push(takt_node *n, const void *buf, long len, const int *fds, 
 		agent_ack(n, m);
 	} else if (type == MSG_PUSH_SUB_CONN) {
 		pthread_mutex_lock(&n->ports_lock);
-		sub_agent_connect(n, m, fd);
+		if (sub_agent_connect(n, m, fd) < 0) /* not mapped: the broker need not keep it for us */
+			node_pool_done(n, n->v.pubs[m->pub].id, m->sub);
 		pthread_mutex_unlock(&n->ports_lock);
 		close(fd); /* mapped, or refused */
 		agent_ack(n, m);
@@ -270,6 +271,14 @@ static void agent_push(takt_node *n, const void *buf, long len, const int *fds, 
 	} else if (fd >= 0) {
 		close(fd);
 	}
+}
+
+void node_pool_done(takt_node *n, uint64_t publisher_id, uint32_t sub)
+{
+	struct msg_pool_done m = {.publisher_id = publisher_id, .sub = sub};
+
+	proto_hdr_init(&m.hdr, MSG_POOL_DONE, sizeof(m), 0);
+	proto_send(n->sock, &m, sizeof(m), NULL, 0);
 }
 
 void node_kick(takt_node *n)

@@ -36,7 +36,8 @@ enum proto_type {
 	MSG_STATUS = 10,
 	MSG_MGMT_FD = 11,
 	MSG_CONN_READY = 12,   /* client -> broker, never answered: a pushed connection is ready */
-	MSG_TYPE_MAX = 12,
+	MSG_POOL_DONE = 13,    /* client -> broker, never answered: a publisher's pool was unmapped */
+	MSG_TYPE_MAX = 13,
 	/* Pushes (type | PROTO_PUSH_FLAG), sent by the broker to a publisher's
 	 * node without being asked; its agent thread receives them. */
 	MSG_PUSH_CONN = 1,      /* to a publisher: a new connection; fd: the subscriber's eventfd */
@@ -132,6 +133,18 @@ struct msg_event_open { /* reply: proto_reply, index = event slot; fd: its event
 	char name[TAKT_NAME_MAX];
 };
 
+/* POOL_DONE: the subscriber's node unmapped the pool of publisher
+ * publisher_id it had mapped for subscriber port sub (nothing of it is held
+ * any more). The broker keeps a pool's segment counted until every such
+ * mapping is gone. */
+struct msg_pool_done {
+	struct proto_hdr hdr;
+	uint64_t publisher_id;
+	uint32_t sub;
+	uint32_t reserved;
+};
+_Static_assert(sizeof(struct msg_pool_done) == 32, "msg_pool_done");
+
 struct msg_empty { /* STATUS, MGMT_FD (reply: proto_reply + a read-only fd of the registry) */
 	struct proto_hdr hdr;
 };
@@ -172,8 +185,10 @@ struct msg_status_reply {
 	uint32_t n_procs, n_topics, n_pubs, n_subs, n_conns, n_events;
 	char domain[TAKT_DOMAIN_MAX];
 	char version[16];
+	uint64_t shm_bytes;      /* memory of every segment of the domain still alive */
+	uint64_t shm_bytes_idle; /* what the domain holds with no client attached */
 };
-_Static_assert(sizeof(struct msg_status_reply) <= TAKT_PROTO_MAX_MSG, "status fits");
+_Static_assert(sizeof(struct msg_status_reply) == 200, "status layout");
 
 /* The exact size a request of this type must have, or 0 for unknown types. */
 size_t proto_request_size(uint16_t type);

@@ -141,6 +141,7 @@ void sub_agent_reap(takt_node *n)
 				continue;
 			munmap(slot->pool.base, slot->pool.size);
 			memset(&slot->pool, 0, sizeof(slot->pool));
+			node_pool_done(n, slot->pub_id, s->index);
 			atomic_store_explicit(&slot->state, SS_FREE, memory_order_release);
 		}
 }

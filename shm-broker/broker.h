@@ -67,6 +67,21 @@ struct reg_conn {
 	uint8_t acks_owed;
 };
 
+/* A pool segment whose publisher closed while subscribers still map it:
+ * kept (and counted) until the last of them lets go. */
+struct reg_pool_left {
+	uint64_t pub_id;
+	int fd;
+};
+
+/* A subscriber port's mapping of a publisher's pool (one per PUSH_SUB_CONN
+ * sent), until its node says POOL_DONE, the subscriber closes or its
+ * process goes. */
+struct reg_pool_map {
+	uint64_t pub_id;
+	uint32_t sub, proc;
+};
+
 struct reg_event {
 	uint32_t state, refs;
 	char name[TAKT_NAME_MAX];
@@ -97,6 +112,10 @@ struct broker {
 	struct reg_event *events;
 	unsigned n_retiring;
 	unsigned n_pending;     /* clients with an open waiting for acks */
+	struct reg_pool_map *maps;   /* live mappings of pools by subscribers */
+	unsigned n_maps, cap_maps;
+	struct reg_pool_left *left;  /* pools of closed publishers still mapped */
+	unsigned n_left, cap_left;
 	unsigned n_orphans;     /* connections whose publisher left */
 	int timer_mode;
 	bool listen_paused;     /* out of descriptors: not accepting until a client leaves */
@@ -140,6 +159,8 @@ uint64_t reg_pend_deadline(void);
 void reg_pool_stats(struct broker *b, uint32_t first, struct msg_pools_reply *rep);
 /* A CONN_READY from cl: one ack of a pushed connection. */
 void reg_conn_ready(struct broker *b, struct client *cl, const struct msg_conn_ready *m);
+/* A POOL_DONE from cl: one subscriber's mapping of a pool is gone. */
+void reg_pool_done(struct broker *b, struct client *cl, const struct msg_pool_done *m);
 void reg_status(struct broker *b, struct msg_status_reply *rep);
 
 /* server.c */

@@ -152,6 +152,10 @@ int reg_init(struct broker *b)
 
 void reg_free(struct broker *b)
 {
+	for (unsigned i = 0; i < b->n_left; i++)
+		close(b->left[i].fd);
+	free(b->left);
+	free(b->maps);
 	for (uint32_t i = 0; b->pubs && i < b->v.lim.publishers; i++) {
 		if (b->pubs[i].pool_fd >= 0)
 			close(b->pubs[i].pool_fd);
@@ -170,6 +174,8 @@ void reg_free(struct broker *b)
 }
 
 /* ---- processes ---------------------------------------------------------- */
+
+static void pool_maps_drop(struct broker *b, uint64_t pub_id, uint32_t sub, uint32_t proc);
 
 int reg_proc_add(struct broker *b, struct client *cl, const char *name)
 {
@@ -242,6 +248,7 @@ void reg_proc_remove(struct broker *b, struct client *cl)
 	for (uint32_t i = 0; i < l->events; i++)
 		while (cl->event_refs && cl->event_refs[i])
 			reg_event_close(b, cl, i);
+	pool_maps_drop(b, 0, TAKT_NONE, cl->proc); /* its mappings died with it */
 	b->proc_state[cl->proc] = SLOT_FREE;
 	b->proc_client[cl->proc] = NULL;
 	publish_state(&b->v.procs[cl->proc].state, SLOT_FREE);
@@ -412,6 +419,70 @@ static void conn_acks_settle(struct broker *b, uint32_t ci, uint8_t bits)
 #define ACK_PUB 1
 #define ACK_SUB 2
 
+/* ---- pool lifetimes: a pool segment is alive while its publisher is open
+ * or a subscriber maps it; the broker keeps its descriptor (and counts its
+ * bytes in shm_bytes) exactly that long. */
+
+static void pool_map_add(struct broker *b, uint64_t pub_id, uint32_t sub, uint32_t proc)
+{
+	if (b->n_maps == b->cap_maps) {
+		unsigned cap = b->cap_maps ? 2 * b->cap_maps : 64;
+		struct reg_pool_map *m = realloc(b->maps, cap * sizeof(*m));
+
+		if (!m)
+			return; /* counted as gone early: the memory is freed later than we say */
+		b->maps = m;
+		b->cap_maps = cap;
+	}
+	b->maps[b->n_maps++] = (struct reg_pool_map){.pub_id = pub_id, .sub = sub, .proc = proc};
+}
+
+static bool pool_mapped(const struct broker *b, uint64_t pub_id)
+{
+	for (unsigned i = 0; i < b->n_maps; i++)
+		if (b->maps[i].pub_id == pub_id)
+			return true;
+	return false;
+}
+
+/* Pools of closed publishers that nobody maps any more are let go. */
+static void pools_left_sweep(struct broker *b)
+{
+	for (unsigned i = 0; i < b->n_left;)
+		if (!pool_mapped(b, b->left[i].pub_id)) {
+			close(b->left[i].fd);
+			b->left[i] = b->left[--b->n_left];
+		} else {
+			i++;
+		}
+}
+
+/* Drops mappings: of one (pub_id, sub) pair (one record), of a subscriber
+ * port (sub != TAKT_NONE, pub_id 0), or of a process (sub == TAKT_NONE). */
+static void pool_maps_drop(struct broker *b, uint64_t pub_id, uint32_t sub, uint32_t proc)
+{
+	for (unsigned i = 0; i < b->n_maps;) {
+		struct reg_pool_map *m = &b->maps[i];
+		bool hit = pub_id ? m->pub_id == pub_id && m->sub == sub && m->proc == proc
+			   : sub != TAKT_NONE ? m->sub == sub && m->proc == proc : m->proc == proc;
+
+		if (!hit) {
+			i++;
+			continue;
+		}
+		*m = b->maps[--b->n_maps];
+		if (pub_id)
+			break;
+	}
+	pools_left_sweep(b);
+}
+
+void reg_pool_done(struct broker *b, struct client *cl, const struct msg_pool_done *m)
+{
+	if (cl->proc != TAKT_NONE)
+		pool_maps_drop(b, m->publisher_id ? m->publisher_id : UINT64_MAX, m->sub, cl->proc);
+}
+
 /* Pushes one end of a connection change to that end's node. Returns the
  * ack bit owed for it (0: not sent, or nothing to confirm). */
 static uint8_t conn_push(struct broker *b, uint32_t ci, uint16_t kind)
@@ -429,6 +500,8 @@ static uint8_t conn_push(struct broker *b, uint32_t ci, uint16_t kind)
 	server_push(b, cl, &m, sizeof(m), &fd, fd >= 0 ? 1 : 0);
 	if (cl->doomed || kind == MSG_PUSH_CONN_GONE)
 		return 0;
+	if (to_sub)
+		pool_map_add(b, b->pubs[rc->pub].id, rc->sub, cl->proc);
 	return to_sub ? ACK_SUB : ACK_PUB;
 }
 
@@ -662,8 +735,27 @@ static void pub_mirror(struct broker *b, uint32_t pi)
 	publish_state(&p->state, rp->state);
 }
 
-static void pub_pool_close(struct reg_pub *rp)
+/* The publisher is gone: its pool stays (and counts) while subscribers
+ * still map it. */
+static void pub_pool_close(struct broker *b, struct reg_pub *rp)
 {
+	if (rp->pool_fd >= 0 && pool_mapped(b, rp->id)) {
+		struct reg_pool_left *l = b->left;
+
+		if (b->n_left == b->cap_left) {
+			unsigned cap = b->cap_left ? 2 * b->cap_left : 16;
+
+			l = realloc(b->left, cap * sizeof(*l));
+			if (l) {
+				b->left = l;
+				b->cap_left = cap;
+			}
+		}
+		if (l && b->n_left < b->cap_left) {
+			b->left[b->n_left++] = (struct reg_pool_left){.pub_id = rp->id, .fd = rp->pool_fd};
+			rp->pool_fd = -1;
+		}
+	}
 	if (rp->pool_fd >= 0)
 		close(rp->pool_fd);
 	if (rp->pool_ro_fd >= 0)
@@ -721,7 +813,7 @@ int reg_pub_open(struct broker *b, struct client *cl, const struct msg_pub_open 
 		if (r != -ENOMEM)
 			fprintf(stderr, "takt-broker: topic '%s': cannot create a pool segment: %s\n", m->topic,
 				strerror(-r));
-		pub_pool_close(rp);
+		pub_pool_close(b, rp);
 		rp->state = SLOT_FREE;
 		topic_put(b, (uint32_t)ti);
 		return r == -ENOMEM ? -ENOMEM : r;
@@ -754,7 +846,7 @@ int reg_pub_close(struct broker *b, struct client *cl, uint32_t index)
 	conns_end_done(b, index, true);
 	/* Subscribers keep their mappings while they take and hold what it
 	 * sent; the memory goes with the last of them. */
-	pub_pool_close(rp);
+	pub_pool_close(b, rp);
 	list_del(b->topics[rp->topic].pubs, &b->topics[rp->topic].n_pubs, index);
 	topic_put(b, rp->topic);
 	rp->state = SLOT_CLOSING; /* free once no connection names it */
@@ -850,6 +942,7 @@ int reg_sub_close(struct broker *b, struct client *cl, uint32_t index)
 	topic_put(b, rs->topic);
 	close(b->sub_efd[index]);
 	b->sub_efd[index] = -1;
+	pool_maps_drop(b, 0, index, cl->proc); /* it unmaps its pools as it closes */
 	reg_tick(b);
 	return 0;
 }
@@ -1065,4 +1158,10 @@ void reg_status(struct broker *b, struct msg_status_reply *rep)
 	rep->n_events = COUNT_ACTIVE(b->events, l->events);
 	snprintf(rep->domain, sizeof(rep->domain), "%s", b->cfg.domain);
 	snprintf(rep->version, sizeof(rep->version), "%s", TAKT_VERSION_STRING);
+	rep->shm_bytes_idle = seg_fd_bytes(b->mgmt_fd);
+	rep->shm_bytes = rep->shm_bytes_idle;
+	for (uint32_t i = 0; i < l->publishers; i++)
+		rep->shm_bytes += seg_fd_bytes(b->pubs[i].pool_fd);
+	for (unsigned i = 0; i < b->n_left; i++)
+		rep->shm_bytes += seg_fd_bytes(b->left[i].fd);
 }

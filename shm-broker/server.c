@@ -333,6 +333,7 @@ static void dispatch(struct broker *b, struct client *cl, const void *buf)
 		open_done(b, cl, h, r, r >= 0 ? b->sub_efd[r] : -1);
 		break;
 	case MSG_CONN_READY: reg_conn_ready(b, cl, buf); break;
+	case MSG_POOL_DONE: reg_pool_done(b, cl, buf); break;
 	case MSG_EVENT_OPEN:
 		r = reg_event_open(b, cl, ((const struct msg_event_open *)buf)->name);
 		handle_fd_reply(cl, h, r, r >= 0 ? b->event_efd[r] : -1);

@@ -103,11 +103,13 @@ static int cmd_status(const char *domain, int json)
 	rep.domain[sizeof(rep.domain) - 1] = rep.version[sizeof(rep.version) - 1] = 0;
 	if (json) {
 		printf("{\"domain\":\"%s\",\"running\":true,\"pid\":%d,\"epoch\":%llu,\"version\":\"%s\","
+		       "\"shm_bytes\":%llu,\"shm_bytes_idle\":%llu,"
 		       "\"processes\":%u,\"topics\":%u,\"publishers\":%u,\"subscribers\":%u,"
 		       "\"connections\":%u,\"events\":%u,\"limits\":{\"processes\":%u,\"topics\":%u,"
 		       "\"publishers\":%u,\"subscribers\":%u,\"connections\":%u,\"queue_depth_max\":%u,"
 		       "\"history_max\":%u,\"held_max\":%u,\"loans_max\":%u,\"events\":%u}}\n",
-		       rep.domain, rep.pid, (unsigned long long)rep.epoch, rep.version, rep.n_procs,
+		       rep.domain, rep.pid, (unsigned long long)rep.epoch, rep.version,
+		       (unsigned long long)rep.shm_bytes, (unsigned long long)rep.shm_bytes_idle, rep.n_procs,
 		       rep.n_topics, rep.n_pubs, rep.n_subs, rep.n_conns, rep.n_events, l->processes,
 		       l->topics, l->publishers, l->subscribers, l->connections, l->queue_depth_max,
 		       l->history_max, l->held_max, l->loans_max, l->events);
@@ -117,6 +119,8 @@ static int cmd_status(const char *domain, int json)
 	       (unsigned long long)rep.epoch, rep.version);
 	printf("  in use:  %u processes, %u topics, %u publishers, %u subscribers, %u connections, %u events\n",
 	       rep.n_procs, rep.n_topics, rep.n_pubs, rep.n_subs, rep.n_conns, rep.n_events);
+	printf("  memory:  %llu bytes of shared memory (%llu with no client attached)\n",
+	       (unsigned long long)rep.shm_bytes, (unsigned long long)rep.shm_bytes_idle);
 	printf("  limits:  %u processes, %u topics, %u publishers, %u subscribers, %u connections,\n"
 	       "           queue depth <= %u, history <= %u, held <= %u, loans <= %u, %u events\n",
 	       l->processes, l->topics, l->publishers, l->subscribers, l->connections, l->queue_depth_max,

@@ -357,7 +357,8 @@ static void test_badinput_truncate_segments(void **state)
 	for (uint64_t i = 1; i <= 3; i++) {
 		if (i == 2)
 			assert_int_equal(h_wait(h_spawn(truncating_child, NULL), 30000), 0);
-		assert_int_equal(takt_pub_send(p, &i, sizeof(i)), 1);
+		/* 2 while the broker has not yet seen the attacker's subscriber go */
+		assert_true(takt_pub_send(p, &i, sizeof(i)) >= 1);
 		assert_int_equal(takt_sub_take(s, (const void **)&x, NULL), 0);
 		assert_int_equal(*x, i);
 		takt_sub_release(s, x);

@@ -208,12 +208,141 @@ static void test_reclaim_churn_of_subscribers(void **state)
 	assert_int_equal(h_wait_pools_full(broker.domain, 5000), 0);
 }
 
+/* shm_bytes counts a pool as long as it is alive: while its publisher is
+ * open, then while a subscriber still maps it (it holds samples of a
+ * publisher that died); once every client let go the domain is back to
+ * what it holds idle. */
+static int lasting_pub_child(void *a)
+{
+	struct h_chan *ch = a;
+	struct takt_pub_opts po = {.topic = "lasting", .max_payload = 4096};
+	takt_node *n = h_node(broker.domain, "lasting-pub");
+	takt_pub *p;
+	char c;
+
+	H_CHECK(takt_pub_open(n, &po, &p) == 0);
+	H_CHECK(h_chan_recv(&ch[1], &c, 1, WAIT_MS) == 0);
+	for (uint64_t i = 1; i <= 3; i++)
+		H_CHECK(takt_pub_send(p, &i, sizeof(i)) == 1);
+	H_CHECK(h_chan_send(&ch[0], "p", 1) == 0);
+	pause();
+	return 0;
+}
+
+static uint64_t shm_bytes(uint64_t *idle)
+{
+	struct msg_status_reply st;
+
+	assert_int_equal(h_status(broker.domain, &st), 0);
+	*idle = st.shm_bytes_idle;
+	return st.shm_bytes;
+}
+
+static void test_reclaim_pool_lives_while_mapped(void **state)
+{
+	struct takt_sub_opts so = {.topic = "lasting", .queue_depth = 8};
+	const uint64_t *x[3];
+	struct h_chan ch[2];
+	uint64_t idle, bytes;
+	takt_node *n;
+	takt_sub *s;
+	pid_t pid;
+	char c;
+
+	(void)state;
+	assert_int_equal(h_wait_pools_full(broker.domain, 5000), 0);
+	assert_int_equal(h_chan_open(&ch[0]), 0);
+	assert_int_equal(h_chan_open(&ch[1]), 0);
+	pid = h_spawn(lasting_pub_child, ch);
+	n = h_node(broker.domain, "lasting-sub");
+	assert_int_equal(takt_sub_open(n, &so, &s), 0);
+	assert_int_equal(h_chan_send(&ch[1], "g", 1), 0);
+	assert_int_equal(h_chan_recv(&ch[0], &c, 1, WAIT_MS), 0);
+	assert_int_equal(takt_sub_take(s, (const void **)&x[0], NULL), 0);
+	assert_int_equal(takt_sub_take(s, (const void **)&x[1], NULL), 0);
+	bytes = shm_bytes(&idle);
+	assert_true(idle > 0);
+	assert_true(bytes >= idle + 8 * 4160); /* its pool: at least loans and our share */
+	kill(pid, SIGKILL);
+	assert_int_equal(h_wait(pid, WAIT_MS), 128 + SIGKILL);
+	/* The publisher is gone; what we hold and what is queued lives on. */
+	assert_int_equal(*x[0], 1);
+	assert_int_equal(*x[1], 2);
+	assert_int_equal(takt_sub_take(s, (const void **)&x[2], NULL), 0);
+	assert_int_equal(*x[2], 3);
+	assert_int_equal(shm_bytes(&idle), bytes);
+	for (int i = 0; i < 3; i++)
+		takt_sub_release(s, x[i]);
+	for (int i = 0; i < 500 && shm_bytes(&idle) != idle; i++) {
+		/* the subscriber lets go of the pool at its next call after the
+		 * broker retired the drained connection */
+		assert_int_equal(takt_sub_take(s, (const void **)&x[0], NULL), -EAGAIN);
+		usleep(10000);
+	}
+	assert_int_equal(shm_bytes(&idle), idle);
+	takt_node_close(n);
+	h_chan_close(&ch[0]);
+	h_chan_close(&ch[1]);
+}
+
+/* A subscriber killed while it holds samples of a dead publisher: its
+ * mappings die with it, and so does the pool. */
+static int lasting_sub_child(void *a)
+{
+	struct h_chan *ch = a;
+	struct takt_sub_opts so = {.topic = "lasting2", .queue_depth = 8};
+	takt_node *n = h_node(broker.domain, "lasting2-sub");
+	const void *x;
+	takt_sub *s;
+	char c;
+
+	H_CHECK(takt_sub_open(n, &so, &s) == 0);
+	H_CHECK(h_chan_send(&ch[0], "s", 1) == 0);
+	H_CHECK(h_chan_recv(&ch[1], &c, 1, WAIT_MS) == 0);
+	H_CHECK(takt_sub_take(s, &x, NULL) == 0); /* held when killed */
+	H_CHECK(h_chan_send(&ch[0], "h", 1) == 0);
+	pause();
+	return 0;
+}
+
+static void test_reclaim_pool_goes_with_last_mapping(void **state)
+{
+	struct takt_pub_opts po = {.topic = "lasting2", .max_payload = 4096};
+	takt_node *n = h_node(broker.domain, "lasting2-pub");
+	struct h_chan ch[2];
+	uint64_t idle, v = 7;
+	takt_pub *p;
+	pid_t pid;
+	char c;
+
+	(void)state;
+	assert_int_equal(h_chan_open(&ch[0]), 0);
+	assert_int_equal(h_chan_open(&ch[1]), 0);
+	assert_int_equal(takt_pub_open(n, &po, &p), 0);
+	pid = h_spawn(lasting_sub_child, ch);
+	assert_int_equal(h_chan_recv(&ch[0], &c, 1, WAIT_MS), 0);
+	assert_int_equal(takt_pub_send(p, &v, sizeof(v)), 1);
+	assert_int_equal(h_chan_send(&ch[1], "t", 1), 0);
+	assert_int_equal(h_chan_recv(&ch[0], &c, 1, WAIT_MS), 0);
+	takt_node_close(n); /* the publisher goes first; the subscriber holds */
+	assert_true(shm_bytes(&idle) > idle);
+	kill(pid, SIGKILL);
+	assert_int_equal(h_wait(pid, WAIT_MS), 128 + SIGKILL);
+	for (int i = 0; i < 500 && shm_bytes(&idle) != idle; i++)
+		usleep(10000);
+	assert_int_equal(shm_bytes(&idle), idle);
+	h_chan_close(&ch[0]);
+	h_chan_close(&ch[1]);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_reclaim_subscriber_killed_holding_and_full),
 		cmocka_unit_test(test_reclaim_publisher_killed_holding_loans),
 		cmocka_unit_test(test_reclaim_churn_of_subscribers),
+		cmocka_unit_test(test_reclaim_pool_lives_while_mapped),
+		cmocka_unit_test(test_reclaim_pool_goes_with_last_mapping),
 	};
 
 	return cmocka_run_group_tests_name("reclaim", tests, setup, teardown);
