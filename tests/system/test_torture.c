@@ -1,0 +1,361 @@
+/* test_torture.c - processes SIGKILLed at random, 300 times.
+ *
+ * Publishers, subscribers and executor processes on three topics, each a
+ * real process, are killed with SIGKILL at random moments (inside takt
+ * calls as often as outside: they run flat out) and replaced, 300 times.
+ * Every sample carries its publisher's running count and a checksum of its
+ * payload; every subscriber checks each sample it takes (checksum, size,
+ * per-publisher order: seq and count only grow) and records any violation
+ * in shared memory, where the dead cannot take it with them. Two processes
+ * are never killed and check the same throughout. Afterwards every client
+ * is gone and the broker reports no memory held beyond what an idle domain
+ * holds, no process, port or connection.
+ *
+ * Bounded: the churn stops after TORTURE_KILLS kills or TORTURE_SECONDS,
+ * whichever comes first, and fails if too few kills happened.
+ */
+#include "harness.h"
+
+#include <errno.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+#include <takt/exec.h>
+
+#define TORTURE_KILLS 300
+#define TORTURE_SECONDS 120
+#define N_TOPICS 3
+#define N_PROCS 8 /* churned at any time */
+#define WAIT_MS 30000
+
+static struct h_broker broker;
+
+struct report {
+	_Atomic uint64_t taken, published, violations, started;
+	char first[256]; /* the first violation, for the failure message */
+	_Atomic int first_set;
+	_Atomic int stop_sub, stop_pub; /* the survivors end */
+};
+static struct report *rep;
+
+struct sample {
+	uint64_t count;  /* the publisher's own running count */
+	uint32_t len;    /* bytes of data[] in use */
+	uint32_t sum;    /* over count, len and data[0..len) */
+	uint8_t data[];
+};
+
+static uint32_t checksum(const struct sample *s)
+{
+	uint32_t h = 2166136261u;
+
+	for (size_t i = 0; i < sizeof(s->count); i++)
+		h = (h ^ ((const uint8_t *)&s->count)[i]) * 16777619u;
+	h = (h ^ s->len) * 16777619u;
+	for (uint32_t i = 0; i < s->len; i++)
+		h = (h ^ s->data[i]) * 16777619u;
+	return h;
+}
+
+static void violation(const char *what, uint64_t a, uint64_t b)
+{
+	int expect = 0;
+
+	atomic_fetch_add(&rep->violations, 1);
+	if (atomic_compare_exchange_strong(&rep->first_set, &expect, 1))
+		snprintf(rep->first, sizeof(rep->first), "pid %d: %s (%llu, %llu)", getpid(), what,
+			 (unsigned long long)a, (unsigned long long)b);
+}
+
+static const char *topic_name(unsigned t)
+{
+	static const char *names[N_TOPICS] = {"torture/a", "torture/b", "torture/c"};
+
+	return names[t % N_TOPICS];
+}
+
+/* ---- roles ----------------------------------------------------------------- */
+
+static int publisher_role(unsigned topic, bool forever)
+{
+	struct takt_pub_opts po = {.topic = topic_name(topic), .max_payload = 1024, .history = topic % 3};
+	takt_node *n = h_node(broker.domain, "t-pub");
+	uint64_t count = 0, x = (uint64_t)getpid() * 0x9e3779b97f4a7c15ull;
+	takt_pub *p;
+
+	H_CHECK(takt_pub_open(n, &po, &p) == 0);
+	atomic_fetch_add(&rep->started, 1);
+	while (!forever || !atomic_load(&rep->stop_pub)) {
+		struct sample *s;
+		int r = takt_pub_loan(p, po.max_payload, (void **)&s);
+
+		if (r == -ENOBUFS) { /* cannot happen: the pool covers everything out */
+			violation("loan -ENOBUFS", count, 0);
+			usleep(1000);
+			continue;
+		}
+		H_CHECK(r == 0);
+		x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+		s->count = ++count;
+		s->len = (uint32_t)(x % (po.max_payload - sizeof(*s)));
+		for (uint32_t i = 0; i < s->len; i++)
+			s->data[i] = (uint8_t)(x >> (i % 56));
+		s->sum = checksum(s);
+		H_CHECK(takt_pub_publish(p, s) >= 0);
+		atomic_fetch_add(&rep->published, 1);
+		if ((count & 63) == 0)
+			usleep(100); /* let the subscribers breathe on 2 cores */
+	}
+	takt_node_close(n);
+	return 0;
+}
+
+struct checker {
+	uint64_t pub_id[64], seq[64], count[64];
+	unsigned n;
+};
+
+/* One taken sample: intact, and after everything this publisher sent us
+ * before (drop-oldest may skip, never repeat or reorder). */
+static void check_sample(struct checker *c, const void *payload, const struct takt_sample_info *info)
+{
+	const struct sample *s = payload;
+	unsigned i;
+
+	if (info->size < sizeof(*s) || s->len > info->size - sizeof(*s) || s->sum != checksum(s)) {
+		violation("torn or corrupt sample", info->publisher_id, info->seq);
+		return;
+	}
+	for (i = 0; i < c->n && c->pub_id[i] != info->publisher_id; i++)
+		;
+	if (i == c->n) {
+		if (c->n == 64)
+			memmove(c->pub_id, c->pub_id + 1, 63 * sizeof(uint64_t)), i = 63;
+		else
+			c->n++;
+		c->pub_id[i] = info->publisher_id;
+		c->seq[i] = 0;
+		c->count[i] = 0;
+	}
+	if (info->seq <= c->seq[i] || s->count <= c->count[i] || s->count != info->seq)
+		violation("duplicate or reordered sample", info->seq, c->seq[i]);
+	c->seq[i] = info->seq;
+	c->count[i] = s->count;
+	atomic_fetch_add(&rep->taken, 1);
+}
+
+static int subscriber_role(unsigned topic, bool forever)
+{
+	struct takt_sub_opts so = {.topic = topic_name(topic), .queue_depth = 1 + topic * 7,
+				   .history = topic % 2 ? 2 : 0};
+	takt_node *n = h_node(broker.domain, "t-sub");
+	static struct checker c;
+	const void *held[4] = {0};
+	unsigned k = 0;
+	takt_sub *s;
+
+	H_CHECK(takt_sub_open(n, &so, &s) == 0);
+	atomic_fetch_add(&rep->started, 1);
+	while (!forever || !atomic_load(&rep->stop_sub)) {
+		struct takt_sample_info info;
+		const void *x;
+
+		if (takt_sub_wait(s, 50000000) < 0)
+			continue;
+		while (takt_sub_take(s, &x, &info) == 0) {
+			check_sample(&c, x, &info);
+			/* Hold a few for a while: a kill then finds them held. */
+			if (held[k])
+				takt_sub_release(s, held[k]);
+			held[k] = x;
+			k = (k + 1) % 4;
+		}
+	}
+	takt_node_close(n);
+	return 0;
+}
+
+struct exec_role {
+	takt_sub *sub;
+	struct checker c;
+};
+
+static int on_sample(takt_ctx *ctx, void *user)
+{
+	struct exec_role *er = user;
+	struct takt_sample_info info;
+	const void *x;
+
+	(void)ctx;
+	while (takt_sub_take(er->sub, &x, &info) == 0) {
+		check_sample(&er->c, x, &info);
+		takt_sub_release(er->sub, x);
+	}
+	return TAKT_CONTINUE;
+}
+
+static int declare_sub(takt_triggers *t, void *user)
+{
+	return takt_trigger_subscriber(t, ((struct exec_role *)user)->sub);
+}
+
+static int executor_role(unsigned topic)
+{
+	struct takt_sub_opts so = {.topic = topic_name(topic), .queue_depth = 16};
+	takt_node *n = h_node(broker.domain, "t-exec");
+	static struct exec_role er;
+	takt_exec *ex;
+
+	H_CHECK(takt_sub_open(n, &so, &er.sub) == 0);
+	H_CHECK(takt_exec_create(&(struct takt_exec_opts){.worker_threads = topic % 2, .handle_signals = -1},
+				 &ex) == 0);
+	H_CHECK(takt_exec_add(ex, &(struct takt_item){.name = "check", .declare = declare_sub,
+						      .execute = on_sample, .user = &er}) >= 0);
+	atomic_fetch_add(&rep->started, 1);
+	return takt_exec_run(ex) == 0 ? 0 : 1; /* until killed */
+}
+
+struct role {
+	int kind; /* 0 publisher, 1 subscriber, 2 executor */
+	unsigned topic;
+	bool forever;
+};
+
+static int role_main(void *a)
+{
+	struct role *r = a;
+
+	switch (r->kind) {
+	case 0: return publisher_role(r->topic, r->forever);
+	case 1: return subscriber_role(r->topic, r->forever);
+	default: return executor_role(r->topic);
+	}
+}
+
+/* ---- the test -------------------------------------------------------------- */
+
+static int setup(void **state)
+{
+	(void)state;
+	rep = mmap(NULL, sizeof(*rep), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	if (rep == MAP_FAILED)
+		return -1;
+	return h_broker_start(&broker, "torture", NULL);
+}
+
+static int teardown(void **state)
+{
+	(void)state;
+	h_broker_stop(&broker);
+	munmap(rep, sizeof(*rep));
+	return 0;
+}
+
+static uint64_t now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+static void test_torture_random_kills(void **state)
+{
+	struct role roles[N_PROCS], keep[2] = {{.kind = 0, .topic = 0, .forever = true},
+					       {.kind = 1, .topic = 0, .forever = true}};
+	pid_t pids[N_PROCS], keepers[2];
+	struct msg_status_reply st;
+	unsigned kills = 0;
+	uint64_t end = now_ms() + TORTURE_SECONDS * 1000u, x = 88172645463325252ull;
+
+	(void)state;
+	for (int i = 0; i < 2; i++)
+		keepers[i] = h_spawn(role_main, &keep[i]);
+	for (int i = 0; i < N_PROCS; i++) {
+		roles[i] = (struct role){.kind = i % 3, .topic = (unsigned)i % N_TOPICS};
+		pids[i] = h_spawn(role_main, &roles[i]);
+	}
+	while (kills < TORTURE_KILLS && now_ms() < end) {
+		unsigned i;
+
+		x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+		i = (unsigned)(x % N_PROCS);
+		usleep((useconds_t)(x >> 40) % 20000); /* 0..20 ms: inside calls and out */
+		kill(pids[i], SIGKILL);
+		if (h_wait(pids[i], WAIT_MS) != 128 + SIGKILL)
+			fail_msg("process %d (role %d) did not die by SIGKILL: it failed by itself", pids[i],
+				 roles[i].kind);
+		kills++;
+		roles[i] = (struct role){.kind = (int)((x >> 8) % 3), .topic = (unsigned)((x >> 16) % N_TOPICS)};
+		pids[i] = h_spawn(role_main, &roles[i]);
+	}
+	print_message("%u kills, %llu published, %llu taken\n", kills,
+		      (unsigned long long)atomic_load(&rep->published), (unsigned long long)atomic_load(&rep->taken));
+	assert_true(kills >= TORTURE_KILLS / 2); /* else the machine is too slow to have tortured anything */
+	for (int i = 0; i < N_PROCS; i++) {
+		kill(pids[i], SIGKILL);
+		assert_int_equal(h_wait(pids[i], WAIT_MS), 128 + SIGKILL);
+	}
+	/* The surviving subscriber ends; the surviving publisher publishes on
+	 * and takes back what every subscriber, dead or closed, had of it: at
+	 * most a loan is out then (its topic keeps no history). */
+	atomic_store(&rep->stop_sub, 1);
+	assert_int_equal(h_wait(keepers[1], WAIT_MS), 0);
+	{
+		struct proto_pool_stat pools[64];
+		int np, found = 0;
+
+		for (int t = 0; t < 200; t++) {
+			usleep(10000); /* it publishes on, noticing the departures */
+			np = h_pools(broker.domain, pools, 64);
+			for (int i = 0; i < np; i++)
+				if (pools[i].pid == keepers[0]) {
+					found = pools[i].in_flight <= 1 ? 1 : -1;
+					if (found < 0 && t == 199)
+						fail_msg("the surviving publisher has %u chunks out of %u: leaked",
+							 pools[i].in_flight, pools[i].total);
+				}
+			if (found > 0)
+				break;
+		}
+		assert_int_equal(found, 1);
+	}
+	atomic_store(&rep->stop_pub, 1);
+	assert_int_equal(h_wait(keepers[0], WAIT_MS), 0); /* the survivors end cleanly */
+	if (atomic_load(&rep->violations))
+		fail_msg("%llu violations; first: %s", (unsigned long long)atomic_load(&rep->violations), rep->first);
+	assert_true(atomic_load(&rep->taken) > 0);
+	/* Everything any process held is gone with it. */
+	for (int i = 0; i < 1000; i++) {
+		assert_int_equal(h_status(broker.domain, &st), 0);
+		if (st.n_procs == 0 && st.n_pubs == 0 && st.n_subs == 0 && st.n_conns == 0 &&
+		    st.shm_bytes == st.shm_bytes_idle)
+			break;
+		usleep(10000);
+	}
+	assert_int_equal(st.n_procs, 0);
+	assert_int_equal(st.n_pubs, 0);
+	assert_int_equal(st.n_subs, 0);
+	assert_int_equal(st.n_conns, 0);
+	assert_int_equal(st.shm_bytes, st.shm_bytes_idle);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_torture_random_kills),
+	};
+
+	return cmocka_run_group_tests_name("torture", tests, setup, teardown);
+}
