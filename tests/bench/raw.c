@@ -217,6 +217,118 @@ static int ring_consume(struct side *s)
  * A produces, B consumes and writes the samples. */
 const struct impl raw_spsc_ring = { .run_a = ring_produce, .run_b = ring_consume };
 
+/* ---- raw zero-copy handoff ---------------------------------------------------- */
+
+/* The physical floor of zero-copy throughput: the ring above carries chunk
+ * indices, each message's payload is written into its own chunk line (one
+ * payload line crosses per message), and the consumer hands every chunk
+ * back through a second SPSC ring (cached indices, batched like the
+ * first), which the producer refills its free stack from. No reference
+ * counts, no checks, nothing but the lines zero copy must move. */
+#define ZC_CHUNKS 512u
+#define ZC_RET 512u /* holds every chunk: the return never waits */
+
+struct zc_region {
+	_Atomic uint64_t head; /* producer */
+	char pad0[120];
+	_Atomic uint64_t tail; /* consumer */
+	char pad1[120];
+	_Atomic uint64_t ret_head; /* consumer */
+	char pad2[120];
+	_Atomic uint64_t ret_tail; /* producer */
+	char pad3[120];
+	_Atomic uint32_t slot[RING_CAP];
+	_Atomic uint32_t ret[ZC_RET];
+	struct {
+		_Atomic uint64_t v;
+		char pad[56];
+	} chunk[ZC_CHUNKS];
+};
+_Static_assert(sizeof(struct zc_region) <= BENCH_SCRATCH, "zc_region must fit the scratch area");
+
+static int zc_produce(struct side *s)
+{
+	struct zc_region *r = (struct zc_region *)s->sh->scratch;
+	_Atomic uint64_t *done = &s->sh->w[0].v;
+	uint32_t free_stack[ZC_CHUNKS], n_free = ZC_CHUNKS;
+	uint64_t head = 0, tail = 0, rtail = 0, rhead = 0, seq = 0;
+
+	for (uint32_t i = 0; i < ZC_CHUNKS; i++)
+		free_stack[i] = i;
+	for (;;) {
+		uint32_t c;
+
+		while (n_free == 0) { /* take returns back, all at once */
+			/* Z1: acquire pairs with the consumer's release of ret_head. */
+			rhead = atomic_load_explicit(&r->ret_head, memory_order_acquire);
+			while (rtail != rhead)
+				free_stack[n_free++] = atomic_load_explicit(&r->ret[rtail++ % ZC_RET], memory_order_relaxed);
+			/* Z2: release: our reads of the return slots come first. */
+			atomic_store_explicit(&r->ret_tail, rtail, memory_order_release);
+			if (n_free == 0) {
+				if (atomic_load_explicit(done, memory_order_relaxed))
+					return 0;
+				bench_spin(s);
+			}
+		}
+		if (head - tail == RING_CAP) {
+			/* P1: acquire pairs with the consumer's release C2. */
+			while (head - (tail = atomic_load_explicit(&r->tail, memory_order_acquire)) == RING_CAP) {
+				if (atomic_load_explicit(done, memory_order_relaxed))
+					return 0;
+				bench_spin(s);
+			}
+		}
+		c = free_stack[--n_free];
+		atomic_store_explicit(&r->chunk[c].v, ++seq, memory_order_relaxed); /* the payload line */
+		atomic_store_explicit(&r->slot[head % RING_CAP], c, memory_order_relaxed);
+		/* P2: release publishes slot and payload, pairs with C1. */
+		atomic_store_explicit(&r->head, ++head, memory_order_release);
+		if ((head & 1023) == 0 && atomic_load_explicit(done, memory_order_relaxed))
+			return 0;
+	}
+}
+
+static int zc_consume(struct side *s)
+{
+	struct zc_region *r = (struct zc_region *)s->sh->scratch;
+	uint64_t tail = 0, head = 0, rhead = 0, rtail = 0, t0 = 0, total = (s->warmup + s->n) * RAW_BATCH;
+
+	s->sh->batch = RAW_BATCH;
+	for (uint64_t got = 0; got < total;) {
+		uint32_t c;
+		uint64_t v;
+
+		if (tail == head) {
+			/* C1: acquire pairs with the producer's release P2. */
+			while ((head = atomic_load_explicit(&r->head, memory_order_acquire)) == tail)
+				bench_spin(s);
+		}
+		c = atomic_load_explicit(&r->slot[tail % RING_CAP], memory_order_relaxed);
+		v = atomic_load_explicit(&r->chunk[c % ZC_CHUNKS].v, memory_order_relaxed);
+		/* C2: release pairs with the producer's acquire P1. */
+		atomic_store_explicit(&r->tail, ++tail, memory_order_release);
+		if (v != tail)
+			return bench_fail(s, -EPROTO, "chunk %u held %llu, expected %llu", c, (unsigned long long)v,
+					  (unsigned long long)tail);
+		if (rhead - rtail == ZC_RET) /* cannot happen: the return ring holds every chunk */
+			rtail = atomic_load_explicit(&r->ret_tail, memory_order_acquire); /* Z2 */
+		atomic_store_explicit(&r->ret[rhead++ % ZC_RET], c, memory_order_relaxed);
+		/* Z1: release, once per 32 returns or when the ring ran dry, as
+		 * a batching consumer would. */
+		if ((rhead & 31) == 0 || tail == head)
+			atomic_store_explicit(&r->ret_head, rhead, memory_order_release);
+		if (++got % RAW_BATCH == 0)
+			bench_stamp(s, got / RAW_BATCH, &t0, bench_now_ns());
+	}
+	s->sh->n_out = s->n;
+	atomic_store_explicit(&r->ret_head, rhead, memory_order_release);
+	atomic_store_explicit(&s->sh->w[0].v, 1, memory_order_relaxed); /* the producer stops */
+	return 0;
+}
+
+const struct impl raw_zero_copy = { .run_a = zc_produce, .run_b = zc_consume };
+
 /* ---- memcpy bandwidth ------------------------------------------------------ */
 
 /* One core copying `size` bytes between two private buffers; small sizes
