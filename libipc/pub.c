@@ -79,6 +79,7 @@ struct takt_pub {
 	unsigned n_loans;
 	uint32_t loan_chunk[TAKT_MAX_LOANS];
 	uint32_t loan_gen[TAKT_MAX_LOANS];
+	void *loan_ptr[TAKT_MAX_LOANS]; /* found by pointer: no division on publish */
 	/* History, read by the agent (PS1): generation << 32 | chunk, 0 empty.
 	 * Entry (seq - 1) % history holds the sample of sequence seq. */
 	_Atomic uint64_t hist[TAKT_MAX_HISTORY];
@@ -466,6 +467,7 @@ static void pub_drain_returns(takt_pub *p)
 		if (bad)
 			pub_bad_return(p);
 	}
+	pub_stats(p);
 }
 
 /* ---- loans ---------------------------------------------------------------------- */
@@ -492,24 +494,22 @@ int takt_pub_loan(takt_pub *pub, size_t size, void **payload)
 		r = -ENOBUFS;
 	} else {
 		pub->loan_gen[pub->n_loans] = chunk_loan_init(&pub->pool, c);
+		pub->loan_ptr[pub->n_loans] = seg_chunk_payload(&pub->pool.seg, c);
+		*payload = pub->loan_ptr[pub->n_loans];
 		pub->loan_chunk[pub->n_loans++] = c;
 		seg_chunk_header(&pub->pool.seg, c)->size = (uint32_t)size;
-		*payload = seg_chunk_payload(&pub->pool.seg, c);
 	}
 	q0_exit(&pub->port->active); /* Q0 */
-	pub_stats(pub);
+	if (r < 0)
+		pub_stats(pub); /* (statistics follow drains, refreshes and discards) */
 	return r;
 }
 
 static int pub_find_loan(const takt_pub *pub, const void *payload, uint32_t *ret_chunk)
 {
-	uint32_t c = seg_chunk_of(&pub->pool.seg, payload);
-
-	if (c == TAKT_NONE)
-		return -EINVAL;
 	for (unsigned i = 0; i < pub->n_loans; i++)
-		if (pub->loan_chunk[i] == c) {
-			*ret_chunk = c;
+		if (pub->loan_ptr[i] == payload) {
+			*ret_chunk = pub->loan_chunk[i];
 			return (int)i;
 		}
 	return -EINVAL;
@@ -521,6 +521,7 @@ static void pub_end_loan(takt_pub *pub, unsigned i)
 	pub->n_loans--;
 	pub->loan_chunk[i] = pub->loan_chunk[pub->n_loans];
 	pub->loan_gen[i] = pub->loan_gen[pub->n_loans];
+	pub->loan_ptr[i] = pub->loan_ptr[pub->n_loans];
 }
 
 void takt_pub_discard(takt_pub *pub, void *payload)
