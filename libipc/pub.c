@@ -69,6 +69,7 @@ struct takt_pub {
 	uint64_t seq;
 	uint64_t block_timeout_ns;
 	uint32_t conn_gen;
+	uint32_t drain_at;  /* chunks out that make a loan drain the return rings */
 	struct pub_pool pool;
 	void *map;
 	size_t map_size;
@@ -142,6 +143,13 @@ static int pub_map_pool(takt_pub *p, int fd)
 
 static void pub_stats(takt_pub *p);
 
+static void pub_set_drain_at(takt_pub *p)
+{
+	uint32_t half_ring = p->node->v.ret_slots / 2, half_pool = p->pool.n_have / 2;
+
+	p->drain_at = half_pool < half_ring ? half_pool : half_ring;
+}
+
 int takt_pub_open(takt_node *node, const struct takt_pub_opts *opts, takt_pub **out)
 {
 	struct msg_pub_open req = {0};
@@ -189,6 +197,7 @@ int takt_pub_open(takt_node *node, const struct takt_pub_opts *opts, takt_pub **
 	}
 	/* acquire: pairs with the broker's release of n_chunks. */
 	pub_pool_grow(&p->pool, atomic_load_explicit(&p->port->n_chunks, memory_order_acquire));
+	pub_set_drain_at(p);
 	pub_stats(p);
 	NODE_LIST_ADD_LOCKED(node, node->pubs, p);
 	*out = p;
@@ -400,6 +409,7 @@ static void pub_refresh(takt_pub *p, uint32_t gen)
 
 	/* acquire: pairs with the broker's release of n_chunks (after fallocate). */
 	pub_pool_grow(&p->pool, atomic_load_explicit(&p->port->n_chunks, memory_order_acquire));
+	pub_set_drain_at(p);
 	for (unsigned i = 0; i < p->n_slots; i++) {
 		struct pub_slot *s = &p->slots[i];
 		uint32_t st = atomic_load_explicit(&s->state, memory_order_acquire); /* PS0 */
@@ -485,9 +495,11 @@ int takt_pub_loan(takt_pub *pub, size_t size, void **payload)
 		return -ENOBUFS;
 	q0_enter(&pub->port->active, pub->node->q0_light); /* Q0 */
 	pub_check_conns(pub);
-	/* Returns are taken in batches, when half the pool is out: the
-	 * subscribers' return lines are read then, not on every loan. */
-	if (pub->pool.n_free <= pub->pool.n_have / 2)
+	/* Returns are taken in batches: the subscribers' return lines are read
+	 * when half the pool is out, or half a return ring could be waiting
+	 * (a connection's pending returns are at most what is out), so no
+	 * return ring ever fills while we loan. */
+	if (pub->pool.n_have - pub->pool.n_free >= pub->drain_at)
 		pub_drain_returns(pub);
 	c = pub_pool_pop(&pub->pool);
 	if (c == TAKT_NONE) {

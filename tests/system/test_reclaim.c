@@ -335,6 +335,45 @@ static void test_reclaim_pool_goes_with_last_mapping(void **state)
 	h_chan_close(&ch[1]);
 }
 
+/* Many subscribers release at once, every sample: the returns of each
+ * connection must never overflow its return ring (they would be lost and
+ * their chunks stay out for the life of the connection). Right after a
+ * drain, nothing may be out but the loan. */
+static void test_reclaim_returns_never_overflow(void **state)
+{
+	struct takt_pub_opts po = {.topic = "returns8", .max_payload = 8};
+	struct takt_sub_opts so = {.topic = "returns8", .queue_depth = 256, .overflow = TAKT_OVERFLOW_REJECT};
+	takt_node *n = h_node(broker.domain, "returns8");
+	struct proto_pool_stat st;
+	uint32_t min_out = UINT32_MAX;
+	takt_sub *s[8];
+	takt_pub *p;
+
+	(void)state;
+	assert_int_equal(takt_pub_open(n, &po, &p), 0);
+	for (int i = 0; i < 8; i++)
+		assert_int_equal(takt_sub_open(n, &so, &s[i]), 0);
+	for (int round = 0; round < 3000; round++) {
+		const void *x;
+		void *buf;
+
+		assert_int_equal(takt_pub_loan(p, 8, &buf), 0); /* never -ENOBUFS */
+		if (round >= 1500) {
+			assert_int_equal(h_pool_of(broker.domain, takt_pub_id(p), &st), 0);
+			if (st.in_flight - st.loans < min_out)
+				min_out = st.in_flight - st.loans;
+		}
+		*(int *)buf = round;
+		assert_int_equal(takt_pub_publish(p, buf), 8);
+		for (int i = 0; i < 8; i++)
+			while (takt_sub_take(s[i], &x, NULL) == 0)
+				takt_sub_release(s[i], x);
+	}
+	assert_int_equal(st.bad_returns, 0);
+	assert_int_equal(min_out, 0);
+	takt_node_close(n);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -343,6 +382,7 @@ int main(void)
 		cmocka_unit_test(test_reclaim_churn_of_subscribers),
 		cmocka_unit_test(test_reclaim_pool_lives_while_mapped),
 		cmocka_unit_test(test_reclaim_pool_goes_with_last_mapping),
+		cmocka_unit_test(test_reclaim_returns_never_overflow),
 	};
 
 	return cmocka_run_group_tests_name("reclaim", tests, setup, teardown);
