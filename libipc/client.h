@@ -62,6 +62,7 @@ struct takt_node {
 	struct takt_sub *subs;
 	struct takt_event *events;
 	struct takt_sub *opening_sub; /* a subscriber whose SUB_OPEN is in flight (ports_lock) */
+	pthread_mutex_t open_lock;    /* one SUB_OPEN at a time: opening_sub names it */
 	bool q0_light;         /* Q0 by plain stores: see q0_enter */
 };
 
@@ -116,6 +117,9 @@ unsigned pub_port_indices(takt_node *n, uint32_t *out, unsigned max);
  * port sub (it maps the publisher's pool, fd, read-only). 0 or a negative
  * errno; the caller confirms with CONN_READY either way. */
 int pub_agent_connect(takt_node *n, const struct msg_push_conn *m);
+/* Agent, without ports_lock: when pub_agent_connect found the connection
+ * claimed by the publishing thread, waits (bounded) until it is prepared. */
+void pub_agent_wait(takt_node *n, const struct msg_push_conn *m);
 int sub_agent_connect(takt_node *n, const struct msg_push_conn *m, int pool_fd);
 /* Agent: unmaps the pools subscribers of this node let go (SS: DONE). */
 void sub_agent_reap(takt_node *n);

@@ -28,6 +28,7 @@
  * Q0 bracket, so it never writes to a number that was closed and reused.
  */
 #include "client.h"
+#include "fault.h"
 #include "probes.h"
 
 #include <errno.h>
@@ -45,6 +46,9 @@
 #include <unistd.h>
 
 extern char *program_invocation_short_name;
+
+/* Set by tests of a -DTAKT_FAULTS=ON build (fault.h); never called otherwise. */
+__attribute__((visibility("default"))) void (*takt__fault_hook)(const char *point);
 
 #define NODE_TIMEOUT_DEFAULT_MS 10000
 
@@ -229,10 +233,11 @@ static void agent_push(takt_node *n, const void *buf, long len, const int *fds, 
 {
 	const struct msg_push_conn *m = buf;
 	uint16_t type = (uint16_t)(m->hdr.type & ~PROTO_PUSH_FLAG);
-	int fd = nf ? fds[0] : -1;
+	int fd = nf ? fds[0] : -1, r;
 	uint64_t old;
 
 	close_fds(fds + (nf ? 1 : 0), nf ? nf - 1 : 0);
+	TAKT_FAULT("agent_push");
 	pthread_mutex_lock(&n->rx_lock); /* orders the tables' allocation before us */
 	pthread_mutex_unlock(&n->rx_lock);
 	if (len != (long)sizeof(*m) || !n->efd_tab || m->conn >= n->v.lim.connections ||
@@ -250,8 +255,10 @@ static void agent_push(takt_node *n, const void *buf, long len, const int *fds, 
 		if (old)
 			agent_retire_fd(n, (int)(uint32_t)old - 1);
 		pthread_mutex_lock(&n->ports_lock);
-		pub_agent_connect(n, m); /* a publisher still opening prepares it itself */
+		r = pub_agent_connect(n, m); /* a publisher still opening prepares it itself */
 		pthread_mutex_unlock(&n->ports_lock);
+		if (r == -EALREADY) /* A0: confirm only once the history is in the ring */
+			pub_agent_wait(n, m);
 		agent_wake(n, m, fd);
 		agent_ack(n, m);
 	} else if (type == MSG_PUSH_SUB_CONN) {
@@ -461,6 +468,7 @@ static void node_free(takt_node *n)
 		close(n->kick_fd);
 	pthread_cond_destroy(&n->rx_cond);
 	pthread_mutex_destroy(&n->ports_lock);
+	pthread_mutex_destroy(&n->open_lock);
 	pthread_mutex_destroy(&n->rx_lock);
 	pthread_mutex_destroy(&n->lock);
 	free(n);
@@ -482,6 +490,7 @@ int takt_node_open(const struct takt_node_opts *opts, takt_node **out)
 	pthread_mutex_init(&n->lock, NULL);
 	pthread_mutex_init(&n->rx_lock, NULL);
 	pthread_mutex_init(&n->ports_lock, NULL);
+	pthread_mutex_init(&n->open_lock, NULL);
 	pthread_condattr_init(&ca);
 	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
 	pthread_cond_init(&n->rx_cond, &ca);

@@ -30,6 +30,7 @@
  * bitmap, history pushed) hands it over complete.
  */
 #include "client.h"
+#include "fault.h"
 #include "pool.h"
 #include "probes.h"
 
@@ -271,12 +272,15 @@ static struct takt_conn *pub_conn_check(takt_pub *p, uint32_t ci, uint32_t inc)
 	return c;
 }
 
+static struct pub_slot *pub_slot_of(takt_pub *p, uint32_t ci);
+
 /* Hands the newest history samples (as many as the subscriber asked for,
  * at most its depth) to a fresh ring, oldest first. Each is pinned first
  * (chunk_pin: only if it is still that sample), so the agent never holds a
  * chunk the publishing thread could reuse. */
-static void pub_fill_history(takt_pub *p, struct pub_slot *s, uint32_t want)
+static unsigned pub_fill_history(takt_pub *p, struct pub_slot *s, uint32_t want)
 {
+	unsigned pushed = 0;
 	/* H1: acquire pairs with the release of last_seq in pub_history_put. */
 	uint64_t last = atomic_load_explicit(&p->last_seq, memory_order_acquire), lo, prev = 0;
 
@@ -285,7 +289,7 @@ static void pub_fill_history(takt_pub *p, struct pub_slot *s, uint32_t want)
 	if (want > s->ring.depth)
 		want = s->ring.depth;
 	if (!want || !last)
-		return;
+		return 0;
 	lo = last >= want ? last - want + 1 : 1;
 	for (uint64_t seq = lo; seq <= last; seq++) {
 		/* H0: acquire pairs with the release exchange in pub_history_put. */
@@ -302,9 +306,11 @@ static void pub_fill_history(takt_pub *p, struct pub_slot *s, uint32_t want)
 		if (e.seq <= prev || ring_push_spsc(&s->ring, &e) < 0)
 			break; /* cannot happen: a fresh ring, newer samples only */
 		prev = e.seq;
+		pushed++;
 		if (e.seq != seq)
 			break; /* a newer sample took the entry: it was the last */
 	}
+	return pushed;
 }
 
 /* PS1: claims connection ci for preparation and prepares it in a free slot.
@@ -315,6 +321,7 @@ static int pub_prepare(takt_pub *p, uint32_t ci, uint32_t inc, bool agent)
 	struct takt_conn *c = pub_conn_check(p, ci, inc);
 	_Atomic uint32_t *claim = &p->node->claim_tab[ci];
 	uint32_t w;
+	unsigned pushed;
 	struct pub_slot *s = NULL;
 
 	if (!c)
@@ -324,15 +331,24 @@ static int pub_prepare(takt_pub *p, uint32_t ci, uint32_t inc, bool agent)
 	if (w == inc + 1 || !atomic_compare_exchange_strong_explicit(claim, &w, inc + 1, memory_order_acq_rel,
 								      memory_order_acquire))
 		return -EALREADY;
-	for (unsigned i = 0; i < p->n_slots && !s; i++)
+	for (unsigned i = 0; i < p->n_slots && !s; i++) {
+		uint32_t st = PS_FREE;
+
 		/* PS0: acquire pairs with the publishing thread's release of FREE. */
-		if (atomic_load_explicit(&p->slots[i].state, memory_order_acquire) == PS_FREE)
+		if (atomic_load_explicit(&p->slots[i].state, memory_order_acquire) != PS_FREE)
+			continue;
+		TAKT_FAULT("pub_prepare_slot");
+		/* PS0: the agent and the publishing thread may both be preparing
+		 * (different connections): the slot goes to one of them. */
+		if (atomic_compare_exchange_strong_explicit(&p->slots[i].state, &st, PS_FILLING,
+							    memory_order_acquire, memory_order_relaxed))
 			s = &p->slots[i];
+	}
 	if (!s) {
 		atomic_store_explicit(claim, w, memory_order_release); /* let the other one try */
 		return -ENOSPC;
 	}
-	atomic_store_explicit(&s->state, PS_FILLING, memory_order_relaxed);
+	TAKT_FAULT("pub_prepare_checked");
 	s->conn = ci;
 	s->incarnation = inc;
 	s->sub = c->sub;
@@ -342,11 +358,47 @@ static int pub_prepare(takt_pub *p, uint32_t ci, uint32_t inc, bool agent)
 	ring_prod_init(&s->ring, c, seg_ring_slots(v, ci), c->mask, c->depth);
 	ret_cons_init(&s->ret, c, seg_ret_slots(v, ci), c->ret_mask);
 	/* relaxed: the registry's history request, bounded by the ring. */
-	pub_fill_history(p, s, v->subs[c->sub].history);
-	(void)agent;
-	/* PS0: release hands the prepared slot to the publishing thread. */
+	pushed = pub_fill_history(p, s, v->subs[c->sub].history);
+	/* PS0: release hands the prepared slot to the publishing thread (and
+	 * tells an agent waiting for it, pub_agent_wait). */
 	atomic_store_explicit(&s->state, agent ? PS_READY : PS_ADOPTED, memory_order_release);
+	if (!agent && pushed) {
+		/* P1, as publish does: history went into the ring of a subscriber
+		 * that may be parked (the agent wakes it if the fd is not here). */
+		int efd = node_conn_efd(p->node, s->conn, s->incarnation);
+		uint64_t one = 1;
+
+		atomic_thread_fence(memory_order_seq_cst);
+		if (efd >= 0 && atomic_load_explicit(&s->sp->parked, memory_order_relaxed) &&
+		    atomic_exchange_explicit(&s->sp->parked, 0, memory_order_acq_rel) &&
+		    write(efd, &one, sizeof(one)) < 0) {
+			/* eventfd cannot overflow at one write per park */
+		}
+	}
 	return 0;
+}
+
+/* A0/PS1: the publishing thread claimed connection ci before the agent
+ * could: wait (bounded) until it has prepared it, so the open is confirmed
+ * only with the history in the ring. Called without ports_lock. */
+void pub_agent_wait(takt_node *n, const struct msg_push_conn *m)
+{
+	for (int i = 0; i < 2000; i++) { /* up to 1 s */
+		bool done = true;
+
+		pthread_mutex_lock(&n->ports_lock);
+		for (takt_pub *p = n->pubs; p; p = p->next) {
+			if (p->index != m->pub)
+				continue;
+			/* PS1: the claim is taken back if no slot was free. */
+			done = pub_slot_of(p, m->conn) != NULL ||
+			       atomic_load_explicit(&n->claim_tab[m->conn], memory_order_acquire) != m->incarnation + 1;
+		}
+		pthread_mutex_unlock(&n->ports_lock);
+		if (done)
+			return;
+		usleep(500);
+	}
 }
 
 int pub_agent_connect(takt_node *n, const struct msg_push_conn *m)

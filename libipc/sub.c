@@ -261,6 +261,9 @@ int takt_sub_open(takt_node *node, const struct takt_sub_opts *opts, takt_sub **
 	/* On the list before the broker pushes our connections (they arrive
 	 * before the reply), with an index nothing matches until the first
 	 * push names it (sub_agent_connect). */
+	/* One SUB_OPEN of this node at a time (other threads' opens wait):
+	 * the agent gives the first unknown index it is pushed to opening_sub. */
+	pthread_mutex_lock(&node->open_lock);
 	pthread_mutex_lock(&node->ports_lock);
 	NODE_LIST_ADD(node->subs, s);
 	node->opening_sub = s;
@@ -268,6 +271,7 @@ int takt_sub_open(takt_node *node, const struct takt_sub_opts *opts, takt_sub **
 	r = node_call(node, MSG_SUB_OPEN, &req, sizeof(req), &rep, sizeof(rep), &efd, 1, &n_fds);
 	pthread_mutex_lock(&node->ports_lock);
 	node->opening_sub = NULL;
+	pthread_mutex_unlock(&node->open_lock);
 	if (r == 0 && (n_fds != 1 || rep.index >= node->v.lim.subscribers ||
 		       (s->index != TAKT_NONE && s->index != rep.index)))
 		r = -EPROTO;

@@ -65,6 +65,10 @@ struct reg_conn {
 	 * pushed end), or NULL. */
 	struct client *waiter;
 	uint8_t acks_owed;
+	/* The publisher's node may still be preparing the connection (writing
+	 * its ring) until it confirms PUSH_CONN: the slot is not reused before
+	 * that, or before that process is gone. */
+	bool prep_owed;
 };
 
 /* A pool segment whose publisher closed while subscribers still map it:

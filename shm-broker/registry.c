@@ -237,6 +237,9 @@ void reg_proc_remove(struct broker *b, struct client *cl)
 			b->conns[ci].waiter = NULL;
 	if (cl->proc == TAKT_NONE)
 		return;
+	for (uint32_t ci = 0; ci < l->connections; ci++) /* its agent prepares nothing any more */
+		if (b->conns[ci].state != SLOT_FREE && b->pubs[b->conns[ci].pub].proc == cl->proc)
+			b->conns[ci].prep_owed = false;
 	for (uint32_t i = 0; i < l->publishers; i++)
 		if (b->pubs[i].state == SLOT_ACTIVE && b->pubs[i].proc == cl->proc) {
 			pub_wake_subs(b, i);
@@ -580,6 +583,7 @@ static int conn_create(struct broker *b, uint32_t pi, uint32_t si, struct client
 		gen_bump(&b->v.pubs[pi].conn_gen); /* W1 */
 		gen_bump(&b->v.subs[si].conn_gen);
 		owed = conn_push(b, ci, MSG_PUSH_CONN) | conn_push(b, ci, MSG_PUSH_SUB_CONN);
+		rc->prep_owed = (owed & ACK_PUB) != 0;
 		if (owed && waiter) {
 			rc->waiter = waiter;
 			rc->acks_owed = owed;
@@ -957,6 +961,8 @@ void reg_conn_ready(struct broker *b, struct client *cl, const struct msg_conn_r
 	if (rc->state == SLOT_FREE || rc->incarnation != m->incarnation)
 		return; /* a late ack of an earlier use of the slot */
 	/* Only an end may confirm for itself. */
+	if (b->pubs[rc->pub].proc == cl->proc)
+		b->conns[m->conn].prep_owed = false; /* its agent is done with the ring */
 	if ((rc->acks_owed & ACK_PUB) && b->pubs[rc->pub].proc == cl->proc)
 		conn_acks_settle(b, m->conn, ACK_PUB);
 	else if ((rc->acks_owed & ACK_SUB) && b->subs[rc->sub].proc == cl->proc)
@@ -1013,7 +1019,7 @@ int reg_tick(struct broker *b)
 	for (uint32_t ci = 0; ci < v->lim.connections && b->n_retiring; ci++) {
 		const struct reg_conn *rc = &b->conns[ci];
 
-		if (rc->state == SLOT_CLOSING &&
+		if (rc->state == SLOT_CLOSING && !rc->prep_owed &&
 		    quiesced(&v->pubs[rc->pub].active, rc->pub_snap, rc->pub_done) &&
 		    quiesced(&v->subs[rc->sub].active, rc->sub_snap, rc->sub_done))
 			conn_free(b, ci);

@@ -125,10 +125,67 @@ static void test_agent_subscriber_churn_under_publish(void **state)
 	takt_node_close(c.pub_node);
 }
 
+/* Two threads open subscribers on one node at the same time: the pushes
+ * for each open reach that open's subscriber, and both receive. */
+struct opener {
+	takt_node *n;
+	const char *topic;
+	pthread_barrier_t *go;
+	takt_sub *s;
+	int r;
+};
+
+static void *opener_thread(void *a)
+{
+	struct opener *o = a;
+	struct takt_sub_opts so = {.topic = o->topic, .queue_depth = 4};
+
+	pthread_barrier_wait(o->go);
+	o->r = takt_sub_open(o->n, &so, &o->s);
+	return NULL;
+}
+
+static void test_agent_concurrent_opens_on_one_node(void **state)
+{
+	takt_node *n = h_node(broker.domain, "two-openers"), *pn = h_node(broker.domain, "two-pubs");
+	struct takt_pub_opts pa = {.topic = "open/a", .max_payload = 8}, pb = {.topic = "open/b", .max_payload = 8};
+	takt_pub *p[2];
+
+	(void)state;
+	assert_int_equal(takt_pub_open(pn, &pa, &p[0]), 0);
+	assert_int_equal(takt_pub_open(pn, &pb, &p[1]), 0);
+	for (int round = 0; round < 20; round++) {
+		pthread_barrier_t go;
+		struct opener o[2] = {{.n = n, .topic = "open/a", .go = &go}, {.n = n, .topic = "open/b", .go = &go}};
+		pthread_t t[2];
+
+		pthread_barrier_init(&go, NULL, 2);
+		for (int i = 0; i < 2; i++)
+			assert_int_equal(pthread_create(&t[i], NULL, opener_thread, &o[i]), 0);
+		for (int i = 0; i < 2; i++)
+			assert_int_equal(pthread_join(t[i], NULL), 0);
+		pthread_barrier_destroy(&go);
+		for (int i = 0; i < 2; i++) {
+			uint64_t v = (uint64_t)round * 2 + (uint64_t)i;
+			const uint64_t *x;
+
+			assert_int_equal(o[i].r, 0);
+			assert_int_equal(takt_pub_send(p[i], &v, sizeof(v)), 1);
+			assert_int_equal(takt_sub_take(o[i].s, (const void **)&x, NULL), 0);
+			assert_int_equal(*x, v);
+			takt_sub_release(o[i].s, x);
+			takt_sub_close(o[i].s);
+		}
+	}
+	takt_node_close(n);
+	takt_node_close(pn);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_agent_subscriber_churn_under_publish),
+		cmocka_unit_test(test_agent_concurrent_opens_on_one_node),
 	};
 
 	return cmocka_run_group_tests_name("agent", tests, setup, teardown);
