@@ -9,7 +9,11 @@
 #include <stdbool.h>
 #include <sys/types.h>
 
+struct broker;
+struct outmsg;
+
 struct client {
+	struct broker *b;
 	int fd;                 /* -1: slot unused */
 	uint32_t proc;          /* TAKT_NONE until HELLO */
 	pid_t pid;
@@ -27,6 +31,10 @@ struct client {
 	uint64_t pend_deadline_ns;
 	struct msg_pub_open_reply pend_pub; /* PUB_OPEN's reply, sent with the pool fd */
 	int pend_fd;                        /* the descriptor the reply carries, or -1 */
+	/* Messages its socket had no room for, sent in order as it drains
+	 * (EPOLLOUT): a slow or stopped client is never dropped for it. */
+	struct outmsg *out_head, *out_tail;
+	unsigned out_len;
 };
 
 /* The registry, kept in the broker's private memory. The shared-memory
@@ -159,7 +167,7 @@ enum { TICK_OFF, TICK_SLOW, TICK_FAST };
  * for quiescence (1 ms), TICK_SLOW while orphans wait to be drained. */
 int reg_tick(struct broker *b);
 /* When an open that starts waiting for acks now gives up on them. */
-uint64_t reg_pend_deadline(void);
+uint64_t reg_pend_deadline(const struct broker *b);
 void reg_pool_stats(struct broker *b, uint32_t first, struct msg_pools_reply *rep);
 /* A CONN_READY from cl: one ack of a pushed connection. */
 void reg_conn_ready(struct broker *b, struct client *cl, const struct msg_conn_ready *m);
@@ -170,9 +178,10 @@ void reg_status(struct broker *b, struct msg_status_reply *rep);
 /* server.c */
 /* Sends the deferred reply of cl's open (its acks are in or overdue). */
 void server_pend_reply(struct broker *b, struct client *cl);
-/* Sends a push to a client. A client whose socket is full (it has not
- * read for a long time) is doomed: dropped once the current event is done,
- * since it would miss connections it must know of. */
+/* Sends a message (a reply or a push) to a client, in order: what its
+ * socket has no room for waits in its queue. A client with more than
+ * OUT_MAX messages waiting is doomed (dropped once the current event is
+ * done). */
 void server_push(struct broker *b, struct client *cl, const void *msg, size_t size, const int *fds,
 		 unsigned n_fds);
 int server_listen(struct broker *b);

@@ -52,6 +52,7 @@ void config_defaults(struct broker_config *c)
 	c->domain_max = 8ull << 30;
 	c->process_max = 4ull << 30;
 	c->socket_mode = 0660;
+	c->confirm_timeout_ms = 2000;
 }
 
 struct parse_ctx {
@@ -174,6 +175,16 @@ static int config_ini_line(void *user, const char *section, const char *key, con
 		p->c->socket_mode = (unsigned)m;
 		return 1;
 	}
+	if (!strcmp(section, "socket") && !strcmp(key, "confirm_timeout_ms")) {
+		uint64_t m;
+
+		if (parse_u64(val, &m, 0) < 0 || m < 1 || m > 60000) {
+			snprintf(p->err, p->errlen, "[socket] confirm_timeout_ms = '%s': an integer in 1..60000", val);
+			return 0;
+		}
+		p->c->confirm_timeout_ms = (unsigned)m;
+		return 1;
+	}
 	snprintf(p->err, p->errlen, "[%s] %s: unknown key", section, key);
 	return 0;
 }
@@ -227,5 +238,5 @@ void config_print(const struct broker_config *c, FILE *f)
 	fprintf(f, "\n[memory]\nmax_payload = %llu\ndomain_max = %llu\nprocess_max = %llu\n",
 		(unsigned long long)c->max_payload, (unsigned long long)c->domain_max,
 		(unsigned long long)c->process_max);
-	fprintf(f, "\n[socket]\nmode = 0%o\n", c->socket_mode);
+	fprintf(f, "\n[socket]\nmode = 0%o\nconfirm_timeout_ms = %u\n", c->socket_mode, c->confirm_timeout_ms);
 }

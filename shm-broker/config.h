@@ -21,6 +21,7 @@ struct broker_config {
 	uint64_t domain_max;    /* bytes of all segments of the domain */
 	uint64_t process_max;   /* bytes of the pools of one process's publishers */
 	unsigned socket_mode;
+	unsigned confirm_timeout_ms; /* how long an open waits for CONN_READY (A0) */
 	bool domain_set; /* [domain] name was given */
 };
 

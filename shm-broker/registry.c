@@ -14,7 +14,8 @@
  * both ends' nodes (the publisher's needs the subscriber's eventfd, the
  * subscriber's the publisher's pool) and answers only when each node
  * confirmed with CONN_READY (its agent mapped the pool, or handed the
- * publisher's history to the new ring), or after ACK_TIMEOUT_NS. So when
+ * publisher's history to the new ring), or after [socket]
+ * confirm_timeout_ms. So when
  * takt_sub_open or takt_pub_open returns, samples flow both ways at once.
  *
  * W1: the broker publishes a change of a port's connection list by bumping
@@ -59,7 +60,6 @@
 #include <time.h>
 #include <unistd.h>
 
-#define ACK_TIMEOUT_NS 2000000000ull
 
 static void gen_bump(_Atomic uint32_t *gen)
 {
@@ -992,7 +992,7 @@ static void pend_expire(struct broker *b)
 		fprintf(stderr, "takt-broker: process %d (%s): %u connection(s) not confirmed by their other end "
 			"within %llu ms; answering its open anyway\n", cl->pid,
 			cl->proc != TAKT_NONE ? b->v.procs[cl->proc].name : "?", cl->pend_acks,
-			(unsigned long long)(ACK_TIMEOUT_NS / 1000000u));
+			(unsigned long long)b->cfg.confirm_timeout_ms);
 		for (uint32_t ci = 0; ci < b->v.lim.connections; ci++)
 			if (b->conns[ci].waiter == cl) {
 				b->conns[ci].waiter = NULL;
@@ -1003,9 +1003,9 @@ static void pend_expire(struct broker *b)
 	}
 }
 
-uint64_t reg_pend_deadline(void)
+uint64_t reg_pend_deadline(const struct broker *b)
 {
-	return takt_now_ns() + ACK_TIMEOUT_NS;
+	return takt_now_ns() + (uint64_t)b->cfg.confirm_timeout_ms * 1000000u;
 }
 
 int reg_tick(struct broker *b)

@@ -9,6 +9,7 @@
 #include "broker.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -123,8 +124,11 @@ static void client_accept(struct broker *b)
 		close(fd);
 		return;
 	}
+	cl->b = b;
 	cl->fd = fd;
 	cl->doomed = false;
+	cl->out_head = cl->out_tail = NULL;
+	cl->out_len = 0;
 	cl->pend = false;
 	cl->pend_acks = 0;
 	cl->pend_fd = -1;
@@ -134,6 +138,8 @@ static void client_accept(struct broker *b)
 	cl->gid = cred.gid;
 }
 
+static void out_clear(struct client *cl);
+
 static void client_drop(struct broker *b, struct client *cl)
 {
 	if (b->verbose && cl->proc != TAKT_NONE)
@@ -141,6 +147,7 @@ static void client_drop(struct broker *b, struct client *cl)
 			cl->pid, b->v.procs[cl->proc].name);
 	reg_proc_remove(b, cl);
 	epoll_ctl(b->epoll_fd, EPOLL_CTL_DEL, cl->fd, NULL);
+	out_clear(cl);
 	close(cl->fd);
 	free(cl->event_refs);
 	cl->event_refs = NULL;
@@ -154,17 +161,95 @@ static void client_drop(struct broker *b, struct client *cl)
 	timer_set(b, reg_tick(b));
 }
 
+#define OUT_MAX 65536 /* messages waiting for one client at most */
+
+struct outmsg {
+	struct outmsg *next;
+	size_t size;
+	int fd; /* a dup of the descriptor it carries, or -1 */
+	char msg[];
+};
+
+static void client_events(struct broker *b, struct client *cl, bool want_out)
+{
+	struct epoll_event ev = {.events = EPOLLIN | (want_out ? EPOLLOUT : 0u),
+				 .data.u64 = (uint64_t)(cl - b->clients)};
+
+	epoll_ctl(b->epoll_fd, EPOLL_CTL_MOD, cl->fd, &ev);
+}
+
+static void out_free(struct outmsg *m)
+{
+	if (m->fd >= 0)
+		close(m->fd);
+	free(m);
+}
+
+static void out_clear(struct client *cl)
+{
+	while (cl->out_head) {
+		struct outmsg *m = cl->out_head;
+
+		cl->out_head = m->next;
+		out_free(m);
+	}
+	cl->out_tail = NULL;
+	cl->out_len = 0;
+}
+
+/* The client's socket has room again: send what waits, in order. */
+static void client_flush(struct broker *b, struct client *cl)
+{
+	while (cl->out_head) {
+		struct outmsg *m = cl->out_head;
+		int r = proto_send(cl->fd, m->msg, m->size, &m->fd, m->fd >= 0 ? 1 : 0);
+
+		if (r == -EAGAIN || r == -EWOULDBLOCK)
+			return; /* EPOLLOUT again */
+		cl->out_head = m->next;
+		cl->out_len--;
+		out_free(m);
+	}
+	cl->out_tail = NULL;
+	client_events(b, cl, false);
+}
+
 void server_push(struct broker *b, struct client *cl, const void *msg, size_t size, const int *fds,
 		 unsigned n_fds)
 {
-	int r = proto_send(cl->fd, msg, size, fds, n_fds);
+	struct outmsg *m;
+	int r;
 
-	(void)b;
-	if (r == 0 || r == -EPIPE || r == -ECONNRESET)
-		return; /* sent, or the client is leaving anyway */
-	fprintf(stderr, "takt-broker: process %d (%s) does not read its socket (%s); dropping it\n", cl->pid,
-		cl->proc != TAKT_NONE ? b->v.procs[cl->proc].name : "?", strerror(-r));
-	cl->doomed = true;
+	if (cl->doomed)
+		return;
+	if (!cl->out_head) {
+		r = proto_send(cl->fd, msg, size, fds, n_fds);
+		if (r != -EAGAIN && r != -EWOULDBLOCK)
+			return; /* sent, or the client is leaving anyway */
+	}
+	/* No room: it waits, and everything after it too (order matters: a
+	 * port's pushes come before its open's reply). */
+	m = cl->out_len < OUT_MAX ? malloc(sizeof(*m) + size) : NULL;
+	if (m) {
+		m->next = NULL;
+		m->size = size;
+		m->fd = n_fds ? fcntl(fds[0], F_DUPFD_CLOEXEC, 0) : -1;
+		memcpy(m->msg, msg, size);
+	}
+	if (!m || (n_fds && m->fd < 0)) {
+		free(m);
+		fprintf(stderr, "takt-broker: process %d (%s) does not read its socket (%u messages wait); "
+			"dropping it\n", cl->pid, cl->proc != TAKT_NONE ? b->v.procs[cl->proc].name : "?", cl->out_len);
+		cl->doomed = true;
+		return;
+	}
+	if (cl->out_tail)
+		cl->out_tail->next = m;
+	else
+		cl->out_head = m;
+	cl->out_tail = m;
+	if (cl->out_len++ == 0)
+		client_events(b, cl, true);
 }
 
 static void reply_init(struct proto_reply *r, const struct proto_hdr *req, size_t size, int status)
@@ -181,7 +266,7 @@ static void reply_status(struct client *cl, const struct proto_hdr *req, int sta
 
 	reply_init(&r, req, sizeof(r), status);
 	r.index = index;
-	proto_send(cl->fd, &r, sizeof(r), NULL, 0);
+	server_push(cl->b, cl, &r, sizeof(r), NULL, 0);
 }
 
 /* Checks framing; 0, or the errno to reply with. */
@@ -232,7 +317,7 @@ static void handle_hello(struct broker *b, struct client *cl, const struct msg_h
 	reply_init(&rep.r, &m->hdr, sizeof(rep), 0);
 	rep.r.index = (uint32_t)r;
 	rep.epoch = b->epoch;
-	proto_send(cl->fd, &rep, sizeof(rep), &b->mgmt_fd, 1);
+	server_push(b, cl, &rep, sizeof(rep), &b->mgmt_fd, 1);
 }
 
 /* The reply of a successful open: the publisher's pool segment with
@@ -242,12 +327,12 @@ static void open_reply(struct client *cl)
 	struct proto_reply rep;
 
 	if (cl->pend_req.type == MSG_PUB_OPEN) {
-		proto_send(cl->fd, &cl->pend_pub, sizeof(cl->pend_pub), &cl->pend_fd, 1);
+		server_push(cl->b, cl, &cl->pend_pub, sizeof(cl->pend_pub), &cl->pend_fd, 1);
 		return;
 	}
 	reply_init(&rep, &cl->pend_req, sizeof(rep), 0);
 	rep.index = cl->pend_index;
-	proto_send(cl->fd, &rep, sizeof(rep), &cl->pend_fd, 1);
+	server_push(cl->b, cl, &rep, sizeof(rep), &cl->pend_fd, 1);
 }
 
 void server_pend_reply(struct broker *b, struct client *cl)
@@ -281,7 +366,7 @@ static void open_done(struct broker *b, struct client *cl, const struct proto_hd
 		return;
 	}
 	cl->pend = true;
-	cl->pend_deadline_ns = reg_pend_deadline();
+	cl->pend_deadline_ns = reg_pend_deadline(b);
 	b->n_pending++;
 }
 
@@ -291,7 +376,7 @@ static void handle_pools(struct broker *b, struct client *cl, const struct msg_i
 
 	reply_init(&rep.r, &m->hdr, sizeof(rep), 0);
 	reg_pool_stats(b, m->index, &rep);
-	proto_send(cl->fd, &rep, sizeof(rep), NULL, 0);
+	server_push(cl->b, cl, &rep, sizeof(rep), NULL, 0);
 }
 
 static void handle_fd_reply(struct client *cl, const struct proto_hdr *h, int r, int fd)
@@ -304,7 +389,7 @@ static void handle_fd_reply(struct client *cl, const struct proto_hdr *h, int r,
 	}
 	reply_init(&rep, h, sizeof(rep), 0);
 	rep.index = (uint32_t)r;
-	proto_send(cl->fd, &rep, sizeof(rep), &fd, 1);
+	server_push(cl->b, cl, &rep, sizeof(rep), &fd, 1);
 }
 
 static void handle_status(struct broker *b, struct client *cl, const struct proto_hdr *h)
@@ -313,7 +398,7 @@ static void handle_status(struct broker *b, struct client *cl, const struct prot
 
 	reply_init(&rep.r, h, sizeof(rep), 0);
 	reg_status(b, &rep);
-	proto_send(cl->fd, &rep, sizeof(rep), NULL, 0);
+	server_push(cl->b, cl, &rep, sizeof(rep), NULL, 0);
 }
 
 static void dispatch(struct broker *b, struct client *cl, const void *buf)
@@ -413,7 +498,10 @@ int server_run(struct broker *b)
 				}
 				timer_set(b, reg_tick(b));
 			} else if (tag < b->n_clients_max && b->clients[tag].fd >= 0) {
-				client_readable(b, &b->clients[tag]);
+				if (evs[i].events & EPOLLOUT)
+					client_flush(b, &b->clients[tag]);
+				if (evs[i].events & (EPOLLIN | EPOLLHUP | EPOLLERR))
+					client_readable(b, &b->clients[tag]);
 			}
 		}
 		for (unsigned i = 0; i < b->n_clients_max; i++)
@@ -426,6 +514,7 @@ void server_free(struct broker *b)
 {
 	for (unsigned i = 0; b->clients && i < b->n_clients_max; i++)
 		if (b->clients[i].fd >= 0) {
+			out_clear(&b->clients[i]);
 			close(b->clients[i].fd);
 			free(b->clients[i].event_refs);
 		}

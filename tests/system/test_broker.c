@@ -6,6 +6,7 @@
 #include <fcntl.h>
 #include <glob.h>
 #include <setjmp.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdatomic.h>
@@ -256,6 +257,74 @@ static void test_broker_mgmt_fd_read_only(void **state)
 	h_broker_stop(&b);
 }
 
+/* A client that does not read its socket for a while (stopped) while
+ * subscribers come and go on its topic: what the broker has to tell it
+ * waits in the broker, in order, and it is not dropped; after SIGCONT it
+ * catches up and publishes to the subscriber that is there now. */
+static int stopped_pub_child(void *a)
+{
+	struct h_chan *ch = a;
+	struct takt_pub_opts po = {.topic = "sleepy", .max_payload = 8};
+	takt_node *n = h_node(getenv("TAKT_TEST_DOMAIN"), "sleepy-pub");
+	uint64_t v = 42;
+	takt_pub *p;
+	char c;
+
+	H_CHECK(takt_pub_open(n, &po, &p) == 0);
+	H_CHECK(h_chan_send(&ch[0], "r", 1) == 0);
+	H_CHECK(h_chan_recv(&ch[1], &c, 1, 60000) == 0); /* after SIGCONT */
+	for (int i = 0; i < 500 && takt_pub_send(p, &v, sizeof(v)) != 1; i++)
+		usleep(10000); /* until its agent caught up with the connections */
+	H_CHECK(h_chan_send(&ch[0], "p", 1) == 0);
+	H_CHECK(h_chan_recv(&ch[1], &c, 1, 60000) == 0);
+	takt_node_close(n);
+	return 0;
+}
+
+static void test_broker_keeps_a_client_that_does_not_read(void **state)
+{
+	struct takt_sub_opts so = {.topic = "sleepy", .queue_depth = 4};
+	struct msg_status_reply st;
+	struct h_broker b;
+	struct h_chan ch[2];
+	const uint64_t *x;
+	takt_node *n;
+	takt_sub *s;
+	pid_t pid;
+	char c;
+
+	(void)state;
+	/* A stopped publisher keeps every connection it was told of reserved
+	 * until it confirms (A0): room for all of them. */
+	assert_int_equal(h_broker_start(&b, "sleepy", "[socket]\nconfirm_timeout_ms = 1\n[limits]\nconnections = 4096\nsubscribers = 4096\n"), 0);
+	setenv("TAKT_TEST_DOMAIN", b.domain, 1);
+	assert_int_equal(h_chan_open(&ch[0]), 0);
+	assert_int_equal(h_chan_open(&ch[1]), 0);
+	pid = h_spawn(stopped_pub_child, ch);
+	assert_int_equal(h_chan_recv(&ch[0], &c, 1, 10000), 0);
+	assert_int_equal(kill(pid, SIGSTOP), 0);
+	n = h_node(b.domain, "churner");
+	for (int i = 0; i < 1500; i++) { /* thousands of pushes to the stopped process */
+		assert_int_equal(takt_sub_open(n, &so, &s), 0);
+		takt_sub_close(s);
+	}
+	assert_int_equal(takt_sub_open(n, &so, &s), 0);
+	assert_int_equal(h_status(b.domain, &st), 0);
+	assert_int_equal(st.n_pubs, 1); /* still there: not dropped */
+	assert_int_equal(kill(pid, SIGCONT), 0);
+	assert_int_equal(h_chan_send(&ch[1], "g", 1), 0);
+	assert_int_equal(h_chan_recv(&ch[0], &c, 1, 10000), 0);
+	assert_int_equal(takt_sub_take(s, (const void **)&x, NULL), 0);
+	assert_int_equal(*x, 42);
+	takt_sub_release(s, x);
+	assert_int_equal(h_chan_send(&ch[1], "e", 1), 0);
+	assert_int_equal(h_wait(pid, 10000), 0);
+	takt_node_close(n);
+	h_chan_close(&ch[0]);
+	h_chan_close(&ch[1]);
+	h_broker_stop(&b);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -266,6 +335,7 @@ int main(void)
 		cmocka_unit_test(test_broker_names_nothing_in_dev_shm),
 		cmocka_unit_test(test_broker_ignores_small_dev_shm),
 		cmocka_unit_test(test_broker_mgmt_fd_read_only),
+		cmocka_unit_test(test_broker_keeps_a_client_that_does_not_read),
 	};
 
 	return cmocka_run_group_tests_name("broker", tests, NULL, NULL);
