@@ -62,6 +62,7 @@ static void arm(const char *point, struct h_chan *note, struct h_chan *gate)
 
 struct shared {
 	_Atomic int stop;
+	_Atomic int go; /* the busy publisher starts publishing */
 };
 static struct shared *sh;
 
@@ -109,6 +110,8 @@ static int busy_pub_child(void *a)
 	arm("pub_prepare_slot", &ch[0], &ch[1]);
 	H_CHECK(takt_pub_open(n, &po, &p) == 0);
 	H_CHECK(h_chan_send(&ch[0], "r", 1) == 0);
+	while (!atomic_load(&sh->go)) /* the agent prepares the first connection alone */
+		usleep(1000);
 	while (!atomic_load(&sh->stop)) {
 		v++;
 		H_CHECK(takt_pub_send(p, &v, sizeof(v)) >= 0);
@@ -129,6 +132,7 @@ static void test_faults_agent_and_publisher_take_one_slot(void **state)
 
 	(void)state;
 	atomic_store(&sh->stop, 0);
+	atomic_store(&sh->go, 0);
 	assert_int_equal(h_broker_start(&broker, "slots", NULL), 0);
 	assert_int_equal(h_chan_open(&ch[0]), 0);
 	assert_int_equal(h_chan_open(&ch[1]), 0);
@@ -144,6 +148,7 @@ static void test_faults_agent_and_publisher_take_one_slot(void **state)
 	/* The second connection's push waits behind it; the publishing thread
 	 * prepares that one itself, in the slot the agent had picked. */
 	assert_int_equal(takt_sub_open(n, &so, &s2), 0);
+	atomic_store(&sh->go, 1);
 	assert_true(count_new(s2, 500) > 0);
 	assert_int_equal(h_chan_send(&ch[1], "o", 1), 0); /* the agent goes on */
 	usleep(100000);
