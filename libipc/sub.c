@@ -21,6 +21,7 @@
  * P1). A subscriber that never parks costs publishers no syscall.
  */
 #include "client.h"
+#include "fault.h"
 #include "probes.h"
 
 #include <errno.h>
@@ -381,6 +382,7 @@ static int sub_pop(takt_sub *s, struct ring_entry *out, struct sub_slot **ret_sl
 		struct sub_slot *slot = s->conns[(s->rr + n) % s->n_conns];
 
 		while (ring_pop_shared(&slot->ring, out) == 0) {
+			TAKT_FAULT("take_popped");
 			if (sub_entry_ok(s, slot, out)) {
 				s->rr = (s->rr + n + 1) % s->n_conns;
 				*ret_slot = slot;
@@ -451,6 +453,7 @@ void takt_sub_release(takt_sub *sub, const void *payload)
 	if (st == SS_ADOPTED || st == SS_READY) {
 		/* -ENOSPC: the publisher stopped taking returns; the chunk is
 		 * its loss, and it gets it back when the connection ends. */
+		TAKT_FAULT("release_returning");
 		ret_push(&slot->ret, h.chunk);
 	} else if (st == SS_DRAINING && slot->held == 0) {
 		/* SS: release pairs with the agent's acquire before it unmaps. */

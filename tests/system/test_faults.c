@@ -20,6 +20,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/syscall.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -315,12 +316,211 @@ static void test_faults_open_waits_for_history(void **state)
 	h_broker_stop(&broker);
 }
 
+/* ---- crash windows: a process killed at each point of loan, publish,
+ * take, release and history pinning ------------------------------------ */
+
+static const char *kill_at;
+static bool kill_in_agent;
+
+static void kill_hook(const char *point)
+{
+	/* history is handed over by the agent, or by the publishing thread
+	 * when it claimed the connection first: either will do */
+	if (kill_at && !strcmp(point, kill_at) && (kill_in_agent || syscall(SYS_gettid) == main_tid))
+		kill(getpid(), SIGKILL);
+}
+
+static void arm_kill(const char *point, bool in_agent)
+{
+	main_tid = (pid_t)syscall(SYS_gettid);
+	kill_at = point;
+	kill_in_agent = in_agent;
+	takt__fault_hook = kill_hook;
+}
+
+struct crash {
+	const char *point;
+	bool agent;
+};
+
+/* Publishes 1, 2, 3 ... (history 4) until killed at its point. */
+static int crash_pub_child(void *a)
+{
+	const struct crash *cr = a;
+	struct takt_pub_opts po = {.topic = "crash", .max_payload = 64, .history = 4};
+	takt_node *n = h_node(broker.domain, "crash-pub");
+	takt_pub *p;
+
+	H_CHECK(takt_pub_open(n, &po, &p) == 0);
+	for (uint64_t v = 1; v <= 8; v++) /* history for late joiners */
+		H_CHECK(takt_pub_send(p, &v, sizeof(v)) >= 0);
+	arm_kill(cr->point, cr->agent);
+	for (uint64_t v = 9; v < 100000; v++) {
+		H_CHECK(takt_pub_send(p, &v, sizeof(v)) >= 0);
+		usleep(200);
+	}
+	return 1; /* never killed: the point was not reached */
+}
+
+/* Takes and releases until killed at its point. */
+static int crash_sub_child(void *a)
+{
+	const struct crash *cr = a;
+	struct takt_sub_opts so = {.topic = "crash", .queue_depth = 16};
+	takt_node *n = h_node(broker.domain, "crash-sub");
+	const void *x;
+	takt_sub *s;
+
+	H_CHECK(takt_sub_open(n, &so, &s) == 0);
+	arm_kill(cr->point, false);
+	for (int i = 0; i < 100000; i++) {
+		if (takt_sub_wait(s, 100000000) == 0)
+			while (takt_sub_take(s, &x, NULL) == 0)
+				takt_sub_release(s, x);
+	}
+	return 1;
+}
+
+/* Drains a subscriber, checking publish order: nothing twice or reordered. */
+static unsigned drain_in_order(takt_sub *s, uint64_t *last)
+{
+	struct takt_sample_info info;
+	const uint64_t *x;
+	unsigned n = 0;
+
+	while (takt_sub_take(s, (const void **)&x, &info) == 0) {
+		if (*x <= *last || info.seq != *x)
+			fail_msg("sample %llu (seq %llu) after %llu: delivered twice or out of order",
+				 (unsigned long long)*x, (unsigned long long)info.seq, (unsigned long long)*last);
+		*last = *x;
+		takt_sub_release(s, (const void *)x);
+		n++;
+	}
+	return n;
+}
+
+static void wait_idle_memory(void)
+{
+	struct msg_status_reply st;
+
+	for (int i = 0; i < 500; i++) {
+		assert_int_equal(h_status(broker.domain, &st), 0);
+		if (st.shm_bytes == st.shm_bytes_idle)
+			return;
+		usleep(10000);
+	}
+	fail_msg("%llu bytes of shared memory held with every client gone (idle: %llu)",
+		 (unsigned long long)st.shm_bytes, (unsigned long long)st.shm_bytes_idle);
+}
+
+/* A publisher killed inside loan, inside publish between two pushes, or
+ * (its agent) while handing history to a late joiner: subscribers keep
+ * what it delivered, in order and once; its pool goes with the last of
+ * them. */
+static void crash_publisher_at(const struct crash *cr)
+{
+	struct takt_sub_opts so = {.topic = "crash", .queue_depth = 64, .history = 4};
+	takt_node *n;
+	takt_sub *s[2], *late = NULL;
+	uint64_t last[3] = {0, 0, 0};
+	pid_t pid;
+
+	assert_int_equal(h_broker_start(&broker, "crashpub", NULL), 0);
+	n = h_node(broker.domain, "survivors");
+	assert_int_equal(takt_sub_open(n, &so, &s[0]), 0);
+	assert_int_equal(takt_sub_open(n, &so, &s[1]), 0);
+	pid = h_spawn(crash_pub_child, (void *)cr);
+	if (cr->agent) { /* the late joiner's connection is what kills it */
+		usleep(100000);
+		assert_int_equal(takt_sub_open(n, &so, &late), 0);
+	}
+	assert_int_equal(h_wait(pid, WAIT_MS), 128 + SIGKILL);
+	for (int i = 0; i < 2; i++)
+		drain_in_order(s[i], &last[i]);
+	if (late)
+		drain_in_order(late, &last[2]);
+	assert_true(last[0] > 0 && last[1] > 0);
+	usleep(100000); /* the broker retires the drained connections */
+	for (int i = 0; i < 2; i++)
+		assert_int_equal(drain_in_order(s[i], &last[i]), 0);
+	takt_node_close(n);
+	wait_idle_memory();
+	h_broker_stop(&broker);
+}
+
+/* A subscriber killed between its pop and recording the sample, or between
+ * forgetting a sample and returning it: its publisher gets every chunk of
+ * that connection back, once (its pool audits exact), and the other
+ * subscriber sees every sample in order. */
+static void crash_subscriber_at(const struct crash *cr)
+{
+	struct takt_pub_opts po = {.topic = "crash", .max_payload = 64};
+	struct takt_sub_opts so = {.topic = "crash", .queue_depth = 64};
+	struct proto_pool_stat st;
+	takt_node *n;
+	takt_pub *p;
+	takt_sub *s;
+	uint64_t v = 0, last = 0;
+	pid_t pid;
+	int status = -1;
+
+	assert_int_equal(h_broker_start(&broker, "crashsub", NULL), 0);
+	n = h_node(broker.domain, "survivors");
+	assert_int_equal(takt_pub_open(n, &po, &p), 0);
+	assert_int_equal(takt_sub_open(n, &so, &s), 0);
+	pid = h_spawn(crash_sub_child, (void *)cr);
+	for (int i = 0; i < 20000 && waitpid(pid, &status, WNOHANG) == 0; i++) {
+		v++;
+		assert_true(takt_pub_send(p, &v, sizeof(v)) >= 1);
+		drain_in_order(s, &last);
+		usleep(100);
+	}
+	assert_true(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL);
+	for (int i = 0; i < 500; i++) { /* the connection retires; the publisher takes all back */
+		void *buf;
+
+		assert_int_equal(takt_pub_loan(p, 8, &buf), 0);
+		takt_pub_discard(p, buf);
+		drain_in_order(s, &last);
+		assert_int_equal(h_pool_of(broker.domain, takt_pub_id(p), &st), 0);
+		if (st.in_flight == 0)
+			break;
+		usleep(10000);
+	}
+	assert_int_equal(st.in_flight, 0);
+	assert_int_equal(st.free, st.total);
+	assert_int_equal(st.bad_returns, 0);
+	assert_int_equal(last, v);
+	takt_node_close(n);
+	wait_idle_memory();
+	h_broker_stop(&broker);
+}
+
+static void test_faults_crash_windows(void **state)
+{
+	static const struct crash pubs[] = {
+		{"loan_popped", false}, {"publish_pushed_one", false}, {"history_pinned", true},
+	};
+	static const struct crash subs[] = {{"take_popped", false}, {"release_returning", false}};
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(pubs) / sizeof(pubs[0]); i++) {
+		print_message("publisher killed at %s\n", pubs[i].point);
+		crash_publisher_at(&pubs[i]);
+	}
+	for (size_t i = 0; i < sizeof(subs) / sizeof(subs[0]); i++) {
+		print_message("subscriber killed at %s\n", subs[i].point);
+		crash_subscriber_at(&subs[i]);
+	}
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_faults_agent_and_publisher_take_one_slot),
 		cmocka_unit_test(test_faults_agent_never_writes_a_reused_connection),
 		cmocka_unit_test(test_faults_open_waits_for_history),
+		cmocka_unit_test(test_faults_crash_windows),
 	};
 
 #ifndef TAKT_FAULTS
