@@ -47,8 +47,10 @@ enum { PS_FREE = 0, PS_FILLING, PS_READY, PS_ADOPTED };
 
 struct pub_slot {
 	_Atomic uint32_t state; /* PS0 */
-	uint32_t conn;
-	uint32_t incarnation;
+	/* Read by the agent looking for a prepared slot (pub_agent_wait) while
+	 * a preparer may be rewriting them: atomics, checked against state. */
+	_Atomic uint32_t conn;
+	_Atomic uint32_t incarnation;
 	uint32_t sub;
 	uint32_t overflow;
 	struct takt_sub_port *sp;
@@ -350,8 +352,8 @@ static int pub_prepare(takt_pub *p, uint32_t ci, uint32_t inc, bool agent)
 		return -ENOSPC;
 	}
 	TAKT_FAULT("pub_prepare_checked");
-	s->conn = ci;
-	s->incarnation = inc;
+	atomic_store_explicit(&s->conn, ci, memory_order_relaxed); /* published by PS0's release */
+	atomic_store_explicit(&s->incarnation, inc, memory_order_relaxed);
 	s->sub = c->sub;
 	s->overflow = c->overflow;
 	s->sp = &v->subs[c->sub];
@@ -366,7 +368,7 @@ static int pub_prepare(takt_pub *p, uint32_t ci, uint32_t inc, bool agent)
 	if (!agent && pushed) {
 		/* P1, as publish does: history went into the ring of a subscriber
 		 * that may be parked (the agent wakes it if the fd is not here). */
-		int efd = node_conn_efd(p->node, s->conn, s->incarnation);
+		int efd = node_conn_efd(p->node, ci, inc);
 		uint64_t one = 1;
 
 		atomic_thread_fence(memory_order_seq_cst);
@@ -435,20 +437,26 @@ static struct pub_slot *pub_slot_of(takt_pub *p, uint32_t ci)
 		/* PS0: acquire pairs with the preparer's release. */
 		uint32_t st = atomic_load_explicit(&s->state, memory_order_acquire);
 
-		if ((st == PS_READY || st == PS_ADOPTED) && conn_same(v, s->conn, s->incarnation, ci))
+		/* relaxed: ordered by the acquire of state; state is read again
+		 * so a slot being prepared anew meanwhile is not taken for it. */
+		if ((st == PS_READY || st == PS_ADOPTED) &&
+		    conn_same(v, atomic_load_explicit(&s->conn, memory_order_relaxed),
+			      atomic_load_explicit(&s->incarnation, memory_order_relaxed), ci) &&
+		    atomic_load_explicit(&s->state, memory_order_acquire) == st)
 			return s;
 	}
 	return NULL;
 }
 
-static bool pub_listed(takt_pub *p, const struct pub_slot *s)
+static bool pub_listed(takt_pub *p, struct pub_slot *s)
 {
 	const struct seg_view *v = &p->node->v;
+	uint32_t sc = atomic_load_explicit(&s->conn, memory_order_relaxed);
 
 	for (uint32_t i = 0; i < v->lim.subs_per_topic; i++)
-		if (atomic_load_explicit(&p->port->conns[i], memory_order_relaxed) == s->conn)
-			return conn_same(v, s->conn, s->incarnation, s->conn) &&
-			       atomic_load_explicit(&v->conns[s->conn].state, memory_order_relaxed) == SLOT_ACTIVE;
+		if (atomic_load_explicit(&p->port->conns[i], memory_order_relaxed) == sc)
+			return conn_same(v, sc, atomic_load_explicit(&s->incarnation, memory_order_relaxed), sc) &&
+			       atomic_load_explicit(&v->conns[sc].state, memory_order_relaxed) == SLOT_ACTIVE;
 	return false;
 }
 
@@ -689,7 +697,9 @@ static void pub_notify(takt_pub *p, const unsigned char *pushed, uint64_t seq)
 			continue;
 		/* G0: no fd yet (its push is on the way): leave the flag to the
 		 * agent, which wakes the subscriber when it installs the fd. */
-		efd = node_conn_efd(p->node, s->conn, s->incarnation);
+		/* relaxed: we wrote them (or the agent before PS0's release). */
+		efd = node_conn_efd(p->node, atomic_load_explicit(&s->conn, memory_order_relaxed),
+				    atomic_load_explicit(&s->incarnation, memory_order_relaxed));
 		if (efd < 0 || !atomic_exchange_explicit(&s->sp->parked, 0, memory_order_acq_rel))
 			continue;
 		TAKT_PROBE3(notify, s->sub, p->id, seq);
