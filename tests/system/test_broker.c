@@ -325,6 +325,46 @@ static void test_broker_keeps_a_client_that_does_not_read(void **state)
 	h_broker_stop(&b);
 }
 
+/* Memory follows what is open: a publisher's pool reserves its loans and
+ * history, and exactly depth + held_max more chunks per subscriber that
+ * connects; the broker's byte counts say so. */
+static void test_broker_pool_follows_subscribers(void **state)
+{
+	struct takt_pub_opts po = {.topic = "sized", .max_payload = 64, .history = 2};
+	struct takt_sub_opts so = {.topic = "sized", .queue_depth = 1024};
+	struct msg_status_reply st0, st1;
+	struct proto_pool_stat ps;
+	struct h_broker b;
+	takt_node *n;
+	takt_pub *p;
+	takt_sub *s;
+
+	(void)state;
+	assert_int_equal(h_broker_start(&b, "sized", "[limits]\nqueue_depth_max = 1024\nheld_max = 16\nloans_max = 8\n"), 0);
+	assert_int_equal(h_status(b.domain, &st0), 0);
+	assert_int_equal(st0.shm_bytes, st0.shm_bytes_idle);
+	n = h_node(b.domain, "sizer");
+	assert_int_equal(takt_pub_open(n, &po, &p), 0);
+	assert_int_equal(h_pool_of(b.domain, takt_pub_id(p), &ps), 0);
+	assert_int_equal(ps.total, 8 + 2);          /* loans + history */
+	assert_int_equal(ps.payload_size, 64);
+	assert_true(ps.max > 32 * 1024);            /* room to grow: address space only */
+	assert_true(ps.bytes < 4 * 4096);           /* but not reserved */
+	assert_int_equal(takt_sub_open(n, &so, &s), 0);
+	assert_int_equal(h_pool_of(b.domain, takt_pub_id(p), &ps), 0);
+	assert_int_equal(ps.total, 8 + 2 + 1024 + 16); /* + depth + held_max */
+	/* 128-byte chunks (64 header + 64 payload) after a 64-byte header line,
+	 * in whole pages */
+	assert_int_equal(ps.bytes, (64 + (uint64_t)ps.total * 128 + 4095) / 4096 * 4096);
+	assert_int_equal(h_status(b.domain, &st1), 0);
+	assert_int_equal(st1.shm_bytes, st1.shm_bytes_idle + ps.bytes);
+	takt_node_close(n);
+	for (int i = 0; i < 500 && (h_status(b.domain, &st1) != 0 || st1.shm_bytes != st1.shm_bytes_idle); i++)
+		usleep(10000);
+	assert_int_equal(st1.shm_bytes, st1.shm_bytes_idle);
+	h_broker_stop(&b);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -336,6 +376,7 @@ int main(void)
 		cmocka_unit_test(test_broker_ignores_small_dev_shm),
 		cmocka_unit_test(test_broker_mgmt_fd_read_only),
 		cmocka_unit_test(test_broker_keeps_a_client_that_does_not_read),
+		cmocka_unit_test(test_broker_pool_follows_subscribers),
 	};
 
 	return cmocka_run_group_tests_name("broker", tests, NULL, NULL);
