@@ -59,7 +59,8 @@ enum takt_overflow {
 struct takt_pub_opts {
 	const char *topic;         /* 1..63 chars of [A-Za-z0-9_./-] */
 	const char *type_name;     /* optional; a subscriber naming another type is refused (-EPROTOTYPE) */
-	size_t max_payload;        /* bytes; selects the pool size class (-EMSGSIZE if none fits) */
+	size_t max_payload;        /* bytes per sample at most: the publisher's own pool has chunks
+	                              of exactly this payload (-EMSGSIZE above [memory] max_payload) */
 	unsigned history;          /* last N samples handed to late-joining subscribers */
 	uint64_t block_timeout_ns; /* TAKT_OVERFLOW_BLOCK subscribers: longest wait per
 	                              publish; 0: 100 ms. After it the sample is counted
@@ -67,7 +68,8 @@ struct takt_pub_opts {
 };
 
 /* -EINVAL bad topic or options; -EPROTOTYPE topic has another type;
- * -EMSGSIZE no size class holds max_payload; -ENOSPC port or topic table
+ * -EMSGSIZE max_payload above the broker's [memory] max_payload; -ENOMEM its
+ * pool cannot be reserved ([memory] limits); -ENOSPC port or topic table
  * full, or the topic has its maximum of publishers; -ENOTCONN broker gone;
  * -ETIMEDOUT no answer within the node's timeout_ns (nothing stays open). */
 TAKT_API int takt_pub_open(takt_node *node, const struct takt_pub_opts *opts, takt_pub **out);
@@ -103,9 +105,14 @@ struct takt_sample_info {
 	uint32_t size;
 };
 
-/* -EINVAL bad topic or options; -EPROTOTYPE topic has another type;
- * -ENOSPC port, topic or connection table full; -ENOTCONN broker gone;
- * -ETIMEDOUT no answer within the node's timeout_ns (nothing stays open). */
+/* Returns once every publisher on the topic delivers to it and their
+ * history (as much as asked, at most queue_depth) is waiting in its queue
+ * (or after the broker's [socket] confirm_timeout_ms if a publisher's
+ * process does not answer). -EINVAL bad topic or options; -EPROTOTYPE
+ * topic has another type; -ENOSPC port, topic or connection table full;
+ * -ENOMEM a publisher's pool cannot grow by queue_depth + held_max chunks
+ * ([memory] limits); -ENOTCONN broker gone; -ETIMEDOUT no answer within
+ * the node's timeout_ns (nothing stays open). */
 TAKT_API int takt_sub_open(takt_node *node, const struct takt_sub_opts *opts, takt_sub **out);
 /* Releases every sample still taken. NULL is fine. */
 TAKT_API void takt_sub_close(takt_sub *sub);
