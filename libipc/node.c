@@ -82,6 +82,8 @@ static void node_undo_stale(void *user, const struct proto_reply *rep, size_t si
 	case MSG_EVENT_OPEN: close_type = MSG_EVENT_CLOSE; break;
 	default: return;
 	}
+	/* next_req: a counter callers and the agent both draw ids from; the
+	 * RMW makes each id unique, nothing is published through it. */
 	proto_hdr_init(&req.hdr, close_type, sizeof(req), atomic_fetch_add(&n->next_req, 1) + 1);
 	proto_send(n->sock, &req, sizeof(req), NULL, 0);
 }
@@ -95,7 +97,7 @@ static void close_fds(const int *fds, unsigned n)
 int node_call(takt_node *n, uint16_t type, void *req, size_t req_size, void *reply,
 	      size_t reply_size, int *fds, unsigned max_fds, unsigned *ret_n_fds)
 {
-	uint32_t id = atomic_fetch_add(&n->next_req, 1) + 1;
+	uint32_t id = atomic_fetch_add(&n->next_req, 1) + 1; /* unique ids only, see node_undo_stale */
 	struct timespec dl;
 	int r = 0;
 
@@ -388,6 +390,7 @@ static void agent_stop(takt_node *n)
 	n->agent_started = false;
 	agent_close_retired(n, true);
 	for (uint32_t i = 0; n->efd_tab && i < n->v.lim.connections; i++) {
+		/* relaxed: the agent is joined, nobody else writes the table. */
 		uint64_t w = atomic_load_explicit(&n->efd_tab[i], memory_order_relaxed);
 
 		if (w)

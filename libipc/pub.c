@@ -453,6 +453,8 @@ static bool pub_listed(takt_pub *p, struct pub_slot *s)
 	const struct seg_view *v = &p->node->v;
 	uint32_t sc = atomic_load_explicit(&s->conn, memory_order_relaxed);
 
+	/* relaxed: the list and the connection's state were acquired by the
+	 * seq_cst load of conn_gen (W1) that sent us here. */
 	for (uint32_t i = 0; i < v->lim.subs_per_topic; i++)
 		if (atomic_load_explicit(&p->port->conns[i], memory_order_relaxed) == sc)
 			return conn_same(v, sc, atomic_load_explicit(&s->incarnation, memory_order_relaxed), sc) &&
@@ -486,6 +488,7 @@ static void pub_refresh(takt_pub *p, uint32_t gen)
 		if (ci == TAKT_NONE || ci >= v->lim.connections)
 			continue;
 		s = pub_slot_of(p, ci);
+		/* relaxed: ordered by W1 as above; pub_prepare checks it again. */
 		if (!s && pub_prepare(p, ci, atomic_load_explicit(&v->conns[ci].incarnation, memory_order_relaxed),
 				      false) == 0)
 			s = pub_slot_of(p, ci);
@@ -493,6 +496,8 @@ static void pub_refresh(takt_pub *p, uint32_t gen)
 			pending = true; /* the agent is preparing it, or it is not sane */
 			continue;
 		}
+		/* relaxed: READY -> ADOPTED publishes nothing; only this thread
+		 * acts on the difference (the agent looks for FREE). */
 		atomic_store_explicit(&s->state, PS_ADOPTED, memory_order_relaxed);
 		p->conns[p->n_conns++] = s;
 	}

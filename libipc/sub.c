@@ -153,6 +153,7 @@ static bool sub_listed(takt_sub *s, const struct sub_slot *slot)
 {
 	const struct seg_view *v = &s->node->v;
 
+	/* relaxed: acquired by the seq_cst load of conn_gen (W1) before us. */
 	for (uint32_t i = 0; i < v->lim.pubs_per_topic; i++)
 		if (atomic_load_explicit(&s->port->conns[i], memory_order_relaxed) == slot->conn)
 			return conn_same(v, slot->conn, slot->incarnation, slot->conn);
@@ -164,6 +165,7 @@ static bool sub_listed(takt_sub *s, const struct sub_slot *slot)
 static void sub_slot_leave(takt_sub *s, struct sub_slot *slot)
 {
 	if (slot->held) {
+		/* relaxed: the agent acts only on DONE; this thread alone reads it. */
 		atomic_store_explicit(&slot->state, SS_DRAINING, memory_order_relaxed);
 		return;
 	}
@@ -202,6 +204,8 @@ static void sub_refresh(takt_sub *s, uint32_t gen)
 			pending = true; /* the agent has not mapped its pool yet */
 			continue;
 		}
+		/* relaxed: READY -> ADOPTED publishes nothing (SS: the agent
+		 * writes only FREE slots). */
 		atomic_store_explicit(&found->state, SS_ADOPTED, memory_order_relaxed);
 		s->conns[s->n_conns++] = found;
 	}
@@ -449,7 +453,7 @@ void takt_sub_release(takt_sub *sub, const void *payload)
 	 * connection is still ours (the broker reuses it after Q0). */
 	q0_enter(&sub->port->active, sub->node->q0_light);
 	sub_check_conns(sub);
-	st = atomic_load_explicit(&slot->state, memory_order_relaxed);
+	st = atomic_load_explicit(&slot->state, memory_order_relaxed); /* ours: only this thread moves it now */
 	if (st == SS_ADOPTED || st == SS_READY) {
 		/* -ENOSPC: the publisher stopped taking returns; the chunk is
 		 * its loss, and it gets it back when the connection ends. */

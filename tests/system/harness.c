@@ -239,6 +239,23 @@ int h_pool_of(const char *domain, uint64_t publisher_id, struct proto_pool_stat 
 	return n < 0 ? n : -ENOENT;
 }
 
+int h_settle_pool(const char *domain, takt_pub *p, uint32_t in_flight, struct proto_pool_stat *out)
+{
+	memset(out, 0, sizeof(*out));
+	for (int i = 0; i < 500; i++) {
+		void *buf;
+		int r = takt_pub_loan(p, 1, &buf);
+
+		if (r < 0)
+			return r; /* a loan must always succeed here */
+		takt_pub_discard(p, buf);
+		if (h_pool_of(domain, takt_pub_id(p), out) == 0 && out->in_flight == in_flight)
+			return 0;
+		sleep_ms(10); /* the broker retires a departed connection first */
+	}
+	return -ETIMEDOUT;
+}
+
 takt_node *h_node(const char *domain, const char *name)
 {
 	struct takt_node_opts o = {.domain = domain, .name = name};

@@ -45,6 +45,11 @@ int h_chan_recv(struct h_chan *c, void *buf, size_t n, int timeout_ms);
 int h_pools(const char *domain, struct proto_pool_stat *out, int max);
 /* The pool of one publisher: 0, or -ENOENT when it has none (closed). */
 int h_pool_of(const char *domain, uint64_t publisher_id, struct proto_pool_stat *out);
+/* Loans and discards on p (the publisher then notices departed
+ * connections and takes returns back) until its pool has exactly
+ * in_flight chunks out, for up to 5 s. 0, -ETIMEDOUT, or a loan's error; *out holds the
+ * last statistics either way. */
+int h_settle_pool(const char *domain, takt_pub *p, uint32_t in_flight, struct proto_pool_stat *out);
 /* The broker's status (MSG_STATUS): 0 or a negative errno. */
 int h_status(const char *domain, struct msg_status_reply *out);
 /* Waits until every publisher's pool is whole: no loans, nothing out but
