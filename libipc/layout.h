@@ -10,9 +10,9 @@
  * Who writes what (docs/architecture.md has the full ownership table):
  *   registry words (state, names, port lists, pool sizes)   broker
  *   a publisher's pool (chunk headers, payloads)            that publisher
- *   sample ring slots, head, ret_tail, pub.active, stats    the publisher
+ *   sample ring slots, head, ret_tail, floor, waiting,
+ *   dropped, pub.active, stats                              the publisher
  *   return ring slots, ret_head, tail, sub.active           the subscriber
- *                 (tail is also CASed by a drop-oldest publisher)
  *   parked                                                   subscriber sets, publisher clears
  * Reference counts and free lists are private to each publisher: a chunk
  * comes back to its publisher through the connection's return ring.
@@ -31,7 +31,7 @@
 #define TAKT_CACHELINE 64
 #define TAKT_MGMT_MAGIC 0x544d474d544b4154ull /* "TAKTMGMT" */
 #define TAKT_POOL_MAGIC 0x4c4f4f50544b4154ull /* "TAKTPOOL" */
-#define TAKT_ABI_VERSION 3u
+#define TAKT_ABI_VERSION 4u
 
 /* Compile-time caps. The broker config chooses limits at or below them. */
 #define TAKT_NAME_MAX 64           /* topic, type and event names incl. NUL */
@@ -171,7 +171,6 @@ struct takt_sub_port {
 	/* P0: 1 while the subscriber may sleep; a publisher that sees it after
 	 * pushing exchanges it to 0 and writes the eventfd. */
 	TAKT_ALIGNED _Atomic uint32_t parked;
-	TAKT_ALIGNED _Atomic uint64_t dropped; /* producers add what overflow cost */
 	TAKT_ALIGNED _Atomic uint64_t active;  /* Q0, subscriber side */
 };
 _Static_assert(offsetof(struct takt_sub_port, parked) % TAKT_CACHELINE == 0, "parked aligned");
@@ -182,7 +181,8 @@ _Static_assert(sizeof(struct takt_sub_port) % TAKT_CACHELINE == 0, "takt_sub_por
  * carries chunk indices to the subscriber; the return ring (u32 slots in
  * the return area, ret_slots per connection) carries them back. Positions
  * count monotonically (64 bits never wrap in practice); a slot is
- * position & mask. */
+ * position & mask. Every word has one writer (ring.h names the pairings):
+ * line 0 the broker, lines 1 and 2 the publisher, line 3 the subscriber. */
 struct takt_conn {
 	_Atomic uint32_t state;
 	uint32_t pub;
@@ -195,21 +195,33 @@ struct takt_conn {
 	uint32_t depth;      /* samples queued at most, exactly what the subscriber asked */
 	uint32_t ret_mask;   /* return slots - 1 (the header's ret_slots - 1) */
 	uint8_t pad0[32];
-	/* Publisher's line: its sample ring position (for the broker) and how
-	 * far it has consumed returns. */
+	/* Publisher's hot line: its sample ring position (for tools and
+	 * tests) and how far it has consumed returns. */
 	TAKT_ALIGNED _Atomic uint64_t head;
 	_Atomic uint64_t ret_tail;
-	/* R1: consumer (and a drop-oldest producer) advance with CAS */
+	/* Publisher's cold line, written only under overflow or when it
+	 * blocks, so a subscriber reading it on every take keeps it cached.
+	 * floor (R2): positions below it were taken back or consumed.
+	 * waiting (B0): odd while
+	 * the publisher sleeps for room. dropped: samples this subscriber
+	 * missed on this connection (takt_sub_dropped sums them). */
+	TAKT_ALIGNED _Atomic uint64_t floor;
+	_Atomic uint64_t dropped;
+	_Atomic uint32_t waiting;
+	uint32_t reserved1;
+	/* Subscriber's line: what it has taken (tail, R1: 2 x the position,
+	 * + 1 while it decides a take with a drop-oldest publisher, R2) and
+	 * returned (ret_head, T0). */
 	TAKT_ALIGNED _Atomic uint64_t tail;
-	_Atomic uint32_t producer_waiting;   /* B0: a blocked publisher sleeps on it */
-	/* Subscriber's line: returns pushed (T0, ring.h). */
-	TAKT_ALIGNED _Atomic uint64_t ret_head;
-	uint8_t pad3[56];
+	_Atomic uint64_t ret_head;
+	uint8_t pad3[48];
 };
 _Static_assert(offsetof(struct takt_conn, head) == 64, "head line");
-_Static_assert(offsetof(struct takt_conn, tail) == 128, "tail line");
-_Static_assert(offsetof(struct takt_conn, ret_head) == 192, "ret_head line");
+_Static_assert(offsetof(struct takt_conn, floor) == 128, "floor line");
+_Static_assert(offsetof(struct takt_conn, tail) == 192, "tail line");
 _Static_assert(sizeof(struct takt_conn) == 256, "takt_conn layout");
+/* B0: a blocked publisher sleeps on the low half of the subscriber's tail. */
+_Static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "futex on the low half of tail");
 
 /* A ring slot: the chunk and what the subscriber reports about it, so a take
  * reads one line written by the publisher. pos = position + 1 once filled

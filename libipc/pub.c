@@ -627,8 +627,7 @@ void takt_pub_discard(takt_pub *pub, void *payload)
 
 static void pub_count_drop(struct pub_slot *s)
 {
-	/* relaxed: a statistic; several publishers may add concurrently. */
-	atomic_fetch_add_explicit(&s->sp->dropped, 1, memory_order_relaxed);
+	ring_count_drops(&s->ring, 1);
 }
 
 /* A chunk the subscriber did not take, back from its ring (drop-oldest). */

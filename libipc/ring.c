@@ -1,24 +1,52 @@
-/* ring.c - SPSC receive ring with a producer-side drop-oldest steal.
+/* ring.c - SPSC receive ring; drop-oldest and blocking with one writer per word.
  *
  * Positions: head and tail are 64-bit counters that only grow; a slot is
  * position & mask, head - tail is the fill level even when the slot index
- * wraps (the counters themselves would take centuries to wrap). A filled
+ * wraps (pos carries two flag bits, so positions stay below 2^62: 146
+ * years at a billion samples a second). A filled
  * slot carries pos = position + 1; the broker zeroes the slots of a new
  * connection, so a stale pos from an earlier connection never matches.
+ *
+ * The consumer's tail word is 2t while it has taken everything below t,
+ * and 2t + 1 while it is deciding whether position t is its own (drop-
+ * oldest connections only, R2).
  *
  * Pairings (P = publisher process, C = subscriber process):
  *   R0  P: slot fields (relaxed), then slot.pos = h + 1 (release)
  *       C: slot.pos (acquire) == t + 1, then slot fields     -> sees them
- *   R1  C: slot fields read, then tail CAS t -> t + 1 (seq_cst)
+ *   R1  C: slot fields read, then tail = 2(t + 1) (release)
  *       P: tail load (acquire) before overwriting slot t + capacity
  *          -> never overwrites a slot the consumer is still reading
- *   R2  P (steal): tail load (acquire), slot read, tail CAS: exactly one of
- *       P and C wins each position; the loser's read is discarded. Every
- *       slot field is an atomic so the losing read is not a data race.
- *   B0  P (blocking): waiting = 1 (seq_cst), reload tail, futex wait.
- *       C: tail CAS (seq_cst), then load waiting (seq_cst): if 1, wake.
- *       Both sides seq_cst: either P sees the new tail or C sees waiting
- *       (store-buffer litmus), so no wake-up is lost.
+ *   R2  drop-oldest, decided per position in the slot's pos word, which
+ *       only P writes: t + 1 filled, | CLAIM while P takes t back, | TAKEN
+ *       once it did.
+ *       P: pos = (f + 1) | CLAIM (seq_cst), load tail (seq_cst); below
+ *          2f + 1: P owns f, pos = (f + 1) | TAKEN (release), floor = f + 1
+ *          (release); else C is taking or took f: pos = f + 1 again
+ *          (release, the verdict "yours").
+ *       C: read slot t, tail = 2t + 1 (seq_cst), load pos again (seq_cst):
+ *          t + 1: C owns t; TAKEN or a later lap: P does; CLAIM: P's
+ *          verdict decides (acquire, pairs with its release). Then
+ *          tail = 2(t + 1) (release).
+ *       Store-buffer litmus on tail and pos: P and C cannot both miss the
+ *       other's store, so they cannot both own t; P decides from its one
+ *       load, so when both saw each other P yields and C, seeing the
+ *       claim, takes P's verdict: exactly one of them owns every position.
+ *       P claims positions in order from max(floor, t) and never the one
+ *       C is deciding, and it overwrites a slot only below max(tail,
+ *       floor): so a later lap in slot t means P took t, and C's read of
+ *       a slot P took is discarded (slot fields are atomics: no data race).
+ *       floor tells a consumer whose tail slot holds a later lap how far P
+ *       took everything back (acquire, pairs with P's release).
+ *   B0  blocking: P: waiting = odd (seq_cst), load tail (seq_cst), futex
+ *       wait on tail's low word for the value it saw. C: tail = 2(t + 1)
+ *       (seq_cst), load waiting (seq_cst): odd and not woken yet -> wake.
+ *       Either P sees the new tail or C sees waiting; and the futex
+ *       compares tail itself, so a pop between P's load and its sleep
+ *       makes the sleep return at once.
+ *   B1  the broker stores CLOSING (seq_cst) and wakes the futex; it writes
+ *       no word of P's, so P sleeps in slices of at most 10 ms and looks
+ *       at the state before each.
  *   T0  return ring, see ring.h: C writes slot, releases ret_head; P
  *       acquires ret_head, reads slots, releases ret_tail; C acquires
  *       ret_tail before reusing a slot.
@@ -29,8 +57,12 @@
 #include <limits.h>
 #include <linux/futex.h>
 #include <sys/syscall.h>
+#include <takt/ipc.h>
 #include <time.h>
 #include <unistd.h>
+
+#define WAIT_SLICE_NS 10000000ull /* B1: how late a blocked publisher may see a close */
+#define VERDICT_SPINS 256         /* R2: how long a take waits for the producer's verdict */
 
 uint64_t takt_now_ns(void)
 {
@@ -40,6 +72,13 @@ uint64_t takt_now_ns(void)
 	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
 }
 
+static inline void cpu_relax(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+	__builtin_ia32_pause();
+#endif
+}
+
 void ring_prod_init(struct ring_prod *p, struct takt_conn *conn, struct takt_ring_slot *slots, uint32_t mask,
 		    uint32_t depth)
 {
@@ -47,28 +86,46 @@ void ring_prod_init(struct ring_prod *p, struct takt_conn *conn, struct takt_rin
 	p->slots = slots;
 	p->mask = mask;
 	p->depth = depth;
-	/* relaxed: we are the only writer of head; the broker set it before it
-	 * published the connection (acquire of conn->state in the caller). */
+	/* relaxed: we are the only writer of head, floor and waiting; the
+	 * broker set them before it published the connection (acquire of
+	 * conn->state in the caller). */
 	p->head = atomic_load_explicit(&conn->head, memory_order_relaxed);
-	p->cached_tail = atomic_load_explicit(&conn->tail, memory_order_acquire); /* R1 */
+	p->floor = atomic_load_explicit(&conn->floor, memory_order_relaxed);
+	p->waiting = atomic_load_explicit(&conn->waiting, memory_order_relaxed) & ~1u;
+	p->cached_tail = atomic_load_explicit(&conn->tail, memory_order_acquire) / 2; /* R1 */
 }
 
-void ring_cons_init(struct ring_cons *q, struct takt_conn *conn, struct takt_ring_slot *slots, uint32_t mask)
+void ring_cons_init(struct ring_cons *q, struct takt_conn *conn, struct takt_ring_slot *slots, uint32_t mask,
+		    uint32_t overflow)
 {
 	q->conn = conn;
 	q->slots = slots;
 	q->mask = mask;
+	q->overflow = overflow;
+	q->pending = false;
+	q->woken = 0;
+	/* relaxed: we are the only writer of tail. */
+	q->tail = atomic_load_explicit(&conn->tail, memory_order_relaxed) / 2;
+}
+
+/* The oldest position still queued as far as we know. */
+static inline uint64_t prod_oldest(const struct ring_prod *p)
+{
+	return p->cached_tail > p->floor ? p->cached_tail : p->floor;
 }
 
 int ring_push_spsc(struct ring_prod *p, const struct ring_entry *e)
 {
 	struct takt_ring_slot *s;
 
-	if (p->head - p->cached_tail >= p->depth) {
-		/* R1: acquire pairs with the consumer's tail CAS: its read of the
-		 * slot we are about to overwrite happened before. */
-		p->cached_tail = atomic_load_explicit(&p->conn->tail, memory_order_acquire);
-		if (p->head - p->cached_tail >= p->depth)
+	if (p->head - prod_oldest(p) >= p->depth) {
+		/* R1: acquire pairs with the consumer's store of tail: its read
+		 * of the slot we are about to overwrite happened before. */
+		uint64_t t = atomic_load_explicit(&p->conn->tail, memory_order_acquire) / 2;
+
+		if (t <= p->head) /* a tail beyond head is garbage: keep the old one */
+			p->cached_tail = t;
+		if (p->head - prod_oldest(p) >= p->depth)
 			return -ENOSPC;
 	}
 	s = &p->slots[p->head & p->mask];
@@ -79,138 +136,289 @@ int ring_push_spsc(struct ring_prod *p, const struct ring_entry *e)
 	p->head++;
 	/* R0: release pairs with the consumer's acquire load of pos. */
 	atomic_store_explicit(&s->pos, p->head, memory_order_release);
-	/* relaxed: read by the broker only after this publisher quiesced (Q0). */
+	/* relaxed: a position for tools and tests; nothing is ordered by it. */
 	atomic_store_explicit(&p->conn->head, p->head, memory_order_relaxed);
 	return 0;
 }
 
 uint32_t ring_steal_oldest(struct ring_prod *p)
 {
-	/* R2: acquire pairs with the consumer's tail CAS. */
-	uint64_t t = atomic_load_explicit(&p->conn->tail, memory_order_acquire);
+	/* R1: acquire pairs with the consumer's store of tail. */
+	uint64_t tw = atomic_load_explicit(&p->conn->tail, memory_order_acquire), f;
+	struct takt_ring_slot *s;
+	uint32_t c;
 
-	for (;;) {
-		uint32_t v;
-
-		if (p->head - t < p->depth) {
-			p->cached_tail = t;
-			return TAKT_NONE; /* the consumer made room */
-		}
-		/* A tail beyond head, or a slot we did not fill for position t,
-		 * means the consumer corrupted the ring: steal nothing. relaxed:
-		 * we wrote pos ourselves. */
-		if (t > p->head ||
-		    atomic_load_explicit(&p->slots[t & p->mask].pos, memory_order_relaxed) != t + 1)
-			return TAKT_NONE;
-		v = atomic_load_explicit(&p->slots[t & p->mask].chunk, memory_order_relaxed);
-		/* R2: seq_cst CAS; on failure t is reloaded and we retry. */
-		if (atomic_compare_exchange_strong_explicit(&p->conn->tail, &t, t + 1,
-							    memory_order_seq_cst, memory_order_acquire)) {
-			p->cached_tail = t + 1;
-			return v;
-		}
+	if (tw / 2 > p->head)
+		return TAKT_NONE; /* garbage: steal nothing */
+	p->cached_tail = tw / 2;
+	f = prod_oldest(p);
+	if (p->head - f < p->depth || tw == 2 * f + 1)
+		return TAKT_NONE; /* room, or the consumer is deciding f: look again */
+	s = &p->slots[f & p->mask];
+	/* relaxed: we wrote them; f >= head - depth, so not overwritten yet. */
+	if (atomic_load_explicit(&s->pos, memory_order_relaxed) != f + 1)
+		return TAKT_NONE;
+	c = atomic_load_explicit(&s->chunk, memory_order_relaxed);
+	/* R2: claim f, then look at the consumer's tail (both seq_cst). */
+	atomic_store_explicit(&s->pos, (f + 1) | RING_POS_CLAIM, memory_order_seq_cst);
+	tw = atomic_load_explicit(&p->conn->tail, memory_order_seq_cst);
+	if (tw < 2 * f + 1) {
+		/* R2: release: the verdict "ours" for a consumer waiting on it. */
+		atomic_store_explicit(&s->pos, (f + 1) | RING_POS_TAKEN, memory_order_release);
+		p->floor = f + 1;
+		/* R2: release: a lapped consumer that acquires it jumps here. */
+		atomic_store_explicit(&p->conn->floor, p->floor, memory_order_release);
+		return c;
 	}
+	/* The consumer is taking or took f: its sample. */
+	atomic_store_explicit(&s->pos, f + 1, memory_order_release); /* R2: the verdict "yours" */
+	if (tw / 2 <= p->head)
+		p->cached_tail = tw / 2;
+	return TAKT_NONE;
 }
 
-static long futex_wait(_Atomic uint32_t *addr, uint32_t val, const struct timespec *rel)
+void ring_count_drops(struct ring_prod *p, uint64_t n)
+{
+	/* relaxed: a statistic with one writer (us). */
+	atomic_store_explicit(&p->conn->dropped, atomic_load_explicit(&p->conn->dropped, memory_order_relaxed) + n,
+			      memory_order_relaxed);
+}
+
+static long futex_wait(_Atomic uint64_t *addr, uint32_t val, const struct timespec *rel)
 {
 	return syscall(SYS_futex, (uint32_t *)addr, FUTEX_WAIT, val, rel, NULL, 0);
 }
 
-static void futex_wake(_Atomic uint32_t *addr)
+static void futex_wake(_Atomic uint64_t *addr)
 {
 	syscall(SYS_futex, (uint32_t *)addr, FUTEX_WAKE, INT_MAX, NULL, NULL, 0);
+}
+
+/* B0: we no longer wait (even). relaxed: nobody acts on an even value. */
+static void prod_stop_waiting(struct ring_prod *p)
+{
+	p->waiting += 1;
+	atomic_store_explicit(&p->conn->waiting, p->waiting, memory_order_relaxed);
 }
 
 int ring_wait_room(struct ring_prod *p, uint64_t deadline_ns)
 {
 	for (;;) {
-		uint64_t now;
+		uint64_t now, t, left;
 		struct timespec rel;
 
 		/* acquire: pairs with the broker's store of CLOSING (B1) */
 		if (atomic_load_explicit(&p->conn->state, memory_order_acquire) != SLOT_ACTIVE)
 			return -EPIPE;
-		/* B0: announce, then re-check (both seq_cst). */
-		atomic_store_explicit(&p->conn->producer_waiting, 1, memory_order_seq_cst);
-		p->cached_tail = atomic_load_explicit(&p->conn->tail, memory_order_seq_cst);
-		/* B1: the broker stores CLOSING (seq_cst) before its wake: either it
-		 * sees waiting == 1 and wakes us, or we see the new state here. */
+		/* B0: announce (a new odd value each round, so the consumer
+		 * wakes each sleep once), then re-check (both seq_cst). */
+		p->waiting = (p->waiting | 1u) + 2u;
+		atomic_store_explicit(&p->conn->waiting, p->waiting, memory_order_seq_cst);
+		t = atomic_load_explicit(&p->conn->tail, memory_order_seq_cst);
+		if (t / 2 <= p->head)
+			p->cached_tail = t / 2;
+		/* B1: seq_cst, after our announcement: a close stored before it
+		 * is seen here; one stored later wakes us or ends our slice. */
 		if (atomic_load_explicit(&p->conn->state, memory_order_seq_cst) != SLOT_ACTIVE) {
-			atomic_store_explicit(&p->conn->producer_waiting, 0, memory_order_relaxed);
+			prod_stop_waiting(p);
 			return -EPIPE;
 		}
-		if (p->head - p->cached_tail < p->depth) {
-			atomic_store_explicit(&p->conn->producer_waiting, 0, memory_order_relaxed);
+		if (p->head - prod_oldest(p) < p->depth) {
+			prod_stop_waiting(p);
 			return 0;
 		}
 		now = takt_now_ns();
 		if (now >= deadline_ns) {
-			atomic_store_explicit(&p->conn->producer_waiting, 0, memory_order_relaxed);
+			prod_stop_waiting(p);
 			return -ETIMEDOUT;
 		}
-		rel.tv_sec = (time_t)((deadline_ns - now) / 1000000000ull);
-		rel.tv_nsec = (long)((deadline_ns - now) % 1000000000ull);
-		futex_wait(&p->conn->producer_waiting, 1, &rel);
+		left = deadline_ns - now < WAIT_SLICE_NS ? deadline_ns - now : WAIT_SLICE_NS; /* B1 */
+		rel.tv_sec = (time_t)(left / 1000000000ull);
+		rel.tv_nsec = (long)(left % 1000000000ull);
+		futex_wait(&p->conn->tail, (uint32_t)t, &rel);
 	}
-}
-
-/* B0, consumer side. */
-static void ring_wake_producer(struct takt_conn *conn)
-{
-	if (atomic_load_explicit(&conn->producer_waiting, memory_order_seq_cst) &&
-	    atomic_exchange_explicit(&conn->producer_waiting, 0, memory_order_seq_cst))
-		futex_wake(&conn->producer_waiting);
 }
 
 void ring_wake_producer_closed(struct takt_conn *conn)
 {
 	/* B1: the caller stored the new state (seq_cst) before this. */
-	atomic_store_explicit(&conn->producer_waiting, 0, memory_order_seq_cst);
-	futex_wake(&conn->producer_waiting);
+	futex_wake(&conn->tail);
 }
 
-static int slot_read(const struct ring_cons *q, uint64_t t, struct ring_entry *out)
+/* pos without its flags: the position + 1 the slot was filled for. */
+static inline uint64_t pos_value(uint64_t pos)
 {
-	const struct takt_ring_slot *s = &q->slots[t & q->mask];
+	return pos & ~(RING_POS_CLAIM | RING_POS_TAKEN);
+}
 
-	/* R0: acquire pairs with the producer's release of pos. */
-	if (atomic_load_explicit(&s->pos, memory_order_acquire) != t + 1)
-		return -EAGAIN;
+static void slot_fields(const struct takt_ring_slot *s, struct ring_entry *out)
+{
 	out->chunk = atomic_load_explicit(&s->chunk, memory_order_relaxed);
 	out->size = atomic_load_explicit(&s->size, memory_order_relaxed);
 	out->seq = atomic_load_explicit(&s->seq, memory_order_relaxed);
 	out->publish_ns = atomic_load_explicit(&s->publish_ns, memory_order_relaxed);
-	return 0;
 }
 
 int ring_nonempty(const struct ring_cons *q)
 {
-	/* relaxed tail: we (or a stealing producer) wrote it; a stale value
-	 * names an older slot whose pos no longer matches, so we look again. */
-	uint64_t t = atomic_load_explicit(&q->conn->tail, memory_order_relaxed);
+	uint64_t t = q->tail, pos;
 
-	return atomic_load_explicit(&q->slots[t & q->mask].pos, memory_order_acquire) == t + 1; /* R0 */
+	/* R0: acquire pairs with the producer's release of pos. */
+	pos = atomic_load_explicit(&q->slots[t & q->mask].pos, memory_order_acquire);
+	if (pos == t + 1 || pos == ((t + 1) | RING_POS_TAKEN))
+		return 1; /* ready, or taken back with something newer maybe behind */
+	if (pos == ((t + 1) | RING_POS_CLAIM))
+		return 0; /* the producer pushes, and wakes us, right after its verdict */
+	/* A later lap is one only if the producer took t back (R2: acquire
+	 * pairs with its release of floor); else it is stale or garbage. */
+	return pos_value(pos) > t + 1 && atomic_load_explicit(&q->conn->floor, memory_order_acquire) > t;
+}
+
+/* Stores our tail word: 2t, or 2t + 1 while we decide position t (R2). */
+static void cons_set_tail(struct ring_cons *q, uint64_t t, bool deciding, memory_order mo)
+{
+	q->tail = t;
+	atomic_store_explicit(&q->conn->tail, 2 * t + deciding, mo);
+}
+
+/* R2: the producer claims position t; waits a little for its verdict.
+ * 1: ours, 0: taken back, -EAGAIN: still open (the producer was preempted
+ * in its window; we look again later). */
+static int cons_verdict(struct ring_cons *q, uint64_t t)
+{
+	const struct takt_ring_slot *s = &q->slots[t & q->mask];
+
+	for (unsigned i = 0; i < VERDICT_SPINS; i++) {
+		/* R2: acquire pairs with the producer's release of its verdict. */
+		uint64_t pos = atomic_load_explicit(&s->pos, memory_order_acquire);
+
+		if (pos != ((t + 1) | RING_POS_CLAIM))
+			return pos == t + 1 ? 1 : 0;
+		cpu_relax();
+	}
+	/* A producer that is gone gives no verdict: nobody else can own it.
+	 * acquire: pairs with the broker's release of the state. */
+	return atomic_load_explicit(&q->conn->state, memory_order_acquire) == SLOT_ORPHAN ? 1 : -EAGAIN;
+}
+
+/* R2: we announced that we decide position t (tail 2t + 1); settles it
+ * with the producer. 1: ours, 0: taken back, -EAGAIN: no verdict yet (our
+ * tail stays 2t + 1, so the producer leaves t alone meanwhile). */
+static int cons_decide(struct ring_cons *q, uint64_t t)
+{
+	/* R2: seq_cst load pairs with the producer's claim. */
+	uint64_t pos = atomic_load_explicit(&q->slots[t & q->mask].pos, memory_order_seq_cst);
+	int r = pos == t + 1;
+
+	if (pos == ((t + 1) | RING_POS_CLAIM)) {
+		r = cons_verdict(q, t);
+		if (r < 0)
+			return -EAGAIN;
+	}
+	cons_set_tail(q, t + 1, false, memory_order_release); /* R1 */
+	return r;
 }
 
 int ring_pop_shared(struct ring_cons *q, struct ring_entry *out)
 {
-	/* acquire: pairs with a stealing producer's CAS (R2). */
-	uint64_t t = atomic_load_explicit(&q->conn->tail, memory_order_acquire);
 	struct ring_entry e;
 
-	for (;;) {
-		if (slot_read(q, t, &e) < 0)
+	if (q->pending) {
+		int r = cons_decide(q, q->tail);
+
+		if (r < 0)
 			return -EAGAIN;
-		/* R1/R2: seq_cst CAS commits the pop; on failure (a drop-oldest
-		 * steal) t is reloaded and we read the next slot. */
-		if (atomic_compare_exchange_strong_explicit(&q->conn->tail, &t, t + 1,
-							    memory_order_seq_cst, memory_order_acquire)) {
-			ring_wake_producer(q->conn);
-			*out = e;
+		q->pending = false;
+		if (r == 1) {
+			*out = q->pend;
 			return 0;
 		}
 	}
+	/* Each round consumes a position or returns: bounded by the ring. */
+	for (uint32_t round = 0; round <= q->mask + 1; round++) {
+		const struct takt_ring_slot *s = &q->slots[q->tail & q->mask];
+		uint64_t t = q->tail, f;
+		/* R0: acquire pairs with the producer's release of pos. */
+		uint64_t pos = atomic_load_explicit(&s->pos, memory_order_acquire);
+		int r;
+
+		if (pos != t + 1) {
+			if (q->overflow != TAKT_OVERFLOW_DROP_OLDEST || pos_value(pos) < t + 1)
+				return -EAGAIN; /* empty (a later lap is garbage unless taken back) */
+			if (pos == ((t + 1) | RING_POS_CLAIM)) {
+				/* R2: being taken back before we announced: wait. */
+				r = cons_verdict(q, t);
+				if (r < 0)
+					return -EAGAIN; /* still open: look again later */
+				if (r == 0) {
+					cons_set_tail(q, t + 1, false, memory_order_release); /* taken back */
+					continue;
+				}
+				/* given back (or the producer is gone): take it as usual */
+			} else if (pos_value(pos) > t + 1) {
+				/* R2: a later lap: the producer took t back and
+				 * refilled the slot. acquire pairs with its release
+				 * of floor. */
+				f = atomic_load_explicit(&q->conn->floor, memory_order_acquire);
+				if (f <= t)
+					return -EAGAIN; /* stale or garbage */
+				cons_set_tail(q, f, false, memory_order_release); /* R1 */
+				continue;
+			} else {
+				cons_set_tail(q, t + 1, false, memory_order_release); /* TAKEN: skip it */
+				continue;
+			}
+		}
+		slot_fields(s, &e);
+		if (q->overflow == TAKT_OVERFLOW_REJECT) {
+			cons_set_tail(q, t + 1, false, memory_order_release); /* R1 */
+			*out = e;
+			return 0;
+		}
+		if (q->overflow == TAKT_OVERFLOW_BLOCK) {
+			/* B0: seq_cst store, then seq_cst load of the producer's
+			 * announcement. */
+			uint32_t w;
+
+			cons_set_tail(q, t + 1, false, memory_order_seq_cst);
+			w = atomic_load_explicit(&q->conn->waiting, memory_order_seq_cst);
+			if ((w & 1) && w != q->woken) {
+				q->woken = w;
+				futex_wake(&q->conn->tail);
+			}
+			*out = e;
+			return 0;
+		}
+		/* R2: announce (seq_cst), then look at the slot again. */
+		cons_set_tail(q, t, true, memory_order_seq_cst);
+		r = cons_decide(q, t);
+		if (r < 0) {
+			q->pending = true;
+			q->pend = e;
+			return -EAGAIN;
+		}
+		if (r) {
+			*out = e;
+			return 0;
+		}
+		/* taken back: on to the next position */
+	}
+	return -EAGAIN;
+}
+
+bool ring_drained(const struct takt_conn *conn, const struct takt_ring_slot *slots, uint32_t mask)
+{
+	/* acquire: pairs with the consumer's store of tail (R1) and the
+	 * producer's release of its floor (R2). */
+	uint64_t t = atomic_load_explicit(&conn->tail, memory_order_acquire) / 2;
+	uint64_t f = atomic_load_explicit(&conn->floor, memory_order_acquire), pos;
+
+	if (f > t)
+		t = f;
+	/* R0: acquire pairs with the producer's release of pos. Filled, or
+	 * claimed by a producer that may be gone, is not drained. */
+	pos = atomic_load_explicit(&slots[t & mask].pos, memory_order_acquire);
+	return pos != t + 1 && pos != ((t + 1) | RING_POS_CLAIM);
 }
 
 void ret_prod_init(struct ret_prod *r, struct takt_conn *conn, _Atomic uint32_t *slots, uint32_t mask)

@@ -1,15 +1,22 @@
 /* ring.h - the receive ring of one publisher-subscriber connection.
  *
  * A bounded ring of slots in shared memory, each naming a chunk and the
- * sample's seq, size and publish time. One producer (the publisher) fills
- * slots; the consumer (the subscriber) advances tail with CAS, and so may
- * the producer when the subscriber asked for drop-oldest and the ring is
- * full: that is the only contended word, and only under overflow.
- * Per-publisher order is the ring's FIFO order.
+ * sample's seq, size and publish time. Every word has one writer: the
+ * producer (the publisher) writes the slots, head, floor and waiting; the
+ * consumer (the subscriber) writes tail. Per-publisher order is the
+ * ring's FIFO order.
  *
  * The consumer learns that a slot is filled from the slot itself (its pos
- * word), so a take reads the slot line and nothing else the producer wrote;
- * the producer caches tail and reloads it only when the cache says full.
+ * word), so a take reads the slot line and nothing else the producer
+ * writes per sample; the producer caches tail and reloads it only when the
+ * cache says full.
+ *
+ * Drop-oldest without writing the consumer's tail (R2): the producer takes
+ * the oldest sample back by marking its slot (a word it owns), and the
+ * consumer commits a take by storing its own tail; a Dekker handshake on
+ * the two words (each side stores, fences, loads the other's) decides
+ * which of them owns a position both went for, and the producer's verdict
+ * settles the one case where each saw the other (ring.c).
  */
 #ifndef TAKT_RING_H
 #define TAKT_RING_H
@@ -19,19 +26,20 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+/* Flags in a slot's pos word (R2): the producer is taking the entry back,
+ * or has. Positions stay below 2^62. */
+#define RING_POS_CLAIM (1ull << 63)
+#define RING_POS_TAKEN (1ull << 62)
+
 struct ring_prod {
 	struct takt_conn *conn;
 	struct takt_ring_slot *slots;
 	uint64_t head;        /* ours; mirrored to conn->head */
 	uint64_t cached_tail; /* <= the real tail */
+	uint64_t floor;       /* ours: positions below it were taken back or consumed */
+	uint32_t waiting;     /* ours: the last value stored in conn->waiting (B0) */
 	uint32_t mask;
 	uint32_t depth;       /* entries queued at most: 1 <= depth <= mask + 1 */
-};
-
-struct ring_cons {
-	struct takt_conn *conn;
-	struct takt_ring_slot *slots;
-	uint32_t mask;
 };
 
 /* What travels in a slot besides the chunk. */
@@ -42,35 +50,55 @@ struct ring_entry {
 	uint64_t publish_ns;
 };
 
+struct ring_cons {
+	struct takt_conn *conn;
+	struct takt_ring_slot *slots;
+	uint64_t tail;        /* ours; conn->tail holds 2 x it (+ 1 while deciding it, R2) */
+	uint32_t mask;
+	uint32_t overflow;    /* the connection's policy: what a take must check */
+	uint32_t woken;       /* B0: the producer's last `waiting` we woke */
+	bool pending;         /* R2: a take of position tail awaits the producer's verdict */
+	struct ring_entry pend; /* its entry, read before the commit */
+};
+
 /* Binds to connection conn with the given slot mask and depth (validated by
  * the caller: 1 <= depth <= mask + 1). The ring holds at most depth
  * entries, so a subscriber gets exactly the queue it asked for while slot
- * indices stay a mask. The producer resumes from the shared head. */
+ * indices stay a mask. Each side resumes from its own shared words. */
 void ring_prod_init(struct ring_prod *p, struct takt_conn *conn, struct takt_ring_slot *slots, uint32_t mask,
 		    uint32_t depth);
-void ring_cons_init(struct ring_cons *q, struct takt_conn *conn, struct takt_ring_slot *slots, uint32_t mask);
+void ring_cons_init(struct ring_cons *q, struct takt_conn *conn, struct takt_ring_slot *slots, uint32_t mask,
+		    uint32_t overflow);
 
 /* 0, or -ENOSPC when depth entries are queued. */
 int ring_push_spsc(struct ring_prod *p, const struct ring_entry *e);
-/* Full ring under drop-oldest: removes the oldest entry and returns its
+/* Full ring under drop-oldest: takes the oldest entry back and returns its
  * chunk (an unchecked word from shared memory), or TAKT_NONE if room
- * appeared. */
+ * appeared or the consumer's tail is garbage. */
 uint32_t ring_steal_oldest(struct ring_prod *p);
 /* Sleeps until the consumer pops (or the broker closes the connection) or
  * the deadline passes. 0 when there is room now, -ETIMEDOUT, -EPIPE closed. */
 int ring_wait_room(struct ring_prod *p, uint64_t deadline_ns);
-/* Broker: wakes a publisher blocked on a connection it is closing. */
+/* Broker: wakes a publisher blocked on a connection it is closing (after
+ * storing the new state). */
 void ring_wake_producer_closed(struct takt_conn *conn);
+/* Adds n to the samples this connection's subscriber missed. */
+void ring_count_drops(struct ring_prod *p, uint64_t n);
 
-/* Pops the oldest entry into *out: 0, or -EAGAIN when nothing is ready at
- * the tail it read (empty, or a concurrent drop-oldest steal moved it: the
- * caller looks again before it sleeps). *out is untouched on -EAGAIN;
- * out->chunk is unchecked. The caller records the chunk as held after the pop; a crash
- * in between leaks that one reference (recording it before the commit
- * could, with a concurrent drop-oldest steal, release it twice). */
+/* Pops the oldest entry into *out: 0, or -EAGAIN when nothing is ready
+ * (empty, or the producer has not yet given its verdict on the entry at the
+ * tail: the caller looks again later; the producer's next push wakes a
+ * parked subscriber as usual). *out is untouched on -EAGAIN; out->chunk is
+ * unchecked. The caller records the chunk as held after the pop; a crash
+ * in between costs only what the publisher gets back when the connection
+ * ends. */
 int ring_pop_shared(struct ring_cons *q, struct ring_entry *out);
-/* Whether the oldest slot is filled. */
+/* Whether an entry may be ready at the tail (a hint: a pop can still find
+ * it taken back). */
 int ring_nonempty(const struct ring_cons *q);
+/* The broker's view, from the shared words alone: whether every position
+ * was consumed or taken back. */
+bool ring_drained(const struct takt_conn *conn, const struct takt_ring_slot *slots, uint32_t mask);
 
 /* The return ring of a connection: chunk indices from the subscriber back to
  * their publisher. T0: the subscriber writes a slot (relaxed) and then

@@ -70,6 +70,7 @@ struct takt_sub {
 	struct sub_slot *slots;
 	unsigned n_held;
 	struct sub_held held[TAKT_MAX_HELD];
+	uint64_t dropped_gone; /* drops counted on connections that left */
 };
 
 /* ---- the agent's side --------------------------------------------------- */
@@ -100,7 +101,8 @@ int sub_agent_connect(takt_node *n, const struct msg_push_conn *m, int pool_fd)
 
 	if ((st != SLOT_ACTIVE && st != SLOT_ORPHAN) || c->sub != s->index || c->pub != m->pub ||
 	    atomic_load_explicit(&c->incarnation, memory_order_relaxed) != m->incarnation ||
-	    c->mask >= v->lim.queue_depth_max || (c->mask & (c->mask + 1)) || c->ret_mask != v->ret_slots - 1)
+	    c->mask >= v->lim.queue_depth_max || (c->mask & (c->mask + 1)) || c->ret_mask != v->ret_slots - 1 ||
+	    c->overflow > TAKT_OVERFLOW_REJECT)
 		return -EBADMSG;
 	sub_agent_reap(n); /* a slot a connection let go may be needed now */
 	for (unsigned i = 0; i < s->n_slots && !slot; i++)
@@ -124,7 +126,7 @@ int sub_agent_connect(takt_node *n, const struct msg_push_conn *m, int pool_fd)
 	 * (ordered by the acquire of state above). */
 	slot->pub_id = v->pubs[m->pub].id;
 	slot->held = 0;
-	ring_cons_init(&slot->ring, (struct takt_conn *)c, seg_ring_slots(v, m->conn), c->mask);
+	ring_cons_init(&slot->ring, (struct takt_conn *)c, seg_ring_slots(v, m->conn), c->mask, c->overflow);
 	ret_prod_init(&slot->ret, (struct takt_conn *)c, seg_ret_slots(v, m->conn), c->ret_mask);
 	/* SS: release hands the slot to the subscribing thread. */
 	atomic_store_explicit(&slot->state, SS_READY, memory_order_release);
@@ -164,6 +166,9 @@ static bool sub_listed(takt_sub *s, const struct sub_slot *slot)
  * (the broker reuses it once we are quiescent, Q0). */
 static void sub_slot_leave(takt_sub *s, struct sub_slot *slot)
 {
+	/* relaxed: a statistic its publisher writes; the connection is not
+	 * reused before we are quiescent (Q0), so it is still this one's. */
+	s->dropped_gone += atomic_load_explicit(&slot->ring.conn->dropped, memory_order_relaxed);
 	if (slot->held) {
 		/* relaxed: the agent acts only on DONE; this thread alone reads it. */
 		atomic_store_explicit(&slot->state, SS_DRAINING, memory_order_relaxed);
@@ -474,8 +479,24 @@ int takt_sub_fd(const takt_sub *sub)
 
 uint64_t takt_sub_dropped(const takt_sub *sub)
 {
-	/* relaxed: a statistic. */
-	return sub ? atomic_load_explicit(&sub->port->dropped, memory_order_relaxed) : 0;
+	/* The handle is used by one thread at a time (ipc.h): the one that
+	 * takes, which may bring its connection list up to date here. */
+	takt_sub *s = (takt_sub *)sub;
+	uint64_t n;
+
+	if (!s)
+		return 0;
+	/* Each publisher counts what this subscriber missed on its own
+	 * connection (a word only it writes); connections that left were
+	 * added up as they left. relaxed: statistics. Q0: the connections
+	 * are read inside the bracket, so none is reused meanwhile. */
+	q0_enter(&s->port->active, s->node->q0_light);
+	sub_check_conns(s);
+	n = s->dropped_gone;
+	for (unsigned i = 0; i < s->n_conns; i++)
+		n += atomic_load_explicit(&s->conns[i]->ring.conn->dropped, memory_order_relaxed);
+	q0_exit(&s->port->active);
+	return n;
 }
 
 static int sub_ready(takt_sub *s)

@@ -384,7 +384,9 @@ static void conn_init_shared(struct broker *b, uint32_t ci, const struct reg_con
 	atomic_store_explicit(&c->tail, 0, memory_order_relaxed);
 	atomic_store_explicit(&c->ret_head, 0, memory_order_relaxed);
 	atomic_store_explicit(&c->ret_tail, 0, memory_order_relaxed);
-	atomic_store_explicit(&c->producer_waiting, 0, memory_order_relaxed);
+	atomic_store_explicit(&c->floor, 0, memory_order_relaxed);
+	atomic_store_explicit(&c->waiting, 0, memory_order_relaxed);
+	atomic_store_explicit(&c->dropped, 0, memory_order_relaxed);
 	/* A stale pos from the slot's previous connection must never match. */
 	for (uint32_t j = 0; j <= rc->mask; j++)
 		atomic_store_explicit(&slots[j].pos, 0, memory_order_relaxed);
@@ -662,13 +664,7 @@ static void conns_end_done(struct broker *b, uint32_t index, bool is_pub)
 
 static bool ring_empty(const struct broker *b, uint32_t ci)
 {
-	const struct takt_conn *c = &b->v.conns[ci];
-	/* acquire: pairs with the consumer's or a stealer's tail CAS (R1/R2) */
-	uint64_t t = atomic_load_explicit(&c->tail, memory_order_acquire);
-
-	/* R0: acquire pairs with the producer's release of pos. */
-	return atomic_load_explicit(&seg_ring_slots(&b->v, ci)[t & b->conns[ci].mask].pos,
-				    memory_order_acquire) != t + 1;
+	return ring_drained(&b->v.conns[ci], seg_ring_slots(&b->v, ci), b->conns[ci].mask);
 }
 
 static bool quiesced(_Atomic uint64_t *active, uint64_t snap, bool done)
@@ -879,7 +875,6 @@ static void sub_reset_shared(struct broker *b, uint32_t si)
 	conns_clear(b->subs[si].conns, s->conns, TAKT_MAX_PUBS_PER_TOPIC);
 	atomic_store_explicit(&s->parked, 0, memory_order_relaxed);
 	atomic_store_explicit(&s->broker_wakes, 0, memory_order_relaxed);
-	atomic_store_explicit(&s->dropped, 0, memory_order_relaxed);
 }
 
 int reg_sub_open(struct broker *b, struct client *cl, const struct msg_sub_open *m)

@@ -132,7 +132,8 @@ TAKT_API int takt_sub_fd(const takt_sub *sub);
 TAKT_API int takt_sub_arm(takt_sub *sub);
 /* 0 ready, -ETIMEDOUT; < 0 timeout = forever; -EINTR on a signal. */
 TAKT_API int takt_sub_wait(takt_sub *sub, int64_t timeout_ns);
-/* Samples lost to overflow so far (dropped oldest, rejected, block timeouts). */
+/* Samples lost to overflow so far (dropped oldest, rejected, block timeouts).
+ * Like take, from the thread that uses the handle. */
 TAKT_API uint64_t takt_sub_dropped(const takt_sub *sub);
 
 /* Events: a named wake-up with no payload (iceoryx's notifier/listener).

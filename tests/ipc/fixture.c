@@ -132,8 +132,10 @@ struct takt_conn *fixture_conn_reset(struct fixture *f, uint32_t ci, uint32_t ca
 	/* As the broker does on reuse: clients drop mirrors of the old one. */
 	atomic_fetch_add_explicit(&c->incarnation, 1, memory_order_relaxed);
 	atomic_store_explicit(&c->head, start, memory_order_relaxed);
-	atomic_store_explicit(&c->tail, start, memory_order_relaxed);
-	atomic_store_explicit(&c->producer_waiting, 0, memory_order_relaxed);
+	atomic_store_explicit(&c->tail, 2 * start, memory_order_relaxed); /* ring.c: 2 x the position */
+	atomic_store_explicit(&c->floor, start, memory_order_relaxed);
+	atomic_store_explicit(&c->waiting, 0, memory_order_relaxed);
+	atomic_store_explicit(&c->dropped, 0, memory_order_relaxed);
 	atomic_store_explicit(&c->ret_head, 0, memory_order_relaxed);
 	atomic_store_explicit(&c->ret_tail, 0, memory_order_relaxed);
 	memset(seg_ring_slots(&f->v, ci), 0, (size_t)f->v.lim.queue_depth_max * sizeof(struct takt_ring_slot));

@@ -25,6 +25,7 @@
 #include "ring.h"
 
 #include <errno.h>
+#include <takt/ipc.h>
 #include <pthread.h>
 #include <sched.h>
 #include <signal.h>
@@ -57,15 +58,24 @@ static int ring_teardown(void **state)
 	return 0;
 }
 
-static struct takt_conn *ring_open(struct fixture *f, uint32_t cap, uint64_t start, struct ring_prod *p,
-				   struct ring_cons *q)
+/* A connection of capacity cap whose consumer applies policy ov. */
+static struct takt_conn *ring_open_ov(struct fixture *f, uint32_t cap, uint64_t start, struct ring_prod *p,
+				      struct ring_cons *q, enum takt_overflow ov)
 {
 	struct takt_conn *c = fixture_conn_reset(f, RING_CONN, cap, start);
 	struct takt_ring_slot *slots = seg_ring_slots(&f->v, RING_CONN);
 
+	c->overflow = (uint32_t)ov;
 	ring_prod_init(p, c, slots, cap - 1, cap);
-	ring_cons_init(q, c, slots, cap - 1);
+	ring_cons_init(q, c, slots, cap - 1, (uint32_t)ov);
 	return c;
+}
+
+/* Drop-oldest, the default policy. */
+static struct takt_conn *ring_open(struct fixture *f, uint32_t cap, uint64_t start, struct ring_prod *p,
+				   struct ring_cons *q)
+{
+	return ring_open_ov(f, cap, start, p, q, TAKT_OVERFLOW_DROP_OLDEST);
 }
 
 /* Every field derived from seq differently: a slot read that mixes two
@@ -173,14 +183,14 @@ static void wrap_run(struct fixture *f, uint64_t start)
 	expect_empty(&q);
 	assert_true(in > 500 * cap);
 	assert_int_equal(atomic_load(&c->head), start + in);
-	assert_int_equal(atomic_load(&c->tail), start + in);
+	assert_int_equal(atomic_load(&c->tail), 2 * (start + in)); /* ring.c: 2 x the position */
 }
 
 static void test_ring_wraps_by_position(void **state)
 {
 	wrap_run(*state, 0);
 	wrap_run(*state, (1ull << 40) - 3);
-	wrap_run(*state, (1ull << 63) - 5);
+	wrap_run(*state, (1ull << 62) - 5); /* floor holds 2 x a position: below 2^63 */
 }
 
 static void test_ring_steal_takes_the_oldest(void **state)
@@ -198,7 +208,11 @@ static void test_ring_steal_takes_the_oldest(void **state)
 	push_seq(&p, 3);
 	assert_int_equal(ring_push_spsc(&p, &e), -ENOSPC);
 	assert_int_equal(ring_steal_oldest(&p), entry_for(0).chunk);
-	assert_int_equal(atomic_load(&c->tail), 1);
+	/* R2: the producer marked the slot and raised its own floor; the
+	 * consumer's tail is not its to write. */
+	assert_int_equal(atomic_load(&q.slots[0].pos), 1 | RING_POS_TAKEN);
+	assert_int_equal(atomic_load(&c->floor), 1);
+	assert_int_equal(atomic_load(&c->tail), 0);
 	push_seq(&p, 4); /* the stolen slot is reused at once */
 	assert_int_equal(ring_push_spsc(&p, &e), -ENOSPC);
 	assert_int_equal(ring_steal_oldest(&p), entry_for(1).chunk);
@@ -206,6 +220,81 @@ static void test_ring_steal_takes_the_oldest(void **state)
 	for (uint64_t s = 2; s <= 5; s++)
 		pop_expect(&q, s);
 	expect_empty(&q);
+}
+
+/* R2, a claim before the consumer commits: the take waits for the
+ * producer's verdict (in the slot's pos word) and, while there is none,
+ * reports nothing ready without committing; each verdict then decides. */
+static void test_ring_take_waits_for_the_producers_verdict(void **state)
+{
+	struct ring_prod p;
+	struct ring_cons q;
+	struct ring_entry e;
+	struct takt_conn *c = ring_open(*state, 4, 0, &p, &q);
+
+	for (uint64_t s = 0; s < 4; s++)
+		push_seq(&p, s);
+	pop_expect(&q, 0);
+	atomic_store(&q.slots[1].pos, 2 | RING_POS_CLAIM); /* the producer claims position 1 */
+	assert_int_equal(ring_pop_shared(&q, &e), -EAGAIN);
+	assert_int_equal(atomic_load(&c->tail), 2 * 1); /* not announced */
+	assert_false(ring_nonempty(&q));            /* its push will wake us */
+	atomic_store(&q.slots[1].pos, 2);           /* verdict: given back */
+	assert_true(ring_nonempty(&q));
+	pop_expect(&q, 1);
+	pop_expect(&q, 2);
+	/* Again on position 3, and this time the producer keeps it. */
+	atomic_store(&q.slots[3].pos, 4 | RING_POS_CLAIM);
+	assert_int_equal(ring_pop_shared(&q, &e), -EAGAIN);
+	atomic_store(&q.slots[3].pos, 4 | RING_POS_TAKEN);
+	assert_true(ring_nonempty(&q)); /* something may wait behind it: a pop looks */
+	expect_empty(&q);
+	assert_int_equal(atomic_load(&c->tail), 2 * 4);
+}
+
+/* A producer that dies with its claim open gives no verdict; once the
+ * broker marks the connection ORPHAN nobody else can own the position, so
+ * the take completes instead of stalling the ring for good. */
+static void test_ring_open_claim_of_a_dead_producer_goes_to_the_consumer(void **state)
+{
+	struct ring_prod p;
+	struct ring_cons q;
+	struct ring_entry e;
+	struct takt_conn *c = ring_open(*state, 4, 0, &p, &q);
+
+	push_seq(&p, 0);
+	push_seq(&p, 1);
+	atomic_store(&q.slots[0].pos, 1 | RING_POS_CLAIM);
+	assert_int_equal(ring_pop_shared(&q, &e), -EAGAIN);
+	assert_false(ring_drained(c, q.slots, q.mask));
+	atomic_store_explicit(&c->state, SLOT_ORPHAN, memory_order_release);
+	pop_expect(&q, 0);
+	pop_expect(&q, 1);
+	expect_empty(&q);
+	assert_true(ring_drained(c, q.slots, q.mask));
+}
+
+/* A consumer far behind: the producer took back and refilled past it, so
+ * its tail slot holds a later lap. It jumps to the producer's floor and
+ * takes the newest `depth` entries, in order, each once. */
+static void test_ring_lapped_consumer_jumps_to_the_floor(void **state)
+{
+	struct ring_prod p;
+	struct ring_cons q;
+	struct takt_conn *c = ring_open(*state, 4, 0, &p, &q);
+	struct ring_entry e;
+
+	for (uint64_t s = 0; s < 11; s++) {
+		e = entry_for(s);
+		while (ring_push_spsc(&p, &e) < 0)
+			assert_int_not_equal(ring_steal_oldest(&p), TAKT_NONE);
+	}
+	assert_int_equal(atomic_load(&c->floor), 7);
+	assert_false(ring_drained(c, q.slots, q.mask));
+	for (uint64_t s = 7; s < 11; s++)
+		pop_expect(&q, s);
+	expect_empty(&q);
+	assert_true(ring_drained(c, q.slots, q.mask));
 }
 
 /* The broker zeroes a new connection's slots. These are worse than zero:
@@ -253,7 +342,7 @@ static void test_ring_wait_room_times_out_when_full(void **state)
 	waited = takt_now_ns() - t0;
 	assert_true(waited >= 50 * MS);
 	assert_true(waited < 2000 * MS);
-	assert_int_equal(atomic_load(&c->producer_waiting), 0); /* no stale announcement */
+	assert_int_equal(atomic_load(&c->waiting) & 1, 0); /* no stale announcement */
 	assert_int_equal(ring_wait_room(&p, t0), -ETIMEDOUT);   /* deadline already past */
 }
 
@@ -305,7 +394,7 @@ static void test_ring_close_wakes_blocked_producer(void **state)
 	push_seq(&p, 1);
 	assert_int_equal(pthread_create(&t, NULL, waiter_run, &w), 0);
 	/* Give it time to fall asleep; the test holds without that, too. */
-	for (int i = 0; i < 200 && !atomic_load(&c->producer_waiting); i++)
+	for (int i = 0; i < 200 && !(atomic_load(&c->waiting) & 1); i++)
 		usleep(1000);
 	usleep(20000);
 	/* B1: the broker stores the state seq_cst, then wakes. */
@@ -420,7 +509,87 @@ static void test_ring_pop_losing_to_steal_takes_the_next_entry(void **state)
 	assert_int_equal(trap.faults, 1);
 	assert_int_equal(at.tail_at_fault, 0); /* the hook ran before the consumer committed */
 	assert_int_equal(at.stolen, entry_for(0).chunk);
-	assert_int_equal(atomic_load(&at.conn->tail), 2);
+	assert_int_equal(atomic_load(&at.conn->tail), 2 * 2);
+	pop_expect(&q, 2);
+	pop_expect(&q, 3);
+	expect_empty(&q);
+}
+
+static struct ring_cons *at_q;
+static struct ring_entry at_taken;
+static int at_pop;
+
+static void hook_consumer_takes(void)
+{
+	at_pop = ring_pop_shared(at_q, &at_taken);
+}
+
+/* R2, the other way: the producer is about to claim position 0 (its first
+ * write to the connection's page) when the consumer takes it. The producer
+ * then sees the consumer's tail, yields (TAKT_NONE: there is room now) and
+ * leaves the floor where it was; the consumer keeps its sample. */
+static void test_ring_steal_losing_to_pop_yields(void **state)
+{
+	struct ring_prod p;
+	struct ring_cons q;
+	struct ring_entry e = entry_for(99);
+
+	if (trap_unavailable())
+		skip();
+	at.conn = ring_open(*state, 4, 0, &p, &q);
+	at_q = &q;
+	for (uint64_t s = 0; s < 4; s++)
+		push_seq(&p, s);
+	assert_int_equal(ring_push_spsc(&p, &e), -ENOSPC);
+	trap_arm(&q.slots[0].pos, hook_consumer_takes);
+	assert_int_equal(ring_steal_oldest(&p), TAKT_NONE);
+	trap_disarm();
+	assert_int_equal(trap.faults, 1);
+	assert_int_equal(at_pop, 0);
+	assert_int_equal(at_taken.seq, entry_for(0).seq);
+	assert_int_equal(atomic_load(&at.conn->floor), 0);
+	assert_int_equal(atomic_load(&q.slots[0].pos), 1); /* given back */
+	assert_int_equal(ring_push_spsc(&p, &e), 0); /* the room the consumer made */
+	for (uint64_t s = 1; s < 4; s++)
+		pop_expect(&q, s);
+	assert_int_equal(ring_pop_shared(&q, &e), 0);
+	assert_int_equal(e.seq, entry_for(99).seq);
+}
+
+static void hook_producer_claims(void)
+{
+	/* What ring_steal_oldest's claim stores, landing just before the
+	 * consumer's commit: both sides will see each other. */
+	atomic_store_explicit(&at_q->slots[1].pos, 2 | RING_POS_CLAIM, memory_order_seq_cst);
+}
+
+/* R2, the claim both sides saw: the consumer commits position 1 (its tail
+ * store, trapped) just after the producer claimed it. The take waits for the
+ * verdict and, while there is none, keeps its committed entry and reports
+ * nothing ready; the verdict "given back" then hands it out. */
+static void test_ring_commit_meeting_a_claim_waits_for_the_verdict(void **state)
+{
+	struct ring_prod p;
+	struct ring_cons q;
+	struct ring_entry e;
+
+	if (trap_unavailable())
+		skip();
+	at.conn = ring_open(*state, 4, 0, &p, &q);
+	at_q = &q;
+	for (uint64_t s = 0; s < 4; s++)
+		push_seq(&p, s);
+	pop_expect(&q, 0);
+	trap_arm(&at.conn->tail, hook_producer_claims);
+	assert_int_equal(ring_pop_shared(&q, &e), -EAGAIN);
+	trap_disarm();
+	assert_int_equal(trap.faults, 1);
+	assert_int_equal(atomic_load(&at.conn->tail), 2 * 1 + 1); /* deciding position 1 */
+	assert_false(ring_nonempty(&q));
+	assert_int_equal(ring_pop_shared(&q, &e), -EAGAIN);
+	atomic_store(&q.slots[1].pos, 2); /* the producer saw the tail: given back */
+	assert_true(ring_nonempty(&q));
+	pop_expect(&q, 1);
 	pop_expect(&q, 2);
 	pop_expect(&q, 3);
 	expect_empty(&q);
@@ -436,7 +605,7 @@ static void hook_broker_closes(void)
 }
 
 /* Regression (B1, fixed in a70fa56): ring_wait_room checked the state only
- * before announcing producer_waiting = 1, so a close landing between that
+ * before announcing that it waits, so a close landing between that
  * check and the announcement was lost and the producer slept to its
  * deadline. Stopped exactly there, it must return -EPIPE at once. */
 static void test_ring_wait_room_sees_close_between_check_and_announce(void **state)
@@ -451,7 +620,7 @@ static void test_ring_wait_room_sees_close_between_check_and_announce(void **sta
 	at.conn = ring_open(*state, 2, 0, &p, &q);
 	push_seq(&p, 0);
 	push_seq(&p, 1);
-	trap_arm(&at.conn->producer_waiting, hook_broker_closes);
+	trap_arm(&at.conn->waiting, hook_broker_closes);
 	t0 = takt_now_ns();
 	r = ring_wait_room(&p, t0 + 1000 * MS);
 	waited = takt_now_ns() - t0;
@@ -460,7 +629,7 @@ static void test_ring_wait_room_sees_close_between_check_and_announce(void **sta
 	assert_int_equal(r, -EPIPE);
 	if (waited >= 500 * MS)
 		fail_msg("close lost: ring_wait_room slept %.0f ms, to its deadline", (double)waited / 1e6);
-	assert_int_equal(atomic_load(&at.conn->producer_waiting), 0);
+	assert_int_equal(atomic_load(&at.conn->waiting) & 1, 0);
 }
 
 /* A consumer that corrupts its tail (beyond head, or onto a slot whose pos
@@ -476,7 +645,7 @@ static void test_ring_steal_refuses_a_corrupted_tail(void **state)
 
 	for (uint64_t s = 0; s < 4; s++)
 		push_seq(&p, s);
-	atomic_store(&c->tail, 1000); /* beyond head */
+	atomic_store(&c->tail, 2 * 1000); /* beyond head */
 	assert_int_equal(ring_steal_oldest(&p), TAKT_NONE);
 	assert_int_equal(ring_push_spsc(&p, &e), -ENOSPC); /* and no push over live slots */
 	atomic_store(&c->tail, 0);
@@ -570,17 +739,19 @@ static void stress_drain_returns(struct stress *st)
 		stress_fail(&st->p_errors, "producer", "garbage return head", 0);
 }
 
-/* A drop-oldest producer's answer to a full ring: steal, account, retry. */
-static void stress_steal(struct stress *st, uint64_t *last_stolen)
+/* A drop-oldest producer's answer to a full ring: steal, account, retry.
+ * false: nothing stolen (room appeared, or the consumer is deciding the
+ * oldest entry right now: R2). */
+static bool stress_steal(struct stress *st, uint64_t *last_stolen)
 {
 	uint32_t c = ring_steal_oldest(&st->p);
 	uint64_t seq;
 
 	if (c == TAKT_NONE)
-		return; /* the consumer made room */
+		return false;
 	if (c >= st->pool.n_max) {
 		stress_fail(&st->p_errors, "producer", "stole an invalid chunk", c);
-		return;
+		return true;
 	}
 	seq = *payload_word(&st->pool, c); /* we wrote it; the consumer never writes */
 	if (seq >= st->n || (*last_stolen != UINT64_MAX && seq <= *last_stolen))
@@ -590,6 +761,7 @@ static void stress_steal(struct stress *st, uint64_t *last_stolen)
 	*last_stolen = seq;
 	st->n_stolen++;
 	chunk_unref(&st->pp, c);
+	return true;
 }
 
 /* Loans a chunk, writes seq into its payload (plain: R0 must publish it),
@@ -610,8 +782,7 @@ static void stress_produce_one(struct stress *st, uint64_t seq, uint64_t *last_s
 	*payload_word(&st->pool, c) = seq;
 	e = (struct ring_entry){.chunk = c, .size = (uint32_t)seq, .seq = seq, .publish_ns = ~seq};
 	for (uint32_t spins = 0; ring_push_spsc(&st->p, &e) == -ENOSPC; spins++) {
-		if (st->mode == STRESS_DROP_OLDEST) {
-			stress_steal(st, last_stolen);
+		if (st->mode == STRESS_DROP_OLDEST && stress_steal(st, last_stolen)) {
 			if (ring_push_spsc(&st->p, &e) != 0)
 				stress_fail(&st->p_errors, "producer", "no room right after a steal", seq);
 			break;
@@ -687,7 +858,7 @@ static void stress_fall_behind(struct stress *st)
 	for (int i = 0; i < 1000 && !atomic_load_explicit(&st->done, memory_order_relaxed); i++) {
 		/* relaxed: a hint; the pops that follow synchronise properly. */
 		uint64_t h = atomic_load_explicit(&st->q.conn->head, memory_order_relaxed);
-		uint64_t t = atomic_load_explicit(&st->q.conn->tail, memory_order_relaxed);
+		uint64_t t = atomic_load_explicit(&st->q.conn->tail, memory_order_relaxed) / 2;
 
 		if (h - t > st->q.mask)
 			return;
@@ -741,7 +912,10 @@ static struct stress *stress_new(struct fixture *f, enum stress_mode mode, uint6
 		assert_non_null(st->consumed);
 		assert_non_null(st->stolen);
 	}
-	ring_open(f, STRESS_CAP, 0, &st->p, &st->q);
+	/* A lossless run's consumer commits as a reject subscriber does (a
+	 * release store); a drop-oldest run's with the R2 handshake. */
+	ring_open_ov(f, STRESS_CAP, 0, &st->p, &st->q,
+		     mode == STRESS_DROP_OLDEST ? TAKT_OVERFLOW_DROP_OLDEST : TAKT_OVERFLOW_REJECT);
 	ret_prod_init(&st->rp, st->p.conn, seg_ret_slots(&f->v, RING_CONN), f->v.ret_slots - 1);
 	ret_cons_init(&st->rc, st->p.conn, seg_ret_slots(&f->v, RING_CONN), f->v.ret_slots - 1);
 	return st;
@@ -889,7 +1063,7 @@ static int consumer_await_sleeper(struct takt_conn *c, struct blocker *b, uint64
 	uint64_t give_up = takt_now_ns() + 2000 * MS;
 
 	while (atomic_load_explicit(&c->head, memory_order_relaxed) < want_head ||
-	       !atomic_load_explicit(&c->producer_waiting, memory_order_seq_cst)) {
+	       !(atomic_load_explicit(&c->waiting, memory_order_seq_cst) & 1)) {
 		if (atomic_load_explicit(&b->done, memory_order_acquire))
 			return 0;
 		if (takt_now_ns() > give_up)
@@ -915,7 +1089,7 @@ static void test_ring_blocking_producer_wakes_on_pop(void **state)
 	const uint32_t cap = 8;
 	struct ring_prod p;
 	struct ring_cons q;
-	struct takt_conn *c = ring_open(*state, cap, 0, &p, &q);
+	struct takt_conn *c = ring_open_ov(*state, cap, 0, &p, &q, TAKT_OVERFLOW_BLOCK);
 	struct blocker b = {.p = &p, .n = BLOCK_ENTRIES / (FIXTURE_TSAN ? 4 : 1)};
 	uint32_t got = 0, rounds = 0;
 	const char *failure = NULL;
@@ -957,6 +1131,11 @@ int main(void)
 		RING_TEST(test_ring_empty_returns_eagain),
 		RING_TEST(test_ring_wraps_by_position),
 		RING_TEST(test_ring_steal_takes_the_oldest),
+		RING_TEST(test_ring_take_waits_for_the_producers_verdict),
+		RING_TEST(test_ring_open_claim_of_a_dead_producer_goes_to_the_consumer),
+		RING_TEST(test_ring_lapped_consumer_jumps_to_the_floor),
+		RING_TEST(test_ring_steal_losing_to_pop_yields),
+		RING_TEST(test_ring_commit_meeting_a_claim_waits_for_the_verdict),
 		RING_TEST(test_ring_stale_pos_from_previous_connection_not_taken),
 		RING_TEST(test_ring_wait_room_times_out_when_full),
 		RING_TEST(test_ring_wait_room_fails_when_closing),
