@@ -8,6 +8,7 @@
 
 #include <pthread.h>
 #include <stdbool.h>
+#include <unistd.h>
 #include <takt/ipc.h>
 
 /* An eventfd the agent closes once no publish can be using it (G1). */
@@ -104,6 +105,30 @@ static inline void q0_exit(_Atomic uint64_t *active)
 	/* release: our ring accesses happen before the broker sees the move. */
 	atomic_store_explicit(active, atomic_load_explicit(active, memory_order_relaxed) + 1,
 			      memory_order_release);
+}
+
+/* P1: after a push into connection c and a seq_cst fence, wakes its
+ * subscriber if it is parked in a generation this caller has not woken yet
+ * (*woken, the caller's own). The connection's wake count goes up before
+ * the write, so the subscriber knows a write is owed (P2). Both are words
+ * of the publisher's: the publishing thread and its node's agent (G0) may
+ * both wake one generation, each counted. */
+static inline void conn_wake(struct takt_conn *c, const _Atomic uint32_t *park, uint32_t *woken, int efd)
+{
+	/* relaxed: the caller's fence orders it after the push (P1). */
+	uint32_t g = atomic_load_explicit(park, memory_order_relaxed);
+	uint64_t one = 1;
+
+	if (!(g & 1) || g == *woken || efd < 0)
+		return;
+	*woken = g;
+	/* P2: release: the count is up before the write can be read (the
+	 * subscriber loads it after its read of the eventfd). An RMW: the
+	 * agent may count on the same connection. */
+	atomic_fetch_add_explicit(&c->wakes, 1, memory_order_release);
+	if (write(efd, &one, sizeof(one)) < 0) {
+		/* eventfd cannot overflow at one write per park and publisher */
+	}
 }
 
 /* One request/reply with the broker; fds as in proto_call. */

@@ -13,7 +13,8 @@
  *   sample ring slots, head, ret_tail, floor, waiting,
  *   dropped, pub.active, stats                              the publisher
  *   return ring slots, ret_head, tail, sub.active           the subscriber
- *   parked                                                   subscriber sets, publisher clears
+ *   park (a generation: odd while parked)                   the subscriber
+ *   wakes (eventfd writes per connection)                   the publisher
  * Reference counts and free lists are private to each publisher: a chunk
  * comes back to its publisher through the connection's return ring.
  *
@@ -168,12 +169,13 @@ struct takt_sub_port {
 	uint8_t pad0[32];
 	_Atomic uint32_t conns[TAKT_MAX_PUBS_PER_TOPIC];
 
-	/* P0: 1 while the subscriber may sleep; a publisher that sees it after
-	 * pushing exchanges it to 0 and writes the eventfd. */
-	TAKT_ALIGNED _Atomic uint32_t parked;
+	/* P0: odd while the subscriber may sleep, a new value each time; a
+	 * publisher that sees an odd value it has not woken after pushing
+	 * counts a wake-up on its connection and writes the eventfd. */
+	TAKT_ALIGNED _Atomic uint32_t park;
 	TAKT_ALIGNED _Atomic uint64_t active;  /* Q0, subscriber side */
 };
-_Static_assert(offsetof(struct takt_sub_port, parked) % TAKT_CACHELINE == 0, "parked aligned");
+_Static_assert(offsetof(struct takt_sub_port, park) % TAKT_CACHELINE == 0, "park aligned");
 _Static_assert(sizeof(struct takt_sub_port) % TAKT_CACHELINE == 0, "takt_sub_port layout");
 
 /* A connection: two SPSC rings between one publisher and one subscriber.
@@ -208,7 +210,7 @@ struct takt_conn {
 	TAKT_ALIGNED _Atomic uint64_t floor;
 	_Atomic uint64_t dropped;
 	_Atomic uint32_t waiting;
-	uint32_t reserved1;
+	_Atomic uint32_t wakes; /* P2: eventfd writes to this subscriber, counted before each */
 	/* Subscriber's line: what it has taken (tail, R1: 2 x the position,
 	 * + 1 while it decides a take with a drop-oldest publisher, R2) and
 	 * returned (ret_head, T0). */

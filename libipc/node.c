@@ -221,14 +221,10 @@ static void agent_ack(takt_node *n, const struct msg_push_conn *m)
  * have handed history to) is woken if it is parked, as a publisher would. */
 static void agent_wake(takt_node *n, const struct msg_push_conn *m, int fd)
 {
-	struct takt_sub_port *sp = &n->v.subs[m->sub];
-	uint64_t one = 1;
+	uint32_t woken = 0; /* generations are odd: 0 was never woken */
 
 	atomic_thread_fence(memory_order_seq_cst); /* G0/P1 */
-	if (atomic_load_explicit(&sp->parked, memory_order_relaxed) &&
-	    atomic_exchange_explicit(&sp->parked, 0, memory_order_acq_rel) && write(fd, &one, sizeof(one)) < 0) {
-		/* eventfd cannot overflow at one write per park */
-	}
+	conn_wake(&n->v.conns[m->conn], &n->v.subs[m->sub].park, &woken, fd);
 }
 
 static void agent_push(takt_node *n, const void *buf, long len, const int *fds, unsigned nf)

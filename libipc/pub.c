@@ -56,6 +56,7 @@ struct pub_slot {
 	struct takt_sub_port *sp;
 	struct ring_prod ring;
 	struct ret_cons ret;
+	uint32_t woken;  /* P1: the subscriber's last park generation we woke */
 	uint64_t *out; /* bitmap over the pool: outstanding on this connection */
 };
 
@@ -360,6 +361,7 @@ static int pub_prepare(takt_pub *p, uint32_t ci, uint32_t inc, bool agent)
 	memset(s->out, 0, bitmap_words(p) * sizeof(uint64_t));
 	ring_prod_init(&s->ring, c, seg_ring_slots(v, ci), c->mask, c->depth);
 	ret_cons_init(&s->ret, c, seg_ret_slots(v, ci), c->ret_mask);
+	s->woken = 0; /* generations are odd: 0 was never woken */
 	/* relaxed: the registry's history request, bounded by the ring. */
 	pushed = pub_fill_history(p, s, v->subs[c->sub].history);
 	/* PS0: release hands the prepared slot to the publishing thread (and
@@ -368,15 +370,8 @@ static int pub_prepare(takt_pub *p, uint32_t ci, uint32_t inc, bool agent)
 	if (!agent && pushed) {
 		/* P1, as publish does: history went into the ring of a subscriber
 		 * that may be parked (the agent wakes it if the fd is not here). */
-		int efd = node_conn_efd(p->node, ci, inc);
-		uint64_t one = 1;
-
 		atomic_thread_fence(memory_order_seq_cst);
-		if (efd >= 0 && atomic_load_explicit(&s->sp->parked, memory_order_relaxed) &&
-		    atomic_exchange_explicit(&s->sp->parked, 0, memory_order_acq_rel) &&
-		    write(efd, &one, sizeof(one)) < 0) {
-			/* eventfd cannot overflow at one write per park */
-		}
+		conn_wake(c, &s->sp->park, &s->woken, node_conn_efd(p->node, ci, inc));
 	}
 	return 0;
 }
@@ -687,29 +682,27 @@ static void pub_history_put(takt_pub *p, uint32_t c, uint32_t gen)
 
 static void pub_notify(takt_pub *p, const unsigned char *pushed, uint64_t seq)
 {
-	/* P1: pairs with the subscriber's parked store + fence before it
-	 * re-checks its rings (sub.c, P0): either it sees our head, or we see
-	 * parked == 1. */
+	/* P1: pairs with the subscriber's store of an odd park generation +
+	 * fence before it re-checks its rings (sub.c, P0): either it sees our
+	 * push, or we see it parked. */
 	atomic_thread_fence(memory_order_seq_cst);
 	for (unsigned i = 0; i < p->n_conns; i++) {
 		struct pub_slot *s = p->conns[i];
-		uint64_t one = 1;
+		/* relaxed load first: keeps the line shared while nobody parks. */
+		uint32_t g = atomic_load_explicit(&s->sp->park, memory_order_relaxed);
 		int efd;
 
-		/* relaxed load first: keeps the line shared while nobody parks. */
-		if (!pushed[i] || !atomic_load_explicit(&s->sp->parked, memory_order_relaxed))
+		if (!pushed[i] || !(g & 1) || g == s->woken)
 			continue;
-		/* G0: no fd yet (its push is on the way): leave the flag to the
-		 * agent, which wakes the subscriber when it installs the fd. */
-		/* relaxed: we wrote them (or the agent before PS0's release). */
+		/* G0: no fd yet (its push is on the way): the agent wakes the
+		 * subscriber when it installs the fd. relaxed: we wrote them
+		 * (or the agent before PS0's release). */
 		efd = node_conn_efd(p->node, atomic_load_explicit(&s->conn, memory_order_relaxed),
 				    atomic_load_explicit(&s->incarnation, memory_order_relaxed));
-		if (efd < 0 || !atomic_exchange_explicit(&s->sp->parked, 0, memory_order_acq_rel))
+		if (efd < 0)
 			continue;
 		TAKT_PROBE3(notify, s->sub, p->id, seq);
-		if (write(efd, &one, sizeof(one)) < 0) {
-			/* eventfd cannot overflow at one write per park; nothing to do */
-		}
+		conn_wake(s->ring.conn, &s->sp->park, &s->woken, efd);
 	}
 }
 

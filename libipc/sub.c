@@ -15,10 +15,12 @@
  * (agent, after munmap; acquire). A sample taken from a connection that
  * has left stays valid until it is released: its pool stays mapped.
  *
- * Parking (P0): to sleep, a subscriber sets parked = 1, fences, re-checks
- * its rings and only then blocks on its eventfd. A publisher pushes, fences
- * and writes the eventfd only if it exchanges parked from 1 to 0 (pub.c,
- * P1). A subscriber that never parks costs publishers no syscall.
+ * Parking (P0): to sleep, a subscriber stores a new odd value in its park
+ * word (a word only it writes), fences, re-checks its rings and only then
+ * blocks on its eventfd. A publisher pushes, fences and writes the eventfd
+ * when it sees an odd value it has not woken yet, counting the write on its
+ * connection first (pub.c P1, client.h conn_wake; P2 below). A subscriber
+ * that never parks costs publishers no syscall.
  */
 #include "client.h"
 #include "fault.h"
@@ -61,8 +63,9 @@ struct takt_sub {
 	uint32_t held_max;
 	uint32_t conn_gen;
 	bool armed;
-	uint32_t owed;  /* P2: publishers' eventfd writes not read yet */
-	uint32_t broker_wakes_seen; /* P3: the broker's writes we have read */
+	uint32_t park_gen;   /* P0: our park word (odd while armed) */
+	uint32_t wakes_read; /* P2: eventfd writes read so far (mod 2^32) */
+	uint32_t wakes_gone; /* P2: writes counted on connections that left */
 	int wait_ep;    /* private epoll, edge-triggered on efd: takt_sub_wait */
 	unsigned n_conns, rr;
 	struct sub_slot *conns[TAKT_MAX_PUBS_PER_TOPIC]; /* adopted, registry order */
@@ -169,6 +172,8 @@ static void sub_slot_leave(takt_sub *s, struct sub_slot *slot)
 	/* relaxed: a statistic its publisher writes; the connection is not
 	 * reused before we are quiescent (Q0), so it is still this one's. */
 	s->dropped_gone += atomic_load_explicit(&slot->ring.conn->dropped, memory_order_relaxed);
+	/* P2: acquire pairs with the publisher's release of its count. */
+	s->wakes_gone += atomic_load_explicit(&slot->ring.conn->wakes, memory_order_acquire);
 	if (slot->held) {
 		/* relaxed: the agent acts only on DONE; this thread alone reads it. */
 		atomic_store_explicit(&slot->state, SS_DRAINING, memory_order_relaxed);
@@ -334,43 +339,58 @@ void takt_sub_close(takt_sub *sub)
 
 /* ---- take and release ------------------------------------------------------ */
 
-/* P2: every eventfd write is owed to us by someone we know of: a
- * publisher (or its node's agent) that took our parked flag (we see the
- * flag gone: `owed`) or the broker waking us for a publisher that died (P3:
- * `broker_wakes`). Reads return how many writes landed. A write that lands
- * after the read meant for it leaves a stale count, and a level-triggered
- * epoll of the caller would spin on empty takes; so as long as any write is
- * owed and not yet read, the next arm reads again before it raises the
- * flag. When nothing is owed no read is made: a busy subscriber costs no
- * syscall. */
-static void sub_efd_drain(takt_sub *s)
+/* P2: every eventfd write is counted before it is made, by its writer in
+ * a word of its own: per connection by the publisher (conn_wake, client.h)
+ * and per port by the broker for a publisher that died (P3, broker_wakes).
+ * A read returns how many writes landed. A write that lands after the read
+ * meant for it leaves a stale count, and a level-triggered epoll of the
+ * caller would spin on empty takes; so as long as more writes were counted
+ * than read, the next arm reads again before it parks. When nothing is
+ * owed no read is made: a busy subscriber costs no syscall. Counts of
+ * connections our agent has not handed us yet may make the balance
+ * negative for a while; it evens out when they arrive. */
+static uint32_t sub_wakes_counted(const takt_sub *s)
 {
 	/* P3: acquire pairs with the broker's release bump before its write. */
-	uint32_t bw = atomic_load_explicit(&s->port->broker_wakes, memory_order_acquire);
-	uint32_t from_broker = bw - s->broker_wakes_seen;
-	uint64_t cnt;
+	uint32_t n = atomic_load_explicit(&s->port->broker_wakes, memory_order_acquire) + s->wakes_gone;
 
-	if ((s->owed == 0 && from_broker == 0) || read(s->efd, &cnt, sizeof(cnt)) != sizeof(cnt))
-		return; /* nothing owed, or owed writes still in flight */
-	if (cnt < from_broker) {
-		s->broker_wakes_seen += (uint32_t)cnt;
-		return;
+	for (unsigned i = 0; i < s->n_slots; i++) {
+		const struct sub_slot *slot = &s->slots[i];
+		/* SS: acquire pairs with the agent's release of READY. */
+		uint32_t st = atomic_load_explicit(&slot->state, memory_order_acquire);
+
+		/* P2: acquire pairs with the publisher's release of its count. */
+		if (st == SS_READY || st == SS_ADOPTED)
+			n += atomic_load_explicit(&slot->ring.conn->wakes, memory_order_acquire);
 	}
-	s->broker_wakes_seen = bw;
-	cnt -= from_broker;
-	s->owed = cnt < s->owed ? s->owed - (uint32_t)cnt : 0;
+	return n;
 }
 
-/* A wake-up was consumed or is no longer needed: clear our parked flag. */
+static void sub_efd_drain(takt_sub *s)
+{
+	uint64_t cnt;
+
+	if ((int32_t)(sub_wakes_counted(s) - s->wakes_read) <= 0 ||
+	    read(s->efd, &cnt, sizeof(cnt)) != sizeof(cnt))
+		return; /* nothing owed, or owed writes still in flight */
+	s->wakes_read += (uint32_t)cnt;
+}
+
+/* P0: stores our park word: odd while armed, a new value each time. */
+static void sub_park_set(takt_sub *s, bool armed, memory_order mo)
+{
+	s->park_gen++;
+	s->armed = armed;
+	atomic_store_explicit(&s->port->park, s->park_gen, mo);
+}
+
+/* A wake-up was consumed or is no longer needed: lower our park word
+ * (relaxed: a publisher that still sees it odd wakes us once more, and
+ * counts it), and read what was written for us. */
 static void sub_disarm(takt_sub *s)
 {
-	s->armed = false;
-	/* P0: if a publisher already exchanged it to 0, it wrote (or is about
-	 * to write) the eventfd: drain it so the fd is not left readable. */
-	if (atomic_exchange_explicit(&s->port->parked, 0, memory_order_acq_rel) == 0) {
-		s->owed++;
-		sub_efd_drain(s);
-	}
+	sub_park_set(s, false, memory_order_relaxed);
+	sub_efd_drain(s);
 }
 
 /* A popped entry is usable if its chunk is one the broker reserved in that
@@ -507,7 +527,7 @@ static int sub_ready(takt_sub *s)
 	return 0;
 }
 
-/* Raises parked (once) and re-checks: 1 when samples wait, 0 when armed. */
+/* Parks (once) and re-checks: 1 when samples wait, 0 when armed. */
 static int sub_arm_check(takt_sub *s)
 {
 	int ready;
@@ -515,19 +535,18 @@ static int sub_arm_check(takt_sub *s)
 	q0_enter(&s->port->active, s->node->q0_light); /* Q0 */
 	sub_check_conns(s);
 	if (!s->armed) {
-		/* P0: raise the flag, fence, re-check the rings; pairs with the
-		 * publisher's P1 (push, fence, load parked). */
-		atomic_store_explicit(&s->port->parked, 1, memory_order_seq_cst);
-		s->armed = true;
+		/* P0: park (odd), fence, re-check the rings; pairs with the
+		 * publisher's P1 (push, fence, load park). */
+		sub_park_set(s, true, memory_order_seq_cst);
 		TAKT_PROBE1(park, s->index);
 	}
 	atomic_thread_fence(memory_order_seq_cst);
 	ready = sub_ready(s);
-	/* Not going to sleep after all: lower the flag again so publishers do
-	 * not write the eventfd while we take. If one already took it (0), it
-	 * writes; stay armed so the next take drains that write. */
-	if (ready && atomic_exchange_explicit(&s->port->parked, 0, memory_order_acq_rel) == 1) {
-		s->armed = false;
+	/* Not going to sleep after all: unpark so publishers do not write the
+	 * eventfd while we take (one that saw us parked writes and counted
+	 * it: the next arm reads it). */
+	if (ready) {
+		sub_park_set(s, false, memory_order_relaxed);
 		TAKT_PROBE1(unpark, s->index);
 	}
 	q0_exit(&s->port->active); /* Q0 */
@@ -577,13 +596,11 @@ int takt_sub_wait(takt_sub *sub, int64_t timeout_ns)
 		if (r < 0 && errno == EINTR)
 			return -EINTR;
 		if (r > 0) {
-			/* P0: a publisher cleared parked and wrote the eventfd. */
+			/* P0: a publisher saw us parked and wrote the eventfd;
+			 * the edge woke us, the count stays until the next arm
+			 * drains it (P2). */
 			TAKT_PROBE1(unpark, sub->index);
-			sub->armed = false;
-			/* P2: a publisher took the flag (0) and wrote; the edge
-			 * woke us, the count stays until the next arm drains it. */
-			if (atomic_exchange_explicit(&sub->port->parked, 0, memory_order_acq_rel) == 0)
-				sub->owed++;
+			sub_park_set(sub, false, memory_order_relaxed);
 			if (sub_ready_now(sub))
 				return 0;
 		}

@@ -198,7 +198,7 @@ int reg_proc_add(struct broker *b, struct client *cl, const char *name)
 	return -EMFILE;
 }
 
-/* A publisher died, perhaps between taking a subscriber's parked flag and
+/* A publisher died, perhaps between seeing a subscriber parked and
  * writing its eventfd (pub.c, P1): that subscriber would sleep with samples
  * waiting. Wake every subscriber it was connected to; one spurious wake-up
  * each is the price (they find their rings as they are). */
@@ -873,7 +873,7 @@ static void sub_reset_shared(struct broker *b, uint32_t si)
 	struct takt_sub_port *s = &b->v.subs[si];
 
 	conns_clear(b->subs[si].conns, s->conns, TAKT_MAX_PUBS_PER_TOPIC);
-	atomic_store_explicit(&s->parked, 0, memory_order_relaxed);
+	atomic_store_explicit(&s->park, 0, memory_order_relaxed);
 	atomic_store_explicit(&s->broker_wakes, 0, memory_order_relaxed);
 }
 
