@@ -196,7 +196,10 @@ struct takt_conn {
 	_Atomic uint32_t incarnation;
 	uint32_t depth;      /* samples queued at most, exactly what the subscriber asked */
 	uint32_t ret_mask;   /* return slots - 1 (the header's ret_slots - 1) */
-	uint8_t pad0[32];
+	/* R2: 1 once the publisher left and quiesced (Q0), so it will never
+	 * write this ring again: a claim it left open is the subscriber's. */
+	_Atomic uint32_t pub_quiet;
+	uint8_t pad0[28];
 	/* Publisher's hot line: its sample ring position (for tools and
 	 * tests) and how far it has consumed returns. */
 	TAKT_ALIGNED _Atomic uint64_t head;

@@ -642,6 +642,7 @@ static int pub_push(takt_pub *p, struct pub_slot *s, const struct ring_entry *e)
 {
 	uint64_t deadline = 0;
 
+	s->ring.nudge = false;
 	for (int tries = 0; tries < 64; tries++) {
 		uint32_t old;
 
@@ -692,7 +693,9 @@ static void pub_notify(takt_pub *p, const unsigned char *pushed, uint64_t seq)
 		uint32_t g = atomic_load_explicit(&s->sp->park, memory_order_relaxed);
 		int efd;
 
-		if (!pushed[i] || !(g & 1) || g == s->woken)
+		/* R2: a connection we gave a verdict to is woken like one we
+		 * pushed to (its subscriber may have parked waiting for it). */
+		if (!(pushed[i] || s->ring.nudge) || !(g & 1) || g == s->woken)
 			continue;
 		/* G0: no fd yet (its push is on the way): the agent wakes the
 		 * subscriber when it installs the fd. relaxed: we wrote them

@@ -62,7 +62,7 @@
 #include <unistd.h>
 
 #define WAIT_SLICE_NS 10000000ull /* B1: how late a blocked publisher may see a close */
-#define VERDICT_SPINS 256         /* R2: how long a take waits for the producer's verdict */
+#define VERDICT_SPINS 1024        /* R2: how long a take spins for the producer's verdict */
 
 uint64_t takt_now_ns(void)
 {
@@ -152,8 +152,12 @@ uint32_t ring_steal_oldest(struct ring_prod *p)
 		return TAKT_NONE; /* garbage: steal nothing */
 	p->cached_tail = tw / 2;
 	f = prod_oldest(p);
-	if (p->head - f < p->depth || tw == 2 * f + 1)
-		return TAKT_NONE; /* room, or the consumer is deciding f: look again */
+	if (p->head - f < p->depth)
+		return TAKT_NONE; /* the consumer made room */
+	if (tw == 2 * f + 1) {
+		p->nudge = true; /* it may wait for a verdict we gave: wake it */
+		return TAKT_NONE; /* the consumer is deciding f: look again */
+	}
 	s = &p->slots[f & p->mask];
 	/* relaxed: we wrote them; f >= head - depth, so not overwritten yet. */
 	if (atomic_load_explicit(&s->pos, memory_order_relaxed) != f + 1)
@@ -170,8 +174,11 @@ uint32_t ring_steal_oldest(struct ring_prod *p)
 		atomic_store_explicit(&p->conn->floor, p->floor, memory_order_release);
 		return c;
 	}
-	/* The consumer is taking or took f: its sample. */
+	/* The consumer is taking or took f: its sample. If it saw our claim
+	 * it may have given up waiting and parked (pending): the caller wakes
+	 * it as after a push, since nothing may be pushed now. */
 	atomic_store_explicit(&s->pos, f + 1, memory_order_release); /* R2: the verdict "yours" */
+	p->nudge = true;
 	if (tw / 2 <= p->head)
 		p->cached_tail = tw / 2;
 	return TAKT_NONE;
@@ -267,8 +274,10 @@ int ring_nonempty(const struct ring_cons *q)
 	pos = atomic_load_explicit(&q->slots[t & q->mask].pos, memory_order_acquire);
 	if (pos == t + 1 || pos == ((t + 1) | RING_POS_TAKEN))
 		return 1; /* ready, or taken back with something newer maybe behind */
-	if (pos == ((t + 1) | RING_POS_CLAIM))
-		return 0; /* the producer pushes, and wakes us, right after its verdict */
+	if (pos == ((t + 1) | RING_POS_CLAIM)) /* the producer wakes us after its verdict */
+		/* ... unless it left with the claim open: then it is ours.
+		 * acquire: pairs with the broker's release of pub_quiet. */
+		return atomic_load_explicit(&q->conn->pub_quiet, memory_order_acquire) != 0;
 	/* A later lap is one only if the producer took t back (R2: acquire
 	 * pairs with its release of floor); else it is stale or garbage. */
 	return pos_value(pos) > t + 1 && atomic_load_explicit(&q->conn->floor, memory_order_acquire) > t;
@@ -296,9 +305,9 @@ static int cons_verdict(struct ring_cons *q, uint64_t t)
 			return pos == t + 1 ? 1 : 0;
 		cpu_relax();
 	}
-	/* A producer that is gone gives no verdict: nobody else can own it.
-	 * acquire: pairs with the broker's release of the state. */
-	return atomic_load_explicit(&q->conn->state, memory_order_acquire) == SLOT_ORPHAN ? 1 : -EAGAIN;
+	/* A producer that left and quiesced gives no verdict: nobody else can
+	 * own it. acquire: pairs with the broker's release of pub_quiet. */
+	return atomic_load_explicit(&q->conn->pub_quiet, memory_order_acquire) ? 1 : -EAGAIN;
 }
 
 /* R2: we announced that we decide position t (tail 2t + 1); settles it
@@ -411,14 +420,22 @@ bool ring_drained(const struct takt_conn *conn, const struct takt_ring_slot *slo
 	/* acquire: pairs with the consumer's store of tail (R1) and the
 	 * producer's release of its floor (R2). */
 	uint64_t t = atomic_load_explicit(&conn->tail, memory_order_acquire) / 2;
-	uint64_t f = atomic_load_explicit(&conn->floor, memory_order_acquire), pos;
+	uint64_t f = atomic_load_explicit(&conn->floor, memory_order_acquire);
 
 	if (f > t)
 		t = f;
-	/* R0: acquire pairs with the producer's release of pos. Filled, or
-	 * claimed by a producer that may be gone, is not drained. */
-	pos = atomic_load_explicit(&slots[t & mask].pos, memory_order_acquire);
-	return pos != t + 1 && pos != ((t + 1) | RING_POS_CLAIM);
+	/* Past entries taken back (a producer that died between marking one
+	 * and raising floor leaves a TAKEN slot below newer entries). */
+	for (uint32_t i = 0; i <= mask; i++, t++) {
+		/* R0: acquire pairs with the producer's release of pos. */
+		uint64_t pos = atomic_load_explicit(&slots[t & mask].pos, memory_order_acquire);
+
+		if (pos == t + 1 || pos == ((t + 1) | RING_POS_CLAIM))
+			return false; /* filled, or claimed by a producer that may be gone */
+		if (pos != ((t + 1) | RING_POS_TAKEN))
+			return true;
+	}
+	return true;
 }
 
 void ret_prod_init(struct ret_prod *r, struct takt_conn *conn, _Atomic uint32_t *slots, uint32_t mask)

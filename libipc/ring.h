@@ -38,6 +38,8 @@ struct ring_prod {
 	uint64_t cached_tail; /* <= the real tail */
 	uint64_t floor;       /* ours: positions below it were taken back or consumed */
 	uint32_t waiting;     /* ours: the last value stored in conn->waiting (B0) */
+	bool nudge;           /* R2: a steal found the consumer deciding the oldest entry:
+	                         it may be waiting for our verdict, wake it (the caller clears) */
 	uint32_t mask;
 	uint32_t depth;       /* entries queued at most: 1 <= depth <= mask + 1 */
 };

@@ -410,7 +410,9 @@ static int sub_pop(takt_sub *s, struct ring_entry *out, struct sub_slot **ret_sl
 	for (unsigned n = 0; n < s->n_conns; n++) {
 		struct sub_slot *slot = s->conns[(s->rr + n) % s->n_conns];
 
-		while (ring_pop_shared(&slot->ring, out) == 0) {
+		/* Bounded: a publisher refilling its ring with bad entries
+		 * costs us a bounded number of pops per take. */
+		for (unsigned bad = 0; bad < 64 && ring_pop_shared(&slot->ring, out) == 0; bad++) {
 			TAKT_FAULT("take_popped");
 			if (sub_entry_ok(s, slot, out)) {
 				s->rr = (s->rr + n + 1) % s->n_conns;

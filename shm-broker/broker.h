@@ -69,6 +69,7 @@ struct reg_conn {
 	uint32_t incarnation;    /* mirrored to takt_conn.incarnation, never read back */
 	uint64_t pub_snap, sub_snap;
 	bool pub_done, sub_done; /* that end closed or died: nothing to wait for */
+	bool pub_quiet;          /* ORPHAN: the publisher quiesced, told in takt_conn.pub_quiet */
 	/* The open waiting for this connection's CONN_READY acks (one per
 	 * pushed end), or NULL. */
 	struct client *waiter;

@@ -202,24 +202,27 @@ int reg_proc_add(struct broker *b, struct client *cl, const char *name)
  * writing its eventfd (pub.c, P1): that subscriber would sleep with samples
  * waiting. Wake every subscriber it was connected to; one spurious wake-up
  * each is the price (they find their rings as they are). */
-static void pub_wake_subs(struct broker *b, uint32_t pi)
+static void sub_wake(struct broker *b, uint32_t si)
 {
 	const uint64_t one = 1;
+	int efd = b->sub_efd[si];
 
-	for (unsigned j = 0; j < TAKT_MAX_SUBS_PER_TOPIC; j++) {
-		uint32_t ci = b->pubs[pi].conns[j];
-		int efd;
-
-		if (ci == TAKT_NONE || (efd = b->sub_efd[b->conns[ci].sub]) < 0)
-			continue;
-		/* P3: release pairs with the subscriber's acquire load in
-		 * takt_sub_arm: once it sees the bump it clears the count, so
-		 * this write cannot leave a stale wake-up behind. */
-		atomic_fetch_add_explicit(&b->v.subs[b->conns[ci].sub].broker_wakes, 1, memory_order_release);
-		if (write(efd, &one, sizeof(one)) < 0) {
-			/* EAGAIN: the count is near overflow, the fd is readable anyway */
-		}
+	if (efd < 0)
+		return;
+	/* P3: release pairs with the subscriber's acquire load in
+	 * takt_sub_arm: the write is counted before it is made (P2), so it
+	 * cannot leave a stale wake-up behind. */
+	atomic_fetch_add_explicit(&b->v.subs[si].broker_wakes, 1, memory_order_release);
+	if (write(efd, &one, sizeof(one)) < 0) {
+		/* EAGAIN: the count is near overflow, the fd is readable anyway */
 	}
+}
+
+static void pub_wake_subs(struct broker *b, uint32_t pi)
+{
+	for (unsigned j = 0; j < TAKT_MAX_SUBS_PER_TOPIC; j++)
+		if (b->pubs[pi].conns[j] != TAKT_NONE)
+			sub_wake(b, b->conns[b->pubs[pi].conns[j]].sub);
 }
 
 void reg_proc_remove(struct broker *b, struct client *cl)
@@ -385,6 +388,7 @@ static void conn_init_shared(struct broker *b, uint32_t ci, const struct reg_con
 	atomic_store_explicit(&c->ret_head, 0, memory_order_relaxed);
 	atomic_store_explicit(&c->ret_tail, 0, memory_order_relaxed);
 	atomic_store_explicit(&c->floor, 0, memory_order_relaxed);
+	atomic_store_explicit(&c->pub_quiet, 0, memory_order_relaxed);
 	atomic_store_explicit(&c->waiting, 0, memory_order_relaxed);
 	atomic_store_explicit(&c->dropped, 0, memory_order_relaxed);
 	/* A stale pos from the slot's previous connection must never match. */
@@ -630,8 +634,11 @@ static void conn_retire(struct broker *b, uint32_t ci, bool pub_done, bool sub_d
 
 /* The publisher left: samples it already pushed stay takeable. The
  * connection leaves the publisher's list now and the subscriber's once its
- * ring is empty (reg_tick). */
-static void conn_orphan(struct broker *b, uint32_t ci)
+ * ring is empty (reg_tick). pub_dead: its process is gone or it closed the
+ * port itself (so no publish of it runs); otherwise (a client the broker
+ * dropped) its Q0 counter is waited for before the ring is declared its
+ * subscriber's alone (pub_quiet, R2). */
+static void conn_orphan(struct broker *b, uint32_t ci, bool pub_dead)
 {
 	struct reg_conn *rc = &b->conns[ci];
 
@@ -642,6 +649,11 @@ static void conn_orphan(struct broker *b, uint32_t ci)
 	conn_set_state(b, ci, SLOT_ORPHAN);
 	conns_del(b->pubs[rc->pub].conns, b->v.pubs[rc->pub].conns, TAKT_MAX_SUBS_PER_TOPIC, ci);
 	gen_bump(&b->v.pubs[rc->pub].conn_gen); /* W1 */
+	q0_fence(b);
+	rc->pub_done = pub_dead;
+	rc->pub_quiet = false;
+	/* Q0: seq_cst load after the seq_cst gen bump. */
+	rc->pub_snap = atomic_load_explicit(&b->v.pubs[rc->pub].active, memory_order_seq_cst);
 	ring_wake_producer_closed(&b->v.conns[ci]);
 	b->n_orphans++;
 }
@@ -842,7 +854,7 @@ int reg_pub_close(struct broker *b, struct client *cl, uint32_t index)
 		return -EPERM;
 	for (unsigned j = 0; j < TAKT_MAX_SUBS_PER_TOPIC; j++)
 		if (rp->conns[j] != TAKT_NONE)
-			conn_orphan(b, rp->conns[j]);
+			conn_orphan(b, rp->conns[j], !cl->doomed);
 	conns_end_done(b, index, true);
 	/* Subscribers keep their mappings while they take and hold what it
 	 * sent; the memory goes with the last of them. */
@@ -1008,9 +1020,22 @@ int reg_tick(struct broker *b)
 	const struct seg_view *v = &b->v;
 
 	pend_expire(b);
-	for (uint32_t ci = 0; ci < v->lim.connections && b->n_orphans; ci++)
-		if (b->conns[ci].state == SLOT_ORPHAN && ring_empty(b, ci))
+	for (uint32_t ci = 0; ci < v->lim.connections && b->n_orphans; ci++) {
+		struct reg_conn *rc = &b->conns[ci];
+
+		if (rc->state != SLOT_ORPHAN)
+			continue;
+		if (!rc->pub_quiet && quiesced(&v->pubs[rc->pub].active, rc->pub_snap, rc->pub_done)) {
+			/* R2: it will never write this ring again: a claim it
+			 * left open is the subscriber's (release pairs with its
+			 * acquire in ring.c); wake it to take what is left. */
+			rc->pub_quiet = true;
+			atomic_store_explicit(&v->conns[ci].pub_quiet, 1, memory_order_release);
+			sub_wake(b, rc->sub);
+		}
+		if (ring_empty(b, ci))
 			conn_retire(b, ci, true, false);
+	}
 	for (uint32_t ci = 0; ci < v->lim.connections && b->n_retiring; ci++) {
 		const struct reg_conn *rc = &b->conns[ci];
 

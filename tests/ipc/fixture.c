@@ -135,6 +135,7 @@ struct takt_conn *fixture_conn_reset(struct fixture *f, uint32_t ci, uint32_t ca
 	atomic_store_explicit(&c->tail, 2 * start, memory_order_relaxed); /* ring.c: 2 x the position */
 	atomic_store_explicit(&c->floor, start, memory_order_relaxed);
 	atomic_store_explicit(&c->waiting, 0, memory_order_relaxed);
+	atomic_store_explicit(&c->pub_quiet, 0, memory_order_relaxed);
 	atomic_store_explicit(&c->dropped, 0, memory_order_relaxed);
 	atomic_store_explicit(&c->ret_head, 0, memory_order_relaxed);
 	atomic_store_explicit(&c->ret_tail, 0, memory_order_relaxed);

@@ -253,8 +253,9 @@ static void test_ring_take_waits_for_the_producers_verdict(void **state)
 }
 
 /* A producer that dies with its claim open gives no verdict; once the
- * broker marks the connection ORPHAN nobody else can own the position, so
- * the take completes instead of stalling the ring for good. */
+ * broker has seen it leave and quiesce (pub_quiet) nobody else can own the
+ * position, so the ring looks ready again (the broker wakes a parked
+ * subscriber then) and the take completes instead of stalling for good. */
 static void test_ring_open_claim_of_a_dead_producer_goes_to_the_consumer(void **state)
 {
 	struct ring_prod p;
@@ -266,12 +267,62 @@ static void test_ring_open_claim_of_a_dead_producer_goes_to_the_consumer(void **
 	push_seq(&p, 1);
 	atomic_store(&q.slots[0].pos, 1 | RING_POS_CLAIM);
 	assert_int_equal(ring_pop_shared(&q, &e), -EAGAIN);
+	assert_false(ring_nonempty(&q));
 	assert_false(ring_drained(c, q.slots, q.mask));
 	atomic_store_explicit(&c->state, SLOT_ORPHAN, memory_order_release);
+	assert_int_equal(ring_pop_shared(&q, &e), -EAGAIN); /* left, maybe not quiet yet */
+	atomic_store_explicit(&c->pub_quiet, 1, memory_order_release);
+	assert_true(ring_nonempty(&q));
 	pop_expect(&q, 0);
 	pop_expect(&q, 1);
 	expect_empty(&q);
 	assert_true(ring_drained(c, q.slots, q.mask));
+}
+
+/* A producer that died between marking an entry taken and raising its
+ * floor leaves a TAKEN slot below newer entries: the broker must not take
+ * the ring for drained (it would retire the connection under them), and the
+ * consumer skips the mark. */
+static void test_ring_taken_mark_below_newer_entries_is_not_drained(void **state)
+{
+	struct ring_prod p;
+	struct ring_cons q;
+	struct takt_conn *c = ring_open(*state, 4, 0, &p, &q);
+
+	for (uint64_t s = 0; s < 3; s++)
+		push_seq(&p, s);
+	atomic_store(&q.slots[0].pos, 1 | RING_POS_TAKEN); /* floor still 0 */
+	assert_false(ring_drained(c, q.slots, q.mask));
+	assert_true(ring_nonempty(&q));
+	pop_expect(&q, 1);
+	pop_expect(&q, 2);
+	expect_empty(&q);
+	assert_true(ring_drained(c, q.slots, q.mask));
+}
+
+/* R2: a steal that finds the consumer deciding the oldest entry, or gives
+ * it the verdict "yours", tells its caller to wake the consumer (nudge):
+ * nothing may be pushed now, and the consumer may be parked waiting for
+ * that verdict. */
+static void test_ring_steal_meeting_a_deciding_consumer_nudges(void **state)
+{
+	struct ring_prod p;
+	struct ring_cons q;
+	struct ring_entry e = entry_for(99);
+	struct takt_conn *c = ring_open(*state, 4, 0, &p, &q);
+
+	for (uint64_t s = 0; s < 4; s++)
+		push_seq(&p, s);
+	atomic_store(&c->tail, 2 * 0 + 1); /* the consumer announced it decides position 0 */
+	p.nudge = false;
+	assert_int_equal(ring_push_spsc(&p, &e), -ENOSPC);
+	assert_int_equal(ring_steal_oldest(&p), TAKT_NONE);
+	assert_true(p.nudge);
+	assert_int_equal(atomic_load(&q.slots[0].pos), 1); /* not claimed */
+	atomic_store(&c->tail, 0);
+	p.nudge = false;
+	assert_int_equal(ring_steal_oldest(&p), entry_for(0).chunk);
+	assert_false(p.nudge);
 }
 
 /* A consumer far behind: the producer took back and refilled past it, so
@@ -549,6 +600,7 @@ static void test_ring_steal_losing_to_pop_yields(void **state)
 	assert_int_equal(at_taken.seq, entry_for(0).seq);
 	assert_int_equal(atomic_load(&at.conn->floor), 0);
 	assert_int_equal(atomic_load(&q.slots[0].pos), 1); /* given back */
+	assert_true(p.nudge);                              /* and the consumer is woken */
 	assert_int_equal(ring_push_spsc(&p, &e), 0); /* the room the consumer made */
 	for (uint64_t s = 1; s < 4; s++)
 		pop_expect(&q, s);
@@ -1135,6 +1187,8 @@ int main(void)
 		RING_TEST(test_ring_open_claim_of_a_dead_producer_goes_to_the_consumer),
 		RING_TEST(test_ring_lapped_consumer_jumps_to_the_floor),
 		RING_TEST(test_ring_steal_losing_to_pop_yields),
+		RING_TEST(test_ring_taken_mark_below_newer_entries_is_not_drained),
+		RING_TEST(test_ring_steal_meeting_a_deciding_consumer_nudges),
 		RING_TEST(test_ring_commit_meeting_a_claim_waits_for_the_verdict),
 		RING_TEST(test_ring_stale_pos_from_previous_connection_not_taken),
 		RING_TEST(test_ring_wait_room_times_out_when_full),
