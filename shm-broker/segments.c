@@ -92,6 +92,21 @@ void seg_unlock_domain(struct broker *b)
 	b->lock_fd = -1;
 }
 
+/* A memfd is created with mode 0777, and a descriptor of it can be
+ * reopened through /proc/self/fd with any access that mode allows, read-
+ * write included, whatever the descriptor's own access: a subscriber
+ * holding a read-only descriptor of a pool could write every sample in it.
+ * Read-only for all: a reopen (which needs the descriptor, or ptrace
+ * rights over its holder) gives no more than the descriptor did, and only
+ * the broker's user could change the mode back (root, and that user's
+ * processes, have ptrace rights over the broker anyway: outside the threat
+ * model). Descriptors opened read-write before (the broker's, and the one
+ * its writer receives) keep their access. */
+static int seg_restrict(int fd)
+{
+	return fchmod(fd, 0444) < 0 ? -errno : 0;
+}
+
 /* Creates, sizes, reserves, maps and seals one segment. */
 static int seg_create(struct broker *b, const char *what, size_t size, int *ret_fd, void **ret_base)
 {
@@ -106,7 +121,7 @@ static int seg_create(struct broker *b, const char *what, size_t size, int *ret_
 		fprintf(stderr, "takt-broker: memfd_create %s: %s\n", name, strerror(errno));
 		return r;
 	}
-	r = ftruncate(fd, (off_t)size) < 0 ? errno : posix_fallocate(fd, 0, (off_t)size);
+	r = seg_restrict(fd) < 0 ? errno : ftruncate(fd, (off_t)size) < 0 ? errno : posix_fallocate(fd, 0, (off_t)size);
 	if (r) {
 		fprintf(stderr, "takt-broker: cannot reserve %zu bytes of shared memory for segment %s: %s%s\n",
 			size, name, strerror(r), r == ENOSPC || r == ENOMEM ?
@@ -173,7 +188,8 @@ int seg_pool_create(struct broker *b, const struct takt_pub_port *pp, uint32_t p
 	fd = memfd_create(name, MFD_CLOEXEC | MFD_ALLOW_SEALING);
 	if (fd < 0)
 		return -errno;
-	r = ftruncate(fd, (off_t)size) < 0 ? errno : reserve ? posix_fallocate(fd, 0, (off_t)reserve) : 0;
+	r = seg_restrict(fd) < 0 ? errno
+	    : ftruncate(fd, (off_t)size) < 0 ? errno : reserve ? posix_fallocate(fd, 0, (off_t)reserve) : 0;
 	if (r == 0) {
 		seg_pool_header_fill(&ph, pp, b->epoch, b->v.hdr->layout_digest);
 		if (pwrite(fd, &ph, sizeof(ph), 0) != (ssize_t)sizeof(ph))

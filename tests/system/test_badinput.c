@@ -15,7 +15,7 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <sys/mman.h>
-#include <sys/mman.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -367,6 +367,82 @@ static void test_badinput_truncate_segments(void **state)
 	assert_broker_serves();
 }
 
+/* A subscriber of another user (the threat model: no ptrace rights over
+ * the victims) holds a read-only descriptor of the victims' pool. Reopening
+ * it through /proc/self/fd (a magic link: the open checks the segment's own
+ * mode, not the descriptor's) must not give it a writable one, or it could
+ * write into every sample the publisher sends. The child connects as root,
+ * then drops to nobody, and stays dumpable so its own /proc/self/fd is
+ * open to it: a read-only reopen works (so the check is not vacuous), a
+ * read-write one is refused. */
+static int other_user_child(void *a)
+{
+	struct msg_sub_open so = {.queue_depth = 4};
+	int fds[16], s, n_ro = 0;
+	unsigned nf = raw_hello_fds(&s, fds);
+
+	(void)a;
+	H_CHECK(nf == 1);
+	proto_hdr_init(&so.hdr, MSG_SUB_OPEN, sizeof(so), 2);
+	strcpy(so.topic, "reopen");
+	nf += raw_collect(s, &so, sizeof(so), fds + nf, 16 - nf);
+	H_CHECK(setgid(65534) == 0 && setuid(65534) == 0 && geteuid() == 65534);
+	H_CHECK(prctl(PR_SET_DUMPABLE, 1, 0, 0, 0) == 0);
+	for (unsigned i = 0; i < nf; i++) {
+		char path[64];
+		struct stat st;
+		int fd;
+
+		H_CHECK(fstat(fds[i], &st) == 0);
+		if (st.st_size == 0 || (fcntl(fds[i], F_GETFL) & O_ACCMODE) != O_RDONLY)
+			continue; /* the eventfd; the registry (still writable in this version) */
+		n_ro++;
+		snprintf(path, sizeof(path), "/proc/self/fd/%d", fds[i]);
+		fd = open(path, O_RDONLY | O_CLOEXEC);
+		H_CHECK(fd >= 0); /* /proc is open to us: the refusal below is the segment's */
+		close(fd);
+		fd = open(path, O_RDWR | O_CLOEXEC);
+		if (fd >= 0) {
+			fprintf(stderr, "other_user_child: reopened a read-only segment read-write (mode %o)\n",
+				(unsigned)(st.st_mode & 07777));
+			return 1;
+		}
+		H_CHECK(errno == EACCES);
+		H_CHECK(fchmod(fds[i], 0666) < 0 && errno == EPERM); /* not its owner */
+		H_CHECK(mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED, fds[i], 0) == MAP_FAILED);
+	}
+	H_CHECK(n_ro == 1); /* the victims' pool */
+	return 0;
+}
+
+static void test_badinput_pool_not_writable_by_reopening(void **state)
+{
+	struct takt_pub_opts po = {.topic = "reopen", .max_payload = 8};
+	struct takt_sub_opts so = {.topic = "reopen", .queue_depth = 4};
+	takt_node *n;
+	const uint64_t *x;
+	takt_pub *p;
+	takt_sub *s;
+
+	(void)state;
+	if (geteuid() != 0) {
+		print_message("skipped: needs root (a child drops to another user)\n");
+		skip();
+	}
+	n = h_node(broker.domain, "victims");
+	assert_int_equal(takt_sub_open(n, &so, &s), 0);
+	assert_int_equal(takt_pub_open(n, &po, &p), 0);
+	assert_int_equal(h_wait(h_spawn(other_user_child, NULL), 30000), 0);
+	for (uint64_t i = 1; i <= 3; i++) {
+		assert_true(takt_pub_send(p, &i, sizeof(i)) >= 1);
+		assert_int_equal(takt_sub_take(s, (const void **)&x, NULL), 0);
+		assert_int_equal(*x, i);
+		takt_sub_release(s, x);
+	}
+	takt_node_close(n);
+	assert_broker_serves();
+}
+
 /* A subscriber that writes garbage into its own return ring: an index out
  * of range, chunks its publisher never sent it, a chunk several times,
  * then a return head that jumps back. The publisher refuses them (and
@@ -488,6 +564,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_badinput_truncate_segments),
+		cmocka_unit_test(test_badinput_pool_not_writable_by_reopening),
 		cmocka_unit_test(test_badinput_framing),
 		cmocka_unit_test(test_badinput_fields),
 		cmocka_unit_test(test_badinput_foreign_port),
