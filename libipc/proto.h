@@ -16,7 +16,7 @@
 #include <stdint.h>
 
 #define TAKT_PROTO_MAGIC 0x504b5454u /* "TTKP" */
-#define TAKT_PROTO_VERSION 4u
+#define TAKT_PROTO_VERSION 5u
 #define TAKT_PROTO_MAX_MSG 1024
 #define TAKT_PROTO_MAX_FDS 4 /* a message carries at most one today */
 #define TAKT_DOMAIN_MAX 48 /* incl. NUL */
@@ -37,7 +37,8 @@ enum proto_type {
 	MSG_MGMT_FD = 11,
 	MSG_CONN_READY = 12,   /* client -> broker, never answered: a pushed connection is ready */
 	MSG_POOL_DONE = 13,    /* client -> broker, never answered: a publisher's pool was unmapped */
-	MSG_TYPE_MAX = 13,
+	MSG_PUB_CONNECT = 14,  /* the publisher mapped its pool: seal it, connect its subscribers */
+	MSG_TYPE_MAX = 14,
 	/* Pushes (type | PROTO_PUSH_FLAG), sent by the broker to a publisher's
 	 * node without being asked; its agent thread receives them. */
 	MSG_PUSH_CONN = 1,      /* to a publisher: a new connection; fd: the subscriber's eventfd */
@@ -100,7 +101,7 @@ struct msg_sub_open { /* reply: proto_reply, index = subscriber port; fd: its ev
 	uint32_t reserved;
 };
 
-/* PUB_CLOSE, SUB_CLOSE, EVENT_CLOSE: one index. */
+/* PUB_CLOSE, SUB_CLOSE, EVENT_CLOSE, PUB_CONNECT: one index. */
 struct msg_index {
 	struct proto_hdr hdr;
 	uint32_t index;

@@ -203,7 +203,18 @@ int takt_pub_open(takt_node *node, const struct takt_pub_opts *opts, takt_pub **
 	pub_pool_grow(&p->pool, atomic_load_explicit(&p->port->n_chunks, memory_order_acquire));
 	pub_set_drain_at(p);
 	pub_stats(p);
+	/* On the list before the broker pushes our connections (its agent
+	 * prepares them), which it does once we told it the pool is mapped:
+	 * it seals the pool against any new writable mapping first. */
 	NODE_LIST_ADD_LOCKED(node, node->pubs, p);
+	r = node_call(node, MSG_PUB_CONNECT, &(struct msg_index){.index = p->index}, sizeof(struct msg_index),
+		      &(struct proto_reply){0}, sizeof(struct proto_reply), NULL, 0, NULL);
+	if (r < 0) {
+		node_close_index(node, MSG_PUB_CLOSE, p->index);
+		NODE_LIST_DEL_LOCKED(node, node->pubs, takt_pub, p);
+		pub_free(p);
+		return r;
+	}
 	*out = p;
 	return 0;
 }

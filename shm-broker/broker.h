@@ -55,6 +55,7 @@ struct reg_pub {
 	uint64_t payload_size, stride;
 	uint32_t n_chunks, n_chunks_max;  /* reserved / address space */
 	int pool_fd, pool_ro_fd;          /* the pool segment: rw for the publisher, ro for subscribers */
+	bool connected;                   /* PUB_CONNECT: pool sealed, subscribers connected */
 	uint32_t conns[TAKT_MAX_SUBS_PER_TOPIC];
 };
 
@@ -158,6 +159,9 @@ int reg_pub_open(struct broker *b, struct client *cl, const struct msg_pub_open 
 /* I0: a new 64-bit id, unique in the domain across broker restarts. */
 uint64_t reg_new_id(struct broker *b);
 int reg_pub_close(struct broker *b, struct client *cl, uint32_t index);
+/* The publisher mapped its pool: seals it against writes through any new
+ * mapping (F_SEAL_FUTURE_WRITE), then connects the topic's subscribers. */
+int reg_pub_connect(struct broker *b, struct client *cl, uint32_t index);
 int reg_sub_open(struct broker *b, struct client *cl, const struct msg_sub_open *m);
 int reg_sub_close(struct broker *b, struct client *cl, uint32_t index);
 int reg_event_open(struct broker *b, struct client *cl, const char *name);

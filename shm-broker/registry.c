@@ -51,6 +51,7 @@
 #include "ring.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -819,8 +820,6 @@ int reg_pub_open(struct broker *b, struct client *cl, const struct msg_pub_open 
 	r = seg_pool_create(b, p, pi, 0, &rp->pool_fd, &rp->pool_ro_fd);
 	if (r == 0)
 		r = pool_grow(b, pi, base, "its loans and history");
-	for (uint32_t j = 0; r == 0 && j < t->n_subs; j++)
-		r = pool_grow(b, pi, layout_pool_conn_chunks(l, b->subs[t->subs[j]].depth), "a subscriber");
 	if (r < 0) {
 		if (r != -ENOMEM)
 			fprintf(stderr, "takt-broker: topic '%s': cannot create a pool segment: %s\n", m->topic,
@@ -838,9 +837,42 @@ int reg_pub_open(struct broker *b, struct client *cl, const struct msg_pub_open 
 	pub_mirror(b, pi);
 	t->pubs[t->n_pubs++] = pi;
 	topic_mirror(b, (uint32_t)ti);
+	return (int)pi; /* connected by PUB_CONNECT, once it mapped its pool */
+}
+
+int reg_pub_connect(struct broker *b, struct client *cl, uint32_t index)
+{
+	const struct takt_limits *l = &b->v.lim;
+	struct reg_pub *rp;
+	struct reg_topic *t;
+
+	if (index >= l->publishers)
+		return -EINVAL;
+	rp = &b->pubs[index];
+	if (rp->state != SLOT_ACTIVE || rp->proc != cl->proc)
+		return -EPERM;
+	if (rp->connected)
+		return -EALREADY;
+	t = &b->topics[rp->topic];
+	if (!conns_available(b, t->n_subs))
+		return -ENOSPC;
+	/* Its publisher has mapped the pool read-write: from now on no new
+	 * mapping of it can be writable, through any descriptor, even one
+	 * reopened through /proc, and the set of seals is closed. Read-only
+	 * descriptors leave only after this (PUSH_SUB_CONN). A publisher that
+	 * changed the seals itself cannot be connected. */
+	if (fcntl(rp->pool_fd, F_ADD_SEALS, F_SEAL_FUTURE_WRITE | F_SEAL_SEAL) < 0) {
+		fprintf(stderr, "takt-broker: topic '%s': cannot seal the pool of publisher %u of process %d: %s\n",
+			t->name, index, cl->pid, strerror(errno));
+		return -EBADFD;
+	}
 	for (uint32_t j = 0; j < t->n_subs; j++)
-		conn_create(b, pi, t->subs[j], cl);
-	return (int)pi;
+		if (pool_grow(b, index, layout_pool_conn_chunks(l, b->subs[t->subs[j]].depth), "a subscriber") < 0)
+			return -ENOMEM;
+	rp->connected = true;
+	for (uint32_t j = 0; j < t->n_subs; j++)
+		conn_create(b, index, t->subs[j], cl);
+	return (int)index;
 }
 
 int reg_pub_close(struct broker *b, struct client *cl, uint32_t index)
@@ -911,9 +943,11 @@ int reg_sub_open(struct broker *b, struct client *cl, const struct msg_sub_open 
 	if (depth > v->lim.queue_depth_max) /* the default, under a smaller limit */
 		depth = v->lim.queue_depth_max;
 	/* Every publisher's pool grows by what this subscriber can hold from
-	 * it, before anything is created: the open gets all or nothing. */
+	 * it, before anything is created: the open gets all or nothing. A
+	 * publisher not connected yet grows when it connects. */
 	for (uint32_t j = 0; j < t->n_pubs; j++)
-		if (pool_grow(b, t->pubs[j], layout_pool_conn_chunks(&v->lim, depth), "a new subscriber") < 0) {
+		if (b->pubs[t->pubs[j]].connected &&
+		    pool_grow(b, t->pubs[j], layout_pool_conn_chunks(&v->lim, depth), "a new subscriber") < 0) {
 			topic_put(b, (uint32_t)ti);
 			return -ENOMEM;
 		}
@@ -930,7 +964,8 @@ int reg_sub_open(struct broker *b, struct client *cl, const struct msg_sub_open 
 	t->subs[t->n_subs++] = si;
 	topic_mirror(b, (uint32_t)ti);
 	for (uint32_t j = 0; j < t->n_pubs; j++)
-		conn_create(b, t->pubs[j], si, cl);
+		if (b->pubs[t->pubs[j]].connected)
+			conn_create(b, t->pubs[j], si, cl);
 	return (int)si;
 }
 

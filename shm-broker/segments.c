@@ -32,6 +32,9 @@
 #include <unistd.h>
 
 #define SEG_SEALS (F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL)
+/* A pool is sealed against writes through new mappings once its publisher
+ * mapped it (reg_pub_connect); until then the set stays open. */
+#define POOL_SEALS (F_SEAL_SHRINK | F_SEAL_GROW)
 
 /* Opens and flocks the lock file; 1 when the name was replaced meanwhile
  * (a broker exiting unlinks it while holding it), so the caller retries. */
@@ -195,7 +198,7 @@ int seg_pool_create(struct broker *b, const struct takt_pub_port *pp, uint32_t p
 		if (pwrite(fd, &ph, sizeof(ph), 0) != (ssize_t)sizeof(ph))
 			r = errno ? errno : EIO;
 	}
-	if (r == 0 && fcntl(fd, F_ADD_SEALS, SEG_SEALS) < 0)
+	if (r == 0 && fcntl(fd, F_ADD_SEALS, POOL_SEALS) < 0)
 		r = errno;
 	if (r == 0 && (*ret_ro = seg_reopen_ro(fd)) < 0)
 		r = errno;

@@ -332,7 +332,7 @@ static void open_reply(struct client *cl)
 	}
 	reply_init(&rep, &cl->pend_req, sizeof(rep), 0);
 	rep.index = cl->pend_index;
-	server_push(cl->b, cl, &rep, sizeof(rep), &cl->pend_fd, 1);
+	server_push(cl->b, cl, &rep, sizeof(rep), &cl->pend_fd, cl->pend_fd >= 0 ? 1 : 0);
 }
 
 void server_pend_reply(struct broker *b, struct client *cl)
@@ -416,6 +416,9 @@ static void dispatch(struct broker *b, struct client *cl, const void *buf)
 	case MSG_SUB_OPEN:
 		r = reg_sub_open(b, cl, buf);
 		open_done(b, cl, h, r, r >= 0 ? b->sub_efd[r] : -1);
+		break;
+	case MSG_PUB_CONNECT:
+		open_done(b, cl, h, reg_pub_connect(b, cl, mi->index), -1);
 		break;
 	case MSG_CONN_READY: reg_conn_ready(b, cl, buf); break;
 	case MSG_POOL_DONE: reg_pool_done(b, cl, buf); break;

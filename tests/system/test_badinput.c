@@ -262,6 +262,8 @@ static void test_badinput_registry_scribble(void **state)
 /* Sends a request on a raw connection and collects the descriptors of every
  * push that comes before its reply and of the reply itself (a client that
  * never confirms: the broker answers after its ack timeout). */
+static uint32_t raw_last_index; /* the index of raw_collect's last reply */
+
 static unsigned raw_collect(int s, void *req, size_t size, int *fds, unsigned max)
 {
 	union {
@@ -289,8 +291,10 @@ static unsigned raw_collect(int s, void *req, size_t size, int *fds, unsigned ma
 				fds[n++] = got[k];
 			else
 				close(got[k]);
-		if (!proto_is_push(&buf, len) && buf.r.hdr.req_id == h->req_id)
+		if (!proto_is_push(&buf, len) && buf.r.hdr.req_id == h->req_id) {
+			raw_last_index = buf.r.index;
 			break;
+		}
 	}
 	return n;
 }
@@ -306,6 +310,7 @@ static int truncating_child(void *a)
 {
 	struct msg_pub_open po = {.max_payload = 64};
 	struct msg_sub_open so = {.queue_depth = 4};
+	struct msg_index pc = {0};
 	int fds[16], s;
 	unsigned nf = raw_hello_fds(&s, fds);
 
@@ -315,6 +320,11 @@ static int truncating_child(void *a)
 	strcpy(po.topic, "hostile");
 	nf += raw_collect(s, &po, sizeof(po), fds + nf, 16 - nf);
 	H_CHECK(nf == 2); /* its own pool, read-write */
+	/* As takt_pub_open does: mapped, then connected, so the broker seals it. */
+	H_CHECK(mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED, fds[1], 0) != MAP_FAILED);
+	pc.index = raw_last_index;
+	proto_hdr_init(&pc.hdr, MSG_PUB_CONNECT, sizeof(pc), 3);
+	H_CHECK(raw_collect(s, &pc, sizeof(pc), fds + nf, 16 - nf) == 0);
 	proto_hdr_init(&so.hdr, MSG_SUB_OPEN, sizeof(so), 3);
 	strcpy(so.topic, "sealed");
 	nf += raw_collect(s, &so, sizeof(so), fds + nf, 16 - nf);
@@ -371,10 +381,11 @@ static void test_badinput_truncate_segments(void **state)
  * the victims) holds a read-only descriptor of the victims' pool. Reopening
  * it through /proc/self/fd (a magic link: the open checks the segment's own
  * mode, not the descriptor's) must not give it a writable one, or it could
- * write into every sample the publisher sends. The child connects as root,
- * then drops to nobody, and stays dumpable so its own /proc/self/fd is
- * open to it: a read-only reopen works (so the check is not vacuous), a
- * read-write one is refused. */
+ * write into every sample the publisher sends. The child connects as root
+ * (which may reopen anything, but the pool's F_SEAL_FUTURE_WRITE refuses
+ * every new writable mapping and write), then drops to nobody, and stays
+ * dumpable so its own /proc/self/fd is open to it: a read-only reopen works
+ * (so the check is not vacuous), a read-write one is refused. */
 static int other_user_child(void *a)
 {
 	struct msg_sub_open so = {.queue_depth = 4};
@@ -386,6 +397,25 @@ static int other_user_child(void *a)
 	proto_hdr_init(&so.hdr, MSG_SUB_OPEN, sizeof(so), 2);
 	strcpy(so.topic, "reopen");
 	nf += raw_collect(s, &so, sizeof(so), fds + nf, 16 - nf);
+	/* Still root, which may reopen anything: the pool is sealed against
+	 * new writable mappings (F_SEAL_FUTURE_WRITE), so even a read-write
+	 * reopen cannot be mapped or written. */
+	for (unsigned i = 0; i < nf; i++) {
+		char path[64];
+		struct stat st;
+		int fd;
+
+		H_CHECK(fstat(fds[i], &st) == 0);
+		if (st.st_size == 0 || (fcntl(fds[i], F_GETFL) & O_ACCMODE) != O_RDONLY)
+			continue;
+		H_CHECK(fcntl(fds[i], F_GET_SEALS) & F_SEAL_FUTURE_WRITE);
+		snprintf(path, sizeof(path), "/proc/self/fd/%d", fds[i]);
+		fd = open(path, O_RDWR | O_CLOEXEC);
+		H_CHECK(fd >= 0); /* root */
+		H_CHECK(mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0) == MAP_FAILED && errno == EPERM);
+		H_CHECK(pwrite(fd, "x", 1, 4096) < 0 && errno == EPERM);
+		close(fd);
+	}
 	H_CHECK(setgid(65534) == 0 && setuid(65534) == 0 && geteuid() == 65534);
 	H_CHECK(prctl(PR_SET_DUMPABLE, 1, 0, 0, 0) == 0);
 	for (unsigned i = 0; i < nf; i++) {
