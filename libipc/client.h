@@ -11,15 +11,27 @@
 #include <unistd.h>
 #include <takt/ipc.h>
 
-/* An eventfd the agent closes once no publish can be using it (G1). */
+/* An eventfd (and the mapping of the subscriber's segment that came with
+ * it) the agent closes once no publish can be using it (G1). */
 struct node_retired_fd {
 	struct node_retired_fd *next;
 	int fd;
+	void *map;
+	size_t map_size;
 	unsigned n;                  /* publisher ports to wait for */
 	struct {
-		uint32_t pub;        /* port index: its `active` lives in the registry */
+		uint32_t pub;        /* port index: its `active` is in its pool */
 		uint64_t snap;
 	} w[];
+};
+
+/* A subscriber's segment as a publishing node maps it (read-only), per
+ * connection slot; written by the agent before it installs the eventfd in
+ * efd_tab (G0), which publishes it. */
+struct node_submap {
+	void *base;
+	size_t size;
+	struct seg_subseg ss;
 };
 
 struct takt_node {
@@ -47,6 +59,7 @@ struct takt_node {
 	 * broker: incarnation << 32 | (fd + 1), 0 = none. Written by the agent,
 	 * read by publish. */
 	_Atomic uint64_t *efd_tab;
+	struct node_submap *sub_maps; /* per connection slot, published by efd_tab */
 	struct node_retired_fd *retired; /* agent only */
 	pthread_mutex_t ports_lock;      /* the port lists, for the agent */
 
@@ -75,6 +88,22 @@ static inline int node_conn_efd(const takt_node *n, uint32_t ci, uint32_t incarn
 	uint64_t w = atomic_load_explicit(&n->efd_tab[ci], memory_order_acquire);
 
 	return w && (uint32_t)(w >> 32) == incarnation ? (int)(uint32_t)w - 1 : -1;
+}
+
+/* G0: the subscriber's segment of connection ci, or NULL while its push
+ * has not arrived. Read twice around the copy: the agent may replace the
+ * entry of a retired connection meanwhile. */
+static inline bool node_conn_submap(const takt_node *n, uint32_t ci, uint32_t incarnation,
+				    struct node_submap *out)
+{
+	/* acquire: pairs with the agent's seq_cst exchange that installed it. */
+	uint64_t w = atomic_load_explicit(&n->efd_tab[ci], memory_order_acquire);
+
+	if (!w || (uint32_t)(w >> 32) != incarnation)
+		return false;
+	*out = n->sub_maps[ci];
+	atomic_thread_fence(memory_order_acquire);
+	return atomic_load_explicit(&n->efd_tab[ci], memory_order_relaxed) == w;
 }
 
 /* Q0, client side: an operation that uses rings brackets itself with
@@ -113,7 +142,7 @@ static inline void q0_exit(_Atomic uint64_t *active)
  * the write, so the subscriber knows a write is owed (P2). Both are words
  * of the publisher's: the publishing thread and its node's agent (G0) may
  * both wake one generation, each counted. */
-static inline void conn_wake(struct takt_conn *c, const _Atomic uint32_t *park, uint32_t *woken, int efd)
+static inline void conn_wake(struct takt_conn_pub *c, const _Atomic uint32_t *park, uint32_t *woken, int efd)
 {
 	/* relaxed: the caller's fence orders it after the push (P1). */
 	uint32_t g = atomic_load_explicit(park, memory_order_relaxed);
@@ -134,9 +163,12 @@ static inline void conn_wake(struct takt_conn *c, const _Atomic uint32_t *park, 
 /* One request/reply with the broker; fds as in proto_call. */
 int node_call(takt_node *n, uint16_t type, void *req, size_t req_size, void *reply,
 	      size_t reply_size, int *fds, unsigned max_fds, unsigned *ret_n_fds);
-/* The registry indices of this node's open publisher ports (at most max),
- * under ports_lock: for the agent (G1). */
-unsigned pub_port_indices(takt_node *n, uint32_t *out, unsigned max);
+/* The registry indices of this node's open publisher ports and their
+ * `active` counters now (at most max), under ports_lock: for the agent (G1). */
+unsigned pub_port_snapshot(takt_node *n, uint32_t *idx, uint64_t *snap, unsigned max);
+/* Whether publisher port idx of this node has been outside publish since
+ * snap was taken (or is closed): G1. */
+bool pub_port_moved(takt_node *n, uint32_t idx, uint64_t snap);
 /* Agent, under ports_lock: a pushed connection of publisher port pub (it
  * hands the publisher's history to the new ring, PS1) or of subscriber
  * port sub (it maps the publisher's pool, fd, read-only). 0 or a negative
@@ -146,6 +178,9 @@ int pub_agent_connect(takt_node *n, const struct msg_push_conn *m);
  * claimed by the publishing thread, waits (bounded) until it is prepared. */
 void pub_agent_wait(takt_node *n, const struct msg_push_conn *m);
 int sub_agent_connect(takt_node *n, const struct msg_push_conn *m, int pool_fd);
+/* Agent: maps the subscriber's segment pushed with PUSH_CONN (read-only)
+ * and checks it. 0 or a negative errno. */
+int node_submap_open(takt_node *n, uint32_t sub, int fd, struct node_submap *out);
 /* Agent: unmaps the pools subscribers of this node let go (SS: DONE). */
 void sub_agent_reap(takt_node *n);
 /* Agent: tells the broker a subscriber's mapping of a pool is gone. */

@@ -45,14 +45,44 @@ void layout_compute(const struct takt_limits *lim, struct takt_layout *out)
 	off = align_up(off + (uint64_t)lim->subscribers * sizeof(struct takt_sub_port), TAKT_CACHELINE);
 	out->off_conns = off;
 	off = align_up(off + (uint64_t)lim->connections * sizeof(struct takt_conn), TAKT_CACHELINE);
-	out->off_rings = off;
-	off = align_up(off + (uint64_t)lim->connections * lim->queue_depth_max * sizeof(struct takt_ring_slot),
-		       TAKT_CACHELINE);
-	out->off_rets = off;
-	off = align_up(off + (uint64_t)lim->connections * out->ret_slots * sizeof(uint32_t), TAKT_CACHELINE);
 	out->off_events = off;
 	off = align_up(off + (uint64_t)lim->events * sizeof(struct takt_event_slot), TAKT_CACHELINE);
-	out->size = align_up(off, 4096);
+	out->size = align_up(off, TAKT_PAGE);
+}
+
+void layout_pool(const struct takt_limits *lim, struct takt_pool_layout *out)
+{
+	out->n_slots = lim->subs_per_topic;
+	out->live_off = sizeof(struct takt_pool_header);
+	out->conns_off = out->live_off + sizeof(struct takt_pub_live);
+	out->ring_off = align_up(out->conns_off + (uint64_t)out->n_slots * sizeof(struct takt_conn_pub), TAKT_PAGE);
+	out->ring_region = align_up((uint64_t)lim->queue_depth_max * sizeof(struct takt_ring_slot), TAKT_PAGE);
+	out->chunk_off = out->ring_off + (uint64_t)out->n_slots * out->ring_region;
+}
+
+void layout_subseg(const struct takt_limits *lim, struct takt_subseg_layout *out)
+{
+	out->n_slots = lim->pubs_per_topic;
+	out->live_off = sizeof(struct takt_subseg_header);
+	out->conns_off = out->live_off + sizeof(struct takt_sub_live);
+	out->ret_off = align_up(out->conns_off + (uint64_t)out->n_slots * sizeof(struct takt_conn_sub), TAKT_PAGE);
+	out->ret_region = align_up((uint64_t)layout_ret_slots(lim) * sizeof(uint32_t), TAKT_PAGE);
+	out->size = out->ret_off + (uint64_t)out->n_slots * out->ret_region;
+}
+
+uint64_t layout_ring_bytes(uint32_t mask)
+{
+	return align_up(((uint64_t)mask + 1) * sizeof(struct takt_ring_slot), TAKT_PAGE);
+}
+
+uint64_t layout_ret_bytes(uint32_t ret_mask)
+{
+	return align_up(((uint64_t)ret_mask + 1) * sizeof(uint32_t), TAKT_PAGE);
+}
+
+uint32_t layout_conn_ret_slots(const struct takt_limits *lim, uint32_t depth)
+{
+	return pow2_at_least((uint64_t)depth + lim->held_max);
 }
 
 static uint64_t fnv(uint64_t h, uint64_t v)
@@ -72,6 +102,9 @@ uint64_t layout_digest(const struct takt_limits *lim)
 		sizeof(struct takt_pub_port),    sizeof(struct takt_sub_port),
 		sizeof(struct takt_conn),        sizeof(struct takt_chunk_header),
 		sizeof(struct takt_event_slot),  sizeof(struct takt_ring_slot),
+		sizeof(struct takt_conn_pub),    sizeof(struct takt_conn_sub),
+		sizeof(struct takt_pub_live),    sizeof(struct takt_sub_live),
+		sizeof(struct takt_subseg_header), TAKT_PAGE,
 		TAKT_MAX_PUBS_PER_TOPIC,         TAKT_MAX_SUBS_PER_TOPIC,
 		TAKT_MAX_HELD,                   TAKT_MAX_LOANS,
 		TAKT_MAX_HISTORY,                TAKT_EVENT_QUEUE,

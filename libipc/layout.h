@@ -32,7 +32,7 @@
 #define TAKT_CACHELINE 64
 #define TAKT_MGMT_MAGIC 0x544d474d544b4154ull /* "TAKTMGMT" */
 #define TAKT_POOL_MAGIC 0x4c4f4f50544b4154ull /* "TAKTPOOL" */
-#define TAKT_ABI_VERSION 4u
+#define TAKT_ABI_VERSION 5u
 
 /* Compile-time caps. The broker config chooses limits at or below them. */
 #define TAKT_NAME_MAX 64           /* topic, type and event names incl. NUL */
@@ -89,12 +89,12 @@ struct takt_mgmt_header {
 	uint64_t epoch;           /* broker start, CLOCK_REALTIME ns: a new broker, a new epoch */
 	uint64_t segment_size;
 	_Atomic uint32_t broker_pid;
-	uint32_t ret_slots;       /* return ring slots per connection (power of two) */
+	uint32_t ret_slots;       /* return ring slots a connection has at most (power of two) */
 	struct takt_limits limits;
 	uint64_t off_procs, off_topics, off_pubs, off_subs, off_conns;
-	uint64_t off_rings, off_rets, off_events;
+	uint64_t off_events;
 	char domain[TAKT_NAME_MAX];
-	uint8_t pad[24];
+	uint8_t pad[40];
 };
 _Static_assert(sizeof(struct takt_mgmt_header) == 256, "takt_mgmt_header layout");
 
@@ -121,8 +121,9 @@ struct takt_topic {
 };
 _Static_assert(sizeof(struct takt_topic) % TAKT_CACHELINE == 0, "takt_topic layout");
 
-/* A publisher port. Lines: registry and pool geometry (broker), active
- * (publisher), statistics (publisher; read by the broker for `takt pools`). */
+/* A publisher port, written by the broker: registry and pool geometry.
+ * What the publisher writes (its Q0 counter, statistics, rings) is in its
+ * own pool segment (struct takt_pub_live, takt_pub_conn). */
 struct takt_pub_port {
 	_Atomic uint32_t state;
 	uint32_t topic;
@@ -138,23 +139,12 @@ struct takt_pub_port {
 	_Atomic uint32_t n_chunks;
 	uint8_t pad0[12];
 	_Atomic uint32_t conns[TAKT_MAX_SUBS_PER_TOPIC]; /* TAKT_NONE or connection index */
-
-	/* Q0: odd while a publish runs. The broker waits for it to move before
-	 * reusing a connection it removed (a grace period, see docs). */
-	TAKT_ALIGNED _Atomic uint64_t active;
-
-	/* Statistics the publisher keeps of its private pool (relaxed). */
-	TAKT_ALIGNED _Atomic uint32_t stat_free;    /* chunks on its free list */
-	_Atomic uint32_t stat_history;              /* chunks kept only for history */
-	_Atomic uint32_t stat_loans;                /* chunks on loan */
-	_Atomic uint32_t stat_bad_returns;          /* foreign, out-of-range or double returns refused */
-	uint8_t pad1[48];
 };
 _Static_assert(offsetof(struct takt_pub_port, conns) == 64, "conns line");
-_Static_assert(offsetof(struct takt_pub_port, active) % TAKT_CACHELINE == 0, "active aligned");
 _Static_assert(sizeof(struct takt_pub_port) % TAKT_CACHELINE == 0, "takt_pub_port layout");
 
-/* A subscriber port. */
+/* A subscriber port, written by the broker. What the subscriber writes
+ * (park, its Q0 counter, tails, returns) is in its own segment. */
 struct takt_sub_port {
 	_Atomic uint32_t state;
 	uint32_t topic;
@@ -168,23 +158,13 @@ struct takt_sub_port {
 	_Atomic uint32_t broker_wakes;
 	uint8_t pad0[32];
 	_Atomic uint32_t conns[TAKT_MAX_PUBS_PER_TOPIC];
-
-	/* P0: odd while the subscriber may sleep, a new value each time; a
-	 * publisher that sees an odd value it has not woken after pushing
-	 * counts a wake-up on its connection and writes the eventfd. */
-	TAKT_ALIGNED _Atomic uint32_t park;
-	TAKT_ALIGNED _Atomic uint64_t active;  /* Q0, subscriber side */
 };
-_Static_assert(offsetof(struct takt_sub_port, park) % TAKT_CACHELINE == 0, "park aligned");
 _Static_assert(sizeof(struct takt_sub_port) % TAKT_CACHELINE == 0, "takt_sub_port layout");
 
-/* A connection: two SPSC rings between one publisher and one subscriber.
- * The sample ring (slots in the ring area, queue_depth_max per connection)
- * carries chunk indices to the subscriber; the return ring (u32 slots in
- * the return area, ret_slots per connection) carries them back. Positions
- * count monotonically (64 bits never wrap in practice); a slot is
- * position & mask. Every word has one writer (ring.h names the pairings):
- * line 0 the broker, lines 1 and 2 the publisher, line 3 the subscriber. */
+/* A connection in the registry, written by the broker: which publisher
+ * and subscriber, the ring geometry, and which region of each end's
+ * segment holds its words (pub_slot in the publisher's pool segment,
+ * sub_slot in the subscriber's segment). */
 struct takt_conn {
 	_Atomic uint32_t state;
 	uint32_t pub;
@@ -195,38 +175,82 @@ struct takt_conn {
 	 * local mirror of an earlier connection in the same slot is dropped. */
 	_Atomic uint32_t incarnation;
 	uint32_t depth;      /* samples queued at most, exactly what the subscriber asked */
-	uint32_t ret_mask;   /* return slots - 1 (the header's ret_slots - 1) */
+	uint32_t ret_mask;   /* return slots - 1: the next power of two >= depth + held_max */
+	uint32_t pub_slot;   /* its region in the publisher's pool segment */
+	uint32_t sub_slot;   /* its region in the subscriber's segment */
 	/* R2: 1 once the publisher left and quiesced (Q0), so it will never
 	 * write this ring again: a claim it left open is the subscriber's. */
 	_Atomic uint32_t pub_quiet;
-	uint8_t pad0[28];
-	/* Publisher's hot line: its sample ring position (for tools and
-	 * tests) and how far it has consumed returns. */
-	TAKT_ALIGNED _Atomic uint64_t head;
+	uint8_t pad0[20];
+};
+_Static_assert(sizeof(struct takt_conn) == 64, "takt_conn layout");
+/* B0: a blocked publisher sleeps on the low half of the subscriber's tail. */
+_Static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "futex on the low half of tail");
+
+/* The publisher's words of one connection, in its pool segment (region
+ * pub_slot), written by the publisher alone (ring.h names the pairings). */
+struct takt_conn_pub {
+	/* Hot line: its sample ring position (for tools and tests), how far
+	 * it has consumed returns, and the incarnation it initialised the
+	 * region for (release: the subscriber uses the ring only after). */
+	_Atomic uint64_t head;
 	_Atomic uint64_t ret_tail;
-	/* Publisher's cold line, written only under overflow or when it
-	 * blocks, so a subscriber reading it on every take keeps it cached.
+	_Atomic uint32_t inc;
+	uint8_t pad0[44];
+	/* Cold line, written only under overflow or when it blocks or wakes,
+	 * so a subscriber reading it on every take keeps it cached.
 	 * floor (R2): positions below it were taken back or consumed.
-	 * waiting (B0): odd while
-	 * the publisher sleeps for room. dropped: samples this subscriber
-	 * missed on this connection (takt_sub_dropped sums them). */
+	 * waiting (B0): odd while the publisher sleeps for room. dropped:
+	 * samples this subscriber missed on this connection. */
 	TAKT_ALIGNED _Atomic uint64_t floor;
 	_Atomic uint64_t dropped;
 	_Atomic uint32_t waiting;
 	_Atomic uint32_t wakes; /* P2: eventfd writes to this subscriber, counted before each */
-	/* Subscriber's line: what it has taken (tail, R1: 2 x the position,
-	 * + 1 while it decides a take with a drop-oldest publisher, R2) and
-	 * returned (ret_head, T0). */
-	TAKT_ALIGNED _Atomic uint64_t tail;
-	_Atomic uint64_t ret_head;
-	uint8_t pad3[48];
+	uint8_t pad1[40];
 };
-_Static_assert(offsetof(struct takt_conn, head) == 64, "head line");
-_Static_assert(offsetof(struct takt_conn, floor) == 128, "floor line");
-_Static_assert(offsetof(struct takt_conn, tail) == 192, "tail line");
-_Static_assert(sizeof(struct takt_conn) == 256, "takt_conn layout");
-/* B0: a blocked publisher sleeps on the low half of the subscriber's tail. */
-_Static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "futex on the low half of tail");
+_Static_assert(offsetof(struct takt_conn_pub, floor) == 64, "floor line");
+_Static_assert(sizeof(struct takt_conn_pub) == 128, "takt_conn_pub layout");
+
+/* The subscriber's words of one connection, in its segment (region
+ * sub_slot), written by the subscriber alone: what it has taken (tail, R1:
+ * 2 x the position, + 1 while it decides a take with a drop-oldest
+ * publisher, R2), returned (ret_head, T0), and the incarnation it
+ * initialised the region for. */
+struct takt_conn_sub {
+	_Atomic uint64_t tail;
+	_Atomic uint64_t ret_head;
+	_Atomic uint32_t inc;
+	uint8_t pad[44];
+};
+_Static_assert(sizeof(struct takt_conn_sub) == 64, "takt_conn_sub layout");
+
+/* What a publisher writes for everyone about itself, at the start of its
+ * pool segment (after the header). */
+struct takt_pub_live {
+	/* Q0: odd while a publish runs. The broker waits for it to move before
+	 * reusing a connection it removed (a grace period, see docs). */
+	_Atomic uint64_t active;
+	uint8_t pad0[56];
+	/* Statistics the publisher keeps of its private pool (relaxed). */
+	TAKT_ALIGNED _Atomic uint32_t stat_free;    /* chunks on its free list */
+	_Atomic uint32_t stat_history;              /* chunks kept only for history */
+	_Atomic uint32_t stat_loans;                /* chunks on loan */
+	_Atomic uint32_t stat_bad_returns;          /* foreign, out-of-range or double returns refused */
+	uint8_t pad1[48];
+};
+_Static_assert(sizeof(struct takt_pub_live) == 128, "takt_pub_live layout");
+
+/* What a subscriber writes for everyone about itself, in its segment. */
+struct takt_sub_live {
+	/* P0: odd while the subscriber may sleep, a new value each time; a
+	 * publisher that sees an odd value it has not woken after pushing
+	 * counts a wake-up on its connection and writes the eventfd. */
+	_Atomic uint32_t park;
+	uint8_t pad0[60];
+	TAKT_ALIGNED _Atomic uint64_t active; /* Q0, subscriber side */
+	uint8_t pad1[56];
+};
+_Static_assert(sizeof(struct takt_sub_live) == 128, "takt_sub_live layout");
 
 /* A ring slot: the chunk and what the subscriber reports about it, so a take
  * reads one line written by the publisher. pos = position + 1 once filled
@@ -251,9 +275,14 @@ struct takt_chunk_header {
 };
 _Static_assert(sizeof(struct takt_chunk_header) == 64, "takt_chunk_header layout");
 
-/* A publisher's pool segment: this line, then n_chunks_max chunks of
- * chunk_stride bytes (header, payload). Only the first n_chunks (registry)
- * are reserved in memory; the rest is address space. */
+/* A publisher's pool segment, written by its publisher alone (read-only
+ * for everyone else): this header, its live words (takt_pub_live), one
+ * takt_conn_pub per connection slot, one ring region per connection slot,
+ * then n_chunks_max chunks of chunk_stride bytes (header, payload). Only
+ * what is open is reserved in memory: the header part at once, a ring
+ * region as a connection takes it (pow2(depth) slots), the first n_chunks
+ * chunks (registry); the rest is address space. Offsets come from
+ * layout_pool (the header repeats them, checked by every mapper). */
 struct takt_pool_header {
 	uint64_t magic;
 	uint32_t abi_version;
@@ -263,9 +292,30 @@ struct takt_pool_header {
 	uint64_t payload_size;
 	uint64_t chunk_stride;
 	uint64_t layout_digest;
-	uint8_t pad[8];
+	uint32_t n_slots;       /* connection slots: subs_per_topic */
+	uint32_t reserved;
+	uint64_t conns_off, ring_off, ring_region, chunk_off;
+	uint8_t pad[32];
 };
-_Static_assert(sizeof(struct takt_pool_header) == 64, "takt_pool_header layout");
+_Static_assert(sizeof(struct takt_pool_header) == 128, "takt_pool_header layout");
+
+/* A subscriber's segment, written by its subscriber alone: this header,
+ * its live words (takt_sub_live), one takt_conn_sub per connection slot,
+ * then one return ring region (u32 slots) per connection slot, reserved
+ * as a connection takes it (pow2(depth + held_max) slots). */
+#define TAKT_SUBSEG_MAGIC 0x53425553544b4154ull /* "TAKTSUBS" */
+struct takt_subseg_header {
+	uint64_t magic;
+	uint32_t abi_version;
+	uint32_t sub;           /* its subscriber port */
+	uint64_t epoch;
+	uint64_t layout_digest;
+	uint32_t n_slots;       /* connection slots: pubs_per_topic */
+	uint32_t reserved;
+	uint64_t conns_off, ret_off, ret_region;
+	uint8_t pad[64];
+};
+_Static_assert(sizeof(struct takt_subseg_header) == 128, "takt_subseg_header layout");
 
 /* Events: a bounded MPMC queue of ids (Vyukov: per-cell sequence numbers). */
 struct takt_event_cell {
@@ -287,9 +337,29 @@ _Static_assert(sizeof(struct takt_event_slot) % TAKT_CACHELINE == 0, "takt_event
 /* Offsets of every table, computed once from the limits. */
 struct takt_layout {
 	uint64_t off_procs, off_topics, off_pubs, off_subs, off_conns;
-	uint64_t off_rings, off_rets, off_events, size;
+	uint64_t off_events, size;
 	uint32_t ret_slots;
 };
+
+/* Offsets within a pool segment and a subscriber's segment. */
+struct takt_pool_layout {
+	uint64_t live_off, conns_off, ring_off, ring_region, chunk_off;
+	uint32_t n_slots;
+};
+struct takt_subseg_layout {
+	uint64_t live_off, conns_off, ret_off, ret_region, size;
+	uint32_t n_slots;
+};
+#define TAKT_PAGE 4096u
+
+void layout_pool(const struct takt_limits *lim, struct takt_pool_layout *out);
+void layout_subseg(const struct takt_limits *lim, struct takt_subseg_layout *out);
+/* Bytes of ring region a connection of this depth reserves (whole pages). */
+uint64_t layout_ring_bytes(uint32_t mask);
+uint64_t layout_ret_bytes(uint32_t ret_mask);
+/* The return ring size of a connection: the next power of two >= depth +
+ * held_max, everything the subscriber can have out on it. */
+uint32_t layout_conn_ret_slots(const struct takt_limits *lim, uint32_t depth);
 
 /* Fills *out for the limits. */
 void layout_compute(const struct takt_limits *lim, struct takt_layout *out);

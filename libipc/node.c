@@ -12,20 +12,20 @@
  * for this node's publishers) are handled by the agent at once, so publish
  * never waits for the broker or makes a syscall to learn of a subscriber.
  *
- * G0, a new connection's eventfd: the agent installs it in efd_tab (seq_cst
- * exchange), fences, and if the subscriber is parked takes its flag and
- * writes. Publish, after its P1 fence, skips a parked subscriber whose fd
- * it cannot see yet without taking the flag. Either publish sees the fd,
- * or the agent sees the flag (both sides: store, seq_cst fence, load), so
- * the subscriber is woken once; at worst it gets a wake-up with nothing
- * new, which it accounts for like any other (P2, sub.c).
+ * G0, a new connection: the agent maps the subscriber's segment (read-only,
+ * pushed with the eventfd), stores it in sub_maps and then installs the
+ * eventfd in efd_tab (seq_cst exchange), which publishes both. A connection
+ * is prepared (pub.c) only once both are there, so every push into its
+ * ring is followed by the pusher's own wake-up check (P1).
  *
- * G1, retiring an eventfd: the agent removes it from efd_tab (seq_cst),
+ * G1, retiring an eventfd and that mapping: the agent removes it from
+ * efd_tab (seq_cst),
  * then waits until every publisher port of this node has been outside
  * publish since (its Q0 `active` even, or moved; with membarrier the
  * agent's membarrier is the fence on the publishing side, as the broker's
  * is for Q0), and only then closes it: publish looks the fd up inside its
- * Q0 bracket, so it never writes to a number that was closed and reused.
+ * Q0 bracket, so it never writes to a number that was closed and reused
+ * (nor reads a segment that was unmapped).
  */
 #include "client.h"
 #include "fault.h"
@@ -156,38 +156,39 @@ int node_call(takt_node *n, uint16_t type, void *req, size_t req_size, void *rep
 /* ---- the agent ---------------------------------------------------------- */
 
 /* G1: whether every port in the snapshot has been outside publish since. */
-static bool retired_quiet(const takt_node *n, const struct node_retired_fd *rf)
+static bool retired_quiet(takt_node *n, const struct node_retired_fd *rf)
 {
-	for (unsigned i = 0; i < rf->n; i++) {
-		/* G1/Q0: seq_cst pairs with q0_enter/q0_exit of the port. */
-		uint64_t a = atomic_load_explicit(&n->v.pubs[rf->w[i].pub].active, memory_order_seq_cst);
-
-		if ((rf->w[i].snap & 1) && a == rf->w[i].snap)
+	for (unsigned i = 0; i < rf->n; i++)
+		if (!pub_port_moved(n, rf->w[i].pub, rf->w[i].snap))
 			return false;
-	}
 	return true;
 }
 
-/* G1: efd left efd_tab (a seq_cst exchange just before); close it once no
- * publish of this node can still be using it. */
-static void agent_retire_fd(takt_node *n, int fd)
+/* G1: efd (and the subscriber's segment mapped with it) left efd_tab (a
+ * seq_cst exchange just before); close it once no publish of this node can
+ * still be using it. */
+static void agent_retire_fd(takt_node *n, int fd, const struct node_submap *sm)
 {
 	uint32_t idx[TAKT_MAX_SUBS_PER_TOPIC * 8];
-	unsigned k = pub_port_indices(n, idx, sizeof(idx) / sizeof(idx[0]));
-	struct node_retired_fd *rf = malloc(sizeof(*rf) + k * sizeof(rf->w[0]));
+	uint64_t snap[TAKT_MAX_SUBS_PER_TOPIC * 8];
+	struct node_retired_fd *rf;
+	unsigned k;
 
 	if (n->q0_light)
 		syscall(SYS_membarrier, MEMBARRIER_CMD_GLOBAL_EXPEDITED, 0, 0);
 	else
 		atomic_thread_fence(memory_order_seq_cst);
-	if (!rf) {
+	k = pub_port_snapshot(n, idx, snap, sizeof(idx) / sizeof(idx[0]));
+	rf = malloc(sizeof(*rf) + k * sizeof(rf->w[0]));
+	if (!rf)
 		return; /* out of memory: keep the fd open rather than risk a reuse */
-	}
 	rf->fd = fd;
+	rf->map = sm->base;
+	rf->map_size = sm->size;
 	rf->n = k;
 	for (unsigned i = 0; i < k; i++) {
 		rf->w[i].pub = idx[i];
-		rf->w[i].snap = atomic_load_explicit(&n->v.pubs[idx[i]].active, memory_order_seq_cst);
+		rf->w[i].snap = snap[i];
 	}
 	rf->next = n->retired;
 	n->retired = rf;
@@ -204,8 +205,24 @@ static void agent_close_retired(takt_node *n, bool all)
 		}
 		*pp = rf->next;
 		close(rf->fd);
+		if (rf->map)
+			munmap(rf->map, rf->map_size);
 		free(rf);
 	}
+}
+
+int node_submap_open(takt_node *n, uint32_t sub, int fd, struct node_submap *out)
+{
+	int r = seg_map_fd(fd, PROT_READ, &out->base, &out->size);
+
+	if (r < 0)
+		return r;
+	r = seg_subseg_check(&n->v, sub, out->base, out->size, &out->ss);
+	if (r < 0) {
+		munmap(out->base, out->size);
+		memset(out, 0, sizeof(*out));
+	}
+	return r;
 }
 
 /* A0: tells the broker a pushed connection is ready on our side. */
@@ -217,47 +234,46 @@ static void agent_ack(takt_node *n, const struct msg_push_conn *m)
 	proto_send(n->sock, &ack, sizeof(ack), NULL, 0);
 }
 
-/* G0: the subscriber of a connection we now have the eventfd of (and may
- * have handed history to) is woken if it is parked, as a publisher would. */
-static void agent_wake(takt_node *n, const struct msg_push_conn *m, int fd)
-{
-	uint32_t woken = 0; /* generations are odd: 0 was never woken */
-
-	atomic_thread_fence(memory_order_seq_cst); /* G0/P1 */
-	conn_wake(&n->v.conns[m->conn], &n->v.subs[m->sub].park, &woken, fd);
-}
-
 static void agent_push(takt_node *n, const void *buf, long len, const int *fds, unsigned nf)
 {
 	const struct msg_push_conn *m = buf;
 	uint16_t type = (uint16_t)(m->hdr.type & ~PROTO_PUSH_FLAG);
+	unsigned want = type == MSG_PUSH_CONN ? 2 : type == MSG_PUSH_SUB_CONN ? 1 : 0;
 	int fd = nf ? fds[0] : -1, r;
+	struct node_submap sm = {0};
 	uint64_t old;
 
-	close_fds(fds + (nf ? 1 : 0), nf ? nf - 1 : 0);
+	close_fds(fds + want, nf > want ? nf - want : 0);
 	TAKT_FAULT("agent_push");
 	pthread_mutex_lock(&n->rx_lock); /* orders the tables' allocation before us */
 	pthread_mutex_unlock(&n->rx_lock);
 	if (len != (long)sizeof(*m) || !n->efd_tab || m->conn >= n->v.lim.connections ||
-	    m->sub >= n->v.lim.subscribers || m->pub >= n->v.lim.publishers ||
-	    (type == MSG_PUSH_CONN || type == MSG_PUSH_SUB_CONN) != (fd >= 0)) {
-		if (fd >= 0)
-			close(fd);
+	    m->sub >= n->v.lim.subscribers || m->pub >= n->v.lim.publishers || nf < want) {
+		close_fds(fds, nf < want ? nf : want);
 		return;
 	}
 	if (type == MSG_PUSH_CONN) {
-		/* G0: install (seq_cst), prepare the slot with history (PS1),
-		 * then look at the flag. */
-		old = atomic_exchange_explicit(&n->efd_tab[m->conn], (uint64_t)m->incarnation << 32 | (uint32_t)(fd + 1),
-					       memory_order_seq_cst);
+		r = node_submap_open(n, m->sub, fds[1], &sm);
+		close(fds[1]); /* the mapping keeps it */
+		if (r < 0) { /* cannot use it: the broker need not wait for us */
+			close(fd);
+			agent_ack(n, m);
+			return;
+		}
+		/* G0: retire what the slot held, install the subscriber's
+		 * segment and then its eventfd (seq_cst: publishes both),
+		 * prepare the slot with history (PS1), then look at park. */
+		old = atomic_exchange_explicit(&n->efd_tab[m->conn], 0, memory_order_seq_cst);
 		if (old)
-			agent_retire_fd(n, (int)(uint32_t)old - 1);
+			agent_retire_fd(n, (int)(uint32_t)old - 1, &n->sub_maps[m->conn]);
+		n->sub_maps[m->conn] = sm;
+		atomic_exchange_explicit(&n->efd_tab[m->conn], (uint64_t)m->incarnation << 32 | (uint32_t)(fd + 1),
+					 memory_order_seq_cst);
 		pthread_mutex_lock(&n->ports_lock);
 		r = pub_agent_connect(n, m); /* a publisher still opening prepares it itself */
 		pthread_mutex_unlock(&n->ports_lock);
 		if (r == -EALREADY) /* A0: confirm only once the history is in the ring */
 			pub_agent_wait(n, m);
-		agent_wake(n, m, fd);
 		agent_ack(n, m);
 	} else if (type == MSG_PUSH_SUB_CONN) {
 		pthread_mutex_lock(&n->ports_lock);
@@ -271,7 +287,7 @@ static void agent_push(takt_node *n, const void *buf, long len, const int *fds, 
 		old = atomic_load_explicit(&n->efd_tab[m->conn], memory_order_relaxed);
 		if (old && (uint32_t)(old >> 32) == m->incarnation) {
 			atomic_exchange_explicit(&n->efd_tab[m->conn], 0, memory_order_seq_cst); /* G1 */
-			agent_retire_fd(n, (int)(uint32_t)old - 1);
+			agent_retire_fd(n, (int)(uint32_t)old - 1, &n->sub_maps[m->conn]);
 		}
 	} else if (fd >= 0) {
 		close(fd);
@@ -389,8 +405,10 @@ static void agent_stop(takt_node *n)
 		/* relaxed: the agent is joined, nobody else writes the table. */
 		uint64_t w = atomic_load_explicit(&n->efd_tab[i], memory_order_relaxed);
 
-		if (w)
+		if (w) {
 			close((int)(uint32_t)w - 1);
+			munmap(n->sub_maps[i].base, n->sub_maps[i].size);
+		}
 	}
 }
 
@@ -446,12 +464,14 @@ static int node_hello(takt_node *n, const char *name)
 	if (r == 0) {
 		_Atomic uint64_t *tab = calloc(n->v.lim.connections, sizeof(*tab));
 		_Atomic uint32_t *claims = calloc(n->v.lim.connections, sizeof(*claims));
+		struct node_submap *maps = calloc(n->v.lim.connections, sizeof(*maps));
 
 		pthread_mutex_lock(&n->rx_lock); /* the agent reads them under the same lock first */
 		n->efd_tab = tab;
 		n->claim_tab = claims;
+		n->sub_maps = maps;
 		pthread_mutex_unlock(&n->rx_lock);
-		if (!tab || !claims)
+		if (!tab || !claims || !maps)
 			r = -ENOMEM;
 	}
 	for (unsigned i = 0; i < n_fds; i++)
@@ -463,6 +483,7 @@ static void node_free(takt_node *n)
 {
 	free(n->efd_tab);
 	free(n->claim_tab);
+	free(n->sub_maps);
 	if (n->kick_fd >= 0)
 		close(n->kick_fd);
 	pthread_cond_destroy(&n->rx_cond);

@@ -38,10 +38,11 @@ enum proto_type {
 	MSG_CONN_READY = 12,   /* client -> broker, never answered: a pushed connection is ready */
 	MSG_POOL_DONE = 13,    /* client -> broker, never answered: a publisher's pool was unmapped */
 	MSG_PUB_CONNECT = 14,  /* the publisher mapped its pool: seal it, connect its subscribers */
-	MSG_TYPE_MAX = 14,
+	MSG_SUB_CONNECT = 15,  /* the subscriber mapped its segment: seal it, connect its publishers */
+	MSG_TYPE_MAX = 15,
 	/* Pushes (type | PROTO_PUSH_FLAG), sent by the broker to a publisher's
 	 * node without being asked; its agent thread receives them. */
-	MSG_PUSH_CONN = 1,      /* to a publisher: a new connection; fd: the subscriber's eventfd */
+	MSG_PUSH_CONN = 1,      /* to a publisher: a new connection; fds: the subscriber's eventfd and segment (ro) */
 	MSG_PUSH_CONN_GONE = 2, /* to a publisher: a connection left its list */
 	MSG_PUSH_SUB_CONN = 3,  /* to a subscriber: a new connection; fd: the publisher's pool, read-only */
 };
@@ -91,7 +92,7 @@ struct msg_pub_open_reply { /* fd: the publisher's pool segment, read-write */
 	uint64_t id;          /* the publisher id (registry.c, I0) */
 };
 
-struct msg_sub_open { /* reply: proto_reply, index = subscriber port; fd: its eventfd */
+struct msg_sub_open { /* reply: proto_reply, index = subscriber port; fds: its eventfd, its segment (rw) */
 	struct proto_hdr hdr;
 	char topic[TAKT_NAME_MAX];
 	char type_name[TAKT_NAME_MAX];
@@ -101,14 +102,14 @@ struct msg_sub_open { /* reply: proto_reply, index = subscriber port; fd: its ev
 	uint32_t reserved;
 };
 
-/* PUB_CLOSE, SUB_CLOSE, EVENT_CLOSE, PUB_CONNECT: one index. */
+/* PUB_CLOSE, SUB_CLOSE, EVENT_CLOSE, PUB_CONNECT, SUB_CONNECT: one index. */
 struct msg_index {
 	struct proto_hdr hdr;
 	uint32_t index;
 	uint32_t reserved;
 };
 
-/* PUSH_CONN (fd: the subscriber's eventfd), PUSH_SUB_CONN (fd: the
+/* PUSH_CONN (fds: the subscriber's eventfd and segment, read-only), PUSH_SUB_CONN (fd: the
  * publisher's pool, read-only) and PUSH_CONN_GONE (no fd). The receiving
  * node answers PUSH_CONN and PUSH_SUB_CONN with CONN_READY once the
  * connection is usable on its side; the open that created the connection

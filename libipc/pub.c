@@ -53,7 +53,7 @@ struct pub_slot {
 	_Atomic uint32_t incarnation;
 	uint32_t sub;
 	uint32_t overflow;
-	struct takt_sub_port *sp;
+	const _Atomic uint32_t *park; /* the subscriber's park word (its segment, read-only) */
 	struct ring_prod ring;
 	struct ret_cons ret;
 	uint32_t woken;  /* P1: the subscriber's last park generation we woke */
@@ -147,11 +147,16 @@ static int pub_map_pool(takt_pub *p, int fd)
 
 static void pub_stats(takt_pub *p);
 
+/* Returns are drained when half the pool is out, or half the smallest
+ * return ring could be waiting. */
 static void pub_set_drain_at(takt_pub *p)
 {
-	uint32_t half_ring = p->node->v.ret_slots / 2, half_pool = p->pool.n_have / 2;
+	uint32_t at = p->pool.n_have / 2;
 
-	p->drain_at = half_pool < half_ring ? half_pool : half_ring;
+	for (unsigned i = 0; i < p->n_conns; i++)
+		if ((p->conns[i]->ret.mask + 1) / 2 < at)
+			at = (p->conns[i]->ret.mask + 1) / 2;
+	p->drain_at = at;
 }
 
 int takt_pub_open(takt_node *node, const struct takt_pub_opts *opts, takt_pub **out)
@@ -219,15 +224,31 @@ int takt_pub_open(takt_node *node, const struct takt_pub_opts *opts, takt_pub **
 	return 0;
 }
 
-unsigned pub_port_indices(takt_node *n, uint32_t *out, unsigned max)
+unsigned pub_port_snapshot(takt_node *n, uint32_t *idx, uint64_t *snap, unsigned max)
 {
 	unsigned k = 0;
 
 	pthread_mutex_lock(&n->ports_lock);
-	for (const takt_pub *p = n->pubs; p && k < max; p = p->next)
-		out[k++] = p->index;
+	for (const takt_pub *p = n->pubs; p && k < max; p = p->next, k++) {
+		idx[k] = p->index;
+		/* G1/Q0: seq_cst pairs with q0_enter/q0_exit of the port. */
+		snap[k] = atomic_load_explicit(&p->pool.seg.live->active, memory_order_seq_cst);
+	}
 	pthread_mutex_unlock(&n->ports_lock);
 	return k;
+}
+
+bool pub_port_moved(takt_node *n, uint32_t idx, uint64_t snap)
+{
+	bool moved = true; /* closed: not publishing any more */
+
+	pthread_mutex_lock(&n->ports_lock);
+	for (const takt_pub *p = n->pubs; p; p = p->next)
+		if (p->index == idx) /* G1/Q0: seq_cst as above */
+			moved = !(snap & 1) ||
+				atomic_load_explicit(&p->pool.seg.live->active, memory_order_seq_cst) != snap;
+	pthread_mutex_unlock(&n->ports_lock);
+	return moved;
 }
 
 void takt_pub_close(takt_pub *pub)
@@ -250,18 +271,21 @@ uint64_t takt_pub_id(const takt_pub *pub)
 
 static void pub_stats(takt_pub *p)
 {
+	struct takt_pub_live *l = p->pool.seg.live;
+
 	/* relaxed: statistics only this publisher writes (takt pools). */
-	atomic_store_explicit(&p->port->stat_free, p->pool.n_free, memory_order_relaxed);
-	atomic_store_explicit(&p->port->stat_loans, p->n_loans, memory_order_relaxed);
-	atomic_store_explicit(&p->port->stat_history, (uint32_t)(p->seq < p->history ? p->seq : p->history),
+	atomic_store_explicit(&l->stat_free, p->pool.n_free, memory_order_relaxed);
+	atomic_store_explicit(&l->stat_loans, p->n_loans, memory_order_relaxed);
+	atomic_store_explicit(&l->stat_history, (uint32_t)(p->seq < p->history ? p->seq : p->history),
 			      memory_order_relaxed);
 }
 
 static void pub_bad_return(takt_pub *p)
 {
+	struct takt_pub_live *l = p->pool.seg.live;
+
 	/* relaxed: a statistic with one writer. */
-	atomic_store_explicit(&p->port->stat_bad_returns,
-			      atomic_load_explicit(&p->port->stat_bad_returns, memory_order_relaxed) + 1,
+	atomic_store_explicit(&l->stat_bad_returns, atomic_load_explicit(&l->stat_bad_returns, memory_order_relaxed) + 1,
 			      memory_order_relaxed);
 }
 
@@ -281,7 +305,8 @@ static struct takt_conn *pub_conn_check(takt_pub *p, uint32_t ci, uint32_t inc)
 	    atomic_load_explicit(&c->incarnation, memory_order_relaxed) != inc ||
 	    c->sub >= v->lim.subscribers || c->mask >= v->lim.queue_depth_max || (c->mask & (c->mask + 1)) ||
 	    c->depth == 0 || c->depth - 1 > c->mask || c->overflow > TAKT_OVERFLOW_REJECT ||
-	    c->ret_mask != v->ret_slots - 1)
+	    c->ret_mask + 1 != layout_conn_ret_slots(&v->lim, c->depth) || c->pub_slot >= p->pool.seg.n_slots ||
+	    c->sub_slot >= v->lim.pubs_per_topic)
 		return NULL;
 	return c;
 }
@@ -335,11 +360,20 @@ static int pub_prepare(takt_pub *p, uint32_t ci, uint32_t inc, bool agent)
 	const struct seg_view *v = &p->node->v;
 	struct takt_conn *c = pub_conn_check(p, ci, inc);
 	_Atomic uint32_t *claim = &p->node->claim_tab[ci];
-	uint32_t w;
+	struct node_submap sm;
+	struct takt_conn_pub *pw;
+	struct takt_ring_slot *slots;
+	uint32_t w, woken = 0;
 	unsigned pushed;
 	struct pub_slot *s = NULL;
 
 	if (!c)
+		return -EBADMSG;
+	/* G0: the subscriber's segment comes with the push; until the agent
+	 * has it the connection waits (EAGAIN: looked at again later). */
+	if (!node_conn_submap(p->node, ci, inc, &sm))
+		return -EAGAIN;
+	if (c->sub_slot >= sm.ss.n_slots || (uint64_t)(c->ret_mask + 1) * sizeof(uint32_t) > sm.ss.ret_region)
 		return -EBADMSG;
 	/* PS1: acquire/CAS: one preparer per connection incarnation. */
 	w = atomic_load_explicit(claim, memory_order_acquire);
@@ -368,21 +402,39 @@ static int pub_prepare(takt_pub *p, uint32_t ci, uint32_t inc, bool agent)
 	atomic_store_explicit(&s->incarnation, inc, memory_order_relaxed);
 	s->sub = c->sub;
 	s->overflow = c->overflow;
-	s->sp = &v->subs[c->sub];
+	s->park = &sm.ss.live->park;
 	memset(s->out, 0, bitmap_words(p) * sizeof(uint64_t));
-	ring_prod_init(&s->ring, c, seg_ring_slots(v, ci), c->mask, c->depth);
-	ret_cons_init(&s->ret, c, seg_ret_slots(v, ci), c->ret_mask);
+	/* Our region of the pool for this connection, left by whichever
+	 * connection had it before (the broker reuses it only once both of
+	 * its ends were quiescent, Q0): start it afresh, then mark it as this
+	 * incarnation's (release: the subscriber uses the ring only after it
+	 * acquires the mark, sub.c). relaxed: the mark orders them. */
+	pw = seg_pool_conn(&p->pool.seg, c->pub_slot);
+	slots = seg_pool_ring(&p->pool.seg, c->pub_slot);
+	atomic_store_explicit(&pw->head, 0, memory_order_relaxed);
+	atomic_store_explicit(&pw->ret_tail, 0, memory_order_relaxed);
+	atomic_store_explicit(&pw->floor, 0, memory_order_relaxed);
+	atomic_store_explicit(&pw->dropped, 0, memory_order_relaxed);
+	atomic_store_explicit(&pw->waiting, 0, memory_order_relaxed);
+	atomic_store_explicit(&pw->wakes, 0, memory_order_relaxed);
+	for (uint32_t i = 0; i <= c->mask; i++) /* a stale pos must never match (R0) */
+		atomic_store_explicit(&slots[i].pos, 0, memory_order_relaxed);
+	atomic_store_explicit(&pw->inc, inc, memory_order_release);
+	ring_prod_init(&s->ring, c, pw, seg_subseg_conn(&sm.ss, c->sub_slot), slots, c->mask, c->depth);
+	ret_cons_init(&s->ret, pw, seg_subseg_conn(&sm.ss, c->sub_slot), seg_subseg_rets(&sm.ss, c->sub_slot),
+		      c->ret_mask);
 	s->woken = 0; /* generations are odd: 0 was never woken */
 	/* relaxed: the registry's history request, bounded by the ring. */
 	pushed = pub_fill_history(p, s, v->subs[c->sub].history);
 	/* PS0: release hands the prepared slot to the publishing thread (and
 	 * tells an agent waiting for it, pub_agent_wait). */
 	atomic_store_explicit(&s->state, agent ? PS_READY : PS_ADOPTED, memory_order_release);
-	if (!agent && pushed) {
+	if (pushed) {
 		/* P1, as publish does: history went into the ring of a subscriber
-		 * that may be parked (the agent wakes it if the fd is not here). */
+		 * that may be parked. (The agent counts with its own woken: the
+		 * slot is the publishing thread's now.) */
 		atomic_thread_fence(memory_order_seq_cst);
-		conn_wake(c, &s->sp->park, &s->woken, node_conn_efd(p->node, ci, inc));
+		conn_wake(pw, s->park, agent ? &woken : &s->woken, node_conn_efd(p->node, ci, inc));
 	}
 	return 0;
 }
@@ -478,7 +530,6 @@ static void pub_refresh(takt_pub *p, uint32_t gen)
 
 	/* acquire: pairs with the broker's release of n_chunks (after fallocate). */
 	pub_pool_grow(&p->pool, atomic_load_explicit(&p->port->n_chunks, memory_order_acquire));
-	pub_set_drain_at(p);
 	for (unsigned i = 0; i < p->n_slots; i++) {
 		struct pub_slot *s = &p->slots[i];
 		uint32_t st = atomic_load_explicit(&s->state, memory_order_acquire); /* PS0 */
@@ -498,8 +549,12 @@ static void pub_refresh(takt_pub *p, uint32_t gen)
 		if (!s && pub_prepare(p, ci, atomic_load_explicit(&v->conns[ci].incarnation, memory_order_relaxed),
 				      false) == 0)
 			s = pub_slot_of(p, ci);
-		if (!s) {
-			pending = true; /* the agent is preparing it, or it is not sane */
+		/* The subscriber starts its region of the connection afresh
+		 * too; its tail and returns count only once it marked it as this
+		 * incarnation's (acquire: pairs with its release, sub.c). */
+		if (!s || atomic_load_explicit(&s->ring.sw->inc, memory_order_acquire) !=
+				  atomic_load_explicit(&s->incarnation, memory_order_relaxed)) {
+			pending = true; /* being prepared, not sane, or its subscriber not there yet */
 			continue;
 		}
 		/* relaxed: READY -> ADOPTED publishes nothing; only this thread
@@ -508,6 +563,7 @@ static void pub_refresh(takt_pub *p, uint32_t gen)
 		p->conns[p->n_conns++] = s;
 	}
 	p->conn_gen = pending ? gen - 1 : gen;
+	pub_set_drain_at(p);
 	pub_stats(p);
 }
 
@@ -565,7 +621,7 @@ int takt_pub_loan(takt_pub *pub, size_t size, void **payload)
 		return -EMSGSIZE;
 	if (pub->n_loans == pub->loans_max)
 		return -ENOBUFS;
-	q0_enter(&pub->port->active, pub->node->q0_light); /* Q0 */
+	q0_enter(&pub->pool.seg.live->active, pub->node->q0_light); /* Q0 */
 	pub_check_conns(pub);
 	/* Returns are taken in batches: the subscribers' return lines are read
 	 * when half the pool is out, or half a return ring could be waiting
@@ -584,7 +640,7 @@ int takt_pub_loan(takt_pub *pub, size_t size, void **payload)
 		pub->loan_chunk[pub->n_loans++] = c;
 		seg_chunk_header(&pub->pool.seg, c)->size = (uint32_t)size;
 	}
-	q0_exit(&pub->port->active); /* Q0 */
+	q0_exit(&pub->pool.seg.live->active); /* Q0 */
 	if (r < 0)
 		pub_stats(pub); /* (statistics follow drains, refreshes and discards) */
 	return r;
@@ -623,10 +679,10 @@ void takt_pub_discard(takt_pub *pub, void *payload)
 	chunk_unref(&pub->pool, c);
 	/* Not a hot path: take returns back too, so the statistics are exact
 	 * after a discard (takt pools, the tests' audits). Q0 as in loan. */
-	q0_enter(&pub->port->active, pub->node->q0_light);
+	q0_enter(&pub->pool.seg.live->active, pub->node->q0_light);
 	pub_check_conns(pub);
 	pub_drain_returns(pub);
-	q0_exit(&pub->port->active);
+	q0_exit(&pub->pool.seg.live->active);
 }
 
 /* ---- publish -------------------------------------------------------------------- */
@@ -701,7 +757,7 @@ static void pub_notify(takt_pub *p, const unsigned char *pushed, uint64_t seq)
 	for (unsigned i = 0; i < p->n_conns; i++) {
 		struct pub_slot *s = p->conns[i];
 		/* relaxed load first: keeps the line shared while nobody parks. */
-		uint32_t g = atomic_load_explicit(&s->sp->park, memory_order_relaxed);
+		uint32_t g = atomic_load_explicit(s->park, memory_order_relaxed);
 		int efd;
 
 		/* R2: a connection we gave a verdict to is woken like one we
@@ -716,7 +772,7 @@ static void pub_notify(takt_pub *p, const unsigned char *pushed, uint64_t seq)
 		if (efd < 0)
 			continue;
 		TAKT_PROBE3(notify, s->sub, p->id, seq);
-		conn_wake(s->ring.conn, &s->sp->park, &s->woken, efd);
+		conn_wake(s->ring.pw, s->park, &s->woken, efd);
 	}
 }
 
@@ -734,7 +790,7 @@ int takt_pub_publish(takt_pub *pub, void *payload)
 	if (li < 0)
 		return li;
 	/* Q0: pairs with the broker's conn removal (registry.c, client.h). */
-	q0_enter(&pub->port->active, pub->node->q0_light);
+	q0_enter(&pub->pool.seg.live->active, pub->node->q0_light);
 	pub_check_conns(pub);
 	h = seg_chunk_header(&pub->pool.seg, c);
 	e = (struct ring_entry){.chunk = c, .size = h->size, .seq = ++pub->seq, .publish_ns = takt_now_ns()};
@@ -764,7 +820,7 @@ int takt_pub_publish(takt_pub *pub, void *payload)
 			pub_history_put(pub, c, gen);
 	}
 	pub_notify(pub, pushed, e.seq);
-	q0_exit(&pub->port->active); /* Q0 */
+	q0_exit(&pub->pool.seg.live->active); /* Q0 */
 	return reached;
 }
 

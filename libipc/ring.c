@@ -79,33 +79,39 @@ static inline void cpu_relax(void)
 #endif
 }
 
-void ring_prod_init(struct ring_prod *p, struct takt_conn *conn, struct takt_ring_slot *slots, uint32_t mask,
-		    uint32_t depth)
+void ring_prod_init(struct ring_prod *p, const struct takt_conn *reg, struct takt_conn_pub *pw,
+		    const struct takt_conn_sub *sw, struct takt_ring_slot *slots, uint32_t mask, uint32_t depth)
 {
-	p->conn = conn;
+	p->reg = reg;
+	p->pw = pw;
+	p->sw = sw;
 	p->slots = slots;
 	p->mask = mask;
 	p->depth = depth;
-	/* relaxed: we are the only writer of head, floor and waiting; the
-	 * broker set them before it published the connection (acquire of
-	 * conn->state in the caller). */
-	p->head = atomic_load_explicit(&conn->head, memory_order_relaxed);
-	p->floor = atomic_load_explicit(&conn->floor, memory_order_relaxed);
-	p->waiting = atomic_load_explicit(&conn->waiting, memory_order_relaxed) & ~1u;
-	p->cached_tail = atomic_load_explicit(&conn->tail, memory_order_acquire) / 2; /* R1 */
+	p->nudge = false;
+	/* relaxed: we are the only writer of head, floor and waiting (we set
+	 * them when we initialised the region). */
+	p->head = atomic_load_explicit(&pw->head, memory_order_relaxed);
+	p->floor = atomic_load_explicit(&pw->floor, memory_order_relaxed);
+	p->waiting = atomic_load_explicit(&pw->waiting, memory_order_relaxed) & ~1u;
+	/* Not the subscriber's tail: its region may not be initialised yet.
+	 * Everything below floor is gone, so floor is a safe lower bound. */
+	p->cached_tail = p->floor;
 }
 
-void ring_cons_init(struct ring_cons *q, struct takt_conn *conn, struct takt_ring_slot *slots, uint32_t mask,
-		    uint32_t overflow)
+void ring_cons_init(struct ring_cons *q, const struct takt_conn *reg, const struct takt_conn_pub *pw,
+		    struct takt_conn_sub *sw, struct takt_ring_slot *slots, uint32_t mask, uint32_t overflow)
 {
-	q->conn = conn;
+	q->reg = reg;
+	q->pw = pw;
+	q->sw = sw;
 	q->slots = slots;
 	q->mask = mask;
 	q->overflow = overflow;
 	q->pending = false;
 	q->woken = 0;
 	/* relaxed: we are the only writer of tail. */
-	q->tail = atomic_load_explicit(&conn->tail, memory_order_relaxed) / 2;
+	q->tail = atomic_load_explicit(&sw->tail, memory_order_relaxed) / 2;
 }
 
 /* The oldest position still queued as far as we know. */
@@ -121,7 +127,7 @@ int ring_push_spsc(struct ring_prod *p, const struct ring_entry *e)
 	if (p->head - prod_oldest(p) >= p->depth) {
 		/* R1: acquire pairs with the consumer's store of tail: its read
 		 * of the slot we are about to overwrite happened before. */
-		uint64_t t = atomic_load_explicit(&p->conn->tail, memory_order_acquire) / 2;
+		uint64_t t = atomic_load_explicit(&p->sw->tail, memory_order_acquire) / 2;
 
 		if (t <= p->head) /* a tail beyond head is garbage: keep the old one */
 			p->cached_tail = t;
@@ -137,14 +143,14 @@ int ring_push_spsc(struct ring_prod *p, const struct ring_entry *e)
 	/* R0: release pairs with the consumer's acquire load of pos. */
 	atomic_store_explicit(&s->pos, p->head, memory_order_release);
 	/* relaxed: a position for tools and tests; nothing is ordered by it. */
-	atomic_store_explicit(&p->conn->head, p->head, memory_order_relaxed);
+	atomic_store_explicit(&p->pw->head, p->head, memory_order_relaxed);
 	return 0;
 }
 
 uint32_t ring_steal_oldest(struct ring_prod *p)
 {
 	/* R1: acquire pairs with the consumer's store of tail. */
-	uint64_t tw = atomic_load_explicit(&p->conn->tail, memory_order_acquire), f;
+	uint64_t tw = atomic_load_explicit(&p->sw->tail, memory_order_acquire), f;
 	struct takt_ring_slot *s;
 	uint32_t c;
 
@@ -165,13 +171,13 @@ uint32_t ring_steal_oldest(struct ring_prod *p)
 	c = atomic_load_explicit(&s->chunk, memory_order_relaxed);
 	/* R2: claim f, then look at the consumer's tail (both seq_cst). */
 	atomic_store_explicit(&s->pos, (f + 1) | RING_POS_CLAIM, memory_order_seq_cst);
-	tw = atomic_load_explicit(&p->conn->tail, memory_order_seq_cst);
+	tw = atomic_load_explicit(&p->sw->tail, memory_order_seq_cst);
 	if (tw < 2 * f + 1) {
 		/* R2: release: the verdict "ours" for a consumer waiting on it. */
 		atomic_store_explicit(&s->pos, (f + 1) | RING_POS_TAKEN, memory_order_release);
 		p->floor = f + 1;
 		/* R2: release: a lapped consumer that acquires it jumps here. */
-		atomic_store_explicit(&p->conn->floor, p->floor, memory_order_release);
+		atomic_store_explicit(&p->pw->floor, p->floor, memory_order_release);
 		return c;
 	}
 	/* The consumer is taking or took f: its sample. If it saw our claim
@@ -187,25 +193,27 @@ uint32_t ring_steal_oldest(struct ring_prod *p)
 void ring_count_drops(struct ring_prod *p, uint64_t n)
 {
 	/* relaxed: a statistic with one writer (us). */
-	atomic_store_explicit(&p->conn->dropped, atomic_load_explicit(&p->conn->dropped, memory_order_relaxed) + n,
+	atomic_store_explicit(&p->pw->dropped, atomic_load_explicit(&p->pw->dropped, memory_order_relaxed) + n,
 			      memory_order_relaxed);
 }
 
-static long futex_wait(_Atomic uint64_t *addr, uint32_t val, const struct timespec *rel)
+/* Futexes on the low word of the subscriber's tail: a read-only mapping
+ * of it is enough for both (the kernel only reads the word). */
+static long futex_wait(const _Atomic uint64_t *addr, uint32_t val, const struct timespec *rel)
 {
-	return syscall(SYS_futex, (uint32_t *)addr, FUTEX_WAIT, val, rel, NULL, 0);
+	return syscall(SYS_futex, (const uint32_t *)addr, FUTEX_WAIT, val, rel, NULL, 0);
 }
 
-static void futex_wake(_Atomic uint64_t *addr)
+static void futex_wake(const _Atomic uint64_t *addr)
 {
-	syscall(SYS_futex, (uint32_t *)addr, FUTEX_WAKE, INT_MAX, NULL, NULL, 0);
+	syscall(SYS_futex, (const uint32_t *)addr, FUTEX_WAKE, INT_MAX, NULL, NULL, 0);
 }
 
 /* B0: we no longer wait (even). relaxed: nobody acts on an even value. */
 static void prod_stop_waiting(struct ring_prod *p)
 {
 	p->waiting += 1;
-	atomic_store_explicit(&p->conn->waiting, p->waiting, memory_order_relaxed);
+	atomic_store_explicit(&p->pw->waiting, p->waiting, memory_order_relaxed);
 }
 
 int ring_wait_room(struct ring_prod *p, uint64_t deadline_ns)
@@ -215,18 +223,18 @@ int ring_wait_room(struct ring_prod *p, uint64_t deadline_ns)
 		struct timespec rel;
 
 		/* acquire: pairs with the broker's store of CLOSING (B1) */
-		if (atomic_load_explicit(&p->conn->state, memory_order_acquire) != SLOT_ACTIVE)
+		if (atomic_load_explicit(&p->reg->state, memory_order_acquire) != SLOT_ACTIVE)
 			return -EPIPE;
 		/* B0: announce (a new odd value each round, so the consumer
 		 * wakes each sleep once), then re-check (both seq_cst). */
 		p->waiting = (p->waiting | 1u) + 2u;
-		atomic_store_explicit(&p->conn->waiting, p->waiting, memory_order_seq_cst);
-		t = atomic_load_explicit(&p->conn->tail, memory_order_seq_cst);
+		atomic_store_explicit(&p->pw->waiting, p->waiting, memory_order_seq_cst);
+		t = atomic_load_explicit(&p->sw->tail, memory_order_seq_cst);
 		if (t / 2 <= p->head)
 			p->cached_tail = t / 2;
 		/* B1: seq_cst, after our announcement: a close stored before it
 		 * is seen here; one stored later wakes us or ends our slice. */
-		if (atomic_load_explicit(&p->conn->state, memory_order_seq_cst) != SLOT_ACTIVE) {
+		if (atomic_load_explicit(&p->reg->state, memory_order_seq_cst) != SLOT_ACTIVE) {
 			prod_stop_waiting(p);
 			return -EPIPE;
 		}
@@ -242,14 +250,14 @@ int ring_wait_room(struct ring_prod *p, uint64_t deadline_ns)
 		left = deadline_ns - now < WAIT_SLICE_NS ? deadline_ns - now : WAIT_SLICE_NS; /* B1 */
 		rel.tv_sec = (time_t)(left / 1000000000ull);
 		rel.tv_nsec = (long)(left % 1000000000ull);
-		futex_wait(&p->conn->tail, (uint32_t)t, &rel);
+		futex_wait(&p->sw->tail, (uint32_t)t, &rel);
 	}
 }
 
-void ring_wake_producer_closed(struct takt_conn *conn)
+void ring_wake_producer_closed(const struct takt_conn_sub *sw)
 {
 	/* B1: the caller stored the new state (seq_cst) before this. */
-	futex_wake(&conn->tail);
+	futex_wake(&sw->tail);
 }
 
 /* pos without its flags: the position + 1 the slot was filled for. */
@@ -277,17 +285,17 @@ int ring_nonempty(const struct ring_cons *q)
 	if (pos == ((t + 1) | RING_POS_CLAIM)) /* the producer wakes us after its verdict */
 		/* ... unless it left with the claim open: then it is ours.
 		 * acquire: pairs with the broker's release of pub_quiet. */
-		return atomic_load_explicit(&q->conn->pub_quiet, memory_order_acquire) != 0;
+		return atomic_load_explicit(&q->reg->pub_quiet, memory_order_acquire) != 0;
 	/* A later lap is one only if the producer took t back (R2: acquire
 	 * pairs with its release of floor); else it is stale or garbage. */
-	return pos_value(pos) > t + 1 && atomic_load_explicit(&q->conn->floor, memory_order_acquire) > t;
+	return pos_value(pos) > t + 1 && atomic_load_explicit(&q->pw->floor, memory_order_acquire) > t;
 }
 
 /* Stores our tail word: 2t, or 2t + 1 while we decide position t (R2). */
 static void cons_set_tail(struct ring_cons *q, uint64_t t, bool deciding, memory_order mo)
 {
 	q->tail = t;
-	atomic_store_explicit(&q->conn->tail, 2 * t + deciding, mo);
+	atomic_store_explicit(&q->sw->tail, 2 * t + deciding, mo);
 }
 
 /* R2: the producer claims position t; waits a little for its verdict.
@@ -307,7 +315,7 @@ static int cons_verdict(struct ring_cons *q, uint64_t t)
 	}
 	/* A producer that left and quiesced gives no verdict: nobody else can
 	 * own it. acquire: pairs with the broker's release of pub_quiet. */
-	return atomic_load_explicit(&q->conn->pub_quiet, memory_order_acquire) ? 1 : -EAGAIN;
+	return atomic_load_explicit(&q->reg->pub_quiet, memory_order_acquire) ? 1 : -EAGAIN;
 }
 
 /* R2: we announced that we decide position t (tail 2t + 1); settles it
@@ -368,7 +376,7 @@ int ring_pop_shared(struct ring_cons *q, struct ring_entry *out)
 				/* R2: a later lap: the producer took t back and
 				 * refilled the slot. acquire pairs with its release
 				 * of floor. */
-				f = atomic_load_explicit(&q->conn->floor, memory_order_acquire);
+				f = atomic_load_explicit(&q->pw->floor, memory_order_acquire);
 				if (f <= t)
 					return -EAGAIN; /* stale or garbage */
 				cons_set_tail(q, f, false, memory_order_release); /* R1 */
@@ -390,10 +398,10 @@ int ring_pop_shared(struct ring_cons *q, struct ring_entry *out)
 			uint32_t w;
 
 			cons_set_tail(q, t + 1, false, memory_order_seq_cst);
-			w = atomic_load_explicit(&q->conn->waiting, memory_order_seq_cst);
+			w = atomic_load_explicit(&q->pw->waiting, memory_order_seq_cst);
 			if ((w & 1) && w != q->woken) {
 				q->woken = w;
-				futex_wake(&q->conn->tail);
+				futex_wake(&q->sw->tail);
 			}
 			*out = e;
 			return 0;
@@ -415,12 +423,13 @@ int ring_pop_shared(struct ring_cons *q, struct ring_entry *out)
 	return -EAGAIN;
 }
 
-bool ring_drained(const struct takt_conn *conn, const struct takt_ring_slot *slots, uint32_t mask)
+bool ring_drained(const struct takt_conn_pub *pw, const struct takt_conn_sub *sw, const struct takt_ring_slot *slots,
+		  uint32_t mask)
 {
 	/* acquire: pairs with the consumer's store of tail (R1) and the
 	 * producer's release of its floor (R2). */
-	uint64_t t = atomic_load_explicit(&conn->tail, memory_order_acquire) / 2;
-	uint64_t f = atomic_load_explicit(&conn->floor, memory_order_acquire);
+	uint64_t t = atomic_load_explicit(&sw->tail, memory_order_acquire) / 2;
+	uint64_t f = atomic_load_explicit(&pw->floor, memory_order_acquire);
 
 	if (f > t)
 		t = f;
@@ -438,50 +447,56 @@ bool ring_drained(const struct takt_conn *conn, const struct takt_ring_slot *slo
 	return true;
 }
 
-void ret_prod_init(struct ret_prod *r, struct takt_conn *conn, _Atomic uint32_t *slots, uint32_t mask)
+void ret_prod_init(struct ret_prod *r, struct takt_conn_sub *sw, const struct takt_conn_pub *pw,
+		   _Atomic uint32_t *slots, uint32_t mask)
 {
-	r->conn = conn;
+	r->sw = sw;
+	r->pw = pw;
 	r->slots = slots;
 	r->mask = mask;
-	/* relaxed: we are the only writer of ret_head. */
-	r->head = atomic_load_explicit(&conn->ret_head, memory_order_relaxed);
-	r->cached_tail = atomic_load_explicit(&conn->ret_tail, memory_order_acquire); /* T0 */
+	/* relaxed: we are the only writer of ret_head. The publisher has
+	 * consumed nothing we have not pushed: head is a safe lower bound of
+	 * its ret_tail (whose region it may not have initialised yet). */
+	r->head = atomic_load_explicit(&sw->ret_head, memory_order_relaxed);
+	r->cached_tail = r->head;
 }
 
-void ret_cons_init(struct ret_cons *r, struct takt_conn *conn, _Atomic uint32_t *slots, uint32_t mask)
+void ret_cons_init(struct ret_cons *r, struct takt_conn_pub *pw, const struct takt_conn_sub *sw,
+		   _Atomic uint32_t *slots, uint32_t mask)
 {
-	r->conn = conn;
+	r->pw = pw;
+	r->sw = sw;
 	r->slots = slots;
 	r->mask = mask;
 	/* relaxed: we are the only writer of ret_tail. */
-	r->tail = atomic_load_explicit(&conn->ret_tail, memory_order_relaxed);
+	r->tail = atomic_load_explicit(&pw->ret_tail, memory_order_relaxed);
 }
 
 int ret_push(struct ret_prod *r, uint32_t chunk)
 {
 	if (r->head - r->cached_tail > r->mask) {
 		/* T0: acquire pairs with the publisher's release of ret_tail. */
-		r->cached_tail = atomic_load_explicit(&r->conn->ret_tail, memory_order_acquire);
+		r->cached_tail = atomic_load_explicit(&r->pw->ret_tail, memory_order_acquire);
 		if (r->head - r->cached_tail > r->mask)
 			return -ENOSPC;
 	}
 	atomic_store_explicit(&r->slots[r->head & r->mask], chunk, memory_order_relaxed);
 	r->head++;
 	/* T0: release pairs with the publisher's acquire of ret_head. */
-	atomic_store_explicit(&r->conn->ret_head, r->head, memory_order_release);
+	atomic_store_explicit(&r->sw->ret_head, r->head, memory_order_release);
 	return 0;
 }
 
 bool ret_pending(const struct ret_cons *r)
 {
 	/* relaxed: a hint; ret_pop acquires. */
-	return atomic_load_explicit(&r->conn->ret_head, memory_order_relaxed) != r->tail;
+	return atomic_load_explicit(&r->sw->ret_head, memory_order_relaxed) != r->tail;
 }
 
 unsigned ret_pop(struct ret_cons *r, uint32_t *out, unsigned max, bool *bad)
 {
 	/* T0: acquire pairs with the subscriber's release of ret_head. */
-	uint64_t head = atomic_load_explicit(&r->conn->ret_head, memory_order_acquire);
+	uint64_t head = atomic_load_explicit(&r->sw->ret_head, memory_order_acquire);
 	unsigned n = 0;
 
 	if (head - r->tail > (uint64_t)r->mask + 1) { /* behind us, or beyond a ring: garbage */
@@ -492,6 +507,6 @@ unsigned ret_pop(struct ret_cons *r, uint32_t *out, unsigned max, bool *bad)
 		out[n++] = atomic_load_explicit(&r->slots[r->tail++ & r->mask], memory_order_relaxed);
 	/* T0: release: our reads of the slots happen before the subscriber
 	 * may overwrite them. */
-	atomic_store_explicit(&r->conn->ret_tail, r->tail, memory_order_release);
+	atomic_store_explicit(&r->pw->ret_tail, r->tail, memory_order_release);
 	return n;
 }

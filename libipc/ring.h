@@ -32,12 +32,14 @@
 #define RING_POS_TAKEN (1ull << 62)
 
 struct ring_prod {
-	struct takt_conn *conn;
+	const struct takt_conn *reg;     /* the registry entry (state) */
+	struct takt_conn_pub *pw;        /* our words */
+	const struct takt_conn_sub *sw;  /* the subscriber's */
 	struct takt_ring_slot *slots;
-	uint64_t head;        /* ours; mirrored to conn->head */
+	uint64_t head;        /* ours; mirrored to pw->head */
 	uint64_t cached_tail; /* <= the real tail */
 	uint64_t floor;       /* ours: positions below it were taken back or consumed */
-	uint32_t waiting;     /* ours: the last value stored in conn->waiting (B0) */
+	uint32_t waiting;     /* ours: the last value stored in pw->waiting (B0) */
 	bool nudge;           /* R2: a steal found the consumer deciding the oldest entry:
 	                         it may be waiting for our verdict, wake it (the caller clears) */
 	uint32_t mask;
@@ -53,9 +55,11 @@ struct ring_entry {
 };
 
 struct ring_cons {
-	struct takt_conn *conn;
+	const struct takt_conn *reg;     /* the registry entry (pub_quiet) */
+	const struct takt_conn_pub *pw;  /* the publisher's words */
+	struct takt_conn_sub *sw;        /* ours */
 	struct takt_ring_slot *slots;
-	uint64_t tail;        /* ours; conn->tail holds 2 x it (+ 1 while deciding it, R2) */
+	uint64_t tail;        /* ours; sw->tail holds 2 x it (+ 1 while deciding it, R2) */
 	uint32_t mask;
 	uint32_t overflow;    /* the connection's policy: what a take must check */
 	uint32_t woken;       /* B0: the producer's last `waiting` we woke */
@@ -63,14 +67,15 @@ struct ring_cons {
 	struct ring_entry pend; /* its entry, read before the commit */
 };
 
-/* Binds to connection conn with the given slot mask and depth (validated by
+/* Binds to a connection (its registry entry, each side's words, the
+ * slots) with the given slot mask and depth (validated by
  * the caller: 1 <= depth <= mask + 1). The ring holds at most depth
  * entries, so a subscriber gets exactly the queue it asked for while slot
  * indices stay a mask. Each side resumes from its own shared words. */
-void ring_prod_init(struct ring_prod *p, struct takt_conn *conn, struct takt_ring_slot *slots, uint32_t mask,
-		    uint32_t depth);
-void ring_cons_init(struct ring_cons *q, struct takt_conn *conn, struct takt_ring_slot *slots, uint32_t mask,
-		    uint32_t overflow);
+void ring_prod_init(struct ring_prod *p, const struct takt_conn *reg, struct takt_conn_pub *pw,
+		    const struct takt_conn_sub *sw, struct takt_ring_slot *slots, uint32_t mask, uint32_t depth);
+void ring_cons_init(struct ring_cons *q, const struct takt_conn *reg, const struct takt_conn_pub *pw,
+		    struct takt_conn_sub *sw, struct takt_ring_slot *slots, uint32_t mask, uint32_t overflow);
 
 /* 0, or -ENOSPC when depth entries are queued. */
 int ring_push_spsc(struct ring_prod *p, const struct ring_entry *e);
@@ -83,7 +88,7 @@ uint32_t ring_steal_oldest(struct ring_prod *p);
 int ring_wait_room(struct ring_prod *p, uint64_t deadline_ns);
 /* Broker: wakes a publisher blocked on a connection it is closing (after
  * storing the new state). */
-void ring_wake_producer_closed(struct takt_conn *conn);
+void ring_wake_producer_closed(const struct takt_conn_sub *sw);
 /* Adds n to the samples this connection's subscriber missed. */
 void ring_count_drops(struct ring_prod *p, uint64_t n);
 
@@ -100,7 +105,8 @@ int ring_pop_shared(struct ring_cons *q, struct ring_entry *out);
 int ring_nonempty(const struct ring_cons *q);
 /* The broker's view, from the shared words alone: whether every position
  * was consumed or taken back. */
-bool ring_drained(const struct takt_conn *conn, const struct takt_ring_slot *slots, uint32_t mask);
+bool ring_drained(const struct takt_conn_pub *pw, const struct takt_conn_sub *sw, const struct takt_ring_slot *slots,
+		  uint32_t mask);
 
 /* The return ring of a connection: chunk indices from the subscriber back to
  * their publisher. T0: the subscriber writes a slot (relaxed) and then
@@ -109,22 +115,26 @@ bool ring_drained(const struct takt_conn *conn, const struct takt_ring_slot *slo
  * (acquire) only when its cached copy says full, so a slot is never
  * overwritten before the publisher read it. Each side writes one word. */
 struct ret_prod {
-	struct takt_conn *conn;
+	struct takt_conn_sub *sw;        /* ours */
+	const struct takt_conn_pub *pw;  /* the publisher's */
 	_Atomic uint32_t *slots;
-	uint64_t head;        /* ours; mirrored to conn->ret_head */
+	uint64_t head;        /* ours; mirrored to sw->ret_head */
 	uint64_t cached_tail;
 	uint32_t mask;
 };
 
 struct ret_cons {
-	struct takt_conn *conn;
+	struct takt_conn_pub *pw;        /* ours */
+	const struct takt_conn_sub *sw;  /* the subscriber's */
 	_Atomic uint32_t *slots;
-	uint64_t tail;        /* ours; mirrored to conn->ret_tail */
+	uint64_t tail;        /* ours; mirrored to pw->ret_tail */
 	uint32_t mask;
 };
 
-void ret_prod_init(struct ret_prod *r, struct takt_conn *conn, _Atomic uint32_t *slots, uint32_t mask);
-void ret_cons_init(struct ret_cons *r, struct takt_conn *conn, _Atomic uint32_t *slots, uint32_t mask);
+void ret_prod_init(struct ret_prod *r, struct takt_conn_sub *sw, const struct takt_conn_pub *pw,
+		   _Atomic uint32_t *slots, uint32_t mask);
+void ret_cons_init(struct ret_cons *r, struct takt_conn_pub *pw, const struct takt_conn_sub *sw,
+		   _Atomic uint32_t *slots, uint32_t mask);
 /* 0, or -ENOSPC when the publisher has not consumed mask + 1 returns. */
 int ret_push(struct ret_prod *r, uint32_t chunk);
 /* Whether returns wait (one load of the subscriber's line). */

@@ -61,8 +61,6 @@ int seg_view_init(struct seg_view *v, void *mgmt, size_t mgmt_size)
 	v->pubs = (struct takt_pub_port *)(b + lay.off_pubs);
 	v->subs = (struct takt_sub_port *)(b + lay.off_subs);
 	v->conns = (struct takt_conn *)(b + lay.off_conns);
-	v->rings = (struct takt_ring_slot *)(b + lay.off_rings);
-	v->rets = (_Atomic uint32_t *)(b + lay.off_rets);
 	v->events = (struct takt_event_slot *)(b + lay.off_events);
 	return 0;
 }
@@ -84,15 +82,16 @@ void seg_header_fill(struct takt_mgmt_header *h, const struct seg_spec *spec)
 	h->off_pubs = lay.off_pubs;
 	h->off_subs = lay.off_subs;
 	h->off_conns = lay.off_conns;
-	h->off_rings = lay.off_rings;
-	h->off_rets = lay.off_rets;
 	h->off_events = lay.off_events;
 	snprintf(h->domain, sizeof(h->domain), "%s", spec->domain);
 }
 
-void seg_pool_header_fill(struct takt_pool_header *ph, const struct takt_pub_port *pp, uint64_t epoch,
-			  uint64_t digest)
+void seg_pool_header_fill(struct takt_pool_header *ph, const struct seg_view *v, const struct takt_pub_port *pp,
+			  uint64_t epoch)
 {
+	struct takt_pool_layout pl;
+
+	layout_pool(&v->lim, &pl);
 	*ph = (struct takt_pool_header){
 		.magic = TAKT_POOL_MAGIC,
 		.abi_version = TAKT_ABI_VERSION,
@@ -101,26 +100,84 @@ void seg_pool_header_fill(struct takt_pool_header *ph, const struct takt_pub_por
 		.epoch = epoch,
 		.payload_size = pp->payload_size,
 		.chunk_stride = pp->chunk_stride,
-		.layout_digest = digest,
+		.layout_digest = v->hdr->layout_digest,
+		.n_slots = pl.n_slots,
+		.conns_off = pl.conns_off,
+		.ring_off = pl.ring_off,
+		.ring_region = pl.ring_region,
+		.chunk_off = pl.chunk_off,
 	};
+}
+
+void seg_pool_at(const struct seg_view *v, const struct takt_pub_port *pp, void *base, size_t size,
+		 struct seg_pool *out)
+{
+	struct takt_pool_layout pl;
+
+	layout_pool(&v->lim, &pl);
+	*out = (struct seg_pool){.base = base, .size = size, .stride = pp->chunk_stride,
+				 .payload_size = pp->payload_size, .n_max = pp->n_chunks_max,
+				 .n_slots = pl.n_slots, .chunk_off = pl.chunk_off, .ring_off = pl.ring_off,
+				 .ring_region = pl.ring_region,
+				 .live = (struct takt_pub_live *)((uint8_t *)base + pl.live_off),
+				 .conns = (struct takt_conn_pub *)((uint8_t *)base + pl.conns_off)};
 }
 
 int seg_pool_check(const struct seg_view *v, const struct takt_pub_port *pp, void *base, size_t size,
 		   struct seg_pool *out)
 {
 	const struct takt_pool_header *ph = base;
+	struct takt_pool_layout pl;
 	/* The geometry comes from the registry (the broker wrote it); the
 	 * segment's own header must agree, and the mapping must cover it. */
 	uint64_t stride = pp->chunk_stride, n_max = pp->n_chunks_max, payload = pp->payload_size;
 
-	if (stride != layout_chunk_stride(payload) || n_max == 0 || seg_pool_bytes(stride, n_max) > size ||
-	    size < sizeof(*ph))
+	layout_pool(&v->lim, &pl);
+	if (stride != layout_chunk_stride(payload) || n_max == 0 || size < sizeof(*ph) ||
+	    pl.chunk_off + stride * n_max > size)
 		return -EPROTO;
 	if (ph->magic != TAKT_POOL_MAGIC || ph->abi_version != TAKT_ABI_VERSION || ph->publisher_id != pp->id ||
 	    ph->chunk_stride != stride || ph->n_chunks_max != n_max || ph->payload_size != payload ||
-	    ph->layout_digest != v->hdr->layout_digest)
+	    ph->layout_digest != v->hdr->layout_digest || ph->n_slots != pl.n_slots ||
+	    ph->conns_off != pl.conns_off || ph->ring_off != pl.ring_off || ph->ring_region != pl.ring_region ||
+	    ph->chunk_off != pl.chunk_off)
 		return -EPROTO;
-	*out = (struct seg_pool){.base = base, .size = size, .stride = stride, .payload_size = payload,
-				 .n_max = (uint32_t)n_max};
+	seg_pool_at(v, pp, base, size, out);
+	return 0;
+}
+
+void seg_subseg_header_fill(struct takt_subseg_header *h, const struct seg_view *v, uint32_t sub,
+			    uint64_t epoch)
+{
+	struct takt_subseg_layout sl;
+
+	layout_subseg(&v->lim, &sl);
+	*h = (struct takt_subseg_header){
+		.magic = TAKT_SUBSEG_MAGIC,
+		.abi_version = TAKT_ABI_VERSION,
+		.sub = sub,
+		.epoch = epoch,
+		.layout_digest = v->hdr->layout_digest,
+		.n_slots = sl.n_slots,
+		.conns_off = sl.conns_off,
+		.ret_off = sl.ret_off,
+		.ret_region = sl.ret_region,
+	};
+}
+
+int seg_subseg_check(const struct seg_view *v, uint32_t sub, void *base, size_t size, struct seg_subseg *out)
+{
+	const struct takt_subseg_header *h = base;
+	struct takt_subseg_layout sl;
+
+	layout_subseg(&v->lim, &sl);
+	if (size < sl.size || h->magic != TAKT_SUBSEG_MAGIC || h->abi_version != TAKT_ABI_VERSION ||
+	    h->sub != sub || h->layout_digest != v->hdr->layout_digest || h->n_slots != sl.n_slots ||
+	    h->conns_off != sl.conns_off || h->ret_off != sl.ret_off || h->ret_region != sl.ret_region)
+		return -EPROTO;
+	*out = (struct seg_subseg){.base = base, .size = size, .n_slots = sl.n_slots, .ret_off = sl.ret_off,
+				   .ret_region = sl.ret_region,
+				   .live = (struct takt_sub_live *)((uint8_t *)base + sl.live_off),
+				   .conns = (struct takt_conn_sub *)((uint8_t *)base + sl.conns_off)};
 	return 0;
 }

@@ -24,8 +24,6 @@ struct seg_view {
 	struct takt_pub_port *pubs;
 	struct takt_sub_port *subs;
 	struct takt_conn *conns;
-	struct takt_ring_slot *rings;
-	_Atomic uint32_t *rets;
 	struct takt_event_slot *events;
 };
 
@@ -45,27 +43,53 @@ struct seg_spec {
  * never validates. */
 void seg_header_fill(struct takt_mgmt_header *h, const struct seg_spec *spec);
 
-/* A publisher's pool as a client maps it. */
+/* A publisher's pool segment as a process maps it. */
 struct seg_pool {
 	uint8_t *base;          /* mapping of the pool segment */
 	size_t size;
 	uint64_t stride;
 	uint64_t payload_size;
-	uint32_t n_max;         /* chunks the mapping covers */
+	uint32_t n_max;         /* chunks the segment can hold */
+	uint32_t n_slots;       /* connection slots */
+	uint64_t chunk_off, ring_off, ring_region;
+	struct takt_pub_live *live;
+	struct takt_conn_pub *conns;
 };
 
-/* The pool header line a publisher's pool segment starts with. */
-void seg_pool_header_fill(struct takt_pool_header *ph, const struct takt_pub_port *pp, uint64_t epoch,
-			  uint64_t digest);
+/* A subscriber's segment as a process maps it. */
+struct seg_subseg {
+	uint8_t *base;
+	size_t size;
+	uint32_t n_slots;
+	uint64_t ret_off, ret_region;
+	struct takt_sub_live *live;
+	struct takt_conn_sub *conns;
+};
+
+/* The header a publisher's pool segment starts with. */
+void seg_pool_header_fill(struct takt_pool_header *ph, const struct seg_view *v, const struct takt_pub_port *pp,
+			  uint64_t epoch);
 /* Validates a mapped pool segment against the registry's publisher port
  * (geometry and id, both written by the broker) and fills *out. -EPROTO. */
 int seg_pool_check(const struct seg_view *v, const struct takt_pub_port *pp, void *base, size_t size,
 		   struct seg_pool *out);
-/* Bytes of a pool segment holding n chunks of stride bytes. */
-static inline uint64_t seg_pool_bytes(uint64_t stride, uint64_t n)
+/* Fills *out for a pool segment mapped at base (size bytes) without
+ * validating it: for the broker, which wrote it. */
+void seg_pool_at(const struct seg_view *v, const struct takt_pub_port *pp, void *base, size_t size,
+		 struct seg_pool *out);
+/* Bytes of a pool segment up to the end of its chunk n. */
+static inline uint64_t seg_pool_bytes(const struct seg_view *v, uint64_t stride, uint64_t n)
 {
-	return sizeof(struct takt_pool_header) + stride * n;
+	struct takt_pool_layout pl;
+
+	layout_pool(&v->lim, &pl);
+	return pl.chunk_off + stride * n;
 }
+
+void seg_subseg_header_fill(struct takt_subseg_header *h, const struct seg_view *v, uint32_t sub,
+			    uint64_t epoch);
+/* Validates a mapped subscriber's segment (of port sub) and fills *out. */
+int seg_subseg_check(const struct seg_view *v, uint32_t sub, void *base, size_t size, struct seg_subseg *out);
 
 /* Maps an fd received from the broker (whole file, MAP_SHARED). */
 int seg_map_fd(int fd, int prot, void **ret_base, size_t *ret_size);
@@ -73,7 +97,7 @@ int seg_map_fd(int fd, int prot, void **ret_base, size_t *ret_size);
 /* Chunk c must be < p->n_max. */
 static inline struct takt_chunk_header *seg_chunk_header(const struct seg_pool *p, uint32_t c)
 {
-	return (struct takt_chunk_header *)(p->base + sizeof(struct takt_pool_header) + (uint64_t)c * p->stride);
+	return (struct takt_chunk_header *)(p->base + p->chunk_off + (uint64_t)c * p->stride);
 }
 
 static inline void *seg_chunk_payload(const struct seg_pool *p, uint32_t c)
@@ -87,22 +111,35 @@ static inline uint32_t seg_chunk_of(const struct seg_pool *p, const void *ptr)
 	const uint8_t *q = ptr;
 	uint64_t off;
 
-	if (!p->base || q < p->base + sizeof(struct takt_pool_header) || q >= p->base + p->size)
+	if (!p->base || q < p->base + p->chunk_off || q >= p->base + p->size)
 		return TAKT_NONE;
-	off = (uint64_t)(q - p->base - sizeof(struct takt_pool_header));
+	off = (uint64_t)(q - p->base - p->chunk_off);
 	if (off % p->stride != sizeof(struct takt_chunk_header) || off / p->stride >= p->n_max)
 		return TAKT_NONE;
 	return (uint32_t)(off / p->stride);
 }
 
-static inline struct takt_ring_slot *seg_ring_slots(const struct seg_view *v, uint32_t conn)
+/* Connection slot j of a pool (j < n_slots): the publisher's words and
+ * its ring's slots. */
+static inline struct takt_conn_pub *seg_pool_conn(const struct seg_pool *p, uint32_t j)
 {
-	return v->rings + (uint64_t)conn * v->lim.queue_depth_max;
+	return &p->conns[j];
 }
 
-static inline _Atomic uint32_t *seg_ret_slots(const struct seg_view *v, uint32_t conn)
+static inline struct takt_ring_slot *seg_pool_ring(const struct seg_pool *p, uint32_t j)
 {
-	return v->rets + (uint64_t)conn * v->ret_slots;
+	return (struct takt_ring_slot *)(p->base + p->ring_off + (uint64_t)j * p->ring_region);
+}
+
+/* Connection slot k of a subscriber's segment (k < n_slots). */
+static inline struct takt_conn_sub *seg_subseg_conn(const struct seg_subseg *s, uint32_t k)
+{
+	return &s->conns[k];
+}
+
+static inline _Atomic uint32_t *seg_subseg_rets(const struct seg_subseg *s, uint32_t k)
+{
+	return (_Atomic uint32_t *)(s->base + s->ret_off + (uint64_t)k * s->ret_region);
 }
 
 #endif

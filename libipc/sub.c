@@ -57,7 +57,8 @@ struct takt_sub {
 	takt_node *node;
 	char topic[TAKT_NAME_MAX]; /* for probes */
 	struct takt_sub *next;
-	struct takt_sub_port *port;
+	struct takt_sub_port *port;  /* the registry's entry (broker) */
+	struct seg_subseg seg;       /* our segment, read-write */
 	uint32_t index;
 	int efd;
 	uint32_t held_max;
@@ -83,6 +84,7 @@ int sub_agent_connect(takt_node *n, const struct msg_push_conn *m, int pool_fd)
 	const struct seg_view *v = &n->v;
 	const struct takt_conn *c;
 	struct sub_slot *slot = NULL;
+	struct takt_conn_sub *sw;
 	takt_sub *s;
 	void *base;
 	size_t size;
@@ -90,12 +92,6 @@ int sub_agent_connect(takt_node *n, const struct msg_push_conn *m, int pool_fd)
 
 	for (s = n->subs; s && s->index != m->sub; s = s->next)
 		;
-	/* Pushes for a subscriber being opened come before its SUB_OPEN reply:
-	 * the first one tells the index (node_call serialises opens). */
-	if (!s && n->opening_sub && n->opening_sub->index == TAKT_NONE) {
-		s = n->opening_sub;
-		s->index = m->sub;
-	}
 	if (!s || m->conn >= v->lim.connections || m->pub >= v->lim.publishers)
 		return -ENOENT;
 	c = &v->conns[m->conn];
@@ -104,8 +100,9 @@ int sub_agent_connect(takt_node *n, const struct msg_push_conn *m, int pool_fd)
 
 	if ((st != SLOT_ACTIVE && st != SLOT_ORPHAN) || c->sub != s->index || c->pub != m->pub ||
 	    atomic_load_explicit(&c->incarnation, memory_order_relaxed) != m->incarnation ||
-	    c->mask >= v->lim.queue_depth_max || (c->mask & (c->mask + 1)) || c->ret_mask != v->ret_slots - 1 ||
-	    c->overflow > TAKT_OVERFLOW_REJECT)
+	    c->mask >= v->lim.queue_depth_max || (c->mask & (c->mask + 1)) || c->overflow > TAKT_OVERFLOW_REJECT ||
+	    c->ret_mask + 1 != layout_conn_ret_slots(&v->lim, c->depth) || c->sub_slot >= s->seg.n_slots ||
+	    (uint64_t)(c->ret_mask + 1) * sizeof(uint32_t) > s->seg.ret_region)
 		return -EBADMSG;
 	sub_agent_reap(n); /* a slot a connection let go may be needed now */
 	for (unsigned i = 0; i < s->n_slots && !slot; i++)
@@ -118,6 +115,9 @@ int sub_agent_connect(takt_node *n, const struct msg_push_conn *m, int pool_fd)
 	if (r < 0)
 		return r;
 	r = seg_pool_check(v, &v->pubs[m->pub], base, size, &slot->pool);
+	if (r == 0 && (c->pub_slot >= slot->pool.n_slots ||
+		       ((uint64_t)c->mask + 1) * sizeof(struct takt_ring_slot) > slot->pool.ring_region))
+		r = -EBADMSG;
 	if (r < 0) {
 		munmap(base, size);
 		return r;
@@ -129,8 +129,19 @@ int sub_agent_connect(takt_node *n, const struct msg_push_conn *m, int pool_fd)
 	 * (ordered by the acquire of state above). */
 	slot->pub_id = v->pubs[m->pub].id;
 	slot->held = 0;
-	ring_cons_init(&slot->ring, (struct takt_conn *)c, seg_ring_slots(v, m->conn), c->mask, c->overflow);
-	ret_prod_init(&slot->ret, (struct takt_conn *)c, seg_ret_slots(v, m->conn), c->ret_mask);
+	/* Our region of the segment for this connection, left by whichever
+	 * connection had it before (reused only once both its ends were
+	 * quiescent, Q0): start it afresh, then mark it as this incarnation's
+	 * (release: the publisher counts our tail and returns only after it
+	 * acquires the mark, pub.c). relaxed: the mark orders them. */
+	sw = seg_subseg_conn(&s->seg, c->sub_slot);
+	atomic_store_explicit(&sw->tail, 0, memory_order_relaxed);
+	atomic_store_explicit(&sw->ret_head, 0, memory_order_relaxed);
+	atomic_store_explicit(&sw->inc, m->incarnation, memory_order_release);
+	ring_cons_init(&slot->ring, c, seg_pool_conn(&slot->pool, c->pub_slot), sw,
+		       seg_pool_ring(&slot->pool, c->pub_slot), c->mask, c->overflow);
+	ret_prod_init(&slot->ret, sw, seg_pool_conn(&slot->pool, c->pub_slot), seg_subseg_rets(&s->seg, c->sub_slot),
+		      c->ret_mask);
 	/* SS: release hands the slot to the subscribing thread. */
 	atomic_store_explicit(&slot->state, SS_READY, memory_order_release);
 	return 0;
@@ -171,9 +182,9 @@ static void sub_slot_leave(takt_sub *s, struct sub_slot *slot)
 {
 	/* relaxed: a statistic its publisher writes; the connection is not
 	 * reused before we are quiescent (Q0), so it is still this one's. */
-	s->dropped_gone += atomic_load_explicit(&slot->ring.conn->dropped, memory_order_relaxed);
+	s->dropped_gone += atomic_load_explicit(&slot->ring.pw->dropped, memory_order_relaxed);
 	/* P2: acquire pairs with the publisher's release of its count. */
-	s->wakes_gone += atomic_load_explicit(&slot->ring.conn->wakes, memory_order_acquire);
+	s->wakes_gone += atomic_load_explicit(&slot->ring.pw->wakes, memory_order_acquire);
 	if (slot->held) {
 		/* relaxed: the agent acts only on DONE; this thread alone reads it. */
 		atomic_store_explicit(&slot->state, SS_DRAINING, memory_order_relaxed);
@@ -210,8 +221,11 @@ static void sub_refresh(takt_sub *s, uint32_t gen)
 			if ((st == SS_READY || st == SS_ADOPTED) && conn_same(v, slot->conn, slot->incarnation, ci))
 				found = slot;
 		}
-		if (!found) {
-			pending = true; /* the agent has not mapped its pool yet */
+		/* The publisher starts its region of the connection afresh;
+		 * its ring counts only once it marked it as this incarnation's
+		 * (acquire: pairs with its release, pub.c). */
+		if (!found || atomic_load_explicit(&found->ring.pw->inc, memory_order_acquire) != found->incarnation) {
+			pending = true; /* the agent has not mapped its pool yet, or the publisher not prepared it */
 			continue;
 		}
 		/* relaxed: READY -> ADOPTED publishes nothing (SS: the agent
@@ -238,13 +252,31 @@ static void sub_check_conns(takt_sub *s)
 
 /* ---- open and close ------------------------------------------------------ */
 
+/* Frees a subscriber that never got (or no longer has) connections. */
+static void sub_free(takt_sub *s)
+{
+	for (unsigned i = 0; i < s->n_slots; i++)
+		if (atomic_load_explicit(&s->slots[i].state, memory_order_acquire) != SS_FREE)
+			munmap(s->slots[i].pool.base, s->slots[i].pool.size);
+	if (s->seg.base)
+		munmap(s->seg.base, s->seg.size);
+	if (s->efd >= 0)
+		close(s->efd);
+	if (s->wait_ep >= 0)
+		close(s->wait_ep);
+	free(s->slots);
+	free(s);
+}
+
 int takt_sub_open(takt_node *node, const struct takt_sub_opts *opts, takt_sub **out)
 {
 	struct msg_sub_open req = {0};
 	struct proto_reply rep;
 	unsigned n_fds = 0;
 	takt_sub *s;
-	int efd = -1, r;
+	int fds[2] = {-1, -1}, r;
+	void *base = NULL;
+	size_t size = 0;
 
 	if (!node || !opts || !out || node_copy_name(req.topic, opts->topic) < 0 ||
 	    (unsigned)opts->overflow > TAKT_OVERFLOW_REJECT)
@@ -269,53 +301,54 @@ int takt_sub_open(takt_node *node, const struct takt_sub_opts *opts, takt_sub **
 	}
 	s->node = node;
 	memcpy(s->topic, req.topic, TAKT_NAME_MAX);
-	s->index = TAKT_NONE;
 	s->held_max = node->v.lim.held_max;
 	s->conn_gen = UINT32_MAX;
+	s->efd = -1;
 	s->wait_ep = -1;
-	/* On the list before the broker pushes our connections (they arrive
-	 * before the reply), with an index nothing matches until the first
-	 * push names it (sub_agent_connect). */
-	/* One SUB_OPEN of this node at a time (other threads' opens wait):
-	 * the agent gives the first unknown index it is pushed to opening_sub. */
-	pthread_mutex_lock(&node->open_lock);
-	pthread_mutex_lock(&node->ports_lock);
-	NODE_LIST_ADD(node->subs, s);
-	node->opening_sub = s;
-	pthread_mutex_unlock(&node->ports_lock);
-	r = node_call(node, MSG_SUB_OPEN, &req, sizeof(req), &rep, sizeof(rep), &efd, 1, &n_fds);
-	pthread_mutex_lock(&node->ports_lock);
-	node->opening_sub = NULL;
-	pthread_mutex_unlock(&node->open_lock);
-	if (r == 0 && (n_fds != 1 || rep.index >= node->v.lim.subscribers ||
-		       (s->index != TAKT_NONE && s->index != rep.index)))
+	/* 1. the port, its eventfd and its segment (read-write). */
+	r = node_call(node, MSG_SUB_OPEN, &req, sizeof(req), &rep, sizeof(rep), fds, 2, &n_fds);
+	if (r == 0 && (n_fds != 2 || rep.index >= node->v.lim.subscribers))
 		r = -EPROTO;
-	if (r == 0)
-		s->index = rep.index;
-	pthread_mutex_unlock(&node->ports_lock);
-	if (r == 0) {
-		s->wait_ep = epoll_create1(EPOLL_CLOEXEC);
-		if (s->wait_ep < 0 || epoll_ctl(s->wait_ep, EPOLL_CTL_ADD, efd,
-						&(struct epoll_event){.events = EPOLLIN | EPOLLET}) < 0) {
-			r = -errno;
-			node_close_index(node, MSG_SUB_CLOSE, rep.index);
-		}
-	}
 	if (r < 0) {
-		if (n_fds)
-			close(efd);
-		if (s->wait_ep >= 0)
-			close(s->wait_ep);
-		NODE_LIST_DEL_LOCKED(node, node->subs, takt_sub, s);
-		for (unsigned i = 0; i < s->n_slots; i++)
-			if (atomic_load_explicit(&s->slots[i].state, memory_order_acquire) != SS_FREE)
-				munmap(s->slots[i].pool.base, s->slots[i].pool.size);
-		free(s->slots);
-		free(s);
+		for (unsigned i = 0; i < n_fds; i++)
+			close(fds[i]);
+		sub_free(s);
 		return r;
 	}
+	s->index = rep.index;
 	s->port = &node->v.subs[rep.index];
-	s->efd = efd;
+	s->efd = fds[0];
+	r = seg_map_fd(fds[1], PROT_READ | PROT_WRITE, &base, &size);
+	close(fds[1]); /* the mapping keeps it */
+	if (r == 0) {
+		r = seg_subseg_check(&node->v, s->index, base, size, &s->seg);
+		if (r < 0)
+			munmap(base, size);
+	}
+	if (r == 0) {
+		s->wait_ep = epoll_create1(EPOLL_CLOEXEC);
+		if (s->wait_ep < 0 || epoll_ctl(s->wait_ep, EPOLL_CTL_ADD, s->efd,
+						&(struct epoll_event){.events = EPOLLIN | EPOLLET}) < 0)
+			r = -errno;
+	}
+	if (r < 0) {
+		node_close_index(node, MSG_SUB_CLOSE, s->index);
+		sub_free(s);
+		return r;
+	}
+	/* 2. on the list before the broker pushes our connections (its agent
+	 * maps their pools), which it does once we said the segment is
+	 * mapped: it seals it against any new writable mapping first. The
+	 * reply comes once every publisher's node prepared its connection. */
+	NODE_LIST_ADD_LOCKED(node, node->subs, s);
+	r = node_call(node, MSG_SUB_CONNECT, &(struct msg_index){.index = s->index}, sizeof(struct msg_index),
+		      &rep, sizeof(rep), NULL, 0, NULL);
+	if (r < 0) {
+		node_close_index(node, MSG_SUB_CLOSE, s->index);
+		NODE_LIST_DEL_LOCKED(node, node->subs, takt_sub, s);
+		sub_free(s);
+		return r;
+	}
 	*out = s;
 	return 0;
 }
@@ -328,13 +361,7 @@ void takt_sub_close(takt_sub *sub)
 	 * everything we held or had queued (pub.c). */
 	node_close_index(sub->node, MSG_SUB_CLOSE, sub->index);
 	NODE_LIST_DEL_LOCKED(sub->node, sub->node->subs, takt_sub, sub);
-	for (unsigned i = 0; i < sub->n_slots; i++)
-		if (atomic_load_explicit(&sub->slots[i].state, memory_order_acquire) != SS_FREE)
-			munmap(sub->slots[i].pool.base, sub->slots[i].pool.size);
-	close(sub->efd);
-	close(sub->wait_ep);
-	free(sub->slots);
-	free(sub);
+	sub_free(sub);
 }
 
 /* ---- take and release ------------------------------------------------------ */
@@ -361,7 +388,7 @@ static uint32_t sub_wakes_counted(const takt_sub *s)
 
 		/* P2: acquire pairs with the publisher's release of its count. */
 		if (st == SS_READY || st == SS_ADOPTED)
-			n += atomic_load_explicit(&slot->ring.conn->wakes, memory_order_acquire);
+			n += atomic_load_explicit(&slot->ring.pw->wakes, memory_order_acquire);
 	}
 	return n;
 }
@@ -381,7 +408,7 @@ static void sub_park_set(takt_sub *s, bool armed, memory_order mo)
 {
 	s->park_gen++;
 	s->armed = armed;
-	atomic_store_explicit(&s->port->park, s->park_gen, mo);
+	atomic_store_explicit(&s->seg.live->park, s->park_gen, mo);
 }
 
 /* A wake-up was consumed or is no longer needed: lower our park word
@@ -439,7 +466,7 @@ int takt_sub_take(takt_sub *sub, const void **payload, struct takt_sample_info *
 	if (sub->n_held == sub->held_max)
 		return -ENOBUFS;
 	/* Q0: pairs with the broker's conn removal (registry.c, client.h). */
-	q0_enter(&sub->port->active, sub->node->q0_light);
+	q0_enter(&sub->seg.live->active, sub->node->q0_light);
 	sub_check_conns(sub);
 	r = sub_pop(sub, &e, &slot);
 	if (r == 0) {
@@ -455,7 +482,7 @@ int takt_sub_take(takt_sub *sub, const void **payload, struct takt_sample_info *
 			*info = (struct takt_sample_info){.seq = e.seq, .publish_ns = e.publish_ns,
 							  .publisher_id = slot->pub_id, .size = e.size};
 	}
-	q0_exit(&sub->port->active); /* Q0 */
+	q0_exit(&sub->seg.live->active); /* Q0 */
 	return r;
 }
 
@@ -478,7 +505,7 @@ void takt_sub_release(takt_sub *sub, const void *payload)
 	slot->held--;
 	/* Q0: the return ring is used inside the bracket, and only while the
 	 * connection is still ours (the broker reuses it after Q0). */
-	q0_enter(&sub->port->active, sub->node->q0_light);
+	q0_enter(&sub->seg.live->active, sub->node->q0_light);
 	sub_check_conns(sub);
 	st = atomic_load_explicit(&slot->state, memory_order_relaxed); /* ours: only this thread moves it now */
 	if (st == SS_ADOPTED || st == SS_READY) {
@@ -491,7 +518,7 @@ void takt_sub_release(takt_sub *sub, const void *payload)
 		atomic_store_explicit(&slot->state, SS_DONE, memory_order_release);
 		node_kick(sub->node);
 	}
-	q0_exit(&sub->port->active); /* Q0 */
+	q0_exit(&sub->seg.live->active); /* Q0 */
 }
 
 int takt_sub_fd(const takt_sub *sub)
@@ -512,12 +539,12 @@ uint64_t takt_sub_dropped(const takt_sub *sub)
 	 * connection (a word only it writes); connections that left were
 	 * added up as they left. relaxed: statistics. Q0: the connections
 	 * are read inside the bracket, so none is reused meanwhile. */
-	q0_enter(&s->port->active, s->node->q0_light);
+	q0_enter(&s->seg.live->active, s->node->q0_light);
 	sub_check_conns(s);
 	n = s->dropped_gone;
 	for (unsigned i = 0; i < s->n_conns; i++)
-		n += atomic_load_explicit(&s->conns[i]->ring.conn->dropped, memory_order_relaxed);
-	q0_exit(&s->port->active);
+		n += atomic_load_explicit(&s->conns[i]->ring.pw->dropped, memory_order_relaxed);
+	q0_exit(&s->seg.live->active);
 	return n;
 }
 
@@ -534,7 +561,7 @@ static int sub_arm_check(takt_sub *s)
 {
 	int ready;
 
-	q0_enter(&s->port->active, s->node->q0_light); /* Q0 */
+	q0_enter(&s->seg.live->active, s->node->q0_light); /* Q0 */
 	sub_check_conns(s);
 	if (!s->armed) {
 		/* P0: park (odd), fence, re-check the rings; pairs with the
@@ -551,7 +578,7 @@ static int sub_arm_check(takt_sub *s)
 		sub_park_set(s, false, memory_order_relaxed);
 		TAKT_PROBE1(unpark, s->index);
 	}
-	q0_exit(&s->port->active); /* Q0 */
+	q0_exit(&s->seg.live->active); /* Q0 */
 	return ready;
 }
 
@@ -568,10 +595,10 @@ static int sub_ready_now(takt_sub *s)
 {
 	int ready;
 
-	q0_enter(&s->port->active, s->node->q0_light); /* Q0 */
+	q0_enter(&s->seg.live->active, s->node->q0_light); /* Q0 */
 	sub_check_conns(s);
 	ready = sub_ready(s);
-	q0_exit(&s->port->active); /* Q0 */
+	q0_exit(&s->seg.live->active); /* Q0 */
 	return ready;
 }
 

@@ -57,16 +57,26 @@ struct reg_pub {
 	int pool_fd, pool_ro_fd;          /* the pool segment: rw for the publisher, ro for subscribers */
 	bool connected;                   /* PUB_CONNECT: pool sealed, subscribers connected */
 	uint32_t conns[TAKT_MAX_SUBS_PER_TOPIC];
+	/* Our read-only view of the head of its pool (live words, connection
+	 * words, rings; not the chunks), kept until the port is free. */
+	struct seg_pool pool;
+	size_t pool_map_size;
+	uint64_t slot_busy;               /* connection slots (regions) in use */
 };
 
 struct reg_sub {
 	uint32_t state, topic, proc, depth, overflow, history;
 	uint32_t conns[TAKT_MAX_PUBS_PER_TOPIC];
+	int seg_fd, seg_ro_fd;            /* its segment: rw for the subscriber, ro for publishers */
+	bool connected;                   /* SUB_CONNECT: segment sealed, publishers connected */
+	struct seg_subseg seg;            /* our read-only view of it, kept until the port is free */
+	uint64_t slot_busy;               /* connection slots (regions) in use */
 };
 
 /* A connection; while CLOSING it waits for both ends to quiesce (Q0). */
 struct reg_conn {
 	uint32_t state, pub, sub, mask, depth;
+	uint32_t pub_slot, sub_slot; /* its regions in the ends' segments */
 	uint32_t incarnation;    /* mirrored to takt_conn.incarnation, never read back */
 	uint64_t pub_snap, sub_snap;
 	bool pub_done, sub_done; /* that end closed or died: nothing to wait for */
@@ -131,6 +141,10 @@ struct broker {
 	struct reg_pool_left *left;  /* pools of closed publishers still mapped */
 	unsigned n_left, cap_left;
 	unsigned n_orphans;     /* connections whose publisher left */
+	/* A connection could not be created for want of a free region in an
+	 * end's segment (that end has not confirmed the connections it was
+	 * told of, stopped say): reg_tick creates it once one is free. */
+	bool conns_missing;
 	int timer_mode;
 	bool listen_paused;     /* out of descriptors: not accepting until a client leaves */
 	bool verbose;
@@ -144,8 +158,13 @@ int seg_create_all(struct broker *b);
  * reserve bytes reserved; read-write and read-only descriptors. */
 int seg_pool_create(struct broker *b, const struct takt_pub_port *pp, uint32_t pi, uint64_t reserve,
 		    int *ret_rw, int *ret_ro);
-/* Reserves bytes [from, to) of a pool segment: 0 or -ENOMEM/-ENOSPC. */
+/* Reserves bytes [from, to) of a segment: 0 or -ENOMEM/-ENOSPC. */
 int seg_pool_reserve(int fd, uint64_t from, uint64_t to);
+/* A subscriber's segment for port si: read-write and read-only
+ * descriptors, its header part reserved. */
+int seg_subseg_create(struct broker *b, uint32_t si, int *ret_rw, int *ret_ro);
+/* Maps bytes [0, size) of a segment read-only for the broker. */
+void *seg_map_ro(int fd, size_t size);
 /* Bytes of memory a segment holds (its allocated blocks). */
 uint64_t seg_fd_bytes(int fd);
 void seg_destroy_all(struct broker *b);
@@ -163,6 +182,8 @@ int reg_pub_close(struct broker *b, struct client *cl, uint32_t index);
  * mapping (F_SEAL_FUTURE_WRITE), then connects the topic's subscribers. */
 int reg_pub_connect(struct broker *b, struct client *cl, uint32_t index);
 int reg_sub_open(struct broker *b, struct client *cl, const struct msg_sub_open *m);
+/* The subscriber mapped its segment: seals it, connects the publishers. */
+int reg_sub_connect(struct broker *b, struct client *cl, uint32_t index);
 int reg_sub_close(struct broker *b, struct client *cl, uint32_t index);
 int reg_event_open(struct broker *b, struct client *cl, const char *name);
 int reg_event_close(struct broker *b, struct client *cl, uint32_t index);

@@ -57,6 +57,7 @@
 #include <string.h>
 #include <linux/membarrier.h>
 #include <sys/eventfd.h>
+#include <sys/mman.h>
 #include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
@@ -142,8 +143,10 @@ int reg_init(struct broker *b)
 	if (!b->sub_efd || !b->event_efd || !b->proc_state || !b->proc_client || !b->topics || !b->pubs || !b->subs ||
 	    !b->conns || !b->events)
 		return -ENOMEM;
-	for (uint32_t i = 0; i < l->subscribers; i++)
+	for (uint32_t i = 0; i < l->subscribers; i++) {
 		b->sub_efd[i] = -1;
+		b->subs[i].seg_fd = b->subs[i].seg_ro_fd = -1;
+	}
 	for (uint32_t i = 0; i < l->publishers; i++)
 		b->pubs[i].pool_fd = b->pubs[i].pool_ro_fd = -1;
 	for (uint32_t i = 0; i < l->events; i++)
@@ -162,6 +165,16 @@ void reg_free(struct broker *b)
 			close(b->pubs[i].pool_fd);
 		if (b->pubs[i].pool_ro_fd >= 0)
 			close(b->pubs[i].pool_ro_fd);
+		if (b->pubs[i].pool.base)
+			munmap(b->pubs[i].pool.base, b->pubs[i].pool_map_size);
+	}
+	for (uint32_t i = 0; b->subs && i < b->v.lim.subscribers; i++) {
+		if (b->subs[i].seg_fd >= 0)
+			close(b->subs[i].seg_fd);
+		if (b->subs[i].seg_ro_fd >= 0)
+			close(b->subs[i].seg_ro_fd);
+		if (b->subs[i].seg.base)
+			munmap(b->subs[i].seg.base, b->subs[i].seg.size);
 	}
 	free(b->sub_efd);
 	free(b->event_efd);
@@ -375,26 +388,31 @@ static void conn_set_state(struct broker *b, uint32_t ci, uint32_t st)
 static void conn_init_shared(struct broker *b, uint32_t ci, const struct reg_conn *rc)
 {
 	struct takt_conn *c = &b->v.conns[ci];
-	struct takt_ring_slot *slots = seg_ring_slots(&b->v, ci);
 
 	c->pub = rc->pub;
 	c->sub = rc->sub;
 	c->mask = rc->mask;
 	c->depth = rc->depth;
-	c->ret_mask = b->v.ret_slots - 1;
+	c->ret_mask = layout_conn_ret_slots(&b->v.lim, rc->depth) - 1;
 	c->overflow = b->subs[rc->sub].overflow;
-	atomic_store_explicit(&c->incarnation, rc->incarnation, memory_order_relaxed);
-	atomic_store_explicit(&c->head, 0, memory_order_relaxed);
-	atomic_store_explicit(&c->tail, 0, memory_order_relaxed);
-	atomic_store_explicit(&c->ret_head, 0, memory_order_relaxed);
-	atomic_store_explicit(&c->ret_tail, 0, memory_order_relaxed);
-	atomic_store_explicit(&c->floor, 0, memory_order_relaxed);
+	c->pub_slot = rc->pub_slot;
+	c->sub_slot = rc->sub_slot;
 	atomic_store_explicit(&c->pub_quiet, 0, memory_order_relaxed);
-	atomic_store_explicit(&c->waiting, 0, memory_order_relaxed);
-	atomic_store_explicit(&c->dropped, 0, memory_order_relaxed);
-	/* A stale pos from the slot's previous connection must never match. */
-	for (uint32_t j = 0; j <= rc->mask; j++)
-		atomic_store_explicit(&slots[j].pos, 0, memory_order_relaxed);
+	atomic_store_explicit(&c->incarnation, rc->incarnation, memory_order_relaxed);
+	/* Each end initialises its own words and region for this incarnation
+	 * before the other uses them (pub.c, sub.c: the regions' inc marks). */
+}
+
+/* The words of connection ci in each end's segment, as the broker sees
+ * them (read-only mappings). */
+static const struct takt_conn_pub *conn_pw(const struct broker *b, uint32_t ci)
+{
+	return seg_pool_conn(&b->pubs[b->conns[ci].pub].pool, b->conns[ci].pub_slot);
+}
+
+static const struct takt_conn_sub *conn_sw(const struct broker *b, uint32_t ci)
+{
+	return seg_subseg_conn(&b->subs[b->conns[ci].sub].seg, b->conns[ci].sub_slot);
 }
 
 /* Ring slots for a depth: the next power of two, so positions map to
@@ -501,13 +519,20 @@ static uint8_t conn_push(struct broker *b, uint32_t ci, uint16_t kind)
 	bool to_sub = kind == MSG_PUSH_SUB_CONN;
 	struct client *cl = b->proc_client[to_sub ? b->subs[rc->sub].proc : b->pubs[rc->pub].proc];
 	struct msg_push_conn m = {.pub = rc->pub, .conn = ci, .sub = rc->sub};
-	int fd = kind == MSG_PUSH_CONN ? b->sub_efd[rc->sub] : to_sub ? b->pubs[rc->pub].pool_ro_fd : -1;
+	int fds[2] = {-1, -1};
+	unsigned nf = 0;
 
+	if (kind == MSG_PUSH_CONN) { /* its eventfd, its segment (read-only) */
+		fds[nf++] = b->sub_efd[rc->sub];
+		fds[nf++] = b->subs[rc->sub].seg_ro_fd;
+	} else if (to_sub) {
+		fds[nf++] = b->pubs[rc->pub].pool_ro_fd;
+	}
 	if (!cl || cl->doomed)
 		return 0;
 	m.incarnation = rc->incarnation;
 	proto_hdr_init(&m.hdr, (uint16_t)(kind | PROTO_PUSH_FLAG), sizeof(m), 0);
-	server_push(b, cl, &m, sizeof(m), &fd, fd >= 0 ? 1 : 0);
+	server_push(b, cl, &m, sizeof(m), fds, nf);
 	if (cl->doomed || kind == MSG_PUSH_CONN_GONE)
 		return 0;
 	if (to_sub)
@@ -515,21 +540,31 @@ static uint8_t conn_push(struct broker *b, uint32_t ci, uint16_t kind)
 	return to_sub ? ACK_SUB : ACK_PUB;
 }
 
-/* Bytes of the pools a process's publishers have reserved, and the domain's
- * segments in all. */
-static uint64_t pool_bytes(const struct reg_pub *rp)
-{
-	return seg_pool_bytes(rp->stride, rp->n_chunks);
-}
-
+/* Bytes a process's segments (pools, subscribers' segments) hold, and the
+ * domain's in all (with the registry). */
 static uint64_t shm_reserved(const struct broker *b, uint32_t proc)
 {
 	uint64_t n = proc == TAKT_NONE ? b->mgmt_size : 0;
 
 	for (uint32_t i = 0; i < b->v.lim.publishers; i++)
 		if (b->pubs[i].state == SLOT_ACTIVE && (proc == TAKT_NONE || b->pubs[i].proc == proc))
-			n += pool_bytes(&b->pubs[i]);
+			n += seg_fd_bytes(b->pubs[i].pool_fd);
+	for (uint32_t i = 0; i < b->v.lim.subscribers; i++)
+		if (b->subs[i].state == SLOT_ACTIVE && (proc == TAKT_NONE || b->subs[i].proc == proc))
+			n += seg_fd_bytes(b->subs[i].seg_fd);
 	return n;
+}
+
+/* Reserves bytes [from, from + len) of a segment of process proc, within
+ * the [memory] limits: 0, or -ENOMEM with the limit named in *limit. */
+static int shm_reserve(struct broker *b, uint32_t proc, int fd, uint64_t from, uint64_t len, const char **limit)
+{
+	*limit = NULL;
+	if (shm_reserved(b, proc) + len > b->cfg.process_max)
+		*limit = "[memory] process_max";
+	else if (shm_reserved(b, TAKT_NONE) + len > b->cfg.domain_max)
+		*limit = "[memory] domain_max";
+	return *limit ? -ENOMEM : seg_pool_reserve(fd, from, from + len);
 }
 
 /* Reserves chunks for `more` more of a publisher's chunks (its pool grows
@@ -547,11 +582,7 @@ static int pool_grow(struct broker *b, uint32_t pi, uint64_t more, const char *w
 	add = (n - rp->n_chunks) * rp->stride;
 	if (add == 0)
 		return 0;
-	if (shm_reserved(b, rp->proc) + add > b->cfg.process_max)
-		limit = "[memory] process_max";
-	else if (shm_reserved(b, TAKT_NONE) + add > b->cfg.domain_max)
-		limit = "[memory] domain_max";
-	r = limit ? -ENOMEM : seg_pool_reserve(rp->pool_fd, pool_bytes(rp), seg_pool_bytes(rp->stride, n));
+	r = shm_reserve(b, rp->proc, rp->pool_fd, seg_pool_bytes(&b->v, rp->stride, rp->n_chunks), add, &limit);
 	if (r < 0) {
 		fprintf(stderr,
 			"takt-broker: topic '%s': cannot reserve %llu more bytes for the pool of publisher %u of "
@@ -569,20 +600,70 @@ static int pool_grow(struct broker *b, uint32_t pi, uint64_t more, const char *w
 
 /* Creates the connection from publisher pi to subscriber si, pushes it to
  * both ends and records the acks the open of `waiter` waits for (A0). */
+/* A free connection slot (region) of a port: the lowest clear bit. */
+static int slot_take(uint64_t *busy, uint32_t n)
+{
+	for (uint32_t j = 0; j < n && j < 64; j++)
+		if (!(*busy >> j & 1)) {
+			*busy |= 1ull << j;
+			return (int)j;
+		}
+	return -ENOSPC;
+}
+
+/* Reserves the regions a connection uses in each end's segment: its
+ * sample ring (pow2(depth) slots) in the publisher's pool, its return ring
+ * (pow2(depth + held_max) entries) in the subscriber's segment. So a
+ * connection costs its actual depth. */
+static int conn_regions(struct broker *b, uint32_t pi, uint32_t si, uint32_t j, uint32_t k, uint32_t mask,
+			uint32_t depth)
+{
+	struct reg_pub *rp = &b->pubs[pi];
+	struct reg_sub *rs = &b->subs[si];
+	const char *limit;
+	int r = shm_reserve(b, rp->proc, rp->pool_fd, rp->pool.ring_off + j * rp->pool.ring_region,
+			    layout_ring_bytes(mask), &limit);
+
+	if (r == 0)
+		r = shm_reserve(b, rs->proc, rs->seg_fd, rs->seg.ret_off + k * rs->seg.ret_region,
+				layout_ret_bytes(layout_conn_ret_slots(&b->v.lim, depth) - 1), &limit);
+	if (r < 0)
+		fprintf(stderr, "takt-broker: topic '%s': cannot reserve the rings of a connection of depth %u "
+			"between processes %d and %d: %s\n", b->topics[rp->topic].name, depth,
+			b->v.procs[rp->proc].pid, b->v.procs[rs->proc].pid, limit ? limit : strerror(-r));
+	return r;
+}
+
 static int conn_create(struct broker *b, uint32_t pi, uint32_t si, struct client *waiter)
 {
 	for (uint32_t ci = 0; ci < b->v.lim.connections; ci++) {
 		struct reg_conn *rc = &b->conns[ci];
+		uint32_t mask = depth_slots(b->subs[si].depth) - 1;
+		int j, k;
 		uint8_t owed;
 
 		if (rc->state != SLOT_FREE)
 			continue;
+		j = slot_take(&b->pubs[pi].slot_busy, b->pubs[pi].pool.n_slots);
+		k = slot_take(&b->subs[si].slot_busy, b->subs[si].seg.n_slots);
+		if (j < 0 || k < 0 || conn_regions(b, pi, si, (uint32_t)j, (uint32_t)k, mask, b->subs[si].depth) < 0) {
+			if (j >= 0)
+				b->pubs[pi].slot_busy &= ~(1ull << j);
+			if (k >= 0)
+				b->subs[si].slot_busy &= ~(1ull << k);
+			/* Every region still held by a retired connection its end
+			 * has not confirmed: made later (reg_tick). */
+			if (j < 0 || k < 0)
+				b->conns_missing = true;
+			return -ENOMEM;
+		}
 		/* The registry words both ends check the connection against are
 		 * rewritten from our private copy, whatever a process scribbled
 		 * over the shared one since. */
 		pub_mirror(b, pi);
-		*rc = (struct reg_conn){.pub = pi, .sub = si, .mask = depth_slots(b->subs[si].depth) - 1,
-					.depth = b->subs[si].depth, .incarnation = rc->incarnation + 1};
+		*rc = (struct reg_conn){.pub = pi, .sub = si, .mask = mask, .depth = b->subs[si].depth,
+					.pub_slot = (uint32_t)j, .sub_slot = (uint32_t)k,
+					.incarnation = rc->incarnation + 1};
 		conn_init_shared(b, ci, rc);
 		conn_set_state(b, ci, SLOT_ACTIVE);
 		conns_add(b->pubs[pi].conns, b->v.pubs[pi].conns, TAKT_MAX_SUBS_PER_TOPIC, ci);
@@ -616,20 +697,23 @@ static void conn_retire(struct broker *b, uint32_t ci, bool pub_done, bool sub_d
 		b->n_orphans--;
 	}
 	conn_acks_settle(b, ci, ACK_PUB | ACK_SUB); /* nobody confirms a connection that left */
-	if (!pub_done)
-		conn_push(b, ci, MSG_PUSH_CONN_GONE);
 	conn_set_state(b, ci, SLOT_CLOSING);
 	conns_del(b->pubs[rc->pub].conns, v->pubs[rc->pub].conns, TAKT_MAX_SUBS_PER_TOPIC, ci);
 	conns_del(b->subs[rc->sub].conns, v->subs[rc->sub].conns, TAKT_MAX_PUBS_PER_TOPIC, ci);
 	gen_bump(&v->pubs[rc->pub].conn_gen); /* W1, Q0 */
 	gen_bump(&v->subs[rc->sub].conn_gen);
 	q0_fence(b);
+	/* G1: only after the bump, so a publish the publisher's agent sees
+	 * starting after its own grace snapshot reloads the list and no
+	 * longer touches the eventfd or the subscriber's segment it unmaps. */
+	if (!pub_done)
+		conn_push(b, ci, MSG_PUSH_CONN_GONE);
 	rc->pub_done = pub_done;
 	rc->sub_done = sub_done;
 	/* Q0: seq_cst loads after the seq_cst gen bumps. */
-	rc->pub_snap = atomic_load_explicit(&v->pubs[rc->pub].active, memory_order_seq_cst);
-	rc->sub_snap = atomic_load_explicit(&v->subs[rc->sub].active, memory_order_seq_cst);
-	ring_wake_producer_closed(&v->conns[ci]); /* a publisher blocked on it gives up */
+	rc->pub_snap = atomic_load_explicit(&b->pubs[rc->pub].pool.live->active, memory_order_seq_cst);
+	rc->sub_snap = atomic_load_explicit(&b->subs[rc->sub].seg.live->active, memory_order_seq_cst);
+	ring_wake_producer_closed(conn_sw(b, ci)); /* a publisher blocked on it gives up */
 	b->n_retiring++;
 }
 
@@ -646,16 +730,16 @@ static void conn_orphan(struct broker *b, uint32_t ci, bool pub_dead)
 	if (rc->state != SLOT_ACTIVE)
 		return;
 	conn_acks_settle(b, ci, ACK_PUB);
-	conn_push(b, ci, MSG_PUSH_CONN_GONE);
 	conn_set_state(b, ci, SLOT_ORPHAN);
 	conns_del(b->pubs[rc->pub].conns, b->v.pubs[rc->pub].conns, TAKT_MAX_SUBS_PER_TOPIC, ci);
 	gen_bump(&b->v.pubs[rc->pub].conn_gen); /* W1 */
 	q0_fence(b);
+	conn_push(b, ci, MSG_PUSH_CONN_GONE); /* G1: after the bump, as in conn_retire */
 	rc->pub_done = pub_dead;
 	rc->pub_quiet = false;
 	/* Q0: seq_cst load after the seq_cst gen bump. */
-	rc->pub_snap = atomic_load_explicit(&b->v.pubs[rc->pub].active, memory_order_seq_cst);
-	ring_wake_producer_closed(&b->v.conns[ci]);
+	rc->pub_snap = atomic_load_explicit(&b->pubs[rc->pub].pool.live->active, memory_order_seq_cst);
+	ring_wake_producer_closed(conn_sw(b, ci));
 	b->n_orphans++;
 }
 
@@ -677,10 +761,17 @@ static void conns_end_done(struct broker *b, uint32_t index, bool is_pub)
 
 static bool ring_empty(const struct broker *b, uint32_t ci)
 {
-	return ring_drained(&b->v.conns[ci], seg_ring_slots(&b->v, ci), b->conns[ci].mask);
+	const struct reg_conn *rc = &b->conns[ci];
+
+	/* A publisher that never prepared its region pushed nothing into it
+	 * (acquire: pairs with its release of the mark). */
+	if (atomic_load_explicit(&conn_pw(b, ci)->inc, memory_order_acquire) != rc->incarnation)
+		return true;
+	return ring_drained(conn_pw(b, ci), conn_sw(b, ci), seg_pool_ring(&b->pubs[rc->pub].pool, rc->pub_slot),
+			    rc->mask);
 }
 
-static bool quiesced(_Atomic uint64_t *active, uint64_t snap, bool done)
+static bool quiesced(const _Atomic uint64_t *active, uint64_t snap, bool done)
 {
 	/* Q0: seq_cst load pairs with the client's increments of active */
 	return done || (snap & 1) == 0 || atomic_load_explicit(active, memory_order_seq_cst) != snap;
@@ -691,11 +782,20 @@ static bool quiesced(_Atomic uint64_t *active, uint64_t snap, bool done)
  * private accounting, pub.c), or went with its pool. */
 static void conn_free(struct broker *b, uint32_t ci)
 {
+	const struct reg_conn *rc = &b->conns[ci];
+
+	/* Its regions may be reused: both ends are quiescent (the next
+	 * connection's writers initialise them anew). */
+	b->pubs[rc->pub].slot_busy &= ~(1ull << rc->pub_slot);
+	b->subs[rc->sub].slot_busy &= ~(1ull << rc->sub_slot);
 	conn_set_state(b, ci, SLOT_FREE);
 	b->n_retiring--;
 }
 
 /* ---- ports -------------------------------------------------------------- */
+
+static void pub_map_drop(struct reg_pub *rp);
+static void sub_seg_drop(struct reg_sub *rs);
 
 static int names_ok(const char *topic, const char *type)
 {
@@ -818,6 +918,20 @@ int reg_pub_open(struct broker *b, struct client *cl, const struct msg_pub_open 
 	p->chunk_stride = rp->stride;
 	p->n_chunks_max = rp->n_chunks_max;
 	r = seg_pool_create(b, p, pi, 0, &rp->pool_fd, &rp->pool_ro_fd);
+	if (r == 0) {
+		/* Our view: the live, connection and ring words, not the chunks. */
+		struct takt_pool_layout pl;
+		void *map;
+
+		layout_pool(l, &pl);
+		map = seg_map_ro(rp->pool_fd, pl.chunk_off);
+		if (map) {
+			seg_pool_at(v, p, map, pl.chunk_off, &rp->pool);
+			rp->pool_map_size = pl.chunk_off;
+		} else {
+			r = -ENOMEM;
+		}
+	}
 	if (r == 0)
 		r = pool_grow(b, pi, base, "its loans and history");
 	if (r < 0) {
@@ -830,10 +944,6 @@ int reg_pub_open(struct broker *b, struct client *cl, const struct msg_pub_open 
 		return r == -ENOMEM ? -ENOMEM : r;
 	}
 	conns_clear(rp->conns, p->conns, TAKT_MAX_SUBS_PER_TOPIC);
-	atomic_store_explicit(&p->stat_free, 0, memory_order_relaxed);
-	atomic_store_explicit(&p->stat_history, 0, memory_order_relaxed);
-	atomic_store_explicit(&p->stat_loans, 0, memory_order_relaxed);
-	atomic_store_explicit(&p->stat_bad_returns, 0, memory_order_relaxed);
 	pub_mirror(b, pi);
 	t->pubs[t->n_pubs++] = pi;
 	topic_mirror(b, (uint32_t)ti);
@@ -845,6 +955,7 @@ int reg_pub_connect(struct broker *b, struct client *cl, uint32_t index)
 	const struct takt_limits *l = &b->v.lim;
 	struct reg_pub *rp;
 	struct reg_topic *t;
+	uint32_t n;
 
 	if (index >= l->publishers)
 		return -EINVAL;
@@ -854,7 +965,10 @@ int reg_pub_connect(struct broker *b, struct client *cl, uint32_t index)
 	if (rp->connected)
 		return -EALREADY;
 	t = &b->topics[rp->topic];
-	if (!conns_available(b, t->n_subs))
+	n = 0;
+	for (uint32_t j = 0; j < t->n_subs; j++)
+		n += b->subs[t->subs[j]].connected;
+	if (!conns_available(b, n))
 		return -ENOSPC;
 	/* Its publisher has mapped the pool read-write: from now on no new
 	 * mapping of it can be writable, through any descriptor, even one
@@ -867,11 +981,13 @@ int reg_pub_connect(struct broker *b, struct client *cl, uint32_t index)
 		return -EBADFD;
 	}
 	for (uint32_t j = 0; j < t->n_subs; j++)
-		if (pool_grow(b, index, layout_pool_conn_chunks(l, b->subs[t->subs[j]].depth), "a subscriber") < 0)
+		if (b->subs[t->subs[j]].connected &&
+		    pool_grow(b, index, layout_pool_conn_chunks(l, b->subs[t->subs[j]].depth), "a subscriber") < 0)
 			return -ENOMEM;
 	rp->connected = true;
 	for (uint32_t j = 0; j < t->n_subs; j++)
-		conn_create(b, index, t->subs[j], cl);
+		if (b->subs[t->subs[j]].connected)
+			conn_create(b, index, t->subs[j], cl);
 	return (int)index;
 }
 
@@ -917,7 +1033,6 @@ static void sub_reset_shared(struct broker *b, uint32_t si)
 	struct takt_sub_port *s = &b->v.subs[si];
 
 	conns_clear(b->subs[si].conns, s->conns, TAKT_MAX_PUBS_PER_TOPIC);
-	atomic_store_explicit(&s->park, 0, memory_order_relaxed);
 	atomic_store_explicit(&s->broker_wakes, 0, memory_order_relaxed);
 }
 
@@ -925,7 +1040,7 @@ int reg_sub_open(struct broker *b, struct client *cl, const struct msg_sub_open 
 {
 	const struct seg_view *v = &b->v;
 	uint32_t si, depth;
-	int ti, efd;
+	int ti, efd, r;
 
 	if (!names_ok(m->topic, m->type_name) || m->overflow > TAKT_OVERFLOW_REJECT ||
 	    m->queue_depth > v->lim.queue_depth_max || m->history > v->lim.history_max)
@@ -942,31 +1057,80 @@ int reg_sub_open(struct broker *b, struct client *cl, const struct msg_sub_open 
 	depth = m->queue_depth ? m->queue_depth : 16;
 	if (depth > v->lim.queue_depth_max) /* the default, under a smaller limit */
 		depth = v->lim.queue_depth_max;
-	/* Every publisher's pool grows by what this subscriber can hold from
-	 * it, before anything is created: the open gets all or nothing. A
-	 * publisher not connected yet grows when it connects. */
-	for (uint32_t j = 0; j < t->n_pubs; j++)
-		if (b->pubs[t->pubs[j]].connected &&
-		    pool_grow(b, t->pubs[j], layout_pool_conn_chunks(&v->lim, depth), "a new subscriber") < 0) {
-			topic_put(b, (uint32_t)ti);
-			return -ENOMEM;
-		}
 	efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 	if (efd < 0) {
 		topic_put(b, (uint32_t)ti);
 		return -errno;
 	}
 	b->subs[si] = (struct reg_sub){.state = SLOT_ACTIVE, .topic = (uint32_t)ti, .proc = cl->proc,
-				       .depth = depth, .overflow = m->overflow, .history = m->history};
+				       .depth = depth, .overflow = m->overflow, .history = m->history,
+				       .seg_fd = -1, .seg_ro_fd = -1};
+	r = seg_subseg_create(b, si, &b->subs[si].seg_fd, &b->subs[si].seg_ro_fd);
+	if (r == 0) {
+		/* Our view of its segment: park, active, tails, returns. */
+		struct takt_subseg_layout sl;
+		void *map;
+
+		layout_subseg(&v->lim, &sl);
+		map = seg_map_ro(b->subs[si].seg_fd, sl.size);
+		r = map ? seg_subseg_check(v, si, map, sl.size, &b->subs[si].seg) : -ENOMEM;
+		if (r < 0 && map)
+			munmap(map, sl.size);
+	}
+	if (r < 0) {
+		fprintf(stderr, "takt-broker: topic '%s': cannot create the segment of a subscriber of process %d: %s\n",
+			m->topic, cl->pid, strerror(-r));
+		sub_seg_drop(&b->subs[si]);
+		b->subs[si].state = SLOT_FREE;
+		close(efd);
+		topic_put(b, (uint32_t)ti);
+		return -ENOMEM;
+	}
 	sub_reset_shared(b, si);
 	sub_mirror(b, si);
 	b->sub_efd[si] = efd;
 	t->subs[t->n_subs++] = si;
 	topic_mirror(b, (uint32_t)ti);
+	return (int)si; /* connected by SUB_CONNECT, once it mapped its segment */
+}
+
+int reg_sub_connect(struct broker *b, struct client *cl, uint32_t index)
+{
+	const struct takt_limits *l = &b->v.lim;
+	struct reg_sub *rs;
+	struct reg_topic *t;
+	uint32_t n = 0;
+
+	if (index >= l->subscribers)
+		return -EINVAL;
+	rs = &b->subs[index];
+	if (rs->state != SLOT_ACTIVE || rs->proc != cl->proc)
+		return -EPERM;
+	if (rs->connected)
+		return -EALREADY;
+	t = &b->topics[rs->topic];
+	for (uint32_t j = 0; j < t->n_pubs; j++)
+		n += b->pubs[t->pubs[j]].connected;
+	if (!conns_available(b, n))
+		return -ENOSPC;
+	/* As for a pool (reg_pub_connect): no new writable mapping of it from
+	 * now on; read-only descriptors of it leave only after this. */
+	if (fcntl(rs->seg_fd, F_ADD_SEALS, F_SEAL_FUTURE_WRITE | F_SEAL_SEAL) < 0) {
+		fprintf(stderr, "takt-broker: topic '%s': cannot seal the segment of subscriber %u of process %d: %s\n",
+			t->name, index, cl->pid, strerror(errno));
+		return -EBADFD;
+	}
+	/* Every connected publisher's pool grows by what this subscriber can
+	 * hold from it, before anything is created: all or nothing. */
+	for (uint32_t j = 0; j < t->n_pubs; j++)
+		if (b->pubs[t->pubs[j]].connected &&
+		    pool_grow(b, t->pubs[j], layout_pool_conn_chunks(l, rs->depth), "a new subscriber") < 0)
+			return -ENOMEM;
+	rs->connected = true;
 	for (uint32_t j = 0; j < t->n_pubs; j++)
 		if (b->pubs[t->pubs[j]].connected)
-			conn_create(b, t->pubs[j], si, cl);
-	return (int)si;
+			conn_create(b, t->pubs[j], index, cl);
+	return (int)index;
 }
 
 int reg_sub_close(struct broker *b, struct client *cl, uint32_t index)
@@ -1013,6 +1177,29 @@ void reg_conn_ready(struct broker *b, struct client *cl, const struct msg_conn_r
 
 /* ---- retirement --------------------------------------------------------- */
 
+/* A port is free: our views of its segment go (the connections that used
+ * them are gone). */
+static void pub_map_drop(struct reg_pub *rp)
+{
+	if (rp->pool.base)
+		munmap(rp->pool.base, rp->pool_map_size);
+	memset(&rp->pool, 0, sizeof(rp->pool));
+	rp->slot_busy = 0;
+}
+
+static void sub_seg_drop(struct reg_sub *rs)
+{
+	if (rs->seg_fd >= 0)
+		close(rs->seg_fd);
+	if (rs->seg_ro_fd >= 0)
+		close(rs->seg_ro_fd);
+	if (rs->seg.base)
+		munmap(rs->seg.base, rs->seg.size);
+	memset(&rs->seg, 0, sizeof(rs->seg));
+	rs->seg_fd = rs->seg_ro_fd = -1;
+	rs->slot_busy = 0;
+}
+
 static bool port_has_conns(const struct broker *b, uint32_t index, bool pub)
 {
 	for (uint32_t ci = 0; ci < b->v.lim.connections; ci++)
@@ -1050,6 +1237,37 @@ uint64_t reg_pend_deadline(const struct broker *b)
 	return takt_now_ns() + (uint64_t)b->cfg.confirm_timeout_ms * 1000000u;
 }
 
+/* Whether publisher pi and subscriber si have a connection (any state). */
+static bool conn_between(const struct broker *b, uint32_t pi, uint32_t si)
+{
+	for (unsigned j = 0; j < TAKT_MAX_SUBS_PER_TOPIC; j++) {
+		uint32_t ci = b->pubs[pi].conns[j];
+
+		if (ci != TAKT_NONE && b->conns[ci].sub == si)
+			return true;
+	}
+	return false;
+}
+
+/* Creates the connections conn_create could not for want of a region. */
+static void conns_fill(struct broker *b)
+{
+	b->conns_missing = false;
+	for (uint32_t ti = 0; ti < b->v.lim.topics; ti++) {
+		const struct reg_topic *t = &b->topics[ti];
+
+		if (t->state != SLOT_ACTIVE)
+			continue;
+		for (uint32_t i = 0; i < t->n_pubs; i++)
+			for (uint32_t k = 0; k < t->n_subs; k++) {
+				uint32_t pi = t->pubs[i], si = t->subs[k];
+
+				if (b->pubs[pi].connected && b->subs[si].connected && !conn_between(b, pi, si))
+					conn_create(b, pi, si, NULL); /* sets conns_missing again if still none */
+			}
+	}
+}
+
 int reg_tick(struct broker *b)
 {
 	const struct seg_view *v = &b->v;
@@ -1060,7 +1278,7 @@ int reg_tick(struct broker *b)
 
 		if (rc->state != SLOT_ORPHAN)
 			continue;
-		if (!rc->pub_quiet && quiesced(&v->pubs[rc->pub].active, rc->pub_snap, rc->pub_done)) {
+		if (!rc->pub_quiet && quiesced(&b->pubs[rc->pub].pool.live->active, rc->pub_snap, rc->pub_done)) {
 			/* R2: it will never write this ring again: a claim it
 			 * left open is the subscriber's (release pairs with its
 			 * acquire in ring.c); wake it to take what is left. */
@@ -1075,21 +1293,25 @@ int reg_tick(struct broker *b)
 		const struct reg_conn *rc = &b->conns[ci];
 
 		if (rc->state == SLOT_CLOSING && !rc->prep_owed &&
-		    quiesced(&v->pubs[rc->pub].active, rc->pub_snap, rc->pub_done) &&
-		    quiesced(&v->subs[rc->sub].active, rc->sub_snap, rc->sub_done))
+		    quiesced(&b->pubs[rc->pub].pool.live->active, rc->pub_snap, rc->pub_done) &&
+		    quiesced(&b->subs[rc->sub].seg.live->active, rc->sub_snap, rc->sub_done))
 			conn_free(b, ci);
 	}
 	for (uint32_t si = 0; si < v->lim.subscribers; si++)
 		if (b->subs[si].state == SLOT_CLOSING && !port_has_conns(b, si, false)) {
 			b->subs[si].state = SLOT_FREE;
+			sub_seg_drop(&b->subs[si]);
 			sub_mirror(b, si);
 		}
 	for (uint32_t pi = 0; pi < v->lim.publishers; pi++)
 		if (b->pubs[pi].state == SLOT_CLOSING && !port_has_conns(b, pi, true)) {
 			b->pubs[pi].state = SLOT_FREE;
+			pub_map_drop(&b->pubs[pi]);
 			pub_mirror(b, pi);
 		}
-	return b->n_retiring || b->n_pending ? TICK_FAST : b->n_orphans ? TICK_SLOW : TICK_OFF;
+	if (b->conns_missing)
+		conns_fill(b);
+	return b->n_retiring || b->n_pending ? TICK_FAST : b->n_orphans || b->conns_missing ? TICK_SLOW : TICK_OFF;
 }
 
 /* ---- events ------------------------------------------------------------- */
@@ -1166,7 +1388,7 @@ void reg_pool_stats(struct broker *b, uint32_t first, struct msg_pools_reply *re
 
 	for (pi = first; pi < v->lim.publishers && n < PROTO_POOLS_PER_REPLY; pi++) {
 		const struct reg_pub *rp = &b->pubs[pi];
-		const struct takt_pub_port *pp = &v->pubs[pi];
+		const struct takt_pub_live *pp = rp->pool.live;
 		struct proto_pool_stat *st = &rep->pools[n];
 		uint32_t fr;
 
@@ -1223,6 +1445,8 @@ void reg_status(struct broker *b, struct msg_status_reply *rep)
 	rep->shm_bytes = rep->shm_bytes_idle;
 	for (uint32_t i = 0; i < l->publishers; i++)
 		rep->shm_bytes += seg_fd_bytes(b->pubs[i].pool_fd);
+	for (uint32_t i = 0; i < l->subscribers; i++)
+		rep->shm_bytes += seg_fd_bytes(b->subs[i].seg_fd);
 	for (unsigned i = 0; i < b->n_left; i++)
 		rep->shm_bytes += seg_fd_bytes(b->left[i].fd);
 }

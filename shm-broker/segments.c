@@ -32,8 +32,9 @@
 #include <unistd.h>
 
 #define SEG_SEALS (F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL)
-/* A pool is sealed against writes through new mappings once its publisher
- * mapped it (reg_pub_connect); until then the set stays open. */
+/* A pool (or a subscriber's segment) is sealed against writes through new
+ * mappings once its writer mapped it (reg_pub_connect, reg_sub_connect);
+ * until then the set stays open. */
 #define POOL_SEALS (F_SEAL_SHRINK | F_SEAL_GROW)
 
 /* Opens and flocks the lock file; 1 when the name was replaced meanwhile
@@ -183,18 +184,22 @@ int seg_pool_create(struct broker *b, const struct takt_pub_port *pp, uint32_t p
 		    int *ret_rw, int *ret_ro)
 {
 	struct takt_pool_header ph;
-	uint64_t size = seg_pool_bytes(pp->chunk_stride, pp->n_chunks_max);
+	struct takt_pool_layout pl;
+	uint64_t size = seg_pool_bytes(&b->v, pp->chunk_stride, pp->n_chunks_max);
 	char name[128];
 	int fd, r;
 
+	layout_pool(&b->v.lim, &pl);
+	if (reserve < pl.ring_off)
+		reserve = pl.ring_off; /* the header, live and connection words */
 	snprintf(name, sizeof(name), "takt.%s.pub%u", b->cfg.domain, pi); /* shown in /proc/<pid>/maps */
 	fd = memfd_create(name, MFD_CLOEXEC | MFD_ALLOW_SEALING);
 	if (fd < 0)
 		return -errno;
 	r = seg_restrict(fd) < 0 ? errno
-	    : ftruncate(fd, (off_t)size) < 0 ? errno : reserve ? posix_fallocate(fd, 0, (off_t)reserve) : 0;
+	    : ftruncate(fd, (off_t)size) < 0 ? errno : posix_fallocate(fd, 0, (off_t)reserve);
 	if (r == 0) {
-		seg_pool_header_fill(&ph, pp, b->epoch, b->v.hdr->layout_digest);
+		seg_pool_header_fill(&ph, &b->v, pp, b->epoch);
 		if (pwrite(fd, &ph, sizeof(ph), 0) != (ssize_t)sizeof(ph))
 			r = errno ? errno : EIO;
 	}
@@ -208,6 +213,44 @@ int seg_pool_create(struct broker *b, const struct takt_pub_port *pp, uint32_t p
 	}
 	*ret_rw = fd;
 	return 0;
+}
+
+int seg_subseg_create(struct broker *b, uint32_t si, int *ret_rw, int *ret_ro)
+{
+	struct takt_subseg_header h;
+	struct takt_subseg_layout sl;
+	char name[128];
+	int fd, r;
+
+	layout_subseg(&b->v.lim, &sl);
+	snprintf(name, sizeof(name), "takt.%s.sub%u", b->cfg.domain, si); /* shown in /proc/<pid>/maps */
+	fd = memfd_create(name, MFD_CLOEXEC | MFD_ALLOW_SEALING);
+	if (fd < 0)
+		return -errno;
+	r = seg_restrict(fd) < 0 ? errno
+	    : ftruncate(fd, (off_t)sl.size) < 0 ? errno : posix_fallocate(fd, 0, (off_t)sl.ret_off);
+	if (r == 0) {
+		seg_subseg_header_fill(&h, &b->v, si, b->epoch);
+		if (pwrite(fd, &h, sizeof(h), 0) != (ssize_t)sizeof(h))
+			r = errno ? errno : EIO;
+	}
+	if (r == 0 && fcntl(fd, F_ADD_SEALS, POOL_SEALS) < 0)
+		r = errno;
+	if (r == 0 && (*ret_ro = seg_reopen_ro(fd)) < 0)
+		r = errno;
+	if (r) {
+		close(fd);
+		return -r;
+	}
+	*ret_rw = fd;
+	return 0;
+}
+
+void *seg_map_ro(int fd, size_t size)
+{
+	void *p = mmap(NULL, size, PROT_READ, MAP_SHARED, fd, 0);
+
+	return p == MAP_FAILED ? NULL : p;
 }
 
 int seg_pool_reserve(int fd, uint64_t from, uint64_t to)

@@ -413,9 +413,21 @@ static void dispatch(struct broker *b, struct client *cl, const void *buf)
 		r = reg_pub_open(b, cl, buf);
 		open_done(b, cl, h, r, r >= 0 ? b->pubs[r].pool_fd : -1);
 		break;
-	case MSG_SUB_OPEN:
+	case MSG_SUB_OPEN: /* its eventfd and its segment (read-write) */
 		r = reg_sub_open(b, cl, buf);
-		open_done(b, cl, h, r, r >= 0 ? b->sub_efd[r] : -1);
+		if (r < 0) {
+			reply_status(cl, h, r, 0);
+		} else {
+			struct proto_reply rep;
+			int fds[2] = {b->sub_efd[r], b->subs[r].seg_fd};
+
+			reply_init(&rep, h, sizeof(rep), 0);
+			rep.index = (uint32_t)r;
+			server_push(b, cl, &rep, sizeof(rep), fds, 2);
+		}
+		break;
+	case MSG_SUB_CONNECT:
+		open_done(b, cl, h, reg_sub_connect(b, cl, mi->index), -1);
 		break;
 	case MSG_PUB_CONNECT:
 		open_done(b, cl, h, reg_pub_connect(b, cl, mi->index), -1);

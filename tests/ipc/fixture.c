@@ -69,12 +69,26 @@ static int fixture_add_pool(struct fixture *f, const struct fixture_config *cfg)
 	pp->chunk_stride = layout_chunk_stride(cfg->payload_size);
 	pp->n_chunks_max = cfg->pool_chunks;
 	atomic_store_explicit(&pp->n_chunks, cfg->pool_chunks, memory_order_relaxed);
-	size = seg_pool_bytes(pp->chunk_stride, cfg->pool_chunks);
+	size = seg_pool_bytes(&f->v, pp->chunk_stride, cfg->pool_chunks);
 	base = fixture_map_shared(size);
 	if (!base)
 		return -ENOMEM;
-	seg_pool_header_fill(base, pp, 1, f->v.hdr->layout_digest);
+	seg_pool_header_fill(base, &f->v, pp, 1);
 	return seg_pool_check(&f->v, pp, base, size, &f->pool) < 0 ? -EPROTO : 0;
+}
+
+/* Subscriber port 0 and its segment, as reg_sub_open lays it out. */
+static int fixture_add_subseg(struct fixture *f)
+{
+	struct takt_subseg_layout sl;
+	void *base;
+
+	layout_subseg(&f->v.lim, &sl);
+	base = fixture_map_shared(sl.size);
+	if (!base)
+		return -ENOMEM;
+	seg_subseg_header_fill(base, &f->v, 0, 1);
+	return seg_subseg_check(&f->v, 0, base, sl.size, &f->subseg) < 0 ? -EPROTO : 0;
 }
 
 int fixture_init(struct fixture *f, const struct fixture_config *cfg)
@@ -94,6 +108,8 @@ int fixture_init(struct fixture *f, const struct fixture_config *cfg)
 	if (r < 0)
 		goto fail;
 	r = fixture_add_pool(f, cfg);
+	if (r == 0)
+		r = fixture_add_subseg(f);
 	if (r < 0)
 		goto fail;
 	if (cfg->scratch_size) {
@@ -114,6 +130,7 @@ void fixture_destroy(struct fixture *f)
 	if (!f)
 		return;
 	fixture_unmap(f->pool.base, f->pool.size);
+	fixture_unmap(f->subseg.base, f->subseg.size);
 	fixture_unmap(f->scratch, f->scratch_size);
 	fixture_unmap(f->mgmt, f->mgmt_size);
 	memset(f, 0, sizeof(*f));
@@ -123,27 +140,56 @@ struct takt_conn *fixture_conn_reset(struct fixture *f, uint32_t ci, uint32_t ca
 {
 	struct takt_conn *c = &f->v.conns[ci];
 
+	struct takt_conn_pub *pw;
+	struct takt_conn_sub *sw;
+
 	c->pub = 0;
 	c->sub = 0;
 	c->mask = capacity - 1;
 	c->depth = capacity;
-	c->ret_mask = f->v.ret_slots - 1;
+	c->ret_mask = f->v.ret_slots - 1; /* the largest: its region holds it */
 	c->overflow = 0;
+	c->pub_slot = ci % f->pool.n_slots;
+	c->sub_slot = ci % f->subseg.n_slots;
+	pw = fixture_pw(f, ci);
+	sw = fixture_sw(f, ci);
 	/* As the broker does on reuse: clients drop mirrors of the old one. */
 	atomic_fetch_add_explicit(&c->incarnation, 1, memory_order_relaxed);
-	atomic_store_explicit(&c->head, start, memory_order_relaxed);
-	atomic_store_explicit(&c->tail, 2 * start, memory_order_relaxed); /* ring.c: 2 x the position */
-	atomic_store_explicit(&c->floor, start, memory_order_relaxed);
-	atomic_store_explicit(&c->waiting, 0, memory_order_relaxed);
 	atomic_store_explicit(&c->pub_quiet, 0, memory_order_relaxed);
-	atomic_store_explicit(&c->dropped, 0, memory_order_relaxed);
-	atomic_store_explicit(&c->ret_head, 0, memory_order_relaxed);
-	atomic_store_explicit(&c->ret_tail, 0, memory_order_relaxed);
-	memset(seg_ring_slots(&f->v, ci), 0, (size_t)f->v.lim.queue_depth_max * sizeof(struct takt_ring_slot));
+	/* What each end does when it prepares its region (pub.c, sub.c). */
+	atomic_store_explicit(&pw->head, start, memory_order_relaxed);
+	atomic_store_explicit(&pw->floor, start, memory_order_relaxed);
+	atomic_store_explicit(&pw->waiting, 0, memory_order_relaxed);
+	atomic_store_explicit(&pw->wakes, 0, memory_order_relaxed);
+	atomic_store_explicit(&pw->dropped, 0, memory_order_relaxed);
+	atomic_store_explicit(&pw->ret_tail, 0, memory_order_relaxed);
+	atomic_store_explicit(&sw->tail, 2 * start, memory_order_relaxed); /* ring.c: 2 x the position */
+	atomic_store_explicit(&sw->ret_head, 0, memory_order_relaxed);
+	memset(fixture_ring(f, ci), 0, (size_t)f->v.lim.queue_depth_max * sizeof(struct takt_ring_slot));
 	/* release: the threads a test starts next get the zeroed slots (thread
 	 * creation orders it anyway; this mirrors the broker). */
 	atomic_store_explicit(&c->state, SLOT_ACTIVE, memory_order_release);
 	return c;
+}
+
+struct takt_conn_pub *fixture_pw(struct fixture *f, uint32_t ci)
+{
+	return seg_pool_conn(&f->pool, f->v.conns[ci].pub_slot);
+}
+
+struct takt_conn_sub *fixture_sw(struct fixture *f, uint32_t ci)
+{
+	return seg_subseg_conn(&f->subseg, f->v.conns[ci].sub_slot);
+}
+
+struct takt_ring_slot *fixture_ring(struct fixture *f, uint32_t ci)
+{
+	return seg_pool_ring(&f->pool, f->v.conns[ci].pub_slot);
+}
+
+_Atomic uint32_t *fixture_rets(struct fixture *f, uint32_t ci)
+{
+	return seg_subseg_rets(&f->subseg, f->v.conns[ci].sub_slot);
 }
 
 static uint64_t mono_ms(void)

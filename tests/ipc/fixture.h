@@ -45,6 +45,7 @@ struct fixture {
 	void *mgmt;
 	size_t mgmt_size;
 	struct seg_pool pool; /* one publisher's pool (publisher port 0) */
+	struct seg_subseg subseg; /* one subscriber's segment (subscriber port 0) */
 	void *scratch; /* zeroed, MAP_SHARED, scratch_size bytes */
 	size_t scratch_size;
 };
@@ -63,10 +64,16 @@ void fixture_destroy(struct fixture *f);
 void *fixture_map_shared(size_t size);
 void fixture_unmap(void *p, size_t size);
 
-/* Prepares connection ci the way the broker's conn_create does: ACTIVE,
- * mask = capacity - 1, head = tail = start, return ring empty, no waiter,
- * slots zeroed, a new incarnation. */
+/* Prepares connection ci the way the broker's conn_create and both ends'
+ * preparation do: ACTIVE, mask = capacity - 1, head = tail = start, return
+ * ring empty, no waiter, slots zeroed, a new incarnation. */
 struct takt_conn *fixture_conn_reset(struct fixture *f, uint32_t ci, uint32_t capacity, uint64_t start);
+/* Connection ci's words and rings in the pool and the subscriber's segment
+ * (its regions: ci modulo each end's connection slots). */
+struct takt_conn_pub *fixture_pw(struct fixture *f, uint32_t ci);
+struct takt_conn_sub *fixture_sw(struct fixture *f, uint32_t ci);
+struct takt_ring_slot *fixture_ring(struct fixture *f, uint32_t ci);
+_Atomic uint32_t *fixture_rets(struct fixture *f, uint32_t ci);
 
 #define FIXTURE_MAX_CHILDREN 16
 

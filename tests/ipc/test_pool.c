@@ -133,8 +133,8 @@ static void ret_open(struct fixture *f, struct ret_prod *rp, struct ret_cons *rc
 {
 	struct takt_conn *c = fixture_conn_reset(f, CONN, 16, 0);
 
-	ret_prod_init(rp, c, seg_ret_slots(&f->v, CONN), c->ret_mask);
-	ret_cons_init(rc, c, seg_ret_slots(&f->v, CONN), c->ret_mask);
+	ret_prod_init(rp, fixture_sw(f, CONN), fixture_pw(f, CONN), fixture_rets(f, CONN), c->ret_mask);
+	ret_cons_init(rc, fixture_pw(f, CONN), fixture_sw(f, CONN), fixture_rets(f, CONN), c->ret_mask);
 }
 
 static void test_ret_fifo_and_full_at_capacity(void **state)
@@ -176,11 +176,11 @@ static void test_ret_garbage_head_is_refused(void **state)
 	ret_open(f, &rp, &rc);
 	assert_int_equal(ret_push(&rp, 7), 0);
 	assert_int_equal(ret_pop(&rc, got, 8, &bad), 1);
-	atomic_store(&rp.conn->ret_head, 0); /* behind the tail */
+	atomic_store(&rp.sw->ret_head, 0); /* behind the tail */
 	assert_int_equal(ret_pop(&rc, got, 8, &bad), 0);
 	assert_true(bad);
 	bad = false;
-	atomic_store(&rp.conn->ret_head, 1 + (uint64_t)f->v.ret_slots + 1); /* beyond a ring */
+	atomic_store(&rp.sw->ret_head, 1 + (uint64_t)f->v.ret_slots + 1); /* beyond a ring */
 	assert_int_equal(ret_pop(&rc, got, 8, &bad), 0);
 	assert_true(bad);
 }

@@ -58,16 +58,23 @@ static int ring_teardown(void **state)
 	return 0;
 }
 
+/* The fixture of the test running, for the words each end of RING_CONN
+ * owns: PW the publisher's (in its pool), SW the subscriber's. */
+static struct fixture *cur_f;
+#define PW (fixture_pw(cur_f, RING_CONN))
+#define SW (fixture_sw(cur_f, RING_CONN))
+
 /* A connection of capacity cap whose consumer applies policy ov. */
 static struct takt_conn *ring_open_ov(struct fixture *f, uint32_t cap, uint64_t start, struct ring_prod *p,
 				      struct ring_cons *q, enum takt_overflow ov)
 {
 	struct takt_conn *c = fixture_conn_reset(f, RING_CONN, cap, start);
-	struct takt_ring_slot *slots = seg_ring_slots(&f->v, RING_CONN);
+	struct takt_ring_slot *slots = fixture_ring(f, RING_CONN);
 
+	cur_f = f;
 	c->overflow = (uint32_t)ov;
-	ring_prod_init(p, c, slots, cap - 1, cap);
-	ring_cons_init(q, c, slots, cap - 1, (uint32_t)ov);
+	ring_prod_init(p, c, fixture_pw(f, RING_CONN), fixture_sw(f, RING_CONN), slots, cap - 1, cap);
+	ring_cons_init(q, c, fixture_pw(f, RING_CONN), fixture_sw(f, RING_CONN), slots, cap - 1, (uint32_t)ov);
 	return c;
 }
 
@@ -135,12 +142,12 @@ static void test_ring_full_at_exactly_capacity(void **state)
 		struct ring_entry e = entry_for(999);
 		struct ring_prod p;
 		struct ring_cons q;
-		struct takt_conn *c = ring_open(*state, caps[i], 0, &p, &q);
+		ring_open(*state, caps[i], 0, &p, &q);
 
 		for (uint32_t s = 0; s < caps[i]; s++)
 			push_seq(&p, s);
 		assert_int_equal(ring_push_spsc(&p, &e), -ENOSPC);
-		assert_int_equal(atomic_load(&c->head), caps[i]); /* the refused push wrote nothing */
+		assert_int_equal(atomic_load(&PW->head), caps[i]); /* the refused push wrote nothing */
 		pop_expect(&q, 0);
 		push_seq(&p, caps[i]); /* one pop, one slot */
 		assert_int_equal(ring_push_spsc(&p, &e), -ENOSPC);
@@ -169,7 +176,7 @@ static void wrap_run(struct fixture *f, uint64_t start)
 	const uint32_t cap = 8;
 	struct ring_prod p;
 	struct ring_cons q;
-	struct takt_conn *c = ring_open(f, cap, start, &p, &q);
+	ring_open(f, cap, start, &p, &q);
 	uint64_t in = 0, out = 0;
 
 	for (uint32_t round = 0; round < 1000; round++) {
@@ -182,8 +189,8 @@ static void wrap_run(struct fixture *f, uint64_t start)
 	}
 	expect_empty(&q);
 	assert_true(in > 500 * cap);
-	assert_int_equal(atomic_load(&c->head), start + in);
-	assert_int_equal(atomic_load(&c->tail), 2 * (start + in)); /* ring.c: 2 x the position */
+	assert_int_equal(atomic_load(&PW->head), start + in);
+	assert_int_equal(atomic_load(&SW->tail), 2 * (start + in)); /* ring.c: 2 x the position */
 }
 
 static void test_ring_wraps_by_position(void **state)
@@ -198,21 +205,21 @@ static void test_ring_steal_takes_the_oldest(void **state)
 	struct ring_entry e = entry_for(99);
 	struct ring_prod p;
 	struct ring_cons q;
-	struct takt_conn *c = ring_open(*state, 4, 0, &p, &q);
+	ring_open(*state, 4, 0, &p, &q);
 
 	assert_int_equal(ring_steal_oldest(&p), TAKT_NONE); /* empty: nothing to steal */
 	for (uint64_t s = 0; s < 3; s++)
 		push_seq(&p, s);
 	assert_int_equal(ring_steal_oldest(&p), TAKT_NONE); /* room left: no steal */
-	assert_int_equal(atomic_load(&c->tail), 0);
+	assert_int_equal(atomic_load(&SW->tail), 0);
 	push_seq(&p, 3);
 	assert_int_equal(ring_push_spsc(&p, &e), -ENOSPC);
 	assert_int_equal(ring_steal_oldest(&p), entry_for(0).chunk);
 	/* R2: the producer marked the slot and raised its own floor; the
 	 * consumer's tail is not its to write. */
 	assert_int_equal(atomic_load(&q.slots[0].pos), 1 | RING_POS_TAKEN);
-	assert_int_equal(atomic_load(&c->floor), 1);
-	assert_int_equal(atomic_load(&c->tail), 0);
+	assert_int_equal(atomic_load(&PW->floor), 1);
+	assert_int_equal(atomic_load(&SW->tail), 0);
 	push_seq(&p, 4); /* the stolen slot is reused at once */
 	assert_int_equal(ring_push_spsc(&p, &e), -ENOSPC);
 	assert_int_equal(ring_steal_oldest(&p), entry_for(1).chunk);
@@ -230,14 +237,14 @@ static void test_ring_take_waits_for_the_producers_verdict(void **state)
 	struct ring_prod p;
 	struct ring_cons q;
 	struct ring_entry e;
-	struct takt_conn *c = ring_open(*state, 4, 0, &p, &q);
+	ring_open(*state, 4, 0, &p, &q);
 
 	for (uint64_t s = 0; s < 4; s++)
 		push_seq(&p, s);
 	pop_expect(&q, 0);
 	atomic_store(&q.slots[1].pos, 2 | RING_POS_CLAIM); /* the producer claims position 1 */
 	assert_int_equal(ring_pop_shared(&q, &e), -EAGAIN);
-	assert_int_equal(atomic_load(&c->tail), 2 * 1); /* not announced */
+	assert_int_equal(atomic_load(&SW->tail), 2 * 1); /* not announced */
 	assert_false(ring_nonempty(&q));            /* its push will wake us */
 	atomic_store(&q.slots[1].pos, 2);           /* verdict: given back */
 	assert_true(ring_nonempty(&q));
@@ -249,7 +256,7 @@ static void test_ring_take_waits_for_the_producers_verdict(void **state)
 	atomic_store(&q.slots[3].pos, 4 | RING_POS_TAKEN);
 	assert_true(ring_nonempty(&q)); /* something may wait behind it: a pop looks */
 	expect_empty(&q);
-	assert_int_equal(atomic_load(&c->tail), 2 * 4);
+	assert_int_equal(atomic_load(&SW->tail), 2 * 4);
 }
 
 /* A producer that dies with its claim open gives no verdict; once the
@@ -268,7 +275,7 @@ static void test_ring_open_claim_of_a_dead_producer_goes_to_the_consumer(void **
 	atomic_store(&q.slots[0].pos, 1 | RING_POS_CLAIM);
 	assert_int_equal(ring_pop_shared(&q, &e), -EAGAIN);
 	assert_false(ring_nonempty(&q));
-	assert_false(ring_drained(c, q.slots, q.mask));
+	assert_false(ring_drained(PW, SW, q.slots, q.mask));
 	atomic_store_explicit(&c->state, SLOT_ORPHAN, memory_order_release);
 	assert_int_equal(ring_pop_shared(&q, &e), -EAGAIN); /* left, maybe not quiet yet */
 	atomic_store_explicit(&c->pub_quiet, 1, memory_order_release);
@@ -276,7 +283,7 @@ static void test_ring_open_claim_of_a_dead_producer_goes_to_the_consumer(void **
 	pop_expect(&q, 0);
 	pop_expect(&q, 1);
 	expect_empty(&q);
-	assert_true(ring_drained(c, q.slots, q.mask));
+	assert_true(ring_drained(PW, SW, q.slots, q.mask));
 }
 
 /* A producer that died between marking an entry taken and raising its
@@ -287,17 +294,17 @@ static void test_ring_taken_mark_below_newer_entries_is_not_drained(void **state
 {
 	struct ring_prod p;
 	struct ring_cons q;
-	struct takt_conn *c = ring_open(*state, 4, 0, &p, &q);
+	ring_open(*state, 4, 0, &p, &q);
 
 	for (uint64_t s = 0; s < 3; s++)
 		push_seq(&p, s);
 	atomic_store(&q.slots[0].pos, 1 | RING_POS_TAKEN); /* floor still 0 */
-	assert_false(ring_drained(c, q.slots, q.mask));
+	assert_false(ring_drained(PW, SW, q.slots, q.mask));
 	assert_true(ring_nonempty(&q));
 	pop_expect(&q, 1);
 	pop_expect(&q, 2);
 	expect_empty(&q);
-	assert_true(ring_drained(c, q.slots, q.mask));
+	assert_true(ring_drained(PW, SW, q.slots, q.mask));
 }
 
 /* R2: a steal that finds the consumer deciding the oldest entry, or gives
@@ -309,17 +316,17 @@ static void test_ring_steal_meeting_a_deciding_consumer_nudges(void **state)
 	struct ring_prod p;
 	struct ring_cons q;
 	struct ring_entry e = entry_for(99);
-	struct takt_conn *c = ring_open(*state, 4, 0, &p, &q);
+	ring_open(*state, 4, 0, &p, &q);
 
 	for (uint64_t s = 0; s < 4; s++)
 		push_seq(&p, s);
-	atomic_store(&c->tail, 2 * 0 + 1); /* the consumer announced it decides position 0 */
+	atomic_store(&SW->tail, 2 * 0 + 1); /* the consumer announced it decides position 0 */
 	p.nudge = false;
 	assert_int_equal(ring_push_spsc(&p, &e), -ENOSPC);
 	assert_int_equal(ring_steal_oldest(&p), TAKT_NONE);
 	assert_true(p.nudge);
 	assert_int_equal(atomic_load(&q.slots[0].pos), 1); /* not claimed */
-	atomic_store(&c->tail, 0);
+	atomic_store(&SW->tail, 0);
 	p.nudge = false;
 	assert_int_equal(ring_steal_oldest(&p), entry_for(0).chunk);
 	assert_false(p.nudge);
@@ -332,7 +339,7 @@ static void test_ring_lapped_consumer_jumps_to_the_floor(void **state)
 {
 	struct ring_prod p;
 	struct ring_cons q;
-	struct takt_conn *c = ring_open(*state, 4, 0, &p, &q);
+	ring_open(*state, 4, 0, &p, &q);
 	struct ring_entry e;
 
 	for (uint64_t s = 0; s < 11; s++) {
@@ -340,12 +347,12 @@ static void test_ring_lapped_consumer_jumps_to_the_floor(void **state)
 		while (ring_push_spsc(&p, &e) < 0)
 			assert_int_not_equal(ring_steal_oldest(&p), TAKT_NONE);
 	}
-	assert_int_equal(atomic_load(&c->floor), 7);
-	assert_false(ring_drained(c, q.slots, q.mask));
+	assert_int_equal(atomic_load(&PW->floor), 7);
+	assert_false(ring_drained(PW, SW, q.slots, q.mask));
 	for (uint64_t s = 7; s < 11; s++)
 		pop_expect(&q, s);
 	expect_empty(&q);
-	assert_true(ring_drained(c, q.slots, q.mask));
+	assert_true(ring_drained(PW, SW, q.slots, q.mask));
 }
 
 /* The broker zeroes a new connection's slots. These are worse than zero:
@@ -354,7 +361,7 @@ static void test_ring_lapped_consumer_jumps_to_the_floor(void **state)
 static void test_ring_stale_pos_from_previous_connection_not_taken(void **state)
 {
 	struct fixture *f = *state;
-	struct takt_ring_slot *slots = seg_ring_slots(&f->v, RING_CONN);
+	struct takt_ring_slot *slots = fixture_ring(f, RING_CONN);
 	struct ring_prod p;
 	struct ring_cons q;
 
@@ -382,7 +389,7 @@ static void test_ring_wait_room_times_out_when_full(void **state)
 {
 	struct ring_prod p;
 	struct ring_cons q;
-	struct takt_conn *c = ring_open(*state, 4, 0, &p, &q);
+	ring_open(*state, 4, 0, &p, &q);
 	uint64_t t0, waited;
 
 	assert_int_equal(ring_wait_room(&p, takt_now_ns() + 1000 * MS), 0); /* room: no wait */
@@ -393,7 +400,7 @@ static void test_ring_wait_room_times_out_when_full(void **state)
 	waited = takt_now_ns() - t0;
 	assert_true(waited >= 50 * MS);
 	assert_true(waited < 2000 * MS);
-	assert_int_equal(atomic_load(&c->waiting) & 1, 0); /* no stale announcement */
+	assert_int_equal(atomic_load(&PW->waiting) & 1, 0); /* no stale announcement */
 	assert_int_equal(ring_wait_room(&p, t0), -ETIMEDOUT);   /* deadline already past */
 }
 
@@ -445,12 +452,12 @@ static void test_ring_close_wakes_blocked_producer(void **state)
 	push_seq(&p, 1);
 	assert_int_equal(pthread_create(&t, NULL, waiter_run, &w), 0);
 	/* Give it time to fall asleep; the test holds without that, too. */
-	for (int i = 0; i < 200 && !(atomic_load(&c->waiting) & 1); i++)
+	for (int i = 0; i < 200 && !(atomic_load(&PW->waiting) & 1); i++)
 		usleep(1000);
 	usleep(20000);
 	/* B1: the broker stores the state seq_cst, then wakes. */
 	atomic_store_explicit(&c->state, SLOT_CLOSING, memory_order_seq_cst);
-	ring_wake_producer_closed(c);
+	ring_wake_producer_closed(SW);
 	assert_int_equal(pthread_join(t, NULL), 0);
 	assert_int_equal(w.ret, -EPIPE);
 	assert_true(w.waited_ns < 3000 * MS);
@@ -534,7 +541,7 @@ static struct {
 
 static void hook_producer_steals(void)
 {
-	at.tail_at_fault = atomic_load_explicit(&at.conn->tail, memory_order_relaxed);
+	at.tail_at_fault = atomic_load_explicit(&SW->tail, memory_order_relaxed);
 	at.stolen = ring_steal_oldest(at.p);
 }
 
@@ -554,13 +561,13 @@ static void test_ring_pop_losing_to_steal_takes_the_next_entry(void **state)
 	at.stolen = TAKT_NONE;
 	for (uint64_t s = 0; s < 4; s++)
 		push_seq(&p, s); /* full, so the producer may steal */
-	trap_arm(&at.conn->tail, hook_producer_steals);
+	trap_arm(&SW->tail, hook_producer_steals);
 	pop_expect(&q, 1);
 	trap_disarm();
 	assert_int_equal(trap.faults, 1);
 	assert_int_equal(at.tail_at_fault, 0); /* the hook ran before the consumer committed */
 	assert_int_equal(at.stolen, entry_for(0).chunk);
-	assert_int_equal(atomic_load(&at.conn->tail), 2 * 2);
+	assert_int_equal(atomic_load(&SW->tail), 2 * 2);
 	pop_expect(&q, 2);
 	pop_expect(&q, 3);
 	expect_empty(&q);
@@ -598,7 +605,7 @@ static void test_ring_steal_losing_to_pop_yields(void **state)
 	assert_int_equal(trap.faults, 1);
 	assert_int_equal(at_pop, 0);
 	assert_int_equal(at_taken.seq, entry_for(0).seq);
-	assert_int_equal(atomic_load(&at.conn->floor), 0);
+	assert_int_equal(atomic_load(&PW->floor), 0);
 	assert_int_equal(atomic_load(&q.slots[0].pos), 1); /* given back */
 	assert_true(p.nudge);                              /* and the consumer is woken */
 	assert_int_equal(ring_push_spsc(&p, &e), 0); /* the room the consumer made */
@@ -632,11 +639,11 @@ static void test_ring_commit_meeting_a_claim_waits_for_the_verdict(void **state)
 	for (uint64_t s = 0; s < 4; s++)
 		push_seq(&p, s);
 	pop_expect(&q, 0);
-	trap_arm(&at.conn->tail, hook_producer_claims);
+	trap_arm(&SW->tail, hook_producer_claims);
 	assert_int_equal(ring_pop_shared(&q, &e), -EAGAIN);
 	trap_disarm();
 	assert_int_equal(trap.faults, 1);
-	assert_int_equal(atomic_load(&at.conn->tail), 2 * 1 + 1); /* deciding position 1 */
+	assert_int_equal(atomic_load(&SW->tail), 2 * 1 + 1); /* deciding position 1 */
 	assert_false(ring_nonempty(&q));
 	assert_int_equal(ring_pop_shared(&q, &e), -EAGAIN);
 	atomic_store(&q.slots[1].pos, 2); /* the producer saw the tail: given back */
@@ -653,7 +660,7 @@ static void hook_broker_closes(void)
 	 * then the wake), at the instant the producer is about to announce
 	 * that it sleeps. */
 	atomic_store_explicit(&at.conn->state, SLOT_CLOSING, memory_order_seq_cst);
-	ring_wake_producer_closed(at.conn);
+	ring_wake_producer_closed(SW);
 }
 
 /* Regression (B1, fixed in a70fa56): ring_wait_room checked the state only
@@ -672,7 +679,7 @@ static void test_ring_wait_room_sees_close_between_check_and_announce(void **sta
 	at.conn = ring_open(*state, 2, 0, &p, &q);
 	push_seq(&p, 0);
 	push_seq(&p, 1);
-	trap_arm(&at.conn->waiting, hook_broker_closes);
+	trap_arm(&PW->waiting, hook_broker_closes);
 	t0 = takt_now_ns();
 	r = ring_wait_room(&p, t0 + 1000 * MS);
 	waited = takt_now_ns() - t0;
@@ -681,7 +688,7 @@ static void test_ring_wait_room_sees_close_between_check_and_announce(void **sta
 	assert_int_equal(r, -EPIPE);
 	if (waited >= 500 * MS)
 		fail_msg("close lost: ring_wait_room slept %.0f ms, to its deadline", (double)waited / 1e6);
-	assert_int_equal(atomic_load(&at.conn->waiting) & 1, 0);
+	assert_int_equal(atomic_load(&PW->waiting) & 1, 0);
 }
 
 /* A consumer that corrupts its tail (beyond head, or onto a slot whose pos
@@ -692,19 +699,19 @@ static void test_ring_steal_refuses_a_corrupted_tail(void **state)
 	struct fixture *f = *state;
 	struct ring_prod p;
 	struct ring_cons q;
-	struct takt_conn *c = ring_open(f, 4, 0, &p, &q);
+	ring_open(f, 4, 0, &p, &q);
 	struct ring_entry e = entry_for(99);
 
 	for (uint64_t s = 0; s < 4; s++)
 		push_seq(&p, s);
-	atomic_store(&c->tail, 2 * 1000); /* beyond head */
+	atomic_store(&SW->tail, 2 * 1000); /* beyond head */
 	assert_int_equal(ring_steal_oldest(&p), TAKT_NONE);
 	assert_int_equal(ring_push_spsc(&p, &e), -ENOSPC); /* and no push over live slots */
-	atomic_store(&c->tail, 0);
-	atomic_store(&seg_ring_slots(&f->v, RING_CONN)[0].pos, 77); /* not 0 + 1 */
+	atomic_store(&SW->tail, 0);
+	atomic_store(&fixture_ring(f, RING_CONN)[0].pos, 77); /* not 0 + 1 */
 	assert_int_equal(ring_steal_oldest(&p), TAKT_NONE);
-	assert_int_equal(atomic_load(&c->tail), 0);
-	atomic_store(&seg_ring_slots(&f->v, RING_CONN)[0].pos, 1);
+	assert_int_equal(atomic_load(&SW->tail), 0);
+	atomic_store(&fixture_ring(f, RING_CONN)[0].pos, 1);
 	assert_int_equal(ring_steal_oldest(&p), entry_for(0).chunk); /* intact again: steals */
 }
 
@@ -909,8 +916,8 @@ static void stress_fall_behind(struct stress *st)
 {
 	for (int i = 0; i < 1000 && !atomic_load_explicit(&st->done, memory_order_relaxed); i++) {
 		/* relaxed: a hint; the pops that follow synchronise properly. */
-		uint64_t h = atomic_load_explicit(&st->q.conn->head, memory_order_relaxed);
-		uint64_t t = atomic_load_explicit(&st->q.conn->tail, memory_order_relaxed) / 2;
+		uint64_t h = atomic_load_explicit(&st->q.pw->head, memory_order_relaxed);
+		uint64_t t = atomic_load_explicit(&st->q.sw->tail, memory_order_relaxed) / 2;
 
 		if (h - t > st->q.mask)
 			return;
@@ -968,8 +975,10 @@ static struct stress *stress_new(struct fixture *f, enum stress_mode mode, uint6
 	 * release store); a drop-oldest run's with the R2 handshake. */
 	ring_open_ov(f, STRESS_CAP, 0, &st->p, &st->q,
 		     mode == STRESS_DROP_OLDEST ? TAKT_OVERFLOW_DROP_OLDEST : TAKT_OVERFLOW_REJECT);
-	ret_prod_init(&st->rp, st->p.conn, seg_ret_slots(&f->v, RING_CONN), f->v.ret_slots - 1);
-	ret_cons_init(&st->rc, st->p.conn, seg_ret_slots(&f->v, RING_CONN), f->v.ret_slots - 1);
+	ret_prod_init(&st->rp, fixture_sw(f, RING_CONN), fixture_pw(f, RING_CONN), fixture_rets(f, RING_CONN),
+		      f->v.ret_slots - 1);
+	ret_cons_init(&st->rc, fixture_pw(f, RING_CONN), fixture_sw(f, RING_CONN), fixture_rets(f, RING_CONN),
+		      f->v.ret_slots - 1);
 	return st;
 }
 
@@ -1114,8 +1123,9 @@ static int consumer_await_sleeper(struct takt_conn *c, struct blocker *b, uint64
 {
 	uint64_t give_up = takt_now_ns() + 2000 * MS;
 
-	while (atomic_load_explicit(&c->head, memory_order_relaxed) < want_head ||
-	       !(atomic_load_explicit(&c->waiting, memory_order_seq_cst) & 1)) {
+	(void)c; /* its words are the fixture's PW and SW */
+	while (atomic_load_explicit(&PW->head, memory_order_relaxed) < want_head ||
+	       !(atomic_load_explicit(&PW->waiting, memory_order_seq_cst) & 1)) {
 		if (atomic_load_explicit(&b->done, memory_order_acquire))
 			return 0;
 		if (takt_now_ns() > give_up)
@@ -1162,7 +1172,7 @@ static void test_ring_blocking_producer_wakes_on_pop(void **state)
 	/* No assertion before the producer is joined: teardown unmaps the
 	 * ring under it. Closing releases it if it still waits. */
 	atomic_store_explicit(&c->state, SLOT_CLOSING, memory_order_seq_cst);
-	ring_wake_producer_closed(c);
+	ring_wake_producer_closed(SW);
 	assert_int_equal(pthread_join(t, NULL), 0);
 	if (failure)
 		fail_msg("%s (after %u of %u entries)", failure, got, b.n);

@@ -235,12 +235,12 @@ static void test_badinput_registry_scribble(void **state)
 	for (uint32_t i = 0; i < h->limits.publishers; i++) {
 		struct takt_pub_port *pp = (struct takt_pub_port *)((char *)h + h->off_pubs) + i;
 
-		memset(pp, 0x5a, offsetof(struct takt_pub_port, active));
+		memset(pp, 0x5a, sizeof(*pp));
 	}
 	for (uint32_t i = 0; i < h->limits.connections; i++) {
 		struct takt_conn *c = (struct takt_conn *)((char *)h + h->off_conns) + i;
 
-		memset(c, 0xff, offsetof(struct takt_conn, head));
+		memset(c, 0xff, sizeof(*c));
 	}
 	munmap(h, (size_t)st.st_size);
 	for (unsigned i = 0; i < nf; i++)
@@ -263,6 +263,28 @@ static void test_badinput_registry_scribble(void **state)
  * push that comes before its reply and of the reply itself (a client that
  * never confirms: the broker answers after its ack timeout). */
 static uint32_t raw_last_index; /* the index of raw_collect's last reply */
+
+static unsigned raw_collect(int s, void *req, size_t size, int *fds, unsigned max);
+
+/* As takt_sub_open does on a raw connection: SUB_OPEN (its eventfd and its
+ * segment, read-write), the segment mapped, then SUB_CONNECT (the broker
+ * seals the segment and pushes the publishers' pools, read-only). Returns
+ * how many descriptors it collected into fds. */
+static unsigned raw_sub_open(int s, const char *topic, uint32_t req_id, int *fds, unsigned max)
+{
+	struct msg_sub_open so = {.queue_depth = 4};
+	struct msg_index sc = {0};
+	unsigned n;
+
+	proto_hdr_init(&so.hdr, MSG_SUB_OPEN, sizeof(so), req_id);
+	strcpy(so.topic, topic);
+	n = raw_collect(s, &so, sizeof(so), fds, max);
+	if (n != 2 || mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED, fds[1], 0) == MAP_FAILED)
+		return n;
+	sc.index = raw_last_index;
+	proto_hdr_init(&sc.hdr, MSG_SUB_CONNECT, sizeof(sc), req_id + 1);
+	return n + raw_collect(s, &sc, sizeof(sc), fds + n, max - n);
+}
 
 static unsigned raw_collect(int s, void *req, size_t size, int *fds, unsigned max)
 {
@@ -309,7 +331,6 @@ static unsigned raw_collect(int s, void *req, size_t size, int *fds, unsigned ma
 static int truncating_child(void *a)
 {
 	struct msg_pub_open po = {.max_payload = 64};
-	struct msg_sub_open so = {.queue_depth = 4};
 	struct msg_index pc = {0};
 	int fds[16], s;
 	unsigned nf = raw_hello_fds(&s, fds);
@@ -325,10 +346,8 @@ static int truncating_child(void *a)
 	pc.index = raw_last_index;
 	proto_hdr_init(&pc.hdr, MSG_PUB_CONNECT, sizeof(pc), 3);
 	H_CHECK(raw_collect(s, &pc, sizeof(pc), fds + nf, 16 - nf) == 0);
-	proto_hdr_init(&so.hdr, MSG_SUB_OPEN, sizeof(so), 3);
-	strcpy(so.topic, "sealed");
-	nf += raw_collect(s, &so, sizeof(so), fds + nf, 16 - nf);
-	H_CHECK(nf == 4); /* the victims' pool (read-only), its own eventfd */
+	nf += raw_sub_open(s, "sealed", 4, fds + nf, 16 - nf);
+	H_CHECK(nf == 5); /* its own eventfd and segment, the victims' pool (read-only) */
 	for (unsigned i = 0; i < nf; i++) {
 		struct stat st;
 		int ro;
@@ -388,15 +407,13 @@ static void test_badinput_truncate_segments(void **state)
  * (so the check is not vacuous), a read-write one is refused. */
 static int other_user_child(void *a)
 {
-	struct msg_sub_open so = {.queue_depth = 4};
 	int fds[16], s, n_ro = 0;
 	unsigned nf = raw_hello_fds(&s, fds);
 
 	(void)a;
 	H_CHECK(nf == 1);
-	proto_hdr_init(&so.hdr, MSG_SUB_OPEN, sizeof(so), 2);
-	strcpy(so.topic, "reopen");
-	nf += raw_collect(s, &so, sizeof(so), fds + nf, 16 - nf);
+	nf += raw_sub_open(s, "reopen", 2, fds + nf, 16 - nf);
+	H_CHECK(nf == 4); /* the registry, its eventfd and segment, the victims' pool */
 	/* Still root, which may reopen anything: the pool is sealed against
 	 * new writable mappings (F_SEAL_FUTURE_WRITE), so even a read-write
 	 * reopen cannot be mapped or written. */
@@ -473,6 +490,31 @@ static void test_badinput_pool_not_writable_by_reopening(void **state)
 	assert_broker_serves();
 }
 
+/* Where this process has mapped the memfd segment called name (its
+ * /proc/self/maps line "... /memfd:<name> (deleted)"), and how much. */
+static int find_mapping(const char *name, int writable, void **base, size_t *size)
+{
+	char line[512], want[160];
+	FILE *f = fopen("/proc/self/maps", "r");
+	int found = -1;
+
+	snprintf(want, sizeof(want), "/memfd:%s (deleted)", name);
+	while (f && found < 0 && fgets(line, sizeof(line), f)) {
+		unsigned long lo, hi;
+		char perms[8];
+
+		if (!strstr(line, want) || sscanf(line, "%lx-%lx %7s", &lo, &hi, perms) != 3 ||
+		    (perms[1] == 'w') != (writable != 0))
+			continue;
+		*base = (void *)lo;
+		*size = hi - lo;
+		found = 0;
+	}
+	if (f)
+		fclose(f);
+	return found;
+}
+
 /* A subscriber that writes garbage into its own return ring: an index out
  * of range, chunks its publisher never sent it, a chunk several times,
  * then a return head that jumps back. The publisher refuses them (and
@@ -485,8 +527,12 @@ static int bad_returner_child(void *a)
 	struct h_chan *ch = a;
 	takt_node *n = h_node(broker.domain, "returner");
 	struct seg_view v;
+	struct seg_subseg ss;
 	struct ret_prod rp;
 	struct stat st;
+	char name[96];
+	void *seg;
+	size_t seg_size;
 	int fds[TAKT_PROTO_MAX_FDS], sock;
 	uint32_t me = TAKT_NONE, ci;
 	const void *x;
@@ -511,16 +557,22 @@ static int bad_returner_child(void *a)
 		    v.subs[v.conns[ci].sub].proc == me)
 			break;
 	H_CHECK(ci < v.lim.connections);
-	ret_prod_init(&rp, &v.conns[ci], seg_ret_slots(&v, ci), v.conns[ci].ret_mask);
+	/* Our own segment, as the library mapped it: its return ring of that
+	 * connection (32 entries: depth 8 + held_max 16, a power of two). */
+	snprintf(name, sizeof(name), "takt.%s.sub%u", broker.domain, v.conns[ci].sub);
+	H_CHECK(find_mapping(name, 1, &seg, &seg_size) == 0);
+	H_CHECK(seg_subseg_check(&v, v.conns[ci].sub, seg, seg_size, &ss) == 0);
+	ret_prod_init(&rp, seg_subseg_conn(&ss, v.conns[ci].sub_slot), NULL, seg_subseg_rets(&ss, v.conns[ci].sub_slot),
+		      v.conns[ci].ret_mask);
 	H_CHECK(ret_push(&rp, 999999) == 0); /* out of range */
-	for (uint32_t k = 0; k < 40; k++)    /* mostly chunks it never sent us */
+	for (uint32_t k = 0; k < 14; k++)    /* mostly chunks it never sent us */
 		H_CHECK(ret_push(&rp, k) == 0);
 	takt_sub_release(s, x); /* the real return ... (through our own producer copy) */
-	for (uint32_t k = 0; k < 40; k++)    /* ... and all of them again */
+	for (uint32_t k = 0; k < 14; k++)    /* ... and all of them again */
 		H_CHECK(ret_push(&rp, k) == 0);
 	H_CHECK(h_chan_send(&ch[0], "g", 1) == 0);
 	H_CHECK(h_chan_recv(&ch[1], &c, 1, WAIT_MS) == 0); /* the publisher drained */
-	atomic_store(&v.conns[ci].ret_head, 3); /* behind the publisher's tail */
+	atomic_store(&seg_subseg_conn(&ss, v.conns[ci].sub_slot)->ret_head, 3); /* behind the publisher's tail */
 	H_CHECK(h_chan_send(&ch[0], "b", 1) == 0);
 	pause();
 	return 0;
@@ -573,10 +625,10 @@ static void test_badinput_hostile_returns(void **state)
 	for (int r = 0; r < 4; r++)
 		returns_round(p, s, &v, &next, 60);
 	assert_int_equal(h_pool_of(broker.domain, takt_pub_id(p), &st), 0);
-	/* At least: the out-of-range index, the repeated returns (40 pushed
-	 * twice, at most 8 of them outstanding on that connection), the head
+	/* At least: the out-of-range index, the repeated returns (14 pushed
+	 * twice, at most 9 of them outstanding on that connection), the head
 	 * that moved back. */
-	assert_true(st.bad_returns >= 1 + 32 + 1);
+	assert_true(st.bad_returns >= 1 + 19 + 1);
 	assert_true(st.free + st.in_flight == st.total);
 	kill(pid, SIGKILL);
 	assert_int_equal(h_wait(pid, WAIT_MS), 128 + SIGKILL);

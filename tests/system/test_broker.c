@@ -1,5 +1,6 @@
 /* test_broker.c - takt-broker and takt as a user runs them. */
 #include "harness.h"
+#include "layout.h"
 #include "proto.h"
 
 #include <errno.h>
@@ -327,7 +328,9 @@ static void test_broker_keeps_a_client_that_does_not_read(void **state)
 
 /* Memory follows what is open: a publisher's pool reserves its loans and
  * history, and exactly depth + held_max more chunks per subscriber that
- * connects; the broker's byte counts say so. */
+ * connects, and the connection's rings cost its actual depth (a depth of
+ * 1024 reserves 1024 sample slots, not queue_depth_max = 8192); the
+ * broker's byte counts say so. */
 static void test_broker_pool_follows_subscribers(void **state)
 {
 	struct takt_pub_opts po = {.topic = "sized", .max_payload = 64, .history = 2};
@@ -340,24 +343,35 @@ static void test_broker_pool_follows_subscribers(void **state)
 	takt_sub *s;
 
 	(void)state;
-	assert_int_equal(h_broker_start(&b, "sized", "[limits]\nqueue_depth_max = 1024\nheld_max = 16\nloans_max = 8\n"), 0);
+	struct takt_pool_layout pl;
+	struct takt_subseg_layout sl;
+	uint64_t rings, chunks;
+
+	assert_int_equal(h_broker_start(&b, "sized", "[limits]\nqueue_depth_max = 8192\nheld_max = 16\nloans_max = 8\n"), 0);
 	assert_int_equal(h_status(b.domain, &st0), 0);
 	assert_int_equal(st0.shm_bytes, st0.shm_bytes_idle);
+	layout_pool(&st0.limits, &pl);
+	layout_subseg(&st0.limits, &sl);
 	n = h_node(b.domain, "sizer");
 	assert_int_equal(takt_pub_open(n, &po, &p), 0);
 	assert_int_equal(h_pool_of(b.domain, takt_pub_id(p), &ps), 0);
 	assert_int_equal(ps.total, 8 + 2);          /* loans + history */
 	assert_int_equal(ps.payload_size, 64);
 	assert_true(ps.max > 32 * 1024);            /* room to grow: address space only */
-	assert_true(ps.bytes < 4 * 4096);           /* but not reserved */
+	assert_true(ps.bytes <= pl.ring_off + 4096); /* but not reserved, nor any ring */
 	assert_int_equal(takt_sub_open(n, &so, &s), 0);
 	assert_int_equal(h_pool_of(b.domain, takt_pub_id(p), &ps), 0);
 	assert_int_equal(ps.total, 8 + 2 + 1024 + 16); /* + depth + held_max */
-	/* 128-byte chunks (64 header + 64 payload) after a 64-byte header line,
-	 * in whole pages */
-	assert_int_equal(ps.bytes, (64 + (uint64_t)ps.total * 128 + 4095) / 4096 * 4096);
+	/* The header, live and connection words; one ring of 1024 slots of
+	 * 32 bytes; 128-byte chunks (64 header + 64 payload), in whole pages. */
+	rings = 1024 * sizeof(struct takt_ring_slot);
+	chunks = ((uint64_t)ps.total * 128 + 4095) / 4096 * 4096;
+	assert_true(pl.ring_region >= 8 * rings);   /* the address space is the maximum's */
+	assert_int_equal(ps.bytes, pl.ring_off + rings + chunks);
 	assert_int_equal(h_status(b.domain, &st1), 0);
-	assert_int_equal(st1.shm_bytes, st1.shm_bytes_idle + ps.bytes);
+	/* The subscriber's own segment: its words, and one return ring of
+	 * pow2(1024 + 16) entries. */
+	assert_int_equal(st1.shm_bytes, st1.shm_bytes_idle + ps.bytes + sl.ret_off + 2048 * sizeof(uint32_t));
 	takt_node_close(n);
 	for (int i = 0; i < 500 && (h_status(b.domain, &st1) != 0 || st1.shm_bytes != st1.shm_bytes_idle); i++)
 		usleep(10000);
