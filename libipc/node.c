@@ -269,6 +269,7 @@ static void agent_push(takt_node *n, const void *buf, long len, const int *fds, 
 		n->sub_maps[m->conn] = sm;
 		atomic_exchange_explicit(&n->efd_tab[m->conn], (uint64_t)m->incarnation << 32 | (uint32_t)(fd + 1),
 					 memory_order_seq_cst);
+		TAKT_FAULT("agent_installed");
 		pthread_mutex_lock(&n->ports_lock);
 		r = pub_agent_connect(n, m); /* a publisher still opening prepares it itself */
 		pthread_mutex_unlock(&n->ports_lock);

@@ -1,8 +1,10 @@
 /* pub.c - publishers: loan, publish, discard; the publisher's own pool.
  *
  * Each publisher has its own pool segment (the broker created it for this
- * port; only this process maps it writable) and keeps who holds which chunk
- * in private memory (pool.h). Per connection it has a slot: the producer
+ * port; only this process maps it writable): its chunks, and every word it
+ * writes for others (its Q0 counter and statistics, its words and sample
+ * ring of each connection). It keeps who holds which chunk in private
+ * memory (pool.h). Per connection it has a slot: the producer
  * side of the sample ring, the consumer side of the return ring, and a
  * bitmap of the chunks outstanding on that connection (pushed, not yet
  * returned). Publish:
@@ -22,10 +24,14 @@
  * PS0, slot states: FREE -> FILLING (agent) -> READY -> ADOPTED (publishing
  * thread) -> FREE (publishing thread, after reclaiming its chunks). A slot
  * is prepared by whoever claims its connection in claim_tab first (PS1: a
- * CAS, so one of the agent and the publishing thread prepares it): the
- * agent normally, when the broker pushes the connection, so a late joiner
- * gets the publisher's history at once even while it does not publish; the
- * publishing thread when the agent found no free slot. READY is stored
+ * CAS, so one of the agent and the publishing thread prepares it), and only
+ * once the agent has installed the subscriber's segment and eventfd (G0,
+ * node.c): the agent normally, right after, so a late joiner gets the
+ * publisher's history at once even while it does not publish; the
+ * publishing thread when it saw the connection first, or the agent found
+ * no free slot. Preparing starts the publisher's region of the pool for
+ * the connection afresh and marks it with the incarnation; the connection
+ * is used only once the subscriber marked its own region too. READY is stored
  * with release and loaded with acquire: whoever prepared the slot (ring,
  * bitmap, history pushed) hands it over complete.
  */
