@@ -75,8 +75,6 @@ struct takt_node {
 	struct takt_pub *pubs; /* open ports, closed by takt_node_close */
 	struct takt_sub *subs;
 	struct takt_event *events;
-	struct takt_sub *opening_sub; /* a subscriber whose SUB_OPEN is in flight (ports_lock) */
-	pthread_mutex_t open_lock;    /* one SUB_OPEN at a time: opening_sub names it */
 	bool q0_light;         /* Q0 by plain stores: see q0_enter */
 };
 

@@ -1,20 +1,24 @@
 /* layout.h - the memory layout of a takt domain's shared memory.
  *
- * The broker creates one management segment (the registry and the
- * connections' rings) and, for each publisher, one pool segment holding its
- * chunks. Every structure below lives in shared memory, so each is
- * fixed-size, made of fixed-width types, and pinned by _Static_asserts: the
- * layout digest in the header is computed from these sizes and the domain's
- * limits, and a client built against another layout refuses to attach.
+ * Every segment has one writer process. The broker creates them all: one
+ * management segment (the registry, written by the broker; and, in this
+ * version, the event queues), one pool segment per publisher (written by
+ * that publisher: its chunks, its live words, its words and sample ring of
+ * each connection) and one segment per subscriber (written by that
+ * subscriber: its park word and Q0 counter, its tail and return ring of
+ * each connection). Every structure below lives in shared memory, so each
+ * is fixed-size, made of fixed-width types, and pinned by _Static_asserts:
+ * the layout digest in the header is computed from these sizes and the
+ * domain's limits, and a client built against another layout refuses to
+ * attach.
  *
  * Who writes what (docs/architecture.md has the full ownership table):
- *   registry words (state, names, port lists, pool sizes)   broker
- *   a publisher's pool (chunk headers, payloads)            that publisher
- *   sample ring slots, head, ret_tail, floor, waiting,
- *   dropped, pub.active, stats                              the publisher
- *   return ring slots, ret_head, tail, sub.active           the subscriber
- *   park (a generation: odd while parked)                   the subscriber
- *   wakes (eventfd writes per connection)                   the publisher
+ *   registry words (state, names, port lists, pool sizes,
+ *   regions, pub_quiet, broker_wakes)                       broker
+ *   chunk headers, payloads, sample ring slots, head,
+ *   ret_tail, floor, waiting, dropped, wakes, pub active,
+ *   statistics                                              the publisher
+ *   return ring slots, ret_head, tail, park, sub active     the subscriber
  * Reference counts and free lists are private to each publisher: a chunk
  * comes back to its publisher through the connection's return ring.
  *

@@ -489,7 +489,6 @@ static void node_free(takt_node *n)
 		close(n->kick_fd);
 	pthread_cond_destroy(&n->rx_cond);
 	pthread_mutex_destroy(&n->ports_lock);
-	pthread_mutex_destroy(&n->open_lock);
 	pthread_mutex_destroy(&n->rx_lock);
 	pthread_mutex_destroy(&n->lock);
 	free(n);
@@ -511,7 +510,6 @@ int takt_node_open(const struct takt_node_opts *opts, takt_node **out)
 	pthread_mutex_init(&n->lock, NULL);
 	pthread_mutex_init(&n->rx_lock, NULL);
 	pthread_mutex_init(&n->ports_lock, NULL);
-	pthread_mutex_init(&n->open_lock, NULL);
 	pthread_condattr_init(&ca);
 	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
 	pthread_cond_init(&n->rx_cond, &ca);

@@ -129,7 +129,7 @@ static int seg_create(struct broker *b, const char *what, size_t size, int *ret_
 	if (r) {
 		fprintf(stderr, "takt-broker: cannot reserve %zu bytes of shared memory for segment %s: %s%s\n",
 			size, name, strerror(r), r == ENOSPC || r == ENOMEM ?
-			" (not enough memory for this config: lower [limits] connections or queue_depth_max)" : "");
+			" (not enough memory for this config: lower the [limits] table sizes)" : "");
 		goto fail;
 	}
 	p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
