@@ -66,8 +66,10 @@ struct takt_node {
 	uint32_t proc;
 	uint64_t epoch;
 	struct seg_view v;
-	void *mgmt;
+	void *mgmt;            /* the registry, read-only */
 	size_t mgmt_size;
+	void *events_map;      /* the events segment, read-write */
+	size_t events_size;
 	/* PS1: per connection slot, incarnation + 1 of the connection this
 	 * node's agent or a publishing thread has claimed to prepare (pub.c). */
 	_Atomic uint32_t *claim_tab;

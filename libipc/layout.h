@@ -338,10 +338,24 @@ struct takt_event_slot {
 };
 _Static_assert(sizeof(struct takt_event_slot) % TAKT_CACHELINE == 0, "takt_event_slot layout");
 
-/* Offsets of every table, computed once from the limits. */
+/* The events segment: this header, then the event slots. Every client of
+ * the domain maps it read-write (the one segment with several writers in
+ * this version: docs/architecture.md, "Events"). */
+#define TAKT_EVENTS_MAGIC 0x53545645544b4154ull /* "TAKTEVTS" */
+struct takt_events_header {
+	uint64_t magic;
+	uint32_t abi_version;
+	uint32_t events;
+	uint64_t layout_digest;
+	uint8_t pad[40];
+};
+_Static_assert(sizeof(struct takt_events_header) == 64, "takt_events_header layout");
+
+/* Offsets of every table, computed once from the limits. off_events is in
+ * the events segment (events_size bytes); the rest in the registry. */
 struct takt_layout {
 	uint64_t off_procs, off_topics, off_pubs, off_subs, off_conns;
-	uint64_t off_events, size;
+	uint64_t off_events, size, events_size;
 	uint32_t ret_slots;
 };
 

@@ -425,18 +425,30 @@ static void node_unmap(takt_node *n)
 {
 	if (n->mgmt)
 		munmap(n->mgmt, n->mgmt_size);
+	if (n->events_map)
+		munmap(n->events_map, n->events_size);
 }
 
+/* The registry, read-only (only the broker writes it), and the events
+ * segment, read-write. */
 static int node_map(takt_node *n, const int *fds, unsigned n_fds)
 {
 	int r;
 
-	if (n_fds != 1)
+	if (n_fds != 2)
 		return -EPROTO;
-	r = seg_map_fd(fds[0], PROT_READ | PROT_WRITE, &n->mgmt, &n->mgmt_size);
+	r = seg_map_fd(fds[0], PROT_READ, &n->mgmt, &n->mgmt_size);
 	if (r < 0)
 		return r;
 	r = seg_view_init(&n->v, n->mgmt, n->mgmt_size);
+	if (r < 0)
+		return r;
+	r = seg_map_fd(fds[1], PROT_READ | PROT_WRITE, &n->events_map, &n->events_size);
+	if (r < 0) {
+		n->events_map = NULL;
+		return r;
+	}
+	r = seg_view_events(&n->v, n->events_map, n->events_size);
 	if (r < 0)
 		return r;
 	/* Q0: plain-store entry only if the broker fences for us and the kernel

@@ -120,7 +120,10 @@ struct broker {
 	void *mgmt;
 	size_t mgmt_size;
 	int mgmt_fd;
-	int mgmt_ro_fd;         /* the same segment, read-only, for tools */
+	int mgmt_ro_fd;         /* the same segment, read-only: for clients and tools */
+	void *events_map;       /* the events segment, read-write for every client */
+	size_t events_size;
+	int events_fd;
 	int lock_fd, listen_fd, epoll_fd, signal_fd, timer_fd;
 	char sock_path[108], lock_path[128];
 	struct client *clients;

@@ -544,7 +544,7 @@ static uint8_t conn_push(struct broker *b, uint32_t ci, uint16_t kind)
  * domain's in all (with the registry). */
 static uint64_t shm_reserved(const struct broker *b, uint32_t proc)
 {
-	uint64_t n = proc == TAKT_NONE ? b->mgmt_size : 0;
+	uint64_t n = proc == TAKT_NONE ? b->mgmt_size + b->events_size : 0;
 
 	for (uint32_t i = 0; i < b->v.lim.publishers; i++)
 		if (b->pubs[i].state == SLOT_ACTIVE && (proc == TAKT_NONE || b->pubs[i].proc == proc))
@@ -1441,7 +1441,7 @@ void reg_status(struct broker *b, struct msg_status_reply *rep)
 	rep->n_events = COUNT_ACTIVE(b->events, l->events);
 	snprintf(rep->domain, sizeof(rep->domain), "%s", b->cfg.domain);
 	snprintf(rep->version, sizeof(rep->version), "%s", TAKT_VERSION_STRING);
-	rep->shm_bytes_idle = seg_fd_bytes(b->mgmt_fd);
+	rep->shm_bytes_idle = seg_fd_bytes(b->mgmt_fd) + seg_fd_bytes(b->events_fd);
 	rep->shm_bytes = rep->shm_bytes_idle;
 	for (uint32_t i = 0; i < l->publishers; i++)
 		rep->shm_bytes += seg_fd_bytes(b->pubs[i].pool_fd);

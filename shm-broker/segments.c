@@ -111,8 +111,9 @@ static int seg_restrict(int fd)
 	return fchmod(fd, 0444) < 0 ? -errno : 0;
 }
 
-/* Creates, sizes, reserves, maps and seals one segment. */
-static int seg_create(struct broker *b, const char *what, size_t size, int *ret_fd, void **ret_base)
+/* Creates, sizes, reserves, maps (read-write, for the broker) and seals
+ * one segment with seals. */
+static int seg_create(struct broker *b, const char *what, size_t size, int seals, int *ret_fd, void **ret_base)
 {
 	char name[128];
 	void *p;
@@ -138,7 +139,7 @@ static int seg_create(struct broker *b, const char *what, size_t size, int *ret_
 		fprintf(stderr, "takt-broker: mmap %s: %s\n", name, strerror(errno));
 		goto fail;
 	}
-	if (fcntl(fd, F_ADD_SEALS, SEG_SEALS) < 0) {
+	if (fcntl(fd, F_ADD_SEALS, seals) < 0) {
 		r = errno;
 		munmap(p, size);
 		fprintf(stderr, "takt-broker: cannot seal segment %s: %s\n", name, strerror(errno));
@@ -275,12 +276,26 @@ int seg_create_all(struct broker *b)
 	b->epoch = (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
 	layout_compute(&b->cfg.lim, &lay);
 	b->mgmt_size = lay.size;
-	r = seg_create(b, "mgmt", b->mgmt_size, &b->mgmt_fd, &b->mgmt);
+	/* The registry: written by us alone, through the mapping made here;
+	 * no other mapping of it can ever be writable (F_SEAL_FUTURE_WRITE),
+	 * and clients and tools get a read-only descriptor. */
+	r = seg_create(b, "mgmt", b->mgmt_size, SEG_SEALS | F_SEAL_FUTURE_WRITE, &b->mgmt_fd, &b->mgmt);
 	if (r < 0)
 		return r;
-	b->mgmt_ro_fd = seg_reopen_ro(b->mgmt_fd); /* for tools (MSG_MGMT_FD) */
+	b->mgmt_ro_fd = seg_reopen_ro(b->mgmt_fd);
+	if (b->mgmt_ro_fd < 0)
+		return -errno;
 	seg_fill_header(b);
-	return seg_view_init(&b->v, b->mgmt, b->mgmt_size);
+	r = seg_view_init(&b->v, b->mgmt, b->mgmt_size);
+	if (r < 0)
+		return r;
+	/* The event queues: every client writes them (this version). */
+	b->events_size = lay.events_size;
+	r = seg_create(b, "events", b->events_size, SEG_SEALS, &b->events_fd, &b->events_map);
+	if (r < 0)
+		return r;
+	seg_events_header_fill(b->events_map, &b->v);
+	return seg_view_events(&b->v, b->events_map, b->events_size);
 }
 
 void seg_destroy_all(struct broker *b)
@@ -291,4 +306,8 @@ void seg_destroy_all(struct broker *b)
 	}
 	if (b->mgmt_ro_fd >= 0)
 		close(b->mgmt_ro_fd);
+	if (b->events_map) {
+		munmap(b->events_map, b->events_size);
+		close(b->events_fd);
+	}
 }

@@ -317,7 +317,8 @@ static void handle_hello(struct broker *b, struct client *cl, const struct msg_h
 	reply_init(&rep.r, &m->hdr, sizeof(rep), 0);
 	rep.r.index = (uint32_t)r;
 	rep.epoch = b->epoch;
-	server_push(b, cl, &rep, sizeof(rep), &b->mgmt_fd, 1);
+	/* The registry read-only, the events segment read-write. */
+	server_push(b, cl, &rep, sizeof(rep), (int[]){b->mgmt_ro_fd, b->events_fd}, 2);
 }
 
 /* The reply of a successful open: the publisher's pool segment with

@@ -206,41 +206,48 @@ static unsigned raw_hello_fds(int *s, int fds[TAKT_PROTO_MAX_FDS])
 	return nf;
 }
 
-/* Garbage written into the registry in shared memory (by a buggy or hostile
- * process) must not crash or confuse the broker: it never reads it back. */
-static void test_badinput_registry_scribble(void **state)
+/* The registry cannot be written by any client: the descriptor a client
+ * gets is read-only, and the segment is sealed against new writable
+ * mappings and writes (F_SEAL_FUTURE_WRITE), so not even root reopening it
+ * read-write through /proc can. (It once could: every client mapped it
+ * read-write, and the broker had to survive garbage in it.) */
+static void test_badinput_registry_not_writable(void **state)
 {
 	struct takt_pub_opts po = {.topic = "victim", .max_payload = 8};
 	struct takt_sub_opts so = {.topic = "victim", .queue_depth = 4};
 	takt_node *a = h_node(broker.domain, "a"), *n;
 	int fds[TAKT_PROTO_MAX_FDS], sock;
 	unsigned nf;
-	struct takt_mgmt_header *h;
 	const uint64_t *x;
 	takt_pub *p;
 	takt_sub *s;
 	struct stat st;
+	char path[64];
+	void *h;
 	int fd;
 
 	(void)state;
 	assert_int_equal(takt_pub_open(a, &po, &p), 0);
 	nf = raw_hello_fds(&sock, fds);
-	assert_true(nf >= 1);
+	assert_int_equal(nf, 2); /* the registry, the events segment */
 	fd = fds[0];
 	assert_int_equal(fstat(fd, &st), 0);
+	assert_int_equal(fcntl(fd, F_GETFL) & O_ACCMODE, O_RDONLY);
+	assert_true(fcntl(fd, F_GET_SEALS) & F_SEAL_FUTURE_WRITE);
 	h = mmap(NULL, (size_t)st.st_size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+	assert_true(h == MAP_FAILED && errno == EACCES);
+	h = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_SHARED, fd, 0);
 	assert_true(h != MAP_FAILED);
-	/* Every registry word the broker once wrote: topics, ports, connections. */
-	memset((char *)h + h->off_topics, 0xa5, h->off_pubs - h->off_topics);
-	for (uint32_t i = 0; i < h->limits.publishers; i++) {
-		struct takt_pub_port *pp = (struct takt_pub_port *)((char *)h + h->off_pubs) + i;
-
-		memset(pp, 0x5a, sizeof(*pp));
-	}
-	for (uint32_t i = 0; i < h->limits.connections; i++) {
-		struct takt_conn *c = (struct takt_conn *)((char *)h + h->off_conns) + i;
-
-		memset(c, 0xff, sizeof(*c));
+	assert_int_equal(mprotect(h, 4096, PROT_READ | PROT_WRITE), -1);
+	snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
+	fd = open(path, O_RDWR | O_CLOEXEC);
+	if (fd >= 0) { /* root (or the broker's user) may reopen it: still no write */
+		assert_true(mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0) == MAP_FAILED);
+		assert_int_equal(errno, EPERM);
+		assert_true(pwrite(fd, "x", 1, 0) < 0 && errno == EPERM);
+		close(fd);
+	} else {
+		assert_int_equal(errno, EACCES);
 	}
 	munmap(h, (size_t)st.st_size);
 	for (unsigned i = 0; i < nf; i++)
@@ -336,18 +343,18 @@ static int truncating_child(void *a)
 	unsigned nf = raw_hello_fds(&s, fds);
 
 	(void)a;
-	H_CHECK(nf == 1);
+	H_CHECK(nf == 2); /* the registry (read-only), the events segment */
 	proto_hdr_init(&po.hdr, MSG_PUB_OPEN, sizeof(po), 2);
 	strcpy(po.topic, "hostile");
 	nf += raw_collect(s, &po, sizeof(po), fds + nf, 16 - nf);
-	H_CHECK(nf == 2); /* its own pool, read-write */
+	H_CHECK(nf == 3); /* its own pool, read-write */
 	/* As takt_pub_open does: mapped, then connected, so the broker seals it. */
-	H_CHECK(mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED, fds[1], 0) != MAP_FAILED);
+	H_CHECK(mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED, fds[2], 0) != MAP_FAILED);
 	pc.index = raw_last_index;
 	proto_hdr_init(&pc.hdr, MSG_PUB_CONNECT, sizeof(pc), 3);
 	H_CHECK(raw_collect(s, &pc, sizeof(pc), fds + nf, 16 - nf) == 0);
 	nf += raw_sub_open(s, "sealed", 4, fds + nf, 16 - nf);
-	H_CHECK(nf == 5); /* its own eventfd and segment, the victims' pool (read-only) */
+	H_CHECK(nf == 6); /* its own eventfd and segment, the victims' pool (read-only) */
 	for (unsigned i = 0; i < nf; i++) {
 		struct stat st;
 		int ro;
@@ -411,9 +418,9 @@ static int other_user_child(void *a)
 	unsigned nf = raw_hello_fds(&s, fds);
 
 	(void)a;
-	H_CHECK(nf == 1);
+	H_CHECK(nf == 2);
 	nf += raw_sub_open(s, "reopen", 2, fds + nf, 16 - nf);
-	H_CHECK(nf == 4); /* the registry, its eventfd and segment, the victims' pool */
+	H_CHECK(nf == 5); /* the registry, events, its eventfd and segment, the victims' pool */
 	/* Still root, which may reopen anything: the pool is sealed against
 	 * new writable mappings (F_SEAL_FUTURE_WRITE), so even a read-write
 	 * reopen cannot be mapped or written. */
@@ -442,7 +449,7 @@ static int other_user_child(void *a)
 
 		H_CHECK(fstat(fds[i], &st) == 0);
 		if (st.st_size == 0 || (fcntl(fds[i], F_GETFL) & O_ACCMODE) != O_RDONLY)
-			continue; /* the eventfd; the registry (still writable in this version) */
+			continue; /* the eventfds; its own segment, the events segment (read-write) */
 		n_ro++;
 		snprintf(path, sizeof(path), "/proc/self/fd/%d", fds[i]);
 		fd = open(path, O_RDONLY | O_CLOEXEC);
@@ -458,7 +465,7 @@ static int other_user_child(void *a)
 		H_CHECK(fchmod(fds[i], 0666) < 0 && errno == EPERM); /* not its owner */
 		H_CHECK(mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED, fds[i], 0) == MAP_FAILED);
 	}
-	H_CHECK(n_ro == 1); /* the victims' pool */
+	H_CHECK(n_ro == 2); /* the registry, the victims' pool */
 	return 0;
 }
 
@@ -544,8 +551,8 @@ static int bad_returner_child(void *a)
 	H_CHECK(h_chan_send(&ch[0], "s", 1) == 0);
 	H_CHECK(h_chan_recv(&ch[1], &c, 1, WAIT_MS) == 0); /* samples were published */
 	H_CHECK(takt_sub_take(s, &x, NULL) == 0);         /* one legitimately held */
-	H_CHECK(raw_hello_fds(&sock, fds) == 1 && fstat(fds[0], &st) == 0);
-	h = mmap(NULL, (size_t)st.st_size, PROT_READ | PROT_WRITE, MAP_SHARED, fds[0], 0);
+	H_CHECK(raw_hello_fds(&sock, fds) == 2 && fstat(fds[0], &st) == 0);
+	h = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_SHARED, fds[0], 0);
 	H_CHECK(h != MAP_FAILED && seg_view_init(&v, h, (size_t)st.st_size) == 0);
 	for (uint32_t i = 0; i < v.lim.processes; i++) /* our own node's process entry */
 		if (atomic_load(&v.procs[i].state) == SLOT_ACTIVE && v.procs[i].pid == getpid() &&
@@ -650,7 +657,7 @@ int main(void)
 		cmocka_unit_test(test_badinput_framing),
 		cmocka_unit_test(test_badinput_fields),
 		cmocka_unit_test(test_badinput_foreign_port),
-		cmocka_unit_test(test_badinput_registry_scribble),
+		cmocka_unit_test(test_badinput_registry_not_writable),
 		cmocka_unit_test(test_badinput_hostile_returns),
 	};
 
