@@ -46,7 +46,7 @@ void layout_compute(const struct takt_limits *lim, struct takt_layout *out)
 	out->off_conns = off;
 	off = align_up(off + (uint64_t)lim->connections * sizeof(struct takt_conn), TAKT_CACHELINE);
 	out->size = align_up(off, TAKT_PAGE);
-	out->off_events = sizeof(struct takt_events_header);
+	out->off_events = 0;
 	out->events_size = align_up(out->off_events + (uint64_t)lim->events * sizeof(struct takt_event_slot),
 				    TAKT_PAGE);
 }
@@ -106,7 +106,6 @@ uint64_t layout_digest(const struct takt_limits *lim)
 		sizeof(struct takt_conn_pub),    sizeof(struct takt_conn_sub),
 		sizeof(struct takt_pub_live),    sizeof(struct takt_sub_live),
 		sizeof(struct takt_subseg_header), TAKT_PAGE,
-		sizeof(struct takt_events_header),
 		TAKT_MAX_PUBS_PER_TOPIC,         TAKT_MAX_SUBS_PER_TOPIC,
 		TAKT_MAX_HELD,                   TAKT_MAX_LOANS,
 		TAKT_MAX_HISTORY,                TAKT_EVENT_QUEUE,

@@ -338,18 +338,10 @@ struct takt_event_slot {
 };
 _Static_assert(sizeof(struct takt_event_slot) % TAKT_CACHELINE == 0, "takt_event_slot layout");
 
-/* The events segment: this header, then the event slots. Every client of
- * the domain maps it read-write (the one segment with several writers in
- * this version: docs/architecture.md, "Events"). */
-#define TAKT_EVENTS_MAGIC 0x53545645544b4154ull /* "TAKTEVTS" */
-struct takt_events_header {
-	uint64_t magic;
-	uint32_t abi_version;
-	uint32_t events;
-	uint64_t layout_digest;
-	uint8_t pad[40];
-};
-_Static_assert(sizeof(struct takt_events_header) == 64, "takt_events_header layout");
+/* The events segment: the event slots, nothing else. Every client of the
+ * domain maps it read-write (the one segment with several writers in this
+ * version: docs/architecture.md, "Events"), so it has no header a client
+ * would have to trust: its geometry comes from the registry. */
 
 /* Offsets of every table, computed once from the limits. off_events is in
  * the events segment (events_size bytes); the rest in the registry. */

@@ -30,10 +30,9 @@ struct seg_view {
 /* Builds the view from a mapped management segment. -EPROTO when the magic,
  * ABI version, digest or sizes do not match this build. */
 int seg_view_init(struct seg_view *v, void *mgmt, size_t mgmt_size);
-/* Adds the events segment (mapped read-write) to the view. -EPROTO. */
+/* Adds the events segment (mapped read-write) to the view: -EPROTO when it
+ * is smaller than the registry's limits say. */
 int seg_view_events(struct seg_view *v, void *base, size_t size);
-/* Fills a fresh events segment's header (the broker). */
-void seg_events_header_fill(struct takt_events_header *h, const struct seg_view *v);
 
 /* What a management header is built from (the broker's config, or a test's). */
 struct seg_spec {

@@ -294,7 +294,6 @@ int seg_create_all(struct broker *b)
 	r = seg_create(b, "events", b->events_size, SEG_SEALS, &b->events_fd, &b->events_map);
 	if (r < 0)
 		return r;
-	seg_events_header_fill(b->events_map, &b->v);
 	return seg_view_events(&b->v, b->events_map, b->events_size);
 }
 
