@@ -18,11 +18,21 @@ struct node_retired_fd {
 	int fd;
 	void *map;
 	size_t map_size;
+	bool ev;                     /* a listener's queue: wait until no notify runs */
 	unsigned n;                  /* publisher ports to wait for */
 	struct {
 		uint32_t pub;        /* port index: its `active` is in its pool */
 		uint64_t snap;
 	} w[];
+};
+
+/* A listener of an event as a node knows it (to notify into its queue):
+ * per event slot and listener slot; written by the agent, published by
+ * the release store of inc (0: none). */
+struct node_listener {
+	_Atomic uint32_t inc;
+	int efd;
+	struct seg_listener sl;
 };
 
 /* A subscriber's segment as a publishing node maps it (read-only), per
@@ -68,8 +78,12 @@ struct takt_node {
 	struct seg_view v;
 	void *mgmt;            /* the registry, read-only */
 	size_t mgmt_size;
-	void *events_map;      /* the events segment, read-write */
-	size_t events_size;
+	/* Events: every listener of every event slot (the agent keeps it), the
+	 * notifies running now (the agent unmaps a queue once none is), and a
+	 * turn per event slot for this process's lanes. */
+	struct node_listener *ev_lis;  /* events x TAKT_MAX_LISTENERS */
+	_Atomic uint64_t ev_inflight;
+	atomic_flag *ev_turn;
 	/* PS1: per connection slot, incarnation + 1 of the connection this
 	 * node's agent or a publishing thread has claimed to prepare (pub.c). */
 	_Atomic uint32_t *claim_tab;

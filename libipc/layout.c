@@ -45,10 +45,12 @@ void layout_compute(const struct takt_limits *lim, struct takt_layout *out)
 	off = align_up(off + (uint64_t)lim->subscribers * sizeof(struct takt_sub_port), TAKT_CACHELINE);
 	out->off_conns = off;
 	off = align_up(off + (uint64_t)lim->connections * sizeof(struct takt_conn), TAKT_CACHELINE);
+	out->off_events = off;
+	off = align_up(off + (uint64_t)lim->events * sizeof(struct takt_event_slot), TAKT_CACHELINE);
 	out->size = align_up(off, TAKT_PAGE);
-	out->off_events = 0;
-	out->events_size = align_up(out->off_events + (uint64_t)lim->events * sizeof(struct takt_event_slot),
-				    TAKT_PAGE);
+	out->lanes_off = align_up(sizeof(struct takt_listener_queue) + ((uint64_t)lim->processes + 63) / 64 * 8,
+				  TAKT_CACHELINE);
+	out->listener_size = align_up(out->lanes_off + (uint64_t)lim->processes * sizeof(struct takt_lane), TAKT_PAGE);
 }
 
 void layout_pool(const struct takt_limits *lim, struct takt_pool_layout *out)
@@ -103,6 +105,7 @@ uint64_t layout_digest(const struct takt_limits *lim)
 		sizeof(struct takt_pub_port),    sizeof(struct takt_sub_port),
 		sizeof(struct takt_conn),        sizeof(struct takt_chunk_header),
 		sizeof(struct takt_event_slot),  sizeof(struct takt_ring_slot),
+		sizeof(struct takt_lane),        sizeof(struct takt_listener_queue), TAKT_MAX_LISTENERS,
 		sizeof(struct takt_conn_pub),    sizeof(struct takt_conn_sub),
 		sizeof(struct takt_pub_live),    sizeof(struct takt_sub_live),
 		sizeof(struct takt_subseg_header), TAKT_PAGE,

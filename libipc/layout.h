@@ -321,34 +321,59 @@ struct takt_subseg_header {
 };
 _Static_assert(sizeof(struct takt_subseg_header) == 128, "takt_subseg_header layout");
 
-/* Events: a bounded MPMC queue of ids (Vyukov: per-cell sequence numbers). */
-struct takt_event_cell {
-	_Atomic uint64_t seq;
-	_Atomic uint64_t id;
-};
+/* Events. The registry entry of an event name (broker): its listeners.
+ * Every listener has a queue segment of its own (takt_listener_queue):
+ * every listener gets every id. */
+#define TAKT_MAX_LISTENERS 32      /* listeners of one event name */
+#define TAKT_LISTENER_MAGIC 0x4e54534c544b4154ull /* "TAKTLSTN" */
 struct takt_event_slot {
 	_Atomic uint32_t state;
-	uint32_t refs;           /* broker: opens across processes */
+	uint32_t refs;           /* opens across processes */
 	char name[TAKT_NAME_MAX];
-	uint8_t pad0[56];
-	TAKT_ALIGNED _Atomic uint64_t enq; /* E0 */
-	TAKT_ALIGNED _Atomic uint64_t deq; /* E1 */
-	TAKT_ALIGNED _Atomic uint64_t lost;
-	TAKT_ALIGNED struct takt_event_cell cells[TAKT_EVENT_QUEUE];
+	uint32_t listeners;      /* how many listen now */
+	uint8_t pad[52];
 };
-_Static_assert(sizeof(struct takt_event_slot) % TAKT_CACHELINE == 0, "takt_event_slot layout");
+_Static_assert(sizeof(struct takt_event_slot) == 128, "takt_event_slot layout");
 
-/* The events segment: the event slots, nothing else. Every client of the
- * domain maps it read-write (the one segment with several writers in this
- * version: docs/architecture.md, "Events"), so it has no header a client
- * would have to trust: its geometry comes from the registry. */
+/* One notifying process's lane in a listener's queue: an SPSC ring of ids
+ * whose producer is the process at that process index (its threads take
+ * turns, node-locally) and whose consumer is the listener. head and ids are
+ * the notifier's, tail the listener's. Positions persist in the segment,
+ * so a process that takes over the index of a dead one carries on from the
+ * head it left: nothing a dead notifier half-wrote is ever published. */
+struct takt_lane {
+	_Atomic uint64_t head;                  /* notifier: ids published (E0) */
+	_Atomic uint64_t lost;                  /* notifier: ids refused, the lane full */
+	uint8_t pad0[48];
+	TAKT_ALIGNED _Atomic uint64_t tail;     /* listener: ids taken (E1) */
+	uint8_t pad1[56];
+	TAKT_ALIGNED _Atomic uint64_t ids[TAKT_EVENT_QUEUE];
+};
+_Static_assert(sizeof(struct takt_lane) == 128 + 8 * TAKT_EVENT_QUEUE, "takt_lane layout");
 
-/* Offsets of every table, computed once from the limits. off_events is in
- * the events segment (events_size bytes); the rest in the registry. */
+/* A listener's queue segment: this header, hint words (bit p: lane p may
+ * have ids; set by notifiers, taken by the listener), then one lane per
+ * process index. Mapped read-write by the listener and by every node with
+ * the event open (they notify): the one structure with several writers,
+ * and all it holds is this listener's ids of this event. */
+struct takt_listener_queue {
+	uint64_t magic;
+	uint32_t abi_version;
+	uint32_t event;          /* its event slot */
+	uint32_t listener;       /* its listener slot */
+	uint32_t lanes;          /* = processes */
+	uint8_t pad0[40];
+	_Atomic uint64_t hint[]; /* (lanes + 63) / 64 words, then the lanes */
+};
+_Static_assert(sizeof(struct takt_listener_queue) == 64, "takt_listener_queue layout");
+
+/* Offsets of every table, computed once from the limits. */
 struct takt_layout {
 	uint64_t off_procs, off_topics, off_pubs, off_subs, off_conns;
-	uint64_t off_events, size, events_size;
+	uint64_t off_events, size;
 	uint32_t ret_slots;
+	uint64_t listener_size;   /* bytes of a listener's queue segment */
+	uint64_t lanes_off;       /* offset of lane 0 in it */
 };
 
 /* Offsets within a pool segment and a subscriber's segment. */

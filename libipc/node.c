@@ -158,6 +158,9 @@ int node_call(takt_node *n, uint16_t type, void *req, size_t req_size, void *rep
 /* G1: whether every port in the snapshot has been outside publish since. */
 static bool retired_quiet(takt_node *n, const struct node_retired_fd *rf)
 {
+	/* E2: seq_cst pairs with the notifiers' increment (event.c). */
+	if (rf->ev)
+		return atomic_load_explicit(&n->ev_inflight, memory_order_seq_cst) == 0;
 	for (unsigned i = 0; i < rf->n; i++)
 		if (!pub_port_moved(n, rf->w[i].pub, rf->w[i].snap))
 			return false;
@@ -185,6 +188,7 @@ static void agent_retire_fd(takt_node *n, int fd, const struct node_submap *sm)
 	rf->fd = fd;
 	rf->map = sm->base;
 	rf->map_size = sm->size;
+	rf->ev = false;
 	rf->n = k;
 	for (unsigned i = 0; i < k; i++) {
 		rf->w[i].pub = idx[i];
@@ -209,6 +213,56 @@ static void agent_close_retired(takt_node *n, bool all)
 			munmap(rf->map, rf->map_size);
 		free(rf);
 	}
+}
+
+/* E2: a listener's queue left the table (a seq_cst store of inc just
+ * before): unmap it and close its eventfd once no notify runs. */
+static void agent_retire_listener(takt_node *n, struct node_listener *l)
+{
+	struct node_retired_fd *rf = malloc(sizeof(*rf));
+
+	if (!rf)
+		return; /* out of memory: keep them rather than risk a reuse */
+	*rf = (struct node_retired_fd){.fd = l->efd, .map = l->sl.q, .map_size = l->sl.size, .ev = true};
+	rf->next = n->retired;
+	n->retired = rf;
+}
+
+/* A listener of an event this node has open (PUSH_EV_LISTENER), or one
+ * that left (PUSH_EV_GONE). */
+static void agent_push_ev(takt_node *n, const struct msg_push_ev *m, bool gone, const int *fds, unsigned nf)
+{
+	struct node_listener *l;
+	struct seg_listener sl;
+	void *base;
+	size_t size;
+
+	if (m->event >= n->v.lim.events || m->listener >= TAKT_MAX_LISTENERS || (!gone && nf < 2))
+		goto out;
+	l = &n->ev_lis[m->event * TAKT_MAX_LISTENERS + m->listener];
+	/* relaxed: only this thread writes inc. */
+	if (atomic_load_explicit(&l->inc, memory_order_relaxed) == m->inc && !gone)
+		goto out; /* a second handle of ours opened it: we have it */
+	if (atomic_load_explicit(&l->inc, memory_order_relaxed)) {
+		if (gone && atomic_load_explicit(&l->inc, memory_order_relaxed) != m->inc)
+			goto out; /* about an earlier listener in the slot */
+		atomic_store_explicit(&l->inc, 0, memory_order_seq_cst); /* E2 */
+		agent_retire_listener(n, l);
+	}
+	if (gone || seg_map_fd(fds[0], PROT_READ | PROT_WRITE, &base, &size) < 0)
+		goto out;
+	if (seg_listener_check(&n->v, m->event, m->listener, base, size, &sl) < 0) {
+		munmap(base, size);
+		goto out;
+	}
+	l->sl = sl;
+	l->efd = fds[1];
+	/* E2: release publishes sl and efd to notifiers (acquire of inc). */
+	atomic_store_explicit(&l->inc, m->inc, memory_order_release);
+	close(fds[0]);
+	return;
+out:
+	close_fds(fds, nf);
 }
 
 int node_submap_open(takt_node *n, uint32_t sub, int fd, struct node_submap *out)
@@ -239,6 +293,17 @@ static void agent_push(takt_node *n, const void *buf, long len, const int *fds, 
 	const struct msg_push_conn *m = buf;
 	uint16_t type = (uint16_t)(m->hdr.type & ~PROTO_PUSH_FLAG);
 	unsigned want = type == MSG_PUSH_CONN ? 2 : type == MSG_PUSH_SUB_CONN ? 1 : 0;
+
+	if (type == MSG_PUSH_EV_LISTENER || type == MSG_PUSH_EV_GONE) {
+		if (len == (long)sizeof(struct msg_push_ev) && n->ev_lis) {
+			pthread_mutex_lock(&n->rx_lock); /* orders the tables' allocation before us */
+			pthread_mutex_unlock(&n->rx_lock);
+			agent_push_ev(n, buf, type == MSG_PUSH_EV_GONE, fds, nf);
+		} else {
+			close_fds(fds, nf);
+		}
+		return;
+	}
 	int fd = nf ? fds[0] : -1, r;
 	struct node_submap sm = {0};
 	uint64_t old;
@@ -411,6 +476,12 @@ static void agent_stop(takt_node *n)
 			munmap(n->sub_maps[i].base, n->sub_maps[i].size);
 		}
 	}
+	for (size_t i = 0; n->ev_lis && i < (size_t)n->v.lim.events * TAKT_MAX_LISTENERS; i++)
+		/* relaxed: the agent is joined, nobody else writes the table. */
+		if (atomic_load_explicit(&n->ev_lis[i].inc, memory_order_relaxed)) {
+			close(n->ev_lis[i].efd);
+			munmap(n->ev_lis[i].sl.q, n->ev_lis[i].sl.size);
+		}
 }
 
 void node_close_index(takt_node *n, uint16_t type, uint32_t index)
@@ -425,30 +496,19 @@ static void node_unmap(takt_node *n)
 {
 	if (n->mgmt)
 		munmap(n->mgmt, n->mgmt_size);
-	if (n->events_map)
-		munmap(n->events_map, n->events_size);
 }
 
-/* The registry, read-only (only the broker writes it), and the events
- * segment, read-write. */
+/* The registry, read-only: only the broker writes it. */
 static int node_map(takt_node *n, const int *fds, unsigned n_fds)
 {
 	int r;
 
-	if (n_fds != 2)
+	if (n_fds != 1)
 		return -EPROTO;
 	r = seg_map_fd(fds[0], PROT_READ, &n->mgmt, &n->mgmt_size);
 	if (r < 0)
 		return r;
 	r = seg_view_init(&n->v, n->mgmt, n->mgmt_size);
-	if (r < 0)
-		return r;
-	r = seg_map_fd(fds[1], PROT_READ | PROT_WRITE, &n->events_map, &n->events_size);
-	if (r < 0) {
-		n->events_map = NULL;
-		return r;
-	}
-	r = seg_view_events(&n->v, n->events_map, n->events_size);
 	if (r < 0)
 		return r;
 	/* Q0: plain-store entry only if the broker fences for us and the kernel
@@ -478,13 +538,17 @@ static int node_hello(takt_node *n, const char *name)
 		_Atomic uint64_t *tab = calloc(n->v.lim.connections, sizeof(*tab));
 		_Atomic uint32_t *claims = calloc(n->v.lim.connections, sizeof(*claims));
 		struct node_submap *maps = calloc(n->v.lim.connections, sizeof(*maps));
+		struct node_listener *lis = calloc((size_t)n->v.lim.events * TAKT_MAX_LISTENERS, sizeof(*lis));
+		atomic_flag *turns = calloc(n->v.lim.events, sizeof(*turns)); /* clear: all zero bytes */
 
 		pthread_mutex_lock(&n->rx_lock); /* the agent reads them under the same lock first */
 		n->efd_tab = tab;
 		n->claim_tab = claims;
 		n->sub_maps = maps;
+		n->ev_lis = lis;
+		n->ev_turn = turns;
 		pthread_mutex_unlock(&n->rx_lock);
-		if (!tab || !claims || !maps)
+		if (!tab || !claims || !maps || !lis || !turns)
 			r = -ENOMEM;
 	}
 	for (unsigned i = 0; i < n_fds; i++)
@@ -497,6 +561,8 @@ static void node_free(takt_node *n)
 	free(n->efd_tab);
 	free(n->claim_tab);
 	free(n->sub_maps);
+	free(n->ev_lis);
+	free(n->ev_turn);
 	if (n->kick_fd >= 0)
 		close(n->kick_fd);
 	pthread_cond_destroy(&n->rx_cond);

@@ -23,6 +23,7 @@ size_t proto_request_size(uint16_t type)
 	case MSG_PUB_CLOSE:
 	case MSG_PUB_CONNECT:
 	case MSG_SUB_CONNECT:
+	case MSG_EVENT_LISTEN:
 	case MSG_SUB_CLOSE:
 	case MSG_EVENT_CLOSE:
 	case MSG_POOLS: return sizeof(struct msg_index);

@@ -39,12 +39,15 @@ enum proto_type {
 	MSG_POOL_DONE = 13,    /* client -> broker, never answered: a publisher's pool was unmapped */
 	MSG_PUB_CONNECT = 14,  /* the publisher mapped its pool: seal it, connect its subscribers */
 	MSG_SUB_CONNECT = 15,  /* the subscriber mapped its segment: seal it, connect its publishers */
-	MSG_TYPE_MAX = 15,
+	MSG_EVENT_LISTEN = 16, /* an event handle wants ids: its own queue and eventfd */
+	MSG_TYPE_MAX = 16,
 	/* Pushes (type | PROTO_PUSH_FLAG), sent by the broker to a publisher's
 	 * node without being asked; its agent thread receives them. */
 	MSG_PUSH_CONN = 1,      /* to a publisher: a new connection; fds: the subscriber's eventfd and segment (ro) */
 	MSG_PUSH_CONN_GONE = 2, /* to a publisher: a connection left its list */
 	MSG_PUSH_SUB_CONN = 3,  /* to a subscriber: a new connection; fd: the publisher's pool, read-only */
+	MSG_PUSH_EV_LISTENER = 4, /* to every node with the event open: a listener; fds: its queue, its eventfd */
+	MSG_PUSH_EV_GONE = 5,   /* to every node with the event open: a listener left */
 };
 
 struct proto_hdr {
@@ -130,10 +133,25 @@ struct msg_conn_ready {
 };
 _Static_assert(sizeof(struct msg_conn_ready) == 24, "msg_conn_ready");
 
-struct msg_event_open { /* reply: proto_reply, index = event slot; fd: its eventfd */
+struct msg_event_open { /* reply: proto_reply, index = event slot */
 	struct proto_hdr hdr;
 	char name[TAKT_NAME_MAX];
 };
+/* EVENT_LISTEN: msg_index, index = event slot; reply: proto_reply, index =
+ * listener slot; fds: its queue segment (read-write), its eventfd.
+ * EVENT_CLOSE: msg_index, index = event slot, reserved = listener slot + 1
+ * (0: the handle did not listen). */
+
+/* PUSH_EV_LISTENER (fds: the listener's queue, read-write, and eventfd)
+ * and PUSH_EV_GONE (no fd). */
+struct msg_push_ev {
+	struct proto_hdr hdr;
+	uint32_t event;       /* event slot */
+	uint32_t listener;    /* listener slot */
+	uint32_t inc;         /* incarnation of the listener slot */
+	uint32_t reserved;
+};
+_Static_assert(sizeof(struct msg_push_ev) == 32, "msg_push_ev");
 
 /* POOL_DONE: the subscriber's node unmapped the pool of publisher
  * publisher_id it had mapped for subscriber port sub (nothing of it is held

@@ -61,17 +61,33 @@ int seg_view_init(struct seg_view *v, void *mgmt, size_t mgmt_size)
 	v->pubs = (struct takt_pub_port *)(b + lay.off_pubs);
 	v->subs = (struct takt_sub_port *)(b + lay.off_subs);
 	v->conns = (struct takt_conn *)(b + lay.off_conns);
+	v->events = (struct takt_event_slot *)(b + lay.off_events);
 	return 0;
 }
 
-int seg_view_events(struct seg_view *v, void *base, size_t size)
+void seg_listener_header_fill(struct takt_listener_queue *q, const struct seg_view *v, uint32_t event,
+			      uint32_t listener)
 {
+	q->magic = TAKT_LISTENER_MAGIC;
+	q->abi_version = TAKT_ABI_VERSION;
+	q->event = event;
+	q->listener = listener;
+	q->lanes = v->lim.processes;
+}
+
+int seg_listener_check(const struct seg_view *v, uint32_t event, uint32_t listener, void *base, size_t size,
+		       struct seg_listener *out)
+{
+	const struct takt_listener_queue *q = base;
 	struct takt_layout lay;
 
 	layout_compute(&v->lim, &lay);
-	if (size < lay.events_size) /* its size is sealed: nobody can change it */
+	if (size < lay.listener_size || q->magic != TAKT_LISTENER_MAGIC || q->abi_version != TAKT_ABI_VERSION ||
+	    q->event != event || q->listener != listener || q->lanes != v->lim.processes)
 		return -EPROTO;
-	v->events = (struct takt_event_slot *)((uint8_t *)base + lay.off_events);
+	*out = (struct seg_listener){.q = base, .size = size, .lanes = v->lim.processes,
+				     .hint_words = (v->lim.processes + 63) / 64,
+				     .lane0 = (struct takt_lane *)((uint8_t *)base + lay.lanes_off)};
 	return 0;
 }
 

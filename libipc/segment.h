@@ -30,9 +30,24 @@ struct seg_view {
 /* Builds the view from a mapped management segment. -EPROTO when the magic,
  * ABI version, digest or sizes do not match this build. */
 int seg_view_init(struct seg_view *v, void *mgmt, size_t mgmt_size);
-/* Adds the events segment (mapped read-write) to the view: -EPROTO when it
- * is smaller than the registry's limits say. */
-int seg_view_events(struct seg_view *v, void *base, size_t size);
+/* A listener's queue segment as a process maps it (read-write). */
+struct seg_listener {
+	struct takt_listener_queue *q;
+	size_t size;
+	uint32_t lanes, hint_words;
+	struct takt_lane *lane0;
+};
+void seg_listener_header_fill(struct takt_listener_queue *q, const struct seg_view *v, uint32_t event,
+			      uint32_t listener);
+/* Validates a mapped listener queue of (event, listener); -EPROTO. Its
+ * header is writable by every notifier: checked once, then never read
+ * again (the geometry is the registry's). */
+int seg_listener_check(const struct seg_view *v, uint32_t event, uint32_t listener, void *base, size_t size,
+		       struct seg_listener *out);
+static inline struct takt_lane *seg_lane(const struct seg_listener *l, uint32_t p)
+{
+	return &l->lane0[p];
+}
 
 /* What a management header is built from (the broker's config, or a test's). */
 struct seg_spec {

@@ -106,9 +106,16 @@ struct reg_pool_map {
 	uint32_t sub, proc;
 };
 
+struct reg_listener {
+	struct client *cl;      /* NULL: free */
+	uint32_t inc;
+	int seg_fd, efd;
+};
+
 struct reg_event {
 	uint32_t state, refs;
 	char name[TAKT_NAME_MAX];
+	struct reg_listener lis[TAKT_MAX_LISTENERS];
 };
 
 struct broker {
@@ -121,15 +128,12 @@ struct broker {
 	size_t mgmt_size;
 	int mgmt_fd;
 	int mgmt_ro_fd;         /* the same segment, read-only: for clients and tools */
-	void *events_map;       /* the events segment, read-write for every client */
-	size_t events_size;
-	int events_fd;
+
 	int lock_fd, listen_fd, epoll_fd, signal_fd, timer_fd;
 	char sock_path[108], lock_path[128];
 	struct client *clients;
 	unsigned n_clients_max;
 	int *sub_efd;           /* per subscriber port */
-	int *event_efd;         /* per event slot */
 	uint32_t *proc_state;
 	struct client **proc_client; /* the client of each process entry */
 	struct reg_topic *topics;
@@ -168,6 +172,9 @@ int seg_pool_reserve(int fd, uint64_t from, uint64_t to);
 int seg_subseg_create(struct broker *b, uint32_t si, int *ret_rw, int *ret_ro);
 /* Maps bytes [0, size) of a segment read-only for the broker. */
 void *seg_map_ro(int fd, size_t size);
+/* A listener's queue segment (read-write descriptor, reserved, header
+ * written, sealed against shrinking and growing). */
+int seg_listener_create(struct broker *b, uint32_t event, uint32_t listener, int *ret_fd);
 /* Bytes of memory a segment holds (its allocated blocks). */
 uint64_t seg_fd_bytes(int fd);
 void seg_destroy_all(struct broker *b);
@@ -189,7 +196,11 @@ int reg_sub_open(struct broker *b, struct client *cl, const struct msg_sub_open 
 int reg_sub_connect(struct broker *b, struct client *cl, uint32_t index);
 int reg_sub_close(struct broker *b, struct client *cl, uint32_t index);
 int reg_event_open(struct broker *b, struct client *cl, const char *name);
-int reg_event_close(struct broker *b, struct client *cl, uint32_t index);
+/* The handle of cl on event index listens: its queue segment and eventfd
+ * (the broker keeps them; fds point at its copies). A listener slot. */
+int reg_event_listen(struct broker *b, struct client *cl, uint32_t index, int fds[2]);
+/* listener: the handle's listener slot + 1, or 0. */
+int reg_event_close(struct broker *b, struct client *cl, uint32_t index, uint32_t listener);
 enum { TICK_OFF, TICK_SLOW, TICK_FAST };
 /* Frees connections whose ends quiesced and retires drained orphans.
  * Returns how soon it wants to run again: TICK_FAST while connections wait

@@ -138,7 +138,7 @@ static int start(struct broker *b)
 
 int main(int argc, char **argv)
 {
-	struct broker b = {.lock_fd = -1, .listen_fd = -1, .mgmt_fd = -1, .mgmt_ro_fd = -1, .events_fd = -1};
+	struct broker b = {.lock_fd = -1, .listen_fd = -1, .mgmt_fd = -1, .mgmt_ro_fd = -1};
 	struct args a = {0};
 	int ready_fd = -1, r;
 	char st = 0;

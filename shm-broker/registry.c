@@ -132,7 +132,6 @@ int reg_init(struct broker *b)
 		for (unsigned j = 0; j < TAKT_MAX_PUBS_PER_TOPIC; j++)
 			atomic_store_explicit(&v->subs[i].conns[j], TAKT_NONE, memory_order_relaxed);
 	b->sub_efd = malloc(sizeof(int) * l->subscribers);
-	b->event_efd = malloc(sizeof(int) * l->events);
 	b->proc_state = calloc(l->processes, sizeof(*b->proc_state));
 	b->proc_client = calloc(l->processes, sizeof(*b->proc_client));
 	b->topics = calloc(l->topics, sizeof(*b->topics));
@@ -140,7 +139,7 @@ int reg_init(struct broker *b)
 	b->subs = calloc(l->subscribers, sizeof(*b->subs));
 	b->conns = calloc(l->connections, sizeof(*b->conns));
 	b->events = calloc(l->events, sizeof(*b->events));
-	if (!b->sub_efd || !b->event_efd || !b->proc_state || !b->proc_client || !b->topics || !b->pubs || !b->subs ||
+	if (!b->sub_efd || !b->proc_state || !b->proc_client || !b->topics || !b->pubs || !b->subs ||
 	    !b->conns || !b->events)
 		return -ENOMEM;
 	for (uint32_t i = 0; i < l->subscribers; i++) {
@@ -149,8 +148,6 @@ int reg_init(struct broker *b)
 	}
 	for (uint32_t i = 0; i < l->publishers; i++)
 		b->pubs[i].pool_fd = b->pubs[i].pool_ro_fd = -1;
-	for (uint32_t i = 0; i < l->events; i++)
-		b->event_efd[i] = -1;
 	return 0;
 }
 
@@ -177,7 +174,6 @@ void reg_free(struct broker *b)
 			munmap(b->subs[i].seg.base, b->subs[i].seg.size);
 	}
 	free(b->sub_efd);
-	free(b->event_efd);
 	free(b->proc_state);
 	free(b->proc_client);
 	free(b->topics);
@@ -190,6 +186,7 @@ void reg_free(struct broker *b)
 /* ---- processes ---------------------------------------------------------- */
 
 static void pool_maps_drop(struct broker *b, uint64_t pub_id, uint32_t sub, uint32_t proc);
+static void listener_drop(struct broker *b, uint32_t ei, uint32_t j);
 
 int reg_proc_add(struct broker *b, struct client *cl, const char *name)
 {
@@ -267,7 +264,11 @@ void reg_proc_remove(struct broker *b, struct client *cl)
 			reg_sub_close(b, cl, i);
 	for (uint32_t i = 0; i < l->events; i++)
 		while (cl->event_refs && cl->event_refs[i])
-			reg_event_close(b, cl, i);
+			reg_event_close(b, cl, i, 0);
+	for (uint32_t i = 0; i < l->events; i++) /* its listeners (reg_event_close drops them) */
+		for (unsigned j = 0; j < TAKT_MAX_LISTENERS; j++)
+			if (b->events[i].lis[j].cl == cl)
+				listener_drop(b, i, j);
 	pool_maps_drop(b, 0, TAKT_NONE, cl->proc); /* its mappings died with it */
 	b->proc_state[cl->proc] = SLOT_FREE;
 	b->proc_client[cl->proc] = NULL;
@@ -544,7 +545,7 @@ static uint8_t conn_push(struct broker *b, uint32_t ci, uint16_t kind)
  * domain's in all (with the registry). */
 static uint64_t shm_reserved(const struct broker *b, uint32_t proc)
 {
-	uint64_t n = proc == TAKT_NONE ? b->mgmt_size + b->events_size : 0;
+	uint64_t n = proc == TAKT_NONE ? b->mgmt_size : 0;
 
 	for (uint32_t i = 0; i < b->v.lim.publishers; i++)
 		if (b->pubs[i].state == SLOT_ACTIVE && (proc == TAKT_NONE || b->pubs[i].proc == proc))
@@ -1316,20 +1317,50 @@ int reg_tick(struct broker *b)
 
 /* ---- events ------------------------------------------------------------- */
 
-static void event_init_shared(struct takt_event_slot *e, const char *name)
+/* Tells every client with event ei open about its listener j (or that it
+ * left): their nodes notify into its queue. to: one client only, or NULL. */
+static void listener_push(struct broker *b, uint32_t ei, uint32_t j, bool gone, struct client *to)
 {
-	memcpy(e->name, name, TAKT_NAME_MAX);
-	e->refs = 1;
-	atomic_store_explicit(&e->enq, 0, memory_order_relaxed);
-	atomic_store_explicit(&e->deq, 0, memory_order_relaxed);
-	atomic_store_explicit(&e->lost, 0, memory_order_relaxed);
-	for (uint64_t j = 0; j < TAKT_EVENT_QUEUE; j++)
-		atomic_store_explicit(&e->cells[j].seq, j, memory_order_relaxed);
+	const struct reg_listener *li = &b->events[ei].lis[j];
+	struct msg_push_ev m = {.event = ei, .listener = j, .inc = li->inc};
+	int fds[2] = {li->seg_fd, li->efd};
+
+	proto_hdr_init(&m.hdr, (uint16_t)((gone ? MSG_PUSH_EV_GONE : MSG_PUSH_EV_LISTENER) | PROTO_PUSH_FLAG),
+		       sizeof(m), 0);
+	for (unsigned i = 0; i < b->n_clients_max; i++) {
+		struct client *cl = &b->clients[i];
+
+		if (cl->fd < 0 || cl->doomed || !cl->event_refs || !cl->event_refs[ei] || (to && cl != to))
+			continue;
+		server_push(b, cl, &m, sizeof(m), gone ? NULL : fds, gone ? 0 : 2);
+	}
+}
+
+static void listeners_mirror(struct broker *b, uint32_t ei)
+{
+	uint32_t n = 0;
+
+	for (unsigned j = 0; j < TAKT_MAX_LISTENERS; j++)
+		n += b->events[ei].lis[j].cl != NULL;
+	b->v.events[ei].listeners = n;
+}
+
+static void listener_drop(struct broker *b, uint32_t ei, uint32_t j)
+{
+	struct reg_listener *li = &b->events[ei].lis[j];
+
+	if (!li->cl)
+		return;
+	listener_push(b, ei, j, true, NULL);
+	close(li->seg_fd);
+	close(li->efd);
+	li->cl = NULL;
+	listeners_mirror(b, ei);
 }
 
 int reg_event_open(struct broker *b, struct client *cl, const char *name)
 {
-	int free_slot = -1, efd;
+	int free_slot = -1;
 
 	if (!proto_name_ok(name, TAKT_NAME_MAX))
 		return -EINVAL;
@@ -1341,25 +1372,74 @@ int reg_event_open(struct broker *b, struct client *cl, const char *name)
 				free_slot = (int)i;
 		} else if (!strcmp(e->name, name)) {
 			b->v.events[i].refs = ++e->refs;
-			cl->event_refs[i]++;
+			/* Its node notifies into every listener's queue: it
+			 * learns of them before the open's reply (same socket). */
+			if (cl->event_refs[i]++ == 0)
+				for (unsigned j = 0; j < TAKT_MAX_LISTENERS; j++)
+					if (e->lis[j].cl)
+						listener_push(b, i, j, false, cl);
 			return (int)i;
 		}
 	}
 	if (free_slot < 0)
 		return -ENOSPC;
-	efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-	if (efd < 0)
-		return -errno;
-	b->events[free_slot] = (struct reg_event){.state = SLOT_ACTIVE, .refs = 1};
-	memcpy(b->events[free_slot].name, name, TAKT_NAME_MAX);
-	event_init_shared(&b->v.events[free_slot], name);
+	struct reg_event *e = &b->events[free_slot];
+	uint32_t incs[TAKT_MAX_LISTENERS];
+
+	for (unsigned j = 0; j < TAKT_MAX_LISTENERS; j++)
+		incs[j] = e->lis[j].inc; /* incarnations go on across uses of the slot */
+	*e = (struct reg_event){.state = SLOT_ACTIVE, .refs = 1};
+	for (unsigned j = 0; j < TAKT_MAX_LISTENERS; j++)
+		e->lis[j].inc = incs[j];
+	memcpy(e->name, name, TAKT_NAME_MAX);
+	memcpy(b->v.events[free_slot].name, name, TAKT_NAME_MAX);
+	b->v.events[free_slot].refs = 1;
+	b->v.events[free_slot].listeners = 0;
 	publish_state(&b->v.events[free_slot].state, SLOT_ACTIVE);
-	b->event_efd[free_slot] = efd;
 	cl->event_refs[free_slot]++;
 	return free_slot;
 }
 
-int reg_event_close(struct broker *b, struct client *cl, uint32_t index)
+int reg_event_listen(struct broker *b, struct client *cl, uint32_t index, int fds[2])
+{
+	struct reg_event *e;
+	struct reg_listener *li = NULL;
+	unsigned j;
+	int r, efd, seg;
+
+	if (index >= b->v.lim.events)
+		return -EINVAL;
+	if (!cl->event_refs[index])
+		return -EPERM;
+	e = &b->events[index];
+	for (j = 0; j < TAKT_MAX_LISTENERS && !li; j++)
+		if (!e->lis[j].cl)
+			li = &e->lis[j];
+	if (!li) {
+		fprintf(stderr, "takt-broker: event '%s': process %d wants to listen, but it has %u listeners already\n",
+			e->name, cl->pid, TAKT_MAX_LISTENERS);
+		return -ENOSPC;
+	}
+	j--;
+	r = seg_listener_create(b, index, j, &seg);
+	if (r < 0)
+		return r;
+	efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	if (efd < 0) {
+		r = -errno;
+		close(seg);
+		return r;
+	}
+	li->cl = cl;
+	li->inc++;
+	li->seg_fd = fds[0] = seg;
+	li->efd = fds[1] = efd;
+	listeners_mirror(b, index);
+	listener_push(b, index, j, false, NULL); /* every node with it open, this one's too */
+	return (int)j;
+}
+
+int reg_event_close(struct broker *b, struct client *cl, uint32_t index, uint32_t listener)
 {
 	struct reg_event *e;
 
@@ -1368,13 +1448,15 @@ int reg_event_close(struct broker *b, struct client *cl, uint32_t index)
 	if (!cl->event_refs[index])
 		return -EPERM;
 	e = &b->events[index];
+	if (listener && listener <= TAKT_MAX_LISTENERS && e->lis[listener - 1].cl == cl)
+		listener_drop(b, index, listener - 1);
 	cl->event_refs[index]--;
 	b->v.events[index].refs = --e->refs;
 	if (e->refs == 0) {
+		for (unsigned j = 0; j < TAKT_MAX_LISTENERS; j++)
+			listener_drop(b, index, j);
 		e->state = SLOT_FREE;
 		publish_state(&b->v.events[index].state, SLOT_FREE);
-		close(b->event_efd[index]);
-		b->event_efd[index] = -1;
 	}
 	return 0;
 }
@@ -1441,12 +1523,16 @@ void reg_status(struct broker *b, struct msg_status_reply *rep)
 	rep->n_events = COUNT_ACTIVE(b->events, l->events);
 	snprintf(rep->domain, sizeof(rep->domain), "%s", b->cfg.domain);
 	snprintf(rep->version, sizeof(rep->version), "%s", TAKT_VERSION_STRING);
-	rep->shm_bytes_idle = seg_fd_bytes(b->mgmt_fd) + seg_fd_bytes(b->events_fd);
+	rep->shm_bytes_idle = seg_fd_bytes(b->mgmt_fd);
 	rep->shm_bytes = rep->shm_bytes_idle;
 	for (uint32_t i = 0; i < l->publishers; i++)
 		rep->shm_bytes += seg_fd_bytes(b->pubs[i].pool_fd);
 	for (uint32_t i = 0; i < l->subscribers; i++)
 		rep->shm_bytes += seg_fd_bytes(b->subs[i].seg_fd);
+	for (uint32_t i = 0; i < l->events; i++)
+		for (unsigned j = 0; j < TAKT_MAX_LISTENERS; j++)
+			if (b->events[i].lis[j].cl)
+				rep->shm_bytes += seg_fd_bytes(b->events[i].lis[j].seg_fd);
 	for (unsigned i = 0; i < b->n_left; i++)
 		rep->shm_bytes += seg_fd_bytes(b->left[i].fd);
 }

@@ -286,15 +286,38 @@ int seg_create_all(struct broker *b)
 	if (b->mgmt_ro_fd < 0)
 		return -errno;
 	seg_fill_header(b);
-	r = seg_view_init(&b->v, b->mgmt, b->mgmt_size);
-	if (r < 0)
-		return r;
-	/* The event queues: every client writes them (this version). */
-	b->events_size = lay.events_size;
-	r = seg_create(b, "events", b->events_size, SEG_SEALS, &b->events_fd, &b->events_map);
-	if (r < 0)
-		return r;
-	return seg_view_events(&b->v, b->events_map, b->events_size);
+	return seg_view_init(&b->v, b->mgmt, b->mgmt_size);
+}
+
+int seg_listener_create(struct broker *b, uint32_t event, uint32_t listener, int *ret_fd)
+{
+	struct takt_listener_queue q = {0};
+	struct takt_layout lay;
+	char name[128];
+	int fd, r;
+
+	layout_compute(&b->v.lim, &lay);
+	snprintf(name, sizeof(name), "takt.%s.ev%u.l%u", b->cfg.domain, event, listener);
+	fd = memfd_create(name, MFD_CLOEXEC | MFD_ALLOW_SEALING);
+	if (fd < 0)
+		return -errno;
+	/* Reserved whole: every notifying process writes its lane without
+	 * asking anyone, so no page of it may be missing. */
+	r = seg_restrict(fd) < 0 ? errno
+	    : ftruncate(fd, (off_t)lay.listener_size) < 0 ? errno : posix_fallocate(fd, 0, (off_t)lay.listener_size);
+	if (r == 0) {
+		seg_listener_header_fill(&q, &b->v, event, listener);
+		if (pwrite(fd, &q, sizeof(q), 0) != (ssize_t)sizeof(q))
+			r = errno ? errno : EIO;
+	}
+	if (r == 0 && fcntl(fd, F_ADD_SEALS, SEG_SEALS) < 0)
+		r = errno;
+	if (r) {
+		close(fd);
+		return -r;
+	}
+	*ret_fd = fd;
+	return 0;
 }
 
 void seg_destroy_all(struct broker *b)
@@ -305,8 +328,4 @@ void seg_destroy_all(struct broker *b)
 	}
 	if (b->mgmt_ro_fd >= 0)
 		close(b->mgmt_ro_fd);
-	if (b->events_map) {
-		munmap(b->events_map, b->events_size);
-		close(b->events_fd);
-	}
 }

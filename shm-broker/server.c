@@ -317,8 +317,8 @@ static void handle_hello(struct broker *b, struct client *cl, const struct msg_h
 	reply_init(&rep.r, &m->hdr, sizeof(rep), 0);
 	rep.r.index = (uint32_t)r;
 	rep.epoch = b->epoch;
-	/* The registry read-only, the events segment read-write. */
-	server_push(b, cl, &rep, sizeof(rep), (int[]){b->mgmt_ro_fd, b->events_fd}, 2);
+	/* The registry, read-only. */
+	server_push(b, cl, &rep, sizeof(rep), &b->mgmt_ro_fd, 1);
 }
 
 /* The reply of a successful open: the publisher's pool segment with
@@ -437,11 +437,26 @@ static void dispatch(struct broker *b, struct client *cl, const void *buf)
 	case MSG_POOL_DONE: reg_pool_done(b, cl, buf); break;
 	case MSG_EVENT_OPEN:
 		r = reg_event_open(b, cl, ((const struct msg_event_open *)buf)->name);
-		handle_fd_reply(cl, h, r, r >= 0 ? b->event_efd[r] : -1);
+		reply_status(cl, h, r, r >= 0 ? (uint32_t)r : 0);
 		return;
+	case MSG_EVENT_LISTEN: { /* its queue (read-write) and its eventfd */
+		int fds[2];
+
+		r = reg_event_listen(b, cl, mi->index, fds);
+		if (r < 0) {
+			reply_status(cl, h, r, 0);
+		} else {
+			struct proto_reply rep;
+
+			reply_init(&rep, h, sizeof(rep), 0);
+			rep.index = (uint32_t)r;
+			server_push(b, cl, &rep, sizeof(rep), fds, 2);
+		}
+		return;
+	}
 	case MSG_PUB_CLOSE: reply_status(cl, h, reg_pub_close(b, cl, mi->index), mi->index); break;
 	case MSG_SUB_CLOSE: reply_status(cl, h, reg_sub_close(b, cl, mi->index), mi->index); break;
-	case MSG_EVENT_CLOSE: reply_status(cl, h, reg_event_close(b, cl, mi->index), mi->index); break;
+	case MSG_EVENT_CLOSE: reply_status(cl, h, reg_event_close(b, cl, mi->index, mi->reserved), mi->index); break;
 	case MSG_POOLS: handle_pools(b, cl, buf); return;
 	case MSG_STATUS: handle_status(b, cl, h); return;
 	case MSG_MGMT_FD:
@@ -537,9 +552,12 @@ void server_free(struct broker *b)
 	for (uint32_t i = 0; b->sub_efd && i < b->v.lim.subscribers; i++)
 		if (b->sub_efd[i] >= 0)
 			close(b->sub_efd[i]);
-	for (uint32_t i = 0; b->event_efd && i < b->v.lim.events; i++)
-		if (b->event_efd[i] >= 0)
-			close(b->event_efd[i]);
+	for (uint32_t i = 0; b->events && i < b->v.lim.events; i++)
+		for (unsigned j = 0; j < TAKT_MAX_LISTENERS; j++)
+			if (b->events[i].lis[j].cl) {
+				close(b->events[i].lis[j].seg_fd);
+				close(b->events[i].lis[j].efd);
+			}
 	free(b->clients);
 	reg_free(b);
 }

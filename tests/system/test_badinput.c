@@ -229,7 +229,7 @@ static void test_badinput_registry_not_writable(void **state)
 	(void)state;
 	assert_int_equal(takt_pub_open(a, &po, &p), 0);
 	nf = raw_hello_fds(&sock, fds);
-	assert_int_equal(nf, 2); /* the registry, the events segment */
+	assert_int_equal(nf, 1); /* the registry */
 	fd = fds[0];
 	assert_int_equal(fstat(fd, &st), 0);
 	assert_int_equal(fcntl(fd, F_GETFL) & O_ACCMODE, O_RDONLY);
@@ -343,18 +343,18 @@ static int truncating_child(void *a)
 	unsigned nf = raw_hello_fds(&s, fds);
 
 	(void)a;
-	H_CHECK(nf == 2); /* the registry (read-only), the events segment */
+	H_CHECK(nf == 1); /* the registry, read-only */
 	proto_hdr_init(&po.hdr, MSG_PUB_OPEN, sizeof(po), 2);
 	strcpy(po.topic, "hostile");
 	nf += raw_collect(s, &po, sizeof(po), fds + nf, 16 - nf);
-	H_CHECK(nf == 3); /* its own pool, read-write */
+	H_CHECK(nf == 2); /* its own pool, read-write */
 	/* As takt_pub_open does: mapped, then connected, so the broker seals it. */
-	H_CHECK(mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED, fds[2], 0) != MAP_FAILED);
+	H_CHECK(mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED, fds[1], 0) != MAP_FAILED);
 	pc.index = raw_last_index;
 	proto_hdr_init(&pc.hdr, MSG_PUB_CONNECT, sizeof(pc), 3);
 	H_CHECK(raw_collect(s, &pc, sizeof(pc), fds + nf, 16 - nf) == 0);
 	nf += raw_sub_open(s, "sealed", 4, fds + nf, 16 - nf);
-	H_CHECK(nf == 6); /* its own eventfd and segment, the victims' pool (read-only) */
+	H_CHECK(nf == 5); /* its own eventfd and segment, the victims' pool (read-only) */
 	for (unsigned i = 0; i < nf; i++) {
 		struct stat st;
 		int ro;
@@ -418,9 +418,9 @@ static int other_user_child(void *a)
 	unsigned nf = raw_hello_fds(&s, fds);
 
 	(void)a;
-	H_CHECK(nf == 2);
+	H_CHECK(nf == 1);
 	nf += raw_sub_open(s, "reopen", 2, fds + nf, 16 - nf);
-	H_CHECK(nf == 5); /* the registry, events, its eventfd and segment, the victims' pool */
+	H_CHECK(nf == 4); /* the registry, its eventfd and segment, the victims' pool */
 	/* Still root, which may reopen anything: the pool is sealed against
 	 * new writable mappings (F_SEAL_FUTURE_WRITE), so even a read-write
 	 * reopen cannot be mapped or written. */
@@ -449,7 +449,7 @@ static int other_user_child(void *a)
 
 		H_CHECK(fstat(fds[i], &st) == 0);
 		if (st.st_size == 0 || (fcntl(fds[i], F_GETFL) & O_ACCMODE) != O_RDONLY)
-			continue; /* the eventfds; its own segment, the events segment (read-write) */
+			continue; /* the eventfd; its own segment (read-write) */
 		n_ro++;
 		snprintf(path, sizeof(path), "/proc/self/fd/%d", fds[i]);
 		fd = open(path, O_RDONLY | O_CLOEXEC);
@@ -551,7 +551,7 @@ static int bad_returner_child(void *a)
 	H_CHECK(h_chan_send(&ch[0], "s", 1) == 0);
 	H_CHECK(h_chan_recv(&ch[1], &c, 1, WAIT_MS) == 0); /* samples were published */
 	H_CHECK(takt_sub_take(s, &x, NULL) == 0);         /* one legitimately held */
-	H_CHECK(raw_hello_fds(&sock, fds) == 2 && fstat(fds[0], &st) == 0);
+	H_CHECK(raw_hello_fds(&sock, fds) == 1 && fstat(fds[0], &st) == 0);
 	h = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_SHARED, fds[0], 0);
 	H_CHECK(h != MAP_FAILED && seg_view_init(&v, h, (size_t)st.st_size) == 0);
 	for (uint32_t i = 0; i < v.lim.processes; i++) /* our own node's process entry */
