@@ -195,12 +195,13 @@ _Static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "futex on the low half
  * pub_slot), written by the publisher alone (ring.h names the pairings). */
 struct takt_conn_pub {
 	/* Hot line: its sample ring position (for tools and tests), how far
-	 * it has consumed returns, and the incarnation it initialised the
-	 * region for (release: the subscriber uses the ring only after). */
+	 * it has consumed returns, and which connection it initialised the
+	 * region for (takt_conn_mark; release: the subscriber uses the ring
+	 * only after). */
 	_Atomic uint64_t head;
 	_Atomic uint64_t ret_tail;
-	_Atomic uint32_t inc;
-	uint8_t pad0[44];
+	_Atomic uint64_t mark;
+	uint8_t pad0[40];
 	/* Cold line, written only under overflow or when it blocks or wakes,
 	 * so a subscriber reading it on every take keeps it cached.
 	 * floor (R2): positions below it were taken back or consumed.
@@ -218,15 +219,24 @@ _Static_assert(sizeof(struct takt_conn_pub) == 128, "takt_conn_pub layout");
 /* The subscriber's words of one connection, in its segment (region
  * sub_slot), written by the subscriber alone: what it has taken (tail, R1:
  * 2 x the position, + 1 while it decides a take with a drop-oldest
- * publisher, R2), returned (ret_head, T0), and the incarnation it
+ * publisher, R2), returned (ret_head, T0), and which connection it
  * initialised the region for. */
 struct takt_conn_sub {
 	_Atomic uint64_t tail;
 	_Atomic uint64_t ret_head;
-	_Atomic uint32_t inc;
-	uint8_t pad[44];
+	_Atomic uint64_t mark;  /* takt_conn_mark of the connection it initialised the region for */
+	uint8_t pad[40];
 };
 _Static_assert(sizeof(struct takt_conn_sub) == 64, "takt_conn_sub layout");
+
+/* Names one use of connection slot ci in a region's mark: a region is
+ * reused by connections of other slots, whose incarnations count on their
+ * own, so the incarnation alone could match a stale mark. Never 0 (an
+ * incarnation starts at 1): 0 marks a region nobody initialised. */
+static inline uint64_t takt_conn_mark(uint32_t ci, uint32_t incarnation)
+{
+	return (uint64_t)ci << 32 | incarnation;
+}
 
 /* What a publisher writes for everyone about itself, at the start of its
  * pool segment (after the header). */

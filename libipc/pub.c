@@ -425,7 +425,7 @@ static int pub_prepare(takt_pub *p, uint32_t ci, uint32_t inc, bool agent)
 	atomic_store_explicit(&pw->wakes, 0, memory_order_relaxed);
 	for (uint32_t i = 0; i <= c->mask; i++) /* a stale pos must never match (R0) */
 		atomic_store_explicit(&slots[i].pos, 0, memory_order_relaxed);
-	atomic_store_explicit(&pw->inc, inc, memory_order_release);
+	atomic_store_explicit(&pw->mark, takt_conn_mark(ci, inc), memory_order_release);
 	ring_prod_init(&s->ring, c, pw, seg_subseg_conn(&sm.ss, c->sub_slot), slots, c->mask, c->depth);
 	ret_cons_init(&s->ret, pw, seg_subseg_conn(&sm.ss, c->sub_slot), seg_subseg_rets(&sm.ss, c->sub_slot),
 		      c->ret_mask);
@@ -558,8 +558,8 @@ static void pub_refresh(takt_pub *p, uint32_t gen)
 		/* The subscriber starts its region of the connection afresh
 		 * too; its tail and returns count only once it marked it as this
 		 * incarnation's (acquire: pairs with its release, sub.c). */
-		if (!s || atomic_load_explicit(&s->ring.sw->inc, memory_order_acquire) !=
-				  atomic_load_explicit(&s->incarnation, memory_order_relaxed)) {
+		if (!s || atomic_load_explicit(&s->ring.sw->mark, memory_order_acquire) !=
+				  takt_conn_mark(ci, atomic_load_explicit(&s->incarnation, memory_order_relaxed))) {
 			pending = true; /* being prepared, not sane, or its subscriber not there yet */
 			continue;
 		}

@@ -137,7 +137,7 @@ int sub_agent_connect(takt_node *n, const struct msg_push_conn *m, int pool_fd)
 	sw = seg_subseg_conn(&s->seg, c->sub_slot);
 	atomic_store_explicit(&sw->tail, 0, memory_order_relaxed);
 	atomic_store_explicit(&sw->ret_head, 0, memory_order_relaxed);
-	atomic_store_explicit(&sw->inc, m->incarnation, memory_order_release);
+	atomic_store_explicit(&sw->mark, takt_conn_mark(m->conn, m->incarnation), memory_order_release);
 	ring_cons_init(&slot->ring, c, seg_pool_conn(&slot->pool, c->pub_slot), sw,
 		       seg_pool_ring(&slot->pool, c->pub_slot), c->mask, c->overflow);
 	ret_prod_init(&slot->ret, sw, seg_pool_conn(&slot->pool, c->pub_slot), seg_subseg_rets(&s->seg, c->sub_slot),
@@ -224,7 +224,8 @@ static void sub_refresh(takt_sub *s, uint32_t gen)
 		/* The publisher starts its region of the connection afresh;
 		 * its ring counts only once it marked it as this incarnation's
 		 * (acquire: pairs with its release, pub.c). */
-		if (!found || atomic_load_explicit(&found->ring.pw->inc, memory_order_acquire) != found->incarnation) {
+		if (!found || atomic_load_explicit(&found->ring.pw->mark, memory_order_acquire) !=
+				      takt_conn_mark(found->conn, found->incarnation)) {
 			pending = true; /* the agent has not mapped its pool yet, or the publisher not prepared it */
 			continue;
 		}

@@ -766,7 +766,7 @@ static bool ring_empty(const struct broker *b, uint32_t ci)
 
 	/* A publisher that never prepared its region pushed nothing into it
 	 * (acquire: pairs with its release of the mark). */
-	if (atomic_load_explicit(&conn_pw(b, ci)->inc, memory_order_acquire) != rc->incarnation)
+	if (atomic_load_explicit(&conn_pw(b, ci)->mark, memory_order_acquire) != takt_conn_mark(ci, rc->incarnation))
 		return true;
 	return ring_drained(conn_pw(b, ci), conn_sw(b, ci), seg_pool_ring(&b->pubs[rc->pub].pool, rc->pub_slot),
 			    rc->mask);

@@ -148,8 +148,11 @@ static void check_sample(struct checker *c, const void *payload, const struct ta
 		c->seq[i] = 0;
 		c->count[i] = 0;
 	}
-	if (info->seq <= c->seq[i] || s->count <= c->count[i] || s->count != info->seq)
-		violation("duplicate or reordered sample", info->seq, c->seq[i]);
+	if (info->seq <= c->seq[i] || s->count <= c->count[i] || s->count != info->seq) {
+		/* (the payload's own count names the sample whose bytes these are) */
+		violation(s->count != info->seq ? "sample whose chunk was reused" : "duplicate or reordered sample",
+			  info->seq, s->count != info->seq ? s->count : c->seq[i]);
+	}
 	c->seq[i] = info->seq;
 	c->count[i] = s->count;
 	atomic_fetch_add(&rep->taken, 1);
