@@ -30,6 +30,7 @@
  * by the listener; loops are bounded.
  */
 #include "client.h"
+#include "fault.h"
 
 #include <errno.h>
 #include <stdlib.h>
@@ -173,6 +174,7 @@ static int lane_push(const struct seg_listener *sl, uint32_t me, uint64_t id)
 		return -EOVERFLOW;
 	}
 	atomic_store_explicit(&l->ids[head & EVENT_MASK], id, memory_order_relaxed);
+	TAKT_FAULT("event_id_written");
 	/* E0: release pairs with the listener's acquire of head. */
 	atomic_store_explicit(&l->head, head + 1, memory_order_release);
 	/* E0: release; the listener takes the bit with an acquire exchange. */

@@ -492,6 +492,81 @@ static void crash_subscriber_at(const struct crash *cr)
 	h_broker_stop(&broker);
 }
 
+/* ---- a notifier killed in the middle of a push --------------------------- */
+
+/* Notifies "crash-bell" with id base + k, k = 1.., forever (killed at its
+ * point, or by the test). */
+static int crash_notifier_child(void *a)
+{
+	uint64_t base = (uint64_t)(uintptr_t)a;
+	takt_node *n = h_node(broker.domain, "crash-notifier");
+	takt_event *ev;
+
+	if (base == 1000000)
+		arm_kill("event_id_written", false);
+	H_CHECK(takt_event_open(n, "crash-bell", &ev) == 0);
+	for (uint64_t k = 1;; k++) {
+		while (takt_event_notify(ev, base + k) == -EOVERFLOW)
+			usleep(1000);
+		usleep(500);
+	}
+	return 0;
+}
+
+/* Takes what arrives for ms milliseconds: each notifier's ids (base
+ * 1000000 x n) must come in order; counts per notifier in got[]. */
+static void take_ids(takt_event *ev, int ms, uint64_t *last, uint64_t *got)
+{
+	for (int i = 0; i < ms; i++) {
+		uint64_t id;
+
+		while (takt_event_take(ev, &id) == 0) {
+			uint64_t who = id / 1000000, k = id % 1000000;
+
+			assert_true(who >= 1 && who <= 3);
+			assert_true(k > last[who]); /* in order, never twice */
+			last[who] = k;
+			got[who]++;
+		}
+		usleep(1000);
+	}
+}
+
+/* A notifier killed between writing an id into its lane and publishing
+ * it leaves nothing behind: its lane simply stops (the id was never
+ * published), other notifiers' ids keep arriving in order, and a process
+ * that later gets the dead one's index carries on in that lane. */
+static void test_faults_notifier_killed_mid_push(void **state)
+{
+	takt_node *n;
+	takt_event *ev;
+	uint64_t last[4] = {0}, got[4] = {0};
+	pid_t dead, alive, later;
+
+	(void)state;
+	assert_int_equal(h_broker_start(&broker, "crashev", NULL), 0);
+	n = h_node(broker.domain, "crash-listener");
+	assert_int_equal(takt_event_open(n, "crash-bell", &ev), 0);
+	assert_true(takt_event_fd(ev) >= 0);
+	alive = h_spawn(crash_notifier_child, (void *)(uintptr_t)2000000);
+	dead = h_spawn(crash_notifier_child, (void *)(uintptr_t)1000000);
+	assert_int_equal(h_wait(dead, WAIT_MS), 128 + SIGKILL); /* at its first push */
+	take_ids(ev, 300, last, got);
+	assert_int_equal(got[1], 0); /* its one id was never published */
+	assert_true(got[2] > 0);
+	later = h_spawn(crash_notifier_child, (void *)(uintptr_t)3000000); /* likely the dead one's index */
+	memset(got, 0, sizeof(got));
+	take_ids(ev, 300, last, got);
+	assert_true(got[2] > 0);
+	assert_true(got[3] > 0);
+	kill(alive, SIGKILL);
+	kill(later, SIGKILL);
+	assert_int_equal(h_wait(alive, WAIT_MS), 128 + SIGKILL);
+	assert_int_equal(h_wait(later, WAIT_MS), 128 + SIGKILL);
+	takt_node_close(n);
+	h_broker_stop(&broker);
+}
+
 static void test_faults_crash_windows(void **state)
 {
 	static const struct crash pubs[] = {
@@ -517,6 +592,7 @@ int main(void)
 		cmocka_unit_test(test_faults_agent_never_writes_a_reused_connection),
 		cmocka_unit_test(test_faults_open_waits_for_history),
 		cmocka_unit_test(test_faults_crash_windows),
+		cmocka_unit_test(test_faults_notifier_killed_mid_push),
 	};
 
 #ifndef TAKT_FAULTS

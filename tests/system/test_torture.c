@@ -6,7 +6,10 @@
  * Every sample carries its publisher's running count and a checksum of its
  * payload; every subscriber checks each sample it takes (checksum, size,
  * per-publisher order: seq and count only grow) and records any violation
- * in shared memory, where the dead cannot take it with them. Two processes
+ * in shared memory, where the dead cannot take it with them. Publishers also
+ * notify an event after every sample (id: pid << 32 | count) and
+ * subscribers listen to it, checking each notifier's ids only grow: a
+ * notifier killed mid-push must not stall or garble the queues. Two processes
  * are never killed and check the same throughout. Afterwards every client
  * is gone and the broker reports no memory held beyond what an idle domain
  * holds, no process, port or connection.
@@ -42,7 +45,7 @@
 static struct h_broker broker;
 
 struct report {
-	_Atomic uint64_t taken, published, violations, started;
+	_Atomic uint64_t taken, published, violations, started, events;
 	char first[256]; /* the first violation, for the failure message */
 	_Atomic int first_set;
 	_Atomic int stop_sub, stop_pub; /* the survivors end */
@@ -92,9 +95,11 @@ static int publisher_role(unsigned topic, bool forever)
 	struct takt_pub_opts po = {.topic = topic_name(topic), .max_payload = 1024, .history = topic % 3};
 	takt_node *n = h_node(broker.domain, "t-pub");
 	uint64_t count = 0, x = (uint64_t)getpid() * 0x9e3779b97f4a7c15ull;
+	takt_event *ev;
 	takt_pub *p;
 
 	H_CHECK(takt_pub_open(n, &po, &p) == 0);
+	H_CHECK(takt_event_open(n, "torture/ev", &ev) == 0);
 	atomic_fetch_add(&rep->started, 1);
 	while (!forever || !atomic_load(&rep->stop_pub)) {
 		struct sample *s;
@@ -114,6 +119,8 @@ static int publisher_role(unsigned topic, bool forever)
 		s->sum = checksum(s);
 		H_CHECK(takt_pub_publish(p, s) >= 0);
 		atomic_fetch_add(&rep->published, 1);
+		r = takt_event_notify(ev, (uint64_t)getpid() << 32 | count);
+		H_CHECK(r == 0 || r == -EOVERFLOW); /* a slow listener loses ids, no more */
 		if ((count & 63) == 0)
 			usleep(100); /* let the subscribers breathe on 2 cores */
 	}
@@ -124,7 +131,32 @@ static int publisher_role(unsigned topic, bool forever)
 struct checker {
 	uint64_t pub_id[64], seq[64], count[64];
 	unsigned n;
+	uint64_t ev_who[64], ev_last[64];
+	unsigned n_ev;
 };
+
+/* One event id: each notifier's (pid << 32 | count) only grow. */
+static void check_event(struct checker *c, uint64_t id)
+{
+	uint64_t who = id >> 32;
+	unsigned i;
+
+	for (i = 0; i < c->n_ev && c->ev_who[i] != who; i++)
+		;
+	if (i == c->n_ev) {
+		if (c->n_ev == 64)
+			memmove(c->ev_who, c->ev_who + 1, 63 * sizeof(uint64_t)),
+				memmove(c->ev_last, c->ev_last + 1, 63 * sizeof(uint64_t)), i = 63;
+		else
+			c->n_ev++;
+		c->ev_who[i] = who;
+		c->ev_last[i] = 0;
+	}
+	if ((uint32_t)id <= c->ev_last[i])
+		violation("event id repeated or reordered", id, c->ev_last[i]);
+	c->ev_last[i] = (uint32_t)id;
+	atomic_fetch_add(&rep->events, 1);
+}
 
 /* One taken sample: intact, and after everything this publisher sent us
  * before (drop-oldest may skip, never repeat or reorder). */
@@ -166,14 +198,20 @@ static int subscriber_role(unsigned topic, bool forever)
 	static struct checker c;
 	const void *held[4] = {0};
 	unsigned k = 0;
+	takt_event *ev;
+	uint64_t id;
 	takt_sub *s;
 
 	H_CHECK(takt_sub_open(n, &so, &s) == 0);
+	H_CHECK(takt_event_open(n, "torture/ev", &ev) == 0);
+	H_CHECK(takt_event_fd(ev) >= 0); /* a listener */
 	atomic_fetch_add(&rep->started, 1);
 	while (!forever || !atomic_load(&rep->stop_sub)) {
 		struct takt_sample_info info;
 		const void *x;
 
+		while (takt_event_take(ev, &id) == 0)
+			check_event(&c, id);
 		if (takt_sub_wait(s, 50000000) < 0)
 			continue;
 		while (takt_sub_take(s, &x, &info) == 0) {
@@ -303,8 +341,10 @@ static void test_torture_random_kills(void **state)
 		roles[i] = (struct role){.kind = (int)((x >> 8) % 3), .topic = (unsigned)((x >> 16) % N_TOPICS)};
 		pids[i] = h_spawn(role_main, &roles[i]);
 	}
-	print_message("%u kills, %llu published, %llu taken\n", kills,
-		      (unsigned long long)atomic_load(&rep->published), (unsigned long long)atomic_load(&rep->taken));
+	print_message("%u kills, %llu published, %llu taken, %llu event ids\n", kills,
+		      (unsigned long long)atomic_load(&rep->published), (unsigned long long)atomic_load(&rep->taken),
+		      (unsigned long long)atomic_load(&rep->events));
+	assert_true(atomic_load(&rep->events) > 0);
 	assert_true(kills >= TORTURE_KILLS / 2); /* else the machine is too slow to have tortured anything */
 	for (int i = 0; i < N_PROCS; i++) {
 		kill(pids[i], SIGKILL);
