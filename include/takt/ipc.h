@@ -136,17 +136,23 @@ TAKT_API int takt_sub_wait(takt_sub *sub, int64_t timeout_ns);
  * Like take, from the thread that uses the handle. */
 TAKT_API uint64_t takt_sub_dropped(const takt_sub *sub);
 
-/* Events: a named wake-up with no payload (iceoryx's notifier/listener).
- * Every process opening the same name shares one queue of ids and one
- * eventfd; notify never blocks. */
+/* Events: a named wake-up carrying a 64-bit id (iceoryx2's notifier and
+ * listener). A handle notifies; a handle that takes, or asks for its fd,
+ * listens: from then on it gets every id notified on the name, by any
+ * process, each notifier's in its order (64 ids per notifying process may
+ * wait; at most 32 listeners per name). Notify never blocks. Like the
+ * other handles, one thread at a time. */
 typedef struct takt_event takt_event;
 /* -EINVAL bad name; -ENOSPC event table full; -ENOTCONN broker gone;
  * -ETIMEDOUT no answer within the node's timeout_ns (nothing stays open). */
 TAKT_API int takt_event_open(takt_node *node, const char *name, takt_event **out);
-/* 0, or -EOVERFLOW when the id queue was full (the wake-up still happens). */
+/* 0, or -EOVERFLOW when a listener's queue was full for this process's
+ * ids (that listener loses this id; it is still woken). */
 TAKT_API int takt_event_notify(takt_event *ev, uint64_t id);
+/* The eventfd that becomes readable when ids wait for this handle (it
+ * starts listening); -ENOSPC when the name has 32 listeners. */
 TAKT_API int takt_event_fd(const takt_event *ev);
-/* 0 and *id, or -EAGAIN when none. */
+/* 0 and *id, or -EAGAIN when none (the first call starts listening). */
 TAKT_API int takt_event_take(takt_event *ev, uint64_t *id);
 TAKT_API void takt_event_close(takt_event *ev);
 
