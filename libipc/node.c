@@ -228,6 +228,16 @@ static void agent_retire_listener(takt_node *n, struct node_listener *l)
 	n->retired = rf;
 }
 
+/* The listener is in our table (or cannot be): its EVENT_LISTEN waits for
+ * this from every node with the event open. */
+static void agent_ev_ready(takt_node *n, const struct msg_push_ev *m)
+{
+	struct msg_push_ev ack = *m;
+
+	proto_hdr_init(&ack.hdr, MSG_EV_READY, sizeof(ack), 0);
+	proto_send(n->sock, &ack, sizeof(ack), NULL, 0);
+}
+
 /* A listener of an event this node has open (PUSH_EV_LISTENER), or one
  * that left (PUSH_EV_GONE). */
 static void agent_push_ev(takt_node *n, const struct msg_push_ev *m, bool gone, const int *fds, unsigned nf)
@@ -241,8 +251,10 @@ static void agent_push_ev(takt_node *n, const struct msg_push_ev *m, bool gone, 
 		goto out;
 	l = &n->ev_lis[m->event * TAKT_MAX_LISTENERS + m->listener];
 	/* relaxed: only this thread writes inc. */
-	if (atomic_load_explicit(&l->inc, memory_order_relaxed) == m->inc && !gone)
-		goto out; /* a second handle of ours opened it: we have it */
+	if (atomic_load_explicit(&l->inc, memory_order_relaxed) == m->inc && !gone) {
+		agent_ev_ready(n, m); /* a second handle of ours opened it: we have it */
+		goto out;
+	}
 	if (atomic_load_explicit(&l->inc, memory_order_relaxed)) {
 		if (gone && atomic_load_explicit(&l->inc, memory_order_relaxed) != m->inc)
 			goto out; /* about an earlier listener in the slot */
@@ -260,8 +272,11 @@ static void agent_push_ev(takt_node *n, const struct msg_push_ev *m, bool gone, 
 	/* E2: release publishes sl and efd to notifiers (acquire of inc). */
 	atomic_store_explicit(&l->inc, m->inc, memory_order_release);
 	close(fds[0]);
+	agent_ev_ready(n, m);
 	return;
 out:
+	if (!gone && nf >= 2)
+		agent_ev_ready(n, m); /* unusable here: the listen need not wait for us */
 	close_fds(fds, nf);
 }
 

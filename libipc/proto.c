@@ -29,6 +29,7 @@ size_t proto_request_size(uint16_t type)
 	case MSG_POOLS: return sizeof(struct msg_index);
 	case MSG_CONN_READY: return sizeof(struct msg_conn_ready);
 	case MSG_POOL_DONE: return sizeof(struct msg_pool_done);
+	case MSG_EV_READY: return sizeof(struct msg_push_ev);
 	case MSG_STATUS:
 	case MSG_MGMT_FD: return sizeof(struct msg_empty);
 	default: return 0;

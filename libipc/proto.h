@@ -40,7 +40,8 @@ enum proto_type {
 	MSG_PUB_CONNECT = 14,  /* the publisher mapped its pool: seal it, connect its subscribers */
 	MSG_SUB_CONNECT = 15,  /* the subscriber mapped its segment: seal it, connect its publishers */
 	MSG_EVENT_LISTEN = 16, /* an event handle wants ids: its own queue and eventfd */
-	MSG_TYPE_MAX = 16,
+	MSG_EV_READY = 17,     /* client -> broker, never answered: a pushed listener is in the node's table */
+	MSG_TYPE_MAX = 17,
 	/* Pushes (type | PROTO_PUSH_FLAG), sent by the broker to a publisher's
 	 * node without being asked; its agent thread receives them. */
 	MSG_PUSH_CONN = 1,      /* to a publisher: a new connection; fds: the subscriber's eventfd and segment (ro) */
@@ -152,6 +153,9 @@ struct msg_push_ev {
 	uint32_t reserved;
 };
 _Static_assert(sizeof(struct msg_push_ev) == 32, "msg_push_ev");
+/* EV_READY: the same fields, from the node that got the push: the
+ * listener is in its table (EVENT_LISTEN is answered once every node with
+ * the event open said so, or after [socket] confirm_timeout_ms). */
 
 /* POOL_DONE: the subscriber's node unmapped the pool of publisher
  * publisher_id it had mapped for subscriber port sub (nothing of it is held

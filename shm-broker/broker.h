@@ -30,6 +30,7 @@ struct client {
 	unsigned pend_acks;
 	uint64_t pend_deadline_ns;
 	struct msg_pub_open_reply pend_pub; /* PUB_OPEN's reply, sent with the pool fd */
+	uint32_t pend_event;                /* EVENT_LISTEN: its event slot */
 	int pend_fd;                        /* the descriptor the reply carries, or -1 */
 	/* Messages its socket had no room for, sent in order as it drains
 	 * (EPOLLOUT): a slow or stopped client is never dropped for it. */
@@ -110,6 +111,7 @@ struct reg_listener {
 	struct client *cl;      /* NULL: free */
 	uint32_t inc;
 	int seg_fd, efd;
+	unsigned acks_owed;     /* nodes that have not said EV_READY (cl's EVENT_LISTEN waits) */
 };
 
 struct reg_event {
@@ -199,6 +201,8 @@ int reg_event_open(struct broker *b, struct client *cl, const char *name);
 /* The handle of cl on event index listens: its queue segment and eventfd
  * (the broker keeps them; fds point at its copies). A listener slot. */
 int reg_event_listen(struct broker *b, struct client *cl, uint32_t index, int fds[2]);
+/* An EV_READY from cl: one node has a listener in its table. */
+void reg_ev_ready(struct broker *b, struct client *cl, const struct msg_push_ev *m);
 /* listener: the handle's listener slot + 1, or 0. */
 int reg_event_close(struct broker *b, struct client *cl, uint32_t index, uint32_t listener);
 enum { TICK_OFF, TICK_SLOW, TICK_FAST };

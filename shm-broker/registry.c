@@ -1228,6 +1228,10 @@ static void pend_expire(struct broker *b)
 				b->conns[ci].waiter = NULL;
 				b->conns[ci].acks_owed = 0;
 			}
+		for (uint32_t ei = 0; ei < b->v.lim.events; ei++)
+			for (unsigned j = 0; j < TAKT_MAX_LISTENERS; j++)
+				if (b->events[ei].lis[j].cl == cl)
+					b->events[ei].lis[j].acks_owed = 0;
 		cl->pend_acks = 0;
 		server_pend_reply(b, cl);
 	}
@@ -1319,11 +1323,12 @@ int reg_tick(struct broker *b)
 
 /* Tells every client with event ei open about its listener j (or that it
  * left): their nodes notify into its queue. to: one client only, or NULL. */
-static void listener_push(struct broker *b, uint32_t ei, uint32_t j, bool gone, struct client *to)
+static unsigned listener_push(struct broker *b, uint32_t ei, uint32_t j, bool gone, struct client *to)
 {
 	const struct reg_listener *li = &b->events[ei].lis[j];
 	struct msg_push_ev m = {.event = ei, .listener = j, .inc = li->inc};
 	int fds[2] = {li->seg_fd, li->efd};
+	unsigned pushed = 0;
 
 	proto_hdr_init(&m.hdr, (uint16_t)((gone ? MSG_PUSH_EV_GONE : MSG_PUSH_EV_LISTENER) | PROTO_PUSH_FLAG),
 		       sizeof(m), 0);
@@ -1333,7 +1338,36 @@ static void listener_push(struct broker *b, uint32_t ei, uint32_t j, bool gone, 
 		if (cl->fd < 0 || cl->doomed || !cl->event_refs || !cl->event_refs[ei] || (to && cl != to))
 			continue;
 		server_push(b, cl, &m, sizeof(m), gone ? NULL : fds, gone ? 0 : 2);
+		pushed += !cl->doomed;
 	}
+	return pushed;
+}
+
+/* The EVENT_LISTEN of listener j's client no longer waits for acks. */
+static void listener_settle(struct broker *b, struct reg_listener *li, unsigned acks)
+{
+	struct client *w = li->cl;
+
+	if (acks > li->acks_owed)
+		acks = li->acks_owed;
+	if (!acks || !w)
+		return;
+	li->acks_owed -= acks;
+	w->pend_acks = w->pend_acks > acks ? w->pend_acks - acks : 0;
+	if (w->pend && w->pend_acks == 0)
+		server_pend_reply(b, w);
+}
+
+void reg_ev_ready(struct broker *b, struct client *cl, const struct msg_push_ev *m)
+{
+	struct reg_listener *li;
+
+	(void)cl;
+	if (m->event >= b->v.lim.events || m->listener >= TAKT_MAX_LISTENERS)
+		return;
+	li = &b->events[m->event].lis[m->listener];
+	if (li->cl && li->inc == m->inc)
+		listener_settle(b, li, 1); /* one node more has it in its table */
 }
 
 static void listeners_mirror(struct broker *b, uint32_t ei)
@@ -1351,6 +1385,7 @@ static void listener_drop(struct broker *b, uint32_t ei, uint32_t j)
 
 	if (!li->cl)
 		return;
+	listener_settle(b, li, li->acks_owed);
 	listener_push(b, ei, j, true, NULL);
 	close(li->seg_fd);
 	close(li->efd);
@@ -1435,7 +1470,11 @@ int reg_event_listen(struct broker *b, struct client *cl, uint32_t index, int fd
 	li->seg_fd = fds[0] = seg;
 	li->efd = fds[1] = efd;
 	listeners_mirror(b, index);
-	listener_push(b, index, j, false, NULL); /* every node with it open, this one's too */
+	/* Every node with it open, this one's too: the listen is answered once
+	 * each has it in its table (EV_READY), so it hears every notify from
+	 * then on. */
+	li->acks_owed = listener_push(b, index, j, false, NULL);
+	cl->pend_acks += li->acks_owed;
 	return (int)j;
 }
 

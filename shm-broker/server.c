@@ -331,6 +331,18 @@ static void open_reply(struct client *cl)
 		server_push(cl->b, cl, &cl->pend_pub, sizeof(cl->pend_pub), &cl->pend_fd, 1);
 		return;
 	}
+	if (cl->pend_req.type == MSG_EVENT_LISTEN) { /* its queue and its eventfd */
+		const struct reg_listener *li = &cl->b->events[cl->pend_event].lis[cl->pend_index];
+
+		if (li->cl != cl) { /* dropped meanwhile */
+			reply_status(cl, &cl->pend_req, -ECONNRESET, 0);
+			return;
+		}
+		reply_init(&rep, &cl->pend_req, sizeof(rep), 0);
+		rep.index = cl->pend_index;
+		server_push(cl->b, cl, &rep, sizeof(rep), (int[]){li->seg_fd, li->efd}, 2);
+		return;
+	}
 	reply_init(&rep, &cl->pend_req, sizeof(rep), 0);
 	rep.index = cl->pend_index;
 	server_push(cl->b, cl, &rep, sizeof(rep), &cl->pend_fd, cl->pend_fd >= 0 ? 1 : 0);
@@ -439,21 +451,15 @@ static void dispatch(struct broker *b, struct client *cl, const void *buf)
 		r = reg_event_open(b, cl, ((const struct msg_event_open *)buf)->name);
 		reply_status(cl, h, r, r >= 0 ? (uint32_t)r : 0);
 		return;
-	case MSG_EVENT_LISTEN: { /* its queue (read-write) and its eventfd */
+	case MSG_EVENT_LISTEN: { /* its queue (read-write) and eventfd, once every node has it */
 		int fds[2];
 
 		r = reg_event_listen(b, cl, mi->index, fds);
-		if (r < 0) {
-			reply_status(cl, h, r, 0);
-		} else {
-			struct proto_reply rep;
-
-			reply_init(&rep, h, sizeof(rep), 0);
-			rep.index = (uint32_t)r;
-			server_push(b, cl, &rep, sizeof(rep), fds, 2);
-		}
+		cl->pend_event = mi->index;
+		open_done(b, cl, h, r, -1);
 		return;
 	}
+	case MSG_EV_READY: reg_ev_ready(b, cl, buf); break;
 	case MSG_PUB_CLOSE: reply_status(cl, h, reg_pub_close(b, cl, mi->index), mi->index); break;
 	case MSG_SUB_CLOSE: reply_status(cl, h, reg_sub_close(b, cl, mi->index), mi->index); break;
 	case MSG_EVENT_CLOSE: reply_status(cl, h, reg_event_close(b, cl, mi->index, mi->reserved), mi->index); break;
