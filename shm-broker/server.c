@@ -166,7 +166,8 @@ static void client_drop(struct broker *b, struct client *cl)
 struct outmsg {
 	struct outmsg *next;
 	size_t size;
-	int fd; /* a dup of the descriptor it carries, or -1 */
+	unsigned n_fds;
+	int fds[TAKT_PROTO_MAX_FDS]; /* dups of the descriptors it carries */
 	char msg[];
 };
 
@@ -180,8 +181,8 @@ static void client_events(struct broker *b, struct client *cl, bool want_out)
 
 static void out_free(struct outmsg *m)
 {
-	if (m->fd >= 0)
-		close(m->fd);
+	for (unsigned i = 0; i < m->n_fds; i++)
+		close(m->fds[i]);
 	free(m);
 }
 
@@ -202,7 +203,7 @@ static void client_flush(struct broker *b, struct client *cl)
 {
 	while (cl->out_head) {
 		struct outmsg *m = cl->out_head;
-		int r = proto_send(cl->fd, m->msg, m->size, &m->fd, m->fd >= 0 ? 1 : 0);
+		int r = proto_send(cl->fd, m->msg, m->size, m->fds, m->n_fds);
 
 		if (r == -EAGAIN || r == -EWOULDBLOCK)
 			return; /* EPOLLOUT again */
@@ -229,15 +230,19 @@ void server_push(struct broker *b, struct client *cl, const void *msg, size_t si
 	}
 	/* No room: it waits, and everything after it too (order matters: a
 	 * port's pushes come before its open's reply). */
-	m = cl->out_len < OUT_MAX ? malloc(sizeof(*m) + size) : NULL;
+	m = cl->out_len < OUT_MAX && n_fds <= TAKT_PROTO_MAX_FDS ? malloc(sizeof(*m) + size) : NULL;
 	if (m) {
 		m->next = NULL;
 		m->size = size;
-		m->fd = n_fds ? fcntl(fds[0], F_DUPFD_CLOEXEC, 0) : -1;
+		m->n_fds = 0;
 		memcpy(m->msg, msg, size);
+		/* every descriptor it carries (two for PUSH_CONN, say) */
+		while (m->n_fds < n_fds && (m->fds[m->n_fds] = fcntl(fds[m->n_fds], F_DUPFD_CLOEXEC, 0)) >= 0)
+			m->n_fds++;
 	}
-	if (!m || (n_fds && m->fd < 0)) {
-		free(m);
+	if (!m || m->n_fds < n_fds) {
+		if (m)
+			out_free(m);
 		fprintf(stderr, "takt-broker: process %d (%s) does not read its socket (%u messages wait); "
 			"dropping it\n", cl->pid, cl->proc != TAKT_NONE ? b->v.procs[cl->proc].name : "?", cl->out_len);
 		cl->doomed = true;

@@ -326,6 +326,76 @@ static void test_broker_keeps_a_client_that_does_not_read(void **state)
 	h_broker_stop(&b);
 }
 
+/* A stopped process with an event open while listeners come and go
+ * thousands of times: the pushes (PUSH_EV_LISTENER carries two
+ * descriptors, the queue and the eventfd) wait in the broker with all
+ * their descriptors, so after SIGCONT the process has the listener that is
+ * there now and its notifies reach it. (The queue once kept only the
+ * first descriptor of a message: the push was refused, and that node never
+ * notified the listener.) */
+static _Atomic int *notify_done; /* shared: the parent got the id */
+
+static int stopped_notifier_child(void *a)
+{
+	struct h_chan *ch = a;
+	takt_node *n = h_node(getenv("TAKT_TEST_DOMAIN"), "sleepy-notifier");
+	takt_event *ev;
+	char c;
+
+	H_CHECK(takt_event_open(n, "drip", &ev) == 0);
+	H_CHECK(h_chan_send(&ch[0], "r", 1) == 0);
+	H_CHECK(h_chan_recv(&ch[1], &c, 1, 60000) == 0); /* after SIGCONT */
+	for (int i = 0; i < 500 && !atomic_load(notify_done); i++) {
+		takt_event_notify(ev, 42);
+		usleep(10000);
+	}
+	takt_node_close(n);
+	return 0;
+}
+
+static void test_broker_queued_push_keeps_both_descriptors(void **state)
+{
+	struct h_broker b;
+	struct h_chan ch[2];
+	takt_node *n;
+	takt_event *ev;
+	uint64_t id = 0;
+	pid_t pid;
+	char c;
+
+	(void)state;
+	notify_done = mmap(NULL, sizeof(*notify_done), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	assert_true(notify_done != MAP_FAILED);
+	*notify_done = 0;
+	assert_int_equal(h_broker_start(&b, "drip", "[socket]\nconfirm_timeout_ms = 1\n"), 0);
+	setenv("TAKT_TEST_DOMAIN", b.domain, 1);
+	assert_int_equal(h_chan_open(&ch[0]), 0);
+	assert_int_equal(h_chan_open(&ch[1]), 0);
+	pid = h_spawn(stopped_notifier_child, ch);
+	assert_int_equal(h_chan_recv(&ch[0], &c, 1, 10000), 0);
+	assert_int_equal(kill(pid, SIGSTOP), 0);
+	n = h_node(b.domain, "churning-listener");
+	for (int i = 0; i < 1500; i++) { /* thousands of pushes to the stopped process */
+		assert_int_equal(takt_event_open(n, "drip", &ev), 0);
+		assert_true(takt_event_fd(ev) >= 0);
+		takt_event_close(ev);
+	}
+	assert_int_equal(takt_event_open(n, "drip", &ev), 0);
+	assert_true(takt_event_fd(ev) >= 0);
+	assert_int_equal(kill(pid, SIGCONT), 0);
+	assert_int_equal(h_chan_send(&ch[1], "g", 1), 0);
+	for (int i = 0; i < 1000 && takt_event_take(ev, &id) != 0; i++)
+		usleep(10000);
+	assert_int_equal(id, 42);
+	atomic_store(notify_done, 1);
+	assert_int_equal(h_wait(pid, 10000), 0);
+	takt_node_close(n);
+	h_chan_close(&ch[0]);
+	h_chan_close(&ch[1]);
+	h_broker_stop(&b);
+	munmap(notify_done, sizeof(*notify_done));
+}
+
 /* Memory follows what is open: a publisher's pool reserves its loans and
  * history, and exactly depth + held_max more chunks per subscriber that
  * connects, and the connection's rings cost its actual depth (a depth of
@@ -390,6 +460,7 @@ int main(void)
 		cmocka_unit_test(test_broker_ignores_small_dev_shm),
 		cmocka_unit_test(test_broker_mgmt_fd_read_only),
 		cmocka_unit_test(test_broker_keeps_a_client_that_does_not_read),
+		cmocka_unit_test(test_broker_queued_push_keeps_both_descriptors),
 		cmocka_unit_test(test_broker_pool_follows_subscribers),
 	};
 
