@@ -83,6 +83,7 @@ struct takt_node {
 	 * turn per event slot for this process's lanes. */
 	struct node_listener *ev_lis;  /* events x TAKT_MAX_LISTENERS */
 	_Atomic uint64_t ev_inflight;
+	_Atomic bool ev_gone;          /* the broker hung up: no more notifies into lanes */
 	atomic_flag *ev_turn;
 	/* PS1: per connection slot, incarnation + 1 of the connection this
 	 * node's agent or a publishing thread has claimed to prepare (pub.c). */
@@ -177,9 +178,10 @@ static inline void conn_wake(struct takt_conn_pub *c, const _Atomic uint32_t *pa
 /* One request/reply with the broker; fds as in proto_call. */
 int node_call(takt_node *n, uint16_t type, void *req, size_t req_size, void *reply,
 	      size_t reply_size, int *fds, unsigned max_fds, unsigned *ret_n_fds);
-/* The registry indices of this node's open publisher ports and their
- * `active` counters now (at most max), under ports_lock: for the agent (G1). */
-unsigned pub_port_snapshot(takt_node *n, uint32_t *idx, uint64_t *snap, unsigned max);
+/* A retired entry (malloc'ed, fd and map unset) holding the registry
+ * index and `active` counter now of every open publisher port of this
+ * node, taken under ports_lock: for the agent (G1). NULL: no memory. */
+struct node_retired_fd *pub_port_snapshot(takt_node *n);
 /* Whether publisher port idx of this node has been outside publish since
  * snap was taken (or is closed): G1. */
 bool pub_port_moved(takt_node *n, uint32_t idx, uint64_t snap);

@@ -94,7 +94,10 @@ static int event_listen(takt_event *ev)
 	if (ev->listener >= 0)
 		return ev->listen_err;
 	r = node_call(ev->node, MSG_EVENT_LISTEN, &req, sizeof(req), &rep, sizeof(rep), fds, 2, &n_fds);
-	if (r == 0 && (n_fds != 2 || rep.index >= TAKT_MAX_LISTENERS))
+	if (r == 0 && (rep.index >> 8 != ev->index || (rep.index & 0xff) >= TAKT_MAX_LISTENERS))
+		r = -EPROTO;
+	rep.index &= 0xff; /* the listener slot */
+	if (r == 0 && n_fds != 2)
 		r = -EPROTO;
 	if (r == 0)
 		r = seg_map_fd(fds[0], PROT_READ | PROT_WRITE, &base, &size);
@@ -196,6 +199,13 @@ int takt_event_notify(takt_event *ev, uint64_t id)
 	/* Our lane in each queue is this process's: its threads take turns. */
 	while (atomic_flag_test_and_set_explicit(&n->ev_turn[ev->index], memory_order_acquire))
 		;
+	/* The broker hung up: our process index may be another process's now,
+	 * and so our lanes. seq_cst: pairs with the agent's store. */
+	if (atomic_load_explicit(&n->ev_gone, memory_order_seq_cst)) {
+		atomic_flag_clear_explicit(&n->ev_turn[ev->index], memory_order_release);
+		atomic_fetch_sub_explicit(&n->ev_inflight, 1, memory_order_release);
+		return -ENOTCONN;
+	}
 	for (unsigned j = 0; j < TAKT_MAX_LISTENERS; j++) {
 		struct node_listener *l = &n->ev_lis[ev->index * TAKT_MAX_LISTENERS + j];
 

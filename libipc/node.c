@@ -80,6 +80,11 @@ static void node_undo_stale(void *user, const struct proto_reply *rep, size_t si
 	case MSG_PUB_OPEN: close_type = MSG_PUB_CLOSE; break;
 	case MSG_SUB_OPEN: close_type = MSG_SUB_CLOSE; break;
 	case MSG_EVENT_OPEN: close_type = MSG_EVENT_CLOSE; break;
+	case MSG_EVENT_LISTEN: /* only the listener: the handle stays open */
+		close_type = MSG_EVENT_CLOSE;
+		req.index = rep->index >> 8;
+		req.reserved = ((rep->index & 0xff) + 1) | EVENT_LISTENER_ONLY;
+		break;
 	default: return;
 	}
 	/* next_req: a counter callers and the agent both draw ids from; the
@@ -172,28 +177,19 @@ static bool retired_quiet(takt_node *n, const struct node_retired_fd *rf)
  * still be using it. */
 static void agent_retire_fd(takt_node *n, int fd, const struct node_submap *sm)
 {
-	uint32_t idx[TAKT_MAX_SUBS_PER_TOPIC * 8];
-	uint64_t snap[TAKT_MAX_SUBS_PER_TOPIC * 8];
 	struct node_retired_fd *rf;
-	unsigned k;
 
 	if (n->q0_light)
 		syscall(SYS_membarrier, MEMBARRIER_CMD_GLOBAL_EXPEDITED, 0, 0);
 	else
 		atomic_thread_fence(memory_order_seq_cst);
-	k = pub_port_snapshot(n, idx, snap, sizeof(idx) / sizeof(idx[0]));
-	rf = malloc(sizeof(*rf) + k * sizeof(rf->w[0]));
+	rf = pub_port_snapshot(n);
 	if (!rf)
 		return; /* out of memory: keep the fd open rather than risk a reuse */
 	rf->fd = fd;
 	rf->map = sm->base;
 	rf->map_size = sm->size;
 	rf->ev = false;
-	rf->n = k;
-	for (unsigned i = 0; i < k; i++) {
-		rf->w[i].pub = idx[i];
-		rf->w[i].snap = snap[i];
-	}
 	rf->next = n->retired;
 	n->retired = rf;
 }
@@ -449,6 +445,9 @@ static void *agent_main(void *arg)
 			node_undo_stale(n, &buf.r, (size_t)len, fds, nf);
 		close_fds(fds, nf);
 	}
+	/* Our process index may be given to another process now: our lanes
+	 * in listeners' queues are not ours any more (event.c). */
+	atomic_store_explicit(&n->ev_gone, true, memory_order_seq_cst);
 	pthread_mutex_lock(&n->rx_lock);
 	n->dead = true;
 	pthread_cond_broadcast(&n->rx_cond);

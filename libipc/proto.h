@@ -139,9 +139,12 @@ struct msg_event_open { /* reply: proto_reply, index = event slot */
 	char name[TAKT_NAME_MAX];
 };
 /* EVENT_LISTEN: msg_index, index = event slot; reply: proto_reply, index =
- * listener slot; fds: its queue segment (read-write), its eventfd.
+ * event slot << 8 | listener slot; fds: its queue segment (read-write),
+ * its eventfd.
  * EVENT_CLOSE: msg_index, index = event slot, reserved = listener slot + 1
- * (0: the handle did not listen). */
+ * (0: the handle did not listen), | EVENT_LISTENER_ONLY to drop only the
+ * listener (a listen whose call timed out is undone so). */
+#define EVENT_LISTENER_ONLY 0x80000000u
 
 /* PUSH_EV_LISTENER (fds: the listener's queue, read-write, and eventfd)
  * and PUSH_EV_GONE (no fd). */

@@ -230,18 +230,26 @@ int takt_pub_open(takt_node *node, const struct takt_pub_opts *opts, takt_pub **
 	return 0;
 }
 
-unsigned pub_port_snapshot(takt_node *n, uint32_t *idx, uint64_t *snap, unsigned max)
+struct node_retired_fd *pub_port_snapshot(takt_node *n)
 {
+	struct node_retired_fd *rf;
 	unsigned k = 0;
 
 	pthread_mutex_lock(&n->ports_lock);
-	for (const takt_pub *p = n->pubs; p && k < max; p = p->next, k++) {
-		idx[k] = p->index;
-		/* G1/Q0: seq_cst pairs with q0_enter/q0_exit of the port. */
-		snap[k] = atomic_load_explicit(&p->pool.seg.live->active, memory_order_seq_cst);
+	for (const takt_pub *p = n->pubs; p; p = p->next)
+		k++;
+	rf = malloc(sizeof(*rf) + k * sizeof(rf->w[0])); /* every port, however many */
+	if (rf) {
+		k = 0;
+		for (const takt_pub *p = n->pubs; p; p = p->next, k++) {
+			rf->w[k].pub = p->index;
+			/* G1/Q0: seq_cst pairs with q0_enter/q0_exit of the port. */
+			rf->w[k].snap = atomic_load_explicit(&p->pool.seg.live->active, memory_order_seq_cst);
+		}
+		rf->n = k;
 	}
 	pthread_mutex_unlock(&n->ports_lock);
-	return k;
+	return rf;
 }
 
 bool pub_port_moved(takt_node *n, uint32_t idx, uint64_t snap)

@@ -90,6 +90,10 @@ struct reg_conn {
 	 * its ring) until it confirms PUSH_CONN: the slot is not reused before
 	 * that, or before that process is gone. */
 	bool prep_owed;
+	/* Likewise the subscriber's node (it writes the region of its own
+	 * segment the connection uses) until it confirms PUSH_SUB_CONN, its
+	 * port closes, or its process is gone. */
+	bool sub_owed;
 };
 
 /* A pool segment whose publisher closed while subscribers still map it:

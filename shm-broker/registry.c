@@ -251,9 +251,12 @@ void reg_proc_remove(struct broker *b, struct client *cl)
 			b->conns[ci].waiter = NULL;
 	if (cl->proc == TAKT_NONE)
 		return;
-	for (uint32_t ci = 0; ci < l->connections; ci++) /* its agent prepares nothing any more */
+	for (uint32_t ci = 0; ci < l->connections; ci++) { /* its agent prepares nothing any more */
 		if (b->conns[ci].state != SLOT_FREE && b->pubs[b->conns[ci].pub].proc == cl->proc)
 			b->conns[ci].prep_owed = false;
+		if (b->conns[ci].state != SLOT_FREE && b->subs[b->conns[ci].sub].proc == cl->proc)
+			b->conns[ci].sub_owed = false;
+	}
 	for (uint32_t i = 0; i < l->publishers; i++)
 		if (b->pubs[i].state == SLOT_ACTIVE && b->pubs[i].proc == cl->proc) {
 			pub_wake_subs(b, i);
@@ -673,6 +676,7 @@ static int conn_create(struct broker *b, uint32_t pi, uint32_t si, struct client
 		gen_bump(&b->v.subs[si].conn_gen);
 		owed = conn_push(b, ci, MSG_PUSH_CONN) | conn_push(b, ci, MSG_PUSH_SUB_CONN);
 		rc->prep_owed = (owed & ACK_PUB) != 0;
+		rc->sub_owed = (owed & ACK_SUB) != 0;
 		if (owed && waiter) {
 			rc->waiter = waiter;
 			rc->acks_owed = owed;
@@ -768,6 +772,11 @@ static bool ring_empty(const struct broker *b, uint32_t ci)
 	 * (acquire: pairs with its release of the mark). */
 	if (atomic_load_explicit(&conn_pw(b, ci)->mark, memory_order_acquire) != takt_conn_mark(ci, rc->incarnation))
 		return true;
+	/* Nor has a subscriber that has not started its own region: its tail
+	 * there is an earlier connection's. It takes what was pushed once it
+	 * has (acquire: pairs with its release of the mark). */
+	if (atomic_load_explicit(&conn_sw(b, ci)->mark, memory_order_acquire) != takt_conn_mark(ci, rc->incarnation))
+		return b->subs[rc->sub].state != SLOT_ACTIVE;
 	return ring_drained(conn_pw(b, ci), conn_sw(b, ci), seg_pool_ring(&b->pubs[rc->pub].pool, rc->pub_slot),
 			    rc->mask);
 }
@@ -940,6 +949,7 @@ int reg_pub_open(struct broker *b, struct client *cl, const struct msg_pub_open 
 			fprintf(stderr, "takt-broker: topic '%s': cannot create a pool segment: %s\n", m->topic,
 				strerror(-r));
 		pub_pool_close(b, rp);
+		pub_map_drop(rp);
 		rp->state = SLOT_FREE;
 		topic_put(b, (uint32_t)ti);
 		return r == -ENOMEM ? -ENOMEM : r;
@@ -1145,6 +1155,9 @@ int reg_sub_close(struct broker *b, struct client *cl, uint32_t index)
 		return -EPERM;
 	rs->state = SLOT_CLOSING; /* free once its connections are retired */
 	sub_mirror(b, index);
+	for (uint32_t ci = 0; ci < b->v.lim.connections; ci++) /* its agent finds no port for them now */
+		if (b->conns[ci].state != SLOT_FREE && b->conns[ci].sub == index)
+			b->conns[ci].sub_owed = false;
 	for (unsigned j = 0; j < TAKT_MAX_PUBS_PER_TOPIC; j++)
 		if (rs->conns[j] != TAKT_NONE)
 			conn_retire(b, rs->conns[j], false, true);
@@ -1170,6 +1183,8 @@ void reg_conn_ready(struct broker *b, struct client *cl, const struct msg_conn_r
 	/* Only an end may confirm for itself. */
 	if (b->pubs[rc->pub].proc == cl->proc)
 		b->conns[m->conn].prep_owed = false; /* its agent is done with the ring */
+	if (b->subs[rc->sub].proc == cl->proc)
+		b->conns[m->conn].sub_owed = false; /* its agent is done with its region */
 	if ((rc->acks_owed & ACK_PUB) && b->pubs[rc->pub].proc == cl->proc)
 		conn_acks_settle(b, m->conn, ACK_PUB);
 	else if ((rc->acks_owed & ACK_SUB) && b->subs[rc->sub].proc == cl->proc)
@@ -1297,7 +1312,7 @@ int reg_tick(struct broker *b)
 	for (uint32_t ci = 0; ci < v->lim.connections && b->n_retiring; ci++) {
 		const struct reg_conn *rc = &b->conns[ci];
 
-		if (rc->state == SLOT_CLOSING && !rc->prep_owed &&
+		if (rc->state == SLOT_CLOSING && !rc->prep_owed && !rc->sub_owed &&
 		    quiesced(&b->pubs[rc->pub].pool.live->active, rc->pub_snap, rc->pub_done) &&
 		    quiesced(&b->subs[rc->sub].seg.live->active, rc->sub_snap, rc->sub_done))
 			conn_free(b, ci);
@@ -1487,8 +1502,15 @@ int reg_event_close(struct broker *b, struct client *cl, uint32_t index, uint32_
 	if (!cl->event_refs[index])
 		return -EPERM;
 	e = &b->events[index];
-	if (listener && listener <= TAKT_MAX_LISTENERS && e->lis[listener - 1].cl == cl)
-		listener_drop(b, index, listener - 1);
+	if ((listener & ~EVENT_LISTENER_ONLY) && (listener & ~EVENT_LISTENER_ONLY) <= TAKT_MAX_LISTENERS &&
+	    e->lis[(listener & ~EVENT_LISTENER_ONLY) - 1].cl == cl)
+		listener_drop(b, index, (listener & ~EVENT_LISTENER_ONLY) - 1);
+	if (listener & EVENT_LISTENER_ONLY)
+		return 0; /* a listen undone: the handle stays open */
+	if (cl->event_refs[index] == 1) /* its node forgets the listeners it notified */
+		for (unsigned j = 0; j < TAKT_MAX_LISTENERS; j++)
+			if (e->lis[j].cl)
+				listener_push(b, index, j, true, cl);
 	cl->event_refs[index]--;
 	b->v.events[index].refs = --e->refs;
 	if (e->refs == 0) {

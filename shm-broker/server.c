@@ -344,7 +344,7 @@ static void open_reply(struct client *cl)
 			return;
 		}
 		reply_init(&rep, &cl->pend_req, sizeof(rep), 0);
-		rep.index = cl->pend_index;
+		rep.index = cl->pend_event << 8 | cl->pend_index;
 		server_push(cl->b, cl, &rep, sizeof(rep), (int[]){li->seg_fd, li->efd}, 2);
 		return;
 	}

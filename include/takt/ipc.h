@@ -147,7 +147,8 @@ typedef struct takt_event takt_event;
  * -ETIMEDOUT no answer within the node's timeout_ns (nothing stays open). */
 TAKT_API int takt_event_open(takt_node *node, const char *name, takt_event **out);
 /* 0, or -EOVERFLOW when a listener's queue was full for this process's
- * ids (that listener loses this id; it is still woken). */
+ * ids (that listener loses this id; it is still woken); -ENOTCONN once the
+ * broker is gone. */
 TAKT_API int takt_event_notify(takt_event *ev, uint64_t id);
 /* The eventfd that becomes readable when ids wait for this handle (it
  * starts listening); -ENOSPC when the name has 32 listeners. */

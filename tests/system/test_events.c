@@ -184,6 +184,33 @@ static void test_events_overflow_reported_and_wakes(void **state)
 	takt_node_close(nn);
 }
 
+/* A node that closed its last handle of an event forgets its listeners:
+ * one that left meanwhile is not notified (into a queue nobody drains,
+ * filling up) when the node opens the event again. */
+static void test_events_reopened_event_has_no_stale_listener(void **state)
+{
+	takt_node *a = h_node(broker.domain, "notifier-node"), *b = h_node(broker.domain, "listener-node");
+	takt_event *na, *lb;
+	uint64_t id;
+
+	(void)state;
+	assert_int_equal(takt_event_open(a, "drum", &na), 0);
+	assert_int_equal(takt_event_open(b, "drum", &lb), 0);
+	assert_true(takt_event_fd(lb) >= 0);          /* a's node learns of the listener */
+	takt_event_close(na);                          /* a's last handle */
+	takt_event_close(lb);                          /* the listener leaves meanwhile */
+	assert_int_equal(takt_event_open(a, "drum", &na), 0);
+	for (uint64_t k = 1; k <= 3 * TAKT_EVENT_QUEUE; k++)
+		assert_int_equal(takt_event_notify(na, k), 0); /* nobody listens: never full */
+	assert_int_equal(takt_event_open(b, "drum", &lb), 0);
+	assert_true(takt_event_fd(lb) >= 0);
+	assert_int_equal(takt_event_notify(na, 5), 0);
+	assert_int_equal(takt_event_take(lb, &id), 0);
+	assert_int_equal(id, 5);
+	takt_node_close(a);
+	takt_node_close(b);
+}
+
 /* A notifier of another user writes garbage over every takt mapping it can
  * write (the queues of the listeners of its event, its lane of which it
  * writes anyway). The listener of that event may get garbage ids from it
@@ -319,6 +346,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_events_every_listener_gets_every_id),
 		cmocka_unit_test(test_events_overflow_reported_and_wakes),
+		cmocka_unit_test(test_events_reopened_event_has_no_stale_listener),
 		cmocka_unit_test(test_events_hostile_notifier_costs_only_its_event),
 	};
 
