@@ -181,39 +181,47 @@ static int seg_reopen_ro(int fd)
 	return open(path, O_RDONLY | O_CLOEXEC);
 }
 
-int seg_pool_create(struct broker *b, const struct takt_pub_port *pp, uint32_t pi, uint64_t reserve,
-		    int *ret_rw, int *ret_ro)
+/* A client segment: a memfd called name (shown in /proc/<pid>/maps), read-
+ * only for whoever reopens it, size bytes of which the first reserve are
+ * reserved, starting with header, sealed with seals. Its descriptor, and a
+ * read-only one in *ret_ro if ret_ro is not NULL. 0 or a negative errno. */
+static int seg_client_create(const char *name, uint64_t size, uint64_t reserve, const void *header,
+			     size_t header_size, int seals, int *ret_fd, int *ret_ro)
 {
-	struct takt_pool_header ph;
-	struct takt_pool_layout pl;
-	uint64_t size = seg_pool_bytes(&b->v, pp->chunk_stride, pp->n_chunks_max);
-	char name[128];
-	int fd, r;
+	int fd = memfd_create(name, MFD_CLOEXEC | MFD_ALLOW_SEALING), r;
 
-	layout_pool(&b->v.lim, &pl);
-	if (reserve < pl.ring_off)
-		reserve = pl.ring_off; /* the header, live and connection words */
-	snprintf(name, sizeof(name), "takt.%s.pub%u", b->cfg.domain, pi); /* shown in /proc/<pid>/maps */
-	fd = memfd_create(name, MFD_CLOEXEC | MFD_ALLOW_SEALING);
 	if (fd < 0)
 		return -errno;
 	r = seg_restrict(fd) < 0 ? errno
 	    : ftruncate(fd, (off_t)size) < 0 ? errno : posix_fallocate(fd, 0, (off_t)reserve);
-	if (r == 0) {
-		seg_pool_header_fill(&ph, &b->v, pp, b->epoch);
-		if (pwrite(fd, &ph, sizeof(ph), 0) != (ssize_t)sizeof(ph))
-			r = errno ? errno : EIO;
-	}
-	if (r == 0 && fcntl(fd, F_ADD_SEALS, POOL_SEALS) < 0)
+	if (r == 0 && pwrite(fd, header, header_size, 0) != (ssize_t)header_size)
+		r = errno ? errno : EIO;
+	if (r == 0 && fcntl(fd, F_ADD_SEALS, seals) < 0)
 		r = errno;
-	if (r == 0 && (*ret_ro = seg_reopen_ro(fd)) < 0)
+	if (r == 0 && ret_ro && (*ret_ro = seg_reopen_ro(fd)) < 0)
 		r = errno;
 	if (r) {
 		close(fd);
 		return -r;
 	}
-	*ret_rw = fd;
+	*ret_fd = fd;
 	return 0;
+}
+
+int seg_pool_create(struct broker *b, const struct takt_pub_port *pp, uint32_t pi, uint64_t reserve,
+		    int *ret_rw, int *ret_ro)
+{
+	struct takt_pool_header ph;
+	struct takt_pool_layout pl;
+	char name[128];
+
+	layout_pool(&b->v.lim, &pl);
+	if (reserve < pl.ring_off)
+		reserve = pl.ring_off; /* the header, live and connection words */
+	snprintf(name, sizeof(name), "takt.%s.pub%u", b->cfg.domain, pi);
+	seg_pool_header_fill(&ph, &b->v, pp, b->epoch);
+	return seg_client_create(name, seg_pool_bytes(&b->v, pp->chunk_stride, pp->n_chunks_max), reserve, &ph,
+				 sizeof(ph), POOL_SEALS, ret_rw, ret_ro);
 }
 
 int seg_subseg_create(struct broker *b, uint32_t si, int *ret_rw, int *ret_ro)
@@ -221,30 +229,11 @@ int seg_subseg_create(struct broker *b, uint32_t si, int *ret_rw, int *ret_ro)
 	struct takt_subseg_header h;
 	struct takt_subseg_layout sl;
 	char name[128];
-	int fd, r;
 
 	layout_subseg(&b->v.lim, &sl);
-	snprintf(name, sizeof(name), "takt.%s.sub%u", b->cfg.domain, si); /* shown in /proc/<pid>/maps */
-	fd = memfd_create(name, MFD_CLOEXEC | MFD_ALLOW_SEALING);
-	if (fd < 0)
-		return -errno;
-	r = seg_restrict(fd) < 0 ? errno
-	    : ftruncate(fd, (off_t)sl.size) < 0 ? errno : posix_fallocate(fd, 0, (off_t)sl.ret_off);
-	if (r == 0) {
-		seg_subseg_header_fill(&h, &b->v, si, b->epoch);
-		if (pwrite(fd, &h, sizeof(h), 0) != (ssize_t)sizeof(h))
-			r = errno ? errno : EIO;
-	}
-	if (r == 0 && fcntl(fd, F_ADD_SEALS, POOL_SEALS) < 0)
-		r = errno;
-	if (r == 0 && (*ret_ro = seg_reopen_ro(fd)) < 0)
-		r = errno;
-	if (r) {
-		close(fd);
-		return -r;
-	}
-	*ret_rw = fd;
-	return 0;
+	snprintf(name, sizeof(name), "takt.%s.sub%u", b->cfg.domain, si);
+	seg_subseg_header_fill(&h, &b->v, si, b->epoch);
+	return seg_client_create(name, sl.size, sl.ret_off, &h, sizeof(h), POOL_SEALS, ret_rw, ret_ro);
 }
 
 void *seg_map_ro(int fd, size_t size)
@@ -294,30 +283,13 @@ int seg_listener_create(struct broker *b, uint32_t event, uint32_t listener, int
 	struct takt_listener_queue q = {0};
 	struct takt_layout lay;
 	char name[128];
-	int fd, r;
 
 	layout_compute(&b->v.lim, &lay);
 	snprintf(name, sizeof(name), "takt.%s.ev%u.l%u", b->cfg.domain, event, listener);
-	fd = memfd_create(name, MFD_CLOEXEC | MFD_ALLOW_SEALING);
-	if (fd < 0)
-		return -errno;
+	seg_listener_header_fill(&q, &b->v, event, listener);
 	/* Reserved whole: every notifying process writes its lane without
 	 * asking anyone, so no page of it may be missing. */
-	r = seg_restrict(fd) < 0 ? errno
-	    : ftruncate(fd, (off_t)lay.listener_size) < 0 ? errno : posix_fallocate(fd, 0, (off_t)lay.listener_size);
-	if (r == 0) {
-		seg_listener_header_fill(&q, &b->v, event, listener);
-		if (pwrite(fd, &q, sizeof(q), 0) != (ssize_t)sizeof(q))
-			r = errno ? errno : EIO;
-	}
-	if (r == 0 && fcntl(fd, F_ADD_SEALS, SEG_SEALS) < 0)
-		r = errno;
-	if (r) {
-		close(fd);
-		return -r;
-	}
-	*ret_fd = fd;
-	return 0;
+	return seg_client_create(name, lay.listener_size, lay.listener_size, &q, sizeof(q), SEG_SEALS, ret_fd, NULL);
 }
 
 void seg_destroy_all(struct broker *b)
