@@ -13,7 +13,7 @@ static uint64_t align_up(uint64_t v, uint64_t a)
 
 uint64_t layout_chunk_stride(uint64_t payload_size)
 {
-	return sizeof(struct takt_chunk_header) + align_up(payload_size, TAKT_CACHELINE);
+	return payload_size ? align_up(payload_size, TAKT_CACHELINE) : TAKT_CACHELINE;
 }
 
 static uint32_t pow2_at_least(uint64_t v)
@@ -103,7 +103,7 @@ uint64_t layout_digest(const struct takt_limits *lim)
 		sizeof(struct takt_mgmt_header), sizeof(struct takt_pool_header),
 		sizeof(struct takt_proc),        sizeof(struct takt_topic),
 		sizeof(struct takt_pub_port),    sizeof(struct takt_sub_port),
-		sizeof(struct takt_conn),        sizeof(struct takt_chunk_header),
+		sizeof(struct takt_conn),        TAKT_CACHELINE,
 		sizeof(struct takt_event_slot),  sizeof(struct takt_ring_slot),
 		sizeof(struct takt_lane),        sizeof(struct takt_listener_queue), TAKT_MAX_LISTENERS,
 		sizeof(struct takt_conn_pub),    sizeof(struct takt_conn_sub),

@@ -36,7 +36,7 @@
 #define TAKT_CACHELINE 64
 #define TAKT_MGMT_MAGIC 0x544d474d544b4154ull /* "TAKTMGMT" */
 #define TAKT_POOL_MAGIC 0x4c4f4f50544b4154ull /* "TAKTPOOL" */
-#define TAKT_ABI_VERSION 5u
+#define TAKT_ABI_VERSION 6u
 
 /* Compile-time caps. The broker config chooses limits at or below them. */
 #define TAKT_NAME_MAX 64           /* topic, type and event names incl. NUL */
@@ -137,7 +137,7 @@ struct takt_pub_port {
 	uint32_t n_chunks_max;     /* chunks its pool segment can hold (address space) */
 	uint64_t id;               /* publisher id, unique in the domain (registry.c, I0) */
 	uint64_t payload_size;     /* bytes per chunk: the publisher's max_payload */
-	uint64_t chunk_stride;     /* header + payload, cache-line multiple */
+	uint64_t chunk_stride;     /* payload rounded up to cache lines (layout_chunk_stride) */
 	/* Chunks reserved in memory and usable, <= n_chunks_max: the broker
 	 * grows it as subscribers connect (their depth + held_max each). */
 	_Atomic uint32_t n_chunks;
@@ -278,16 +278,12 @@ struct takt_ring_slot {
 };
 _Static_assert(sizeof(struct takt_ring_slot) == 32, "takt_ring_slot layout");
 
-/* Written by the publisher before it pushes the chunk (read after R0). */
-struct takt_chunk_header {
-	uint64_t seq;
-	uint64_t publish_ns;
-	uint64_t publisher_id;
-	uint32_t size;
-	uint32_t chunk;       /* its own index, a cross-check */
-	uint8_t pad[32];
-};
-_Static_assert(sizeof(struct takt_chunk_header) == 64, "takt_chunk_header layout");
+/* A chunk is its payload alone, in whole cache lines: what describes a
+ * sample (seq, publish time, size) travels in the ring slot, and the
+ * publisher keeps its own copy in private memory (pool.h). Chunks never
+ * share a line: packing small ones (several samples per line) was
+ * measured and is slower while a subscriber keeps up, since the publisher
+ * then writes the line the subscriber is reading (docs/performance.md). */
 
 /* A publisher's pool segment, written by its publisher alone (read-only
  * for everyone else): this header, its live words (takt_pub_live), one
@@ -410,7 +406,8 @@ uint32_t layout_conn_ret_slots(const struct takt_limits *lim, uint32_t depth);
 void layout_compute(const struct takt_limits *lim, struct takt_layout *out);
 /* FNV-1a over the structure sizes, offsets and the limits. */
 uint64_t layout_digest(const struct takt_limits *lim);
-/* Bytes per chunk: header + payload rounded to a cache line. */
+/* Bytes per chunk: the payload rounded up to whole cache lines (at least
+ * one); every payload starts on a cache line. */
 uint64_t layout_chunk_stride(uint64_t payload_size);
 /* Return ring slots per connection: room for everything one connection can
  * have outstanding (queue_depth_max queued + held_max taken), a power of

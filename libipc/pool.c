@@ -26,7 +26,8 @@ int pub_pool_init(struct pub_pool *p, const struct seg_pool *seg)
 	p->seg = *seg;
 	p->meta = calloc(seg->n_max, sizeof(*p->meta));
 	p->free = malloc((size_t)seg->n_max * sizeof(*p->free));
-	if (!p->meta || !p->free) {
+	p->info = calloc(seg->n_max, sizeof(*p->info));
+	if (!p->meta || !p->free || !p->info) {
 		pub_pool_destroy(p);
 		return -ENOMEM;
 	}
@@ -37,8 +38,10 @@ void pub_pool_destroy(struct pub_pool *p)
 {
 	free(p->meta);
 	free(p->free);
+	free(p->info);
 	p->meta = NULL;
 	p->free = NULL;
+	p->info = NULL;
 }
 
 void pub_pool_grow(struct pub_pool *p, uint32_t n)

@@ -16,9 +16,20 @@
 
 #include <stdbool.h>
 
+/* What describes the sample in a chunk, in the publisher's memory (the
+ * chunk itself is payload only): written by the publishing thread while
+ * it holds the loan, before chunk_hand_over's release; read by the agent
+ * only after chunk_pin's acquire (C1), so plain fields suffice. */
+struct chunk_info {
+	uint64_t seq;
+	uint64_t publish_ns;
+	uint32_t size;
+};
+
 struct pub_pool {
 	struct seg_pool seg;    /* the mapping of the pool segment */
 	_Atomic uint64_t *meta; /* per chunk: generation << 32 | references */
+	struct chunk_info *info; /* per chunk */
 	uint32_t *free;         /* stack of free chunk indices */
 	uint32_t n_free;
 	uint32_t n_have;        /* chunks adopted so far (the registry's n_chunks) */

@@ -348,13 +348,13 @@ static unsigned pub_fill_history(takt_pub *p, struct pub_slot *s, uint32_t want)
 		/* H0: acquire pairs with the release exchange in pub_history_put. */
 		uint64_t w = atomic_load_explicit(&p->hist[(seq - 1) % p->history], memory_order_acquire);
 		uint32_t c = (uint32_t)w;
-		const struct takt_chunk_header *h;
+		const struct chunk_info *h;
 		struct ring_entry e;
 
 		if (!w || c >= p->pool.seg.n_max || !chunk_pin(&p->pool, c, (uint32_t)(w >> 32)))
 			continue;
 		TAKT_FAULT("history_pinned");
-		h = seg_chunk_header(&p->pool.seg, c);
+		h = &p->pool.info[c]; /* C1: after the pin's acquire */
 		e = (struct ring_entry){.chunk = c, .size = h->size, .seq = h->seq, .publish_ns = h->publish_ns};
 		bit_set(s->out, c); /* pinned for this connection either way */
 		if (e.seq <= prev || ring_push_spsc(&s->ring, &e) < 0)
@@ -652,7 +652,7 @@ int takt_pub_loan(takt_pub *pub, size_t size, void **payload)
 		pub->loan_ptr[pub->n_loans] = seg_chunk_payload(&pub->pool.seg, c);
 		*payload = pub->loan_ptr[pub->n_loans];
 		pub->loan_chunk[pub->n_loans++] = c;
-		seg_chunk_header(&pub->pool.seg, c)->size = (uint32_t)size;
+		pub->pool.info[c].size = (uint32_t)size;
 	}
 	q0_exit(&pub->pool.seg.live->active); /* Q0 */
 	if (r < 0)
@@ -793,7 +793,7 @@ static void pub_notify(takt_pub *p, const unsigned char *pushed, uint64_t seq)
 int takt_pub_publish(takt_pub *pub, void *payload)
 {
 	unsigned char pushed[TAKT_MAX_SUBS_PER_TOPIC];
-	struct takt_chunk_header *h;
+	struct chunk_info *h;
 	struct ring_entry e;
 	uint32_t c, gen;
 	int li, reached = 0;
@@ -806,14 +806,12 @@ int takt_pub_publish(takt_pub *pub, void *payload)
 	/* Q0: pairs with the broker's conn removal (registry.c, client.h). */
 	q0_enter(&pub->pool.seg.live->active, pub->node->q0_light);
 	pub_check_conns(pub);
-	h = seg_chunk_header(&pub->pool.seg, c);
+	h = &pub->pool.info[c];
 	e = (struct ring_entry){.chunk = c, .size = h->size, .seq = ++pub->seq, .publish_ns = takt_now_ns()};
 	/* before the pushes: an awake subscriber may take the sample at once */
 	TAKT_PROBE3(publish, pub->topic, pub->id, e.seq);
-	h->seq = e.seq; /* the header serves history and subscribers' checks */
+	h->seq = e.seq; /* for history (C1: before the hand-over's release) */
 	h->publish_ns = e.publish_ns;
-	h->publisher_id = pub->id;
-	h->chunk = c;
 	gen = pub->loan_gen[li];
 	pub_end_loan(pub, (unsigned)li);
 	if (pub->n_conns + (pub->history ? 1 : 0) == 0) {

@@ -113,14 +113,9 @@ int seg_subseg_check(const struct seg_view *v, uint32_t sub, void *base, size_t 
 int seg_map_fd(int fd, int prot, void **ret_base, size_t *ret_size);
 
 /* Chunk c must be < p->n_max. */
-static inline struct takt_chunk_header *seg_chunk_header(const struct seg_pool *p, uint32_t c)
-{
-	return (struct takt_chunk_header *)(p->base + p->chunk_off + (uint64_t)c * p->stride);
-}
-
 static inline void *seg_chunk_payload(const struct seg_pool *p, uint32_t c)
 {
-	return (uint8_t *)seg_chunk_header(p, c) + sizeof(struct takt_chunk_header);
+	return p->base + p->chunk_off + (uint64_t)c * p->stride;
 }
 
 /* The chunk whose payload starts at ptr, or TAKT_NONE. */
@@ -132,7 +127,7 @@ static inline uint32_t seg_chunk_of(const struct seg_pool *p, const void *ptr)
 	if (!p->base || q < p->base + p->chunk_off || q >= p->base + p->size)
 		return TAKT_NONE;
 	off = (uint64_t)(q - p->base - p->chunk_off);
-	if (off % p->stride != sizeof(struct takt_chunk_header) || off / p->stride >= p->n_max)
+	if (off % p->stride != 0 || off / p->stride >= p->n_max)
 		return TAKT_NONE;
 	return (uint32_t)(off / p->stride);
 }

@@ -137,13 +137,17 @@ int sub_agent_connect(takt_node *n, const struct msg_push_conn *m, int pool_fd)
 	sw = seg_subseg_conn(&s->seg, c->sub_slot);
 	atomic_store_explicit(&sw->tail, 0, memory_order_relaxed);
 	atomic_store_explicit(&sw->ret_head, 0, memory_order_relaxed);
-	atomic_store_explicit(&sw->mark, takt_conn_mark(m->conn, m->incarnation), memory_order_release);
 	ring_cons_init(&slot->ring, c, seg_pool_conn(&slot->pool, c->pub_slot), sw,
 		       seg_pool_ring(&slot->pool, c->pub_slot), c->mask, c->overflow);
 	ret_prod_init(&slot->ret, sw, seg_pool_conn(&slot->pool, c->pub_slot), seg_subseg_rets(&s->seg, c->sub_slot),
 		      c->ret_mask);
-	/* SS: release hands the slot to the subscribing thread. */
+	/* SS: release hands the slot to the subscribing thread. Before the
+	 * mark (P0): the publisher pushes into the ring only after it saw the
+	 * mark, so by then READY is visible to a subscribing thread that
+	 * re-checks its connections after parking (sub_arm_check). */
 	atomic_store_explicit(&slot->state, SS_READY, memory_order_release);
+	TAKT_FAULT("sub_agent_installing");
+	atomic_store_explicit(&sw->mark, takt_conn_mark(m->conn, m->incarnation), memory_order_release);
 	return 0;
 }
 
@@ -563,7 +567,7 @@ static int sub_arm_check(takt_sub *s)
 	int ready;
 
 	q0_enter(&s->seg.live->active, s->node->q0_light); /* Q0 */
-	sub_check_conns(s);
+	TAKT_FAULT("arm_before_park");
 	if (!s->armed) {
 		/* P0: park (odd), fence, re-check the rings; pairs with the
 		 * publisher's P1 (push, fence, load park). */
@@ -571,6 +575,12 @@ static int sub_arm_check(takt_sub *s)
 		TAKT_PROBE1(park, s->index);
 	}
 	atomic_thread_fence(memory_order_seq_cst);
+	/* P0: the connections too, after the fence: one the publisher pushes
+	 * into became usable (our agent's READY) before its push, so either we
+	 * adopt it here and see the push, or the publisher's park load comes
+	 * after our park store (pairs with its P1 fence). Looked at before
+	 * parking, a connection that arrives in between is missed by both. */
+	sub_check_conns(s);
 	ready = sub_ready(s);
 	/* Not going to sleep after all: unpark so publishers do not write the
 	 * eventfd while we take (one that saw us parked writes and counted

@@ -262,12 +262,38 @@ static void test_pool_pin_races_unref(void **state)
 	free(r);
 }
 
+/* Chunks are payload only (no header line), in whole cache lines, each on
+ * its own. A pointer maps back to its chunk only at a chunk's start. */
+static void test_pool_chunk_stride_is_payload_in_lines(void **state)
+{
+	static const uint64_t want[][2] = {
+		{0, 64}, {1, 64}, {8, 64}, {64, 64}, {65, 128}, {100, 128}, {4096, 4096}, {4097, 4160},
+	};
+	struct seg_pool sp = {.chunk_off = 4096, .stride = 64, .n_max = 8};
+	uint8_t *base = (uint8_t *)0x100000;
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(want) / sizeof(want[0]); i++) {
+		uint64_t s = layout_chunk_stride(want[i][0]);
+
+		assert_int_equal(s, want[i][1]);
+	}
+	sp.base = base;
+	sp.size = sp.chunk_off + sp.stride * sp.n_max;
+	assert_ptr_equal(seg_chunk_payload(&sp, 3), base + 4096 + 192);
+	assert_int_equal(seg_chunk_of(&sp, base + 4096 + 192), 3);
+	assert_int_equal(seg_chunk_of(&sp, base + 4096 + 200), TAKT_NONE);  /* inside a chunk */
+	assert_int_equal(seg_chunk_of(&sp, base + 4096 + 512), TAKT_NONE);  /* past n_max */
+	assert_int_equal(seg_chunk_of(&sp, base + 4096 - 64), TAKT_NONE);   /* before the chunks */
+}
+
 #define POOL_TEST(fn) cmocka_unit_test_setup_teardown(fn, pool_setup, pool_teardown)
 
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		POOL_TEST(test_pool_grow_adopts_each_chunk_once),
+		cmocka_unit_test(test_pool_chunk_stride_is_payload_in_lines),
 		POOL_TEST(test_pool_loan_hand_over_and_last_unref_frees),
 		POOL_TEST(test_pool_generation_skips_zero),
 		POOL_TEST(test_pool_pin_needs_generation_and_live_chunk),

@@ -433,9 +433,10 @@ static void test_broker_pool_follows_subscribers(void **state)
 	assert_int_equal(h_pool_of(b.domain, takt_pub_id(p), &ps), 0);
 	assert_int_equal(ps.total, 8 + 2 + 1024 + 16); /* + depth + held_max */
 	/* The header, live and connection words; one ring of 1024 slots of
-	 * 32 bytes; 128-byte chunks (64 header + 64 payload), in whole pages. */
+	 * 32 bytes; 64-byte chunks (payload only: a sample's description
+	 * travels in its ring slot), in whole pages. */
 	rings = 1024 * sizeof(struct takt_ring_slot);
-	chunks = ((uint64_t)ps.total * 128 + 4095) / 4096 * 4096;
+	chunks = ((uint64_t)ps.total * 64 + 4095) / 4096 * 4096;
 	assert_true(pl.ring_region >= 8 * rings);   /* the address space is the maximum's */
 	assert_int_equal(ps.bytes, pl.ring_off + rings + chunks);
 	assert_int_equal(h_status(b.domain, &st1), 0);

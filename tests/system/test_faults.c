@@ -21,6 +21,7 @@
 #include <sys/mman.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -39,9 +40,20 @@ static bool stop_main;        /* stop the child's main thread there, else only i
 static int agent_delay_ms;    /* the agent dawdles this long on each push */
 static int note_wr, gate_rd;  /* 'f' when stopped; it goes on at a byte on gate_rd */
 
+/* A second, independent stop for the agent alone ('a' on its own note
+ * channel, its own gate), so a test can hold both threads of a child. */
+static const char *agent_stop_at;
+static int agent_note_wr, agent_gate_rd;
+
 static void hook(const char *point)
 {
 	char c;
+
+	if (agent_stop_at && !strcmp(point, agent_stop_at) && syscall(SYS_gettid) != main_tid) {
+		agent_stop_at = NULL;
+		if (write(agent_note_wr, "a", 1) != 1 || read(agent_gate_rd, &c, 1) != 1)
+			_exit(98);
+	}
 
 	if (agent_delay_ms && !strcmp(point, "agent_installed") && syscall(SYS_gettid) != main_tid)
 		usleep((useconds_t)agent_delay_ms * 1000);
@@ -567,6 +579,124 @@ static void test_faults_notifier_killed_mid_push(void **state)
 	h_broker_stop(&broker);
 }
 
+/* ---- P0: a connection that becomes usable while a subscriber parks -------- */
+
+static uint64_t now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+/* A subscriber with no publisher yet; its main thread stops in
+ * takt_sub_wait just before it parks; with ch[2] and ch[3] its agent also
+ * stops in the middle of installing the first connection. Sends 'w' and
+ * the wait's result. */
+static int parking_sub_child(void *a)
+{
+	struct h_chan *ch = a; /* [0] notes, [1] gate; [2] agent notes, [3] agent gate (or rd < 0) */
+	struct takt_sub_opts so = {.topic = "parking", .queue_depth = 8};
+	takt_node *n = h_node(broker.domain, "parking-sub");
+	char res[2] = {'w', 0};
+	uint64_t t0;
+	takt_sub *s;
+	int r;
+
+	H_CHECK(takt_sub_open(n, &so, &s) == 0);
+	if (ch[3].rd >= 0) {
+		agent_note_wr = ch[2].wr;
+		agent_gate_rd = ch[3].rd;
+		agent_stop_at = "sub_agent_installing";
+	}
+	arm("arm_before_park", &ch[0], &ch[1]);
+	stop_main = true;
+	t0 = now_ms();
+	r = takt_sub_wait(s, 3000000000ll); /* 3 s */
+	res[1] = r == 0 && now_ms() - t0 < 2500 ? 'y' : 'n';
+	H_CHECK(h_chan_send(&ch[0], res, 2) == 0);
+	takt_node_close(n);
+	return 0;
+}
+
+/* The subscriber looked at its connections (none yet), then stopped before
+ * it parked; meanwhile a publisher connects (both agents confirm: the
+ * subscriber's agent runs) and publishes once, seeing the subscriber not
+ * parked, so it does not wake it. Let go, the subscriber parks: its
+ * re-check must include the connection that became usable meanwhile, or it
+ * sleeps with a sample waiting. */
+static void parks_while_connection_arrives(bool agent_stalls)
+{
+	struct takt_pub_opts po = {.topic = "parking", .max_payload = 8};
+	struct h_chan ch[4];
+	uint64_t v = 7;
+	takt_node *n;
+	takt_pub *p;
+	pid_t pid;
+	char c, res[2];
+	int reached;
+
+	assert_int_equal(h_broker_start(&broker, "parking", "[socket]\nconfirm_timeout_ms = 300\n"), 0);
+	for (int i = 0; i < 4; i++)
+		assert_int_equal(h_chan_open(&ch[i]), 0);
+	if (!agent_stalls) {
+		h_chan_close(&ch[3]);
+		ch[3].rd = -1;
+	}
+	pid = h_spawn(parking_sub_child, ch);
+	assert_int_equal(h_chan_recv(&ch[0], &c, 1, WAIT_MS), 0);
+	assert_int_equal(c, 'f'); /* stopped before parking */
+	n = h_node(broker.domain, "parking-pub");
+	/* With the subscriber's agent stopped, the open is answered after the
+	 * confirmation timeout, the connection half installed. */
+	assert_int_equal(takt_pub_open(n, &po, &p), 0);
+	if (agent_stalls) {
+		assert_int_equal(h_chan_recv(&ch[2], &c, 1, WAIT_MS), 0);
+		assert_int_equal(c, 'a');
+	}
+	reached = takt_pub_send(p, &v, sizeof(v)); /* the subscriber is not parked: no wake-up */
+	assert_true(reached == 1 || (agent_stalls && reached == 0));
+	assert_int_equal(h_chan_send(&ch[1], "o", 1), 0); /* it parks */
+	if (agent_stalls) {
+		usleep(100000); /* parked and asleep */
+		assert_int_equal(h_chan_send(&ch[3], "o", 1), 0); /* the agent finishes the install */
+		/* The connection was not usable yet: a later publish reaches
+		 * it, once the agent's last store is there (bounded). */
+		for (int i = 0; !reached && i < 2000; i++) {
+			reached = takt_pub_send(p, &v, sizeof(v));
+			if (!reached)
+				usleep(1000);
+		}
+		assert_int_equal(reached, 1);
+	}
+	assert_int_equal(h_chan_recv(&ch[0], res, 2, WAIT_MS), 0);
+	assert_int_equal(res[0], 'w');
+	if (res[1] != 'y')
+		fail_msg("the subscriber parked and slept with a sample waiting on a connection that arrived "
+			 "while it was parking%s", agent_stalls ? " (its agent between two stores)" : "");
+	assert_int_equal(h_wait(pid, WAIT_MS), 0);
+	takt_node_close(n);
+	for (int i = 0; i < 4; i++)
+		if (agent_stalls || i != 3)
+			h_chan_close(&ch[i]);
+	h_broker_stop(&broker);
+}
+
+/* The subscriber looked at its connections (none yet) and stopped before
+ * it parked; meanwhile a publisher connects (both agents confirm) and
+ * publishes once, seeing the subscriber not parked, so it does not wake
+ * it. Let go, the subscriber parks: its re-check must include the
+ * connection that became usable meanwhile, or it sleeps with a sample
+ * waiting. Then the same with the subscriber's agent stopped between the
+ * two stores that make a connection usable to each side: a publisher that
+ * can push must be one the parking subscriber's re-check sees. */
+static void test_faults_subscriber_parks_while_connection_arrives(void **state)
+{
+	(void)state;
+	parks_while_connection_arrives(false);
+	parks_while_connection_arrives(true);
+}
+
 static void test_faults_crash_windows(void **state)
 {
 	static const struct crash pubs[] = {
@@ -593,6 +723,7 @@ int main(void)
 		cmocka_unit_test(test_faults_open_waits_for_history),
 		cmocka_unit_test(test_faults_crash_windows),
 		cmocka_unit_test(test_faults_notifier_killed_mid_push),
+		cmocka_unit_test(test_faults_subscriber_parks_while_connection_arrives),
 	};
 
 #ifndef TAKT_FAULTS
