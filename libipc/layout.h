@@ -250,7 +250,11 @@ struct takt_pub_live {
 	_Atomic uint32_t stat_history;              /* chunks kept only for history */
 	_Atomic uint32_t stat_loans;                /* chunks on loan */
 	_Atomic uint32_t stat_bad_returns;          /* foreign, out-of-range or double returns refused */
-	uint8_t pad1[48];
+	/* P1L: 1 while the publisher publishes without a fence before its
+	 * park loads; a subscriber that parks then issues membarrier for it
+	 * (pub.c). Read by parking subscribers only. */
+	_Atomic uint32_t light;
+	uint8_t pad1[44];
 };
 _Static_assert(sizeof(struct takt_pub_live) == 128, "takt_pub_live layout");
 
@@ -260,7 +264,12 @@ struct takt_sub_live {
 	 * publisher that sees an odd value it has not woken after pushing
 	 * counts a wake-up on its connection and writes the eventfd. */
 	_Atomic uint32_t park;
-	uint8_t pad0[60];
+	/* P1L: 1 when this subscriber issues membarrier(GLOBAL_EXPEDITED)
+	 * as it parks if a publisher of it is light; written once, before
+	 * any publisher maps the segment. A publisher goes light only if
+	 * every subscriber it serves says so. */
+	_Atomic uint32_t membarrier;
+	uint8_t pad0[56];
 	TAKT_ALIGNED _Atomic uint64_t active; /* Q0, subscriber side */
 	uint8_t pad1[56];
 };

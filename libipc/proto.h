@@ -191,7 +191,7 @@ struct proto_pool_stat { /* one publisher's pool */
 	uint32_t max;            /* chunks its segment could grow to */
 	uint64_t bytes;          /* reserved bytes of its pool segment */
 	uint32_t bad_returns;    /* returns it refused: foreign, out of range, twice */
-	uint32_t reserved;
+	uint32_t light;          /* 1: it publishes without a fence while no subscriber parks (P1L) */
 };
 _Static_assert(sizeof(struct proto_pool_stat) == 128, "proto_pool_stat");
 #define PROTO_POOLS_PER_REPLY 7

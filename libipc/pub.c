@@ -12,7 +12,8 @@
  *   2. push the chunk index into each ring, applying the subscriber's
  *      overflow policy when a ring is full, and mark it outstanding there;
  *   3. record it in history;
- *   4. fence, then write the eventfd of each subscriber that parked.
+ *   4. fence (unless light, P1L below), then write the eventfd of each
+ *      subscriber that parked.
  * Chunks come back through the return rings, drained when the free list is
  * empty; every returned index is checked against the bitmap, so a foreign,
  * out-of-range or double return costs the subscriber that sent it only.
@@ -34,6 +35,27 @@
  * is used only once the subscriber marked its own region too. READY is stored
  * with release and loaded with acquire: whoever prepared the slot (ring,
  * bitmap, history pushed) hands it over complete.
+ *
+ * P1L, light publishing: the P1 fence before the park loads is what a
+ * publish costs most while its subscribers keep up (it waits for the
+ * payload and slot stores, whose lines the subscribers just read). A
+ * publisher that has seen no subscriber parked for LIGHT_AFTER publishes
+ * in a row stores light = 1 in its live words and fences once; from then
+ * on it loads the park words without a fence. A subscriber that parks
+ * stores park (seq_cst), fences, and loads light of each publisher it
+ * takes from (acquire): 1 -> it calls membarrier(GLOBAL_EXPEDITED), a
+ * full barrier on every CPU running a registered process, before its
+ * re-check; so either our push is visible to the re-check or our later
+ * park load sees its park (the asymmetric fence of liburcu, as Q0 uses).
+ * 0 -> we had not gone light when it looked (our fence after the store of
+ * 1 orders our later park loads after its park store: store-buffer litmus
+ * on light and park), or we went heavy again (light = 0, release, after
+ * the pushes it must see). A publisher that sees a subscriber parked goes
+ * heavy at once, so a subscriber that parks often costs one membarrier and
+ * then fenced publishes; one that never parks costs none. A publisher goes
+ * light only if its node is registered for membarrier and every subscriber
+ * it serves said it issues one when it parks (takt_sub_live.membarrier);
+ * a new connection makes it heavy until it has been calm again.
  */
 #include "client.h"
 #include "fault.h"
@@ -48,6 +70,7 @@
 
 #define BLOCK_TIMEOUT_DEFAULT_NS 100000000ull
 #define RET_BATCH 64
+#define LIGHT_AFTER 64 /* P1L: publishes without a subscriber seen parked before going light */
 
 enum { PS_FREE = 0, PS_FILLING, PS_READY, PS_ADOPTED };
 
@@ -60,6 +83,7 @@ struct pub_slot {
 	uint32_t sub;
 	uint32_t overflow;
 	const _Atomic uint32_t *park; /* the subscriber's park word (its segment, read-only) */
+	bool membarrier;               /* P1L: its subscriber fences for us when it parks */
 	struct ring_prod ring;
 	struct ret_cons ret;
 	uint32_t woken;  /* P1: the subscriber's last park generation we woke */
@@ -80,6 +104,9 @@ struct takt_pub {
 	uint64_t block_timeout_ns;
 	uint32_t conn_gen;
 	uint32_t drain_at;  /* chunks out that make a loan drain the return rings */
+	bool light;         /* P1L: publishing without the P1 fence (mirrors live->light) */
+	bool light_ok;      /* P1L: every adopted connection's subscriber fences for us */
+	uint32_t calm;      /* P1L: publishes in a row that saw no subscriber parked */
 	struct pub_pool pool;
 	void *map;
 	size_t map_size;
@@ -417,6 +444,8 @@ static int pub_prepare(takt_pub *p, uint32_t ci, uint32_t inc, bool agent)
 	s->sub = c->sub;
 	s->overflow = c->overflow;
 	s->park = &sm.ss.live->park;
+	/* relaxed: written once, before the broker pushed us the connection. */
+	s->membarrier = atomic_load_explicit(&sm.ss.live->membarrier, memory_order_relaxed) == 1;
 	memset(s->out, 0, bitmap_words(p) * sizeof(uint64_t));
 	/* Our region of the pool for this connection, left by whichever
 	 * connection had it before (the broker reuses it only once both of
@@ -534,6 +563,18 @@ static bool pub_listed(takt_pub *p, struct pub_slot *s)
 	return false;
 }
 
+/* P1L: back to fenced publishes, from the next one on. */
+static void pub_go_heavy(takt_pub *p)
+{
+	p->calm = 0;
+	if (!p->light)
+		return;
+	p->light = false;
+	/* P1L: release: a subscriber that acquires 0 here sees the pushes of
+	 * our light publishes; the publishes after it fence again (P1). */
+	atomic_store_explicit(&p->pool.seg.live->light, 0, memory_order_release);
+}
+
 /* W1: the broker changed our connections or reserved more chunks. Reclaim
  * slots of connections that left, adopt the prepared ones; a listed
  * connection nobody prepared yet is prepared here or retried next time. */
@@ -577,6 +618,12 @@ static void pub_refresh(takt_pub *p, uint32_t gen)
 		p->conns[p->n_conns++] = s;
 	}
 	p->conn_gen = pending ? gen - 1 : gen;
+	/* P1L: light only while every subscriber fences for us; and a
+	 * changed set of connections is served fenced until it is calm. */
+	p->light_ok = p->node->q0_light;
+	for (unsigned i = 0; i < p->n_conns; i++)
+		p->light_ok &= p->conns[i]->membarrier;
+	pub_go_heavy(p);
 	pub_set_drain_at(p);
 	pub_stats(p);
 }
@@ -764,15 +811,23 @@ static void pub_history_put(takt_pub *p, uint32_t c, uint32_t gen)
 
 static void pub_notify(takt_pub *p, const unsigned char *pushed, uint64_t seq)
 {
-	/* P1: pairs with the subscriber's store of an odd park generation +
-	 * fence before it re-checks its rings (sub.c, P0): either it sees our
-	 * push, or we see it parked. */
-	atomic_thread_fence(memory_order_seq_cst);
+	bool parked = false;
+
+	if (p->light)
+		/* P1L: no fence: a subscriber that parks issues membarrier for us. */
+		atomic_signal_fence(memory_order_seq_cst);
+	else
+		/* P1: pairs with the subscriber's store of an odd park generation +
+		 * fence before it re-checks its rings (sub.c, P0): either it sees
+		 * our push, or we see it parked. */
+		atomic_thread_fence(memory_order_seq_cst);
 	for (unsigned i = 0; i < p->n_conns; i++) {
 		struct pub_slot *s = p->conns[i];
 		/* relaxed load first: keeps the line shared while nobody parks. */
 		uint32_t g = atomic_load_explicit(s->park, memory_order_relaxed);
 		int efd;
+
+		parked |= g & 1;
 
 		/* R2: a connection we gave a verdict to is woken like one we
 		 * pushed to (its subscriber may have parked waiting for it). */
@@ -787,6 +842,16 @@ static void pub_notify(takt_pub *p, const unsigned char *pushed, uint64_t seq)
 			continue;
 		TAKT_PROBE3(notify, s->sub, p->id, seq);
 		conn_wake(s->ring.pw, s->park, &s->woken, efd);
+	}
+	if (parked) {
+		pub_go_heavy(p);
+	} else if (!p->light && p->light_ok && ++p->calm >= LIGHT_AFTER) {
+		/* P1L: the store, then a fence before any later park load: with a
+		 * parking subscriber's park store, fence, load of light, one of us
+		 * sees the other's store (store-buffer litmus). */
+		atomic_store_explicit(&p->pool.seg.live->light, 1, memory_order_relaxed);
+		atomic_thread_fence(memory_order_seq_cst);
+		p->light = true;
 	}
 }
 

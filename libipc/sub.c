@@ -331,6 +331,9 @@ int takt_sub_open(takt_node *node, const struct takt_sub_opts *opts, takt_sub **
 			munmap(base, size);
 	}
 	if (r == 0) {
+		/* P1L: relaxed: publishers map the segment only after the broker
+		 * pushed them the connection, after our SUB_CONNECT below. */
+		atomic_store_explicit(&s->seg.live->membarrier, node->q0_light, memory_order_relaxed);
 		s->wait_ep = epoll_create1(EPOLL_CLOEXEC);
 		if (s->wait_ep < 0 || epoll_ctl(s->wait_ep, EPOLL_CTL_ADD, s->efd,
 						&(struct epoll_event){.events = EPOLLIN | EPOLLET}) < 0)
@@ -553,6 +556,17 @@ uint64_t takt_sub_dropped(const takt_sub *sub)
 	return n;
 }
 
+/* P1L: whether a publisher we take from publishes without a fence. */
+static bool sub_pubs_light(const takt_sub *s)
+{
+	for (unsigned i = 0; i < s->n_conns; i++)
+		/* acquire: pairs with its release of 0 when it went heavy (its
+		 * light pushes are then visible to our re-check). */
+		if (atomic_load_explicit(&s->conns[i]->pool.live->light, memory_order_acquire))
+			return true;
+	return false;
+}
+
 static int sub_ready(takt_sub *s)
 {
 	for (unsigned i = 0; i < s->n_conns; i++)
@@ -581,6 +595,10 @@ static int sub_arm_check(takt_sub *s)
 	 * after our park store (pairs with its P1 fence). Looked at before
 	 * parking, a connection that arrives in between is missed by both. */
 	sub_check_conns(s);
+	/* P1L: a light publisher did not fence after its pushes: fence for it
+	 * on every CPU before the re-check (pub.c). */
+	if (sub_pubs_light(s))
+		node_membarrier();
 	ready = sub_ready(s);
 	/* Not going to sleep after all: unpark so publishers do not write the
 	 * eventfd while we take (one that saw us parked writes and counted

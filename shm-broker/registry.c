@@ -1553,6 +1553,7 @@ void reg_pool_stats(struct broker *b, uint32_t first, struct msg_pools_reply *re
 		st->history = atomic_load_explicit(&pp->stat_history, memory_order_relaxed);
 		st->loans = atomic_load_explicit(&pp->stat_loans, memory_order_relaxed);
 		st->bad_returns = atomic_load_explicit(&pp->stat_bad_returns, memory_order_relaxed);
+		st->light = atomic_load_explicit(&pp->light, memory_order_relaxed) == 1;
 		n++;
 	}
 	rep->r.index = n;

@@ -76,10 +76,11 @@ static int cmd_pools(const char *domain, int json)
 			if (json)
 				printf("%s{\"topic\":\"%s\",\"publisher_id\":%llu,\"pid\":%d,\"size\":%llu,"
 				       "\"total\":%u,\"free\":%u,\"in_flight\":%u,\"history\":%u,\"loans\":%u,"
-				       "\"max\":%u,\"bytes\":%llu,\"bad_returns\":%u}",
+				       "\"max\":%u,\"bytes\":%llu,\"bad_returns\":%u,\"light\":%s}",
 				       shown ? "," : "", topic, (unsigned long long)s->publisher_id, s->pid,
 				       (unsigned long long)s->payload_size, s->total, s->free, s->in_flight,
-				       s->history, s->loans, s->max, (unsigned long long)s->bytes, s->bad_returns);
+				       s->history, s->loans, s->max, (unsigned long long)s->bytes, s->bad_returns,
+				       s->light ? "true" : "false");
 			else
 				printf("%-24s %#18llx %7d %10llu %7u %7u %9u %7u %10llu\n", topic,
 				       (unsigned long long)s->publisher_id, s->pid, (unsigned long long)s->payload_size,

@@ -17,12 +17,16 @@
 #include <setjmp.h>
 #include <signal.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -307,6 +311,175 @@ static void test_wakeups_push_after_first_publish(void **state)
 /* A control call that times out (the broker is stopped) returns
  * -ETIMEDOUT; its late reply must not answer the next call, and the port
  * the broker opened for it late is closed again. */
+/* ---- P1L: a light publisher and a subscriber that parks ------------------ */
+
+struct light_shared {
+	_Atomic uint64_t published; /* by the publisher child: its last value */
+	_Atomic uint64_t taken;     /* by the subscriber (parent): its last value */
+	_Atomic int stage;          /* child: 1 bursts done */
+	_Atomic int phase;          /* parent: 1 polling, 2 parked */
+};
+
+static void spin_us(unsigned us)
+{
+	struct timespec a, b;
+
+	clock_gettime(CLOCK_MONOTONIC, &a);
+	do
+		clock_gettime(CLOCK_MONOTONIC, &b);
+	while ((uint64_t)(b.tv_sec - a.tv_sec) * 1000000 + (uint64_t)(b.tv_nsec - a.tv_nsec) / 1000 < us);
+}
+
+static bool light_wait_for(_Atomic int *w, int v)
+{
+	for (int i = 0; atomic_load(w) != v; i++) {
+		if (i >= 5000) /* 5 s */
+			return false;
+		sleep_ms(1);
+	}
+	return true;
+}
+
+/* Bursts of 1..250 samples with random gaps inside and between them (so
+ * the subscriber parks now while we are fenced, now while we are light),
+ * each burst once the last was taken; then 1000 to a subscriber that
+ * polls (kept under its queue depth); then one more to it parked. */
+static int light_pub_child(void *a)
+{
+	struct light_shared *ls = a;
+	struct takt_pub_opts po = {.topic = "light", .max_payload = 8};
+	takt_node *n = h_node(broker.domain, "light-pub");
+	unsigned seed = 12345;
+	uint64_t v = 0;
+	takt_pub *p;
+
+	H_CHECK(takt_pub_open(n, &po, &p) == 0);
+	for (int burst = 0; burst < 300; burst++) {
+		unsigned len = 1 + rand_r(&seed) % 250;
+
+		for (unsigned i = 0; i < len; i++) {
+			v++;
+			H_CHECK(takt_pub_send(p, &v, sizeof(v)) == 1);
+			atomic_store(&ls->published, v);
+			if (rand_r(&seed) % 64 == 0)
+				spin_us(rand_r(&seed) % 50);
+		}
+		for (int i = 0; atomic_load(&ls->taken) != v; i++) {
+			H_CHECK(i < 20000); /* 2 s */
+			spin_us(100);
+		}
+		spin_us(rand_r(&seed) % 200);
+	}
+	atomic_store(&ls->stage, 1);
+	H_CHECK(light_wait_for(&ls->phase, 1));
+	for (int i = 0; i < 1000; i++) {
+		/* paced below the queue depth: nothing dropped, nobody parks */
+		for (int k = 0; v - atomic_load(&ls->taken) >= 200; k++) {
+			H_CHECK(k < 20000); /* 2 s */
+			spin_us(100);
+		}
+		v++;
+		H_CHECK(takt_pub_send(p, &v, sizeof(v)) == 1);
+		atomic_store(&ls->published, v);
+	}
+	H_CHECK(light_wait_for(&ls->phase, 2));
+	sleep_ms(20); /* it is asleep by now */
+	v++;
+	H_CHECK(takt_pub_send(p, &v, sizeof(v)) == 1);
+	atomic_store(&ls->published, v);
+	H_CHECK(light_wait_for(&ls->phase, 3));
+	takt_node_close(n);
+	return 0;
+}
+
+/* Takes everything there is; each sample must follow the last. */
+static void light_drain(takt_sub *s, struct light_shared *ls, uint64_t *last)
+{
+	struct takt_sample_info info;
+	const void *x;
+
+	while (takt_sub_take(s, &x, &info) == 0) {
+		uint64_t v;
+
+		memcpy(&v, x, sizeof(v));
+		takt_sub_release(s, x);
+		assert_int_equal(v, *last + 1);
+		*last = v;
+		atomic_store(&ls->taken, v);
+	}
+}
+
+/* A publisher that saw no subscriber park for a while stops fencing before
+ * its park loads (light, P1L); a subscriber that then parks issues the
+ * fence for it (membarrier) and must still be woken by every sample: real
+ * processes, bursts with random gaps so parks land in light and fenced
+ * publishes alike, every wait bounded (2 s, far beyond any gap). Then,
+ * deterministically: after 1000 samples to a polling subscriber the
+ * publisher is light (the broker's pool stats say so, where the kernel has
+ * membarrier), the subscriber parks, and one more sample wakes it. */
+static void test_wakeups_light_publisher_wakes_parking_subscriber(void **state)
+{
+	struct takt_sub_opts so = {.topic = "light", .queue_depth = 256};
+	struct light_shared *ls;
+	struct msg_status_reply st;
+	struct proto_pool_stat ps[4];
+	unsigned seed = 777;
+	uint64_t last = 0, waits = 0, target;
+	takt_node *n;
+	takt_sub *s;
+	pid_t pid;
+	int r, np;
+
+	(void)state;
+	ls = mmap(NULL, sizeof(*ls), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	assert_true(ls != MAP_FAILED);
+	n = h_node(broker.domain, "light-sub");
+	assert_int_equal(takt_sub_open(n, &so, &s), 0);
+	pid = h_spawn(light_pub_child, ls);
+	while (!atomic_load(&ls->stage) || last != atomic_load(&ls->published)) {
+		light_drain(s, ls, &last);
+		if (last != atomic_load(&ls->published) || atomic_load(&ls->stage))
+			continue;
+		r = takt_sub_wait(s, 2000000000ll);
+		if (r == -ETIMEDOUT && atomic_load(&ls->published) > last)
+			fail_msg("asleep with %llu sample(s) waiting after %llu: a wake-up was lost",
+				 (unsigned long long)(atomic_load(&ls->published) - last), (unsigned long long)last);
+		if (r == -ETIMEDOUT && waitpid(pid, NULL, WNOHANG) == pid)
+			fail_msg("the publisher gave up after %llu: its samples were not taken within 2 s "
+				 "(a wake-up was lost; the broker woke us when it died)", (unsigned long long)last);
+		assert_true(r == 0 || r == -ETIMEDOUT || r == -EINTR);
+		waits++;
+		if (rand_r(&seed) % 4 == 0)
+			spin_us(rand_r(&seed) % 50); /* slow to start: the publisher may go light */
+	}
+	print_message("%llu samples in bursts, %llu waits\n", (unsigned long long)last, (unsigned long long)waits);
+	/* 1000 to a subscriber that polls: the publisher goes light. */
+	target = last + 1000;
+	atomic_store(&ls->phase, 1);
+	for (int i = 0; last < target; i++) {
+		assert_true(i < 5000000); /* bounded */
+		light_drain(s, ls, &last);
+	}
+	assert_int_equal(h_status(broker.domain, &st), 0);
+	np = h_pools(broker.domain, ps, 4);
+	assert_int_equal(np, 1);
+	if (st.limits.flags & TAKT_LIM_MEMBARRIER)
+		assert_int_equal(ps[0].light, 1);
+	else
+		assert_int_equal(ps[0].light, 0); /* no membarrier: it never goes light */
+	/* Parked against a light publisher: the next sample still wakes us. */
+	atomic_store(&ls->phase, 2);
+	r = takt_sub_wait(s, 2000000000ll);
+	if (r != 0)
+		fail_msg("a subscriber parked against a light publisher was not woken (%d)", r);
+	light_drain(s, ls, &last);
+	assert_int_equal(last, target + 1);
+	atomic_store(&ls->phase, 3);
+	assert_int_equal(h_wait(pid, WAIT_MS), 0);
+	munmap(ls, sizeof(*ls));
+	takt_node_close(n);
+}
+
 static void test_wakeups_timed_out_call_leaves_node_usable(void **state)
 {
 	struct takt_node_opts no = {.domain = broker.domain, .name = "impatient", .timeout_ns = 300000000};
@@ -350,6 +523,7 @@ int main(void)
 		cmocka_unit_test(test_wakeups_stale_count_cleared_by_arm),
 		cmocka_unit_test(test_wakeups_push_after_first_publish),
 		cmocka_unit_test(test_wakeups_timed_out_call_leaves_node_usable),
+		cmocka_unit_test(test_wakeups_light_publisher_wakes_parking_subscriber),
 	};
 
 	return cmocka_run_group_tests(tests, setup, teardown);
