@@ -43,9 +43,12 @@
 #define TAKT_PROC_NAME_MAX 32
 #define TAKT_MAX_PUBS_PER_TOPIC 32
 #define TAKT_MAX_SUBS_PER_TOPIC 64
-#define TAKT_MAX_HELD 64           /* samples one subscriber may hold */
-#define TAKT_MAX_LOANS 32          /* chunks one publisher may hold on loan */
-#define TAKT_MAX_HISTORY 64
+/* Ceilings of the [limits] held_max, loans_max and history_max: sanity
+ * bounds, not array sizes (each handle allocates what the domain's limits
+ * say, once, at open). */
+#define TAKT_MAX_HELD 4096         /* samples one subscriber may hold */
+#define TAKT_MAX_LOANS 4096        /* chunks one publisher may hold on loan */
+#define TAKT_MAX_HISTORY 65536     /* samples a publisher keeps (delivered through a ring) */
 #define TAKT_MAX_QUEUE_DEPTH 65536
 #define TAKT_EVENT_QUEUE 64        /* ids queued per event (power of two) */
 

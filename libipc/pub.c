@@ -90,6 +90,12 @@ struct pub_slot {
 	uint64_t *out; /* bitmap over the pool: outstanding on this connection */
 };
 
+struct pub_loan {
+	uint32_t chunk;
+	uint32_t gen;
+	void *ptr;
+};
+
 struct takt_pub {
 	takt_node *node;
 	char topic[TAKT_NAME_MAX]; /* for probes */
@@ -113,14 +119,13 @@ struct takt_pub {
 	unsigned n_slots;
 	struct pub_slot *slots;
 	unsigned n_conns;
-	struct pub_slot *conns[TAKT_MAX_SUBS_PER_TOPIC]; /* adopted, registry order */
+	struct pub_slot **conns;  /* adopted, registry order (subs_per_topic entries) */
+	unsigned char *pushed;    /* publish: whether each of conns[] got the sample */
 	unsigned n_loans;
-	uint32_t loan_chunk[TAKT_MAX_LOANS];
-	uint32_t loan_gen[TAKT_MAX_LOANS];
-	void *loan_ptr[TAKT_MAX_LOANS]; /* found by pointer: no division on publish */
+	struct pub_loan *loans;   /* loans_max entries; found by pointer: no division on publish */
 	/* History, read by the agent (PS1): generation << 32 | chunk, 0 empty.
 	 * Entry (seq - 1) % history holds the sample of sequence seq. */
-	_Atomic uint64_t hist[TAKT_MAX_HISTORY];
+	_Atomic uint64_t *hist;   /* history entries */
 	_Atomic uint64_t last_seq;
 };
 
@@ -149,6 +154,10 @@ static void pub_free(takt_pub *p)
 	for (unsigned i = 0; p->slots && i < p->n_slots; i++)
 		free(p->slots[i].out);
 	free(p->slots);
+	free(p->conns);
+	free(p->pushed);
+	free(p->loans);
+	free(p->hist);
 	pub_pool_destroy(&p->pool);
 	if (p->map)
 		munmap(p->map, p->map_size);
@@ -211,13 +220,22 @@ int takt_pub_open(takt_node *node, const struct takt_pub_opts *opts, takt_pub **
 	p = calloc(1, sizeof(*p));
 	if (!p)
 		return -ENOMEM;
+	/* Sized by the domain's limits, once: nothing is allocated later. */
+	p->loans = calloc(node->v.lim.loans_max, sizeof(*p->loans));
+	p->conns = calloc(node->v.lim.subs_per_topic, sizeof(*p->conns));
+	p->pushed = calloc(node->v.lim.subs_per_topic, 1);
+	p->hist = opts->history ? calloc(opts->history, sizeof(*p->hist)) : NULL;
+	if (!p->loans || !p->conns || !p->pushed || (opts->history && !p->hist)) {
+		pub_free(p);
+		return -ENOMEM;
+	}
 	r = node_call(node, MSG_PUB_OPEN, &req, sizeof(req), &rep, sizeof(rep), &fd, 1, &n_fds);
 	if (r == 0 && (rep.r.index >= node->v.lim.publishers || rep.id == 0 || n_fds != 1))
 		r = -EPROTO;
 	if (r < 0) {
 		if (n_fds)
 			close(fd);
-		free(p);
+		pub_free(p);
 		return r;
 	}
 	p->node = node;
@@ -695,10 +713,10 @@ int takt_pub_loan(takt_pub *pub, size_t size, void **payload)
 	if (c == TAKT_NONE) {
 		r = -ENOBUFS;
 	} else {
-		pub->loan_gen[pub->n_loans] = chunk_loan_init(&pub->pool, c);
-		pub->loan_ptr[pub->n_loans] = seg_chunk_payload(&pub->pool.seg, c);
-		*payload = pub->loan_ptr[pub->n_loans];
-		pub->loan_chunk[pub->n_loans++] = c;
+		pub->loans[pub->n_loans].gen = chunk_loan_init(&pub->pool, c);
+		pub->loans[pub->n_loans].ptr = seg_chunk_payload(&pub->pool.seg, c);
+		*payload = pub->loans[pub->n_loans].ptr;
+		pub->loans[pub->n_loans++].chunk = c;
 		pub->pool.info[c].size = (uint32_t)size;
 	}
 	q0_exit(&pub->pool.seg.live->active); /* Q0 */
@@ -710,8 +728,8 @@ int takt_pub_loan(takt_pub *pub, size_t size, void **payload)
 static int pub_find_loan(const takt_pub *pub, const void *payload, uint32_t *ret_chunk)
 {
 	for (unsigned i = 0; i < pub->n_loans; i++)
-		if (pub->loan_ptr[i] == payload) {
-			*ret_chunk = pub->loan_chunk[i];
+		if (pub->loans[i].ptr == payload) {
+			*ret_chunk = pub->loans[i].chunk;
 			return (int)i;
 		}
 	return -EINVAL;
@@ -721,9 +739,7 @@ static int pub_find_loan(const takt_pub *pub, const void *payload, uint32_t *ret
 static void pub_end_loan(takt_pub *pub, unsigned i)
 {
 	pub->n_loans--;
-	pub->loan_chunk[i] = pub->loan_chunk[pub->n_loans];
-	pub->loan_gen[i] = pub->loan_gen[pub->n_loans];
-	pub->loan_ptr[i] = pub->loan_ptr[pub->n_loans];
+	pub->loans[i] = pub->loans[pub->n_loans];
 }
 
 void takt_pub_discard(takt_pub *pub, void *payload)
@@ -857,7 +873,7 @@ static void pub_notify(takt_pub *p, const unsigned char *pushed, uint64_t seq)
 
 int takt_pub_publish(takt_pub *pub, void *payload)
 {
-	unsigned char pushed[TAKT_MAX_SUBS_PER_TOPIC];
+	unsigned char *pushed = pub->pushed;
 	struct chunk_info *h;
 	struct ring_entry e;
 	uint32_t c, gen;
@@ -877,7 +893,7 @@ int takt_pub_publish(takt_pub *pub, void *payload)
 	TAKT_PROBE3(publish, pub->topic, pub->id, e.seq);
 	h->seq = e.seq; /* for history (C1: before the hand-over's release) */
 	h->publish_ns = e.publish_ns;
-	gen = pub->loan_gen[li];
+	gen = pub->loans[li].gen;
 	pub_end_loan(pub, (unsigned)li);
 	if (pub->n_conns + (pub->history ? 1 : 0) == 0) {
 		chunk_unref(&pub->pool, c); /* nobody to hand it to */

@@ -69,11 +69,11 @@ struct takt_sub {
 	uint32_t wakes_gone; /* P2: writes counted on connections that left */
 	int wait_ep;    /* private epoll, edge-triggered on efd: takt_sub_wait */
 	unsigned n_conns, rr;
-	struct sub_slot *conns[TAKT_MAX_PUBS_PER_TOPIC]; /* adopted, registry order */
+	struct sub_slot **conns; /* adopted, registry order (pubs_per_topic entries) */
 	unsigned n_slots;
 	struct sub_slot *slots;
 	unsigned n_held;
-	struct sub_held held[TAKT_MAX_HELD];
+	struct sub_held *held;   /* held_max entries */
 	uint64_t dropped_gone; /* drops counted on connections that left */
 };
 
@@ -270,6 +270,8 @@ static void sub_free(takt_sub *s)
 	if (s->wait_ep >= 0)
 		close(s->wait_ep);
 	free(s->slots);
+	free(s->conns);
+	free(s->held);
 	free(s);
 }
 
@@ -295,12 +297,18 @@ int takt_sub_open(takt_node *node, const struct takt_sub_opts *opts, takt_sub **
 	req.history = opts->history;
 	s = calloc(1, sizeof(*s));
 	if (s) {
+		/* Sized by the domain's limits, once: nothing is allocated later. */
 		s->n_slots = node->v.lim.pubs_per_topic + node->v.lim.held_max;
 		s->slots = calloc(s->n_slots, sizeof(*s->slots));
+		s->conns = calloc(node->v.lim.pubs_per_topic, sizeof(*s->conns));
+		s->held = calloc(node->v.lim.held_max, sizeof(*s->held));
 	}
-	if (!s || !s->slots) {
-		if (s)
+	if (!s || !s->slots || !s->conns || !s->held) {
+		if (s) {
 			free(s->slots);
+			free(s->conns);
+			free(s->held);
+		}
 		free(s);
 		return -ENOMEM;
 	}

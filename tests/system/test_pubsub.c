@@ -607,6 +607,57 @@ static void test_pubsub_sub_rejoin_reuses_conn(void **state)
 	assert_int_equal(h_wait_pools_full(broker.domain, 5000), 0);
 }
 
+/* Loans, held samples and history are limits of the domain's config,
+ * not compile-time array sizes: with [limits] far above the old caps (32
+ * loans, 64 held, 64 history), a publisher has 300 loans out at once, a
+ * late joiner gets 1000 samples of history, and its subscriber holds all
+ * 1000 at once; one more of each is refused with the documented error. */
+static void test_pubsub_limits_beyond_old_caps(void **state)
+{
+	struct takt_pub_opts po = {.topic = "big", .max_payload = 8, .history = 1000};
+	struct takt_sub_opts so = {.topic = "big", .queue_depth = 1024, .history = 1000};
+	static void *loans[300];
+	static const void *held[1000];
+	struct takt_sample_info info;
+	struct h_broker b;
+	const void *x;
+	void *extra;
+	takt_node *n;
+	takt_pub *p;
+	takt_sub *s;
+
+	(void)state;
+	assert_int_equal(h_broker_start(&b, "biglim",
+					"[limits]\nheld_max = 1000\nloans_max = 300\nhistory_max = 1000\n"
+					"queue_depth_max = 1024\n"), 0);
+	n = h_node(b.domain, "big");
+	assert_int_equal(takt_pub_open(n, &po, &p), 0);
+	for (int i = 0; i < 300; i++)
+		assert_int_equal(takt_pub_loan(p, 8, &loans[i]), 0);
+	assert_int_equal(takt_pub_loan(p, 8, &extra), -ENOBUFS); /* loans_max */
+	for (uint64_t i = 0; i < 300; i++) {
+		memcpy(loans[i], &i, sizeof(i));
+		assert_int_equal(takt_pub_publish(p, loans[i]), 0); /* nobody yet: history only */
+	}
+	for (uint64_t i = 300; i < 1000; i++)
+		assert_int_equal(takt_pub_send(p, &i, sizeof(i)), 0);
+	assert_int_equal(takt_sub_open(n, &so, &s), 0);
+	for (uint64_t i = 0; i < 1000; i++) {
+		uint64_t v;
+
+		assert_int_equal(takt_sub_take(s, &held[i], &info), 0);
+		memcpy(&v, held[i], sizeof(v));
+		assert_int_equal(v, i);
+		assert_int_equal(info.seq, i + 1);
+	}
+	assert_int_equal(takt_sub_take(s, &x, &info), -ENOBUFS); /* held_max */
+	for (int i = 0; i < 1000; i++)
+		takt_sub_release(s, held[i]);
+	assert_int_equal(takt_sub_take(s, &x, &info), -EAGAIN);
+	takt_node_close(n);
+	h_broker_stop(&b);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -623,6 +674,7 @@ int main(void)
 		cmocka_unit_test(test_pubsub_own_epoll),
 		cmocka_unit_test(test_pubsub_block_is_bounded),
 		cmocka_unit_test(test_pubsub_block_released_by_dead_subscriber),
+		cmocka_unit_test(test_pubsub_limits_beyond_old_caps),
 	};
 
 	return cmocka_run_group_tests_name("pubsub", tests, setup, teardown);
