@@ -207,7 +207,7 @@ bool report_fanout_slope(const struct report *rp, double *ret_slope, double *ret
 
 /* ---- implementations ---------------------------------------------------- */
 
-extern const struct impl raw_shm_pingpong, raw_efd_pingpong, raw_spsc_ring, raw_zero_copy, raw_memcpy, raw_timerfd;
+extern const struct impl raw_shm_pingpong, raw_two_line, raw_efd_pingpong, raw_spsc_ring, raw_zero_copy, raw_memcpy, raw_timerfd;
 extern const struct impl takt_pingpong, takt_throughput, takt_fanout;
 extern const struct impl exec_dispatch, exec_interval;
 #ifdef TAKT_BENCH_ICEORYX

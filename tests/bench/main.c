@@ -45,6 +45,7 @@
 #endif
 
 #define SHM "raw shm ping-pong"
+#define TWO "raw two-line handoff"
 #define EFD "raw eventfd ping-pong"
 #define RING "raw SPSC ring 8 B"
 #define ZC "raw zero-copy handoff 8 B"
@@ -64,6 +65,7 @@
 
 static const struct fig figs[] = {
 	{ SHM, "latency", M_ROUNDTRIP, NULL, { .size = 8 }, &raw_shm_pingpong, C_POLL, NEED_NONE, 0 },
+	{ TWO, "latency", M_ROUNDTRIP, SHM, { .size = 8 }, &raw_two_line, C_POLL, NEED_NONE, 0 },
 	PP("takt polling 8 B", SHM, 8, false),
 	PP("takt polling 4 KiB", SHM, 4 * KiB, false),
 	PP("takt polling 64 KiB", SHM, 64 * KiB, false),
@@ -110,6 +112,7 @@ static const struct fig figs[] = {
 
 static const struct target targets[] = {
 	{ "takt polling 8 B", SHM, true, 1.5, "takt polling 8 B / raw shm ping-pong" },
+	{ "takt polling 8 B", TWO, true, 1.1, "takt polling 8 B / raw two-line handoff" },
 	{ "iceoryx polling 8 B", "takt polling 8 B", false, 6, "iceoryx polling / takt polling (x faster)" },
 	{ "takt blocking 8 B", EFD, true, 1.2, "takt blocking 8 B / raw eventfd ping-pong" },
 	{ "takt polling 4 MiB", "takt polling 8 B", true, 1.1, "takt polling 4 MiB / 8 B (zero copy)" },

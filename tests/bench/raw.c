@@ -2,6 +2,9 @@
  *
  *   raw shm ping-pong       a counter on two cache lines of a shared page,
  *                           busy-polling: cross-core, cross-process handoff
+ *   raw two-line handoff    the same, but each message is a payload line
+ *                           named by a flag line: what a zero-copy sample
+ *                           (a ring slot naming a chunk) must move
  *   raw eventfd ping-pong   two eventfds, blocking read/write: the kernel's
  *                           blocking wake-up
  *   raw SPSC ring           8-byte messages through a bare shared-memory
@@ -71,6 +74,80 @@ static int shm_echo(struct side *s)
 }
 
 const struct impl raw_shm_pingpong = { .run_a = shm_ping, .run_b = shm_echo };
+
+/* ---- raw two-line handoff ------------------------------------------------ */
+
+/* Each direction: the writer stores the payload into chunk (i % 8) and then
+ * the flag (release); the reader spins on the flag (acquire) and then reads
+ * the chunk the flag names (its address depends on the flag's value, as a
+ * sample's does on its ring slot). Every flag and chunk on a line pair of
+ * its own. Nothing else: no pool, no checks, no wake-up test. */
+#define TL_CHUNKS 8
+
+struct tl_line {
+	_Atomic uint64_t v;
+	char pad[120];
+};
+
+struct tl_lines {
+	struct tl_line ping, pong;          /* flags: A writes ping, B pong */
+	struct tl_line a_chunk[TL_CHUNKS];  /* written by A */
+	struct tl_line b_chunk[TL_CHUNKS];  /* written by B */
+};
+_Static_assert(sizeof(struct tl_lines) <= BENCH_SCRATCH, "tl_lines must fit the scratch area");
+
+/* Sends i: payload, then flag (T1: release, pairs with the reader's T2). */
+static void tl_send(struct tl_line *flag, struct tl_line *chunks, uint64_t i)
+{
+	atomic_store_explicit(&chunks[i % TL_CHUNKS].v, i, memory_order_relaxed);
+	atomic_store_explicit(&flag->v, i, memory_order_release);
+}
+
+/* Waits for a flag other than seen, then reads the chunk it names (T2:
+ * acquire pairs with the writer's T1). Returns the payload. */
+static uint64_t tl_recv(struct side *s, struct tl_line *flag, struct tl_line *chunks, uint64_t seen)
+{
+	uint64_t f;
+
+	while ((f = atomic_load_explicit(&flag->v, memory_order_acquire)) == seen)
+		bench_spin(s);
+	return f == BENCH_STOP ? f : atomic_load_explicit(&chunks[f % TL_CHUNKS].v, memory_order_relaxed);
+}
+
+static int tl_ping(struct side *s)
+{
+	struct tl_lines *l = (struct tl_lines *)s->sh->scratch;
+	uint64_t t0 = bench_now_ns();
+
+	for (uint64_t i = 1; i <= s->warmup + s->n; i++) {
+		uint64_t v;
+
+		tl_send(&l->ping, l->a_chunk, i);
+		if ((v = tl_recv(s, &l->pong, l->b_chunk, i - 1)) != i)
+			return bench_fail(s, -EPROTO, "two-line echo %llu, expected %llu", (unsigned long long)v,
+					  (unsigned long long)i);
+		bench_stamp(s, i, &t0, bench_now_ns());
+	}
+	s->sh->n_out = s->n;
+	atomic_store_explicit(&l->ping.v, BENCH_STOP, memory_order_release); /* ends B's loop */
+	return 0;
+}
+
+static int tl_echo(struct side *s)
+{
+	struct tl_lines *l = (struct tl_lines *)s->sh->scratch;
+
+	for (uint64_t seen = 0;;) {
+		uint64_t v = tl_recv(s, &l->ping, l->a_chunk, seen);
+
+		if (v == BENCH_STOP)
+			return 0;
+		tl_send(&l->pong, l->b_chunk, v);
+		seen = v;
+	}
+}
+
+const struct impl raw_two_line = { .run_a = tl_ping, .run_b = tl_echo };
 
 /* ---- raw eventfd ping-pong ----------------------------------------------- */
 
