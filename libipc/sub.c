@@ -35,6 +35,8 @@
 
 enum { SS_FREE = 0, SS_READY, SS_ADOPTED, SS_DRAINING, SS_DONE };
 
+#define UNFENCED_SLICE_MS 1 /* P1L: sleep slices when the kernel refused our membarrier */
+
 struct sub_slot {
 	_Atomic uint32_t state; /* SS */
 	uint32_t conn;
@@ -67,6 +69,8 @@ struct takt_sub {
 	uint32_t park_gen;   /* P0: our park word (odd while armed) */
 	uint32_t wakes_read; /* P2: eventfd writes read so far (mod 2^32) */
 	uint32_t wakes_gone; /* P2: writes counted on connections that left */
+	bool unfenced;       /* P1L: the last park could not fence for a light publisher */
+	_Atomic uint32_t agent_wakes; /* P2: writes by our node's agent (P4) */
 	int wait_ep;    /* private epoll, edge-triggered on efd: takt_sub_wait */
 	unsigned n_conns, rr;
 	struct sub_slot **conns; /* adopted, registry order (pubs_per_topic entries) */
@@ -78,6 +82,26 @@ struct takt_sub {
 };
 
 /* ---- the agent's side --------------------------------------------------- */
+
+/* P4: the publisher's node pushes history into a new ring as soon as it
+ * has the connection, which can be before READY above: its wake-up then
+ * found nothing usable and the subscriber parked again. So, once READY is
+ * stored: fence, load our park word, and wake a parked subscriber
+ * ourselves; pairs with P0 (park store, fence, look at READY): either its
+ * look sees READY, or we see it parked. Counted before the write (P2). */
+static void sub_agent_wake(takt_sub *s)
+{
+	uint64_t one = 1;
+
+	atomic_thread_fence(memory_order_seq_cst);
+	/* relaxed: ordered by the fence (P4). */
+	if (!(atomic_load_explicit(&s->seg.live->park, memory_order_relaxed) & 1))
+		return;
+	/* P2: release: counted before the write can be read. */
+	atomic_fetch_add_explicit(&s->agent_wakes, 1, memory_order_release);
+	if (write(s->efd, &one, sizeof(one)) != (ssize_t)sizeof(one))
+		atomic_fetch_sub_explicit(&s->agent_wakes, 1, memory_order_relaxed); /* not made: not owed */
+}
 
 int sub_agent_connect(takt_node *n, const struct msg_push_conn *m, int pool_fd)
 {
@@ -148,6 +172,7 @@ int sub_agent_connect(takt_node *n, const struct msg_push_conn *m, int pool_fd)
 	atomic_store_explicit(&slot->state, SS_READY, memory_order_release);
 	TAKT_FAULT("sub_agent_installing");
 	atomic_store_explicit(&sw->mark, takt_conn_mark(m->conn, m->incarnation), memory_order_release);
+	sub_agent_wake(s);
 	return 0;
 }
 
@@ -395,7 +420,9 @@ void takt_sub_close(takt_sub *sub)
 static uint32_t sub_wakes_counted(const takt_sub *s)
 {
 	/* P3: acquire pairs with the broker's release bump before its write. */
-	uint32_t n = atomic_load_explicit(&s->port->broker_wakes, memory_order_acquire) + s->wakes_gone;
+	uint32_t n = atomic_load_explicit(&s->port->broker_wakes, memory_order_acquire) + s->wakes_gone +
+		     /* P2: acquire pairs with our agent's release before its write (P4). */
+		     atomic_load_explicit(&s->agent_wakes, memory_order_acquire);
 
 	for (unsigned i = 0; i < s->n_slots; i++) {
 		const struct sub_slot *slot = &s->slots[i];
@@ -604,9 +631,10 @@ static int sub_arm_check(takt_sub *s)
 	 * parking, a connection that arrives in between is missed by both. */
 	sub_check_conns(s);
 	/* P1L: a light publisher did not fence after its pushes: fence for it
-	 * on every CPU before the re-check (pub.c). */
-	if (sub_pubs_light(s))
-		node_membarrier();
+	 * on every CPU before the re-check (pub.c). Refused by the kernel, a
+	 * push may be missed until the next one: takt_sub_wait then sleeps in
+	 * slices of UNFENCED_SLICE_MS and looks again. */
+	s->unfenced = sub_pubs_light(s) && !node_membarrier();
 	ready = sub_ready(s);
 	/* Not going to sleep after all: unpark so publishers do not write the
 	 * eventfd while we take (one that saw us parked writes and counted
@@ -650,15 +678,17 @@ int takt_sub_wait(takt_sub *sub, int64_t timeout_ns)
 	for (;;) {
 		struct epoll_event ev;
 		uint64_t now;
-		int r = sub_arm_check(sub);
+		int r = sub_arm_check(sub), ms;
 
 		if (r != 0)
 			return 0; /* stays armed; the next take disarms */
 		now = takt_now_ns();
 		if (now >= deadline)
 			return -ETIMEDOUT;
-		r = epoll_wait(sub->wait_ep, &ev, 1,
-			       deadline == UINT64_MAX ? -1 : (int)((deadline - now + 999999) / 1000000));
+		ms = deadline == UINT64_MAX ? -1 : (int)((deadline - now + 999999) / 1000000);
+		if (sub->unfenced && (ms < 0 || ms > UNFENCED_SLICE_MS))
+			ms = UNFENCED_SLICE_MS; /* P1L: looked at again, see sub_arm_check */
+		r = epoll_wait(sub->wait_ep, &ev, 1, ms);
 		if (r < 0 && errno == EINTR)
 			return -EINTR;
 		if (r > 0) {

@@ -697,6 +697,98 @@ static void test_faults_subscriber_parks_while_connection_arrives(void **state)
 	parks_while_connection_arrives(true);
 }
 
+/* ---- P0: history pushed into a connection made later (conns_fill) -------- */
+
+/* A subscriber (history 4) whose main thread stops before parking and
+ * whose agent stops on the next push; sends 'w', whether its wait returned
+ * 0, how long it took (tenths of a second) and how many samples it took. */
+static int late_hist_sub_child(void *a)
+{
+	struct h_chan *ch = a;
+	struct takt_sub_opts so = {.topic = "latehist", .queue_depth = 8, .history = 4};
+	takt_node *n = h_node(broker.domain, "latehist-sub");
+	struct takt_sample_info info;
+	const void *x;
+	char res[4] = {'w', 0, 0, 0};
+	uint64_t t0, el;
+	takt_sub *s;
+	int r, got = 0;
+
+	H_CHECK(takt_sub_open(n, &so, &s) == 0);
+	agent_note_wr = ch[2].wr;
+	agent_gate_rd = ch[3].rd;
+	agent_stop_at = "agent_push";
+	arm("arm_before_park", &ch[0], &ch[1]);
+	stop_main = true;
+	t0 = now_ms();
+	r = takt_sub_wait(s, 5000000000ll);
+	el = now_ms() - t0;
+	while (takt_sub_take(s, &x, &info) == 0) {
+		takt_sub_release(s, x);
+		got++;
+	}
+	res[1] = (char)(r == 0 ? 'y' : 'n');
+	res[2] = (char)(el / 100); /* tenths of a second */
+	res[3] = (char)got;
+	H_CHECK(h_chan_send(&ch[0], res, 4) == 0);
+	takt_node_close(n);
+	return 0;
+}
+
+/* A publisher's node pushes history into a new connection as soon as it
+ * has the connection (pub_prepare), before the subscriber's agent made
+ * the connection usable to its subscribing thread: the wake-up that comes
+ * with the history finds nothing usable, the subscriber parks again, and
+ * nothing else loads its park word once the connection is usable. Made
+ * late: the subscriber's only connection region is held by a retiring
+ * connection (its thread stands inside Q0), so the new publisher's
+ * connection is created when the region frees (conns_fill), with no open
+ * waiting for it. The subscriber must wake once its agent installed the
+ * connection, not when the publisher next publishes (never, here). */
+static void test_faults_history_into_late_connection_wakes_parked_subscriber(void **state)
+{
+	struct takt_pub_opts po1 = {.topic = "latehist", .max_payload = 8};
+	struct takt_pub_opts po2 = {.topic = "latehist", .max_payload = 8, .history = 4};
+	struct h_chan ch[4];
+	uint64_t v = 1;
+	takt_node *n;
+	takt_pub *p1, *p2;
+	pid_t pid;
+	char c, res[4];
+
+	(void)state;
+	assert_int_equal(h_broker_start(&broker, "latehist", "[limits]\npublishers_per_topic = 1\n"), 0);
+	for (int i = 0; i < 4; i++)
+		assert_int_equal(h_chan_open(&ch[i]), 0);
+	n = h_node(broker.domain, "latehist-pub");
+	assert_int_equal(takt_pub_open(n, &po1, &p1), 0);
+	pid = h_spawn(late_hist_sub_child, ch);
+	assert_int_equal(h_chan_recv(&ch[0], &c, 1, WAIT_MS), 0);
+	assert_int_equal(c, 'f'); /* inside Q0, before parking: holds its region */
+	takt_pub_close(p1);
+	usleep(50000);
+	assert_int_equal(takt_pub_open(n, &po2, &p2), 0); /* no region at S: conns_missing */
+	for (int i = 0; i < 3; i++, v++)
+		assert_true(takt_pub_send(p2, &v, sizeof(v)) >= 0);
+	assert_int_equal(h_chan_send(&ch[1], "o", 1), 0); /* it parks */
+	assert_int_equal(h_chan_recv(&ch[2], &c, 1, WAIT_MS), 0); /* its agent got PUSH_SUB_CONN */
+	assert_int_equal(c, 'a');
+	usleep(300000); /* our agent pushed history + woke it; it parked again */
+	assert_int_equal(h_chan_send(&ch[3], "o", 1), 0); /* READY, mark */
+	assert_int_equal(h_chan_recv(&ch[0], res, 4, WAIT_MS), 0);
+	print_message("woken after %d00 ms (its agent let go at ~300 ms), took %d\n", res[2], res[3]);
+	assert_int_equal(h_wait(pid, WAIT_MS), 0);
+	takt_pub_close(p2);
+	takt_node_close(n);
+	for (int i = 0; i < 4; i++)
+		h_chan_close(&ch[i]);
+	h_broker_stop(&broker);
+	if (res[2] >= 20)
+		fail_msg("history waited %d00 ms in the ring of a parked subscriber", res[2]);
+	assert_int_equal(res[1], 'y');
+	assert_int_equal(res[3], 3); /* the three samples of history */
+}
+
 static void test_faults_crash_windows(void **state)
 {
 	static const struct crash pubs[] = {
@@ -724,6 +816,7 @@ int main(void)
 		cmocka_unit_test(test_faults_crash_windows),
 		cmocka_unit_test(test_faults_notifier_killed_mid_push),
 		cmocka_unit_test(test_faults_subscriber_parks_while_connection_arrives),
+		cmocka_unit_test(test_faults_history_into_late_connection_wakes_parked_subscriber),
 	};
 
 #ifndef TAKT_FAULTS

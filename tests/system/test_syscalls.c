@@ -21,6 +21,7 @@
 #include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/syscall.h>
+#include <ucontext.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -35,7 +36,10 @@ struct shared {
 	_Atomic int child_phase;    /* reported by the child */
 	_Atomic long traps;         /* syscalls trapped in the current phase */
 	_Atomic long last_nr;
+	_Atomic long membarriers;   /* of the traps, membarrier calls */
+	_Atomic long published;     /* light test: samples the parent published */
 	long counted[4];
+	long counted_mb[4];
 };
 static struct shared *sh;
 
@@ -57,6 +61,13 @@ static void on_sigsys(int sig, siginfo_t *si, void *uc)
 	(void)uc;
 	atomic_fetch_add(&sh->traps, 1);
 	atomic_store(&sh->last_nr, si->si_syscall);
+	if (si->si_syscall == __NR_membarrier) {
+		atomic_fetch_add(&sh->membarriers, 1);
+#ifdef __x86_64__
+		/* as if it ran: the fence is not what this test is about */
+		((ucontext_t *)uc)->uc_mcontext.gregs[REG_RAX] = 0;
+#endif
+	}
 }
 
 static int trap_all_syscalls(void)
@@ -89,6 +100,7 @@ static int await_phase(int phase)
 static void report(int phase)
 {
 	sh->counted[phase] = atomic_exchange(&sh->traps, 0);
+	sh->counted_mb[phase] = atomic_exchange(&sh->membarriers, 0);
 	atomic_store(&sh->child_phase, phase);
 }
 
@@ -302,6 +314,111 @@ static void test_syscalls_take_release_none(void **state)
 	takt_node_close(n);
 }
 
+/* A subscriber under the trap: takes 1000 samples busily (its publisher
+ * goes light, P1L), then parks: exactly one syscall, membarrier (the fence
+ * it issues for the light publisher); woken, it takes the sample and
+ * parks again against the now heavy publisher: no membarrier. */
+static int light_subscriber_child(void *a)
+{
+	struct takt_sub_opts so = {.topic = "lightsc", .queue_depth = 256};
+	takt_node *n = h_node(broker.domain, "lightsc-sub");
+	const void *x;
+	takt_sub *s;
+	uint64_t got = 0;
+
+	(void)a;
+	H_CHECK(takt_sub_open(n, &so, &s) == 0);
+	H_CHECK(trap_all_syscalls() == 0);
+	atomic_store(&sh->traps, 0);
+	atomic_store(&sh->membarriers, 0);
+	report(1);
+	for (long i = 0; got < N; i++) { /* busy: never parks */
+		if (i > 4000000000L)
+			return 3;
+		while (takt_sub_take(s, &x, NULL) == 0) {
+			takt_sub_release(s, x);
+			got++;
+		}
+	}
+	report(2);
+	if (await_phase(3) < 0) /* the publisher is light */
+		return 3;
+	if (takt_sub_arm(s) != 0) /* parks: nothing waits */
+		return 4;
+	report(3);
+	if (await_phase(4) < 0) /* one more sample, with a wake-up */
+		return 3;
+	while (takt_sub_take(s, &x, NULL) != 0)
+		;
+	takt_sub_release(s, x);
+	takt_sub_arm(s); /* parks against a heavy publisher */
+	sh->counted_mb[0] = atomic_exchange(&sh->membarriers, 0);
+	atomic_store(&sh->child_phase, 4);
+	return 0;
+}
+
+/* P1L, counted: a park against a light publisher costs the subscriber
+ * exactly one syscall (membarrier), one against a heavy publisher none
+ * (the trap answers membarrier as if it ran, x86-64). */
+static void test_syscalls_park_membarrier_only_against_light(void **state)
+{
+	struct takt_pub_opts po = {.topic = "lightsc", .max_payload = 64};
+	struct msg_status_reply st;
+	struct proto_pool_stat ps[2];
+	takt_node *n;
+	takt_pub *p;
+	pid_t pid;
+
+	(void)state;
+	if (sanitized()) {
+		print_message("skipped under a sanitizer: its runtime makes syscalls of its own\n");
+		skip();
+		return;
+	}
+#ifndef __x86_64__
+	print_message("skipped: the trap answers membarrier only on x86-64\n");
+	skip();
+	return;
+#endif
+	assert_int_equal(h_status(broker.domain, &st), 0);
+	if (!(st.limits.flags & TAKT_LIM_MEMBARRIER)) {
+		print_message("skipped: the kernel has no membarrier(GLOBAL_EXPEDITED)\n");
+		skip();
+		return;
+	}
+	memset(sh, 0, sizeof(*sh));
+	n = h_node(broker.domain, "lightsc-pub");
+	assert_int_equal(takt_pub_open(n, &po, &p), 0);
+	pid = h_spawn(light_subscriber_child, NULL);
+	for (int i = 0; i < 10000 && atomic_load(&sh->child_phase) < 1; i++)
+		usleep(1000);
+	assert_int_equal(atomic_load(&sh->child_phase), 1);
+	for (uint64_t v = 1; v <= N; v++) {
+		assert_int_equal(takt_pub_send(p, &v, sizeof(v)), 1);
+		if (v % 100 == 0)
+			usleep(20000); /* the subscriber keeps up: its ring holds 256 */
+	}
+	for (int i = 0; i < 10000 && atomic_load(&sh->child_phase) < 2; i++)
+		usleep(1000);
+	assert_int_equal(atomic_load(&sh->child_phase), 2);
+	assert_int_equal(sh->counted[2], 0); /* busy takes: no syscall */
+	assert_int_equal(h_pools(broker.domain, ps, 2), 1);
+	assert_int_equal(ps[0].light, 1);
+	atomic_store(&sh->phase, 3);
+	for (int i = 0; i < 10000 && atomic_load(&sh->child_phase) < 3; i++)
+		usleep(1000);
+	assert_int_equal(atomic_load(&sh->child_phase), 3);
+	assert_int_equal(sh->counted[3], 1); /* the park: one syscall ... */
+	assert_int_equal(sh->counted_mb[3], 1); /* ... membarrier */
+	assert_int_equal(takt_pub_send(p, &(uint64_t){N + 1}, sizeof(uint64_t)), 1); /* sees it parked */
+	assert_int_equal(h_pools(broker.domain, ps, 2), 1);
+	assert_int_equal(ps[0].light, 0); /* heavy again */
+	atomic_store(&sh->phase, 4);
+	assert_int_equal(h_wait(pid, WAIT_MS), 0);
+	assert_int_equal(sh->counted_mb[0], 0); /* the park against a heavy publisher */
+	takt_node_close(n);
+}
+
 static int setup(void **state)
 {
 	(void)state;
@@ -328,6 +445,7 @@ int main(void)
 		cmocka_unit_test(test_syscalls_publish_none_while_subscriber_busy),
 		cmocka_unit_test(test_syscalls_publish_none_after_join),
 		cmocka_unit_test(test_syscalls_take_release_none),
+		cmocka_unit_test(test_syscalls_park_membarrier_only_against_light),
 	};
 
 	return cmocka_run_group_tests_name("syscalls", tests, setup, teardown);

@@ -364,13 +364,14 @@ static int light_pub_child(void *a)
 			if (rand_r(&seed) % 64 == 0)
 				spin_us(rand_r(&seed) % 50);
 		}
+		if (burst == 299) /* after its last store of published: the parent stops waiting at it */
+			atomic_store(&ls->stage, 1);
 		for (int i = 0; atomic_load(&ls->taken) != v; i++) {
 			H_CHECK(i < 20000); /* 2 s */
 			spin_us(100);
 		}
 		spin_us(rand_r(&seed) % 200);
 	}
-	atomic_store(&ls->stage, 1);
 	H_CHECK(light_wait_for(&ls->phase, 1));
 	for (int i = 0; i < 1000; i++) {
 		/* paced below the queue depth: nothing dropped, nobody parks */
