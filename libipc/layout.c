@@ -45,6 +45,10 @@ void layout_compute(const struct takt_limits *lim, struct takt_layout *out)
 	off = align_up(off + (uint64_t)lim->subscribers * sizeof(struct takt_sub_port), TAKT_CACHELINE);
 	out->off_conns = off;
 	off = align_up(off + (uint64_t)lim->connections * sizeof(struct takt_conn), TAKT_CACHELINE);
+	out->off_pub_conns = off;
+	off = align_up(off + (uint64_t)lim->publishers * lim->subs_per_topic * sizeof(uint32_t), TAKT_CACHELINE);
+	out->off_sub_conns = off;
+	off = align_up(off + (uint64_t)lim->subscribers * lim->pubs_per_topic * sizeof(uint32_t), TAKT_CACHELINE);
 	out->off_events = off;
 	off = align_up(off + (uint64_t)lim->events * sizeof(struct takt_event_slot), TAKT_CACHELINE);
 	out->size = align_up(off, TAKT_PAGE);

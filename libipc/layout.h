@@ -41,8 +41,11 @@
 /* Compile-time caps. The broker config chooses limits at or below them. */
 #define TAKT_NAME_MAX 64           /* topic, type and event names incl. NUL */
 #define TAKT_PROC_NAME_MAX 32
-#define TAKT_MAX_PUBS_PER_TOPIC 32
-#define TAKT_MAX_SUBS_PER_TOPIC 64
+/* Ceilings of [limits] publishers_per_topic and subscribers_per_topic:
+ * sanity bounds, not array sizes (the connection lists are tables sized by
+ * the limits, layout_compute). */
+#define TAKT_MAX_PUBS_PER_TOPIC 4096
+#define TAKT_MAX_SUBS_PER_TOPIC 4096
 /* Ceilings of the [limits] held_max, loans_max and history_max: sanity
  * bounds, not array sizes (each handle allocates what the domain's limits
  * say, once, at open). */
@@ -101,7 +104,8 @@ struct takt_mgmt_header {
 	uint64_t off_procs, off_topics, off_pubs, off_subs, off_conns;
 	uint64_t off_events;
 	char domain[TAKT_NAME_MAX];
-	uint8_t pad[40];
+	uint64_t off_pub_conns, off_sub_conns; /* the ports' connection tables */
+	uint8_t pad[24];
 };
 _Static_assert(sizeof(struct takt_mgmt_header) == 256, "takt_mgmt_header layout");
 
@@ -122,8 +126,6 @@ struct takt_topic {
 	uint32_t n_pubs, n_subs;
 	char name[TAKT_NAME_MAX];
 	char type_name[TAKT_NAME_MAX];
-	uint32_t pubs[TAKT_MAX_PUBS_PER_TOPIC];
-	uint32_t subs[TAKT_MAX_SUBS_PER_TOPIC];
 	uint8_t pad[48];
 };
 _Static_assert(sizeof(struct takt_topic) % TAKT_CACHELINE == 0, "takt_topic layout");
@@ -145,10 +147,11 @@ struct takt_pub_port {
 	 * grows it as subscribers connect (their depth + held_max each). */
 	_Atomic uint32_t n_chunks;
 	uint8_t pad0[12];
-	_Atomic uint32_t conns[TAKT_MAX_SUBS_PER_TOPIC]; /* TAKT_NONE or connection index */
+	/* Its connections: subscribers_per_topic words (TAKT_NONE or a
+	 * connection index) in the publishers' connection table
+	 * (seg_pub_conns). */
 };
-_Static_assert(offsetof(struct takt_pub_port, conns) == 64, "conns line");
-_Static_assert(sizeof(struct takt_pub_port) % TAKT_CACHELINE == 0, "takt_pub_port layout");
+_Static_assert(sizeof(struct takt_pub_port) == 64, "takt_pub_port layout");
 
 /* A subscriber port, written by the broker. What the subscriber writes
  * (park, its Q0 counter, tails, returns) is in its own segment. */
@@ -164,9 +167,10 @@ struct takt_sub_port {
 	 * publisher that died (registry.c, pub_wake_subs). */
 	_Atomic uint32_t broker_wakes;
 	uint8_t pad0[32];
-	_Atomic uint32_t conns[TAKT_MAX_PUBS_PER_TOPIC];
+	/* Its connections: publishers_per_topic words in the subscribers'
+	 * connection table (seg_sub_conns). */
 };
-_Static_assert(sizeof(struct takt_sub_port) % TAKT_CACHELINE == 0, "takt_sub_port layout");
+_Static_assert(sizeof(struct takt_sub_port) == 64, "takt_sub_port layout");
 
 /* A connection in the registry, written by the broker: which publisher
  * and subscriber, the ring geometry, and which region of each end's
@@ -388,6 +392,7 @@ _Static_assert(sizeof(struct takt_listener_queue) == 64, "takt_listener_queue la
 /* Offsets of every table, computed once from the limits. */
 struct takt_layout {
 	uint64_t off_procs, off_topics, off_pubs, off_subs, off_conns;
+	uint64_t off_pub_conns, off_sub_conns; /* publishers x subs_per_topic, subscribers x pubs_per_topic words */
 	uint64_t off_events, size;
 	uint32_t ret_slots;
 	uint64_t listener_size;   /* bytes of a listener's queue segment */

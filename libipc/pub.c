@@ -101,6 +101,7 @@ struct takt_pub {
 	char topic[TAKT_NAME_MAX]; /* for probes */
 	struct takt_pub *next;
 	struct takt_pub_port *port;
+	_Atomic uint32_t *port_conns; /* its connection list in the registry (seg_pub_conns) */
 	uint32_t index;
 	uint64_t id;       /* unique in the domain, never reused (registry.c, I0) */
 	uint64_t max_payload;
@@ -243,6 +244,7 @@ int takt_pub_open(takt_node *node, const struct takt_pub_opts *opts, takt_pub **
 	p->index = rep.r.index;
 	p->id = rep.id;
 	p->port = &node->v.pubs[p->index];
+	p->port_conns = seg_pub_conns(&node->v, p->index);
 	p->max_payload = opts->max_payload;
 	p->history = opts->history;
 	p->loans_max = node->v.lim.loans_max;
@@ -575,7 +577,7 @@ static bool pub_listed(takt_pub *p, struct pub_slot *s)
 	/* relaxed: the list and the connection's state were acquired by the
 	 * seq_cst load of conn_gen (W1) that sent us here. */
 	for (uint32_t i = 0; i < v->lim.subs_per_topic; i++)
-		if (atomic_load_explicit(&p->port->conns[i], memory_order_relaxed) == sc)
+		if (atomic_load_explicit(&p->port_conns[i], memory_order_relaxed) == sc)
 			return conn_same(v, sc, atomic_load_explicit(&s->incarnation, memory_order_relaxed), sc) &&
 			       atomic_load_explicit(&v->conns[sc].state, memory_order_relaxed) == SLOT_ACTIVE;
 	return false;
@@ -612,7 +614,7 @@ static void pub_refresh(takt_pub *p, uint32_t gen)
 	}
 	p->n_conns = 0;
 	for (uint32_t i = 0; i < v->lim.subs_per_topic; i++) {
-		uint32_t ci = atomic_load_explicit(&p->port->conns[i], memory_order_relaxed);
+		uint32_t ci = atomic_load_explicit(&p->port_conns[i], memory_order_relaxed);
 		struct pub_slot *s;
 
 		if (ci == TAKT_NONE || ci >= v->lim.connections)

@@ -26,7 +26,8 @@ int seg_map_fd(int fd, int prot, void **ret_base, size_t *ret_size)
 
 static int limits_ok(const struct takt_limits *l)
 {
-	if (l->pubs_per_topic > TAKT_MAX_PUBS_PER_TOPIC || l->subs_per_topic > TAKT_MAX_SUBS_PER_TOPIC)
+	if (l->pubs_per_topic > TAKT_MAX_PUBS_PER_TOPIC || l->subs_per_topic > TAKT_MAX_SUBS_PER_TOPIC ||
+	    l->pubs_per_topic == 0 || l->subs_per_topic == 0)
 		return 0;
 	if (l->held_max > TAKT_MAX_HELD || l->loans_max > TAKT_MAX_LOANS ||
 	    l->history_max > TAKT_MAX_HISTORY)
@@ -51,7 +52,8 @@ int seg_view_init(struct seg_view *v, void *mgmt, size_t mgmt_size)
 	if (!limits_ok(&v->lim) || h->layout_digest != layout_digest(&v->lim))
 		return -EPROTO;
 	layout_compute(&v->lim, &lay);
-	if (lay.size > mgmt_size || h->ret_slots != lay.ret_slots)
+	if (lay.size > mgmt_size || h->ret_slots != lay.ret_slots || h->off_pub_conns != lay.off_pub_conns ||
+	    h->off_sub_conns != lay.off_sub_conns)
 		return -EPROTO;
 	v->hdr = h;
 	v->mgmt_size = mgmt_size;
@@ -61,6 +63,8 @@ int seg_view_init(struct seg_view *v, void *mgmt, size_t mgmt_size)
 	v->pubs = (struct takt_pub_port *)(b + lay.off_pubs);
 	v->subs = (struct takt_sub_port *)(b + lay.off_subs);
 	v->conns = (struct takt_conn *)(b + lay.off_conns);
+	v->pub_conns = (_Atomic uint32_t *)(b + lay.off_pub_conns);
+	v->sub_conns = (_Atomic uint32_t *)(b + lay.off_sub_conns);
 	v->events = (struct takt_event_slot *)(b + lay.off_events);
 	return 0;
 }
@@ -108,6 +112,8 @@ void seg_header_fill(struct takt_mgmt_header *h, const struct seg_spec *spec)
 	h->off_pubs = lay.off_pubs;
 	h->off_subs = lay.off_subs;
 	h->off_conns = lay.off_conns;
+	h->off_pub_conns = lay.off_pub_conns;
+	h->off_sub_conns = lay.off_sub_conns;
 	h->off_events = lay.off_events; /* in the events segment */
 	snprintf(h->domain, sizeof(h->domain), "%s", spec->domain);
 }

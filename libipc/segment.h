@@ -24,8 +24,22 @@ struct seg_view {
 	struct takt_pub_port *pubs;
 	struct takt_sub_port *subs;
 	struct takt_conn *conns;
+	_Atomic uint32_t *pub_conns, *sub_conns; /* use seg_pub_conns, seg_sub_conns */
 	struct takt_event_slot *events;
 };
+
+/* Publisher port pi's connection list: subs_per_topic words, TAKT_NONE or
+ * a connection index (written by the broker, W1). */
+static inline _Atomic uint32_t *seg_pub_conns(const struct seg_view *v, uint32_t pi)
+{
+	return v->pub_conns + (size_t)pi * v->lim.subs_per_topic;
+}
+
+/* Subscriber port si's: pubs_per_topic words. */
+static inline _Atomic uint32_t *seg_sub_conns(const struct seg_view *v, uint32_t si)
+{
+	return v->sub_conns + (size_t)si * v->lim.pubs_per_topic;
+}
 
 /* Builds the view from a mapped management segment. -EPROTO when the magic,
  * ABI version, digest or sizes do not match this build. */

@@ -60,6 +60,7 @@ struct takt_sub {
 	char topic[TAKT_NAME_MAX]; /* for probes */
 	struct takt_sub *next;
 	struct takt_sub_port *port;  /* the registry's entry (broker) */
+	_Atomic uint32_t *port_conns; /* its connection list in the registry (seg_sub_conns) */
 	struct seg_subseg seg;       /* our segment, read-write */
 	uint32_t index;
 	int efd;
@@ -200,7 +201,7 @@ static bool sub_listed(takt_sub *s, const struct sub_slot *slot)
 
 	/* relaxed: acquired by the seq_cst load of conn_gen (W1) before us. */
 	for (uint32_t i = 0; i < v->lim.pubs_per_topic; i++)
-		if (atomic_load_explicit(&s->port->conns[i], memory_order_relaxed) == slot->conn)
+		if (atomic_load_explicit(&s->port_conns[i], memory_order_relaxed) == slot->conn)
 			return conn_same(v, slot->conn, slot->incarnation, slot->conn);
 	return false;
 }
@@ -238,7 +239,7 @@ static void sub_refresh(takt_sub *s, uint32_t gen)
 	}
 	s->n_conns = 0;
 	for (uint32_t i = 0; i < v->lim.pubs_per_topic; i++) {
-		uint32_t ci = atomic_load_explicit(&s->port->conns[i], memory_order_relaxed);
+		uint32_t ci = atomic_load_explicit(&s->port_conns[i], memory_order_relaxed);
 		struct sub_slot *found = NULL;
 
 		if (ci == TAKT_NONE)
@@ -355,6 +356,7 @@ int takt_sub_open(takt_node *node, const struct takt_sub_opts *opts, takt_sub **
 	}
 	s->index = rep.index;
 	s->port = &node->v.subs[rep.index];
+	s->port_conns = seg_sub_conns(&node->v, rep.index);
 	s->efd = fds[0];
 	r = seg_map_fd(fds[1], PROT_READ | PROT_WRITE, &base, &size);
 	close(fds[1]); /* the mapping keeps it */

@@ -46,8 +46,10 @@ struct reg_topic {
 	uint32_t state, n_pubs, n_subs;
 	char name[TAKT_NAME_MAX];
 	char type_name[TAKT_NAME_MAX];
-	uint32_t pubs[TAKT_MAX_PUBS_PER_TOPIC];
-	uint32_t subs[TAKT_MAX_SUBS_PER_TOPIC];
+	/* pubs_per_topic and subs_per_topic entries, in tables reg_init
+	 * allocates once; every reset of the entry keeps the pointers. */
+	uint32_t *pubs;
+	uint32_t *subs;
 };
 
 struct reg_pub {
@@ -57,21 +59,21 @@ struct reg_pub {
 	uint32_t n_chunks, n_chunks_max;  /* reserved / address space */
 	int pool_fd, pool_ro_fd;          /* the pool segment: rw for the publisher, ro for subscribers */
 	bool connected;                   /* PUB_CONNECT: pool sealed, subscribers connected */
-	uint32_t conns[TAKT_MAX_SUBS_PER_TOPIC];
+	uint32_t *conns;                  /* subs_per_topic entries (reg_init; kept by resets) */
 	/* Our read-only view of the head of its pool (live words, connection
 	 * words, rings; not the chunks), kept until the port is free. */
 	struct seg_pool pool;
 	size_t pool_map_size;
-	uint64_t slot_busy;               /* connection slots (regions) in use */
+	uint64_t *slot_busy;              /* bitmap: connection slots (regions) in use */
 };
 
 struct reg_sub {
 	uint32_t state, topic, proc, depth, overflow, history;
-	uint32_t conns[TAKT_MAX_PUBS_PER_TOPIC];
+	uint32_t *conns;                  /* pubs_per_topic entries (reg_init; kept by resets) */
 	int seg_fd, seg_ro_fd;            /* its segment: rw for the subscriber, ro for publishers */
 	bool connected;                   /* SUB_CONNECT: segment sealed, publishers connected */
 	struct seg_subseg seg;            /* our read-only view of it, kept until the port is free */
-	uint64_t slot_busy;               /* connection slots (regions) in use */
+	uint64_t *slot_busy;              /* bitmap: connection slots (regions) in use */
 };
 
 /* A connection; while CLOSING it waits for both ends to quiesce (Q0). */
@@ -145,6 +147,7 @@ struct broker {
 	struct reg_topic *topics;
 	struct reg_pub *pubs;
 	struct reg_sub *subs;
+	uint32_t *lists;        /* the tables behind the entries' list pointers (reg_init) */
 	struct reg_conn *conns;
 	struct reg_event *events;
 	unsigned n_retiring;

@@ -125,12 +125,22 @@ int reg_init(struct broker *b)
 	const struct seg_view *v = &b->v;
 	const struct takt_limits *l = &v->lim;
 
+	/* Lists in 32-bit entries, each an even count so the bitmaps (64-bit
+	 * words, 2 entries each) stay 8-byte aligned. */
+	size_t pp = ((size_t)l->pubs_per_topic + 1) & ~(size_t)1, ss = ((size_t)l->subs_per_topic + 1) & ~(size_t)1;
+	size_t pub_busy = ((size_t)l->subs_per_topic + 63) / 64 * 2, sub_busy = ((size_t)l->pubs_per_topic + 63) / 64 * 2;
+	size_t n_lists = (size_t)l->topics * (pp + ss) + (size_t)l->publishers * (ss + pub_busy) +
+			 (size_t)l->subscribers * (pp + sub_busy);
+	uint32_t *at;
+
 	for (uint32_t i = 0; i < l->publishers; i++)
-		for (unsigned j = 0; j < TAKT_MAX_SUBS_PER_TOPIC; j++)
-			atomic_store_explicit(&v->pubs[i].conns[j], TAKT_NONE, memory_order_relaxed);
+		for (unsigned j = 0; j < l->subs_per_topic; j++)
+			atomic_store_explicit(&seg_pub_conns(v, i)[j], TAKT_NONE, memory_order_relaxed);
 	for (uint32_t i = 0; i < l->subscribers; i++)
-		for (unsigned j = 0; j < TAKT_MAX_PUBS_PER_TOPIC; j++)
-			atomic_store_explicit(&v->subs[i].conns[j], TAKT_NONE, memory_order_relaxed);
+		for (unsigned j = 0; j < l->pubs_per_topic; j++)
+			atomic_store_explicit(&seg_sub_conns(v, i)[j], TAKT_NONE, memory_order_relaxed);
+	/* The lists of topics and ports, sized by the limits: one table. */
+	b->lists = calloc(n_lists, sizeof(uint32_t));
 	b->sub_efd = malloc(sizeof(int) * l->subscribers);
 	b->proc_state = calloc(l->processes, sizeof(*b->proc_state));
 	b->proc_client = calloc(l->processes, sizeof(*b->proc_client));
@@ -140,8 +150,24 @@ int reg_init(struct broker *b)
 	b->conns = calloc(l->connections, sizeof(*b->conns));
 	b->events = calloc(l->events, sizeof(*b->events));
 	if (!b->sub_efd || !b->proc_state || !b->proc_client || !b->topics || !b->pubs || !b->subs ||
-	    !b->conns || !b->events)
+	    !b->conns || !b->events || !b->lists)
 		return -ENOMEM;
+	at = b->lists;
+	for (uint32_t i = 0; i < l->topics; i++) {
+		b->topics[i].pubs = at;
+		b->topics[i].subs = at += pp;
+		at += ss;
+	}
+	for (uint32_t i = 0; i < l->publishers; i++) {
+		b->pubs[i].slot_busy = (uint64_t *)(void *)at;
+		b->pubs[i].conns = at += pub_busy;
+		at += ss;
+	}
+	for (uint32_t i = 0; i < l->subscribers; i++) {
+		b->subs[i].slot_busy = (uint64_t *)(void *)at;
+		b->subs[i].conns = at += sub_busy;
+		at += pp;
+	}
 	for (uint32_t i = 0; i < l->subscribers; i++) {
 		b->sub_efd[i] = -1;
 		b->subs[i].seg_fd = b->subs[i].seg_ro_fd = -1;
@@ -176,6 +202,7 @@ void reg_free(struct broker *b)
 	free(b->sub_efd);
 	free(b->proc_state);
 	free(b->proc_client);
+	free(b->lists);
 	free(b->topics);
 	free(b->pubs);
 	free(b->subs);
@@ -231,7 +258,7 @@ static void sub_wake(struct broker *b, uint32_t si)
 
 static void pub_wake_subs(struct broker *b, uint32_t pi)
 {
-	for (unsigned j = 0; j < TAKT_MAX_SUBS_PER_TOPIC; j++)
+	for (unsigned j = 0; j < b->v.lim.subs_per_topic; j++)
 		if (b->pubs[pi].conns[j] != TAKT_NONE)
 			sub_wake(b, b->conns[b->pubs[pi].conns[j]].sub);
 }
@@ -290,8 +317,6 @@ static void topic_mirror(struct broker *b, uint32_t ti)
 	memcpy(m->type_name, t->type_name, TAKT_NAME_MAX);
 	m->n_pubs = t->n_pubs;
 	m->n_subs = t->n_subs;
-	memcpy(m->pubs, t->pubs, sizeof(m->pubs));
-	memcpy(m->subs, t->subs, sizeof(m->subs));
 	publish_state(&m->state, t->state);
 }
 
@@ -322,7 +347,8 @@ static int topic_find_or_add(struct broker *b, const char *name, const char *typ
 		return -ENOSPC;
 	struct reg_topic *t = &b->topics[free_slot];
 
-	memset(t, 0, sizeof(*t));
+	/* n_pubs and n_subs are 0: the lists keep their tables. */
+	*t = (struct reg_topic){.pubs = t->pubs, .subs = t->subs};
 	memcpy(t->name, name, TAKT_NAME_MAX);
 	memcpy(t->type_name, type, TAKT_NAME_MAX);
 	t->state = SLOT_ACTIVE;
@@ -604,15 +630,21 @@ static int pool_grow(struct broker *b, uint32_t pi, uint64_t more, const char *w
 
 /* Creates the connection from publisher pi to subscriber si, pushes it to
  * both ends and records the acks the open of `waiter` waits for (A0). */
-/* A free connection slot (region) of a port: the lowest clear bit. */
+/* A free connection slot (region) of a port: the lowest clear bit of its
+ * bitmap of n slots. */
 static int slot_take(uint64_t *busy, uint32_t n)
 {
-	for (uint32_t j = 0; j < n && j < 64; j++)
-		if (!(*busy >> j & 1)) {
-			*busy |= 1ull << j;
+	for (uint32_t j = 0; j < n; j++)
+		if (!(busy[j / 64] >> (j % 64) & 1)) {
+			busy[j / 64] |= 1ull << (j % 64);
 			return (int)j;
 		}
 	return -ENOSPC;
+}
+
+static void slot_put(uint64_t *busy, uint32_t j)
+{
+	busy[j / 64] &= ~(1ull << (j % 64));
 }
 
 /* Reserves the regions a connection uses in each end's segment: its
@@ -648,13 +680,13 @@ static int conn_create(struct broker *b, uint32_t pi, uint32_t si, struct client
 
 		if (rc->state != SLOT_FREE)
 			continue;
-		j = slot_take(&b->pubs[pi].slot_busy, b->pubs[pi].pool.n_slots);
-		k = slot_take(&b->subs[si].slot_busy, b->subs[si].seg.n_slots);
+		j = slot_take(b->pubs[pi].slot_busy, b->pubs[pi].pool.n_slots);
+		k = slot_take(b->subs[si].slot_busy, b->subs[si].seg.n_slots);
 		if (j < 0 || k < 0 || conn_regions(b, pi, si, (uint32_t)j, (uint32_t)k, mask, b->subs[si].depth) < 0) {
 			if (j >= 0)
-				b->pubs[pi].slot_busy &= ~(1ull << j);
+				slot_put(b->pubs[pi].slot_busy, (uint32_t)j);
 			if (k >= 0)
-				b->subs[si].slot_busy &= ~(1ull << k);
+				slot_put(b->subs[si].slot_busy, (uint32_t)k);
 			/* Every region still held by a retired connection its end
 			 * has not confirmed: made later (reg_tick). */
 			if (j < 0 || k < 0)
@@ -670,8 +702,8 @@ static int conn_create(struct broker *b, uint32_t pi, uint32_t si, struct client
 					.incarnation = rc->incarnation + 1};
 		conn_init_shared(b, ci, rc);
 		conn_set_state(b, ci, SLOT_ACTIVE);
-		conns_add(b->pubs[pi].conns, b->v.pubs[pi].conns, TAKT_MAX_SUBS_PER_TOPIC, ci);
-		conns_add(b->subs[si].conns, b->v.subs[si].conns, TAKT_MAX_PUBS_PER_TOPIC, ci);
+		conns_add(b->pubs[pi].conns, seg_pub_conns(&b->v, pi), b->v.lim.subs_per_topic, ci);
+		conns_add(b->subs[si].conns, seg_sub_conns(&b->v, si), b->v.lim.pubs_per_topic, ci);
 		gen_bump(&b->v.pubs[pi].conn_gen); /* W1 */
 		gen_bump(&b->v.subs[si].conn_gen);
 		owed = conn_push(b, ci, MSG_PUSH_CONN) | conn_push(b, ci, MSG_PUSH_SUB_CONN);
@@ -703,8 +735,8 @@ static void conn_retire(struct broker *b, uint32_t ci, bool pub_done, bool sub_d
 	}
 	conn_acks_settle(b, ci, ACK_PUB | ACK_SUB); /* nobody confirms a connection that left */
 	conn_set_state(b, ci, SLOT_CLOSING);
-	conns_del(b->pubs[rc->pub].conns, v->pubs[rc->pub].conns, TAKT_MAX_SUBS_PER_TOPIC, ci);
-	conns_del(b->subs[rc->sub].conns, v->subs[rc->sub].conns, TAKT_MAX_PUBS_PER_TOPIC, ci);
+	conns_del(b->pubs[rc->pub].conns, seg_pub_conns(v, rc->pub), v->lim.subs_per_topic, ci);
+	conns_del(b->subs[rc->sub].conns, seg_sub_conns(v, rc->sub), v->lim.pubs_per_topic, ci);
 	gen_bump(&v->pubs[rc->pub].conn_gen); /* W1, Q0 */
 	gen_bump(&v->subs[rc->sub].conn_gen);
 	q0_fence(b);
@@ -736,7 +768,7 @@ static void conn_orphan(struct broker *b, uint32_t ci, bool pub_dead)
 		return;
 	conn_acks_settle(b, ci, ACK_PUB);
 	conn_set_state(b, ci, SLOT_ORPHAN);
-	conns_del(b->pubs[rc->pub].conns, b->v.pubs[rc->pub].conns, TAKT_MAX_SUBS_PER_TOPIC, ci);
+	conns_del(b->pubs[rc->pub].conns, seg_pub_conns(&b->v, rc->pub), b->v.lim.subs_per_topic, ci);
 	gen_bump(&b->v.pubs[rc->pub].conn_gen); /* W1 */
 	q0_fence(b);
 	conn_push(b, ci, MSG_PUSH_CONN_GONE); /* G1: after the bump, as in conn_retire */
@@ -796,8 +828,8 @@ static void conn_free(struct broker *b, uint32_t ci)
 
 	/* Its regions may be reused: both ends are quiescent (the next
 	 * connection's writers initialise them anew). */
-	b->pubs[rc->pub].slot_busy &= ~(1ull << rc->pub_slot);
-	b->subs[rc->sub].slot_busy &= ~(1ull << rc->sub_slot);
+	slot_put(b->pubs[rc->pub].slot_busy, rc->pub_slot);
+	slot_put(b->subs[rc->sub].slot_busy, rc->sub_slot);
 	conn_set_state(b, ci, SLOT_FREE);
 	b->n_retiring--;
 }
@@ -922,7 +954,7 @@ int reg_pub_open(struct broker *b, struct client *cl, const struct msg_pub_open 
 	*rp = (struct reg_pub){.state = SLOT_ACTIVE, .topic = (uint32_t)ti, .proc = cl->proc,
 			       .history = m->history, .id = reg_new_id(b), .payload_size = m->max_payload,
 			       .stride = layout_chunk_stride(m->max_payload), .n_chunks_max = (uint32_t)n_max,
-			       .pool_fd = -1, .pool_ro_fd = -1};
+			       .pool_fd = -1, .pool_ro_fd = -1, .conns = rp->conns, .slot_busy = rp->slot_busy};
 	p->id = rp->id;
 	p->payload_size = rp->payload_size;
 	p->chunk_stride = rp->stride;
@@ -954,7 +986,7 @@ int reg_pub_open(struct broker *b, struct client *cl, const struct msg_pub_open 
 		topic_put(b, (uint32_t)ti);
 		return r == -ENOMEM ? -ENOMEM : r;
 	}
-	conns_clear(rp->conns, p->conns, TAKT_MAX_SUBS_PER_TOPIC);
+	conns_clear(rp->conns, seg_pub_conns(v, pi), l->subs_per_topic);
 	pub_mirror(b, pi);
 	t->pubs[t->n_pubs++] = pi;
 	topic_mirror(b, (uint32_t)ti);
@@ -1011,7 +1043,7 @@ int reg_pub_close(struct broker *b, struct client *cl, uint32_t index)
 	rp = &b->pubs[index];
 	if (rp->state != SLOT_ACTIVE || rp->proc != cl->proc)
 		return -EPERM;
-	for (unsigned j = 0; j < TAKT_MAX_SUBS_PER_TOPIC; j++)
+	for (unsigned j = 0; j < b->v.lim.subs_per_topic; j++)
 		if (rp->conns[j] != TAKT_NONE)
 			conn_orphan(b, rp->conns[j], !cl->doomed);
 	conns_end_done(b, index, true);
@@ -1043,7 +1075,7 @@ static void sub_reset_shared(struct broker *b, uint32_t si)
 {
 	struct takt_sub_port *s = &b->v.subs[si];
 
-	conns_clear(b->subs[si].conns, s->conns, TAKT_MAX_PUBS_PER_TOPIC);
+	conns_clear(b->subs[si].conns, seg_sub_conns(&b->v, si), b->v.lim.pubs_per_topic);
 	atomic_store_explicit(&s->broker_wakes, 0, memory_order_relaxed);
 }
 
@@ -1075,7 +1107,8 @@ int reg_sub_open(struct broker *b, struct client *cl, const struct msg_sub_open 
 	}
 	b->subs[si] = (struct reg_sub){.state = SLOT_ACTIVE, .topic = (uint32_t)ti, .proc = cl->proc,
 				       .depth = depth, .overflow = m->overflow, .history = m->history,
-				       .seg_fd = -1, .seg_ro_fd = -1};
+				       .seg_fd = -1, .seg_ro_fd = -1, .conns = b->subs[si].conns,
+				       .slot_busy = b->subs[si].slot_busy};
 	r = seg_subseg_create(b, si, &b->subs[si].seg_fd, &b->subs[si].seg_ro_fd);
 	if (r == 0) {
 		/* Our view of its segment: park, active, tails, returns. */
@@ -1158,7 +1191,7 @@ int reg_sub_close(struct broker *b, struct client *cl, uint32_t index)
 	for (uint32_t ci = 0; ci < b->v.lim.connections; ci++) /* its agent finds no port for them now */
 		if (b->conns[ci].state != SLOT_FREE && b->conns[ci].sub == index)
 			b->conns[ci].sub_owed = false;
-	for (unsigned j = 0; j < TAKT_MAX_PUBS_PER_TOPIC; j++)
+	for (unsigned j = 0; j < b->v.lim.pubs_per_topic; j++)
 		if (rs->conns[j] != TAKT_NONE)
 			conn_retire(b, rs->conns[j], false, true);
 	conns_end_done(b, index, false);
@@ -1199,8 +1232,8 @@ static void pub_map_drop(struct reg_pub *rp)
 {
 	if (rp->pool.base)
 		munmap(rp->pool.base, rp->pool_map_size);
+	memset(rp->slot_busy, 0, ((size_t)rp->pool.n_slots + 63) / 64 * sizeof(uint64_t));
 	memset(&rp->pool, 0, sizeof(rp->pool));
-	rp->slot_busy = 0;
 }
 
 static void sub_seg_drop(struct reg_sub *rs)
@@ -1211,9 +1244,9 @@ static void sub_seg_drop(struct reg_sub *rs)
 		close(rs->seg_ro_fd);
 	if (rs->seg.base)
 		munmap(rs->seg.base, rs->seg.size);
+	memset(rs->slot_busy, 0, ((size_t)rs->seg.n_slots + 63) / 64 * sizeof(uint64_t));
 	memset(&rs->seg, 0, sizeof(rs->seg));
 	rs->seg_fd = rs->seg_ro_fd = -1;
-	rs->slot_busy = 0;
 }
 
 static bool port_has_conns(const struct broker *b, uint32_t index, bool pub)
@@ -1260,7 +1293,7 @@ uint64_t reg_pend_deadline(const struct broker *b)
 /* Whether publisher pi and subscriber si have a connection (any state). */
 static bool conn_between(const struct broker *b, uint32_t pi, uint32_t si)
 {
-	for (unsigned j = 0; j < TAKT_MAX_SUBS_PER_TOPIC; j++) {
+	for (unsigned j = 0; j < b->v.lim.subs_per_topic; j++) {
 		uint32_t ci = b->pubs[pi].conns[j];
 
 		if (ci != TAKT_NONE && b->conns[ci].sub == si)

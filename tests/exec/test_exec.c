@@ -316,19 +316,28 @@ static void test_interval_grid_no_burst_after_stall(void **state)
 	struct takt_monitor mon = {.skipped_cycles = on_skipped};
 	struct takt_exec_opts o = {.monitor = &mon};
 	struct takt_exec_stats st;
+	struct timespec t0;
+	uint64_t start;
 	takt_exec *ex;
 
 	(void)state;
 	assert_int_equal(takt_exec_create(&o, &ex), 0);
 	assert_true(takt_exec_add(ex, &it) >= 0);
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	start = (uint64_t)t0.tv_sec * 1000000000ull + (uint64_t)t0.tv_nsec;
 	assert_int_equal(takt_exec_run_n(ex, 4), 0);
 	assert_int_equal(k.runs, 4); /* one run per phase: no catch-up burst */
 	assert_int_equal(takt_exec_stats(ex, &st), 0);
 	assert_true(st.skipped_cycles >= 3); /* the 45 ms stall spans 4 ticks */
 	assert_int_equal(monitor_skipped, st.skipped_cycles);
-	/* The late run happens once, right after the stall; then the grid goes
-	 * on at its period, aligned to where it started (not to the stall). */
-	assert_true(k.stamps[3] - k.stamps[2] >= k.period_ns / 2);
+	/* The late run happens once, right after the stall (~45 ms); then the
+	 * grid goes on at its period, aligned to where it started: the next
+	 * runs are at its ticks 5 and 6, never earlier (a timer does not fire
+	 * early; the grid starts after `start`), where a catch-up burst would
+	 * have run them at ~45 ms too. Lower bounds only: a late wake-up on a
+	 * loaded machine cannot flip them. */
+	assert_true(k.stamps[2] >= start + 5 * k.period_ns - 1000000);
+	assert_true(k.stamps[3] >= start + 6 * k.period_ns - 1000000);
 	takt_exec_destroy(ex);
 }
 

@@ -658,6 +658,50 @@ static void test_pubsub_limits_beyond_old_caps(void **state)
 	h_broker_stop(&b);
 }
 
+/* Publishers and subscribers per topic are limits of the config too: the
+ * registry's connection lists are tables sized by them. 100 subscribers
+ * of one publisher (the old cap was 64) each get its sample; 40 publishers
+ * (the old cap was 32) reach one subscriber. */
+static void test_pubsub_per_topic_beyond_old_caps(void **state)
+{
+	struct takt_pub_opts po = {.topic = "wide", .max_payload = 8};
+	struct takt_sub_opts so = {.topic = "wide", .queue_depth = 64};
+	static takt_sub *subs[100];
+	static takt_pub *pubs[40];
+	struct takt_sample_info info;
+	struct h_broker b;
+	const void *x;
+	takt_node *n;
+	uint64_t v = 42;
+
+	(void)state;
+	assert_int_equal(h_broker_start(&b, "wide",
+					"[limits]\npublishers_per_topic = 40\nsubscribers_per_topic = 100\n"
+					"connections = 4096\n"), 0);
+	n = h_node(b.domain, "wide");
+	assert_int_equal(takt_pub_open(n, &po, &pubs[0]), 0);
+	for (int i = 0; i < 100; i++)
+		assert_int_equal(takt_sub_open(n, &so, &subs[i]), 0);
+	assert_int_equal(takt_sub_open(n, &so, &(takt_sub *){NULL}), -ENOSPC); /* the 101st */
+	assert_int_equal(takt_pub_send(pubs[0], &v, sizeof(v)), 100);
+	for (int i = 0; i < 100; i++) {
+		assert_int_equal(takt_sub_take(subs[i], &x, &info), 0);
+		assert_int_equal(*(const uint64_t *)x, 42);
+		takt_sub_release(subs[i], x);
+	}
+	for (int i = 1; i < 40; i++)
+		assert_int_equal(takt_pub_open(n, &po, &pubs[i]), 0);
+	for (int i = 0; i < 40; i++)
+		assert_int_equal(takt_pub_send(pubs[i], &v, sizeof(v)), 100);
+	for (int k = 0; k < 40; k++) {
+		assert_int_equal(takt_sub_take(subs[99], &x, &info), 0);
+		takt_sub_release(subs[99], x);
+	}
+	assert_int_equal(takt_sub_take(subs[99], &x, &info), -EAGAIN);
+	takt_node_close(n);
+	h_broker_stop(&b);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -675,6 +719,7 @@ int main(void)
 		cmocka_unit_test(test_pubsub_block_is_bounded),
 		cmocka_unit_test(test_pubsub_block_released_by_dead_subscriber),
 		cmocka_unit_test(test_pubsub_limits_beyond_old_caps),
+		cmocka_unit_test(test_pubsub_per_topic_beyond_old_caps),
 	};
 
 	return cmocka_run_group_tests_name("pubsub", tests, setup, teardown);
