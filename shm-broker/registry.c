@@ -955,6 +955,7 @@ int reg_pub_open(struct broker *b, struct client *cl, const struct msg_pub_open 
 			       .history = m->history, .id = reg_new_id(b), .payload_size = m->max_payload,
 			       .stride = layout_chunk_stride(m->max_payload), .n_chunks_max = (uint32_t)n_max,
 			       .pool_fd = -1, .pool_ro_fd = -1, .conns = rp->conns, .slot_busy = rp->slot_busy};
+	memset(rp->slot_busy, 0, ((size_t)l->subs_per_topic + 63) / 64 * sizeof(uint64_t));
 	p->id = rp->id;
 	p->payload_size = rp->payload_size;
 	p->chunk_stride = rp->stride;
@@ -1109,6 +1110,7 @@ int reg_sub_open(struct broker *b, struct client *cl, const struct msg_sub_open 
 				       .depth = depth, .overflow = m->overflow, .history = m->history,
 				       .seg_fd = -1, .seg_ro_fd = -1, .conns = b->subs[si].conns,
 				       .slot_busy = b->subs[si].slot_busy};
+	memset(b->subs[si].slot_busy, 0, ((size_t)v->lim.pubs_per_topic + 63) / 64 * sizeof(uint64_t));
 	r = seg_subseg_create(b, si, &b->subs[si].seg_fd, &b->subs[si].seg_ro_fd);
 	if (r == 0) {
 		/* Our view of its segment: park, active, tails, returns. */
