@@ -58,6 +58,7 @@
  * a new connection makes it heavy until it has been calm again.
  */
 #include "client.h"
+#include "clock.h"
 #include "fault.h"
 #include "pool.h"
 #include "probes.h"
@@ -114,6 +115,7 @@ struct takt_pub {
 	bool light;         /* P1L: publishing without the P1 fence (mirrors live->light) */
 	bool light_ok;      /* P1L: every adopted connection's subscriber fences for us */
 	uint32_t calm;      /* P1L: publishes in a row that saw no subscriber parked */
+	struct stamp_clock clock; /* publish_ns (clock.h) */
 	struct pub_pool pool;
 	void *map;
 	size_t map_size;
@@ -250,6 +252,7 @@ int takt_pub_open(takt_node *node, const struct takt_pub_opts *opts, takt_pub **
 	p->loans_max = node->v.lim.loans_max;
 	p->block_timeout_ns = opts->block_timeout_ns ? opts->block_timeout_ns : BLOCK_TIMEOUT_DEFAULT_NS;
 	p->conn_gen = UINT32_MAX; /* forces the first refresh */
+	stamp_clock_init(&p->clock);
 	r = pub_map_pool(p, fd);
 	close(fd); /* the mapping keeps the segment */
 	if (r < 0) {
@@ -890,7 +893,8 @@ int takt_pub_publish(takt_pub *pub, void *payload)
 	q0_enter(&pub->pool.seg.live->active, pub->node->q0_light);
 	pub_check_conns(pub);
 	h = &pub->pool.info[c];
-	e = (struct ring_entry){.chunk = c, .size = h->size, .seq = ++pub->seq, .publish_ns = takt_now_ns()};
+	e = (struct ring_entry){.chunk = c, .size = h->size, .seq = ++pub->seq,
+			       .publish_ns = stamp_clock_now(&pub->clock)};
 	/* before the pushes: an awake subscriber may take the sample at once */
 	TAKT_PROBE3(publish, pub->topic, pub->id, e.seq);
 	h->seq = e.seq; /* for history (C1: before the hand-over's release) */

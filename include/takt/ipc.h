@@ -100,7 +100,11 @@ struct takt_sub_opts {
 
 struct takt_sample_info {
 	uint64_t seq;        /* per publisher, starts at 1, no gaps unless dropped */
-	uint64_t publish_ns; /* CLOCK_MONOTONIC at publish */
+	/* CLOCK_MONOTONIC at publish: never later than the publish, never
+	 * before the publisher's previous sample, at most 1 us early (read
+	 * through the TSC where the kernel keeps the clock on it; see
+	 * docs/architecture.md, "The publish clock"). */
+	uint64_t publish_ns;
 	uint64_t publisher_id; /* takt_pub_id of the sender: never reused in the domain */
 	uint32_t size;
 };
