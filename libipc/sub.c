@@ -626,11 +626,13 @@ static int sub_arm_check(takt_sub *s)
 		TAKT_PROBE1(park, s->index);
 	}
 	atomic_thread_fence(memory_order_seq_cst);
-	/* P0: the connections too, after the fence: one the publisher pushes
-	 * into became usable (our agent's READY) before its push, so either we
-	 * adopt it here and see the push, or the publisher's park load comes
-	 * after our park store (pairs with its P1 fence). Looked at before
-	 * parking, a connection that arrives in between is missed by both. */
+	/* P0: the connections too, after the fence: a publishing thread
+	 * pushes into a new connection only after it saw the mark, which our
+	 * agent stores after READY, so either we adopt it here and see the
+	 * push, or the publisher's park load comes after our park store
+	 * (pairs with its P1 fence). Looked at before parking, a connection
+	 * that arrives in between is missed by both. History its node pushed
+	 * before READY is our agent's to wake us for (P4, sub_agent_wake). */
 	sub_check_conns(s);
 	/* P1L: a light publisher did not fence after its pushes: fence for it
 	 * on every CPU before the re-check (pub.c). Refused by the kernel, a
