@@ -8,6 +8,7 @@
 #include <setjmp.h>
 #include <signal.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -412,6 +413,19 @@ static void test_badinput_truncate_segments(void **state)
  * every new writable mapping and write), then drops to nobody, and stays
  * dumpable so its own /proc/self/fd is open to it: a read-only reopen works
  * (so the check is not vacuous), a read-write one is refused. */
+/* A segment held read-only (not the eventfd: size 0; not the caller's
+ * own segment: read-write). */
+static bool segment_ro(int fd)
+{
+	struct stat st;
+
+	if (fstat(fd, &st) != 0) {
+		perror("segment_ro: fstat");
+		_exit(1); /* the child fails, as H_CHECK would */
+	}
+	return st.st_size != 0 && (fcntl(fd, F_GETFL) & O_ACCMODE) == O_RDONLY;
+}
+
 static int other_user_child(void *a)
 {
 	int fds[16], s, n_ro = 0;
@@ -426,11 +440,9 @@ static int other_user_child(void *a)
 	 * reopen cannot be mapped or written. */
 	for (unsigned i = 0; i < nf; i++) {
 		char path[64];
-		struct stat st;
 		int fd;
 
-		H_CHECK(fstat(fds[i], &st) == 0);
-		if (st.st_size == 0 || (fcntl(fds[i], F_GETFL) & O_ACCMODE) != O_RDONLY)
+		if (!segment_ro(fds[i]))
 			continue;
 		H_CHECK(fcntl(fds[i], F_GET_SEALS) & F_SEAL_FUTURE_WRITE);
 		snprintf(path, sizeof(path), "/proc/self/fd/%d", fds[i]);
@@ -447,8 +459,7 @@ static int other_user_child(void *a)
 		struct stat st;
 		int fd;
 
-		H_CHECK(fstat(fds[i], &st) == 0);
-		if (st.st_size == 0 || (fcntl(fds[i], F_GETFL) & O_ACCMODE) != O_RDONLY)
+		if (!segment_ro(fds[i]))
 			continue; /* the eventfd; its own segment (read-write) */
 		n_ro++;
 		snprintf(path, sizeof(path), "/proc/self/fd/%d", fds[i]);
@@ -457,6 +468,7 @@ static int other_user_child(void *a)
 		close(fd);
 		fd = open(path, O_RDWR | O_CLOEXEC);
 		if (fd >= 0) {
+			H_CHECK(fstat(fds[i], &st) == 0);
 			fprintf(stderr, "other_user_child: reopened a read-only segment read-write (mode %o)\n",
 				(unsigned)(st.st_mode & 07777));
 			return 1;

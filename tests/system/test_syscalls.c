@@ -14,6 +14,7 @@
 #include <setjmp.h>
 #include <signal.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -97,6 +98,33 @@ static int await_phase(int phase)
 	return -1;
 }
 
+/* Parent: waits (bounded) until the child reported phase; 0 or -1. */
+static int child_reached(int phase, int ms)
+{
+	for (int i = 0; i < ms && atomic_load(&sh->child_phase) < phase; i++)
+		usleep(1000);
+	return atomic_load(&sh->child_phase) >= phase ? 0 : -1;
+}
+
+/* Parent: publishes 1..N, pausing every 100 so a subscriber of depth 256
+ * keeps up. */
+static void send_paced(takt_pub *p)
+{
+	for (uint64_t v = 1; v <= N; v++) {
+		assert_int_equal(takt_pub_send(p, &v, sizeof(v)), 1);
+		if (v % 100 == 0)
+			usleep(20000);
+	}
+}
+
+/* A sanitizer's runtime makes syscalls of its own in the trapped region. */
+static bool skip_sanitized(void)
+{
+	if (sanitized())
+		print_message("skipped under a sanitizer: its runtime makes syscalls of its own\n");
+	return sanitized();
+}
+
 static void report(int phase)
 {
 	sh->counted[phase] = atomic_exchange(&sh->traps, 0);
@@ -145,8 +173,7 @@ static void test_syscalls_publish_none_while_subscriber_busy(void **state)
 	pid_t pid;
 
 	(void)state;
-	if (sanitized()) {
-		print_message("skipped under a sanitizer: its runtime makes syscalls of its own\n");
+	if (skip_sanitized()) {
 		skip();
 		return;
 	}
@@ -157,12 +184,9 @@ static void test_syscalls_publish_none_while_subscriber_busy(void **state)
 	for (int i = 0; i < 1000 && takt_sub_take(s, (const void **)&x, NULL) != 0; i++)
 		usleep(10000);
 	takt_sub_release(s, x);
-	for (int i = 0; i < 3000 && atomic_load(&sh->child_phase) < 1; i++)
-		usleep(1000);
+	child_reached(1, 3000);
 	atomic_store(&sh->phase, 2);
-	for (int i = 0; i < 10000 && atomic_load(&sh->child_phase) < 2; i++)
-		usleep(1000);
-	assert_int_equal(atomic_load(&sh->child_phase), 2);
+	assert_int_equal(child_reached(2, 10000), 0);
 	assert_int_equal(sh->counted[2], 0); /* N loans and publishes: no syscall */
 	for (int i = 0; i < 200; i++) { /* drain, then park */
 		while (takt_sub_take(s, (const void **)&x, NULL) == 0)
@@ -224,22 +248,17 @@ static void test_syscalls_publish_none_after_join(void **state)
 	uint64_t got = 0;
 
 	(void)state;
-	if (sanitized()) {
-		print_message("skipped under a sanitizer: its runtime makes syscalls of its own\n");
+	if (skip_sanitized()) {
 		skip();
 		return;
 	}
 	memset(sh, 0, sizeof(*sh));
 	pid = h_spawn(join_publisher_child, NULL);
-	for (int i = 0; i < 3000 && atomic_load(&sh->child_phase) < 1; i++)
-		usleep(1000);
-	assert_int_equal(atomic_load(&sh->child_phase), 1);
+	assert_int_equal(child_reached(1, 3000), 0);
 	n = h_node(broker.domain, "join-sub");
 	assert_int_equal(takt_sub_open(n, &so, &s), 0);
 	atomic_store(&sh->phase, 2);
-	for (int i = 0; i < 10000 && atomic_load(&sh->child_phase) < 2; i++)
-		usleep(1000);
-	assert_int_equal(atomic_load(&sh->child_phase), 2);
+	assert_int_equal(child_reached(2, 10000), 0);
 	assert_int_equal(sh->counted[2], 0); /* N publishes to the new subscriber: no syscall */
 	while (takt_sub_take(s, (const void **)&x, NULL) == 0) {
 		assert_int_equal(*x, N - 256 + ++got);
@@ -291,8 +310,7 @@ static void test_syscalls_take_release_none(void **state)
 	pid_t pid;
 
 	(void)state;
-	if (sanitized()) {
-		print_message("skipped under a sanitizer: its runtime makes syscalls of its own\n");
+	if (skip_sanitized()) {
 		skip();
 		return;
 	}
@@ -300,15 +318,9 @@ static void test_syscalls_take_release_none(void **state)
 	n = h_node(broker.domain, "quiet2-pub");
 	assert_int_equal(takt_pub_open(n, &po, &p), 0);
 	pid = h_spawn(subscriber_child, NULL);
-	for (int i = 0; i < 10000 && atomic_load(&sh->child_phase) < 1; i++)
-		usleep(1000);
-	assert_int_equal(atomic_load(&sh->child_phase), 1);
+	assert_int_equal(child_reached(1, 10000), 0);
 	atomic_store(&sh->phase, 2);
-	for (uint64_t v = 1; v <= N; v++) {
-		assert_int_equal(takt_pub_send(p, &v, sizeof(v)), 1);
-		if (v % 100 == 0)
-			usleep(20000); /* the subscriber keeps up: its ring holds 256 */
-	}
+	send_paced(p);
 	assert_int_equal(h_wait(pid, WAIT_MS), 0);
 	assert_int_equal(sh->counted[2], 0); /* N takes and releases: no syscall */
 	takt_node_close(n);
@@ -370,8 +382,7 @@ static void test_syscalls_park_membarrier_only_against_light(void **state)
 	pid_t pid;
 
 	(void)state;
-	if (sanitized()) {
-		print_message("skipped under a sanitizer: its runtime makes syscalls of its own\n");
+	if (skip_sanitized()) {
 		skip();
 		return;
 	}
@@ -390,24 +401,14 @@ static void test_syscalls_park_membarrier_only_against_light(void **state)
 	n = h_node(broker.domain, "lightsc-pub");
 	assert_int_equal(takt_pub_open(n, &po, &p), 0);
 	pid = h_spawn(light_subscriber_child, NULL);
-	for (int i = 0; i < 10000 && atomic_load(&sh->child_phase) < 1; i++)
-		usleep(1000);
-	assert_int_equal(atomic_load(&sh->child_phase), 1);
-	for (uint64_t v = 1; v <= N; v++) {
-		assert_int_equal(takt_pub_send(p, &v, sizeof(v)), 1);
-		if (v % 100 == 0)
-			usleep(20000); /* the subscriber keeps up: its ring holds 256 */
-	}
-	for (int i = 0; i < 10000 && atomic_load(&sh->child_phase) < 2; i++)
-		usleep(1000);
-	assert_int_equal(atomic_load(&sh->child_phase), 2);
+	assert_int_equal(child_reached(1, 10000), 0);
+	send_paced(p);
+	assert_int_equal(child_reached(2, 10000), 0);
 	assert_int_equal(sh->counted[2], 0); /* busy takes: no syscall */
 	assert_int_equal(h_pools(broker.domain, ps, 2), 1);
 	assert_int_equal(ps[0].light, 1);
 	atomic_store(&sh->phase, 3);
-	for (int i = 0; i < 10000 && atomic_load(&sh->child_phase) < 3; i++)
-		usleep(1000);
-	assert_int_equal(atomic_load(&sh->child_phase), 3);
+	assert_int_equal(child_reached(3, 10000), 0);
 	assert_int_equal(sh->counted[3], 1); /* the park: one syscall ... */
 	assert_int_equal(sh->counted_mb[3], 1); /* ... membarrier */
 	assert_int_equal(takt_pub_send(p, &(uint64_t){N + 1}, sizeof(uint64_t)), 1); /* sees it parked */
