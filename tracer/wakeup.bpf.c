@@ -71,6 +71,14 @@ const volatile __u64 wakeup_bytes = 1 << 20; /* wake the reader past this much d
 #define TF_CYC_OPEN 8u    /* notified, waiting for its on-CPU */
 #define TF_IN_DISPATCH 16u
 #define TF_WOKEN 32u      /* the open cycle's wakeup began (sched_waking) */
+/* A wakeup began while the thread was still on a CPU, on its way to sleep:
+ * the waker may finish it only after the thread switched out (ttwu waits
+ * for on_cpu), so that switch-out, in a sleeping state as the tracepoint
+ * sees it, is not a sleep nobody has woken yet: without this the thread's
+ * next notify opened a cycle as asleep, whose wakeup had already gone by,
+ * and its sample said "asleep" with no wakeup stage (seen once in CI, the
+ * ASan build under parallel load). */
+#define TF_WAKE_INFLIGHT 64u
 #define ST_FLAGS(st) ((__u32)(st) & 0xff)
 #define ST_WAKE(st) ((__u32)((st) >> 8) & 0xff)
 #define ST_CYC(st) ((st) >> 16)
@@ -375,7 +383,8 @@ static __always_inline void hist_add(struct tt_hist *h, __u32 stage, __u64 ns)
 static __always_inline void thread_oncpu(struct thread_state *t, bool inferred)
 {
 	for (int i = 0; i < CAS_TRIES; i++) {
-		__u64 old = st_read(t), nw = (old | TF_ONCPU) & ~(__u64)(TF_SLEEPING | TF_CYC_OPEN | TF_WOKEN);
+		__u64 old = st_read(t),
+		      nw = (old | TF_ONCPU) & ~(__u64)(TF_SLEEPING | TF_CYC_OPEN | TF_WOKEN | TF_WAKE_INFLIGHT);
 		__u64 cyc = ST_CYC(old);
 
 		if (nw == old)
@@ -871,6 +880,8 @@ int BPF_PROG(on_sched_waking, struct task_struct *p)
 
 		if (mine)
 			nw |= TF_WOKEN;
+		if (f & TF_ONCPU)
+			nw |= TF_WAKE_INFLIGHT;
 		if (nw == old)
 			return 0;
 		if (__sync_val_compare_and_swap(&t->st, old, nw) != old)
@@ -916,9 +927,9 @@ static __always_inline void switch_out(struct task_struct *prev, bool preempt)
 		return;
 	sleeps = !preempt && task_state(prev) != TASK_RUNNING;
 	for (int i = 0; i < CAS_TRIES; i++) {
-		__u64 old = st_read(t), nw = old & ~(__u64)TF_ONCPU;
+		__u64 old = st_read(t), nw = old & ~(__u64)(TF_ONCPU | TF_WAKE_INFLIGHT);
 
-		if (sleeps)
+		if (sleeps && !(old & TF_WAKE_INFLIGHT))
 			nw |= TF_SLEEPING;
 		if (__sync_val_compare_and_swap(&t->st, old, nw) == old) /* S0 */
 			return;
