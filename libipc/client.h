@@ -201,10 +201,6 @@ int node_submap_open(takt_node *n, uint32_t sub, int fd, struct node_submap *out
 void sub_agent_reap(takt_node *n);
 /* Agent: tells the broker a subscriber's mapping of a pool is gone. */
 void node_pool_done(takt_node *n, uint64_t publisher_id, uint32_t sub);
-/* P1L: a full barrier on every CPU running a process registered for
- * membarrier (a parking subscriber's fence for light publishers); false
- * when the kernel refused both forms (a seccomp filter, say). */
-bool node_membarrier(void);
 /* Wakes the agent (sub_agent_reap). One syscall; only when a connection
  * ends with nothing held, never per sample. */
 void node_kick(takt_node *n);

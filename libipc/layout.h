@@ -271,10 +271,13 @@ struct takt_sub_live {
 	 * publisher that sees an odd value it has not woken after pushing
 	 * counts a wake-up on its connection and writes the eventfd. */
 	_Atomic uint32_t park;
-	/* P1L: 1 when this subscriber issues membarrier(GLOBAL_EXPEDITED)
-	 * as it parks if a publisher of it is light; written once, before
-	 * any publisher maps the segment. A publisher goes light only if
-	 * every subscriber it serves says so. */
+	/* 1 when this subscriber's node is registered for membarrier:
+	 * P1L: it issues membarrier(GLOBAL_EXPEDITED) as it parks if a
+	 * publisher of it is light (a publisher goes light only if every
+	 * subscriber it serves says so); B0L: its takes from a blocking
+	 * connection store tail without a fence, and a publisher about to
+	 * sleep for room issues membarrier for it. Written once, before any
+	 * publisher maps the segment. */
 	_Atomic uint32_t membarrier;
 	uint8_t pad0[56];
 	TAKT_ALIGNED _Atomic uint64_t active; /* Q0, subscriber side */

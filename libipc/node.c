@@ -379,15 +379,6 @@ void node_pool_done(takt_node *n, uint64_t publisher_id, uint32_t sub)
 	proto_send(n->sock, &m, sizeof(m), NULL, 0);
 }
 
-bool node_membarrier(void)
-{
-	/* P1L: only reached when a publisher went light, which it does only
-	 * when its node registered for GLOBAL_EXPEDITED, so the kernel has it;
-	 * the plain global command (an RCU grace period) is the fallback. */
-	return syscall(SYS_membarrier, MEMBARRIER_CMD_GLOBAL_EXPEDITED, 0, 0) == 0 ||
-	       syscall(SYS_membarrier, MEMBARRIER_CMD_GLOBAL, 0, 0) == 0;
-}
-
 void node_kick(takt_node *n)
 {
 	uint64_t one = 1;

@@ -1,10 +1,16 @@
 /* pool.c - a publisher's private free stack and reference counts.
  *
  * Pairings (threads of the publishing process; no other process sees these):
- *   C0 unref: fetch_sub (acq_rel) by the publishing thread. The agent's pin
- *      is a CAS on the same word, so increments and decrements never get
- *      lost; the thread that reaches 0 (always the publishing thread) has
- *      acquired every holder's accesses before it reuses the chunk.
+ *   C0 unref: a CAS (acq_rel) by the publishing thread when the agent may
+ *      pin (pinned: the publisher keeps history). The agent's pin is a CAS
+ *      on the same word, so increments and decrements never get lost; the
+ *      thread that reaches 0 (always the publishing thread) has acquired
+ *      every holder's accesses before it reuses the chunk. Without history
+ *      nobody pins: the publishing thread is the word's only writer and a
+ *      plain decrement is exact. That matters beyond the RMW's own cost: a
+ *      locked instruction waits for every store before it to reach the
+ *      cache, and on the publish path those include the payload and ring
+ *      slot lines a subscriber on another core has just read.
  *   C1 loan_init / hand_over store the word with release; chunk_pin loads
  *      and CASes with acquire, so a pin that sees the generation sees the
  *      chunk as that loan left it. A chunk at 0 references is on the free
@@ -82,9 +88,18 @@ void chunk_hand_over(struct pub_pool *p, uint32_t c, uint32_t gen, uint32_t n)
 bool chunk_unref(struct pub_pool *p, uint32_t c)
 {
 	_Atomic uint64_t *m = &p->meta[c];
-	/* relaxed: validated by the CAS below. */
+	/* relaxed: validated by the CAS below, or ours alone (C0). */
 	uint64_t old = atomic_load_explicit(m, memory_order_relaxed);
 
+	if (!p->pinned) {
+		if ((uint32_t)old == 0)
+			return false;
+		/* relaxed: C0, no other writer and no reader in another thread */
+		atomic_store_explicit(m, old - 1, memory_order_relaxed);
+		if ((uint32_t)old == 1)
+			p->free[p->n_free++] = c;
+		return true;
+	}
 	do {
 		if ((uint32_t)old == 0)
 			return false;

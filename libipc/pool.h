@@ -33,6 +33,7 @@ struct pub_pool {
 	uint32_t *free;         /* stack of free chunk indices */
 	uint32_t n_free;
 	uint32_t n_have;        /* chunks adopted so far (the registry's n_chunks) */
+	bool pinned;            /* C0: the agent may pin chunks (the publisher keeps history) */
 };
 
 /* Allocates the private tables for seg->n_max chunks; no chunk is usable

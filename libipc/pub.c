@@ -254,6 +254,7 @@ int takt_pub_open(takt_node *node, const struct takt_pub_opts *opts, takt_pub **
 	p->conn_gen = UINT32_MAX; /* forces the first refresh */
 	stamp_clock_init(&p->clock);
 	r = pub_map_pool(p, fd);
+	p->pool.pinned = p->history > 0; /* C0: only history is pinned by the agent */
 	close(fd); /* the mapping keeps the segment */
 	if (r < 0) {
 		node_close_index(node, MSG_PUB_CLOSE, p->index);
@@ -487,6 +488,7 @@ static int pub_prepare(takt_pub *p, uint32_t ci, uint32_t inc, bool agent)
 		atomic_store_explicit(&slots[i].pos, 0, memory_order_relaxed);
 	atomic_store_explicit(&pw->mark, takt_conn_mark(ci, inc), memory_order_release);
 	ring_prod_init(&s->ring, c, pw, seg_subseg_conn(&sm.ss, c->sub_slot), slots, c->mask, c->depth);
+	s->ring.fence_cons = s->membarrier; /* B0L: it blocks-takes without a fence */
 	ret_cons_init(&s->ret, pw, seg_subseg_conn(&sm.ss, c->sub_slot), seg_subseg_rets(&sm.ss, c->sub_slot),
 		      c->ret_mask);
 	s->woken = 0; /* generations are odd: 0 was never woken */
@@ -705,26 +707,36 @@ int takt_pub_loan(takt_pub *pub, size_t size, void **payload)
 		return -EMSGSIZE;
 	if (pub->n_loans == pub->loans_max)
 		return -ENOBUFS;
-	q0_enter(&pub->pool.seg.live->active, pub->node->q0_light); /* Q0 */
-	pub_check_conns(pub);
 	/* Returns are taken in batches: the subscribers' return lines are read
 	 * when half the pool is out, or half a return ring could be waiting
 	 * (a connection's pending returns are at most what is out), so no
-	 * return ring ever fills while we loan. */
-	if (pub->pool.n_have - pub->pool.n_free >= pub->drain_at)
-		pub_drain_returns(pub);
+	 * return ring ever fills while we loan. Otherwise a loan touches only
+	 * our private pool: no Q0 bracket (its stores would queue behind the
+	 * previous sample's, docs/performance.md). An empty pool looks for
+	 * chunks the broker reserved since (pub_refresh). */
+	if (pub->pool.n_have - pub->pool.n_free >= pub->drain_at || !pub->pool.n_free) {
+		q0_enter(&pub->pool.seg.live->active, pub->node->q0_light); /* Q0 */
+		pub_check_conns(pub);
+		if (pub->pool.n_have - pub->pool.n_free >= pub->drain_at)
+			pub_drain_returns(pub);
+		q0_exit(&pub->pool.seg.live->active); /* Q0 */
+	}
 	c = pub_pool_pop(&pub->pool);
 	TAKT_FAULT("loan_popped");
 	if (c == TAKT_NONE) {
 		r = -ENOBUFS;
 	} else {
-		pub->loans[pub->n_loans].gen = chunk_loan_init(&pub->pool, c);
-		pub->loans[pub->n_loans].ptr = seg_chunk_payload(&pub->pool.seg, c);
-		*payload = pub->loans[pub->n_loans].ptr;
-		pub->loans[pub->n_loans++].chunk = c;
+		pub->loans[pub->n_loans++] = (struct pub_loan){
+			.chunk = c, .gen = chunk_loan_init(&pub->pool, c), .ptr = seg_chunk_payload(&pub->pool.seg, c)};
+		*payload = pub->loans[pub->n_loans - 1].ptr;
+		/* The next loan's first line, for writing: its owner is likely
+		 * still the subscriber that read it, and a store that waits for
+		 * that line holds up every store after it (x86 commits them in
+		 * order). A hint: it neither faults nor waits. */
+		if (pub->pool.n_free)
+			__builtin_prefetch(seg_chunk_payload(&pub->pool.seg, pub->pool.free[pub->pool.n_free - 1]), 1);
 		pub->pool.info[c].size = (uint32_t)size;
 	}
-	q0_exit(&pub->pool.seg.live->active); /* Q0 */
 	if (r < 0)
 		pub_stats(pub); /* (statistics follow drains, refreshes and discards) */
 	return r;
@@ -743,8 +755,11 @@ static int pub_find_loan(const takt_pub *pub, const void *payload, uint32_t *ret
 /* Removes loan i from the list (the order of loans does not matter). */
 static void pub_end_loan(takt_pub *pub, unsigned i)
 {
-	pub->n_loans--;
-	pub->loans[i] = pub->loans[pub->n_loans];
+	/* Only when another loan moves: the copy's wide load, right after
+	 * the caller's payload stores, would wait for them to reach the
+	 * cache when it cannot forward from the loan's stores. */
+	if (i != --pub->n_loans)
+		pub->loans[i] = pub->loans[pub->n_loans];
 }
 
 void takt_pub_discard(takt_pub *pub, void *payload)
@@ -881,6 +896,7 @@ int takt_pub_publish(takt_pub *pub, void *payload)
 	unsigned char *pushed = pub->pushed;
 	struct chunk_info *h;
 	struct ring_entry e;
+	uint64_t seq, ns;
 	uint32_t c, gen;
 	int li, reached = 0;
 
@@ -893,12 +909,19 @@ int takt_pub_publish(takt_pub *pub, void *payload)
 	q0_enter(&pub->pool.seg.live->active, pub->node->q0_light);
 	pub_check_conns(pub);
 	h = &pub->pool.info[c];
-	e = (struct ring_entry){.chunk = c, .size = h->size, .seq = ++pub->seq,
-			       .publish_ns = stamp_clock_now(&pub->clock)};
+	seq = ++pub->seq;
+	ns = stamp_clock_now(&pub->clock);
+	if (pub->history) {
+		/* for history (C1: before the hand-over's release); from
+		 * registers: a load spanning two stores (copying them from e)
+		 * cannot forward, so it would wait until the caller's payload
+		 * stores reached the cache, a line transfer per publish */
+		h->seq = seq;
+		h->publish_ns = ns;
+	}
+	e = (struct ring_entry){.chunk = c, .size = h->size, .seq = seq, .publish_ns = ns};
 	/* before the pushes: an awake subscriber may take the sample at once */
 	TAKT_PROBE3(publish, pub->topic, pub->id, e.seq);
-	h->seq = e.seq; /* for history (C1: before the hand-over's release) */
-	h->publish_ns = e.publish_ns;
 	gen = pub->loans[li].gen;
 	pub_end_loan(pub, (unsigned)li);
 	if (pub->n_conns + (pub->history ? 1 : 0) == 0) {

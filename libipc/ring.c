@@ -44,6 +44,17 @@
  *       Either P sees the new tail or C sees waiting; and the futex
  *       compares tail itself, so a pop between P's load and its sleep
  *       makes the sleep return at once.
+ *   B0L the same store-buffer litmus with an asymmetric fence (liburcu's),
+ *       when the consumer's node is registered for membarrier (its
+ *       takt_sub_live.membarrier): C stores tail (release) and loads
+ *       waiting with only a compiler barrier between, so a take carries no
+ *       locked instruction (which would wait for the release's line, and
+ *       every store before it, to reach the cache); P, about to sleep,
+ *       stores waiting and calls membarrier(GLOBAL_EXPEDITED), a full
+ *       barrier on every CPU running C, before it loads tail. If the kernel
+ *       refuses it, P sleeps in slices of 1 ms instead (as if woken late).
+ *       P spins a little before it announces anything: a consumer that
+ *       keeps up makes room within a line transfer.
  *   B1  the broker stores CLOSING (seq_cst) and wakes the futex; it writes
  *       no word of P's, so P sleeps in slices of at most 10 ms and looks
  *       at the state before each.
@@ -55,6 +66,7 @@
 
 #include <errno.h>
 #include <limits.h>
+#include <linux/membarrier.h>
 #include <linux/futex.h>
 #include <sys/syscall.h>
 #include <takt/ipc.h>
@@ -62,6 +74,8 @@
 #include <unistd.h>
 
 #define WAIT_SLICE_NS 10000000ull /* B1: how late a blocked publisher may see a close */
+#define UNFENCED_SLICE_NS 1000000ull /* B0L: sleep slices when the kernel refused our membarrier */
+#define ROOM_SPINS 256            /* B0L: tail reloads before a producer announces that it waits */
 #define VERDICT_SPINS 1024        /* R2: how long a take spins for the producer's verdict */
 
 uint64_t takt_now_ns(void)
@@ -70,6 +84,15 @@ uint64_t takt_now_ns(void)
 
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+bool takt_membarrier(void)
+{
+	/* Only reached when the other side registered for GLOBAL_EXPEDITED,
+	 * so the kernel has it; the plain global command (an RCU grace
+	 * period) is the fallback. */
+	return syscall(SYS_membarrier, MEMBARRIER_CMD_GLOBAL_EXPEDITED, 0, 0) == 0 ||
+	       syscall(SYS_membarrier, MEMBARRIER_CMD_GLOBAL, 0, 0) == 0;
 }
 
 static inline void cpu_relax(void)
@@ -89,6 +112,7 @@ void ring_prod_init(struct ring_prod *p, const struct takt_conn *reg, struct tak
 	p->mask = mask;
 	p->depth = depth;
 	p->nudge = false;
+	p->fence_cons = false; /* B0L: the caller decides */
 	/* relaxed: we are the only writer of head, floor and waiting (we set
 	 * them when we initialised the region). */
 	p->head = atomic_load_explicit(&pw->head, memory_order_relaxed);
@@ -109,6 +133,7 @@ void ring_cons_init(struct ring_cons *q, const struct takt_conn *reg, const stru
 	q->mask = mask;
 	q->overflow = overflow;
 	q->pending = false;
+	q->light = false; /* B0L: the caller decides */
 	q->woken = 0;
 	/* relaxed: we are the only writer of tail. */
 	q->tail = atomic_load_explicit(&sw->tail, memory_order_relaxed) / 2;
@@ -216,19 +241,43 @@ static void prod_stop_waiting(struct ring_prod *p)
 	atomic_store_explicit(&p->pw->waiting, p->waiting, memory_order_relaxed);
 }
 
+/* B0L: room seen by spinning on the consumer's tail for a while. */
+static bool prod_spin_room(struct ring_prod *p)
+{
+	for (unsigned i = 0; i < ROOM_SPINS; i++) {
+		/* R1: acquire pairs with the consumer's store of tail. */
+		uint64_t t = atomic_load_explicit(&p->sw->tail, memory_order_acquire) / 2;
+
+		if (t <= p->head) /* a tail beyond head is garbage: keep the old one */
+			p->cached_tail = t;
+		if (p->head - prod_oldest(p) < p->depth)
+			return true;
+		cpu_relax();
+	}
+	return false;
+}
+
 int ring_wait_room(struct ring_prod *p, uint64_t deadline_ns)
 {
+	/* acquire: pairs with the broker's store of CLOSING (B1) */
+	if (atomic_load_explicit(&p->reg->state, memory_order_acquire) != SLOT_ACTIVE)
+		return -EPIPE;
+	if (prod_spin_room(p))
+		return 0;
 	for (;;) {
-		uint64_t now, t, left;
+		uint64_t now, t, left, slice = WAIT_SLICE_NS;
 		struct timespec rel;
 
 		/* acquire: pairs with the broker's store of CLOSING (B1) */
 		if (atomic_load_explicit(&p->reg->state, memory_order_acquire) != SLOT_ACTIVE)
 			return -EPIPE;
 		/* B0: announce (a new odd value each round, so the consumer
-		 * wakes each sleep once), then re-check (both seq_cst). */
+		 * wakes each sleep once), then re-check (both seq_cst; B0L: the
+		 * membarrier in between is the consumer's half of the fence). */
 		p->waiting = (p->waiting | 1u) + 2u;
 		atomic_store_explicit(&p->pw->waiting, p->waiting, memory_order_seq_cst);
+		if (p->fence_cons && !takt_membarrier())
+			slice = UNFENCED_SLICE_NS;
 		t = atomic_load_explicit(&p->sw->tail, memory_order_seq_cst);
 		if (t / 2 <= p->head)
 			p->cached_tail = t / 2;
@@ -247,7 +296,7 @@ int ring_wait_room(struct ring_prod *p, uint64_t deadline_ns)
 			prod_stop_waiting(p);
 			return -ETIMEDOUT;
 		}
-		left = deadline_ns - now < WAIT_SLICE_NS ? deadline_ns - now : WAIT_SLICE_NS; /* B1 */
+		left = deadline_ns - now < slice ? deadline_ns - now : slice; /* B1, B0L */
 		rel.tv_sec = (time_t)(left / 1000000000ull);
 		rel.tv_nsec = (long)(left % 1000000000ull);
 		futex_wait(&p->sw->tail, (uint32_t)t, &rel);
@@ -397,8 +446,16 @@ int ring_pop_shared(struct ring_cons *q, struct ring_entry *out)
 			 * announcement. */
 			uint32_t w;
 
-			cons_set_tail(q, t + 1, false, memory_order_seq_cst);
-			w = atomic_load_explicit(&q->pw->waiting, memory_order_seq_cst);
+			if (q->light) {
+				/* B0L: release (R1); the producer's membarrier orders
+				 * it before our load of waiting. */
+				cons_set_tail(q, t + 1, false, memory_order_release);
+				atomic_signal_fence(memory_order_seq_cst);
+				w = atomic_load_explicit(&q->pw->waiting, memory_order_relaxed);
+			} else {
+				cons_set_tail(q, t + 1, false, memory_order_seq_cst);
+				w = atomic_load_explicit(&q->pw->waiting, memory_order_seq_cst);
+			}
 			if ((w & 1) && w != q->woken) {
 				q->woken = w;
 				futex_wake(&q->sw->tail);

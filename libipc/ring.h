@@ -42,6 +42,8 @@ struct ring_prod {
 	uint32_t waiting;     /* ours: the last value stored in pw->waiting (B0) */
 	bool nudge;           /* R2: a steal found the consumer deciding the oldest entry:
 	                         it may be waiting for our verdict, wake it (the caller clears) */
+	bool fence_cons;      /* B0L: the consumer stores tail without a fence; we fence it
+	                         with membarrier before we sleep for room */
 	uint32_t mask;
 	uint32_t depth;       /* entries queued at most: 1 <= depth <= mask + 1 */
 };
@@ -64,6 +66,7 @@ struct ring_cons {
 	uint32_t overflow;    /* the connection's policy: what a take must check */
 	uint32_t woken;       /* B0: the producer's last `waiting` we woke */
 	bool pending;         /* R2: a take of position tail awaits the producer's verdict */
+	bool light;           /* B0L: tail without a fence; the producer fences us (membarrier) */
 	struct ring_entry pend; /* its entry, read before the commit */
 };
 
@@ -83,8 +86,9 @@ int ring_push_spsc(struct ring_prod *p, const struct ring_entry *e);
  * chunk (an unchecked word from shared memory), or TAKT_NONE if room
  * appeared or the consumer's tail is garbage. */
 uint32_t ring_steal_oldest(struct ring_prod *p);
-/* Sleeps until the consumer pops (or the broker closes the connection) or
- * the deadline passes. 0 when there is room now, -ETIMEDOUT, -EPIPE closed. */
+/* Waits until the consumer pops (or the broker closes the connection) or
+ * the deadline passes: spins a little, then sleeps. 0 when there is room
+ * now, -ETIMEDOUT, -EPIPE closed. */
 int ring_wait_room(struct ring_prod *p, uint64_t deadline_ns);
 /* Broker: wakes a publisher blocked on a connection it is closing (after
  * storing the new state). */
@@ -143,6 +147,12 @@ bool ret_pending(const struct ret_cons *r);
  * process); returns how many. A head that is behind the tail or more than a
  * ring ahead is garbage: nothing is popped and *bad is set. */
 unsigned ret_pop(struct ret_cons *r, uint32_t *out, unsigned max, bool *bad);
+
+/* A full barrier on every CPU running a process registered for membarrier
+ * (P1L: a parking subscriber's fence for light publishers; B0L: a
+ * publisher's before it sleeps for room); false when the kernel refused
+ * both forms (a seccomp filter, say). */
+bool takt_membarrier(void);
 
 /* CLOCK_MONOTONIC in ns (vDSO, no syscall). */
 uint64_t takt_now_ns(void);

@@ -164,6 +164,9 @@ int sub_agent_connect(takt_node *n, const struct msg_push_conn *m, int pool_fd)
 	atomic_store_explicit(&sw->ret_head, 0, memory_order_relaxed);
 	ring_cons_init(&slot->ring, c, seg_pool_conn(&slot->pool, c->pub_slot), sw,
 		       seg_pool_ring(&slot->pool, c->pub_slot), c->mask, c->overflow);
+	/* B0L: takes store tail without a fence exactly when we told our
+	 * publishers that we are registered for membarrier. relaxed: ours. */
+	slot->ring.light = atomic_load_explicit(&s->seg.live->membarrier, memory_order_relaxed) == 1;
 	ret_prod_init(&slot->ret, sw, seg_pool_conn(&slot->pool, c->pub_slot), seg_subseg_rets(&s->seg, c->sub_slot),
 		      c->ret_mask);
 	/* SS: release hands the slot to the subscribing thread. Before the
@@ -479,15 +482,15 @@ static bool sub_entry_ok(const takt_sub *s, const struct sub_slot *slot, const s
 /* Pops from the rings, round-robin: 0 and the slot, or -EAGAIN. */
 static int sub_pop(takt_sub *s, struct ring_entry *out, struct sub_slot **ret_slot)
 {
-	for (unsigned n = 0; n < s->n_conns; n++) {
-		struct sub_slot *slot = s->conns[(s->rr + n) % s->n_conns];
+	for (unsigned n = 0, i = s->rr; n < s->n_conns; n++, i = i + 1 == s->n_conns ? 0 : i + 1) {
+		struct sub_slot *slot = s->conns[i];
 
 		/* Bounded: a publisher refilling its ring with bad entries
 		 * costs us a bounded number of pops per take. */
 		for (unsigned bad = 0; bad < 64 && ring_pop_shared(&slot->ring, out) == 0; bad++) {
 			TAKT_FAULT("take_popped");
 			if (sub_entry_ok(s, slot, out)) {
-				s->rr = (s->rr + n + 1) % s->n_conns;
+				s->rr = i + 1 == s->n_conns ? 0 : i + 1; /* (no division per take) */
 				*ret_slot = slot;
 				return 0;
 			}
@@ -638,7 +641,7 @@ static int sub_arm_check(takt_sub *s)
 	 * on every CPU before the re-check (pub.c). Refused by the kernel, a
 	 * push may be missed until the next one: takt_sub_wait then sleeps in
 	 * slices of UNFENCED_SLICE_MS and looks again. */
-	s->unfenced = sub_pubs_light(s) && !node_membarrier();
+	s->unfenced = sub_pubs_light(s) && !takt_membarrier();
 	ready = sub_ready(s);
 	/* Not going to sleep after all: unpark so publishers do not write the
 	 * eventfd while we take (one that saw us parked writes and counted

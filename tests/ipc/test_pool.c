@@ -46,9 +46,11 @@ static int pool_teardown(void **state)
 	return 0;
 }
 
+/* As a publisher with history opens it (the agent may pin: C0 by CAS). */
 static void pool_open(struct fixture *f, struct pub_pool *p, uint32_t adopt)
 {
 	assert_int_equal(pub_pool_init(p, &f->pool), 0);
+	p->pinned = true;
 	pub_pool_grow(p, adopt);
 }
 
@@ -73,12 +75,13 @@ static void test_pool_grow_adopts_each_chunk_once(void **state)
 	pub_pool_destroy(&p);
 }
 
-static void test_pool_loan_hand_over_and_last_unref_frees(void **state)
+static void loan_hand_over_and_last_unref_frees(struct fixture *f, bool pinned)
 {
 	struct pub_pool p;
 	uint32_t c, gen;
 
-	pool_open(*state, &p, 4);
+	pool_open(f, &p, 4);
+	p.pinned = pinned;
 	c = pub_pool_pop(&p);
 	gen = chunk_loan_init(&p, c);
 	assert_true(gen != 0);
@@ -94,6 +97,18 @@ static void test_pool_loan_hand_over_and_last_unref_frees(void **state)
 	assert_int_equal(p.n_free, 4);
 	assert_int_equal(chunk_loan_init(&p, pub_pool_pop(&p)) , gen + 1); /* LIFO: the same chunk, next generation */
 	pub_pool_destroy(&p);
+}
+
+static void test_pool_loan_hand_over_and_last_unref_frees(void **state)
+{
+	loan_hand_over_and_last_unref_frees(*state, true);
+}
+
+/* Without history nobody pins: the publishing thread counts alone, by
+ * plain stores, with the same results. */
+static void test_pool_unpinned_counts_the_same(void **state)
+{
+	loan_hand_over_and_last_unref_frees(*state, false);
 }
 
 static void test_pool_generation_skips_zero(void **state)
@@ -295,6 +310,7 @@ int main(void)
 		POOL_TEST(test_pool_grow_adopts_each_chunk_once),
 		cmocka_unit_test(test_pool_chunk_stride_is_payload_in_lines),
 		POOL_TEST(test_pool_loan_hand_over_and_last_unref_frees),
+		POOL_TEST(test_pool_unpinned_counts_the_same),
 		POOL_TEST(test_pool_generation_skips_zero),
 		POOL_TEST(test_pool_pin_needs_generation_and_live_chunk),
 		POOL_TEST(test_ret_fifo_and_full_at_capacity),
