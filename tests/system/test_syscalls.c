@@ -39,6 +39,7 @@ struct shared {
 	_Atomic long last_nr;
 	_Atomic long membarriers;   /* of the traps, membarrier calls */
 	_Atomic long published;     /* light test: samples the parent published */
+	_Atomic int refuse_mb;      /* the trap refuses membarrier (-EPERM) instead */
 	long counted[4];
 	long counted_mb[4];
 };
@@ -65,10 +66,28 @@ static void on_sigsys(int sig, siginfo_t *si, void *uc)
 	if (si->si_syscall == __NR_membarrier) {
 		atomic_fetch_add(&sh->membarriers, 1);
 #ifdef __x86_64__
-		/* as if it ran: the fence is not what this test is about */
-		((ucontext_t *)uc)->uc_mcontext.gregs[REG_RAX] = 0;
+		/* as if it ran: the fence is not what this test is about;
+		 * or refused, as a seccomp policy would */
+		((ucontext_t *)uc)->uc_mcontext.gregs[REG_RAX] = atomic_load(&sh->refuse_mb) ? -EPERM : 0;
 #endif
 	}
+}
+
+/* Traps membarrier alone (on_sigsys counts it and answers for it). */
+static int trap_membarrier(void)
+{
+	struct sock_filter f[] = {
+		BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
+		BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_membarrier, 0, 1),
+		BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_TRAP),
+		BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+	};
+	struct sock_fprog prog = {.len = sizeof(f) / sizeof(f[0]), .filter = f};
+	struct sigaction sa = {.sa_sigaction = on_sigsys, .sa_flags = SA_SIGINFO};
+
+	if (sigaction(SIGSYS, &sa, NULL) < 0 || prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
+		return -errno;
+	return prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog) < 0 ? -errno : 0;
 }
 
 static int trap_all_syscalls(void)
@@ -420,6 +439,77 @@ static void test_syscalls_park_membarrier_only_against_light(void **state)
 	takt_node_close(n);
 }
 
+/* B0L: a publisher blocked on a subscriber that takes without a fence
+ * fences it with membarrier before each sleep; refused that, it sleeps in
+ * short slices, and still every sample arrives, in order, none dropped. */
+static int blocked_publisher_child(void *a)
+{
+	struct takt_pub_opts po = {.topic = "b0l", .max_payload = 64, .block_timeout_ns = 20000000000ull};
+	takt_node *n = h_node(broker.domain, "b0l-pub");
+	takt_pub *p;
+
+	(void)a;
+	H_CHECK(takt_pub_open(n, &po, &p) == 0);
+	H_CHECK(takt_pub_send(p, &(uint64_t){0}, sizeof(uint64_t)) == 1); /* connected */
+	H_CHECK(trap_membarrier() == 0);
+	for (uint64_t v = 1; v <= N / 5; v++)
+		if (takt_pub_send(p, &v, sizeof(v)) != 1) /* blocks on a depth-2 ring */
+			return 4;
+	report(1);
+	return 0;
+}
+
+static void test_syscalls_blocked_publisher_fences_light_subscriber(void **state)
+{
+	struct takt_sub_opts so = {.topic = "b0l", .queue_depth = 2, .overflow = TAKT_OVERFLOW_BLOCK};
+	struct msg_status_reply st;
+	const void *x;
+	struct takt_sample_info info;
+	takt_node *n;
+	takt_sub *s;
+	uint64_t next = 0;
+	pid_t pid;
+
+	(void)state;
+#ifndef __x86_64__
+	print_message("skipped: the trap answers membarrier only on x86-64\n");
+	skip();
+	return;
+#endif
+	assert_int_equal(h_status(broker.domain, &st), 0);
+	if (!(st.limits.flags & TAKT_LIM_MEMBARRIER)) {
+		print_message("skipped: the kernel has no membarrier(GLOBAL_EXPEDITED)\n");
+		skip();
+		return;
+	}
+	for (int refuse = 0; refuse < 2; refuse++) {
+		memset(sh, 0, sizeof(*sh));
+		atomic_store(&sh->refuse_mb, refuse);
+		next = 0;
+		n = h_node(broker.domain, "b0l-sub");
+		assert_int_equal(takt_sub_open(n, &so, &s), 0);
+		pid = h_spawn(blocked_publisher_child, NULL);
+		while (next <= N / 5) {
+			int r = takt_sub_take(s, &x, &info);
+
+			if (r == -EAGAIN) {
+				assert_int_equal(takt_sub_wait(s, 10000000000ll), 0);
+				continue;
+			}
+			assert_int_equal(r, 0);
+			assert_int_equal(*(const uint64_t *)x, next); /* in order, none lost */
+			takt_sub_release(s, x);
+			if (next++ % 10 == 0)
+				usleep(3000); /* slow: the publisher fills the ring and sleeps */
+		}
+		assert_int_equal(h_wait(pid, WAIT_MS), 0);
+		assert_int_equal(takt_sub_dropped(s), 0);
+		/* it slept on us, fencing first (each refused, the second time) */
+		assert_true(sh->counted_mb[1] >= 1);
+		takt_node_close(n);
+	}
+}
+
 static int setup(void **state)
 {
 	(void)state;
@@ -447,6 +537,7 @@ int main(void)
 		cmocka_unit_test(test_syscalls_publish_none_after_join),
 		cmocka_unit_test(test_syscalls_take_release_none),
 		cmocka_unit_test(test_syscalls_park_membarrier_only_against_light),
+		cmocka_unit_test(test_syscalls_blocked_publisher_fences_light_subscriber),
 	};
 
 	return cmocka_run_group_tests_name("syscalls", tests, setup, teardown);
