@@ -518,14 +518,15 @@ int takt_sub_take(takt_sub *sub, const void **payload, struct takt_sample_info *
 	sub_check_conns(sub);
 	r = sub_pop(sub, &e, &slot);
 	if (r == 0) {
-		struct sub_held *h = &sub->held[sub->n_held++];
+		const void *p = seg_chunk_payload(&slot->pool, e.chunk);
 
-		h->slot = (uint32_t)(slot - sub->slots);
-		h->chunk = e.chunk;
-		h->payload = seg_chunk_payload(&slot->pool, e.chunk);
+		/* one record, written whole: release copies it (a wide load
+		 * over field-by-field stores could not forward) */
+		sub->held[sub->n_held++] = (struct sub_held){
+			.slot = (uint32_t)(slot - sub->slots), .chunk = e.chunk, .payload = p};
 		slot->held++;
 		TAKT_PROBE4(take, sub->topic, sub->index, slot->pub_id, e.seq);
-		*payload = h->payload;
+		*payload = p;
 		if (info)
 			*info = (struct takt_sample_info){.seq = e.seq, .publish_ns = e.publish_ns,
 							  .publisher_id = slot->pub_id, .size = e.size};
@@ -548,7 +549,8 @@ void takt_sub_release(takt_sub *sub, const void *payload)
 	if (k == sub->n_held)
 		return; /* not a sample we hold */
 	h = sub->held[k];
-	sub->held[k] = sub->held[--sub->n_held];
+	if (k != --sub->n_held) /* only when another record moves */
+		sub->held[k] = sub->held[sub->n_held];
 	slot = &sub->slots[h.slot];
 	slot->held--;
 	/* Q0: the return ring is used inside the bracket, and only while the
