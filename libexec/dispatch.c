@@ -2,7 +2,10 @@
  * wait for the phase's jobs, repeat.
  *
  * One dispatch thread (the caller of run) waits in epoll on every trigger
- * fd, the interval grid's timerfd, a stop eventfd and a signalfd. Each
+ * fd, a stop eventfd and a signalfd, until the earliest interval deadline
+ * at most (epoll_pwait2's timeout, timer.c; with the thread's timer slack
+ * at 1 ns while it runs intervals, so the wake is as exact as the kernel's
+ * hrtimers). Each
  * epoll_event carries the task index, so a wake resolves in O(1); a task
  * woken by several triggers in one phase is submitted once (phase_seen),
  * and its run drains them all. The phase ends when every job submitted in
@@ -24,7 +27,10 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <pthread.h>
+#include <sched.h>
 #include <sys/epoll.h>
+#include <sys/prctl.h>
 #include <sys/signalfd.h>
 #include <time.h>
 #include <unistd.h>
@@ -162,6 +168,8 @@ static void phase_submit(struct takt_exec *ex, uint64_t now)
 		struct task *t = ex->ready[i];
 
 		t->ctx.now_ns = now;
+		t->ctx.scheduled_ns = t->sched_ns;
+		t->sched_ns = 0;
 		t->ctx.deadline_missed = t->deadline_fired;
 		atomic_store_explicit(&t->run_err, 0, memory_order_relaxed);
 		atomic_fetch_add_explicit(&t->dispatches, 1, memory_order_relaxed);
@@ -217,10 +225,6 @@ static bool phase_event(struct takt_exec *ex, uint64_t tag, uint64_t now)
 
 		return read(ex->signal_fd, &si, sizeof(si)) != sizeof(si);
 	}
-	if (tag == TAG_GRID) {
-		grid_fire(ex, mark_ready);
-		return true;
-	}
 	uint32_t ti = (uint32_t)(tag >> 8), slot = (uint32_t)tag & 0x7f;
 
 	if (ti >= ex->n_tasks || slot >= ex->tasks[ti]->n_trigs)
@@ -237,26 +241,47 @@ static bool phase_event(struct takt_exec *ex, uint64_t tag, uint64_t now)
 	return true;
 }
 
-/* One wake phase. timeout_ns < 0: wait forever. Returns 1 after a phase
- * that ran tasks, 0 on a timeout with nothing to do, -ECANCELED on stop. */
-static int phase_once(struct takt_exec *ex, int64_t timeout_ns)
+/* Waits for events until wake_at (absolute; UINT64_MAX: no limit): one
+ * syscall. Falls back to millisecond timeouts where epoll_pwait2 is missing. */
+static int wait_events(struct takt_exec *ex, struct epoll_event *evs, int max, uint64_t wake_at)
+{
+	uint64_t now = exec_now_ns(), rel = wake_at > now ? wake_at - now : 0;
+	struct timespec ts = {.tv_sec = (time_t)(rel / 1000000000), .tv_nsec = (long)(rel % 1000000000)};
+	int n;
+
+	if (!ex->no_pwait2) {
+		n = epoll_pwait2(ex->epfd, evs, max, wake_at == UINT64_MAX ? NULL : &ts, NULL);
+		if (n >= 0 || errno != ENOSYS)
+			return n;
+		ex->no_pwait2 = true;
+	}
+	return epoll_wait(ex->epfd, evs, max,
+			  wake_at == UINT64_MAX ? -1 : rel >= (uint64_t)INT_MAX * 1000000 ? INT_MAX :
+											     (int)((rel + 999999) / 1000000));
+}
+
+/* One wake phase, waiting until `until` at most (absolute; UINT64_MAX:
+ * forever). Returns 1 after a phase that ran tasks, 0 on a timeout with
+ * nothing to do, -ECANCELED on stop. */
+static int phase_once(struct takt_exec *ex, uint64_t until)
 {
 	struct epoll_event evs[64];
-	int n, timeout_ms;
-	uint64_t now;
+	uint64_t now, wake_at = timer_next(ex);
 	bool go = true;
+	int n;
 
 	ex->n_ready = 0;
+	if (until < wake_at)
+		wake_at = until;
 	if (trig_arm_all(ex, mark_ready))
-		timeout_ns = 0; /* samples already wait: no sleep */
-	timeout_ms = timeout_ns < 0 ? -1 :
-		     timeout_ns >= (int64_t)INT_MAX * 1000000 ? INT_MAX : (int)((timeout_ns + 999999) / 1000000);
+		wake_at = 0; /* samples already wait: no sleep */
 	TAKT_PROBE1(exec_park, ex->n_tasks);
-	n = epoll_wait(ex->epfd, evs, 64, timeout_ms);
+	n = wait_events(ex, evs, 64, wake_at);
 	TAKT_PROBE1(exec_wake, n);
 	if (n < 0 && errno != EINTR)
 		return -errno;
 	now = exec_now_ns();
+	timer_fire(ex, now, mark_ready);
 	for (int i = 0; i < n; i++)
 		go &= phase_event(ex, evs[i].data.u64, now);
 	/* acquire: pairs with takt_exec_stop's release of stop_flag */
@@ -273,9 +298,21 @@ static int phase_once(struct takt_exec *ex, int64_t timeout_ns)
 	return 1;
 }
 
+/* What run() changes on the calling thread, restored when it returns. */
+struct run_saved {
+	sigset_t sigs;
+	int slack;              /* PR_GET_TIMERSLACK, or -1: unchanged */
+	int policy;             /* -1: unchanged */
+	struct sched_param param;
+	cpu_set_t cpus;
+	bool pinned;
+};
+
 /* Blocks SIGINT/SIGTERM on the dispatch thread so its signalfd receives
- * them; restored when run returns. */
-static void run_enter(struct takt_exec *ex, sigset_t *old)
+ * them; with intervals, timer slack 1 ns (the default 50 us would make
+ * every interval wake up to 50 us late); the dispatch thread's own
+ * SCHED_FIFO and CPU when asked for (refusals are counted, not fatal). */
+static void run_enter(struct takt_exec *ex, struct run_saved *sv)
 {
 	sigset_t set;
 
@@ -284,12 +321,43 @@ static void run_enter(struct takt_exec *ex, sigset_t *old)
 		sigaddset(&set, SIGINT);
 		sigaddset(&set, SIGTERM);
 	}
-	pthread_sigmask(SIG_BLOCK, &set, old);
+	pthread_sigmask(SIG_BLOCK, &set, &sv->sigs);
+	sv->slack = -1;
+	if (timer_next(ex) != UINT64_MAX) {
+		sv->slack = prctl(PR_GET_TIMERSLACK, 0, 0, 0, 0);
+		if (sv->slack < 0 || prctl(PR_SET_TIMERSLACK, 1, 0, 0, 0) < 0)
+			sv->slack = -1;
+	}
+	sv->policy = -1;
+	if (ex->opts.dispatch_sched_fifo_priority) {
+		struct sched_param sp = {.sched_priority = ex->opts.dispatch_sched_fifo_priority};
+
+		if (pthread_getschedparam(pthread_self(), &sv->policy, &sv->param) != 0)
+			sv->policy = -1;
+		else if (pthread_setschedparam(pthread_self(), SCHED_FIFO, &sp) != 0) {
+			sv->policy = -1;
+			atomic_fetch_add_explicit(&ex->st.dispatch_fifo_refused, 1, memory_order_relaxed);
+		}
+	}
+	sv->pinned = false;
+	if (ex->opts.pin_dispatch && pthread_getaffinity_np(pthread_self(), sizeof(sv->cpus), &sv->cpus) == 0) {
+		cpu_set_t one;
+
+		CPU_ZERO(&one);
+		CPU_SET(ex->opts.dispatch_cpu, &one);
+		sv->pinned = pthread_setaffinity_np(pthread_self(), sizeof(one), &one) == 0;
+	}
 }
 
-static int run_leave(struct takt_exec *ex, const sigset_t *old, int r)
+static int run_leave(struct takt_exec *ex, const struct run_saved *sv, int r)
 {
-	pthread_sigmask(SIG_SETMASK, old, NULL);
+	if (sv->pinned)
+		pthread_setaffinity_np(pthread_self(), sizeof(sv->cpus), &sv->cpus);
+	if (sv->policy >= 0)
+		pthread_setschedparam(pthread_self(), sv->policy, &sv->param);
+	if (sv->slack >= 0)
+		prctl(PR_SET_TIMERSLACK, (unsigned long)sv->slack, 0, 0, 0);
+	pthread_sigmask(SIG_SETMASK, &sv->sigs, NULL);
 	atomic_store_explicit(&ex->stop_flag, 0, memory_order_relaxed);
 	/* release: the run's work happens before drain()'s acquire load sees 0 */
 	atomic_store_explicit(&ex->running, 0, memory_order_release);
@@ -300,7 +368,7 @@ static int run_leave(struct takt_exec *ex, const sigset_t *old, int r)
 /* Runs phases until `phases` ran or `deadline` passed (UINT64_MAX: never). */
 static int run_loop(struct takt_exec *ex, uint64_t phases, uint64_t deadline)
 {
-	sigset_t old;
+	struct run_saved sv;
 	int r = 0;
 
 	int idle = 0;
@@ -309,42 +377,24 @@ static int run_loop(struct takt_exec *ex, uint64_t phases, uint64_t deadline)
 	if (!atomic_compare_exchange_strong_explicit(&ex->running, &idle, 1, memory_order_acq_rel,
 						     memory_order_relaxed))
 		return -EBUSY;
-	if (ex->grid_dirty && (r = grid_update(ex)) < 0) {
-		atomic_store_explicit(&ex->running, 0, memory_order_release); /* pairs with drain's acquire */
-		return r;
-	}
 	trig_start_deadlines(ex, exec_now_ns());
-	if (ex->grid_fd >= 0) {
-		uint64_t stale;
-
-		/* Ticks that passed while nobody ran are not a stall of ours. */
-		if (read(ex->grid_fd, &stale, sizeof(stale)) < 0) {
-			/* none pending */
-		}
-	}
-	run_enter(ex, &old);
+	timer_start(ex, exec_now_ns());
+	run_enter(ex, &sv);
 	for (uint64_t done = 0; done < phases;) {
-		int64_t timeout = -1;
-
-		if (deadline != UINT64_MAX) {
-			uint64_t now = exec_now_ns();
-
-			if (now >= deadline)
-				break;
-			timeout = (int64_t)(deadline - now);
-		}
+		if (deadline != UINT64_MAX && exec_now_ns() >= deadline)
+			break;
 		/* acquire: pairs with drain()'s release of draining */
 		if (atomic_load_explicit(&ex->draining, memory_order_acquire)) {
 			r = -ECANCELED;
 			break;
 		}
-		r = phase_once(ex, timeout);
+		r = phase_once(ex, deadline);
 		if (r < 0)
 			break;
 		done += (uint64_t)r;
 		r = 0;
 	}
-	return run_leave(ex, &old, r);
+	return run_leave(ex, &sv, r);
 }
 
 int takt_exec_run(takt_exec *ex)

@@ -13,6 +13,7 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
+#include <sys/mman.h>
 #include <sys/signalfd.h>
 #include <unistd.h>
 
@@ -50,13 +51,19 @@ int takt_exec_create(const struct takt_exec_opts *opts, takt_exec **out)
 	    (opts && opts->worker_threads > 256) ||
 	    (opts && opts->sched_fifo_priority &&
 	     (opts->sched_fifo_priority < sched_get_priority_min(SCHED_FIFO) ||
-	      opts->sched_fifo_priority > sched_get_priority_max(SCHED_FIFO))))
+	      opts->sched_fifo_priority > sched_get_priority_max(SCHED_FIFO))) ||
+	    (opts && opts->dispatch_sched_fifo_priority &&
+	     (opts->dispatch_sched_fifo_priority < sched_get_priority_min(SCHED_FIFO) ||
+	      opts->dispatch_sched_fifo_priority > sched_get_priority_max(SCHED_FIFO))) ||
+	    (opts && opts->pin_dispatch && (opts->dispatch_cpu < 0 || opts->dispatch_cpu >= CPU_SETSIZE)))
 		return -EINVAL;
+	if (opts && opts->lock_memory && mlockall(MCL_CURRENT | MCL_FUTURE) < 0)
+		return -errno;
 	ex = calloc(1, sizeof(*ex));
 	if (!ex)
 		return -ENOMEM;
 	ex->opts = opts ? *opts : none;
-	ex->epfd = ex->stop_fd = ex->signal_fd = ex->grid_fd = -1;
+	ex->epfd = ex->stop_fd = ex->signal_fd = -1;
 	if (opts && opts->monitor) {
 		ex->monitor = *opts->monitor;
 		ex->has_monitor = true;
@@ -99,8 +106,6 @@ void takt_exec_destroy(takt_exec *ex)
 	free(ex->owned);
 	free(ex->tasks);
 	free(ex->ready);
-	if (ex->grid_fd >= 0)
-		close(ex->grid_fd);
 	if (ex->signal_fd >= 0)
 		close(ex->signal_fd);
 	if (ex->stop_fd >= 0)
@@ -190,7 +195,7 @@ static int task_commit(takt_exec *ex, struct task *t, const struct takt_item *co
 	exec_task_init_job(t);
 	ex->tasks[ex->n_tasks++] = t;
 	if (t->period_ns)
-		ex->grid_dirty = true;
+		ex->timed_dirty = true;
 	exec_take_ownership(ex, t->items, t->n_items);
 	return t->id;
 }
@@ -357,7 +362,8 @@ int takt_exec_stats(const takt_exec *ex, struct takt_exec_stats *out)
 	out->deadline_misses = atomic_load_explicit(&ex->st.deadline_misses, memory_order_relaxed);
 	out->skipped_cycles = atomic_load_explicit(&ex->st.skipped_cycles, memory_order_relaxed);
 	out->longest_item_ns = atomic_load_explicit(&ex->st.longest_item_ns, memory_order_relaxed);
-	out->sched_fifo_refused = atomic_load_explicit(&ex->pool.fifo_refused, memory_order_relaxed);
+	out->sched_fifo_refused = atomic_load_explicit(&ex->pool.fifo_refused, memory_order_relaxed) +
+				  atomic_load_explicit(&ex->st.dispatch_fifo_refused, memory_order_relaxed);
 	return 0;
 }
 
@@ -366,6 +372,14 @@ int64_t takt_exec_task_dispatches(const takt_exec *ex, int task)
 	if (!ex || task < 0 || (uint32_t)task >= ex->n_tasks)
 		return -EINVAL;
 	return (int64_t)atomic_load_explicit(&ex->tasks[task]->dispatches, memory_order_relaxed);
+}
+
+int64_t takt_exec_task_skipped(const takt_exec *ex, int task)
+{
+	if (!ex || task < 0 || (uint32_t)task >= ex->n_tasks)
+		return -EINVAL;
+	/* relaxed: a statistic */
+	return (int64_t)atomic_load_explicit(&ex->tasks[task]->skipped, memory_order_relaxed);
 }
 
 int takt_exec_task_last_error(const takt_exec *ex, int task)

@@ -1,4 +1,4 @@
-/* executor.h - libtakt-exec internals: tasks, jobs, the pool, graphs, the grid.
+/* executor.h - libtakt-exec internals: tasks, jobs, the pool, graphs, intervals.
  *
  * The executor is built once: takt_exec_add* allocate everything a task
  * will ever need (its job, its context, a graph's runtime state) and size
@@ -87,6 +87,7 @@ struct takt_ctx {
 	struct takt_exec *ex;
 	int task;
 	uint64_t now_ns;
+	uint64_t scheduled_ns;   /* the interval deadline this run is for, or 0 */
 	int deadline_missed;
 };
 
@@ -99,7 +100,10 @@ struct task {
 	struct takt_item fault;
 	bool has_fault;
 	_Atomic uint64_t fault_phase; /* phase + 1 of the last fault-handler run */
-	uint64_t period_ns, period_ticks, last_tick;
+	uint64_t period_ns;
+	uint64_t next_ns;        /* interval: the next deadline on its grid (timer.c) */
+	uint64_t sched_ns;       /* interval: the deadline this phase runs it for, or 0 */
+	_Atomic uint64_t skipped; /* interval: deadlines that passed without a run */
 	struct trig trigs[TAKT_EXEC_MAX_TRIGGERS];
 	unsigned n_trigs;
 	struct job job;          /* submitted by pointer, built at add time */
@@ -150,6 +154,7 @@ void graph_run(struct takt_exec *ex, struct takt_graph *g);
 struct exec_stats {
 	_Atomic uint64_t phases, dispatches, errors, stop_chains, deadline_misses, skipped_cycles;
 	_Atomic uint64_t longest_item_ns;
+	_Atomic uint64_t dispatch_fifo_refused; /* runs whose dispatch thread kept its policy */
 };
 
 struct takt_exec {
@@ -160,9 +165,10 @@ struct takt_exec {
 	uint32_t n_tasks, cap_tasks;
 	struct task **ready;     /* per-phase ready list, n_tasks entries */
 	uint32_t n_ready;
-	int epfd, stop_fd, signal_fd, grid_fd;
-	uint64_t grid_ns, tick;  /* interval grid: GCD of the periods */
-	bool grid_dirty;
+	int epfd, stop_fd, signal_fd;
+	uint64_t anchor_ns;      /* intervals: every task's deadlines are anchor + k x period */
+	bool timed_dirty;        /* an interval task was added: a new anchor at the next run */
+	bool no_pwait2;          /* the kernel lacks epoll_pwait2: millisecond timeouts */
 	struct pool pool;
 	_Atomic uint32_t outstanding; /* jobs of this phase not finished (futex word) */
 	_Atomic uint32_t wake_word;   /* bumped when a job finishes or a vertex is ready */
@@ -185,11 +191,13 @@ int exec_run_item(struct takt_exec *ex, struct task *t, const struct takt_item *
 /* A task failed: its fault handler, at most once per phase. */
 void exec_fault(struct takt_exec *ex, struct task *t);
 
-/* timer.c: the interval grid */
-uint64_t grid_gcd(uint64_t a, uint64_t b);
-int grid_update(struct takt_exec *ex);
-/* Reads the master timer; marks due interval tasks via mark(). */
-void grid_fire(struct takt_exec *ex, void (*mark)(struct takt_exec *, struct task *));
+/* timer.c: interval deadlines */
+/* At the start of a run: a new anchor after adds, else skip what passed idle. */
+void timer_start(struct takt_exec *ex, uint64_t now);
+/* The earliest interval deadline, UINT64_MAX without intervals. */
+uint64_t timer_next(const struct takt_exec *ex);
+/* Marks every interval task whose deadline passed, once, counting skips. */
+void timer_fire(struct takt_exec *ex, uint64_t now, void (*mark)(struct takt_exec *, struct task *));
 
 /* trigger.c */
 int trig_register(struct takt_exec *ex, struct task *t);
@@ -209,7 +217,6 @@ void exec_futex_wake(_Atomic uint32_t *w, int n);
 /* epoll data tags: task index << 8 | trigger slot, or one of these. */
 #define TAG_STOP UINT64_MAX
 #define TAG_SIGNAL (UINT64_MAX - 1)
-#define TAG_GRID (UINT64_MAX - 2)
 #define TAG_DEADLINE_BIT 0x80u
 
 #endif

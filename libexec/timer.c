@@ -1,82 +1,77 @@
-/* timer.c - the interval grid: one master timerfd for every interval task.
+/* timer.c - interval tasks: one absolute deadline per task.
  *
- * The master timer ticks at the GCD of all periods, with absolute expiry
- * times (TFD_TIMER_ABSTIME on a grid anchored at the first run), so periods
- * stay phase-aligned to each other and never drift. A task of period p runs
- * when the tick count crosses a multiple of p / gcd. After a stall (the
- * dispatch thread was busy or descheduled) the timer reports several
- * expirations at once: each task runs once, not once per missed tick, and
- * the missed ticks are counted (skipped_cycles) and told to the monitor.
+ * Every interval task keeps the absolute time of its next run on its own
+ * grid, anchor + k x period, with one anchor for the executor (set when
+ * tasks were added since the last run, at that run's start), so tasks with
+ * related periods stay aligned (10 ms and 30 ms share every third deadline)
+ * and unrelated periods (1 ms beside 1.05 ms) need no common tick. The
+ * dispatch thread sleeps until the earliest deadline (timer_next) in the
+ * same epoll_pwait2 that waits for its other triggers: one syscall per tick
+ * when nothing else is ready, and no timer fd to read.
+ *
+ * A task found late (its deadline, and maybe later ones, passed while the
+ * dispatch thread was busy or descheduled) runs once, for the latest
+ * deadline that passed; the deadlines in between are its skipped cycles,
+ * counted for that task and told to the monitor. Nothing runs early, and
+ * nothing runs twice to catch up. The scan is over the executor's tasks:
+ * no queue to allocate or maintain (executors have tens of tasks).
  */
 #include "executor.h"
 
-#include <errno.h>
-#include <sys/epoll.h>
-#include <sys/timerfd.h>
-#include <unistd.h>
-
-uint64_t grid_gcd(uint64_t a, uint64_t b)
+void timer_start(struct takt_exec *ex, uint64_t now)
 {
-	while (b) {
-		uint64_t t = a % b;
-
-		a = b;
-		b = t;
+	if (ex->timed_dirty) {
+		/* new tasks: one fresh anchor for all, the first runs a period
+		 * from now */
+		ex->anchor_ns = now;
+		for (uint32_t i = 0; i < ex->n_tasks; i++)
+			ex->tasks[i]->next_ns = now + ex->tasks[i]->period_ns;
+		ex->timed_dirty = false;
+		return;
 	}
-	return a;
+	/* Deadlines that passed while nobody ran are not a stall of ours:
+	 * each task resumes at its first deadline still ahead, on its grid. */
+	for (uint32_t i = 0; i < ex->n_tasks; i++) {
+		struct task *t = ex->tasks[i];
+
+		if (t->period_ns && t->next_ns <= now)
+			t->next_ns = ex->anchor_ns + ((now - ex->anchor_ns) / t->period_ns + 1) * t->period_ns;
+	}
 }
 
-int grid_update(struct takt_exec *ex)
+uint64_t timer_next(const struct takt_exec *ex)
 {
-	struct epoll_event ev = {.events = EPOLLIN, .data.u64 = TAG_GRID};
-	struct itimerspec its = {0};
-	uint64_t g = 0, start;
+	uint64_t next = UINT64_MAX;
 
 	for (uint32_t i = 0; i < ex->n_tasks; i++)
-		if (ex->tasks[i]->period_ns)
-			g = grid_gcd(ex->tasks[i]->period_ns, g);
-	ex->grid_dirty = false;
-	if (!g)
-		return 0;
-	if (ex->grid_fd < 0) {
-		ex->grid_fd = timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK);
-		if (ex->grid_fd < 0 || epoll_ctl(ex->epfd, EPOLL_CTL_ADD, ex->grid_fd, &ev) < 0)
-			return -errno;
-	}
-	ex->grid_ns = g;
-	ex->tick = 0;
-	for (uint32_t i = 0; i < ex->n_tasks; i++) {
-		struct task *t = ex->tasks[i];
-
-		t->period_ticks = t->period_ns / g;
-		t->last_tick = 0;
-	}
-	start = exec_now_ns() + g;
-	its.it_value.tv_sec = (time_t)(start / 1000000000);
-	its.it_value.tv_nsec = (long)(start % 1000000000);
-	its.it_interval.tv_sec = (time_t)(g / 1000000000);
-	its.it_interval.tv_nsec = (long)(g % 1000000000);
-	return timerfd_settime(ex->grid_fd, TFD_TIMER_ABSTIME, &its, NULL) < 0 ? -errno : 0;
+		if (ex->tasks[i]->period_ns && ex->tasks[i]->next_ns < next)
+			next = ex->tasks[i]->next_ns;
+	return next;
 }
 
-void grid_fire(struct takt_exec *ex, void (*mark)(struct takt_exec *, struct task *))
+void timer_fire(struct takt_exec *ex, uint64_t now, void (*mark)(struct takt_exec *, struct task *))
 {
-	uint64_t n;
-
-	if (read(ex->grid_fd, &n, sizeof(n)) != sizeof(n) || n == 0)
-		return;
-	if (n > 1) {
-		atomic_fetch_add_explicit(&ex->st.skipped_cycles, n - 1, memory_order_relaxed);
-		if (ex->has_monitor && ex->monitor.skipped_cycles)
-			ex->monitor.skipped_cycles(ex->monitor.user, n - 1);
-	}
-	ex->tick += n;
 	for (uint32_t i = 0; i < ex->n_tasks; i++) {
 		struct task *t = ex->tasks[i];
+		uint64_t k, due, skipped;
 
-		if (!t->period_ticks || ex->tick / t->period_ticks == t->last_tick / t->period_ticks)
+		if (!t->period_ns || t->next_ns > now)
 			continue;
-		t->last_tick = ex->tick; /* once, however many of its periods passed */
+		/* the latest deadline that passed: anchor + k x period <= now */
+		k = (now - ex->anchor_ns) / t->period_ns;
+		due = ex->anchor_ns + k * t->period_ns;
+		skipped = (due - t->next_ns) / t->period_ns;
+		t->sched_ns = due;
+		t->next_ns = due + t->period_ns;
+		if (skipped) {
+			/* relaxed: statistics */
+			atomic_fetch_add_explicit(&t->skipped, skipped, memory_order_relaxed);
+			atomic_fetch_add_explicit(&ex->st.skipped_cycles, skipped, memory_order_relaxed);
+			if (ex->has_monitor && ex->monitor.skipped_cycles)
+				ex->monitor.skipped_cycles(ex->monitor.user, skipped);
+			if (ex->has_monitor && ex->monitor.task_skipped_cycles)
+				ex->monitor.task_skipped_cycles(ex->monitor.user, t->id, skipped);
+		}
 		mark(ex, t);
 	}
 }

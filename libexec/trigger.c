@@ -107,6 +107,11 @@ uint64_t takt_ctx_now_ns(const takt_ctx *ctx)
 	return ctx ? ctx->now_ns : 0;
 }
 
+uint64_t takt_ctx_scheduled_ns(const takt_ctx *ctx)
+{
+	return ctx ? ctx->scheduled_ns : 0;
+}
+
 int takt_ctx_task(const takt_ctx *ctx)
 {
 	return ctx ? ctx->task : -EINVAL;
@@ -216,26 +221,20 @@ void trig_start_deadlines(struct takt_exec *ex, uint64_t now_ns)
 				deadline_arm(&ex->tasks[i]->trigs[j], now_ns);
 }
 
-#define GRID_MIN_NS 100000ull /* 100 us: the finest interval grid */
-
 /* A task needs a trigger to ever run; a subscriber can trigger one task
  * only (its items take from it, and two tasks could run on two workers at
- * once); every period must keep the shared grid at 100 us or coarser. */
+ * once). Any set of periods may share an executor (timer.c). */
 int trig_validate(struct takt_exec *ex, const struct task *t)
 {
-	uint64_t g = t->period_ns;
-
 	if (t->n_trigs == 0 && t->period_ns == 0)
 		return -EINVAL;
 	for (uint32_t i = 0; i < ex->n_tasks; i++) {
 		const struct task *o = ex->tasks[i];
 
-		if (o->period_ns)
-			g = grid_gcd(o->period_ns, g);
 		for (unsigned a = 0; a < t->n_trigs; a++)
 			for (unsigned b = 0; b < o->n_trigs; b++)
 				if (t->trigs[a].sub && t->trigs[a].sub == o->trigs[b].sub)
 					return -EBUSY;
 	}
-	return g && g < GRID_MIN_NS ? -EINVAL : 0;
+	return 0;
 }

@@ -50,6 +50,10 @@ TAKT_API int takt_trigger_event(takt_triggers *t, takt_event *ev);
 TAKT_API int takt_trigger_fd(takt_triggers *t, int fd);
 
 TAKT_API uint64_t takt_ctx_now_ns(const takt_ctx *ctx); /* CLOCK_MONOTONIC at wake-up */
+/* The interval deadline this run is for (CLOCK_MONOTONIC, on the task's
+ * grid: the executor's anchor + k x period), 0 if its interval did not
+ * make it run. After a stall it is the latest deadline that passed. */
+TAKT_API uint64_t takt_ctx_scheduled_ns(const takt_ctx *ctx);
 TAKT_API int takt_ctx_task(const takt_ctx *ctx);
 TAKT_API int takt_ctx_deadline_missed(const takt_ctx *ctx);
 
@@ -58,8 +62,10 @@ struct takt_monitor {
 	void (*post_execute)(void *user, int task, const char *item, uint64_t start_ns, uint64_t took_ns,
 			     int rc);
 	void (*deadline_missed)(void *user, int task, uint64_t late_ns);
-	void (*skipped_cycles)(void *user, uint64_t cycles); /* interval grid fell behind */
+	void (*skipped_cycles)(void *user, uint64_t cycles); /* an interval task fell behind */
 	void *user;
+	/* The same, naming the task (called after skipped_cycles). */
+	void (*task_skipped_cycles)(void *user, int task, uint64_t cycles);
 };
 
 struct takt_exec_opts {
@@ -70,6 +76,14 @@ struct takt_exec_opts {
 	int sched_fifo_priority; /* 0: SCHED_OTHER; failure is tolerated and reported */
 	const struct takt_monitor *monitor;
 	int handle_signals;      /* 1: SIGINT/SIGTERM end run() (default); -1: leave signals alone */
+	/* The dispatch thread (the caller of run) while run() runs, restored
+	 * after: SCHED_FIFO at this priority (0: unchanged; refusal tolerated
+	 * and counted in sched_fifo_refused), and pinned to dispatch_cpu if
+	 * pin_dispatch. */
+	int dispatch_sched_fifo_priority;
+	int pin_dispatch;
+	int dispatch_cpu;
+	int lock_memory;         /* 1: mlockall(MCL_CURRENT | MCL_FUTURE) at create; its error fails create */
 };
 
 /* -EINVAL bad options; -ENOMEM; -errno of thread or fd creation. */
@@ -107,12 +121,16 @@ TAKT_API void takt_exec_stop(takt_exec *ex);
 struct takt_exec_stats {
 	uint64_t phases, dispatches, errors, stop_chains, deadline_misses, skipped_cycles;
 	uint64_t longest_item_ns;
-	uint64_t sched_fifo_refused; /* workers that asked for SCHED_FIFO and kept SCHED_OTHER */
+	uint64_t sched_fifo_refused; /* workers (and runs of the dispatch thread) that asked for
+	                                SCHED_FIFO and kept their policy */
 };
 /* Lock-free, no allocation, any thread. */
 TAKT_API int takt_exec_stats(const takt_exec *ex, struct takt_exec_stats *out);
 /* Dispatches of one task so far. */
 TAKT_API int64_t takt_exec_task_dispatches(const takt_exec *ex, int task);
+/* Interval deadlines of one task that passed without a run of it (it runs
+ * once after a stall, for the latest); -EINVAL for an unknown task. */
+TAKT_API int64_t takt_exec_task_skipped(const takt_exec *ex, int task);
 /* The first error (negative errno) an item returned in the task's last
  * finished run, 0 if none; -EINVAL for an unknown task. Not meant to be read
  * while run() runs on another thread. */

@@ -49,6 +49,7 @@ struct params {
 	unsigned workers;  /* executor worker threads */
 	int shape;         /* executor: SHAPE_CHAIN or SHAPE_DIAMOND */
 	int variant;       /* executor: VAR_DIRECT, VAR_EPOLL, VAR_HANDOFF, VAR_EXEC */
+	int fifo;          /* jitter: SCHED_FIFO priority of the timed thread, 0: SCHED_OTHER */
 };
 
 enum { SHAPE_CHAIN, SHAPE_DIAMOND };
@@ -182,6 +183,7 @@ struct target {
 	bool at_most;                 /* ratio <= goal; else >= goal */
 	double goal;
 	const char *what;             /* what the ratio says, in words */
+	bool p99;                     /* compare the p99s, not the medians */
 };
 
 struct report {
@@ -207,7 +209,8 @@ bool report_fanout_slope(const struct report *rp, double *ret_slope, double *ret
 
 /* ---- implementations ---------------------------------------------------- */
 
-extern const struct impl raw_shm_pingpong, raw_two_line, raw_efd_pingpong, raw_spsc_ring, raw_zero_copy, raw_memcpy, raw_timerfd;
+extern const struct impl raw_shm_pingpong, raw_two_line, raw_efd_pingpong, raw_spsc_ring, raw_zero_copy, raw_memcpy, raw_timerfd,
+	cyclictest;
 extern const struct impl takt_pingpong, takt_throughput, takt_fanout;
 extern const struct impl exec_dispatch, exec_interval;
 #ifdef TAKT_BENCH_ICEORYX

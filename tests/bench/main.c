@@ -47,6 +47,8 @@
 #define SHM "raw shm ping-pong"
 #define TWO "raw two-line handoff"
 #define EFD "raw eventfd ping-pong"
+#define CYC "cyclictest 1 kHz lateness"
+#define CYCF "cyclictest 1 kHz lateness, SCHED_FIFO"
 #define RING "raw SPSC ring 8 B"
 #define ZC "raw zero-copy handoff 8 B"
 #define DIRECT3 "direct chain of 3"
@@ -104,21 +106,29 @@ static const struct fig figs[] = {
 	EXEC("executor chain of 3 on 2 workers", DIRECT3, SHAPE_CHAIN, VAR_EXEC, 2, 3),
 	EXEC(DIRECT4, NULL, SHAPE_DIAMOND, VAR_DIRECT, 0, 0),
 	EXEC("executor diamond on 2 workers", DIRECT4, SHAPE_DIAMOND, VAR_EXEC, 2, 4),
-	{ "raw timerfd 1 kHz lateness", "jitter", M_LATENESS, NULL, { 0 }, &raw_timerfd, C_JITTER, NEED_NONE, 0 },
-	{ "takt interval 1 kHz lateness", "jitter", M_LATENESS, "raw timerfd 1 kHz lateness", { 0 }, &exec_interval,
+	{ CYC, "jitter", M_LATENESS, NULL, { 0 }, &cyclictest, C_JITTER, NEED_NONE, 0 },
+	{ "raw timerfd 1 kHz lateness", "jitter", M_LATENESS, CYC, { 0 }, &raw_timerfd, C_JITTER, NEED_NONE, 0 },
+	{ "takt interval 1 kHz lateness", "jitter", M_LATENESS, CYC, { 0 }, &exec_interval, C_JITTER, NEED_NONE, 0 },
+	{ CYCF, "jitter", M_LATENESS, NULL, { .fifo = 80 }, &cyclictest, C_JITTER, NEED_NONE, 0 },
+	{ "raw timerfd 1 kHz lateness, SCHED_FIFO", "jitter", M_LATENESS, CYCF, { .fifo = 80 }, &raw_timerfd, C_JITTER,
+	  NEED_NONE, 0 },
+	{ "takt interval 1 kHz lateness, SCHED_FIFO", "jitter", M_LATENESS, CYCF, { .fifo = 80 }, &exec_interval,
 	  C_JITTER, NEED_NONE, 0 },
 };
 #define N_FIGS (sizeof figs / sizeof figs[0])
 
 static const struct target targets[] = {
-	{ "takt polling 8 B", SHM, true, 1.5, "takt polling 8 B / raw shm ping-pong" },
-	{ "takt polling 8 B", TWO, true, 1.1, "takt polling 8 B / raw two-line handoff" },
-	{ "iceoryx polling 8 B", "takt polling 8 B", false, 6, "iceoryx polling / takt polling (x faster)" },
-	{ "takt blocking 8 B", EFD, true, 1.2, "takt blocking 8 B / raw eventfd ping-pong" },
-	{ "takt polling 4 MiB", "takt polling 8 B", true, 1.1, "takt polling 4 MiB / 8 B (zero copy)" },
-	{ "takt blocking 4 MiB", "takt blocking 8 B", true, 1.1, "takt blocking 4 MiB / 8 B (zero copy)" },
-	{ "takt throughput 8 B", ZC, false, 0.5, "takt throughput 8 B / raw zero-copy handoff" },
-	{ "takt throughput 8 B", "ZeroMQ PUB/SUB 8 B", false, 1.5, "takt throughput 8 B / ZeroMQ PUB/SUB" },
+	{ "takt polling 8 B", SHM, true, 1.5, "takt polling 8 B / raw shm ping-pong", false },
+	{ "takt polling 8 B", TWO, true, 1.1, "takt polling 8 B / raw two-line handoff", false },
+	{ "iceoryx polling 8 B", "takt polling 8 B", false, 6, "iceoryx polling / takt polling (x faster)", false },
+	{ "takt blocking 8 B", EFD, true, 1.2, "takt blocking 8 B / raw eventfd ping-pong", false },
+	{ "takt polling 4 MiB", "takt polling 8 B", true, 1.1, "takt polling 4 MiB / 8 B (zero copy)", false },
+	{ "takt blocking 4 MiB", "takt blocking 8 B", true, 1.1, "takt blocking 4 MiB / 8 B (zero copy)", false },
+	{ "takt throughput 8 B", ZC, false, 0.5, "takt throughput 8 B / raw zero-copy handoff", false },
+	{ "takt throughput 8 B", "ZeroMQ PUB/SUB 8 B", false, 1.5, "takt throughput 8 B / ZeroMQ PUB/SUB", false },
+	{ "takt interval 1 kHz lateness, SCHED_FIFO", CYCF, true, 1.2, "takt interval, SCHED_FIFO / cyclictest: p50", false },
+	{ "takt interval 1 kHz lateness, SCHED_FIFO", CYCF, true, 1.2, "takt interval, SCHED_FIFO / cyclictest: p99",
+	  true },
 };
 
 struct opts {

@@ -16,10 +16,13 @@
 #include "bench.h"
 
 #include <errno.h>
+#include <sched.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
 #include <sys/timerfd.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 /* ---- raw shm ping-pong --------------------------------------------------- */
@@ -451,12 +454,24 @@ const struct impl raw_memcpy = { .run_a = memcpy_run };
 
 #define TIMER_PERIOD_NS 1000000ull /* 1 kHz */
 
+/* SCHED_FIFO for the calling process when the figure asks for it. */
+static int timed_fifo(struct side *s)
+{
+	struct sched_param sp = { .sched_priority = s->f->p.fifo };
+
+	if (s->f->p.fifo && sched_setscheduler(0, SCHED_FIFO, &sp) < 0)
+		return bench_fail(s, -errno, "SCHED_FIFO %d not permitted", s->f->p.fifo);
+	return 0;
+}
+
 static int timerfd_run(struct side *s)
 {
 	struct itimerspec its = { .it_interval = { .tv_nsec = TIMER_PERIOD_NS } };
-	int fd = timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC);
+	int fd = timed_fifo(s) < 0 ? -1 : timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC);
 	uint64_t start, next_due, ticks, skipped = 0;
 
+	if (s->err)
+		return s->err;
 	if (fd < 0)
 		return bench_fail(s, -errno, "timerfd_create");
 	start = next_due = bench_now_ns() + TIMER_PERIOD_NS;
@@ -484,3 +499,70 @@ static int timerfd_run(struct side *s)
 }
 
 const struct impl raw_timerfd = { .run_a = timerfd_run };
+
+/* ---- cyclictest ---------------------------------------------------------- */
+
+/* rt-tests' cyclictest at 1 kHz (clock_nanosleep to absolute times, its
+ * memory locked), on this side's CPU, for as many cycles as the figure
+ * keeps; its histogram (1 us buckets) becomes the samples. Overflows
+ * beyond the histogram count at cyclictest's own maximum. */
+#define CYC_BUCKETS 10000
+
+static int cyclictest_run(struct side *s)
+{
+	char loops[32], prio[16], line[128];
+	char *argv[] = { "cyclictest", "-m", "-q", "-i", "1000", "-l", loops, "-h", "10000", NULL, NULL, NULL };
+	size_t got = 0;
+	uint64_t max_us = 0, overflows = 0;
+	int pfd[2], st;
+	pid_t pid;
+	FILE *out;
+
+	snprintf(loops, sizeof loops, "%zu", s->n);
+	if (s->f->p.fifo) {
+		snprintf(prio, sizeof prio, "%d", s->f->p.fifo);
+		argv[9] = "-p";
+		argv[10] = prio;
+	}
+	if (pipe(pfd) < 0)
+		return bench_fail(s, -errno, "pipe");
+	pid = fork();
+	if (pid < 0)
+		return bench_fail(s, -errno, "fork");
+	if (pid == 0) {
+		dup2(pfd[1], 1);
+		close(pfd[0]);
+		close(pfd[1]);
+		execvp("cyclictest", argv);
+		_exit(127);
+	}
+	close(pfd[1]);
+	out = fdopen(pfd[0], "r");
+	while (out && fgets(line, sizeof line, out)) {
+		unsigned long long b, c;
+
+		if (sscanf(line, "%llu %llu", &b, &c) == 2 && line[0] != '#') {
+			for (unsigned long long k = 0; k < c && got < s->n; k++)
+				s->sh->samples[got++] = b * 1000;
+		} else if (sscanf(line, "# Max Latencies: %llu", &b) == 1) {
+			max_us = b;
+		} else if (sscanf(line, "# Histogram Overflows: %llu", &c) == 1) {
+			overflows = c;
+		}
+	}
+	if (out)
+		fclose(out);
+	if (waitpid(pid, &st, 0) < 0 || !WIFEXITED(st) || WEXITSTATUS(st) != 0)
+		return bench_fail(s, -ENOENT, WIFEXITED(st) && WEXITSTATUS(st) == 127 ?
+				  "cyclictest not installed (apt: rt-tests; scripts/bench --install-peers)" :
+				  "cyclictest failed (SCHED_FIFO not permitted?)");
+	for (uint64_t k = 0; k < overflows && got < s->n; k++)
+		s->sh->samples[got++] = max_us * 1000;
+	if (got < s->n)
+		return bench_fail(s, -EPROTO, "cyclictest reported %zu of %zu cycles", got, s->n);
+	/* the samples are sorted: the harness sorts them anyway */
+	s->sh->n_out = s->n;
+	return 0;
+}
+
+const struct impl cyclictest = { .run_a = cyclictest_run };

@@ -194,7 +194,7 @@ static int target_state(const struct report *rp, const struct target *t, double 
 
 	if (!ok(rp, a) || !ok(rp, b))
 		return -1;
-	*ret = rp->res[a].value / rp->res[b].value;
+	*ret = t->p99 ? rp->res[a].p99 / rp->res[b].p99 : rp->res[a].value / rp->res[b].value;
 	return t->at_most ? *ret <= t->goal : *ret >= t->goal;
 }
 

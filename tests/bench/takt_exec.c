@@ -16,13 +16,10 @@
  *
  * Interval: a 1 kHz interval task stamps the clock; its lateness is the
  * time since the earliest tick not served yet (bench_lateness), exactly as
- * for the raw timerfd. The executor anchors its grid at its first run (its
- * clock read plus one period) after creating, registering and binding the
- * timerfd: 20-30 us of first-time work here, so neither a clock read before
- * the run nor one after it places the grid closer than that. Instead a run
- * of zero phases anchors the grid, and we ask the grid's timerfd (the
- * process's only timerfd, found in /proc/self/fd) when it expires next:
- * exact to the ~1 us of one timerfd_gettime.
+ * for the raw timerfd, counted from the deadline its first run was for
+ * (takt_ctx_scheduled_ns), so the grid is where the executor put it. The
+ * SCHED_FIFO figure runs the dispatch thread itself at that priority
+ * (dispatch_sched_fifo_priority).
  */
 #include "bench.h"
 
@@ -309,44 +306,21 @@ static int tick_declare(takt_triggers *t, void *user)
 static int tick_execute(takt_ctx *ctx, void *user)
 {
 	struct exec_run *e = user;
-	uint64_t i = ++e->i, late = bench_lateness(bench_now_ns(), e->start, ITEM_PERIOD_NS, &e->next_due);
+	uint64_t now = bench_now_ns(), i = ++e->i, late;
 
-	(void)ctx;
+	if (i == 1) { /* the grid: the first run's deadline, a period after its anchor */
+		e->start = e->next_due = takt_ctx_scheduled_ns(ctx);
+	}
+	late = bench_lateness(now, e->start, ITEM_PERIOD_NS, &e->next_due);
 	if (i > e->s->warmup && i <= e->s->warmup + e->s->n)
 		e->s->sh->samples[i - e->s->warmup - 1] = late;
 	return TAKT_CONTINUE;
 }
 
-/* The next expiry (CLOCK_MONOTONIC, ns) of this process's only timerfd. */
-static int grid_next_expiry(uint64_t *ret)
-{
-	char path[64], link[64];
-	struct itimerspec cur;
-
-	for (int fd = 3; fd < 1024; fd++) {
-		ssize_t k;
-		uint64_t t0;
-
-		snprintf(path, sizeof path, "/proc/self/fd/%d", fd);
-		k = readlink(path, link, sizeof link - 1);
-		if (k < 0)
-			continue;
-		link[k] = '\0';
-		if (strcmp(link, "anon_inode:[timerfd]") != 0)
-			continue;
-		t0 = bench_now_ns();
-		if (timerfd_gettime(fd, &cur) < 0)
-			return -errno;
-		*ret = t0 + (uint64_t)cur.it_value.tv_sec * 1000000000u + (uint64_t)cur.it_value.tv_nsec;
-		return 0;
-	}
-	return -ENOENT;
-}
-
 static int interval_run(struct side *s)
 {
 	struct exec_run e = { .s = s };
-	const struct takt_exec_opts o = { .handle_signals = -1 };
+	const struct takt_exec_opts o = { .handle_signals = -1, .dispatch_sched_fifo_priority = s->f->p.fifo };
 	const struct takt_item tick = { "tick", tick_declare, tick_execute, &e };
 	struct takt_exec_stats st;
 	takt_exec *ex;
@@ -355,16 +329,15 @@ static int interval_run(struct side *s)
 	if (r < 0)
 		return bench_fail(s, r, "takt_exec_create");
 	r = takt_exec_add(ex, &tick);
-	if (r >= 0) /* anchors the grid (see the file comment), runs nothing */
-		r = takt_exec_run_n(ex, 0);
-	if (r >= 0 && (r = grid_next_expiry(&e.start)) == 0) {
-		e.next_due = e.start;
+	if (r >= 0)
 		r = takt_exec_run_n(ex, s->warmup + s->n);
-	}
 	if (r < 0)
 		bench_fail(s, r, "interval task");
-	else if (takt_exec_stats(ex, &st) == 0)
+	else if (takt_exec_stats(ex, &st) == 0) {
 		s->sh->drops = st.skipped_cycles;
+		if (st.sched_fifo_refused)
+			r = bench_fail(s, -EPERM, "SCHED_FIFO %d not permitted", s->f->p.fifo);
+	}
 	takt_exec_destroy(ex);
 	if (r == 0 && e.i < s->warmup + s->n)
 		r = bench_fail(s, -EPROTO, "%llu ticks, expected %zu", (unsigned long long)e.i, s->warmup + s->n);
