@@ -68,6 +68,8 @@ int exec_run_item(struct takt_exec *ex, struct task *t, const struct takt_item *
 	if (ex->has_monitor && ex->monitor.post_execute)
 		ex->monitor.post_execute(ex->monitor.user, t->id, it->name, t0, took, rc);
 	stat_max(&ex->st.longest_item_ns, took);
+	if (it->budget_ns && took > it->budget_ns)
+		exec_overrun(ex, t, it->name, took, it->budget_ns);
 	if (rc < 0) {
 		int none = 0;
 
@@ -80,6 +82,15 @@ int exec_run_item(struct takt_exec *ex, struct task *t, const struct takt_item *
 		atomic_fetch_add_explicit(&ex->st.stop_chains, 1, memory_order_relaxed);
 	}
 	return rc;
+}
+
+void exec_overrun(struct takt_exec *ex, struct task *t, const char *item, uint64_t took_ns, uint64_t budget_ns)
+{
+	/* relaxed: statistics */
+	atomic_fetch_add_explicit(&t->overruns, 1, memory_order_relaxed);
+	atomic_fetch_add_explicit(&ex->st.overruns, 1, memory_order_relaxed);
+	if (ex->has_monitor && ex->monitor.budget_overrun)
+		ex->monitor.budget_overrun(ex->monitor.user, t->id, item, took_ns, budget_ns);
 }
 
 void exec_fault(struct takt_exec *ex, struct task *t)
@@ -119,6 +130,7 @@ static void chain_job_run(struct job *job)
 {
 	struct task *t = (struct task *)((char *)job - offsetof(struct task, job));
 	struct takt_exec *ex = t->ctx.ex;
+	uint64_t t0 = t->budget_ns ? exec_now_ns() : 0;
 
 	for (size_t i = 0; i < t->n_items; i++) {
 		int rc = exec_run_item(ex, t, &t->items[i]);
@@ -128,6 +140,12 @@ static void chain_job_run(struct job *job)
 		if (rc < 0)
 			exec_fault(ex, t);
 		break;
+	}
+	if (t->budget_ns) {
+		uint64_t took = exec_now_ns() - t0;
+
+		if (took > t->budget_ns)
+			exec_overrun(ex, t, NULL, took, t->budget_ns);
 	}
 	exec_job_done(ex);
 }
@@ -365,8 +383,10 @@ static int run_leave(struct takt_exec *ex, const struct run_saved *sv, int r)
 	return r == -ECANCELED ? 0 : r;
 }
 
-/* Runs phases until `phases` ran or `deadline` passed (UINT64_MAX: never). */
-static int run_loop(struct takt_exec *ex, uint64_t phases, uint64_t deadline)
+/* Runs phases until `phases` ran or `deadline` passed (UINT64_MAX: never),
+ * or, if `until_idle`, until a wake-up finds nothing ready (0; a timeout is
+ * -ETIMEDOUT). */
+static int run_loop(struct takt_exec *ex, uint64_t phases, uint64_t deadline, bool until_idle)
 {
 	struct run_saved sv;
 	int r = 0;
@@ -381,16 +401,21 @@ static int run_loop(struct takt_exec *ex, uint64_t phases, uint64_t deadline)
 	timer_start(ex, exec_now_ns());
 	run_enter(ex, &sv);
 	for (uint64_t done = 0; done < phases;) {
-		if (deadline != UINT64_MAX && exec_now_ns() >= deadline)
+		if (deadline != UINT64_MAX && exec_now_ns() >= deadline) {
+			if (until_idle)
+				r = -ETIMEDOUT;
 			break;
+		}
 		/* acquire: pairs with drain()'s release of draining */
 		if (atomic_load_explicit(&ex->draining, memory_order_acquire)) {
 			r = -ECANCELED;
 			break;
 		}
-		r = phase_once(ex, deadline);
+		r = phase_once(ex, until_idle ? 0 : deadline); /* look, never sleep */
 		if (r < 0)
 			break;
+		if (until_idle && r == 0)
+			break; /* nothing was ready, nothing is in flight (phases end whole) */
 		done += (uint64_t)r;
 		r = 0;
 	}
@@ -399,19 +424,50 @@ static int run_loop(struct takt_exec *ex, uint64_t phases, uint64_t deadline)
 
 int takt_exec_run(takt_exec *ex)
 {
-	return ex ? run_loop(ex, UINT64_MAX, UINT64_MAX) : -EINVAL;
+	return ex ? run_loop(ex, UINT64_MAX, UINT64_MAX, false) : -EINVAL;
 }
 
 int takt_exec_run_n(takt_exec *ex, uint64_t n)
 {
-	return ex ? run_loop(ex, n, UINT64_MAX) : -EINVAL;
+	return ex ? run_loop(ex, n, UINT64_MAX, false) : -EINVAL;
 }
 
 int takt_exec_run_for(takt_exec *ex, uint64_t ns)
 {
 	uint64_t now = exec_now_ns();
 
-	return ex ? run_loop(ex, UINT64_MAX, ns > UINT64_MAX - now ? UINT64_MAX : now + ns) : -EINVAL;
+	return ex ? run_loop(ex, UINT64_MAX, ns > UINT64_MAX - now ? UINT64_MAX : now + ns, false) : -EINVAL;
+}
+
+int takt_exec_run_until_idle(takt_exec *ex, uint64_t timeout_ns, struct takt_exec_summary *sum)
+{
+	struct takt_exec_stats a, b;
+	uint64_t now = exec_now_ns();
+	size_t n;
+	int r;
+
+	if (!ex || (sum && sum->n_task_dispatches && !sum->task_dispatches))
+		return -EINVAL;
+	n = sum && sum->task_dispatches ? sum->n_task_dispatches : 0;
+	takt_exec_stats(ex, &a);
+	/* the counts before, in the caller's array: no allocation */
+	for (size_t i = 0; i < n; i++)
+		sum->task_dispatches[i] = i < ex->n_tasks ?
+			atomic_load_explicit(&ex->tasks[i]->dispatches, memory_order_relaxed) : 0;
+	r = run_loop(ex, UINT64_MAX, timeout_ns > UINT64_MAX - now ? UINT64_MAX : now + timeout_ns, true);
+	if (r == -EBUSY || !sum)
+		return r;
+	takt_exec_stats(ex, &b);
+	for (size_t i = 0; i < n; i++)
+		sum->task_dispatches[i] = i < ex->n_tasks ?
+			atomic_load_explicit(&ex->tasks[i]->dispatches, memory_order_relaxed) - sum->task_dispatches[i] : 0;
+	sum->phases = b.phases - a.phases;
+	sum->dispatches = b.dispatches - a.dispatches;
+	sum->errors = b.errors - a.errors;
+	sum->deadline_misses = b.deadline_misses - a.deadline_misses;
+	sum->skipped_cycles = b.skipped_cycles - a.skipped_cycles;
+	sum->overruns = b.overruns - a.overruns;
+	return r;
 }
 
 void takt_exec_stop(takt_exec *ex)

@@ -308,7 +308,7 @@ static int when_declare(takt_triggers *t, void *user)
 
 struct takt_item takt_item_when(struct takt_item item, int (*pred)(void *), void *pred_user)
 {
-	struct takt_item out = {.name = item.name};
+	struct takt_item out = {.name = item.name, .budget_ns = item.budget_ns};
 	struct when *w;
 
 	if (!item.execute || !pred || !(w = calloc(1, sizeof(*w))))
@@ -362,6 +362,7 @@ int takt_exec_stats(const takt_exec *ex, struct takt_exec_stats *out)
 	out->deadline_misses = atomic_load_explicit(&ex->st.deadline_misses, memory_order_relaxed);
 	out->skipped_cycles = atomic_load_explicit(&ex->st.skipped_cycles, memory_order_relaxed);
 	out->longest_item_ns = atomic_load_explicit(&ex->st.longest_item_ns, memory_order_relaxed);
+	out->overruns = atomic_load_explicit(&ex->st.overruns, memory_order_relaxed);
 	out->sched_fifo_refused = atomic_load_explicit(&ex->pool.fifo_refused, memory_order_relaxed) +
 				  atomic_load_explicit(&ex->st.dispatch_fifo_refused, memory_order_relaxed);
 	return 0;
@@ -372,6 +373,25 @@ int64_t takt_exec_task_dispatches(const takt_exec *ex, int task)
 	if (!ex || task < 0 || (uint32_t)task >= ex->n_tasks)
 		return -EINVAL;
 	return (int64_t)atomic_load_explicit(&ex->tasks[task]->dispatches, memory_order_relaxed);
+}
+
+int takt_exec_set_budget(takt_exec *ex, int task, uint64_t budget_ns)
+{
+	if (!ex || task < 0 || (uint32_t)task >= ex->n_tasks)
+		return -EINVAL;
+	/* acquire: pairs with run_leave's release (configured between runs) */
+	if (atomic_load_explicit(&ex->running, memory_order_acquire))
+		return -EBUSY;
+	ex->tasks[task]->budget_ns = budget_ns;
+	return 0;
+}
+
+int64_t takt_exec_task_overruns(const takt_exec *ex, int task)
+{
+	if (!ex || task < 0 || (uint32_t)task >= ex->n_tasks)
+		return -EINVAL;
+	/* relaxed: a statistic */
+	return (int64_t)atomic_load_explicit(&ex->tasks[task]->overruns, memory_order_relaxed);
 }
 
 int64_t takt_exec_task_skipped(const takt_exec *ex, int task)

@@ -104,6 +104,8 @@ struct task {
 	uint64_t next_ns;        /* interval: the next deadline on its grid (timer.c) */
 	uint64_t sched_ns;       /* interval: the deadline this phase runs it for, or 0 */
 	_Atomic uint64_t skipped; /* interval: deadlines that passed without a run */
+	uint64_t budget_ns;      /* a whole run's budget, 0: none */
+	_Atomic uint64_t overruns; /* its items' and its own */
 	struct trig trigs[TAKT_EXEC_MAX_TRIGGERS];
 	unsigned n_trigs;
 	struct job job;          /* submitted by pointer, built at add time */
@@ -155,6 +157,7 @@ struct exec_stats {
 	_Atomic uint64_t phases, dispatches, errors, stop_chains, deadline_misses, skipped_cycles;
 	_Atomic uint64_t longest_item_ns;
 	_Atomic uint64_t dispatch_fifo_refused; /* runs whose dispatch thread kept its policy */
+	_Atomic uint64_t overruns;
 };
 
 struct takt_exec {
@@ -188,6 +191,9 @@ void exec_job_done(struct takt_exec *ex);
 void exec_wake_driver(struct takt_exec *ex);
 /* Runs one item with monitor and statistics; returns its outcome. */
 int exec_run_item(struct takt_exec *ex, struct task *t, const struct takt_item *it);
+/* A run of the task (item NULL) or of one of its items took took_ns against
+ * budget_ns: counted, and told to the monitor. */
+void exec_overrun(struct takt_exec *ex, struct task *t, const char *item, uint64_t took_ns, uint64_t budget_ns);
 /* A task failed: its fault handler, at most once per phase. */
 void exec_fault(struct takt_exec *ex, struct task *t);
 

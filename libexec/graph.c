@@ -283,6 +283,7 @@ static void graph_dispatch(struct takt_exec *ex, takt_graph *g, uint32_t v)
 
 void graph_run(struct takt_exec *ex, takt_graph *g)
 {
+	uint64_t t0 = g->task->budget_ns ? exec_now_ns() : 0;
 	uint32_t v;
 
 	graph_reset(g);
@@ -299,5 +300,11 @@ void graph_run(struct takt_exec *ex, takt_graph *g)
 			break;
 		/* D1: a vertex finishing after our read of w changed wake_word */
 		exec_futex_wait(&ex->wake_word, w, -1);
+	}
+	if (g->task->budget_ns) {
+		uint64_t took = exec_now_ns() - t0;
+
+		if (took > g->task->budget_ns)
+			exec_overrun(ex, g->task, NULL, took, g->task->budget_ns);
 	}
 }

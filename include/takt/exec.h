@@ -33,6 +33,10 @@ struct takt_item {
 	int (*declare)(takt_triggers *t, void *user); /* optional */
 	int (*execute)(takt_ctx *ctx, void *user);
 	void *user;
+	/* Optional execution-time budget: a run of this item that takes
+	 * longer (CLOCK_MONOTONIC, from the call of execute to its return) is
+	 * an overrun, counted and told to the monitor. 0: none. */
+	uint64_t budget_ns;
 };
 
 /* Trigger declarations, made by an item's declare(). A task's triggers are
@@ -66,6 +70,10 @@ struct takt_monitor {
 	void *user;
 	/* The same, naming the task (called after skipped_cycles). */
 	void (*task_skipped_cycles)(void *user, int task, uint64_t cycles);
+	/* An item (item: its name) or a whole task run (item: NULL) took
+	 * longer than its budget; on the thread that ran it (the task's: the
+	 * thread of its last item, or the dispatch thread for a graph). */
+	void (*budget_overrun)(void *user, int task, const char *item, uint64_t took_ns, uint64_t budget_ns);
 };
 
 struct takt_exec_opts {
@@ -101,6 +109,11 @@ TAKT_API int takt_graph_edge(takt_graph *g, int from, int to);             /* -E
 /* Takes g (also on failure); -ELOOP on a cycle, -EINVAL empty graph. */
 TAKT_API int takt_exec_add_graph(takt_exec *ex, takt_graph *g);
 TAKT_API int takt_exec_set_fault_handler(takt_exec *ex, int task, const struct takt_item *handler);
+/* A budget for each whole run of the task (its first item's start to its
+ * last item's end; a graph's first vertex to its last): a longer run is an
+ * overrun (see takt_item.budget_ns for one item). 0 removes it. -EINVAL
+ * unknown task, -EBUSY while running. */
+TAKT_API int takt_exec_set_budget(takt_exec *ex, int task, uint64_t budget_ns);
 /* An item that runs `item` only when pred(pred_user) is true; false counts
  * as TAKT_STOP_CHAIN. The returned item refers to a copy kept by the
  * executor library until takt_exec_destroy of the executor it is added to
@@ -113,6 +126,20 @@ TAKT_API int takt_exec_run(takt_exec *ex);
 TAKT_API int takt_exec_run_n(takt_exec *ex, uint64_t n);
 /* Runs for ns nanoseconds (or until stop()). */
 TAKT_API int takt_exec_run_for(takt_exec *ex, uint64_t ns);
+/* What takt_exec_run_until_idle ran. task_dispatches: the caller's array
+ * of n_task_dispatches entries (or NULL), filled with each task's
+ * dispatches in this call, by task id. */
+struct takt_exec_summary {
+	uint64_t phases, dispatches, errors, deadline_misses, skipped_cycles, overruns;
+	uint64_t *task_dispatches;
+	size_t n_task_dispatches;
+};
+/* Runs wake phases while any task is ready (a trigger fired, samples wait,
+ * an interval deadline passed) and returns once none is and nothing is in
+ * flight: 0 idle (or stopped), -ETIMEDOUT when timeout_ns passed first,
+ * -EBUSY while another run runs. *summary (optional) says what ran, in
+ * either case. Future interval deadlines do not keep it running. */
+TAKT_API int takt_exec_run_until_idle(takt_exec *ex, uint64_t timeout_ns, struct takt_exec_summary *summary);
 /* Stops taking triggers and lets work in flight finish: 0, or -ETIMEDOUT. */
 TAKT_API int takt_exec_drain(takt_exec *ex, uint64_t timeout_ns);
 /* Any thread, or a signal handler (an eventfd write). */
@@ -123,6 +150,7 @@ struct takt_exec_stats {
 	uint64_t longest_item_ns;
 	uint64_t sched_fifo_refused; /* workers (and runs of the dispatch thread) that asked for
 	                                SCHED_FIFO and kept their policy */
+	uint64_t overruns;           /* item and task runs longer than their budgets */
 };
 /* Lock-free, no allocation, any thread. */
 TAKT_API int takt_exec_stats(const takt_exec *ex, struct takt_exec_stats *out);
@@ -131,6 +159,8 @@ TAKT_API int64_t takt_exec_task_dispatches(const takt_exec *ex, int task);
 /* Interval deadlines of one task that passed without a run of it (it runs
  * once after a stall, for the latest); -EINVAL for an unknown task. */
 TAKT_API int64_t takt_exec_task_skipped(const takt_exec *ex, int task);
+/* Budget overruns of one task (its items' and its own); -EINVAL unknown. */
+TAKT_API int64_t takt_exec_task_overruns(const takt_exec *ex, int task);
 /* The first error (negative errno) an item returned in the task's last
  * finished run, 0 if none; -EINVAL for an unknown task. Not meant to be read
  * while run() runs on another thread. */

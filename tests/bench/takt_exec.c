@@ -196,7 +196,7 @@ static int handoff_loop(struct side *s, struct exec_run *e, const struct takt_it
 
 static int build_exec(struct side *s, struct exec_run *e, takt_exec **ret)
 {
-	const struct takt_item first = { "first", declare_fd, item_first, e }, work = { "work", NULL, item_work, e };
+	const struct takt_item first = { .name = "first", .declare = declare_fd, .execute = item_first, .user = e }, work = { .name = "work", .declare = NULL, .execute = item_work, .user = e };
 	const struct takt_item chain[3] = { first, work, work };
 	int cpus[2] = { s->cfg->cpu_a, s->cfg->cpu_b };
 	struct takt_exec_opts o = { .worker_threads = s->f->p.workers, .handle_signals = -1 };
@@ -267,8 +267,8 @@ static int dispatch_run(struct side *s)
 		return bench_fail(s, -ENOMEM, "state");
 	e->s = s;
 	const struct takt_item items[4] = {
-		{ "first", NULL, item_first, e }, { "work", NULL, item_work, e },
-		{ "work", NULL, item_work, e },	  { "work", NULL, item_work, e },
+		{ .name = "first", .declare = NULL, .execute = item_first, .user = e }, { .name = "work", .declare = NULL, .execute = item_work, .user = e },
+		{ .name = "work", .declare = NULL, .execute = item_work, .user = e },	  { .name = "work", .declare = NULL, .execute = item_work, .user = e },
 	};
 	size_t n_items = p->shape == SHAPE_CHAIN ? 3 : 4;
 
@@ -321,7 +321,7 @@ static int interval_run(struct side *s)
 {
 	struct exec_run e = { .s = s };
 	const struct takt_exec_opts o = { .handle_signals = -1, .dispatch_sched_fifo_priority = s->f->p.fifo };
-	const struct takt_item tick = { "tick", tick_declare, tick_execute, &e };
+	const struct takt_item tick = { .name = "tick", .declare = tick_declare, .execute = tick_execute, .user = &e };
 	struct takt_exec_stats st;
 	takt_exec *ex;
 	int r = takt_exec_create(&o, &ex);

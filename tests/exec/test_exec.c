@@ -440,6 +440,167 @@ static void test_interval_unrelated_periods_share_an_executor(void **state)
 	takt_exec_destroy(ex);
 }
 
+/* ---- budgets ------------------------------------------------------------ */
+
+struct napper {
+	int efd;             /* the trigger: always readable, never drained */
+	uint64_t nap_ns;
+};
+
+static int napper_declare(takt_triggers *t, void *u)
+{
+	struct napper *n = u;
+
+	return n->efd >= 0 ? takt_trigger_fd(t, n->efd) : 0;
+}
+
+static int napper_execute(takt_ctx *c, void *u)
+{
+	struct napper *n = u;
+	struct timespec ts = {.tv_sec = (time_t)(n->nap_ns / 1000000000), .tv_nsec = (long)(n->nap_ns % 1000000000)};
+
+	(void)c;
+	while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
+		;
+	return TAKT_CONTINUE;
+}
+
+struct overrun_log {
+	int n;
+	int task[16];
+	const char *item[16];
+	uint64_t took[16], budget[16];
+};
+static struct overrun_log overruns;
+
+static void on_overrun(void *u, int task, const char *item, uint64_t took_ns, uint64_t budget_ns)
+{
+	(void)u;
+	if (overruns.n < 16) {
+		overruns.task[overruns.n] = task;
+		overruns.item[overruns.n] = item;
+		overruns.took[overruns.n] = took_ns;
+		overruns.budget[overruns.n] = budget_ns;
+	}
+	overruns.n++;
+}
+
+/* Items and whole runs at 0.5 x and 2 x their budgets (20 ms naps against
+ * 40 and 10 ms budgets, so scheduling noise cannot flip them): exactly the
+ * 2 x ones are overruns, each told to the monitor once with its task, its
+ * item (NULL for a whole run) and a measured time above the budget. */
+static void test_budget_overrun_reported_exactly(void **state)
+{
+	int efd = eventfd(1, EFD_NONBLOCK | EFD_CLOEXEC);
+	struct napper head = {.efd = efd, .nap_ns = 20000000}, tail = {.efd = -1, .nap_ns = 20000000},
+		      solo = {.efd = efd, .nap_ns = 20000000};
+	struct takt_item chain[2] = {
+		{.name = "within", .declare = napper_declare, .execute = napper_execute, .user = &head,
+		 .budget_ns = 40000000},
+		{.name = "over", .declare = napper_declare, .execute = napper_execute, .user = &tail,
+		 .budget_ns = 10000000}};
+	struct takt_item one = {.name = "solo", .declare = napper_declare, .execute = napper_execute, .user = &solo};
+	struct takt_monitor mon = {.budget_overrun = on_overrun};
+	struct takt_exec_opts o = {.monitor = &mon};
+	struct takt_exec_stats st;
+	takt_exec *ex;
+	int tc, ts1;
+
+	(void)state;
+	memset(&overruns, 0, sizeof(overruns));
+	assert_int_equal(takt_exec_create(&o, &ex), 0);
+	tc = takt_exec_add_chain(ex, chain, 2);
+	ts1 = takt_exec_add(ex, &one);
+	assert_true(tc >= 0 && ts1 >= 0);
+	assert_int_equal(takt_exec_set_budget(ex, tc, 80000000), 0);  /* the chain: 40 ms, 0.5 x */
+	assert_int_equal(takt_exec_set_budget(ex, ts1, 10000000), 0); /* the single item: 2 x */
+	assert_int_equal(takt_exec_set_budget(ex, 7, 1), -EINVAL);
+	assert_int_equal(takt_exec_run_n(ex, 3), 0);
+	assert_int_equal(takt_exec_task_dispatches(ex, tc), 3);
+	assert_int_equal(takt_exec_task_overruns(ex, tc), 3);  /* "over", each run */
+	assert_int_equal(takt_exec_task_overruns(ex, ts1), 3); /* the whole run, each time */
+	assert_int_equal(takt_exec_stats(ex, &st), 0);
+	assert_int_equal(st.overruns, 6);
+	assert_int_equal(overruns.n, 6);
+	for (int i = 0; i < 6; i++) {
+		assert_true(overruns.took[i] > overruns.budget[i]);
+		if (overruns.task[i] == tc) {
+			assert_string_equal(overruns.item[i], "over");
+			assert_int_equal(overruns.budget[i], 10000000);
+		} else {
+			assert_int_equal(overruns.task[i], ts1);
+			assert_null(overruns.item[i]); /* a whole run */
+			assert_int_equal(overruns.budget[i], 10000000);
+		}
+	}
+	takt_exec_destroy(ex);
+	close(efd);
+}
+
+/* ---- run until idle ------------------------------------------------------- */
+
+/* A task per semaphore eventfd: each run takes one unit. */
+static int unit_declare(takt_triggers *t, void *u)
+{
+	return takt_trigger_fd(t, *(int *)u);
+}
+
+static int unit_execute(takt_ctx *c, void *u)
+{
+	uint64_t v;
+
+	(void)c;
+	return read(*(int *)u, &v, sizeof(v)) == sizeof(v) ? TAKT_CONTINUE : -EIO;
+}
+
+/* Input queued before the call (5 units for one task, 2 for another, an
+ * interval 10 s away): exactly those dispatches, in 5 phases, then idle
+ * at once (the interval does not keep it running); a second call finds
+ * nothing. A workload that never ends returns -ETIMEDOUT with what ran. */
+static void test_run_until_idle_returns_exact_counts(void **state)
+{
+	int a = eventfd(5, EFD_SEMAPHORE | EFD_NONBLOCK | EFD_CLOEXEC);
+	int b = eventfd(2, EFD_SEMAPHORE | EFD_NONBLOCK | EFD_CLOEXEC);
+	int forever = eventfd(1, EFD_NONBLOCK | EFD_CLOEXEC);
+	struct ticker slow = {.period_ns = 10ull * 1000000000};
+	struct takt_item ia = {.name = "a", .declare = unit_declare, .execute = unit_execute, .user = &a};
+	struct takt_item ib = {.name = "b", .declare = unit_declare, .execute = unit_execute, .user = &b};
+	struct takt_item is = {.name = "slow", .declare = ticker_declare, .execute = ticker_execute, .user = &slow};
+	struct takt_item ifo = {.name = "forever", .declare = unit_declare, .execute = noop, .user = &forever};
+	uint64_t per[4];
+	struct takt_exec_summary sum = {.task_dispatches = per, .n_task_dispatches = 4};
+	takt_exec *ex = make_exec(2);
+	uint64_t t0;
+
+	(void)state;
+	assert_int_equal(takt_exec_add(ex, &ia), 0);
+	assert_int_equal(takt_exec_add(ex, &ib), 1);
+	assert_int_equal(takt_exec_add(ex, &is), 2);
+	t0 = now_ns();
+	assert_int_equal(takt_exec_run_until_idle(ex, 5000000000ull, &sum), 0);
+	assert_true(now_ns() - t0 < 5000000000ull); /* idle, not the timeout */
+	assert_int_equal(per[0], 5);
+	assert_int_equal(per[1], 2);
+	assert_int_equal(per[2], 0); /* its deadline is 10 s away */
+	assert_int_equal(per[3], 0); /* no such task */
+	assert_int_equal(sum.dispatches, 7);
+	assert_int_equal(sum.phases, 5);
+	assert_int_equal(sum.errors, 0);
+	assert_int_equal(takt_exec_run_until_idle(ex, 5000000000ull, &sum), 0);
+	assert_int_equal(sum.dispatches, 0);
+	assert_int_equal(sum.phases, 0);
+	/* a level-triggered fd nobody drains: never idle */
+	assert_int_equal(takt_exec_add(ex, &ifo), 3);
+	assert_int_equal(takt_exec_run_until_idle(ex, 100000000, &sum), -ETIMEDOUT);
+	assert_true(per[3] > 0);
+	assert_int_equal(sum.dispatches, per[3]);
+	assert_int_equal(takt_exec_run_until_idle(ex, 1, NULL), -ETIMEDOUT);
+	takt_exec_destroy(ex);
+	close(a);
+	close(b);
+	close(forever);
+}
+
 /* ---- lifecycle ---------------------------------------------------------- */
 
 static void *stopper(void *arg)
@@ -765,6 +926,8 @@ int main(void)
 		cmocka_unit_test(test_interval_grid_no_burst_after_stall),
 		cmocka_unit_test(test_interval_two_periods_on_one_grid),
 		cmocka_unit_test(test_interval_unrelated_periods_share_an_executor),
+		cmocka_unit_test(test_budget_overrun_reported_exactly),
+		cmocka_unit_test(test_run_until_idle_returns_exact_counts),
 		cmocka_unit_test(test_lifecycle_stop_wakes_idle_executor),
 		cmocka_unit_test(test_lifecycle_sigterm_ends_run),
 		cmocka_unit_test(test_lifecycle_drain_and_run_for),

@@ -201,16 +201,22 @@ static int allocating(takt_ctx *c, void *u)
 	return TAKT_CONTINUE;
 }
 
-static takt_exec *exec_with(unsigned workers)
+static void always_readable(void)
 {
-	struct takt_exec_opts o = {.worker_threads = workers};
 	uint64_t one = 1;
-	takt_exec *ex;
 
 	if (always_fd < 0) {
 		always_fd = eventfd(0, EFD_CLOEXEC);
 		assert_int_equal(write(always_fd, &one, sizeof(one)), sizeof(one));
 	}
+}
+
+static takt_exec *exec_with(unsigned workers)
+{
+	struct takt_exec_opts o = {.worker_threads = workers};
+	takt_exec *ex;
+
+	always_readable();
 	assert_int_equal(takt_exec_create(&o, &ex), 0);
 	return ex;
 }
@@ -267,6 +273,39 @@ static void test_alloc_exec_diamond_2_workers(void **state)
 	assert_int_equal(takt_graph_edge(g, 2, 3), 0);
 	assert_true(takt_exec_add_graph(ex, g) >= 0);
 	assert_int_equal(per_phase_allocs(ex), 0);
+	takt_exec_destroy(ex);
+}
+
+static void overrun_seen(void *u, int task, const char *item, uint64_t took, uint64_t budget)
+{
+	(void)u;
+	(void)task;
+	(void)item;
+	(void)took;
+	(void)budget;
+}
+
+/* Budgets on every item and on the task, all overrun (1 ns) on each phase:
+ * measuring and reporting them allocates nothing either. */
+static void test_alloc_exec_budgets_overrun(void **state)
+{
+	struct takt_item items[2] = {{.name = "head", .declare = fd_declare, .execute = work, .budget_ns = 1},
+				     {.name = "tail", .execute = work, .budget_ns = 1}};
+	struct takt_monitor mon = {.budget_overrun = overrun_seen};
+	struct takt_exec_opts o = {.worker_threads = 2, .monitor = &mon};
+	struct takt_exec_stats st;
+	takt_exec *ex;
+	int t;
+
+	(void)state;
+	always_readable();
+	assert_int_equal(takt_exec_create(&o, &ex), 0);
+	t = takt_exec_add_chain(ex, items, 2);
+	assert_true(t >= 0);
+	assert_int_equal(takt_exec_set_budget(ex, t, 1), 0);
+	assert_int_equal(per_phase_allocs(ex), 0);
+	assert_int_equal(takt_exec_stats(ex, &st), 0);
+	assert_true(st.overruns >= 120 * 3); /* every phase overran three times */
 	takt_exec_destroy(ex);
 }
 
@@ -366,6 +405,7 @@ int main(void)
 		cmocka_unit_test(test_alloc_exec_single_inline),
 		cmocka_unit_test(test_alloc_exec_diamond_2_workers),
 		cmocka_unit_test(test_alloc_exec_interval),
+		cmocka_unit_test(test_alloc_exec_budgets_overrun),
 		cmocka_unit_test(test_alloc_exec_subscriber_task),
 		cmocka_unit_test(test_alloc_exec_counter_sees_item_allocation),
 	};
