@@ -35,126 +35,6 @@
 #include <time.h>
 #include <unistd.h>
 
-uint64_t exec_now_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
-
-static void stat_max(_Atomic uint64_t *m, uint64_t v)
-{
-	uint64_t cur = atomic_load_explicit(m, memory_order_relaxed);
-
-	/* relaxed: a statistic, monotonic */
-	while (v > cur && !atomic_compare_exchange_weak_explicit(m, &cur, v, memory_order_relaxed,
-								 memory_order_relaxed))
-		;
-}
-
-int exec_run_item(struct takt_exec *ex, struct task *t, const struct takt_item *it)
-{
-	uint64_t t0, took;
-	int rc;
-
-	if (ex->has_monitor && ex->monitor.pre_execute)
-		ex->monitor.pre_execute(ex->monitor.user, t->id, it->name);
-	TAKT_PROBE2(dispatch_begin, t->id, it->name);
-	t0 = exec_now_ns();
-	rc = it->execute(&t->ctx, it->user);
-	took = exec_now_ns() - t0;
-	TAKT_PROBE3(dispatch_end, t->id, it->name, rc);
-	if (ex->has_monitor && ex->monitor.post_execute)
-		ex->monitor.post_execute(ex->monitor.user, t->id, it->name, t0, took, rc);
-	stat_max(&ex->st.longest_item_ns, took);
-	if (it->budget_ns && took > it->budget_ns)
-		exec_overrun(ex, t, it->name, took, it->budget_ns);
-	if (rc < 0) {
-		int none = 0;
-
-		atomic_fetch_add_explicit(&ex->st.errors, 1, memory_order_relaxed);
-		/* the first error of this run is kept (a graph's vertices race) */
-		atomic_compare_exchange_strong_explicit(&t->run_err, &none, rc, memory_order_relaxed,
-							memory_order_relaxed);
-	} else if (rc > TAKT_CONTINUE) {
-		rc = TAKT_STOP_CHAIN; /* any positive outcome stops, and counts as a stop */
-		atomic_fetch_add_explicit(&ex->st.stop_chains, 1, memory_order_relaxed);
-	}
-	return rc;
-}
-
-void exec_overrun(struct takt_exec *ex, struct task *t, const char *item, uint64_t took_ns, uint64_t budget_ns)
-{
-	/* relaxed: statistics */
-	atomic_fetch_add_explicit(&t->overruns, 1, memory_order_relaxed);
-	atomic_fetch_add_explicit(&ex->st.overruns, 1, memory_order_relaxed);
-	if (ex->has_monitor && ex->monitor.budget_overrun)
-		ex->monitor.budget_overrun(ex->monitor.user, t->id, item, took_ns, budget_ns);
-}
-
-void exec_fault(struct takt_exec *ex, struct task *t)
-{
-	uint64_t want = ex->phase + 1, seen = atomic_load_explicit(&t->fault_phase, memory_order_relaxed);
-
-	if (!t->has_fault)
-		return;
-	/* At most once per phase, even when several graph vertices fail on
-	 * different workers: the CAS elects one. */
-	while (seen != want) {
-		if (atomic_compare_exchange_weak_explicit(&t->fault_phase, &seen, want, memory_order_relaxed,
-							  memory_order_relaxed)) {
-			exec_run_item(ex, t, &t->fault);
-			return;
-		}
-	}
-}
-
-void exec_wake_driver(struct takt_exec *ex)
-{
-	atomic_fetch_add_explicit(&ex->wake_word, 1, memory_order_seq_cst); /* D1 */
-	exec_futex_wake(&ex->wake_word, 1);
-}
-
-void exec_job_done(struct takt_exec *ex)
-{
-	/* D0: release our writes to the driver. */
-	if (atomic_fetch_sub_explicit(&ex->outstanding, 1, memory_order_release) == 1 &&
-	    ex->pool.n_workers)
-		exec_wake_driver(ex);
-}
-
-/* The job of a single item or a chain: items in order, stop at the first
- * outcome that is not TAKT_CONTINUE. */
-static void chain_job_run(struct job *job)
-{
-	struct task *t = (struct task *)((char *)job - offsetof(struct task, job));
-	struct takt_exec *ex = t->ctx.ex;
-	uint64_t t0 = t->budget_ns ? exec_now_ns() : 0;
-
-	for (size_t i = 0; i < t->n_items; i++) {
-		int rc = exec_run_item(ex, t, &t->items[i]);
-
-		if (rc == TAKT_CONTINUE)
-			continue;
-		if (rc < 0)
-			exec_fault(ex, t);
-		break;
-	}
-	if (t->budget_ns) {
-		uint64_t took = exec_now_ns() - t0;
-
-		if (took > t->budget_ns)
-			exec_overrun(ex, t, NULL, took, t->budget_ns);
-	}
-	exec_job_done(ex);
-}
-
-void exec_task_init_job(struct task *t)
-{
-	t->job.run = chain_job_run;
-}
-
 static void mark_ready(struct takt_exec *ex, struct task *t)
 {
 	if (t->phase_seen == ex->phase + 1)
@@ -193,7 +73,7 @@ static void phase_submit(struct takt_exec *ex, uint64_t now)
 		atomic_fetch_add_explicit(&t->dispatches, 1, memory_order_relaxed);
 		atomic_fetch_add_explicit(&ex->st.dispatches, 1, memory_order_relaxed);
 		if (t->kind != TASK_GRAPH)
-			pool_submit(&ex->pool, &t->job);
+			workers_submit(&ex->workers, &t->job);
 	}
 	/* Graphs are driven from this thread, each to completion, while the
 	 * workers also run the phase's other jobs. */
@@ -243,11 +123,11 @@ static bool phase_event(struct takt_exec *ex, uint64_t tag, uint64_t now)
 
 		return read(ex->signal_fd, &si, sizeof(si)) != sizeof(si);
 	}
-	uint32_t ti = (uint32_t)(tag >> 8), slot = (uint32_t)tag & 0x7f;
+	uint32_t ti = tag_task(tag), slot = tag_slot(tag);
 
 	if (ti >= ex->n_tasks || slot >= ex->tasks[ti]->n_trigs)
 		return true;
-	if (tag & TAG_DEADLINE_BIT) {
+	if (tag_deadline(tag)) {
 		on_deadline(ex, ex->tasks[ti], &ex->tasks[ti]->trigs[slot], now);
 	} else {
 		enum trig_kind k = ex->tasks[ti]->trigs[slot].kind;

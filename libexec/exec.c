@@ -2,7 +2,7 @@
  *
  * Everything a task needs at run time is allocated here, at add time: the
  * task, its copy of the items, its job, a graph's runtime state, room in
- * the pool's queue and in the per-phase ready list.
+ * the workers' queue and in the per-phase ready list.
  */
 #include "executor.h"
 
@@ -71,12 +71,12 @@ int takt_exec_create(const struct takt_exec_opts *opts, takt_exec **out)
 	ex->opts.monitor = NULL;
 	r = exec_fds(ex);
 	if (r == 0)
-		r = pool_start(&ex->pool, ex, &ex->opts);
+		r = workers_start(&ex->workers, ex, &ex->opts);
 	if (r < 0) {
 		takt_exec_destroy(ex);
 		return r;
 	}
-	/* The pool copied what workers need: keep no pointer into the caller's options. */
+	/* The workers copied what they need: keep no pointer into the caller's options. */
 	ex->opts.cpu_affinity = NULL;
 	ex->opts.thread_name_prefix = NULL;
 	*out = ex;
@@ -98,7 +98,7 @@ void takt_exec_destroy(takt_exec *ex)
 {
 	if (!ex)
 		return;
-	pool_stop(&ex->pool);
+	workers_stop(&ex->workers);
 	for (uint32_t i = 0; i < ex->n_tasks; i++)
 		task_free(ex, ex->tasks[i]);
 	for (uint32_t i = 0; i < ex->n_owned; i++)
@@ -137,7 +137,7 @@ static int exec_grow(takt_exec *ex, uint32_t jobs)
 	}
 	for (uint32_t i = 0; i < ex->n_tasks; i++)
 		in_flight += ex->tasks[i]->graph ? ex->tasks[i]->graph->n : 1;
-	return pool_reserve(&ex->pool, in_flight + 1);
+	return workers_reserve(&ex->workers, in_flight + 1);
 }
 
 static bool item_ok(const struct takt_item *it)
@@ -363,7 +363,7 @@ int takt_exec_stats(const takt_exec *ex, struct takt_exec_stats *out)
 	out->skipped_cycles = atomic_load_explicit(&ex->st.skipped_cycles, memory_order_relaxed);
 	out->longest_item_ns = atomic_load_explicit(&ex->st.longest_item_ns, memory_order_relaxed);
 	out->overruns = atomic_load_explicit(&ex->st.overruns, memory_order_relaxed);
-	out->sched_fifo_refused = atomic_load_explicit(&ex->pool.fifo_refused, memory_order_relaxed) +
+	out->sched_fifo_refused = atomic_load_explicit(&ex->workers.fifo_refused, memory_order_relaxed) +
 				  atomic_load_explicit(&ex->st.dispatch_fifo_refused, memory_order_relaxed);
 	return 0;
 }

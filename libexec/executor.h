@@ -1,8 +1,8 @@
-/* executor.h - libtakt-exec internals: tasks, jobs, the pool, graphs, intervals.
+/* executor.h - libtakt-exec internals: tasks, jobs, the workers, graphs, intervals.
  *
  * The executor is built once: takt_exec_add* allocate everything a task
  * will ever need (its job, its context, a graph's runtime state) and size
- * the pool's queue. A run then moves pointers around: a wake phase collects
+ * the workers' queue. A run then moves pointers around: a wake phase collects
  * ready tasks, submits each task's pre-built job at most once, and waits for
  * every job of the phase to finish before it sleeps again (the phase
  * barrier). Tasks therefore never run concurrently with themselves, and the
@@ -19,17 +19,19 @@
 #include <stdint.h>
 #include <takt/exec.h>
 
+#include "sys.h"
+
 struct takt_exec;
 struct task;
 
-/* A unit of work the pool runs, built once and submitted by pointer. */
+/* A unit of work a worker runs, built once and submitted by pointer. */
 struct job {
 	void (*run)(struct job *job);
 };
 
-/* ---- pool.c: workers and their queue ------------------------------------ */
+/* ---- workers.c: worker threads and their queue -------------------------- */
 
-struct pool {
+struct workers {
 	unsigned n_workers;
 	pthread_t *threads;
 	struct job **slots;          /* queue of job pointers, Vyukov MPMC cells */
@@ -51,12 +53,12 @@ struct pool {
 	int fifo_priority;
 };
 
-int pool_start(struct pool *p, struct takt_exec *ex, const struct takt_exec_opts *o);
-void pool_stop(struct pool *p);
+int workers_start(struct workers *p, struct takt_exec *ex, const struct takt_exec_opts *o);
+void workers_stop(struct workers *p);
 /* Sizes the queue for at least n jobs in flight; only while not running. */
-int pool_reserve(struct pool *p, uint32_t n);
+int workers_reserve(struct workers *p, uint32_t n);
 /* Runs the job on a worker, or inline when there are no workers. */
-void pool_submit(struct pool *p, struct job *job);
+void workers_submit(struct workers *p, struct job *job);
 
 /* ---- triggers ----------------------------------------------------------- */
 
@@ -172,7 +174,7 @@ struct takt_exec {
 	uint64_t anchor_ns;      /* intervals: every task's deadlines are anchor + k x period */
 	bool timed_dirty;        /* an interval task was added: a new anchor at the next run */
 	bool no_pwait2;          /* the kernel lacks epoll_pwait2: millisecond timeouts */
-	struct pool pool;
+	struct workers workers;
 	_Atomic uint32_t outstanding; /* jobs of this phase not finished (futex word) */
 	_Atomic uint32_t wake_word;   /* bumped when a job finishes or a vertex is ready */
 	_Atomic int stop_flag;
@@ -216,13 +218,48 @@ void trig_after_run(struct task *t, uint64_t now_ns);
 /* At run start: every deadline counts from now. */
 void trig_start_deadlines(struct takt_exec *ex, uint64_t now_ns);
 
-uint64_t exec_now_ns(void);
-void exec_futex_wait(_Atomic uint32_t *w, uint32_t val, int64_t timeout_ns);
-void exec_futex_wake(_Atomic uint32_t *w, int n);
+/* The clock and futexes (sys.h); the executor's words are process-private. */
+static inline uint64_t exec_now_ns(void)
+{
+	return sys_mono_ns();
+}
 
-/* epoll data tags: task index << 8 | trigger slot, or one of these. */
+static inline void exec_futex_wait(_Atomic uint32_t *w, uint32_t val, int64_t timeout_ns)
+{
+	sys_futex_wait(w, val, timeout_ns, 0);
+}
+
+static inline void exec_futex_wake(_Atomic uint32_t *w, int n)
+{
+	sys_futex_wake(w, n, 0);
+}
+
+/* epoll data tags: task index << 8 | trigger slot (| TAG_DEADLINE_BIT on a
+ * deadline's timerfd), or one of the reserved values. Encoded and decoded
+ * here only. */
 #define TAG_STOP UINT64_MAX
 #define TAG_SIGNAL (UINT64_MAX - 1)
 #define TAG_DEADLINE_BIT 0x80u
+_Static_assert(TAKT_EXEC_MAX_TRIGGERS <= 0x80, "a trigger slot fits below the deadline bit");
+
+static inline uint64_t tag_make(uint32_t task, unsigned slot, bool deadline)
+{
+	return (uint64_t)task << 8 | (deadline ? TAG_DEADLINE_BIT : 0u) | slot;
+}
+
+static inline uint32_t tag_task(uint64_t tag)
+{
+	return (uint32_t)(tag >> 8);
+}
+
+static inline unsigned tag_slot(uint64_t tag)
+{
+	return (unsigned)tag & 0x7fu;
+}
+
+static inline bool tag_deadline(uint64_t tag)
+{
+	return (tag & TAG_DEADLINE_BIT) != 0;
+}
 
 #endif

@@ -247,7 +247,7 @@ static void vertex_complete(struct takt_exec *ex, takt_graph *g, uint32_t v, boo
 	}
 	/* G2: release everything this vertex wrote to the driver. */
 	atomic_fetch_sub_explicit(&g->pending, 1, memory_order_release);
-	if (ex->pool.n_workers)
+	if (ex->workers.n_workers)
 		exec_wake_driver(ex);
 }
 
@@ -278,7 +278,7 @@ static void graph_dispatch(struct takt_exec *ex, takt_graph *g, uint32_t v)
 	if (atomic_load_explicit(&g->cancelled[v], memory_order_relaxed)) /* G0: acquired via counter */
 		vertex_complete(ex, g, v, true);
 	else
-		pool_submit(&ex->pool, &g->vjobs[v].job);
+		workers_submit(&ex->workers, &g->vjobs[v].job);
 }
 
 void graph_run(struct takt_exec *ex, takt_graph *g)
@@ -290,7 +290,7 @@ void graph_run(struct takt_exec *ex, takt_graph *g)
 	/* Seed from the immutable in-degree, never the live counters. */
 	for (v = 0; v < g->n; v++)
 		if (g->in_degree[v] == 0)
-			pool_submit(&ex->pool, &g->vjobs[v].job);
+			workers_submit(&ex->workers, &g->vjobs[v].job);
 	for (;;) {
 		uint32_t w = atomic_load_explicit(&ex->wake_word, memory_order_seq_cst); /* D1 */
 

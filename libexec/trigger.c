@@ -2,8 +2,7 @@
  *
  * Each trigger fd is dup()ed, so one subscriber or fd can trigger several
  * tasks (epoll keys registrations by file and fd) and the executor owns
- * what it closes. The epoll tag is task index << 8 | slot, with
- * TAG_DEADLINE_BIT on a deadline's timerfd.
+ * what it closes. The epoll tags are made by tag_make (executor.h).
  */
 #include "executor.h"
 
@@ -143,8 +142,6 @@ static int trig_add_fd(struct takt_exec *ex, int fd, uint64_t tag)
 
 int trig_register(struct takt_exec *ex, struct task *t)
 {
-	uint64_t base = (uint64_t)ex->n_tasks << 8;
-
 	for (unsigned i = 0; i < t->n_trigs; i++) {
 		struct trig *tr = &t->trigs[i];
 		int fd = fcntl(tr->fd, F_DUPFD_CLOEXEC, 3), r;
@@ -152,12 +149,12 @@ int trig_register(struct takt_exec *ex, struct task *t)
 		tr->fd = fd;
 		if (fd < 0)
 			return -errno;
-		r = trig_add_fd(ex, fd, base | i);
+		r = trig_add_fd(ex, fd, tag_make(ex->n_tasks, i, false));
 		if (r == 0 && tr->kind == TRIG_DEADLINE) {
 			tr->timer_fd = timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK);
 			r = tr->timer_fd < 0 ? -errno : 0; /* armed when a run starts */
 			if (r == 0)
-				r = trig_add_fd(ex, tr->timer_fd, base | TAG_DEADLINE_BIT | i);
+				r = trig_add_fd(ex, tr->timer_fd, tag_make(ex->n_tasks, i, true));
 		}
 		if (r < 0)
 			return r;

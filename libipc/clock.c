@@ -1,5 +1,6 @@
 /* clock.c - CLOCK_MONOTONIC for publish_ns, read through the TSC (clock.h). */
 #include "clock.h"
+#include "sys.h"
 
 #include <stdatomic.h>
 #include <stdio.h>
@@ -8,10 +9,7 @@
 
 static uint64_t mono_ns(void)
 {
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+	return sys_mono_ns();
 }
 
 #if defined(__x86_64__)

@@ -1,5 +1,6 @@
 /* proto.c - framing, naming and descriptor passing of the control protocol. */
 #include "proto.h"
+#include "sys.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -264,11 +265,8 @@ static void close_fds(int *fds, unsigned n)
 /* Milliseconds left until deadline (CLOCK_MONOTONIC ns), at least 0. */
 static int ms_left(uint64_t deadline)
 {
-	struct timespec ts;
-	uint64_t now;
+	uint64_t now = sys_mono_ns();
 
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	now = (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
 	return now >= deadline ? 0 : (int)((deadline - now + 999999) / 1000000);
 }
 
@@ -283,14 +281,12 @@ int proto_call(int sock, void *req, size_t req_size, void *reply, size_t reply_s
 	const struct proto_hdr *rh = req;
 	struct pollfd pfd = {.fd = sock, .events = POLLIN};
 	int got[TAKT_PROTO_MAX_FDS];
-	struct timespec ts;
 	uint64_t deadline;
 	unsigned nf;
 	long n;
 	int r;
 
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	deadline = (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec + (uint64_t)timeout_ms * 1000000ull;
+	deadline = sys_mono_ns() + (uint64_t)timeout_ms * 1000000ull;
 	r = proto_send(sock, req, req_size, NULL, 0);
 	if (r < 0)
 		return r == -EPIPE || r == -ECONNRESET ? -ENOTCONN : r;

@@ -63,6 +63,7 @@
  *       ret_tail before reusing a slot.
  */
 #include "ring.h"
+#include "sys.h"
 
 #include <errno.h>
 #include <limits.h>
@@ -80,10 +81,7 @@
 
 uint64_t takt_now_ns(void)
 {
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+	return sys_mono_ns();
 }
 
 bool takt_membarrier(void)
@@ -224,14 +222,14 @@ void ring_count_drops(struct ring_prod *p, uint64_t n)
 
 /* Futexes on the low word of the subscriber's tail: a read-only mapping
  * of it is enough for both (the kernel only reads the word). */
-static long futex_wait(const _Atomic uint64_t *addr, uint32_t val, const struct timespec *rel)
+static long futex_wait(const _Atomic uint64_t *addr, uint32_t val, uint64_t rel_ns)
 {
-	return syscall(SYS_futex, (const uint32_t *)addr, FUTEX_WAIT, val, rel, NULL, 0);
+	return sys_futex_wait((const _Atomic uint32_t *)addr, val, (int64_t)rel_ns, 1);
 }
 
 static void futex_wake(const _Atomic uint64_t *addr)
 {
-	syscall(SYS_futex, (const uint32_t *)addr, FUTEX_WAKE, INT_MAX, NULL, NULL, 0);
+	sys_futex_wake((const _Atomic uint32_t *)addr, INT_MAX, 1);
 }
 
 /* B0: we no longer wait (even). relaxed: nobody acts on an even value. */
@@ -266,7 +264,6 @@ int ring_wait_room(struct ring_prod *p, uint64_t deadline_ns)
 		return 0;
 	for (;;) {
 		uint64_t now, t, left, slice = WAIT_SLICE_NS;
-		struct timespec rel;
 
 		/* acquire: pairs with the broker's store of CLOSING (B1) */
 		if (atomic_load_explicit(&p->reg->state, memory_order_acquire) != SLOT_ACTIVE)
@@ -297,9 +294,7 @@ int ring_wait_room(struct ring_prod *p, uint64_t deadline_ns)
 			return -ETIMEDOUT;
 		}
 		left = deadline_ns - now < slice ? deadline_ns - now : slice; /* B1, B0L */
-		rel.tv_sec = (time_t)(left / 1000000000ull);
-		rel.tv_nsec = (long)(left % 1000000000ull);
-		futex_wait(&p->sw->tail, (uint32_t)t, &rel);
+		futex_wait(&p->sw->tail, (uint32_t)t, left);
 	}
 }
 

@@ -5,6 +5,7 @@
  * the kernel side; a stage that did not happen prints "-" (text) or null
  * (JSON), never 0, so "took no time" and "did not happen" stay apart.
  */
+#include "sys.h"
 #include "takt-trace.h"
 
 #include <bpf/bpf.h>
@@ -395,7 +396,6 @@ static int read_hists(int fd, struct hist_entry **ret, size_t *ret_n)
 int tt_print_hists(FILE *f, int map_fd, const struct tt_clock *c, bool json, bool keep)
 {
 	struct hist_entry *v;
-	struct timespec now;
 	char t[32];
 	size_t n;
 	int r = read_hists(map_fd, &v, &n), printed = 0;
@@ -403,8 +403,7 @@ int tt_print_hists(FILE *f, int map_fd, const struct tt_clock *c, bool json, boo
 	if (r < 0)
 		return r;
 	qsort(v, n, sizeof(*v), cmp_hist);
-	clock_gettime(CLOCK_MONOTONIC, &now);
-	tt_fmt_time(c, (uint64_t)now.tv_sec * 1000000000ull + (uint64_t)now.tv_nsec, t, sizeof(t));
+	tt_fmt_time(c, sys_mono_ns(), t, sizeof(t));
 	if (!json)
 		fprintf(f, "%s\n", t);
 	for (size_t i = 0; i < n; i++) {

@@ -12,6 +12,7 @@
  * probes, keeps the kernel's view of the domain's processes current, pins
  * the counters and histograms for bpftool, and prints.
  */
+#include "sys.h"
 #include "takt-trace.h"
 #include "wakeup.skel.h"
 
@@ -328,10 +329,7 @@ static int install_signals(void)
 
 static uint64_t now_ns(void)
 {
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+	return sys_mono_ns();
 }
 
 /* ---- pinning ------------------------------------------------------------------- */

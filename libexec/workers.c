@@ -1,4 +1,4 @@
-/* pool.c - the worker pool: N threads taking pre-built jobs from a bounded
+/* workers.c - the worker threads: N threads taking pre-built jobs from a bounded
  * MPMC queue (Vyukov: each cell's sequence number says whose turn it is).
  *
  * Pairings:
@@ -13,7 +13,7 @@
  *      avail and sleeping on it; a submitter reads `sleepers` (seq_cst)
  *      after its increment: either the worker sees the job or the submitter
  *      sees the sleeper (no lost wake-up).
- * The queue is sized when tasks are added (pool_reserve), so a submit
+ * The queue is sized when tasks are added (workers_reserve), so a submit
  * never finds it full and never allocates.
  */
 #include "executor.h"
@@ -30,24 +30,7 @@
 #include <time.h>
 #include <unistd.h>
 
-void exec_futex_wait(_Atomic uint32_t *w, uint32_t val, int64_t timeout_ns)
-{
-	struct timespec ts, *tp = NULL;
-
-	if (timeout_ns >= 0) {
-		ts.tv_sec = (time_t)(timeout_ns / 1000000000);
-		ts.tv_nsec = (long)(timeout_ns % 1000000000);
-		tp = &ts;
-	}
-	syscall(SYS_futex, (uint32_t *)w, FUTEX_WAIT_PRIVATE, val, tp, NULL, 0);
-}
-
-void exec_futex_wake(_Atomic uint32_t *w, int n)
-{
-	syscall(SYS_futex, (uint32_t *)w, FUTEX_WAKE_PRIVATE, n, NULL, NULL, 0);
-}
-
-int pool_reserve(struct pool *p, uint32_t n)
+int workers_reserve(struct workers *p, uint32_t n)
 {
 	uint32_t cap = 2;
 	struct job **slots;
@@ -78,7 +61,7 @@ int pool_reserve(struct pool *p, uint32_t n)
 	return 0;
 }
 
-static void queue_push(struct pool *p, struct job *job)
+static void queue_push(struct workers *p, struct job *job)
 {
 	uint64_t pos = atomic_load_explicit(&p->enq, memory_order_relaxed);
 
@@ -92,7 +75,7 @@ static void queue_push(struct pool *p, struct job *job)
 			break;
 		if (dif != 0)
 			pos = atomic_load_explicit(&p->enq, memory_order_relaxed);
-		/* dif < 0 would mean full: pool_reserve sized the queue for every
+		/* dif < 0 would mean full: workers_reserve sized the queue for every
 		 * job that can be in flight, so it only means another submitter
 		 * is mid-push; retry. */
 	}
@@ -100,7 +83,7 @@ static void queue_push(struct pool *p, struct job *job)
 	atomic_store_explicit(&p->seqs[pos & p->mask], pos + 1, memory_order_release); /* J0 */
 }
 
-static struct job *queue_pop(struct pool *p)
+static struct job *queue_pop(struct workers *p)
 {
 	uint64_t pos = atomic_load_explicit(&p->deq, memory_order_relaxed);
 
@@ -123,7 +106,7 @@ static struct job *queue_pop(struct pool *p)
 	}
 }
 
-void pool_submit(struct pool *p, struct job *job)
+void workers_submit(struct workers *p, struct job *job)
 {
 	if (p->n_workers == 0) {
 		job->run(job);
@@ -136,10 +119,10 @@ void pool_submit(struct pool *p, struct job *job)
 }
 
 /* S0: claims one queued job, sleeping while there is none. */
-static bool worker_claim(struct pool *p)
+static bool worker_claim(struct workers *p)
 {
 	for (;;) {
-		/* S0: acquire pairs with pool_submit's increment of avail */
+		/* S0: acquire pairs with workers_submit's increment of avail */
 		uint32_t a = atomic_load_explicit(&p->avail, memory_order_acquire);
 
 		if (atomic_load_explicit(&p->quit, memory_order_acquire))
@@ -161,11 +144,11 @@ static bool worker_claim(struct pool *p)
 }
 
 struct worker_arg {
-	struct pool *p;
+	struct workers *p;
 	unsigned index;
 };
 
-static void worker_setup(struct pool *p, unsigned index)
+static void worker_setup(struct workers *p, unsigned index)
 {
 	char name[16];
 
@@ -185,7 +168,7 @@ static void worker_setup(struct pool *p, unsigned index)
 
 static void *worker_main(void *arg)
 {
-	struct pool *p = arg;
+	struct workers *p = arg;
 
 	worker_setup(p, atomic_fetch_add_explicit(&p->next_index, 1, memory_order_relaxed));
 	/* start-up barrier: create returns once every worker applied its
@@ -200,7 +183,7 @@ static void *worker_main(void *arg)
 	return NULL;
 }
 
-int pool_start(struct pool *p, struct takt_exec *ex, const struct takt_exec_opts *o)
+int workers_start(struct workers *p, struct takt_exec *ex, const struct takt_exec_opts *o)
 {
 	sigset_t all, old;
 	int r = 0;
@@ -219,7 +202,7 @@ int pool_start(struct pool *p, struct takt_exec *ex, const struct takt_exec_opts
 		}
 	p->fifo_priority = o->sched_fifo_priority;
 	p->threads = calloc(p->n_workers, sizeof(*p->threads));
-	if (!p->threads || pool_reserve(p, 16) < 0)
+	if (!p->threads || workers_reserve(p, 16) < 0)
 		return -ENOMEM;
 	/* Workers never take SIGINT/SIGTERM: the dispatch thread's signalfd does. */
 	sigfillset(&all);
@@ -236,7 +219,7 @@ int pool_start(struct pool *p, struct takt_exec *ex, const struct takt_exec_opts
 	return r;
 }
 
-void pool_stop(struct pool *p)
+void workers_stop(struct workers *p)
 {
 	/* seq_cst: pairs with the workers' acquire loads of quit after they wake */
 	atomic_store_explicit(&p->quit, 1, memory_order_seq_cst);
