@@ -11,7 +11,13 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
+#include <poll.h>
 #include <sys/eventfd.h>
+#include <sys/ioctl.h>
+#include <sys/prctl.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -438,6 +444,116 @@ static void test_interval_unrelated_periods_share_an_executor(void **state)
 	if (k[0].sched[0] && k[1].sched[0] && takt_exec_task_skipped(ex, 0) == 0 && takt_exec_task_skipped(ex, 1) == 0)
 		assert_int_equal(k[1].sched[0] - k[0].sched[0], k[1].period_ns - k[0].period_ns);
 	takt_exec_destroy(ex);
+}
+
+/* ---- syscalls per tick ---------------------------------------------------- */
+
+/* Counts the syscalls of one thread, letting each run as usual: a seccomp
+ * filter on that thread hands every syscall to a listener (user
+ * notification), whose thread counts it and tells the kernel to go on. */
+struct sys_count {
+	_Atomic int listener;    /* the dispatch thread's filter, -1 until made */
+	_Atomic long all, pwait2;
+	_Atomic int done;
+	long a_all, a_pw, b_all, b_pw, c_all, c_pw;
+	takt_exec *ex;
+	int err;
+};
+
+static void *counted_dispatch(void *arg)
+{
+	struct sys_count *sc = arg;
+	struct sock_filter f[] = {BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_USER_NOTIF)};
+	struct sock_fprog prog = {.len = 1, .filter = f};
+	int fd;
+
+	if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0 ||
+	    (fd = (int)syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, SECCOMP_FILTER_FLAG_NEW_LISTENER, &prog)) < 0) {
+		sc->err = -errno;
+		atomic_store(&sc->listener, -2);
+		return NULL;
+	}
+	atomic_store(&sc->listener, fd); /* from here on, every syscall waits for the counter */
+	sc->a_all = atomic_load(&sc->all), sc->a_pw = atomic_load(&sc->pwait2);
+	sc->err = takt_exec_run_n(sc->ex, 10);
+	sc->b_all = atomic_load(&sc->all), sc->b_pw = atomic_load(&sc->pwait2);
+	if (sc->err == 0)
+		sc->err = takt_exec_run_n(sc->ex, 60);
+	sc->c_all = atomic_load(&sc->all), sc->c_pw = atomic_load(&sc->pwait2);
+	atomic_store(&sc->done, 1);
+	return NULL;
+}
+
+/* The counting side: until the filtered thread is gone (POLLHUP). */
+static void count_syscalls(struct sys_count *sc)
+{
+	int fd;
+
+	for (int i = 0; (fd = atomic_load(&sc->listener)) == -1; i++) {
+		assert_true(i < 10000); /* 10 s */
+		usleep(1000);
+	}
+	if (fd < 0)
+		return;
+	for (int idle = 0; idle < 100;) { /* 10 s without a syscall: something hangs */
+		struct pollfd p = {.fd = fd, .events = POLLIN};
+		struct seccomp_notif req;
+		struct seccomp_notif_resp resp;
+		int n = poll(&p, 1, 100);
+
+		if (n == 0) {
+			idle++;
+			continue;
+		}
+		idle = 0;
+		if (p.revents & POLLHUP)
+			break;
+		memset(&req, 0, sizeof(req));
+		if (ioctl(fd, SECCOMP_IOCTL_NOTIF_RECV, &req) < 0)
+			continue; /* the thread went away meanwhile */
+		atomic_fetch_add(&sc->all, 1);
+		if (req.data.nr == __NR_epoll_pwait2)
+			atomic_fetch_add(&sc->pwait2, 1);
+		resp = (struct seccomp_notif_resp){.id = req.id, .flags = SECCOMP_USER_NOTIF_FLAG_CONTINUE};
+		ioctl(fd, SECCOMP_IOCTL_NOTIF_SEND, &resp);
+	}
+	close(fd);
+}
+
+/* An interval task alone, inline: each tick costs the dispatch thread
+ * exactly one syscall, its epoll_pwait2 (no timer fd to read or re-arm,
+ * no clock syscall): 50 more phases cost 50 more syscalls, all of them
+ * epoll_pwait2, whatever run() costs once. */
+static void test_interval_one_syscall_per_tick(void **state)
+{
+	struct ticker k = {.period_ns = 1000000};
+	struct takt_item it = {.name = "tick", .declare = ticker_declare, .execute = noop, .user = &k};
+	struct takt_exec_opts o = {.handle_signals = -1};
+	struct sys_count sc = {.listener = -1};
+	pthread_t t;
+
+	(void)state;
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+	print_message("skipped under a sanitizer: its runtime makes syscalls of its own\n");
+	skip();
+	return;
+#endif
+	assert_int_equal(takt_exec_create(&o, &sc.ex), 0);
+	assert_true(takt_exec_add(sc.ex, &it) >= 0);
+	assert_int_equal(pthread_create(&t, NULL, counted_dispatch, &sc), 0);
+	count_syscalls(&sc);
+	assert_int_equal(pthread_join(t, NULL), 0);
+	if (sc.err == -EINVAL || sc.err == -ENOSYS) {
+		print_message("skipped: no seccomp user notification here (%d)\n", sc.err);
+		takt_exec_destroy(sc.ex);
+		skip();
+		return;
+	}
+	assert_int_equal(sc.err, 0);
+	assert_int_equal(atomic_load(&sc.done), 1);
+	assert_int_equal(sc.c_pw - sc.b_pw - (sc.b_pw - sc.a_pw), 50);   /* one wait per tick ... */
+	assert_int_equal(sc.c_all - sc.b_all - (sc.b_all - sc.a_all), 50); /* ... and nothing else */
+	takt_exec_destroy(sc.ex);
 }
 
 /* ---- budgets ------------------------------------------------------------ */
@@ -926,6 +1042,7 @@ int main(void)
 		cmocka_unit_test(test_interval_grid_no_burst_after_stall),
 		cmocka_unit_test(test_interval_two_periods_on_one_grid),
 		cmocka_unit_test(test_interval_unrelated_periods_share_an_executor),
+		cmocka_unit_test(test_interval_one_syscall_per_tick),
 		cmocka_unit_test(test_budget_overrun_reported_exactly),
 		cmocka_unit_test(test_run_until_idle_returns_exact_counts),
 		cmocka_unit_test(test_lifecycle_stop_wakes_idle_executor),
