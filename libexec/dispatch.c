@@ -179,16 +179,20 @@ static int phase_once(struct takt_exec *ex, uint64_t until)
 	if (n < 0 && errno != EINTR)
 		return -errno;
 	now = exec_now_ns();
-	timer_fire(ex, now, mark_ready);
 	for (int i = 0; i < n; i++)
 		go &= phase_event(ex, evs[i].data.u64, now);
 	/* acquire: pairs with takt_exec_stop's release of stop_flag */
-	if (!go || atomic_load_explicit(&ex->stop_flag, memory_order_acquire) || ex->n_ready == 0) {
+	go = go && !atomic_load_explicit(&ex->stop_flag, memory_order_acquire);
+	/* Interval deadlines only in a phase that runs: on a stop they stay
+	 * where they are (not run, not skipped). */
+	if (go)
+		timer_fire(ex, now, mark_ready);
+	if (!go || ex->n_ready == 0) {
 		/* Tasks marked in this wake but not run stay due: their triggers
 		 * are level-triggered or re-armed, so the next phase finds them;
 		 * a new phase number keeps the marks from hiding them. */
 		ex->phase++;
-		return go && !atomic_load_explicit(&ex->stop_flag, memory_order_acquire) ? 0 : -ECANCELED;
+		return go ? 0 : -ECANCELED;
 	}
 	phase_submit(ex, now);
 	ex->phase++;
@@ -263,91 +267,115 @@ static int run_leave(struct takt_exec *ex, const struct run_saved *sv, int r)
 	return r == -ECANCELED ? 0 : r;
 }
 
-/* Runs phases until `phases` ran or `deadline` passed (UINT64_MAX: never),
- * or, if `until_idle`, until a wake-up finds nothing ready (0; a timeout is
- * -ETIMEDOUT). */
-static int run_loop(struct takt_exec *ex, uint64_t phases, uint64_t deadline, bool until_idle)
+/* Counts at the start of a run_until_idle (after it claimed the executor). */
+static void summary_begin(struct takt_exec *ex, struct takt_exec_stats *base)
 {
+	takt_exec_stats(ex, base);
+	for (uint32_t i = 0; i < ex->n_tasks; i++)
+		/* relaxed: ours alone while we run */
+		ex->tasks[i]->idle_base = atomic_load_explicit(&ex->tasks[i]->dispatches, memory_order_relaxed);
+}
+
+static void summary_end(struct takt_exec *ex, const struct takt_exec_stats *a, struct takt_exec_summary *sum)
+{
+	struct takt_exec_stats b;
+
+	takt_exec_stats(ex, &b);
+	for (size_t i = 0; sum->task_dispatches && i < sum->n_task_dispatches; i++)
+		sum->task_dispatches[i] =
+			i < ex->n_tasks ? atomic_load_explicit(&ex->tasks[i]->dispatches, memory_order_relaxed) -
+						  ex->tasks[i]->idle_base :
+					  0;
+	sum->phases = b.phases - a->phases;
+	sum->dispatches = b.dispatches - a->dispatches;
+	sum->errors = b.errors - a->errors;
+	sum->deadline_misses = b.deadline_misses - a->deadline_misses;
+	sum->skipped_cycles = b.skipped_cycles - a->skipped_cycles;
+	sum->overruns = b.overruns - a->overruns;
+}
+
+/* Runs phases until `phases` ran or `deadline` passed (UINT64_MAX: never),
+ * or, if `idle` (run_until_idle), until a wake-up finds nothing ready (0;
+ * -ETIMEDOUT when the deadline passed first, checked after each phase, so
+ * what is ready now always runs), filling idle->sum if it has one. */
+struct idle_run {
+	struct takt_exec_summary *sum;
+};
+
+static int run_loop(struct takt_exec *ex, uint64_t phases, uint64_t deadline, struct idle_run *idle)
+{
+	struct takt_exec_stats base;
 	struct run_saved sv;
 	int r = 0;
 
-	int idle = 0;
+	int not_running = 0;
 
 	/* one run at a time: the CAS both checks and claims */
-	if (!atomic_compare_exchange_strong_explicit(&ex->running, &idle, 1, memory_order_acq_rel,
+	if (!atomic_compare_exchange_strong_explicit(&ex->running, &not_running, 1, memory_order_acq_rel,
 						     memory_order_relaxed))
 		return -EBUSY;
-	trig_start_deadlines(ex, exec_now_ns());
-	timer_start(ex, exec_now_ns());
+	if (idle && idle->sum)
+		summary_begin(ex, &base);
+	/* run_until_idle looks at what is due since the last call: deadline
+	 * timers stay armed (once armed), and interval deadlines that passed
+	 * run (once each, the rest counted skipped). Other runs start afresh:
+	 * what passed while nobody ran is not a stall of theirs. */
+	if (!idle || !ex->deadlines_armed)
+		trig_start_deadlines(ex, exec_now_ns());
+	ex->deadlines_armed = true;
+	timer_start(ex, exec_now_ns(), !idle);
 	run_enter(ex, &sv);
 	for (uint64_t done = 0; done < phases;) {
-		if (deadline != UINT64_MAX && exec_now_ns() >= deadline) {
-			if (until_idle)
-				r = -ETIMEDOUT;
+		if (!idle && deadline != UINT64_MAX && exec_now_ns() >= deadline)
 			break;
-		}
 		/* acquire: pairs with drain()'s release of draining */
 		if (atomic_load_explicit(&ex->draining, memory_order_acquire)) {
 			r = -ECANCELED;
 			break;
 		}
-		r = phase_once(ex, until_idle ? 0 : deadline); /* look, never sleep */
+		r = phase_once(ex, idle ? 0 : deadline); /* idle: look, never sleep */
 		if (r < 0)
 			break;
-		if (until_idle && r == 0)
+		if (idle && r == 0)
 			break; /* nothing was ready, nothing is in flight (phases end whole) */
 		done += (uint64_t)r;
 		r = 0;
+		if (idle && deadline != UINT64_MAX && exec_now_ns() >= deadline) {
+			r = -ETIMEDOUT;
+			break;
+		}
 	}
-	return run_leave(ex, &sv, r);
+	r = run_leave(ex, &sv, r);
+	if (idle && idle->sum)
+		summary_end(ex, &base, idle->sum);
+	return r;
 }
 
 int takt_exec_run(takt_exec *ex)
 {
-	return ex ? run_loop(ex, UINT64_MAX, UINT64_MAX, false) : -EINVAL;
+	return ex ? run_loop(ex, UINT64_MAX, UINT64_MAX, NULL) : -EINVAL;
 }
 
 int takt_exec_run_n(takt_exec *ex, uint64_t n)
 {
-	return ex ? run_loop(ex, n, UINT64_MAX, false) : -EINVAL;
+	return ex ? run_loop(ex, n, UINT64_MAX, NULL) : -EINVAL;
 }
 
 int takt_exec_run_for(takt_exec *ex, uint64_t ns)
 {
 	uint64_t now = exec_now_ns();
 
-	return ex ? run_loop(ex, UINT64_MAX, ns > UINT64_MAX - now ? UINT64_MAX : now + ns, false) : -EINVAL;
+	return ex ? run_loop(ex, UINT64_MAX, ns > UINT64_MAX - now ? UINT64_MAX : now + ns, NULL) : -EINVAL;
 }
 
 int takt_exec_run_until_idle(takt_exec *ex, uint64_t timeout_ns, struct takt_exec_summary *sum)
 {
-	struct takt_exec_stats a, b;
+	struct idle_run idle = {.sum = sum};
 	uint64_t now = exec_now_ns();
-	size_t n;
-	int r;
 
 	if (!ex || (sum && sum->n_task_dispatches && !sum->task_dispatches))
 		return -EINVAL;
-	n = sum && sum->task_dispatches ? sum->n_task_dispatches : 0;
-	takt_exec_stats(ex, &a);
-	/* the counts before, in the caller's array: no allocation */
-	for (size_t i = 0; i < n; i++)
-		sum->task_dispatches[i] = i < ex->n_tasks ?
-			atomic_load_explicit(&ex->tasks[i]->dispatches, memory_order_relaxed) : 0;
-	r = run_loop(ex, UINT64_MAX, timeout_ns > UINT64_MAX - now ? UINT64_MAX : now + timeout_ns, true);
-	if (r == -EBUSY || !sum)
-		return r;
-	takt_exec_stats(ex, &b);
-	for (size_t i = 0; i < n; i++)
-		sum->task_dispatches[i] = i < ex->n_tasks ?
-			atomic_load_explicit(&ex->tasks[i]->dispatches, memory_order_relaxed) - sum->task_dispatches[i] : 0;
-	sum->phases = b.phases - a.phases;
-	sum->dispatches = b.dispatches - a.dispatches;
-	sum->errors = b.errors - a.errors;
-	sum->deadline_misses = b.deadline_misses - a.deadline_misses;
-	sum->skipped_cycles = b.skipped_cycles - a.skipped_cycles;
-	sum->overruns = b.overruns - a.overruns;
-	return r;
+	return run_loop(ex, UINT64_MAX, timeout_ns > UINT64_MAX - now ? UINT64_MAX : now + timeout_ns, &idle);
 }
 
 void takt_exec_stop(takt_exec *ex)

@@ -108,6 +108,7 @@ struct task {
 	_Atomic uint64_t skipped; /* interval: deadlines that passed without a run */
 	uint64_t budget_ns;      /* a whole run's budget, 0: none */
 	_Atomic uint64_t overruns; /* its items' and its own */
+	uint64_t idle_base;      /* run_until_idle: dispatches when the call began */
 	struct trig trigs[TAKT_EXEC_MAX_TRIGGERS];
 	unsigned n_trigs;
 	struct job job;          /* submitted by pointer, built at add time */
@@ -174,6 +175,7 @@ struct takt_exec {
 	uint64_t anchor_ns;      /* intervals: every task's deadlines are anchor + k x period */
 	bool timed_dirty;        /* an interval task was added: a new anchor at the next run */
 	bool no_pwait2;          /* the kernel lacks epoll_pwait2: millisecond timeouts */
+	bool deadlines_armed;    /* deadline timers were armed by an earlier run */
 	struct workers workers;
 	_Atomic uint32_t outstanding; /* jobs of this phase not finished (futex word) */
 	_Atomic uint32_t wake_word;   /* bumped when a job finishes or a vertex is ready */
@@ -186,7 +188,7 @@ struct takt_exec {
 	struct exec_stats st;
 };
 
-/* dispatch.c */
+/* run.c */
 /* Builds a single item's or a chain's job (once, at add time). */
 void exec_task_init_job(struct task *t);
 void exec_job_done(struct takt_exec *ex);
@@ -200,8 +202,10 @@ void exec_overrun(struct takt_exec *ex, struct task *t, const char *item, uint64
 void exec_fault(struct takt_exec *ex, struct task *t);
 
 /* timer.c: interval deadlines */
-/* At the start of a run: a new anchor after adds, else skip what passed idle. */
-void timer_start(struct takt_exec *ex, uint64_t now);
+/* At the start of a run: a new anchor after adds; else, if skip_passed,
+ * each task resumes at its first deadline ahead (run_until_idle keeps the
+ * passed ones due). */
+void timer_start(struct takt_exec *ex, uint64_t now, bool skip_passed);
 /* The earliest interval deadline, UINT64_MAX without intervals. */
 uint64_t timer_next(const struct takt_exec *ex);
 /* Marks every interval task whose deadline passed, once, counting skips. */

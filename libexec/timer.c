@@ -18,7 +18,7 @@
  */
 #include "executor.h"
 
-void timer_start(struct takt_exec *ex, uint64_t now)
+void timer_start(struct takt_exec *ex, uint64_t now, bool skip_passed)
 {
 	if (ex->timed_dirty) {
 		/* new tasks: one fresh anchor for all, the first runs a period
@@ -29,6 +29,8 @@ void timer_start(struct takt_exec *ex, uint64_t now)
 		ex->timed_dirty = false;
 		return;
 	}
+	if (!skip_passed)
+		return;
 	/* Deadlines that passed while nobody ran are not a stall of ours:
 	 * each task resumes at its first deadline still ahead, on its grid. */
 	for (uint32_t i = 0; i < ex->n_tasks; i++) {

@@ -7,6 +7,7 @@
 #include "executor.h"
 
 #include <errno.h>
+#include <stdint.h>
 #include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
@@ -37,7 +38,7 @@ static int trig_refuse(takt_triggers *t, int err)
 
 int takt_trigger_interval(takt_triggers *t, uint64_t period_ns)
 {
-	if (!t || period_ns == 0)
+	if (!t || period_ns == 0 || period_ns > INT64_MAX) /* (deadline sums must not wrap) */
 		return trig_refuse(t, -EINVAL);
 	if (t->period_ns) {
 		t->err = -EINVAL; /* one scan period per task: the add fails */
