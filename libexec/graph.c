@@ -10,8 +10,11 @@
  *         counters: a fast root could drop a successor's counter to 0 and
  *         the seed loop would dispatch it a second time);
  *   each vertex, when done, decrements its successors' counters; the one
- *         that brings a counter to 0 pushes that successor on the ready
- *         ring, and the driver submits it. A vertex that stopped or failed
+ *         that brings a counter to 0 makes that successor ready: with
+ *         workers (W0) it runs one ready successor itself and submits the
+ *         others (no round trip through the driver, which runs the first
+ *         root itself and sleeps until the last vertex wakes it); inline it
+ *         pushes them on the ready ring and the driver runs them in order. A vertex that stopped or failed
  *         (or was cancelled) marks its successors cancelled first: they
  *         complete without running, so the whole subtree below a stop is
  *         skipped while vertices already running finish.
@@ -20,7 +23,10 @@
  *   G0 cancelled[s] store (relaxed) and the vertex's own writes, then
  *      counters[s] fetch_sub (acq_rel): the decrement that reaches 0
  *      acquires every predecessor's writes, including their cancel marks.
- *   G1 ready ring: a producer claims a position with fetch_add on tail,
+ *   W0 continuation: the thread whose decrement made s ready owns s's run
+ *      (G0 gave it the predecessors' writes); a submit hands it to a worker
+ *      through the queue's J0/J1 (workers.c).
+ *   G1 ready ring (inline): a producer claims a position with fetch_add on tail,
  *      then stores the vertex (release); the driver loads the slot
  *      (acquire) until it is filled, then marks it empty again.
  *   G2 pending fetch_sub (release) after a vertex's last write; the driver
@@ -234,33 +240,62 @@ static bool ready_pop(takt_graph *g, uint32_t *v)
 	return true;
 }
 
-/* A vertex is finished (ran, or was cancelled): release its successors. */
-static void vertex_complete(struct takt_exec *ex, takt_graph *g, uint32_t v, bool cancel)
+/* A vertex is finished (ran, or was cancelled): release its successors.
+ * Inline (no workers) each ready successor goes on the ready ring for the
+ * driver, which runs them in order. With workers (W0) the thread that
+ * finished the vertex keeps one ready successor to run itself (returned;
+ * RING_EMPTY if none), submits the others to the workers directly, and
+ * only the last vertex of the run wakes the driver. */
+static uint32_t vertex_complete(struct takt_exec *ex, takt_graph *g, uint32_t v, bool cancel)
 {
+	bool direct = ex->workers.n_workers > 0;
+	uint32_t next = RING_EMPTY;
+
 	for (uint32_t i = g->succ_off[v]; i < g->succ_off[v + 1]; i++) {
 		uint32_t s = g->succ[i];
 
 		if (cancel)
 			atomic_store_explicit(&g->cancelled[s], 1, memory_order_relaxed); /* G0 */
-		if (atomic_fetch_sub_explicit(&g->counters[s], 1, memory_order_acq_rel) == 1)
+		if (atomic_fetch_sub_explicit(&g->counters[s], 1, memory_order_acq_rel) != 1)
+			continue;
+		if (!direct)
 			ready_push(g, s);
+		else if (next == RING_EMPTY)
+			next = s;
+		else
+			workers_submit(&ex->workers, &g->vjobs[s].job);
 	}
-	/* G2: release everything this vertex wrote to the driver. */
-	atomic_fetch_sub_explicit(&g->pending, 1, memory_order_release);
-	if (ex->workers.n_workers)
+	/* G2: release everything this vertex wrote to the driver. With
+	 * workers only the run's last vertex wakes it (D1): the driver sleeps
+	 * until then, or runs vertices itself. */
+	if (atomic_fetch_sub_explicit(&g->pending, 1, memory_order_release) == 1 && direct)
 		exec_wake_driver(ex);
+	return next;
+}
+
+/* Runs vertex v, then (W0) the successor it made ready, and so on; a
+ * cancelled vertex completes without running. */
+static void vertex_run_from(struct takt_exec *ex, takt_graph *g, uint32_t v)
+{
+	while (v != RING_EMPTY) {
+		/* G0: acquired through the counter's acq_rel (or the seed) */
+		bool cancel = atomic_load_explicit(&g->cancelled[v], memory_order_relaxed);
+		int rc = TAKT_CONTINUE;
+
+		if (!cancel) {
+			rc = exec_run_item(ex, g->task, &g->items[v]);
+			if (rc < 0)
+				exec_fault(ex, g->task); /* exec_run_item kept the run's first error */
+		}
+		v = vertex_complete(ex, g, v, cancel || rc != TAKT_CONTINUE);
+	}
 }
 
 static void vertex_job_run(struct job *job)
 {
 	struct vjob *vj = (struct vjob *)job;
-	takt_graph *g = vj->g;
-	struct takt_exec *ex = g->task->ctx.ex;
-	int rc = exec_run_item(ex, g->task, &g->items[vj->v]);
 
-	if (rc < 0)
-		exec_fault(ex, g->task); /* exec_run_item kept the run's first error */
-	vertex_complete(ex, g, vj->v, rc != TAKT_CONTINUE);
+	vertex_run_from(vj->g->task->ctx.ex, vj->g, vj->v);
 }
 
 static void graph_reset(takt_graph *g)
@@ -272,7 +307,7 @@ static void graph_reset(takt_graph *g)
 	atomic_store_explicit(&g->pending, g->n, memory_order_relaxed);
 }
 
-/* Submits a ready vertex, or completes a cancelled one on the spot. */
+/* Inline: runs a ready vertex, or completes a cancelled one on the spot. */
 static void graph_dispatch(struct takt_exec *ex, takt_graph *g, uint32_t v)
 {
 	if (atomic_load_explicit(&g->cancelled[v], memory_order_relaxed)) /* G0: acquired via counter */
@@ -287,10 +322,23 @@ void graph_run(struct takt_exec *ex, takt_graph *g)
 	uint32_t v;
 
 	graph_reset(g);
-	/* Seed from the immutable in-degree, never the live counters. */
-	for (v = 0; v < g->n; v++)
-		if (g->in_degree[v] == 0)
-			workers_submit(&ex->workers, &g->vjobs[v].job);
+	/* Seed from the immutable in-degree, never the live counters. With
+	 * workers (W0) the driver runs the first root itself instead of
+	 * waking a worker for it and sleeping. */
+	if (ex->workers.n_workers) {
+		uint32_t first = RING_EMPTY;
+
+		for (v = 0; v < g->n; v++)
+			if (g->in_degree[v] == 0 && first == RING_EMPTY)
+				first = v;
+			else if (g->in_degree[v] == 0)
+				workers_submit(&ex->workers, &g->vjobs[v].job);
+		vertex_run_from(ex, g, first);
+	} else {
+		for (v = 0; v < g->n; v++)
+			if (g->in_degree[v] == 0)
+				workers_submit(&ex->workers, &g->vjobs[v].job);
+	}
 	for (;;) {
 		uint32_t w = atomic_load_explicit(&ex->wake_word, memory_order_seq_cst); /* D1 */
 

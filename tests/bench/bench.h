@@ -184,6 +184,7 @@ struct target {
 	double goal;
 	const char *what;             /* what the ratio says, in words */
 	bool p99;                     /* compare the p99s, not the medians */
+	bool per_item;                /* each figure's value divided by its items per dispatch */
 };
 
 struct report {

@@ -118,17 +118,19 @@ static const struct fig figs[] = {
 #define N_FIGS (sizeof figs / sizeof figs[0])
 
 static const struct target targets[] = {
-	{ "takt polling 8 B", SHM, true, 1.5, "takt polling 8 B / raw shm ping-pong", false },
-	{ "takt polling 8 B", TWO, true, 1.1, "takt polling 8 B / raw two-line handoff", false },
-	{ "iceoryx polling 8 B", "takt polling 8 B", false, 6, "iceoryx polling / takt polling (x faster)", false },
-	{ "takt blocking 8 B", EFD, true, 1.2, "takt blocking 8 B / raw eventfd ping-pong", false },
-	{ "takt polling 4 MiB", "takt polling 8 B", true, 1.1, "takt polling 4 MiB / 8 B (zero copy)", false },
-	{ "takt blocking 4 MiB", "takt blocking 8 B", true, 1.1, "takt blocking 4 MiB / 8 B (zero copy)", false },
-	{ "takt throughput 8 B", ZC, false, 0.5, "takt throughput 8 B / raw zero-copy handoff", false },
-	{ "takt throughput 8 B", "ZeroMQ PUB/SUB 8 B", false, 1.5, "takt throughput 8 B / ZeroMQ PUB/SUB", false },
-	{ "takt interval 1 kHz lateness, SCHED_FIFO", CYCF, true, 1.2, "takt interval, SCHED_FIFO / cyclictest: p50", false },
+	{ "takt polling 8 B", SHM, true, 1.5, "takt polling 8 B / raw shm ping-pong", false, false },
+	{ "takt polling 8 B", TWO, true, 1.1, "takt polling 8 B / raw two-line handoff", false, false },
+	{ "iceoryx polling 8 B", "takt polling 8 B", false, 6, "iceoryx polling / takt polling (x faster)", false, false },
+	{ "takt blocking 8 B", EFD, true, 1.2, "takt blocking 8 B / raw eventfd ping-pong", false, false },
+	{ "takt polling 4 MiB", "takt polling 8 B", true, 1.1, "takt polling 4 MiB / 8 B (zero copy)", false, false },
+	{ "takt blocking 4 MiB", "takt blocking 8 B", true, 1.1, "takt blocking 4 MiB / 8 B (zero copy)", false, false },
+	{ "takt throughput 8 B", ZC, false, 0.5, "takt throughput 8 B / raw zero-copy handoff", false, false },
+	{ "takt throughput 8 B", "ZeroMQ PUB/SUB 8 B", false, 1.5, "takt throughput 8 B / ZeroMQ PUB/SUB", false, false },
+	{ "takt interval 1 kHz lateness, SCHED_FIFO", CYCF, true, 1.2, "takt interval, SCHED_FIFO / cyclictest: p50", false, false },
 	{ "takt interval 1 kHz lateness, SCHED_FIFO", CYCF, true, 1.2, "takt interval, SCHED_FIFO / cyclictest: p99",
-	  true },
+	  true, false },
+	{ "executor diamond on 2 workers", "epoll + thread handoff, chain of 3", true, 1.5,
+	  "executor diamond per vertex / thread handoff per item", false, true },
 };
 
 struct opts {

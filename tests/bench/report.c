@@ -195,6 +195,8 @@ static int target_state(const struct report *rp, const struct target *t, double 
 	if (!ok(rp, a) || !ok(rp, b))
 		return -1;
 	*ret = t->p99 ? rp->res[a].p99 / rp->res[b].p99 : rp->res[a].value / rp->res[b].value;
+	if (t->per_item && rp->figs[a].per && rp->figs[b].per)
+		*ret *= (double)rp->figs[b].per / rp->figs[a].per;
 	return t->at_most ? *ret <= t->goal : *ret >= t->goal;
 }
 
