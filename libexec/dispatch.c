@@ -1,23 +1,37 @@
-/* dispatch.c - the wake phase: wait, collect ready tasks, submit each once,
- * wait for the phase's jobs, repeat.
+/* dispatch.c - the wake phase: collect ended runs, arm, wait, submit each
+ * ready task once, repeat.
  *
  * One dispatch thread (the caller of run) waits in epoll on every trigger
- * fd, a stop eventfd and a signalfd, until the earliest interval deadline
- * at most (epoll_pwait2's timeout, timer.c; with the thread's timer slack
- * at 1 ns while it runs intervals, so the wake is as exact as the kernel's
- * hrtimers). Each
- * epoll_event carries the task index, so a wake resolves in O(1); a task
- * woken by several triggers in one phase is submitted once (phase_seen),
- * and its run drains them all. The phase ends when every job submitted in
- * it has finished (outstanding, a futex word): only then are subscribers
- * re-armed and the next epoll_wait made.
+ * fd, a stop eventfd, a signalfd and the done eventfd, until the earliest
+ * interval deadline at most (epoll_pwait2's timeout, timer.c; with the
+ * thread's timer slack at 1 ns while it runs intervals, so the wake is as
+ * exact as the kernel's hrtimers). Each epoll_event carries the task index,
+ * so a wake resolves in O(1); a task woken by several triggers in one
+ * phase is submitted once (phase_seen), and its run drains them all.
+ * Inline (no workers) every job has run when the submit returns. With
+ * workers the dispatch thread does not wait for them (A1).
  *
  * Pairings:
  *   D0 a job's end: its writes, then outstanding fetch_sub (release) ->
- *      the driver's acquire load of outstanding == 0 sees them.
- *   D1 wake_word: bumped (seq_cst) after outstanding or a graph's ready ring
- *      changed; the driver reads it (seq_cst) before re-checking and sleeps
- *      on the value it read, so a bump in between makes the wait return.
+ *      the driver's acquire load of outstanding == 0 sees them (the end of
+ *      a run of the executor waits so for every job).
+ *   D1 wake_word: bumped (seq_cst) after outstanding or a graph's pending
+ *      count reached 0; the driver reads it (seq_cst) before re-checking
+ *      and sleeps on the value it read, so a bump in between makes the wait
+ *      return.
+ *   A0 a run's end (run.c, exec_task_done): the worker stores the task's
+ *      finished = 1 (seq_cst; it also releases the run's writes), then
+ *      loads disp_sleeping (seq_cst): 1 -> it writes done_fd. The dispatch
+ *      thread, before a wait with runs in flight, stores disp_sleeping = 1
+ *      (seq_cst), then loads every in-flight task's finished (seq_cst): any
+ *      1 -> it does not sleep. Store-buffer litmus: it sees the end, or the
+ *      worker sees it asleep and wakes it. It takes a run back by
+ *      exchanging finished to 0 (acquire: pairs with the worker's store).
+ *   A1 in flight: from the submit to that exchange a task belongs to its
+ *      run: the dispatch thread does not arm its subscribers, restart its
+ *      deadline timers or submit it again; its fd triggers that fire are
+ *      taken out of epoll until then (trig_disable), and its interval
+ *      deadlines wait (timer.c).
  */
 #include "executor.h"
 #include "probes.h"
@@ -37,6 +51,10 @@
 
 static void mark_ready(struct takt_exec *ex, struct task *t)
 {
+	if (t->in_flight) {
+		t->due = true; /* A1: runs again once its run is collected */
+		return;
+	}
 	if (t->phase_seen == ex->phase + 1)
 		return; /* already submitted this phase: its run drains every trigger */
 	t->phase_seen = ex->phase + 1;
@@ -55,16 +73,61 @@ static void phase_wait(struct takt_exec *ex)
 	}
 }
 
+/* After a task's run: its last error, deadline timers, a fresh deadline flag. */
+static void task_after_run(struct task *t, uint64_t now)
+{
+	t->last_err = atomic_load_explicit(&t->run_err, memory_order_relaxed);
+	trig_after_run(t, now);
+	t->deadline_fired = false;
+}
+
+/* A1: takes back every run a worker finished (A0); if mark_due, a task
+ * that became due meanwhile (or stayed due from an earlier run) is marked
+ * ready for this phase. */
+static void collect_finished(struct takt_exec *ex, bool mark_due)
+{
+	uint64_t now = ex->n_in_flight ? exec_now_ns() : 0;
+
+	for (uint32_t i = 0; i < ex->n_tasks; i++) {
+		struct task *t = ex->tasks[i];
+
+		/* A0: acquire pairs with the worker's store: the run's writes */
+		if (t->in_flight && atomic_exchange_explicit(&t->finished, 0, memory_order_acquire)) {
+			t->in_flight = false;
+			ex->n_in_flight--;
+			ex->collected = true;
+			task_after_run(t, now);
+			trig_enable_disabled(ex, t);
+		}
+		if (mark_due && t->due && !t->in_flight) {
+			t->due = false;
+			mark_ready(ex, t);
+		}
+	}
+}
+
+/* A0: whether a worker finished a run we have not collected. */
+static bool any_finished(const struct takt_exec *ex)
+{
+	for (uint32_t i = 0; i < ex->n_tasks; i++)
+		if (ex->tasks[i]->in_flight && atomic_load_explicit(&ex->tasks[i]->finished, memory_order_seq_cst))
+			return true;
+	return false;
+}
+
 static void phase_submit(struct takt_exec *ex, uint64_t now)
 {
+	bool async = ex->workers.n_workers > 0;
 	uint32_t n_jobs = 0;
 
 	for (uint32_t i = 0; i < ex->n_ready; i++)
 		n_jobs += ex->ready[i]->kind != TASK_GRAPH;
-	atomic_store_explicit(&ex->outstanding, n_jobs, memory_order_relaxed);
+	/* relaxed: the submits' release orders it before any job's end (D0) */
+	atomic_fetch_add_explicit(&ex->outstanding, n_jobs, memory_order_relaxed);
 	for (uint32_t i = 0; i < ex->n_ready; i++) {
 		struct task *t = ex->ready[i];
 
+		t->run_no++;
 		t->ctx.now_ns = now;
 		t->ctx.scheduled_ns = t->sched_ns;
 		t->sched_ns = 0;
@@ -72,23 +135,32 @@ static void phase_submit(struct takt_exec *ex, uint64_t now)
 		atomic_store_explicit(&t->run_err, 0, memory_order_relaxed);
 		atomic_fetch_add_explicit(&t->dispatches, 1, memory_order_relaxed);
 		atomic_fetch_add_explicit(&ex->st.dispatches, 1, memory_order_relaxed);
-		if (t->kind != TASK_GRAPH)
-			workers_submit(&ex->workers, &t->job);
+		if (t->kind == TASK_GRAPH)
+			continue;
+		if (async) { /* A1 */
+			t->in_flight = true;
+			ex->n_in_flight++;
+		}
+		workers_submit(&ex->workers, &t->job);
 	}
 	/* Graphs are driven from this thread, each to completion, while the
 	 * workers also run the phase's other jobs. */
 	for (uint32_t i = 0; i < ex->n_ready; i++)
 		if (ex->ready[i]->kind == TASK_GRAPH)
 			graph_run(ex, ex->ready[i]->graph);
-	phase_wait(ex);
-	now = exec_now_ns(); /* deadlines restart when the run ends */
-	for (uint32_t i = 0; i < ex->n_ready; i++) {
-		struct task *t = ex->ready[i];
-
-		t->last_err = atomic_load_explicit(&t->run_err, memory_order_relaxed);
-		trig_after_run(t, now);
-		t->deadline_fired = false;
+	if (async) {
+		/* A1: the other runs go on while we wait for the next trigger;
+		 * graphs ended here */
+		now = exec_now_ns();
+		for (uint32_t i = 0; i < ex->n_ready; i++)
+			if (ex->ready[i]->kind == TASK_GRAPH)
+				task_after_run(ex->ready[i], now);
+		return;
 	}
+	phase_wait(ex); /* inline: everything ran already */
+	now = exec_now_ns(); /* deadlines restart when the run ends */
+	for (uint32_t i = 0; i < ex->n_ready; i++)
+		task_after_run(ex->ready[i], now);
 }
 
 static void on_deadline(struct takt_exec *ex, struct task *t, struct trig *tr, uint64_t now)
@@ -118,6 +190,12 @@ static bool phase_event(struct takt_exec *ex, uint64_t tag, uint64_t now)
 		}
 		return false;
 	}
+	if (tag == TAG_DONE) {
+		if (read(ex->done_fd, &v, sizeof(v)) < 0) {
+			/* already drained */
+		}
+		return true; /* collect_finished takes the runs */
+	}
 	if (tag == TAG_SIGNAL) {
 		struct signalfd_siginfo si;
 
@@ -132,6 +210,14 @@ static bool phase_event(struct takt_exec *ex, uint64_t tag, uint64_t now)
 	} else {
 		enum trig_kind k = ex->tasks[ti]->trigs[slot].kind;
 
+		/* A1: a level-triggered fd of a task in flight would wake us
+		 * again and again: off until its run is collected, then epoll
+		 * says again whether it is still readable (the run may have
+		 * consumed what made it so) */
+		if (ex->tasks[ti]->in_flight) {
+			trig_disable(ex, ex->tasks[ti], slot);
+			return true;
+		}
 		if (k == TRIG_SUB || k == TRIG_DEADLINE)
 			ex->tasks[ti]->sample_woke = true;
 		mark_ready(ex, ex->tasks[ti]);
@@ -159,25 +245,39 @@ static int wait_events(struct takt_exec *ex, struct epoll_event *evs, int max, u
 }
 
 /* One wake phase, waiting until `until` at most (absolute; UINT64_MAX:
- * forever). Returns 1 after a phase that ran tasks, 0 on a timeout with
+ * forever; idle: not at all while nothing is in flight). Returns 1 after a phase that ran tasks, 0 on a timeout with
  * nothing to do, -ECANCELED on stop. */
-static int phase_once(struct takt_exec *ex, uint64_t until)
+static int phase_once(struct takt_exec *ex, uint64_t until, bool idle)
 {
 	struct epoll_event evs[64];
-	uint64_t now, wake_at = timer_next(ex);
+	uint64_t now, wake_at;
 	bool go = true;
 	int n;
 
 	ex->n_ready = 0;
+	ex->collected = false;
+	collect_finished(ex, true);
+	if (idle && !ex->n_in_flight)
+		until = 0; /* run_until_idle: look, never sleep, unless runs are in flight (their end may make tasks due) */
+	wake_at = timer_next(ex); /* after the collection: collected tasks count again */
 	if (until < wake_at)
 		wake_at = until;
-	if (trig_arm_all(ex, mark_ready))
-		wake_at = 0; /* samples already wait: no sleep */
+	if (trig_arm_all(ex, mark_ready) || ex->n_ready)
+		wake_at = 0; /* samples already wait, or a collected task is due: no sleep */
+	if (ex->n_in_flight) {
+		/* A0: announce, then look (both seq_cst) */
+		atomic_store_explicit(&ex->disp_sleeping, 1, memory_order_seq_cst);
+		if (any_finished(ex))
+			wake_at = 0;
+	}
 	TAKT_PROBE1(exec_park, ex->n_tasks);
 	n = wait_events(ex, evs, 64, wake_at);
 	TAKT_PROBE1(exec_wake, n);
+	/* relaxed: a worker that still sees 1 writes done_fd once too often */
+	atomic_store_explicit(&ex->disp_sleeping, 0, memory_order_relaxed);
 	if (n < 0 && errno != EINTR)
 		return -errno;
+	collect_finished(ex, true);
 	now = exec_now_ns();
 	for (int i = 0; i < n; i++)
 		go &= phase_event(ex, evs[i].data.u64, now);
@@ -333,11 +433,13 @@ static int run_loop(struct takt_exec *ex, uint64_t phases, uint64_t deadline, st
 			r = -ECANCELED;
 			break;
 		}
-		r = phase_once(ex, idle ? 0 : deadline); /* idle: look, never sleep */
+		r = phase_once(ex, deadline, idle != NULL);
 		if (r < 0)
 			break;
-		if (idle && r == 0)
-			break; /* nothing was ready, nothing is in flight (phases end whole) */
+		/* nothing was ready, nothing is in flight, and no run ended in
+		 * this look (its triggers, back on, are looked at next time) */
+		if (idle && r == 0 && !ex->n_in_flight && !ex->collected)
+			break;
 		done += (uint64_t)r;
 		r = 0;
 		if (idle && deadline != UINT64_MAX && exec_now_ns() >= deadline) {
@@ -345,6 +447,10 @@ static int run_loop(struct takt_exec *ex, uint64_t phases, uint64_t deadline, st
 			break;
 		}
 	}
+	/* A1: the run ends with nothing in flight (drain, destroy and the next
+	 * run rely on it) */
+	phase_wait(ex);
+	collect_finished(ex, false); /* what is due stays due for the next run */
 	r = run_leave(ex, &sv, r);
 	if (idle && idle->sum)
 		summary_end(ex, &base, idle->sum);

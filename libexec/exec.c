@@ -24,10 +24,14 @@ static int exec_fds(takt_exec *ex)
 
 	ex->epfd = epoll_create1(EPOLL_CLOEXEC);
 	ex->stop_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-	if (ex->epfd < 0 || ex->stop_fd < 0)
+	ex->done_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	if (ex->epfd < 0 || ex->stop_fd < 0 || ex->done_fd < 0)
 		return -errno;
 	ev.data.u64 = TAG_STOP;
 	if (epoll_ctl(ex->epfd, EPOLL_CTL_ADD, ex->stop_fd, &ev) < 0)
+		return -errno;
+	ev.data.u64 = TAG_DONE;
+	if (epoll_ctl(ex->epfd, EPOLL_CTL_ADD, ex->done_fd, &ev) < 0)
 		return -errno;
 	if (ex->opts.handle_signals < 0)
 		return 0;
@@ -63,7 +67,7 @@ int takt_exec_create(const struct takt_exec_opts *opts, takt_exec **out)
 	if (!ex)
 		return -ENOMEM;
 	ex->opts = opts ? *opts : none;
-	ex->epfd = ex->stop_fd = ex->signal_fd = -1;
+	ex->epfd = ex->stop_fd = ex->signal_fd = ex->done_fd = -1;
 	if (opts && opts->monitor) {
 		ex->monitor = *opts->monitor;
 		ex->has_monitor = true;
@@ -110,6 +114,8 @@ void takt_exec_destroy(takt_exec *ex)
 		close(ex->signal_fd);
 	if (ex->stop_fd >= 0)
 		close(ex->stop_fd);
+	if (ex->done_fd >= 0)
+		close(ex->done_fd);
 	if (ex->epfd >= 0)
 		close(ex->epfd);
 	free(ex);

@@ -3,11 +3,12 @@
  * The executor is built once: takt_exec_add* allocate everything a task
  * will ever need (its job, its context, a graph's runtime state) and size
  * the workers' queue. A run then moves pointers around: a wake phase collects
- * ready tasks, submits each task's pre-built job at most once, and waits for
- * every job of the phase to finish before it sleeps again (the phase
- * barrier). Tasks therefore never run concurrently with themselves, and the
- * dispatch thread may touch a task's triggers (arm a subscriber, reset a
- * deadline timer) between phases without racing its items.
+ * ready tasks and submits each task's pre-built job at most once. With
+ * workers it does not wait for them (A1, dispatch.c): a task's run is in
+ * flight until the dispatch thread collects it, so a task never runs
+ * concurrently with itself, and the dispatch thread touches a task's
+ * triggers (arms a subscriber, resets a deadline timer) only while it is
+ * not in flight. Inline, every job has run when the submit returns.
  */
 #ifndef TAKT_EXECUTOR_H
 #define TAKT_EXECUTOR_H
@@ -101,7 +102,7 @@ struct task {
 	struct takt_graph *graph;
 	struct takt_item fault;
 	bool has_fault;
-	_Atomic uint64_t fault_phase; /* phase + 1 of the last fault-handler run */
+	_Atomic uint64_t fault_phase; /* run_no of the last fault-handler run */
 	uint64_t period_ns;
 	uint64_t next_ns;        /* interval: the next deadline on its grid (timer.c) */
 	uint64_t sched_ns;       /* interval: the deadline this phase runs it for, or 0 */
@@ -114,6 +115,13 @@ struct task {
 	struct job job;          /* submitted by pointer, built at add time */
 	struct takt_ctx ctx;
 	uint64_t phase_seen;     /* dedupe: phase + 1 it was marked ready in */
+	uint64_t run_no;         /* its runs so far (set before a submit; the fault handler's once-per-run) */
+	/* A1, with workers: a task's run is in flight until the dispatch
+	 * thread collects it; meanwhile nothing of the dispatch thread touches
+	 * its triggers, and a trigger that fires makes it due again. */
+	bool in_flight, due;
+	uint32_t disabled;       /* triggers whose fd fired while in flight: off in epoll until collected */
+	_Atomic uint32_t finished; /* A0: the worker's end of a run (release), taken by the dispatch thread */
 	bool deadline_fired;
 	bool sample_woke;        /* a subscriber trigger fired in this phase */
 	_Atomic int run_err;     /* first error of the run in progress */
@@ -176,6 +184,10 @@ struct takt_exec {
 	bool timed_dirty;        /* an interval task was added: a new anchor at the next run */
 	bool no_pwait2;          /* the kernel lacks epoll_pwait2: millisecond timeouts */
 	bool deadlines_armed;    /* deadline timers were armed by an earlier run */
+	int done_fd;             /* A0: written by a worker that ends a run while the dispatch thread sleeps */
+	_Atomic uint32_t disp_sleeping; /* A0: 1 while the dispatch thread is about to wait or waits */
+	uint32_t n_in_flight;    /* runs submitted and not collected (dispatch thread only) */
+	bool collected;          /* a run was collected in the current wake phase */
 	struct workers workers;
 	_Atomic uint32_t outstanding; /* jobs of this phase not finished (futex word) */
 	_Atomic uint32_t wake_word;   /* bumped when a job finishes or a vertex is ready */
@@ -192,6 +204,8 @@ struct takt_exec {
 /* Builds a single item's or a chain's job (once, at add time). */
 void exec_task_init_job(struct task *t);
 void exec_job_done(struct takt_exec *ex);
+/* A single item's or a chain's run ended: A0 with workers, then exec_job_done. */
+void exec_task_done(struct takt_exec *ex, struct task *t);
 void exec_wake_driver(struct takt_exec *ex);
 /* Runs one item with monitor and statistics; returns its outcome. */
 int exec_run_item(struct takt_exec *ex, struct task *t, const struct takt_item *it);
@@ -218,6 +232,9 @@ void trig_release(struct takt_exec *ex, struct task *t);
 int trig_validate(struct takt_exec *ex, const struct task *t);
 /* Before sleeping: arm subscribers; true when one has samples waiting. */
 bool trig_arm_all(struct takt_exec *ex, void (*mark)(struct takt_exec *, struct task *));
+/* A1: turns trigger slot off (or every disabled one back on) in epoll. */
+void trig_disable(struct takt_exec *ex, struct task *t, unsigned slot);
+void trig_enable_disabled(struct takt_exec *ex, struct task *t);
 void trig_after_run(struct task *t, uint64_t now_ns);
 /* At run start: every deadline counts from now. */
 void trig_start_deadlines(struct takt_exec *ex, uint64_t now_ns);
@@ -243,6 +260,7 @@ static inline void exec_futex_wake(_Atomic uint32_t *w, int n)
  * here only. */
 #define TAG_STOP UINT64_MAX
 #define TAG_SIGNAL (UINT64_MAX - 1)
+#define TAG_DONE (UINT64_MAX - 2)
 #define TAG_DEADLINE_BIT 0x80u
 _Static_assert(TAKT_EXEC_MAX_TRIGGERS <= 0x80, "a trigger slot fits below the deadline bit");
 

@@ -14,6 +14,7 @@
 #include "probes.h"
 
 #include <stddef.h>
+#include <unistd.h>
 
 static void stat_max(_Atomic uint64_t *m, uint64_t v)
 {
@@ -67,12 +68,13 @@ void exec_overrun(struct takt_exec *ex, struct task *t, const char *item, uint64
 
 void exec_fault(struct takt_exec *ex, struct task *t)
 {
-	uint64_t want = ex->phase + 1, seen = atomic_load_explicit(&t->fault_phase, memory_order_relaxed);
+	uint64_t want = t->run_no, seen = atomic_load_explicit(&t->fault_phase, memory_order_relaxed);
 
 	if (!t->has_fault)
 		return;
-	/* At most once per phase, even when several graph vertices fail on
-	 * different workers: the CAS elects one. */
+	/* At most once per run, even when several graph vertices fail on
+	 * different workers: the CAS elects one. run_no was set before the run
+	 * was submitted (the submit's release orders it). */
 	while (seen != want) {
 		if (atomic_compare_exchange_weak_explicit(&t->fault_phase, &seen, want, memory_order_relaxed,
 							  memory_order_relaxed)) {
@@ -118,6 +120,26 @@ static void chain_job_run(struct job *job)
 
 		if (took > t->budget_ns)
 			exec_overrun(ex, t, NULL, took, t->budget_ns);
+	}
+	exec_task_done(ex, t);
+}
+
+void exec_task_done(struct takt_exec *ex, struct task *t)
+{
+	if (ex->workers.n_workers) {
+		/* A0: seq_cst store, then seq_cst load of disp_sleeping, against
+		 * the dispatch thread's store of disp_sleeping and its seq_cst
+		 * scan of finished (store-buffer litmus): it sees our finish, or
+		 * we see it asleep and write done_fd. The store also releases
+		 * the run's writes to its acquire exchange. */
+		atomic_store_explicit(&t->finished, 1, memory_order_seq_cst);
+		if (atomic_load_explicit(&ex->disp_sleeping, memory_order_seq_cst)) {
+			uint64_t one = 1;
+
+			if (write(ex->done_fd, &one, sizeof(one)) < 0) {
+				/* the counter is far from overflow at one write per run */
+			}
+		}
 	}
 	exec_job_done(ex);
 }

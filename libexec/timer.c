@@ -45,8 +45,9 @@ uint64_t timer_next(const struct takt_exec *ex)
 {
 	uint64_t next = UINT64_MAX;
 
+	/* A1: a task in flight is looked at again when its run is collected */
 	for (uint32_t i = 0; i < ex->n_tasks; i++)
-		if (ex->tasks[i]->period_ns && ex->tasks[i]->next_ns < next)
+		if (ex->tasks[i]->period_ns && !ex->tasks[i]->in_flight && ex->tasks[i]->next_ns < next)
 			next = ex->tasks[i]->next_ns;
 	return next;
 }
@@ -57,7 +58,9 @@ void timer_fire(struct takt_exec *ex, uint64_t now, void (*mark)(struct takt_exe
 		struct task *t = ex->tasks[i];
 		uint64_t k, due, skipped;
 
-		if (!t->period_ns || t->next_ns > now)
+		/* A1: deadlines that pass while its run is in flight wait for the
+		 * run to end: then it runs once, the others count as skipped */
+		if (!t->period_ns || t->in_flight || t->next_ns > now)
 			continue;
 		/* the latest deadline that passed: anchor + k x period <= now */
 		k = (now - ex->anchor_ns) / t->period_ns;

@@ -188,6 +188,8 @@ bool trig_arm_all(struct takt_exec *ex, void (*mark)(struct takt_exec *, struct 
 	for (uint32_t i = 0; i < ex->n_tasks; i++) {
 		struct task *t = ex->tasks[i];
 
+		if (t->in_flight)
+			continue; /* A1: its items may be taking from it right now */
 		for (unsigned j = 0; j < t->n_trigs; j++) {
 			struct trig *tr = &t->trigs[j];
 
@@ -199,6 +201,26 @@ bool trig_arm_all(struct takt_exec *ex, void (*mark)(struct takt_exec *, struct 
 		}
 	}
 	return ready;
+}
+
+void trig_disable(struct takt_exec *ex, struct task *t, unsigned slot)
+{
+	struct epoll_event ev = {.events = 0, .data.u64 = tag_make((uint32_t)t->id, slot, false)};
+
+	if (t->disabled & (1u << slot))
+		return;
+	if (epoll_ctl(ex->epfd, EPOLL_CTL_MOD, t->trigs[slot].fd, &ev) == 0)
+		t->disabled |= 1u << slot;
+}
+
+void trig_enable_disabled(struct takt_exec *ex, struct task *t)
+{
+	for (unsigned j = 0; t->disabled && j < t->n_trigs; j++) {
+		struct epoll_event ev = {.events = EPOLLIN, .data.u64 = tag_make((uint32_t)t->id, j, false)};
+
+		if ((t->disabled & (1u << j)) && epoll_ctl(ex->epfd, EPOLL_CTL_MOD, t->trigs[j].fd, &ev) == 0)
+			t->disabled &= ~(1u << j);
+	}
 }
 
 void trig_after_run(struct task *t, uint64_t now_ns)

@@ -446,6 +446,69 @@ static void test_interval_unrelated_periods_share_an_executor(void **state)
 	takt_exec_destroy(ex);
 }
 
+/* A stalled run on one worker stalls only its own task (A1): a 1 ms task
+ * whose third run blocks 20 ms runs once after the stall, for the latest
+ * deadline (no burst), and counts the deadlines in between as its own
+ * skipped cycles, while a 1 ms task on the other worker keeps its period.
+ * Counts and order only: the blocked task's deadlines add up to the time
+ * run, and the other task skips (almost) nothing. */
+struct staller {
+	uint64_t period_ns, block_ns;
+	int block_at;
+	uint32_t runs;
+	uint64_t sched[256];
+};
+
+static int staller_declare(takt_triggers *t, void *u)
+{
+	return takt_trigger_interval(t, ((struct staller *)u)->period_ns);
+}
+
+static int staller_execute(takt_ctx *c, void *u)
+{
+	struct staller *k = u;
+
+	if (k->runs < 256)
+		k->sched[k->runs] = takt_ctx_scheduled_ns(c);
+	if ((int)k->runs++ == k->block_at) {
+		struct timespec ts = {.tv_nsec = (long)k->block_ns};
+
+		nanosleep(&ts, NULL);
+	}
+	return TAKT_CONTINUE;
+}
+
+static void test_interval_stall_costs_only_its_task(void **state)
+{
+	static struct staller a = {.period_ns = 1000000, .block_ns = 20000000, .block_at = 2},
+			      b = {.period_ns = 1000000, .block_at = -1};
+	struct takt_item ia = {.name = "a", .declare = staller_declare, .execute = staller_execute, .user = &a};
+	struct takt_item ib = {.name = "b", .declare = staller_declare, .execute = staller_execute, .user = &b};
+	takt_exec *ex = make_exec(2);
+	int64_t sa, sb;
+	uint32_t after = 0;
+
+	(void)state;
+	assert_int_equal(takt_exec_add(ex, &ia), 0);
+	assert_int_equal(takt_exec_add(ex, &ib), 1);
+	assert_int_equal(takt_exec_run_for(ex, 100000000), 0);
+	sa = takt_exec_task_skipped(ex, 0);
+	sb = takt_exec_task_skipped(ex, 1);
+	/* every deadline of each task is a run or a skip */
+	assert_true(a.runs + (uint64_t)sa + 1 >= 100 && a.runs + (uint64_t)sa <= 101);
+	assert_true(b.runs + (uint64_t)sb + 1 >= 100 && b.runs + (uint64_t)sb <= 101);
+	assert_true(sa >= 15);     /* the 20 ms run let ~19 of its deadlines pass */
+	assert_true(sb <= 5);      /* the other task kept its period meanwhile */
+	for (uint32_t r = 1; r < a.runs && r < 256; r++) {
+		assert_true(a.sched[r] > a.sched[r - 1]); /* no deadline twice: no burst */
+		if (r == 3)
+			after = r;
+	}
+	/* the run after the stall is for a deadline at least ~19 periods on */
+	assert_true(after == 3 && a.sched[3] >= a.sched[2] + 15 * a.period_ns);
+	takt_exec_destroy(ex);
+}
+
 /* ---- syscalls per tick ---------------------------------------------------- */
 
 /* Counts the syscalls of one thread, letting each run as usual: a seccomp
@@ -1110,6 +1173,7 @@ int main(void)
 		cmocka_unit_test(test_interval_grid_no_burst_after_stall),
 		cmocka_unit_test(test_interval_two_periods_on_one_grid),
 		cmocka_unit_test(test_interval_unrelated_periods_share_an_executor),
+		cmocka_unit_test(test_interval_stall_costs_only_its_task),
 		cmocka_unit_test(test_interval_one_syscall_per_tick),
 		cmocka_unit_test(test_budget_overrun_reported_exactly),
 		cmocka_unit_test(test_run_until_idle_returns_exact_counts),
