@@ -78,7 +78,6 @@ static void task_after_run(struct task *t, uint64_t now)
 {
 	t->last_err = atomic_load_explicit(&t->run_err, memory_order_relaxed);
 	trig_after_run(t, now);
-	t->deadline_fired = false;
 }
 
 /* A1: takes back every run a worker finished (A0); if mark_due, a task
@@ -99,10 +98,10 @@ static void collect_finished(struct takt_exec *ex, bool mark_due)
 			task_after_run(t, now);
 			trig_enable_disabled(ex, t);
 		}
-		if (mark_due && t->due && !t->in_flight) {
-			t->due = false;
+		/* due stays set until the task is submitted: a stop in this
+		 * wake discards the ready list, not the due run */
+		if (mark_due && t->due && !t->in_flight)
 			mark_ready(ex, t);
-		}
 	}
 }
 
@@ -132,6 +131,8 @@ static void phase_submit(struct takt_exec *ex, uint64_t now)
 		t->ctx.scheduled_ns = t->sched_ns;
 		t->sched_ns = 0;
 		t->ctx.deadline_missed = t->deadline_fired;
+		t->deadline_fired = false; /* a miss while this run is in flight is the next run's */
+		t->due = false;            /* submitted: what made it due is this run's */
 		atomic_store_explicit(&t->run_err, 0, memory_order_relaxed);
 		atomic_fetch_add_explicit(&t->dispatches, 1, memory_order_relaxed);
 		atomic_fetch_add_explicit(&ex->st.dispatches, 1, memory_order_relaxed);
@@ -169,6 +170,11 @@ static void on_deadline(struct takt_exec *ex, struct task *t, struct trig *tr, u
 
 	if (read(tr->timer_fd, &n, sizeof(n)) != sizeof(n))
 		return; /* re-armed meanwhile: not expired */
+	/* A1: a run a sample started is in flight: its end restarts the wait
+	 * (as inline, where the re-arm after the run discards this expiry), so
+	 * a long run is no silence of the publisher */
+	if (t->in_flight && t->sample_woke)
+		return;
 	t->deadline_fired = true;
 	atomic_fetch_add_explicit(&ex->st.deadline_misses, 1, memory_order_relaxed);
 	if (ex->has_monitor && ex->monitor.deadline_missed)

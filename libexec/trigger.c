@@ -203,24 +203,23 @@ bool trig_arm_all(struct takt_exec *ex, void (*mark)(struct takt_exec *, struct 
 	return ready;
 }
 
+/* Out of epoll altogether (EPOLL_CTL_DEL): a registration modified to no
+ * events still reports a hang-up, which would wake us again and again. */
 void trig_disable(struct takt_exec *ex, struct task *t, unsigned slot)
 {
-	struct epoll_event ev = {.events = 0, .data.u64 = tag_make((uint32_t)t->id, slot, false)};
-
 	if (t->disabled & (1u << slot))
 		return;
-	if (epoll_ctl(ex->epfd, EPOLL_CTL_MOD, t->trigs[slot].fd, &ev) == 0)
+	if (epoll_ctl(ex->epfd, EPOLL_CTL_DEL, t->trigs[slot].fd, NULL) == 0)
 		t->disabled |= 1u << slot;
 }
 
+/* Back in epoll, which reports the fd at once if it is still ready. */
 void trig_enable_disabled(struct takt_exec *ex, struct task *t)
 {
-	for (unsigned j = 0; t->disabled && j < t->n_trigs; j++) {
-		struct epoll_event ev = {.events = EPOLLIN, .data.u64 = tag_make((uint32_t)t->id, j, false)};
-
-		if ((t->disabled & (1u << j)) && epoll_ctl(ex->epfd, EPOLL_CTL_MOD, t->trigs[j].fd, &ev) == 0)
+	for (unsigned j = 0; t->disabled && j < t->n_trigs; j++)
+		if ((t->disabled & (1u << j)) &&
+		    trig_add_fd(ex, t->trigs[j].fd, tag_make((uint32_t)t->id, j, false)) == 0)
 			t->disabled &= ~(1u << j);
-	}
 }
 
 void trig_after_run(struct task *t, uint64_t now_ns)

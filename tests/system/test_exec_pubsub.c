@@ -11,6 +11,7 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -222,6 +223,137 @@ static void test_exec_deadline_not_hidden_by_interval(void **state)
 }
 
 /* A subscriber's samples are taken by one task: two could run at once. */
+/* A1, found by review, both with a worker (the run in flight while the
+ * dispatch thread waits):
+ * - a run a sample started takes longer than the deadline: no miss (its
+ *   end restarts the wait, as inline), and no extra run;
+ * - a deadline that passes during a deadline run makes the next run, which
+ *   must see takt_ctx_deadline_missed() true. */
+struct sleepy {
+	takt_sub *sub;
+	uint64_t deadline_ns, nap_ns;
+	int runs, missed_runs;
+};
+
+static int sleepy_declare(takt_triggers *t, void *u)
+{
+	struct sleepy *c = u;
+
+	return takt_trigger_deadline(t, c->sub, c->deadline_ns);
+}
+
+static int sleepy_execute(takt_ctx *ctx, void *u)
+{
+	struct sleepy *c = u;
+	struct timespec ts = {.tv_sec = 0, .tv_nsec = (long)c->nap_ns};
+	const void *x;
+
+	c->runs++;
+	c->missed_runs += takt_ctx_deadline_missed(ctx) != 0;
+	while (takt_sub_take(c->sub, &x, NULL) == 0)
+		takt_sub_release(c->sub, x);
+	nanosleep(&ts, NULL);
+	return TAKT_CONTINUE;
+}
+
+static takt_exec *sleepy_exec(struct sleepy *c)
+{
+	struct takt_exec_opts o = {.worker_threads = 1};
+	struct takt_item it = {.name = "sleepy", .declare = sleepy_declare, .execute = sleepy_execute, .user = c};
+	takt_exec *ex;
+
+	assert_int_equal(takt_exec_create(&o, &ex), 0);
+	assert_int_equal(takt_exec_add(ex, &it), 0);
+	return ex;
+}
+
+static void test_exec_deadline_during_a_run_in_flight(void **state)
+{
+	struct takt_sub_opts so = {.topic = "sleepy", .queue_depth = 4};
+	struct takt_pub_opts po = {.topic = "sleepy", .max_payload = 8};
+	takt_node *n = h_node(broker.domain, "sleepy");
+	struct sleepy a = {.deadline_ns = 100000000, .nap_ns = 250000000};
+	struct sleepy b = {.deadline_ns = 100000000, .nap_ns = 150000000};
+	struct takt_exec_stats st;
+	takt_exec *ex;
+	takt_pub *p;
+
+	(void)state;
+	assert_int_equal(takt_pub_open(n, &po, &p), 0);
+	/* a sample starts a 250 ms run; the 100 ms deadline restarts when it ends */
+	assert_int_equal(takt_sub_open(n, &so, &a.sub), 0);
+	ex = sleepy_exec(&a);
+	assert_int_equal(takt_pub_send(p, &(uint64_t){1}, 8), 1);
+	assert_int_equal(takt_exec_run_for(ex, 300000000), 0);
+	assert_int_equal(takt_exec_stats(ex, &st), 0);
+	assert_int_equal(st.deadline_misses, 0); /* the run was long, the publisher not silent */
+	assert_int_equal(a.runs, 1);
+	takt_exec_destroy(ex);
+	takt_sub_close(a.sub);
+	/* no samples: every run is a deadline run, and says so */
+	so.topic = "sleepy2";
+	assert_int_equal(takt_sub_open(n, &so, &b.sub), 0);
+	ex = sleepy_exec(&b);
+	assert_int_equal(takt_exec_run_for(ex, 300000000), 0);
+	assert_true(b.runs >= 2);
+	assert_int_equal(b.missed_runs, b.runs);
+	takt_exec_destroy(ex);
+	takt_sub_close(b.sub);
+	takt_node_close(n);
+}
+
+/* A1, found by review: a run that became due while its task was in flight
+ * stays due when a stop arrives in the wake that collects the task (the
+ * stop used to discard it with the ready list). The first run (a deadline
+ * run) lasts past the next deadline, so the task is due again, and stops
+ * the executor as it ends; the next run_until_idle runs it once. */
+struct stopper {
+	takt_sub *sub;
+	takt_exec *ex;
+	int runs, missed_runs;
+};
+
+static int stopper_declare(takt_triggers *t, void *u)
+{
+	return takt_trigger_deadline(t, ((struct stopper *)u)->sub, 100000000);
+}
+
+static int stopper_execute(takt_ctx *ctx, void *u)
+{
+	struct stopper *c = u;
+	struct timespec ts = {.tv_nsec = 150000000};
+
+	c->missed_runs += takt_ctx_deadline_missed(ctx) != 0;
+	if (++c->runs == 1) {
+		nanosleep(&ts, NULL); /* the 200 ms deadline passes meanwhile */
+		takt_exec_stop(c->ex);
+	}
+	return TAKT_CONTINUE;
+}
+
+static void test_exec_due_run_survives_a_stop(void **state)
+{
+	struct takt_sub_opts so = {.topic = "stopper", .queue_depth = 4};
+	struct takt_exec_opts o = {.worker_threads = 1};
+	takt_node *n = h_node(broker.domain, "stopper");
+	struct stopper c = {0};
+	struct takt_item it = {.name = "stopper", .declare = stopper_declare, .execute = stopper_execute, .user = &c};
+	struct takt_exec_summary sum = {0};
+
+	(void)state;
+	assert_int_equal(takt_sub_open(n, &so, &c.sub), 0);
+	assert_int_equal(takt_exec_create(&o, &c.ex), 0);
+	assert_int_equal(takt_exec_add(c.ex, &it), 0);
+	assert_int_equal(takt_exec_run_for(c.ex, 5000000000ull), 0); /* ends at the stop, ~250 ms */
+	assert_int_equal(c.runs, 1);
+	assert_int_equal(takt_exec_run_until_idle(c.ex, 1000000000, &sum), 0);
+	assert_int_equal(sum.dispatches, 1); /* the due run, not lost */
+	assert_int_equal(c.missed_runs, 2);  /* both were deadline runs */
+	takt_exec_destroy(c.ex);
+	takt_sub_close(c.sub);
+	takt_node_close(n);
+}
+
 static void test_exec_subscriber_triggers_one_task(void **state)
 {
 	struct takt_sub_opts so = {.topic = "single", .queue_depth = 4};
@@ -246,6 +378,8 @@ int main(void)
 		cmocka_unit_test(test_exec_deadline_fires_when_samples_stop),
 		cmocka_unit_test(test_exec_deadline_not_hidden_by_interval),
 		cmocka_unit_test(test_exec_subscriber_triggers_one_task),
+		cmocka_unit_test(test_exec_deadline_during_a_run_in_flight),
+		cmocka_unit_test(test_exec_due_run_survives_a_stop),
 	};
 
 	return cmocka_run_group_tests_name("exec_pubsub", tests, setup, teardown);
