@@ -38,11 +38,11 @@
 
 #include <errno.h>
 #include <limits.h>
+#include <pthread.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
-#include <pthread.h>
-#include <sched.h>
 #include <sys/epoll.h>
 #include <sys/prctl.h>
 #include <sys/signalfd.h>
@@ -73,7 +73,7 @@ static void phase_wait(struct takt_exec *ex)
 	}
 }
 
-/* After a task's run: its last error, deadline timers, a fresh deadline flag. */
+/* After a task's run: its last error, its deadline timers restarted. */
 static void task_after_run(struct task *t, uint64_t now)
 {
 	t->last_err = atomic_load_explicit(&t->run_err, memory_order_relaxed);
