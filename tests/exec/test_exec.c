@@ -3,6 +3,7 @@
  * timerfds; workers are real threads. */
 #include <errno.h>
 #include <pthread.h>
+#include <sched.h>
 #include <setjmp.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -16,6 +17,7 @@
 #include <poll.h>
 #include <sys/eventfd.h>
 #include <sys/ioctl.h>
+#include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -681,6 +683,93 @@ static void test_interval_one_syscall_per_tick(void **state)
 	takt_exec_destroy(sc.ex);
 }
 
+/* ---- the dispatch thread's scheduling -------------------------------------- */
+
+struct where {
+	int efd; /* the trigger: readable once */
+	int cpu, policy, prio;
+};
+
+static int where_declare(takt_triggers *t, void *u)
+{
+	return takt_trigger_fd(t, ((struct where *)u)->efd);
+}
+
+static int where_execute(takt_ctx *c, void *u)
+{
+	struct where *w = u;
+	struct sched_param sp;
+	uint64_t v;
+
+	(void)c;
+	if (read(w->efd, &v, sizeof(v)) < 0)
+		return -errno;
+	w->cpu = sched_getcpu();
+	pthread_getschedparam(pthread_self(), &w->policy, &sp);
+	w->prio = sp.sched_priority;
+	return TAKT_CONTINUE;
+}
+
+/* Inline items run on the dispatch thread: while run() runs it is pinned
+ * and SCHED_FIFO as asked, and afterwards it is as before; lock_memory
+ * locks the process's memory. As root (CI); elsewhere a refusal is
+ * counted, and the test says so. */
+static void test_dispatch_thread_fifo_pinned_and_restored(void **state)
+{
+	struct where w = {.efd = eventfd(1, EFD_NONBLOCK | EFD_CLOEXEC), .cpu = -1, .policy = -1, .prio = -1};
+	struct takt_item it = {.name = "where", .declare = where_declare, .execute = where_execute, .user = &w};
+	struct takt_exec_opts o = {.handle_signals = -1, .dispatch_sched_fifo_priority = 10, .pin_dispatch = 1,
+				   .lock_memory = 1};
+	struct takt_exec_stats st;
+	struct sched_param sp;
+	cpu_set_t before, after;
+	int policy;
+	takt_exec *ex;
+	FILE *f;
+	char line[128];
+	long locked_kb = -1;
+
+	(void)state;
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+	print_message("skipped under a sanitizer: mlockall would lock its shadow memory\n");
+	close(w.efd);
+	skip();
+	return;
+#endif
+	if (geteuid() != 0) {
+		print_message("skipped: needs root (SCHED_FIFO, mlockall)\n");
+		close(w.efd);
+		skip();
+		return;
+	}
+	assert_int_equal(pthread_getaffinity_np(pthread_self(), sizeof(before), &before), 0);
+	for (int c = 0; c < CPU_SETSIZE; c++) /* the last CPU we may run on */
+		if (CPU_ISSET(c, &before))
+			o.dispatch_cpu = c;
+	assert_int_equal(takt_exec_create(&o, &ex), 0);
+	assert_int_equal(takt_exec_add(ex, &it), 0);
+	assert_int_equal(takt_exec_run_n(ex, 1), 0);
+	assert_int_equal(w.cpu, o.dispatch_cpu);
+	assert_int_equal(w.policy, SCHED_FIFO);
+	assert_int_equal(w.prio, 10);
+	assert_int_equal(takt_exec_stats(ex, &st), 0);
+	assert_int_equal(st.sched_fifo_refused, 0);
+	assert_int_equal(pthread_getschedparam(pthread_self(), &policy, &sp), 0);
+	assert_int_equal(policy, SCHED_OTHER); /* restored */
+	assert_int_equal(pthread_getaffinity_np(pthread_self(), sizeof(after), &after), 0);
+	assert_true(CPU_EQUAL(&before, &after));
+	f = fopen("/proc/self/status", "re");
+	assert_non_null(f);
+	while (fgets(line, sizeof(line), f))
+		if (sscanf(line, "VmLck: %ld", &locked_kb) == 1)
+			break;
+	fclose(f);
+	assert_true(locked_kb > 0); /* mlockall(MCL_CURRENT | MCL_FUTURE) */
+	munlockall();
+	takt_exec_destroy(ex);
+	close(w.efd);
+}
+
 /* ---- budgets ------------------------------------------------------------ */
 
 struct napper {
@@ -1232,6 +1321,7 @@ int main(void)
 		cmocka_unit_test(test_interval_stall_costs_only_its_task),
 		cmocka_unit_test(test_trigger_hung_up_fd_in_flight_does_not_spin),
 		cmocka_unit_test(test_interval_one_syscall_per_tick),
+		cmocka_unit_test(test_dispatch_thread_fifo_pinned_and_restored),
 		cmocka_unit_test(test_budget_overrun_reported_exactly),
 		cmocka_unit_test(test_run_until_idle_returns_exact_counts),
 		cmocka_unit_test(test_run_until_idle_due_deadlines_and_stop),
