@@ -412,9 +412,7 @@ static int run_loop(struct takt_exec *ex, uint64_t phases, uint64_t deadline, st
 {
 	struct takt_exec_stats base;
 	struct run_saved sv;
-	int r = 0;
-
-	int not_running = 0;
+	int r = 0, not_running = 0;
 
 	/* one run at a time: the CAS both checks and claims */
 	if (!atomic_compare_exchange_strong_explicit(&ex->running, &not_running, 1, memory_order_acq_rel,
@@ -457,10 +455,9 @@ static int run_loop(struct takt_exec *ex, uint64_t phases, uint64_t deadline, st
 	 * run rely on it) */
 	phase_wait(ex);
 	collect_finished(ex, false); /* what is due stays due for the next run */
-	r = run_leave(ex, &sv, r);
-	if (idle && idle->sum)
+	if (idle && idle->sum) /* before run_leave lets another run start */
 		summary_end(ex, &base, idle->sum);
-	return r;
+	return run_leave(ex, &sv, r);
 }
 
 int takt_exec_run(takt_exec *ex)
