@@ -73,6 +73,14 @@ static void arm(const char *point, struct h_chan *note, struct h_chan *gate)
 	takt__fault_hook = hook;
 }
 
+/* The second stop, for the agent alone (arm installs the hook). */
+static void arm_agent(const char *point, struct h_chan *note, struct h_chan *gate)
+{
+	agent_note_wr = note->wr;
+	agent_gate_rd = gate->rd;
+	agent_stop_at = point;
+}
+
 struct shared {
 	_Atomic int stop;
 	_Atomic int go; /* the busy publisher starts publishing */
@@ -604,11 +612,8 @@ static int parking_sub_child(void *a)
 	int r;
 
 	H_CHECK(takt_sub_open(n, &so, &s) == 0);
-	if (ch[3].rd >= 0) {
-		agent_note_wr = ch[2].wr;
-		agent_gate_rd = ch[3].rd;
-		agent_stop_at = "sub_agent_installing";
-	}
+	if (ch[3].rd >= 0)
+		arm_agent("sub_agent_installing", &ch[2], &ch[3]);
 	arm("arm_before_park", &ch[0], &ch[1]);
 	stop_main = true;
 	t0 = now_ms();
@@ -715,9 +720,7 @@ static int late_hist_sub_child(void *a)
 	int r, got = 0;
 
 	H_CHECK(takt_sub_open(n, &so, &s) == 0);
-	agent_note_wr = ch[2].wr;
-	agent_gate_rd = ch[3].rd;
-	agent_stop_at = "agent_push";
+	arm_agent("agent_push", &ch[2], &ch[3]);
 	arm("arm_before_park", &ch[0], &ch[1]);
 	stop_main = true;
 	t0 = now_ms();

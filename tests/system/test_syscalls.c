@@ -144,6 +144,28 @@ static bool skip_sanitized(void)
 	return sanitized();
 }
 
+/* Whether the membarrier tests can run here (they say why not): a normal
+ * build (the group starts no broker under a sanitizer), x86-64 (the trap
+ * answers membarrier through the saved rax) and a kernel with
+ * membarrier(GLOBAL_EXPEDITED). */
+static bool membarrier_trap_usable(void)
+{
+	struct msg_status_reply st;
+
+	if (skip_sanitized())
+		return false;
+#ifndef __x86_64__
+	print_message("skipped: the trap answers membarrier only on x86-64\n");
+	return false;
+#endif
+	assert_int_equal(h_status(broker.domain, &st), 0);
+	if (!(st.limits.flags & TAKT_LIM_MEMBARRIER)) {
+		print_message("skipped: the kernel has no membarrier(GLOBAL_EXPEDITED)\n");
+		return false;
+	}
+	return true;
+}
+
 static void report(int phase)
 {
 	sh->counted[phase] = atomic_exchange(&sh->traps, 0);
@@ -394,25 +416,13 @@ static int light_subscriber_child(void *a)
 static void test_syscalls_park_membarrier_only_against_light(void **state)
 {
 	struct takt_pub_opts po = {.topic = "lightsc", .max_payload = 64};
-	struct msg_status_reply st;
 	struct proto_pool_stat ps[2];
 	takt_node *n;
 	takt_pub *p;
 	pid_t pid;
 
 	(void)state;
-	if (skip_sanitized()) {
-		skip();
-		return;
-	}
-#ifndef __x86_64__
-	print_message("skipped: the trap answers membarrier only on x86-64\n");
-	skip();
-	return;
-#endif
-	assert_int_equal(h_status(broker.domain, &st), 0);
-	if (!(st.limits.flags & TAKT_LIM_MEMBARRIER)) {
-		print_message("skipped: the kernel has no membarrier(GLOBAL_EXPEDITED)\n");
+	if (!membarrier_trap_usable()) {
 		skip();
 		return;
 	}
@@ -462,7 +472,6 @@ static int blocked_publisher_child(void *a)
 static void test_syscalls_blocked_publisher_fences_light_subscriber(void **state)
 {
 	struct takt_sub_opts so = {.topic = "b0l", .queue_depth = 2, .overflow = TAKT_OVERFLOW_BLOCK};
-	struct msg_status_reply st;
 	const void *x;
 	struct takt_sample_info info;
 	takt_node *n;
@@ -471,18 +480,7 @@ static void test_syscalls_blocked_publisher_fences_light_subscriber(void **state
 	pid_t pid;
 
 	(void)state;
-	if (skip_sanitized()) { /* (the group starts no broker there) */
-		skip();
-		return;
-	}
-#ifndef __x86_64__
-	print_message("skipped: the trap answers membarrier only on x86-64\n");
-	skip();
-	return;
-#endif
-	assert_int_equal(h_status(broker.domain, &st), 0);
-	if (!(st.limits.flags & TAKT_LIM_MEMBARRIER)) {
-		print_message("skipped: the kernel has no membarrier(GLOBAL_EXPEDITED)\n");
+	if (!membarrier_trap_usable()) {
 		skip();
 		return;
 	}
