@@ -7,11 +7,6 @@
 #include <string.h>
 #include <time.h>
 
-static uint64_t mono_ns(void)
-{
-	return sys_mono_ns();
-}
-
 #if defined(__x86_64__)
 static inline uint64_t tsc_read(void)
 {
@@ -110,9 +105,9 @@ static uint64_t stamp_resync(struct stamp_clock *c)
 	bool tight = false;
 
 	for (int i = 0; i < 4 && !tight; i++) {
-		ns = mono_ns();
+		ns = sys_mono_ns();
 		t = tsc_read();
-		ns2 = mono_ns();
+		ns2 = sys_mono_ns();
 		tight = ns2 - ns <= STAMP_TIGHT_NS;
 	}
 	if (!tight) {
@@ -150,7 +145,7 @@ uint64_t stamp_clock_now(struct stamp_clock *c)
 	uint64_t ns;
 
 	if (!c->tsc) {
-		ns = mono_ns();
+		ns = sys_mono_ns();
 	} else {
 		uint64_t t = tsc_read();
 

@@ -143,20 +143,29 @@ static inline uint64_t prod_oldest(const struct ring_prod *p)
 	return p->cached_tail > p->floor ? p->cached_tail : p->floor;
 }
 
+/* A position the consumer's tail word showed: a tail beyond head is
+ * garbage, and the old one is kept. */
+static inline void prod_seen_tail(struct ring_prod *p, uint64_t t)
+{
+	if (t <= p->head)
+		p->cached_tail = t;
+}
+
+/* Reloads the consumer's tail; whether there is room now. */
+static bool prod_room(struct ring_prod *p)
+{
+	/* R1: acquire pairs with the consumer's store of tail: its read of
+	 * the slot we are about to overwrite happened before. */
+	prod_seen_tail(p, atomic_load_explicit(&p->sw->tail, memory_order_acquire) / 2);
+	return p->head - prod_oldest(p) < p->depth;
+}
+
 int ring_push_spsc(struct ring_prod *p, const struct ring_entry *e)
 {
 	struct takt_ring_slot *s;
 
-	if (p->head - prod_oldest(p) >= p->depth) {
-		/* R1: acquire pairs with the consumer's store of tail: its read
-		 * of the slot we are about to overwrite happened before. */
-		uint64_t t = atomic_load_explicit(&p->sw->tail, memory_order_acquire) / 2;
-
-		if (t <= p->head) /* a tail beyond head is garbage: keep the old one */
-			p->cached_tail = t;
-		if (p->head - prod_oldest(p) >= p->depth)
-			return -ENOSPC;
-	}
+	if (p->head - prod_oldest(p) >= p->depth && !prod_room(p))
+		return -ENOSPC;
 	s = &p->slots[p->head & p->mask];
 	atomic_store_explicit(&s->chunk, e->chunk, memory_order_relaxed);
 	atomic_store_explicit(&s->size, e->size, memory_order_relaxed);
@@ -208,8 +217,7 @@ uint32_t ring_steal_oldest(struct ring_prod *p)
 	 * it as after a push, since nothing may be pushed now. */
 	atomic_store_explicit(&s->pos, f + 1, memory_order_release); /* R2: the verdict "yours" */
 	p->nudge = true;
-	if (tw / 2 <= p->head)
-		p->cached_tail = tw / 2;
+	prod_seen_tail(p, tw / 2);
 	return TAKT_NONE;
 }
 
@@ -243,12 +251,7 @@ static void prod_stop_waiting(struct ring_prod *p)
 static bool prod_spin_room(struct ring_prod *p)
 {
 	for (unsigned i = 0; i < ROOM_SPINS; i++) {
-		/* R1: acquire pairs with the consumer's store of tail. */
-		uint64_t t = atomic_load_explicit(&p->sw->tail, memory_order_acquire) / 2;
-
-		if (t <= p->head) /* a tail beyond head is garbage: keep the old one */
-			p->cached_tail = t;
-		if (p->head - prod_oldest(p) < p->depth)
+		if (prod_room(p))
 			return true;
 		cpu_relax();
 	}
@@ -276,8 +279,7 @@ int ring_wait_room(struct ring_prod *p, uint64_t deadline_ns)
 		if (p->fence_cons && !takt_membarrier())
 			slice = UNFENCED_SLICE_NS;
 		t = atomic_load_explicit(&p->sw->tail, memory_order_seq_cst);
-		if (t / 2 <= p->head)
-			p->cached_tail = t / 2;
+		prod_seen_tail(p, t / 2);
 		/* B1: seq_cst, after our announcement: a close stored before it
 		 * is seen here; one stored later wakes us or ends our slice. */
 		if (atomic_load_explicit(&p->reg->state, memory_order_seq_cst) != SLOT_ACTIVE) {
