@@ -387,6 +387,7 @@ static void summary_end(struct takt_exec *ex, const struct takt_exec_stats *a, s
 	struct takt_exec_stats b;
 
 	takt_exec_stats(ex, &b);
+	/* relaxed: this thread counts dispatches, and the run is still ours */
 	for (size_t i = 0; sum->task_dispatches && i < sum->n_task_dispatches; i++)
 		sum->task_dispatches[i] =
 			i < ex->n_tasks ? atomic_load_explicit(&ex->tasks[i]->dispatches, memory_order_relaxed) -

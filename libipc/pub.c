@@ -619,6 +619,8 @@ static void pub_refresh(takt_pub *p, uint32_t gen)
 	}
 	p->n_conns = 0;
 	for (uint32_t i = 0; i < v->lim.subs_per_topic; i++) {
+		/* relaxed: the list was acquired by the seq_cst load of conn_gen
+		 * (W1) that brought us here; ci is only compared or bounds-checked. */
 		uint32_t ci = atomic_load_explicit(&p->port_conns[i], memory_order_relaxed);
 		struct pub_slot *s;
 

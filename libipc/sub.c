@@ -242,6 +242,8 @@ static void sub_refresh(takt_sub *s, uint32_t gen)
 	}
 	s->n_conns = 0;
 	for (uint32_t i = 0; i < v->lim.pubs_per_topic; i++) {
+		/* relaxed: the list was acquired by the seq_cst load of conn_gen
+		 * (W1) that brought us here; ci is only compared or bounds-checked. */
 		uint32_t ci = atomic_load_explicit(&s->port_conns[i], memory_order_relaxed);
 		struct sub_slot *found = NULL;
 
