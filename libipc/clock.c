@@ -140,22 +140,36 @@ static uint64_t stamp_resync(struct stamp_clock *c)
 	return ns2;
 }
 
+static inline uint64_t stamp_read(struct stamp_clock *c)
+{
+	uint64_t t;
+
+	if (!c->tsc)
+		return sys_mono_ns();
+	t = tsc_read();
+	/* An anchor older than the resync interval, a TSC that went back
+	 * (t - tsc_a wraps) or no rate yet: read the clock. */
+	if (!c->mult || t - c->tsc_a >= c->resync_ticks)
+		return stamp_resync(c);
+	return c->ns_a + (uint64_t)(((unsigned __int128)(t - c->tsc_a) * c->mult) >> 32);
+}
+
 uint64_t stamp_clock_now(struct stamp_clock *c)
 {
-	uint64_t ns;
+	uint64_t ns = stamp_read(c);
 
-	if (!c->tsc) {
-		ns = sys_mono_ns();
-	} else {
-		uint64_t t = tsc_read();
+	if (ns < c->last)
+		ns = c->last; /* never before the stamp before it */
+	c->last = ns;
+	return ns;
+}
 
-		/* An anchor older than the resync interval, a TSC that went
-		 * back (t - tsc_a wraps) or no rate yet: read the clock. */
-		if (!c->mult || t - c->tsc_a >= c->resync_ticks)
-			ns = stamp_resync(c);
-		else
-			ns = c->ns_a + (uint64_t)(((unsigned __int128)(t - c->tsc_a) * c->mult) >> 32);
-	}
+uint64_t stamp_clock_at(struct stamp_clock *c, uint64_t at)
+{
+	uint64_t ns = stamp_read(c);
+
+	if (at < ns)
+		ns = at; /* never later than now */
 	if (ns < c->last)
 		ns = c->last; /* never before the stamp before it */
 	c->last = ns;

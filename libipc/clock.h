@@ -49,6 +49,10 @@ void stamp_clock_init(struct stamp_clock *c);
 /* A publish stamp: CLOCK_MONOTONIC as described above. No syscall (the
  * vDSO's clock_gettime at most). */
 uint64_t stamp_clock_now(struct stamp_clock *c);
+/* A stamp for a sample published late on purpose (takt_pub_flush): `at`,
+ * unless that is later than stamp_clock_now or earlier than the stamp
+ * before it. */
+uint64_t stamp_clock_at(struct stamp_clock *c, uint64_t at);
 /* For tests: the same clock, never using the TSC. */
 void stamp_clock_init_plain(struct stamp_clock *c);
 

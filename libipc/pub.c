@@ -126,6 +126,11 @@ struct takt_pub {
 	unsigned char *pushed;    /* publish: whether each of conns[] got the sample */
 	unsigned n_loans;
 	struct pub_loan *loans;   /* loans_max entries; found by pointer: no division on publish */
+	/* takt_pub_hold: publishes wait here, in order, until takt_pub_flush;
+	 * they count against loans_max like loans */
+	bool holding;
+	unsigned n_held;
+	struct pub_loan *held;    /* loans_max entries */
 	/* History, read by the agent (PS1): generation << 32 | chunk, 0 empty.
 	 * Entry (seq - 1) % history holds the sample of sequence seq. */
 	_Atomic uint64_t *hist;   /* history entries */
@@ -160,6 +165,7 @@ static void pub_free(takt_pub *p)
 	free(p->conns);
 	free(p->pushed);
 	free(p->loans);
+	free(p->held);
 	free(p->hist);
 	pub_pool_destroy(&p->pool);
 	if (p->map)
@@ -225,10 +231,11 @@ int takt_pub_open(takt_node *node, const struct takt_pub_opts *opts, takt_pub **
 		return -ENOMEM;
 	/* Sized by the domain's limits, once: nothing is allocated later. */
 	p->loans = calloc(node->v.lim.loans_max, sizeof(*p->loans));
+	p->held = calloc(node->v.lim.loans_max, sizeof(*p->held));
 	p->conns = calloc(node->v.lim.subs_per_topic, sizeof(*p->conns));
 	p->pushed = calloc(node->v.lim.subs_per_topic, 1);
 	p->hist = opts->history ? calloc(opts->history, sizeof(*p->hist)) : NULL;
-	if (!p->loans || !p->conns || !p->pushed || (opts->history && !p->hist)) {
+	if (!p->loans || !p->held || !p->conns || !p->pushed || (opts->history && !p->hist)) {
 		pub_free(p);
 		return -ENOMEM;
 	}
@@ -340,7 +347,7 @@ static void pub_stats(takt_pub *p)
 
 	/* relaxed: statistics only this publisher writes (takt pools). */
 	atomic_store_explicit(&l->stat_free, p->pool.n_free, memory_order_relaxed);
-	atomic_store_explicit(&l->stat_loans, p->n_loans, memory_order_relaxed);
+	atomic_store_explicit(&l->stat_loans, p->n_loans + p->n_held, memory_order_relaxed);
 	atomic_store_explicit(&l->stat_history, (uint32_t)(p->seq < p->history ? p->seq : p->history),
 			      memory_order_relaxed);
 }
@@ -707,7 +714,7 @@ int takt_pub_loan(takt_pub *pub, size_t size, void **payload)
 		return -EINVAL;
 	if (size > pub->max_payload)
 		return -EMSGSIZE;
-	if (pub->n_loans == pub->loans_max)
+	if (pub->n_loans + pub->n_held >= pub->loans_max)
 		return -ENOBUFS;
 	/* Returns are taken in batches: the subscribers' return lines are read
 	 * when half the pool is out, or half a return ring could be waiting
@@ -893,26 +900,23 @@ static void pub_notify(takt_pub *p, const unsigned char *pushed, uint64_t seq)
 	}
 }
 
-int takt_pub_publish(takt_pub *pub, void *payload)
+/* Publishes chunk c: of loan li (>= 0), or held with generation gen (li
+ * -1), stamped now or, if at, at that time (stamp_clock_at). */
+static inline __attribute__((always_inline)) int pub_publish_chunk(takt_pub *pub, int li, uint32_t c, uint32_t gen,
+								   uint64_t at)
 {
 	unsigned char *pushed = pub->pushed;
 	struct chunk_info *h;
 	struct ring_entry e;
 	uint64_t seq, ns;
-	uint32_t c, gen;
-	int li, reached = 0;
+	int reached = 0;
 
-	if (!pub)
-		return -EINVAL;
-	li = pub_find_loan(pub, payload, &c);
-	if (li < 0)
-		return li;
 	/* Q0: pairs with the broker's conn removal (registry.c, client.h). */
 	q0_enter(&pub->pool.seg.live->active, pub->node->q0_light);
 	pub_check_conns(pub);
 	h = &pub->pool.info[c];
 	seq = ++pub->seq;
-	ns = stamp_clock_now(&pub->clock);
+	ns = at ? stamp_clock_at(&pub->clock, at) : stamp_clock_now(&pub->clock);
 	if (pub->history) {
 		/* for history (C1: before the hand-over's release); from
 		 * registers: a load spanning two stores (copying them from e)
@@ -924,8 +928,10 @@ int takt_pub_publish(takt_pub *pub, void *payload)
 	e = (struct ring_entry){.chunk = c, .size = h->size, .seq = seq, .publish_ns = ns};
 	/* before the pushes: an awake subscriber may take the sample at once */
 	TAKT_PROBE3(publish, pub->topic, pub->id, e.seq);
-	gen = pub->loans[li].gen;
-	pub_end_loan(pub, (unsigned)li);
+	if (li >= 0) {
+		gen = pub->loans[li].gen;
+		pub_end_loan(pub, (unsigned)li);
+	}
 	if (pub->n_conns + (pub->history ? 1 : 0) == 0) {
 		chunk_unref(&pub->pool, c); /* nobody to hand it to */
 	} else {
@@ -946,6 +952,47 @@ int takt_pub_publish(takt_pub *pub, void *payload)
 	pub_notify(pub, pushed, e.seq);
 	q0_exit(&pub->pool.seg.live->active); /* Q0 */
 	return reached;
+}
+
+int takt_pub_publish(takt_pub *pub, void *payload)
+{
+	uint32_t c;
+	int li;
+
+	if (!pub)
+		return -EINVAL;
+	li = pub_find_loan(pub, payload, &c);
+	if (li < 0)
+		return li;
+	if (pub->holding) {
+		/* held in publish order; the loan's slot is free again, its
+		 * chunk still counts against loans_max */
+		pub->held[pub->n_held++] = pub->loans[li];
+		pub_end_loan(pub, (unsigned)li);
+		return 0;
+	}
+	return pub_publish_chunk(pub, li, c, 0, 0);
+}
+
+int takt_pub_flush(takt_pub *pub, uint64_t publish_ns)
+{
+	unsigned n;
+
+	if (!pub)
+		return -EINVAL;
+	n = pub->n_held;
+	for (unsigned i = 0; i < n; i++)
+		pub_publish_chunk(pub, -1, pub->held[i].chunk, pub->held[i].gen, publish_ns);
+	pub->n_held = 0;
+	return (int)n;
+}
+
+int takt_pub_hold(takt_pub *pub, int hold)
+{
+	if (!pub)
+		return -EINVAL;
+	pub->holding = hold != 0;
+	return hold ? 0 : takt_pub_flush(pub, 0);
 }
 
 int takt_pub_send(takt_pub *pub, const void *data, size_t size)

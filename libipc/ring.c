@@ -382,7 +382,7 @@ static int cons_decide(struct ring_cons *q, uint64_t t)
 	return r;
 }
 
-int ring_pop_shared(struct ring_cons *q, struct ring_entry *out)
+int ring_pop_shared(struct ring_cons *q, struct ring_entry *out, uint64_t cutoff)
 {
 	struct ring_entry e;
 
@@ -433,6 +433,8 @@ int ring_pop_shared(struct ring_cons *q, struct ring_entry *out)
 			}
 		}
 		slot_fields(s, &e);
+		if (e.publish_ns > cutoff)
+			return -EAGAIN; /* newer than the caller wants: nothing stored, it stays queued */
 		if (q->overflow == TAKT_OVERFLOW_REJECT) {
 			cons_set_tail(q, t + 1, false, memory_order_release); /* R1 */
 			*out = e;

@@ -99,11 +99,14 @@ void ring_count_drops(struct ring_prod *p, uint64_t n);
 /* Pops the oldest entry into *out: 0, or -EAGAIN when nothing is ready
  * (empty, or the producer has not yet given its verdict on the entry at the
  * tail: the caller looks again later; the producer's next push wakes a
- * parked subscriber as usual). *out is untouched on -EAGAIN; out->chunk is
- * unchecked. The caller records the chunk as held after the pop; a crash
- * in between costs only what the publisher gets back when the connection
- * ends. */
-int ring_pop_shared(struct ring_cons *q, struct ring_entry *out);
+ * parked subscriber as usual), or when the oldest entry was published after
+ * cutoff (publish_ns > cutoff: it stays queued, untouched; UINT64_MAX takes
+ * anything). *out is untouched on -EAGAIN; out->chunk is unchecked. The
+ * caller records the chunk as held after the pop; a crash in between costs
+ * only what the publisher gets back when the connection ends. An entry whose
+ * take began (R2: the pending verdict) was checked against the cutoff of that
+ * call. */
+int ring_pop_shared(struct ring_cons *q, struct ring_entry *out, uint64_t cutoff);
 /* Whether an entry may be ready at the tail (a hint: a pop can still find
  * it taken back). */
 int ring_nonempty(const struct ring_cons *q);

@@ -66,6 +66,7 @@ struct takt_sub {
 	int efd;
 	uint32_t held_max;
 	uint32_t conn_gen;
+	uint64_t cutoff;     /* takes only samples published at or before it (UINT64_MAX: any) */
 	bool armed;
 	uint32_t park_gen;   /* P0: our park word (odd while armed) */
 	uint32_t wakes_read; /* P2: eventfd writes read so far (mod 2^32) */
@@ -346,6 +347,7 @@ int takt_sub_open(takt_node *node, const struct takt_sub_opts *opts, takt_sub **
 	s->node = node;
 	memcpy(s->topic, req.topic, TAKT_NAME_MAX);
 	s->held_max = node->v.lim.held_max;
+	s->cutoff = UINT64_MAX;
 	s->conn_gen = UINT32_MAX;
 	s->efd = -1;
 	s->wait_ep = -1;
@@ -489,7 +491,7 @@ static int sub_pop(takt_sub *s, struct ring_entry *out, struct sub_slot **ret_sl
 
 		/* Bounded: a publisher refilling its ring with bad entries
 		 * costs us a bounded number of pops per take. */
-		for (unsigned bad = 0; bad < 64 && ring_pop_shared(&slot->ring, out) == 0; bad++) {
+		for (unsigned bad = 0; bad < 64 && ring_pop_shared(&slot->ring, out, s->cutoff) == 0; bad++) {
 			TAKT_FAULT("take_popped");
 			if (sub_entry_ok(s, slot, out)) {
 				s->rr = i + 1 == s->n_conns ? 0 : i + 1; /* (no division per take) */
@@ -535,6 +537,14 @@ int takt_sub_take(takt_sub *sub, const void **payload, struct takt_sample_info *
 	}
 	q0_exit(&sub->seg.live->active); /* Q0 */
 	return r;
+}
+
+int takt_sub_set_cutoff(takt_sub *sub, uint64_t cutoff_ns)
+{
+	if (!sub)
+		return -EINVAL;
+	sub->cutoff = cutoff_ns ? cutoff_ns : UINT64_MAX;
+	return 0;
 }
 
 void takt_sub_release(takt_sub *sub, const void *payload)

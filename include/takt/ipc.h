@@ -83,6 +83,19 @@ TAKT_API int takt_pub_publish(takt_pub *pub, void *payload);
 TAKT_API void takt_pub_discard(takt_pub *pub, void *payload);
 /* Copy + publish. Errors of loan and publish. */
 TAKT_API int takt_pub_send(takt_pub *pub, const void *data, size_t size);
+/* Holding (hold 1): takt_pub_publish keeps each sample back, in publish
+ * order, and returns 0; takt_pub_flush publishes them. Held samples count
+ * against the loan limit ([limits] loans_max): a loan beyond it returns
+ * -ENOBUFS. The executor's logical execution time uses it (exec.h,
+ * takt_let_output). hold 0 stops holding and flushes (stamped now):
+ * returns what takt_pub_flush returns. -EINVAL for NULL. */
+TAKT_API int takt_pub_hold(takt_pub *pub, int hold);
+/* Publishes every held sample, oldest first: the number published (0 when
+ * none was held). publish_ns 0 stamps them now; otherwise with publish_ns
+ * (their logical publish time, say the end of a period), or with the
+ * nearest time that keeps the stamp contract's order: never later than
+ * now, never before this publisher's previous stamp. */
+TAKT_API int takt_pub_flush(takt_pub *pub, uint64_t publish_ns);
 /* This publisher's id as seen in takt_sample_info.publisher_id: unique in
  * the domain for its whole life, never reused (also not by a restarted
  * broker); 0 for NULL. */
@@ -103,7 +116,9 @@ struct takt_sample_info {
 	/* CLOCK_MONOTONIC at publish: never later than the publish, never
 	 * before the publisher's previous sample, at most 1 us early (read
 	 * through the TSC where the kernel keeps the clock on it; see
-	 * docs/architecture.md, "The publish clock"). */
+	 * docs/architecture.md, "The publish clock"); a sample held and
+	 * flushed with a publish time carries that time instead
+	 * (takt_pub_flush). */
 	uint64_t publish_ns;
 	uint64_t publisher_id; /* takt_pub_id of the sender: never reused in the domain */
 	uint32_t size;
@@ -124,6 +139,13 @@ TAKT_API void takt_sub_close(takt_sub *sub);
  * held_max of the broker config) is reached, release a sample first. Takes from each
  * publisher in its publish order, round-robin across publishers. */
 TAKT_API int takt_sub_take(takt_sub *sub, const void **payload, struct takt_sample_info *info);
+/* Takes see only samples published (takt_sample_info.publish_ns) at or
+ * before cutoff_ns: a newer one stays queued, in order, and is taken once
+ * the cutoff passes it; the connection behind it is not looked at either
+ * (per-publisher order holds). 0 removes the cutoff. Arm and wait still
+ * report newer samples as waiting. The executor's logical execution time
+ * sets it at each period start (exec.h, takt_let_input). -EINVAL for NULL. */
+TAKT_API int takt_sub_set_cutoff(takt_sub *sub, uint64_t cutoff_ns);
 /* Ignores pointers that are not taken samples of this subscriber. */
 TAKT_API void takt_sub_release(takt_sub *sub, const void *payload);
 /* eventfd for your own epoll/poll. Publishers write it only to a subscriber

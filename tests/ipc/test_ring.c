@@ -104,18 +104,26 @@ static void pop_expect(struct ring_cons *q, uint64_t seq)
 {
 	struct ring_entry e, want = entry_for(seq);
 
-	assert_int_equal(ring_pop_shared(q, &e), 0);
+	assert_int_equal(ring_pop_shared(q, &e, UINT64_MAX), 0);
 	assert_int_equal(e.seq, want.seq);
 	assert_int_equal(e.chunk, want.chunk);
 	assert_int_equal(e.size, want.size);
 	assert_int_equal(e.publish_ns, want.publish_ns);
 }
 
+static void pop_expect_seq(struct ring_cons *q, uint64_t seq)
+{
+	struct ring_entry e;
+
+	assert_int_equal(ring_pop_shared(q, &e, UINT64_MAX), 0);
+	assert_int_equal(e.seq, seq);
+}
+
 static void expect_empty(struct ring_cons *q)
 {
 	struct ring_entry e = entry_for(1234), untouched = e;
 
-	assert_int_equal(ring_pop_shared(q, &e), -EAGAIN);
+	assert_int_equal(ring_pop_shared(q, &e, UINT64_MAX), -EAGAIN);
 	assert_memory_equal(&e, &untouched, sizeof(e)); /* out is left alone */
 	assert_false(ring_nonempty(q));
 }
@@ -200,6 +208,54 @@ static void test_ring_wraps_by_position(void **state)
 	wrap_run(*state, (1ull << 62) - 5); /* floor holds 2 x a position: below 2^63 */
 }
 
+/* A pop with a cutoff leaves a newer entry queued, stores nothing (the
+ * consumer's tail does not move), and takes it once the cutoff passes it;
+ * under drop-oldest the producer can still take it back as usual. */
+static void test_ring_cutoff_leaves_newer_entries_queued(void **state)
+{
+	static const enum takt_overflow ovs[] = {TAKT_OVERFLOW_DROP_OLDEST, TAKT_OVERFLOW_BLOCK,
+						 TAKT_OVERFLOW_REJECT};
+
+	for (size_t k = 0; k < sizeof(ovs) / sizeof(ovs[0]); k++) {
+		struct ring_entry e, untouched;
+		struct ring_prod p;
+		struct ring_cons q;
+
+		ring_open_ov(*state, 4, 0, &p, &q, ovs[k]);
+		for (uint64_t s = 1; s <= 3; s++) {
+			e = (struct ring_entry){.chunk = (uint32_t)s, .size = 8, .seq = s, .publish_ns = 1000 * s};
+			assert_int_equal(ring_push_spsc(&p, &e), 0);
+		}
+		assert_int_equal(ring_pop_shared(&q, &e, 1500), 0);
+		assert_int_equal(e.seq, 1);
+		untouched = e;
+		assert_int_equal(ring_pop_shared(&q, &e, 1500), -EAGAIN);
+		assert_memory_equal(&e, &untouched, sizeof(e));
+		assert_int_equal(atomic_load(&SW->tail), 2); /* seq 1 only (tail holds 2 x it) */
+		assert_true(ring_nonempty(&q));
+		if (ovs[k] == TAKT_OVERFLOW_DROP_OLDEST) {
+			for (uint64_t s = 4; s <= 5; s++) {
+				e = (struct ring_entry){.chunk = (uint32_t)s, .size = 8, .seq = s, .publish_ns = 1000 * s};
+				assert_int_equal(ring_push_spsc(&p, &e), 0);
+			}
+			assert_int_equal(ring_push_spsc(&p, &e), -ENOSPC);
+			assert_int_equal(ring_steal_oldest(&p), 2); /* the held-back entry */
+		}
+		if (ovs[k] != TAKT_OVERFLOW_DROP_OLDEST) {
+			assert_int_equal(ring_pop_shared(&q, &e, 2000), 0); /* at the cutoff: taken */
+			assert_int_equal(e.seq, 2);
+		}
+		assert_int_equal(ring_pop_shared(&q, &e, 3000), 0);
+		assert_int_equal(e.seq, 3);
+		if (ovs[k] == TAKT_OVERFLOW_DROP_OLDEST) {
+			assert_int_equal(ring_pop_shared(&q, &e, 3999), -EAGAIN);
+			pop_expect_seq(&q, 4);
+			pop_expect_seq(&q, 5);
+		}
+		expect_empty(&q);
+	}
+}
+
 static void test_ring_steal_takes_the_oldest(void **state)
 {
 	struct ring_entry e = entry_for(99);
@@ -243,7 +299,7 @@ static void test_ring_take_waits_for_the_producers_verdict(void **state)
 		push_seq(&p, s);
 	pop_expect(&q, 0);
 	atomic_store(&q.slots[1].pos, 2 | RING_POS_CLAIM); /* the producer claims position 1 */
-	assert_int_equal(ring_pop_shared(&q, &e), -EAGAIN);
+	assert_int_equal(ring_pop_shared(&q, &e, UINT64_MAX), -EAGAIN);
 	assert_int_equal(atomic_load(&SW->tail), 2 * 1); /* not announced */
 	assert_false(ring_nonempty(&q));            /* its push will wake us */
 	atomic_store(&q.slots[1].pos, 2);           /* verdict: given back */
@@ -252,7 +308,7 @@ static void test_ring_take_waits_for_the_producers_verdict(void **state)
 	pop_expect(&q, 2);
 	/* Again on position 3, and this time the producer keeps it. */
 	atomic_store(&q.slots[3].pos, 4 | RING_POS_CLAIM);
-	assert_int_equal(ring_pop_shared(&q, &e), -EAGAIN);
+	assert_int_equal(ring_pop_shared(&q, &e, UINT64_MAX), -EAGAIN);
 	atomic_store(&q.slots[3].pos, 4 | RING_POS_TAKEN);
 	assert_true(ring_nonempty(&q)); /* something may wait behind it: a pop looks */
 	expect_empty(&q);
@@ -273,11 +329,11 @@ static void test_ring_open_claim_of_a_dead_producer_goes_to_the_consumer(void **
 	push_seq(&p, 0);
 	push_seq(&p, 1);
 	atomic_store(&q.slots[0].pos, 1 | RING_POS_CLAIM);
-	assert_int_equal(ring_pop_shared(&q, &e), -EAGAIN);
+	assert_int_equal(ring_pop_shared(&q, &e, UINT64_MAX), -EAGAIN);
 	assert_false(ring_nonempty(&q));
 	assert_false(ring_drained(PW, SW, q.slots, q.mask));
 	atomic_store_explicit(&c->state, SLOT_ORPHAN, memory_order_release);
-	assert_int_equal(ring_pop_shared(&q, &e), -EAGAIN); /* left, maybe not quiet yet */
+	assert_int_equal(ring_pop_shared(&q, &e, UINT64_MAX), -EAGAIN); /* left, maybe not quiet yet */
 	atomic_store_explicit(&c->pub_quiet, 1, memory_order_release);
 	assert_true(ring_nonempty(&q));
 	pop_expect(&q, 0);
@@ -579,7 +635,7 @@ static int at_pop;
 
 static void hook_consumer_takes(void)
 {
-	at_pop = ring_pop_shared(at_q, &at_taken);
+	at_pop = ring_pop_shared(at_q, &at_taken, UINT64_MAX);
 }
 
 /* R2, the other way: the producer is about to claim position 0 (its first
@@ -611,7 +667,7 @@ static void test_ring_steal_losing_to_pop_yields(void **state)
 	assert_int_equal(ring_push_spsc(&p, &e), 0); /* the room the consumer made */
 	for (uint64_t s = 1; s < 4; s++)
 		pop_expect(&q, s);
-	assert_int_equal(ring_pop_shared(&q, &e), 0);
+	assert_int_equal(ring_pop_shared(&q, &e, UINT64_MAX), 0);
 	assert_int_equal(e.seq, entry_for(99).seq);
 }
 
@@ -640,12 +696,12 @@ static void test_ring_commit_meeting_a_claim_waits_for_the_verdict(void **state)
 		push_seq(&p, s);
 	pop_expect(&q, 0);
 	trap_arm(&SW->tail, hook_producer_claims);
-	assert_int_equal(ring_pop_shared(&q, &e), -EAGAIN);
+	assert_int_equal(ring_pop_shared(&q, &e, UINT64_MAX), -EAGAIN);
 	trap_disarm();
 	assert_int_equal(trap.faults, 1);
 	assert_int_equal(atomic_load(&SW->tail), 2 * 1 + 1); /* deciding position 1 */
 	assert_false(ring_nonempty(&q));
-	assert_int_equal(ring_pop_shared(&q, &e), -EAGAIN);
+	assert_int_equal(ring_pop_shared(&q, &e, UINT64_MAX), -EAGAIN);
 	atomic_store(&q.slots[1].pos, 2); /* the producer saw the tail: given back */
 	assert_true(ring_nonempty(&q));
 	pop_expect(&q, 1);
@@ -939,7 +995,7 @@ static void *stress_consumer(void *arg)
 		 * -EAGAIN from this pop means empty for good. */
 		uint32_t done = atomic_load_explicit(&st->done, memory_order_acquire);
 
-		if (ring_pop_shared(&st->q, &e) == 0) {
+		if (ring_pop_shared(&st->q, &e, UINT64_MAX) == 0) {
 			stress_check_entry(st, &e, &next);
 			spins = 0;
 			if ((st->n_consumed & 4095) == 0)
@@ -1139,7 +1195,7 @@ static bool pop_matches(struct ring_cons *q, uint64_t seq)
 {
 	struct ring_entry e, want = entry_for(seq);
 
-	return ring_pop_shared(q, &e) == 0 && e.seq == want.seq && e.chunk == want.chunk &&
+	return ring_pop_shared(q, &e, UINT64_MAX) == 0 && e.seq == want.seq && e.chunk == want.chunk &&
 	       e.size == want.size && e.publish_ns == want.publish_ns;
 }
 
@@ -1192,6 +1248,7 @@ int main(void)
 		RING_TEST(test_ring_full_at_exactly_capacity),
 		RING_TEST(test_ring_empty_returns_eagain),
 		RING_TEST(test_ring_wraps_by_position),
+		RING_TEST(test_ring_cutoff_leaves_newer_entries_queued),
 		RING_TEST(test_ring_steal_takes_the_oldest),
 		RING_TEST(test_ring_take_waits_for_the_producers_verdict),
 		RING_TEST(test_ring_open_claim_of_a_dead_producer_goes_to_the_consumer),
