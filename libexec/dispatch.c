@@ -73,11 +73,14 @@ static void phase_wait(struct takt_exec *ex)
 	}
 }
 
-/* After a task's run: its last error, its deadline timers restarted. */
-static void task_after_run(struct task *t, uint64_t now)
+/* After a task's run: its last error, its deadline timers restarted, a
+ * LET task's release boundary. */
+static void task_after_run(struct takt_exec *ex, struct task *t, uint64_t now)
 {
 	t->last_err = atomic_load_explicit(&t->run_err, memory_order_relaxed);
 	trig_after_run(t, now);
+	if (t->let)
+		let_ended(ex, t);
 }
 
 /* A1: takes back every run a worker finished (A0); if mark_due, a task
@@ -95,7 +98,7 @@ static void collect_finished(struct takt_exec *ex, bool mark_due)
 			t->in_flight = false;
 			ex->n_in_flight--;
 			ex->collected = true;
-			task_after_run(t, now);
+			task_after_run(ex, t, now);
 			trig_enable_disabled(ex, t);
 		}
 		/* due stays set until the task is submitted: a stop in this
@@ -136,6 +139,8 @@ static void phase_submit(struct takt_exec *ex, uint64_t now)
 		atomic_store_explicit(&t->run_err, 0, memory_order_relaxed);
 		atomic_fetch_add_explicit(&t->dispatches, 1, memory_order_relaxed);
 		atomic_fetch_add_explicit(&ex->st.dispatches, 1, memory_order_relaxed);
+		if (t->let)
+			let_begin(t);
 		if (t->kind == TASK_GRAPH)
 			continue;
 		if (async) { /* A1 */
@@ -147,21 +152,23 @@ static void phase_submit(struct takt_exec *ex, uint64_t now)
 	/* Graphs are driven from this thread, each to completion, while the
 	 * workers also run the phase's other jobs. */
 	for (uint32_t i = 0; i < ex->n_ready; i++)
-		if (ex->ready[i]->kind == TASK_GRAPH)
+		if (ex->ready[i]->kind == TASK_GRAPH) {
 			graph_run(ex, ex->ready[i]->graph);
+			ex->ready[i]->end_ns = exec_now_ns();
+		}
 	if (async) {
 		/* A1: the other runs go on while we wait for the next trigger;
 		 * graphs ended here */
 		now = exec_now_ns();
 		for (uint32_t i = 0; i < ex->n_ready; i++)
 			if (ex->ready[i]->kind == TASK_GRAPH)
-				task_after_run(ex->ready[i], now);
+				task_after_run(ex, ex->ready[i], now);
 		return;
 	}
 	phase_wait(ex); /* inline: everything ran already */
 	now = exec_now_ns(); /* deadlines restart when the run ends */
 	for (uint32_t i = 0; i < ex->n_ready; i++)
-		task_after_run(ex->ready[i], now);
+		task_after_run(ex, ex->ready[i], now);
 }
 
 static void on_deadline(struct takt_exec *ex, struct task *t, struct trig *tr, uint64_t now)
@@ -289,6 +296,9 @@ static int phase_once(struct takt_exec *ex, uint64_t until, bool idle)
 		go &= phase_event(ex, evs[i].data.u64, now);
 	/* acquire: pairs with takt_exec_stop's release of stop_flag */
 	go = go && !atomic_load_explicit(&ex->stop_flag, memory_order_acquire);
+	/* LET outputs whose boundary came, also on a stop (their runs ended);
+	 * before any run of this boundary starts */
+	let_release(ex, now);
 	/* Interval deadlines only in a phase that runs: on a stop they stay
 	 * where they are (not run, not skipped). */
 	if (go)
@@ -456,6 +466,7 @@ static int run_loop(struct takt_exec *ex, uint64_t phases, uint64_t deadline, st
 	 * run rely on it) */
 	phase_wait(ex);
 	collect_finished(ex, false); /* what is due stays due for the next run */
+	let_release(ex, exec_now_ns()); /* boundaries still ahead: the next run's */
 	if (idle && idle->sum) /* before run_leave lets another run start */
 		summary_end(ex, &base, idle->sum);
 	return run_leave(ex, &sv, r);

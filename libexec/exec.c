@@ -169,6 +169,8 @@ static int task_declare(takt_exec *ex, struct task *t, const struct takt_item *c
 	t->period_ns = tr.period_ns;
 	t->n_trigs = tr.n;
 	memcpy(t->trigs, tr.t, sizeof(tr.t));
+	t->let_ports = tr.let;
+	t->let = tr.let.n_in || tr.let.n_out;
 	return 0;
 }
 
@@ -202,6 +204,9 @@ static int task_commit(takt_exec *ex, struct task *t, const struct takt_item *co
 	ex->tasks[ex->n_tasks++] = t;
 	if (t->period_ns)
 		ex->timed_dirty = true;
+	/* LET: its outputs' publishes wait for their boundary from now on */
+	for (unsigned i = 0; i < t->let_ports.n_out; i++)
+		takt_pub_hold(t->let_ports.out[i], 1);
 	exec_take_ownership(ex, t->items, t->n_items);
 	return t->id;
 }

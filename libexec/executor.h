@@ -74,12 +74,20 @@ struct trig {
 	uint64_t armed_at_ns; /* deadline timer start */
 };
 
+/* A task's LET ports (takt_let_input/output). */
+struct let_ports {
+	unsigned n_in, n_out;
+	takt_sub *in[TAKT_EXEC_MAX_LET];
+	takt_pub *out[TAKT_EXEC_MAX_LET];
+};
+
 struct takt_triggers {
 	struct takt_exec *ex;
 	uint64_t period_ns;
 	unsigned n;
 	int err;
 	struct trig t[TAKT_EXEC_MAX_TRIGGERS];
+	struct let_ports let;
 };
 
 /* ---- tasks -------------------------------------------------------------- */
@@ -110,6 +118,11 @@ struct task {
 	uint64_t budget_ns;      /* a whole run's budget, 0: none */
 	_Atomic uint64_t overruns; /* its items' and its own */
 	uint64_t idle_base;      /* run_until_idle: dispatches when the call began */
+	/* LET (timer.c): a task with LET ports */
+	bool let;
+	struct let_ports let_ports;
+	uint64_t end_ns;         /* when its last run ended (by the thread that ran it; A0 orders it) */
+	uint64_t release_ns;     /* its held outputs go out at this boundary; 0: none waits */
 	struct trig trigs[TAKT_EXEC_MAX_TRIGGERS];
 	unsigned n_trigs;
 	struct job job;          /* submitted by pointer, built at add time */
@@ -224,6 +237,12 @@ void timer_start(struct takt_exec *ex, uint64_t now, bool skip_passed);
 uint64_t timer_next(const struct takt_exec *ex);
 /* Marks every interval task whose deadline passed, once, counting skips. */
 void timer_fire(struct takt_exec *ex, uint64_t now, void (*mark)(struct takt_exec *, struct task *));
+/* LET: before a run is submitted, its inputs' cutoff; after it ended, its
+ * release boundary (and an overrun's next deadline); at a boundary, the
+ * release of held outputs (every one due by now). */
+void let_begin(struct task *t);
+void let_ended(struct takt_exec *ex, struct task *t);
+void let_release(struct takt_exec *ex, uint64_t now);
 
 /* trigger.c */
 int trig_register(struct takt_exec *ex, struct task *t);

@@ -115,11 +115,12 @@ static void chain_job_run(struct job *job)
 			exec_fault(ex, t);
 		break;
 	}
-	if (t->budget_ns) {
-		uint64_t took = exec_now_ns() - t0;
+	if (t->budget_ns || t->let) {
+		uint64_t end = exec_now_ns();
 
-		if (took > t->budget_ns)
-			exec_overrun(ex, t, NULL, took, t->budget_ns);
+		if (t->budget_ns && end - t0 > t->budget_ns)
+			exec_overrun(ex, t, NULL, end - t0, t->budget_ns);
+		t->end_ns = end; /* LET: its release boundary (A0 hands it over) */
 	}
 	exec_task_done(ex, t);
 }

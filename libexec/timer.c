@@ -45,11 +45,28 @@ uint64_t timer_next(const struct takt_exec *ex)
 {
 	uint64_t next = UINT64_MAX;
 
-	/* A1: a task in flight is looked at again when its run is collected */
-	for (uint32_t i = 0; i < ex->n_tasks; i++)
-		if (ex->tasks[i]->period_ns && !ex->tasks[i]->in_flight && ex->tasks[i]->next_ns < next)
-			next = ex->tasks[i]->next_ns;
+	for (uint32_t i = 0; i < ex->n_tasks; i++) {
+		const struct task *t = ex->tasks[i];
+
+		/* A1: a task in flight is looked at again when its run is collected */
+		if (t->period_ns && !t->in_flight && t->next_ns < next)
+			next = t->next_ns;
+		if (t->release_ns && t->release_ns < next)
+			next = t->release_ns; /* LET: held outputs wait for it */
+	}
 	return next;
+}
+
+/* n of the task's deadlines passed without a run of it. */
+static void timer_skipped(struct takt_exec *ex, struct task *t, uint64_t n)
+{
+	/* relaxed: statistics */
+	atomic_fetch_add_explicit(&t->skipped, n, memory_order_relaxed);
+	atomic_fetch_add_explicit(&ex->st.skipped_cycles, n, memory_order_relaxed);
+	if (ex->has_monitor && ex->monitor.skipped_cycles)
+		ex->monitor.skipped_cycles(ex->monitor.user, n);
+	if (ex->has_monitor && ex->monitor.task_skipped_cycles)
+		ex->monitor.task_skipped_cycles(ex->monitor.user, t->id, n);
 }
 
 void timer_fire(struct takt_exec *ex, uint64_t now, void (*mark)(struct takt_exec *, struct task *))
@@ -68,15 +85,61 @@ void timer_fire(struct takt_exec *ex, uint64_t now, void (*mark)(struct takt_exe
 		skipped = (due - t->next_ns) / t->period_ns;
 		t->sched_ns = due;
 		t->next_ns = due + t->period_ns;
-		if (skipped) {
-			/* relaxed: statistics */
-			atomic_fetch_add_explicit(&t->skipped, skipped, memory_order_relaxed);
-			atomic_fetch_add_explicit(&ex->st.skipped_cycles, skipped, memory_order_relaxed);
-			if (ex->has_monitor && ex->monitor.skipped_cycles)
-				ex->monitor.skipped_cycles(ex->monitor.user, skipped);
-			if (ex->has_monitor && ex->monitor.task_skipped_cycles)
-				ex->monitor.task_skipped_cycles(ex->monitor.user, t->id, skipped);
-		}
+		if (skipped)
+			timer_skipped(ex, t, skipped);
 		mark(ex, t);
+	}
+}
+
+/* ---- logical execution time ---------------------------------------------
+ *
+ * A LET task's run for deadline d reads its inputs as they stood at d (a
+ * cutoff on each input subscriber, set on the dispatch thread before the
+ * submit, whose release hands it to the worker) and its outputs are held
+ * by their publishers until d + period. The dispatch thread releases them:
+ * timer_next counts the boundary, and phase_once calls let_release before
+ * timer_fire, so a run that starts at the boundary (of this task or
+ * another on this executor) sees what was released at it. Releases are
+ * stamped with the boundary, so a downstream LET input with the same grid
+ * takes them at that boundary. Nothing here allocates. */
+
+void let_begin(struct task *t)
+{
+	for (unsigned i = 0; i < t->let_ports.n_in; i++)
+		takt_sub_set_cutoff(t->let_ports.in[i], t->ctx.scheduled_ns ? t->ctx.scheduled_ns : UINT64_MAX);
+}
+
+void let_ended(struct takt_exec *ex, struct task *t)
+{
+	uint64_t d = t->ctx.scheduled_ns, p = t->period_ns, end = t->end_ns, b;
+
+	if (!d) {
+		t->release_ns = end ? end : 1; /* not a period's run (cannot happen): out at once */
+		return;
+	}
+	b = d + p;
+	if (end > b) {
+		/* overran: out at the first boundary after its end, where its
+		 * next run starts; the deadlines it ran through are skipped */
+		b = d + (end - d + p - 1) / p * p;
+		exec_overrun(ex, t, NULL, end - d, p);
+		if (t->next_ns < b) {
+			timer_skipped(ex, t, (b - t->next_ns) / p);
+			t->next_ns = b;
+		}
+	}
+	t->release_ns = b;
+}
+
+void let_release(struct takt_exec *ex, uint64_t now)
+{
+	for (uint32_t i = 0; i < ex->n_tasks; i++) {
+		struct task *t = ex->tasks[i];
+
+		if (!t->release_ns || t->release_ns > now)
+			continue;
+		for (unsigned k = 0; k < t->let_ports.n_out; k++)
+			takt_pub_flush(t->let_ports.out[k], t->release_ns);
+		t->release_ns = 0;
 	}
 }

@@ -102,6 +102,26 @@ int takt_trigger_fd(takt_triggers *t, int fd)
 	return 0;
 }
 
+int takt_let_input(takt_triggers *t, takt_sub *sub)
+{
+	if (!t || !sub)
+		return trig_refuse(t, -EINVAL);
+	if (t->let.n_in == TAKT_EXEC_MAX_LET)
+		return trig_refuse(t, -ENOSPC);
+	t->let.in[t->let.n_in++] = sub;
+	return 0;
+}
+
+int takt_let_output(takt_triggers *t, takt_pub *pub)
+{
+	if (!t || !pub)
+		return trig_refuse(t, -EINVAL);
+	if (t->let.n_out == TAKT_EXEC_MAX_LET)
+		return trig_refuse(t, -ENOSPC);
+	t->let.out[t->let.n_out++] = pub;
+	return 0;
+}
+
 uint64_t takt_ctx_now_ns(const takt_ctx *ctx)
 {
 	return ctx ? ctx->now_ns : 0;
@@ -243,17 +263,55 @@ void trig_start_deadlines(struct takt_exec *ex, uint64_t now_ns)
 /* A task needs a trigger to ever run; a subscriber can trigger one task
  * only (its items take from it, and two tasks could run on two workers at
  * once). Any set of periods may share an executor (timer.c). */
+/* Whether sub is one of o's subscribers (a trigger's or a LET input). */
+static bool task_uses_sub(const struct task *o, const takt_sub *sub)
+{
+	for (unsigned b = 0; b < o->n_trigs; b++)
+		if (o->trigs[b].sub == sub)
+			return true;
+	for (unsigned b = 0; b < o->let_ports.n_in; b++)
+		if (o->let_ports.in[b] == sub)
+			return true;
+	return false;
+}
+
+static bool task_uses_pub(const struct task *o, const takt_pub *pub)
+{
+	for (unsigned b = 0; b < o->let_ports.n_out; b++)
+		if (o->let_ports.out[b] == pub)
+			return true;
+	return false;
+}
+
 int trig_validate(struct takt_exec *ex, const struct task *t)
 {
+	const struct let_ports *lp = &t->let_ports;
+
 	if (t->n_trigs == 0 && t->period_ns == 0)
 		return -EINVAL;
+	/* LET: periods only, each port once */
+	if ((lp->n_in || lp->n_out) && (!t->period_ns || t->n_trigs))
+		return -EINVAL;
+	for (unsigned a = 0; a < lp->n_in; a++)
+		for (unsigned b = 0; b < a; b++)
+			if (lp->in[a] == lp->in[b])
+				return -EINVAL;
+	for (unsigned a = 0; a < lp->n_out; a++)
+		for (unsigned b = 0; b < a; b++)
+			if (lp->out[a] == lp->out[b])
+				return -EINVAL;
 	for (uint32_t i = 0; i < ex->n_tasks; i++) {
 		const struct task *o = ex->tasks[i];
 
 		for (unsigned a = 0; a < t->n_trigs; a++)
-			for (unsigned b = 0; b < o->n_trigs; b++)
-				if (t->trigs[a].sub && t->trigs[a].sub == o->trigs[b].sub)
-					return -EBUSY;
+			if (t->trigs[a].sub && task_uses_sub(o, t->trigs[a].sub))
+				return -EBUSY;
+		for (unsigned a = 0; a < lp->n_in; a++)
+			if (task_uses_sub(o, lp->in[a]))
+				return -EBUSY;
+		for (unsigned a = 0; a < lp->n_out; a++)
+			if (task_uses_pub(o, lp->out[a]))
+				return -EBUSY;
 	}
 	return 0;
 }

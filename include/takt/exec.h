@@ -53,6 +53,27 @@ TAKT_API int takt_trigger_event(takt_triggers *t, takt_event *ev);
 /* Any pollable fd; the task must consume what makes it readable. */
 TAKT_API int takt_trigger_fd(takt_triggers *t, int fd);
 
+/* Logical execution time (LET), for a task with an interval and no other
+ * trigger: a run for the deadline d (takt_ctx_scheduled_ns) belongs to the
+ * period [d, d + period). Its inputs are sampled at d: takes from a LET
+ * input see only samples published at or before d (takt_sub_set_cutoff).
+ * Its outputs become visible at d + period: publishes on a LET output are
+ * held (takt_pub_hold, from the add on) and released at that boundary by
+ * the dispatch thread, stamped with it as publish_ns, before any run
+ * that starts at the same boundary; so downstream timing does not depend
+ * on how long the run took. A run that ends after d + period overran: it
+ * is counted and told to the monitor (budget_overrun, item NULL, against
+ * the period), its outputs are released at the first boundary after its
+ * end, and its next run starts there (the deadlines in between are
+ * skipped cycles). Outputs whose boundary is still ahead when run() returns
+ * are released by the next run. Each port is a LET port of one task;
+ * -EINVAL bad argument, -ENOSPC more than TAKT_EXEC_MAX_LET ports of a kind
+ * on one task; the add fails with -EINVAL if the task has no interval or
+ * another trigger, -EBUSY if another task uses the port. */
+#define TAKT_EXEC_MAX_LET 16
+TAKT_API int takt_let_input(takt_triggers *t, takt_sub *sub);
+TAKT_API int takt_let_output(takt_triggers *t, takt_pub *pub);
+
 TAKT_API uint64_t takt_ctx_now_ns(const takt_ctx *ctx); /* CLOCK_MONOTONIC at wake-up */
 /* The interval deadline this run is for (CLOCK_MONOTONIC, on the task's
  * grid: the executor's anchor + k x period), 0 if its interval did not

@@ -378,6 +378,80 @@ static void test_alloc_exec_subscriber_task(void **state)
 	takt_node_close(n);
 }
 
+/* LET tasks: each period a cutoff on its inputs before the run, a hold
+ * and a flush of its outputs at the boundary (and, for the late one, an
+ * overrun with its skipped deadline each period): none of it allocates. */
+struct let_io {
+	takt_sub *in, *loop;
+	takt_pub *out;
+	uint64_t period_ns, sleep_ns;
+};
+
+static int let_declare(takt_triggers *t, void *u)
+{
+	struct let_io *io = u;
+
+	takt_trigger_interval(t, io->period_ns);
+	takt_let_input(t, io->in);
+	if (io->loop)
+		takt_let_input(t, io->loop);
+	return takt_let_output(t, io->out);
+}
+
+static int let_execute(takt_ctx *c, void *u)
+{
+	struct let_io *io = u;
+	const void *x;
+	void *p;
+
+	(void)c;
+	while (takt_sub_take(io->in, &x, NULL) == 0)
+		takt_sub_release(io->in, x);
+	while (io->loop && takt_sub_take(io->loop, &x, NULL) == 0)
+		takt_sub_release(io->loop, x);
+	if (io->sleep_ns)
+		usleep((useconds_t)(io->sleep_ns / 1000));
+	if (takt_pub_loan(io->out, 8, &p) == 0)
+		takt_pub_publish(io->out, p);
+	return TAKT_CONTINUE;
+}
+
+static void test_alloc_exec_let(void **state)
+{
+	struct takt_sub_opts so = {.topic = "feed", .queue_depth = 64}, lo = {.topic = "let-out", .queue_depth = 8};
+	struct takt_pub_opts po = {.topic = "let-out", .max_payload = 8},
+			     po2 = {.topic = "let-late", .max_payload = 8};
+	struct takt_monitor mon = {.budget_overrun = overrun_seen};
+	struct takt_exec_opts o = {.worker_threads = 2, .monitor = &mon};
+	takt_node *n = h_node(broker.domain, "exec-let");
+	struct let_io io = {.period_ns = 1000000}, late = {.period_ns = 1000000, .sleep_ns = 1200000};
+	struct takt_exec_stats st;
+	takt_exec *ex;
+	pid_t pid;
+
+	(void)state;
+	assert_int_equal(takt_sub_open(n, &so, &io.in), 0);
+	assert_int_equal(takt_sub_open(n, &so, &late.in), 0);
+	assert_int_equal(takt_pub_open(n, &po, &io.out), 0);
+	assert_int_equal(takt_pub_open(n, &po2, &late.out), 0);
+	assert_int_equal(takt_sub_open(n, &lo, &io.loop), 0); /* it reads what it released */
+	struct takt_item it = {.name = "let", .declare = let_declare, .execute = let_execute, .user = &io};
+	struct takt_item il = {.name = "let-late", .declare = let_declare, .execute = let_execute, .user = &late};
+
+	assert_int_equal(takt_exec_create(&o, &ex), 0);
+	assert_int_equal(takt_exec_add(ex, &it), 0);
+	assert_int_equal(takt_exec_add(ex, &il), 1);
+	pid = h_spawn(streamer, NULL);
+	assert_int_equal(per_phase_allocs(ex), 0);
+	assert_int_equal(takt_exec_stats(ex, &st), 0);
+	assert_true(takt_exec_task_overruns(ex, 1) >= 20); /* the late one overran, and was counted */
+	assert_true(takt_exec_task_skipped(ex, 1) >= 20);
+	kill(pid, SIGKILL);
+	h_wait(pid, 5000);
+	takt_exec_destroy(ex);
+	takt_node_close(n);
+}
+
 /* The counter works: one allocation per run is counted as exactly one. */
 static void test_alloc_exec_counter_sees_item_allocation(void **state)
 {
@@ -407,6 +481,7 @@ int main(void)
 		cmocka_unit_test(test_alloc_exec_interval),
 		cmocka_unit_test(test_alloc_exec_budgets_overrun),
 		cmocka_unit_test(test_alloc_exec_subscriber_task),
+		cmocka_unit_test(test_alloc_exec_let),
 		cmocka_unit_test(test_alloc_exec_counter_sees_item_allocation),
 	};
 
