@@ -80,7 +80,7 @@ static void task_after_run(struct takt_exec *ex, struct task *t, uint64_t now)
 	t->last_err = atomic_load_explicit(&t->run_err, memory_order_relaxed);
 	trig_after_run(t, now);
 	if (t->let)
-		let_ended(ex, t);
+		let_ended(ex, t, now);
 }
 
 /* A1: takes back every run a worker finished (A0); if mark_due, a task
@@ -301,8 +301,10 @@ static int phase_once(struct takt_exec *ex, uint64_t until, bool idle)
 	let_release(ex, now);
 	/* Interval deadlines only in a phase that runs: on a stop they stay
 	 * where they are (not run, not skipped). */
-	if (go)
+	if (go) {
 		timer_fire(ex, now, mark_ready);
+		ex->fired_ns = now; /* LET: a release due by now comes too late for these runs */
+	}
 	if (!go || ex->n_ready == 0) {
 		/* Tasks marked in this wake but not run stay due: their triggers
 		 * are level-triggered or re-armed, so the next phase finds them;

@@ -103,6 +103,7 @@ void takt_exec_destroy(takt_exec *ex)
 	if (!ex)
 		return;
 	workers_stop(&ex->workers);
+	let_give_back(ex);
 	for (uint32_t i = 0; i < ex->n_tasks; i++)
 		task_free(ex, ex->tasks[i]);
 	for (uint32_t i = 0; i < ex->n_owned; i++)

@@ -194,6 +194,7 @@ struct takt_exec {
 	uint32_t n_ready;
 	int epfd, stop_fd, signal_fd;
 	uint64_t anchor_ns;      /* intervals: every task's deadlines are anchor + k x period */
+	uint64_t fired_ns;       /* LET: the time of the last timer_fire (its boundaries' runs began) */
 	bool timed_dirty;        /* an interval task was added: a new anchor at the next run */
 	bool no_pwait2;          /* the kernel lacks epoll_pwait2: millisecond timeouts */
 	bool deadlines_armed;    /* deadline timers were armed by an earlier run */
@@ -241,8 +242,11 @@ void timer_fire(struct takt_exec *ex, uint64_t now, void (*mark)(struct takt_exe
  * release boundary (and an overrun's next deadline); at a boundary, the
  * release of held outputs (every one due by now). */
 void let_begin(struct task *t);
-void let_ended(struct takt_exec *ex, struct task *t);
+void let_ended(struct takt_exec *ex, struct task *t, uint64_t now);
 void let_release(struct takt_exec *ex, uint64_t now);
+/* takt_exec_destroy: outputs due released, the rest published now, hold
+ * and cutoffs off: the ports are ordinary again. */
+void let_give_back(struct takt_exec *ex);
 
 /* trigger.c */
 int trig_register(struct takt_exec *ex, struct task *t);

@@ -11,6 +11,7 @@
  *      on the value it read, so a bump in between makes the wait return.
  */
 #include "executor.h"
+#include "fault.h"
 #include "probes.h"
 
 #include <stddef.h>
@@ -122,6 +123,7 @@ static void chain_job_run(struct job *job)
 			exec_overrun(ex, t, NULL, end - t0, t->budget_ns);
 		t->end_ns = end; /* LET: its release boundary (A0 hands it over) */
 	}
+	TAKT_FAULT("exec_run_ended");
 	exec_task_done(ex, t);
 }
 

@@ -109,7 +109,7 @@ void let_begin(struct task *t)
 		takt_sub_set_cutoff(t->let_ports.in[i], t->ctx.scheduled_ns ? t->ctx.scheduled_ns : UINT64_MAX);
 }
 
-void let_ended(struct takt_exec *ex, struct task *t)
+void let_ended(struct takt_exec *ex, struct task *t, uint64_t now)
 {
 	uint64_t d = t->ctx.scheduled_ns, p = t->period_ns, end = t->end_ns, b;
 
@@ -118,10 +118,19 @@ void let_ended(struct takt_exec *ex, struct task *t)
 		return;
 	}
 	b = d + p;
-	if (end > b) {
-		/* overran: out at the first boundary after its end, where its
-		 * next run starts; the deadlines it ran through are skipped */
-		b = d + (end - d + p - 1) / p * p;
+	if (end > b)
+		b = d + (end - d + p - 1) / p * p; /* overran: the first boundary at or after its end */
+	if (b <= ex->fired_ns) {
+		/* its end reached us after the runs of that boundary began
+		 * (the worker was held up before it handed the run back): they
+		 * must not see it appear, so the next boundary */
+		b = d + ((ex->fired_ns - d) / p + 1) * p;
+		if (now > end)
+			end = now;
+	}
+	if (b > d + p) {
+		/* late: counted, and its next run starts at the release; the
+		 * deadlines in between are skipped */
 		exec_overrun(ex, t, NULL, end - d, p);
 		if (t->next_ns < b) {
 			timer_skipped(ex, t, (b - t->next_ns) / p);
@@ -129,6 +138,20 @@ void let_ended(struct takt_exec *ex, struct task *t)
 		}
 	}
 	t->release_ns = b;
+}
+
+void let_give_back(struct takt_exec *ex)
+{
+	let_release(ex, exec_now_ns());
+	for (uint32_t i = 0; i < ex->n_tasks; i++) {
+		struct task *t = ex->tasks[i];
+
+		for (unsigned k = 0; k < t->let_ports.n_out; k++)
+			takt_pub_hold(t->let_ports.out[k], 0); /* a boundary still ahead: out now */
+		for (unsigned k = 0; k < t->let_ports.n_in; k++)
+			takt_sub_set_cutoff(t->let_ports.in[k], 0);
+		t->release_ns = 0;
+	}
 }
 
 void let_release(struct takt_exec *ex, uint64_t now)

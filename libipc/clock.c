@@ -168,8 +168,16 @@ uint64_t stamp_clock_at(struct stamp_clock *c, uint64_t at)
 {
 	uint64_t ns = stamp_read(c);
 
-	if (at < ns)
+	if (at <= ns) {
 		ns = at; /* never later than now */
+	} else {
+		/* the extrapolation runs up to 1 us behind the clock: ask the
+		 * clock before stamping a logical time that is already due
+		 * (a period's boundary, released right at it) a little early */
+		uint64_t m = sys_mono_ns();
+
+		ns = at <= m ? at : m;
+	}
 	if (ns < c->last)
 		ns = c->last; /* never before the stamp before it */
 	c->last = ns;

@@ -809,9 +809,10 @@ static void pub_unqueue(takt_pub *p, struct pub_slot *s, uint32_t c)
 	chunk_unref(&p->pool, c);
 }
 
-/* Pushes into one ring under the subscriber's overflow policy. 1 when
+/* Pushes into one ring under the subscriber's overflow policy (a blocking
+ * one without waiting if nowait: a full ring drops the sample). 1 when
  * delivered (the chunk is outstanding there); 0 when not. */
-static int pub_push(takt_pub *p, struct pub_slot *s, const struct ring_entry *e)
+static int pub_push(takt_pub *p, struct pub_slot *s, const struct ring_entry *e, bool nowait)
 {
 	uint64_t deadline = 0;
 
@@ -826,6 +827,8 @@ static int pub_push(takt_pub *p, struct pub_slot *s, const struct ring_entry *e)
 		if (s->overflow == TAKT_OVERFLOW_REJECT)
 			break;
 		if (s->overflow == TAKT_OVERFLOW_BLOCK) {
+			if (nowait)
+				break;
 			if (!deadline) /* one bound per publish, however often we are woken */
 				deadline = takt_now_ns() + p->block_timeout_ns;
 			if (ring_wait_room(&s->ring, deadline) < 0)
@@ -901,7 +904,8 @@ static void pub_notify(takt_pub *p, const unsigned char *pushed, uint64_t seq)
 }
 
 /* Publishes chunk c: of loan li (>= 0), or held with generation gen (li
- * -1), stamped now or, if at, at that time (stamp_clock_at). */
+ * -1: a flush, which never waits for a blocking subscriber), stamped now
+ * or, if at, at that time (stamp_clock_at). */
 static inline __attribute__((always_inline)) int pub_publish_chunk(takt_pub *pub, int li, uint32_t c, uint32_t gen,
 								   uint64_t at)
 {
@@ -940,7 +944,7 @@ static inline __attribute__((always_inline)) int pub_publish_chunk(takt_pub *pub
 		 * our own pool, which goes with us. */
 		chunk_hand_over(&pub->pool, c, gen, pub->n_conns + (pub->history ? 1 : 0));
 		for (unsigned i = 0; i < pub->n_conns; i++) {
-			pushed[i] = (unsigned char)pub_push(pub, pub->conns[i], &e);
+			pushed[i] = (unsigned char)pub_push(pub, pub->conns[i], &e, li < 0);
 			TAKT_FAULT("publish_pushed_one");
 			if (!pushed[i])
 				chunk_unref(&pub->pool, c);

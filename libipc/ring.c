@@ -433,8 +433,18 @@ int ring_pop_shared(struct ring_cons *q, struct ring_entry *out, uint64_t cutoff
 			}
 		}
 		slot_fields(s, &e);
-		if (e.publish_ns > cutoff)
-			return -EAGAIN; /* newer than the caller wants: nothing stored, it stays queued */
+		if (e.publish_ns > cutoff) {
+			/* Newer than the caller wants: nothing stored, it stays
+			 * queued. Unless the fields were a refill's (R2: taken back
+			 * and the slot reused while we read them, older entries
+			 * behind it): only pos still t + 1 after the reads vouches
+			 * for them (the fence orders the field loads before the
+			 * reload; the producer changes pos before it refills). */
+			atomic_thread_fence(memory_order_acquire);
+			if (atomic_load_explicit(&s->pos, memory_order_relaxed) != t + 1)
+				continue; /* look at position t again */
+			return -EAGAIN;
+		}
 		if (q->overflow == TAKT_OVERFLOW_REJECT) {
 			cons_set_tail(q, t + 1, false, memory_order_release); /* R1 */
 			*out = e;

@@ -60,13 +60,19 @@ TAKT_API int takt_trigger_fd(takt_triggers *t, int fd);
  * Its outputs become visible at d + period: publishes on a LET output are
  * held (takt_pub_hold, from the add on) and released at that boundary by
  * the dispatch thread, stamped with it as publish_ns, before any run
- * that starts at the same boundary; so downstream timing does not depend
- * on how long the run took. A run that ends after d + period overran: it
- * is counted and told to the monitor (budget_overrun, item NULL, against
- * the period), its outputs are released at the first boundary after its
- * end, and its next run starts there (the deadlines in between are
- * skipped cycles). Outputs whose boundary is still ahead when run() returns
- * are released by the next run. Each port is a LET port of one task;
+ * that starts at the same boundary (a release never waits: a blocking
+ * subscriber with a full queue misses it, counted as its drop); so
+ * downstream timing does not depend on how long the run took. A run that
+ * ends after d + period overran (also one whose end reached the dispatch
+ * thread only after it started that boundary's runs): it is counted and
+ * told to the monitor (budget_overrun from the dispatch thread, item NULL,
+ * against the period), its outputs are released at the first boundary at
+ * or after its end (then the next one), and its next run starts there
+ * (the deadlines in between are skipped cycles). Outputs whose boundary is
+ * still ahead when run() returns are released by the next run, or by
+ * takt_exec_destroy, which makes its LET ports ordinary again (held
+ * outputs published, cutoffs removed): destroy the executor before you
+ * close them. Each port is a LET port of one task;
  * -EINVAL bad argument, -ENOSPC more than TAKT_EXEC_MAX_LET ports of a kind
  * on one task; the add fails with -EINVAL if the task has no interval or
  * another trigger, -EBUSY if another task uses the port. */
@@ -117,7 +123,8 @@ struct takt_exec_opts {
 
 /* -EINVAL bad options; -ENOMEM; -errno of thread or fd creation. */
 TAKT_API int takt_exec_create(const struct takt_exec_opts *opts, takt_exec **out);
-/* Stops and joins workers. Must not be called while run() runs. NULL is fine. */
+/* Stops and joins workers; gives LET ports back (see takt_let_input).
+ * Must not be called while run() runs. NULL is fine. */
 TAKT_API void takt_exec_destroy(takt_exec *ex);
 /* Adds a task; returns its id. -EINVAL (bad item, a second interval),
  * -EBUSY while running, -ENOMEM; an error of the item's declare(). */

@@ -94,7 +94,9 @@ TAKT_API int takt_pub_hold(takt_pub *pub, int hold);
  * none was held). publish_ns 0 stamps them now; otherwise with publish_ns
  * (their logical publish time, say the end of a period), or with the
  * nearest time that keeps the stamp contract's order: never later than
- * now, never before this publisher's previous stamp. */
+ * now, never before this publisher's previous stamp. A flush never waits:
+ * a TAKT_OVERFLOW_BLOCK subscriber whose queue is full misses the sample
+ * (counted in its takt_sub_dropped), as after a block timeout. */
 TAKT_API int takt_pub_flush(takt_pub *pub, uint64_t publish_ns);
 /* This publisher's id as seen in takt_sample_info.publisher_id: unique in
  * the domain for its whole life, never reused (also not by a restarted
@@ -141,9 +143,11 @@ TAKT_API void takt_sub_close(takt_sub *sub);
 TAKT_API int takt_sub_take(takt_sub *sub, const void **payload, struct takt_sample_info *info);
 /* Takes see only samples published (takt_sample_info.publish_ns) at or
  * before cutoff_ns: a newer one stays queued, in order, and is taken once
- * the cutoff passes it; the connection behind it is not looked at either
- * (per-publisher order holds). 0 removes the cutoff. Arm and wait still
- * report newer samples as waiting. The executor's logical execution time
+ * the cutoff passes it (per-publisher order holds). 0 removes the cutoff.
+ * Arm and wait still report newer samples as waiting. A sample whose take
+ * began under an earlier cutoff and waits for a drop-oldest publisher's
+ * verdict (at most one per publisher, rare) is delivered by the next take
+ * whatever the cutoff is then. The executor's logical execution time
  * sets it at each period start (exec.h, takt_let_input). -EINVAL for NULL. */
 TAKT_API int takt_sub_set_cutoff(takt_sub *sub, uint64_t cutoff_ns);
 /* Ignores pointers that are not taken samples of this subscriber. */

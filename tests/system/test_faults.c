@@ -25,6 +25,7 @@
 #include <unistd.h>
 
 #include <cmocka.h>
+#include <takt/exec.h>
 
 #define WAIT_MS 30000
 
@@ -810,6 +811,122 @@ static void test_faults_crash_windows(void **state)
 	}
 }
 
+/* ---- LET: a run whose end the dispatch thread learns late ----------------- */
+
+/* The producer's worker stops at exec_run_ended (after it noted its end,
+ * before it hands the run back) for most of a period: the dispatch thread
+ * fires the next boundary without knowing the run ended before it. Its
+ * release must not land inside a run that already started at that
+ * boundary: a consumer run sees, all through, what was there at its start
+ * (it takes at its start and again 4 ms on; the second take finds nothing
+ * stamped at or before its own deadline). */
+static __thread bool let_src_thread;
+
+static void let_delay_hook(const char *point)
+{
+	if (let_src_thread && !strcmp(point, "exec_run_ended")) {
+		let_src_thread = false;
+		usleep(9500);
+	}
+}
+
+struct let_src {
+	takt_pub *out;
+	unsigned runs;
+};
+
+static int let_src_declare(takt_triggers *t, void *u)
+{
+	struct let_src *s = u;
+
+	takt_trigger_interval(t, 10000000);
+	return takt_let_output(t, s->out);
+}
+
+static int let_src_execute(takt_ctx *c, void *u)
+{
+	struct let_src *s = u;
+	uint64_t *p;
+
+	if (takt_pub_loan(s->out, sizeof(uint64_t), (void **)&p) == 0) {
+		*p = takt_ctx_scheduled_ns(c);
+		takt_pub_publish(s->out, p);
+	}
+	usleep(2000);
+	s->runs++;
+	let_src_thread = true; /* the hook holds this run's end */
+	return TAKT_CONTINUE;
+}
+
+struct let_dst {
+	takt_sub *in;
+	unsigned runs, first, late;
+};
+
+static int let_dst_declare(takt_triggers *t, void *u)
+{
+	struct let_dst *d = u;
+
+	takt_trigger_interval(t, 10000000);
+	return takt_let_input(t, d->in);
+}
+
+static int let_dst_execute(takt_ctx *c, void *u)
+{
+	struct let_dst *d = u;
+	struct takt_sample_info info;
+	const void *x;
+
+	while (takt_sub_take(d->in, &x, &info) == 0) {
+		d->first++;
+		takt_sub_release(d->in, x);
+	}
+	usleep(4000);
+	while (takt_sub_take(d->in, &x, &info) == 0) {
+		d->late += info.publish_ns <= takt_ctx_scheduled_ns(c);
+		takt_sub_release(d->in, x);
+	}
+	d->runs++;
+	return TAKT_CONTINUE;
+}
+
+static void test_faults_let_release_never_joins_a_started_run(void **state)
+{
+	struct takt_pub_opts po = {.topic = "let/race", .max_payload = 8};
+	struct takt_sub_opts so = {.topic = "let/race", .queue_depth = 64};
+	struct let_src a = {0};
+	struct let_dst b = {0};
+	struct takt_exec_opts o = {.worker_threads = 2};
+	struct takt_item ia = {.name = "src", .declare = let_src_declare, .execute = let_src_execute, .user = &a};
+	struct takt_item ib = {.name = "dst", .declare = let_dst_declare, .execute = let_dst_execute, .user = &b};
+	takt_exec *ex;
+	takt_node *n;
+
+	(void)state;
+	assert_int_equal(h_broker_start(&broker, "letrace", NULL), 0);
+	n = h_node(broker.domain, "letrace");
+	assert_int_equal(takt_pub_open(n, &po, &a.out), 0);
+	assert_int_equal(takt_sub_open(n, &so, &b.in), 0);
+	assert_int_equal(takt_exec_create(&o, &ex), 0);
+	assert_int_equal(takt_exec_add(ex, &ia), 0);
+	assert_int_equal(takt_exec_add(ex, &ib), 1);
+	takt__fault_hook = let_delay_hook;
+	assert_int_equal(takt_exec_run_for(ex, 150000000), 0);
+	takt__fault_hook = NULL;
+	print_message("src %u runs, dst %u runs took %u at their start, %u stamped in time but released after "
+		      "they began; src overruns %lld\n",
+		      a.runs, b.runs, b.first, b.late, (long long)takt_exec_task_overruns(ex, 0));
+	assert_true(a.runs >= 5 && b.runs >= 5);
+	assert_int_equal(b.late, 0);
+	/* each such release went to the next boundary, reported as an overrun */
+	assert_true(takt_exec_task_overruns(ex, 0) >= 1);
+	takt_exec_destroy(ex);
+	takt_sub_close(b.in);
+	takt_pub_close(a.out);
+	takt_node_close(n);
+	h_broker_stop(&broker);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -820,6 +937,7 @@ int main(void)
 		cmocka_unit_test(test_faults_notifier_killed_mid_push),
 		cmocka_unit_test(test_faults_subscriber_parks_while_connection_arrives),
 		cmocka_unit_test(test_faults_history_into_late_connection_wakes_parked_subscriber),
+		cmocka_unit_test(test_faults_let_release_never_joins_a_started_run),
 	};
 
 #ifndef TAKT_FAULTS

@@ -289,7 +289,8 @@ struct feeder {
 static int feeder_child(void *a)
 {
 	struct feeder *f = a;
-	struct takt_pub_opts po = {.topic = f->topic, .max_payload = 64};
+	/* the reader blocks us when its queue is full: none lost to a stall */
+	struct takt_pub_opts po = {.topic = f->topic, .max_payload = 64, .block_timeout_ns = 2000000000ull};
 	takt_node *n = h_node(broker.domain, "feeder");
 	takt_pub *p;
 
@@ -349,7 +350,7 @@ static int reader_execute(takt_ctx *c, void *u)
  * was starting, before it took, go to the next run). */
 static void test_let_inputs_sampled_at_period_start(void **state)
 {
-	struct takt_sub_opts so = {.topic = "in/x", .queue_depth = 128};
+	struct takt_sub_opts so = {.topic = "in/x", .queue_depth = 256, .overflow = TAKT_OVERFLOW_BLOCK};
 	takt_node *n;
 	_Atomic int *stop = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
 	struct feeder f = {.topic = "in/x", .gap_us = 100, .stop = stop};
@@ -396,7 +397,7 @@ static void test_let_inputs_sampled_at_period_start(void **state)
 	print_message("%u samples held back for the next period, %u arrived after their period's take\n",
 		      held_back, arrived_late);
 	assert_true(held_back >= 1);
-	assert_true(arrived_late <= 2);
+	assert_true(arrived_late <= r->runs / 10);
 	takt_exec_destroy(ex);
 	takt_sub_close(r->sub);
 	takt_node_close(n);
@@ -642,6 +643,156 @@ static void test_let_overrun_on_a_worker(void **state)
 	overrun_with(1);
 }
 
+/* ---- a release never waits; destroy gives the ports back ----------------- */
+
+struct blk {
+	takt_pub *out;
+	unsigned runs;
+};
+
+static int blk_declare(takt_triggers *t, void *u)
+{
+	struct blk *b = u;
+
+	takt_trigger_interval(t, 10 * MS);
+	return takt_let_output(t, b->out);
+}
+
+static int blk_execute(takt_ctx *c, void *u)
+{
+	struct blk *b = u;
+
+	(void)c;
+	for (uint64_t i = 0; i < 2; i++)
+		takt_pub_send(b->out, &i, sizeof(i));
+	b->runs++;
+	return TAKT_CONTINUE;
+}
+
+static int tick_declare(takt_triggers *t, void *u)
+{
+	(void)u;
+	return takt_trigger_interval(t, MS);
+}
+
+static int tick_execute(takt_ctx *c, void *u)
+{
+	(void)c;
+	++*(unsigned *)u;
+	return TAKT_CONTINUE;
+}
+
+/* A subscriber of a LET output that blocks its publisher and never takes:
+ * the releases happen on the dispatch thread, which must not wait for room
+ * (every task of the executor would wait with it). The samples it has no
+ * room for are its drops, counted; a 1 ms task beside keeps its period. */
+static void test_let_release_never_waits_for_a_blocking_subscriber(void **state)
+{
+	struct takt_pub_opts po = {.topic = "blk/x", .max_payload = 8, .block_timeout_ns = 100 * MS};
+	struct takt_sub_opts so = {.topic = "blk/x", .queue_depth = 2, .overflow = TAKT_OVERFLOW_BLOCK};
+	takt_node *n = h_node(broker.domain, "blk");
+	struct blk b = {0};
+	unsigned ticks = 0;
+	struct takt_exec_opts o = {.worker_threads = 1};
+	struct takt_item ib = {.name = "blk", .declare = blk_declare, .execute = blk_execute, .user = &b};
+	struct takt_item it = {.name = "tick", .declare = tick_declare, .execute = tick_execute, .user = &ticks};
+	takt_exec *ex;
+	takt_sub *s;
+
+	(void)state;
+	assert_int_equal(takt_pub_open(n, &po, &b.out), 0);
+	assert_int_equal(takt_sub_open(n, &so, &s), 0);
+	assert_int_equal(takt_exec_create(&o, &ex), 0);
+	assert_int_equal(takt_exec_add(ex, &ib), 0);
+	assert_int_equal(takt_exec_add(ex, &it), 1);
+	assert_int_equal(takt_exec_run_for(ex, 200 * MS), 0);
+	print_message("ticks %u (skipped %lld), LET runs %u, the blocking subscriber dropped %llu\n", ticks,
+		      (long long)takt_exec_task_skipped(ex, 1), b.runs, (unsigned long long)takt_sub_dropped(s));
+	/* waiting 100 ms per full release would leave ~60 ticks */
+	assert_true(ticks >= 120);
+	/* 2 per run; the first 2 fill its queue, the rest are drops (the
+	 * last run's may still be held) */
+	assert_true(takt_sub_dropped(s) >= 2 * (uint64_t)b.runs - 6);
+	takt_exec_destroy(ex);
+	takt_sub_close(s);
+	takt_pub_close(b.out);
+	takt_node_close(n);
+}
+
+struct io {
+	takt_sub *in;
+	takt_pub *out;
+};
+
+static int io_declare(takt_triggers *t, void *u)
+{
+	struct io *io = u;
+
+	takt_trigger_interval(t, 5 * MS);
+	takt_let_input(t, io->in);
+	return takt_let_output(t, io->out);
+}
+
+static int io_execute(takt_ctx *c, void *u)
+{
+	struct io *io = u;
+	const void *x;
+	uint64_t v = 1;
+
+	(void)c;
+	while (takt_sub_take(io->in, &x, NULL) == 0)
+		takt_sub_release(io->in, x);
+	takt_pub_send(io->out, &v, sizeof(v));
+	return TAKT_CONTINUE;
+}
+
+/* After takt_exec_destroy its LET ports are ordinary again: what it still
+ * held is published, the publisher publishes at once, and the subscriber
+ * takes whatever is queued (no cutoff left behind). */
+static void test_let_destroy_gives_the_ports_back(void **state)
+{
+	struct takt_pub_opts po = {.topic = "back/out", .max_payload = 8}, pi = {.topic = "back/in", .max_payload = 8};
+	struct takt_sub_opts so = {.topic = "back/out", .queue_depth = 64}, si = {.topic = "back/in", .queue_depth = 8};
+	takt_node *n = h_node(broker.domain, "back");
+	struct takt_exec_opts o = {.worker_threads = 1};
+	struct io io;
+	struct takt_item it = {.name = "io", .declare = io_declare, .execute = io_execute, .user = &io};
+	takt_pub *feed;
+	takt_sub *watch;
+	takt_exec *ex;
+	const void *x;
+	uint64_t v = 7;
+	int got = 0;
+
+	(void)state;
+	assert_int_equal(takt_pub_open(n, &pi, &feed), 0);
+	assert_int_equal(takt_sub_open(n, &si, &io.in), 0);
+	assert_int_equal(takt_pub_open(n, &po, &io.out), 0);
+	assert_int_equal(takt_sub_open(n, &so, &watch), 0);
+	assert_int_equal(takt_exec_create(&o, &ex), 0);
+	assert_int_equal(takt_exec_add(ex, &it), 0);
+	assert_int_equal(takt_exec_run_n(ex, 3), 0); /* three runs: the last one's output is held */
+	while (takt_sub_take(watch, &x, NULL) == 0) {
+		takt_sub_release(watch, x);
+		got++;
+	}
+	assert_int_equal(got, 2);
+	takt_exec_destroy(ex);
+	assert_int_equal(takt_sub_take(watch, &x, NULL), 0); /* the held one, out */
+	takt_sub_release(watch, x);
+	assert_int_equal(takt_pub_send(io.out, &v, sizeof(v)), 1); /* straight out again */
+	assert_int_equal(takt_sub_take(watch, &x, NULL), 0);
+	takt_sub_release(watch, x);
+	assert_int_equal(takt_pub_send(feed, &v, sizeof(v)), 1); /* published now, after the last cutoff */
+	assert_int_equal(takt_sub_take(io.in, &x, NULL), 0);
+	takt_sub_release(io.in, x);
+	takt_sub_close(watch);
+	takt_sub_close(io.in);
+	takt_pub_close(io.out);
+	takt_pub_close(feed);
+	takt_node_close(n);
+}
+
 /* ---- outputs: visible at the period boundaries -------------------------- */
 
 #define T_RUNS 300
@@ -693,6 +844,7 @@ static int receiver_child(void *a)
 }
 
 struct worker_task {
+	takt_exec *ex;
 	uint64_t period_ns;
 	takt_pub *out;
 	bool let;
@@ -715,8 +867,11 @@ static int wt_execute(takt_ctx *c, void *u)
 	uint64_t d = takt_ctx_scheduled_ns(c);
 	struct rec *p;
 
-	if (w->runs >= T_RUNS)
+	if (w->runs >= T_RUNS) {
+		/* this run began after the release of the last output */
+		takt_exec_stop(w->ex);
 		return TAKT_CONTINUE;
+	}
 	sleep_ns((uint64_t)(rand_r(&w->seed) % 601) * 1000);
 	if (takt_pub_loan(w->out, sizeof(*p), (void **)&p) == 0) {
 		*p = (struct rec){.k = w->runs, .d = d, .j = takt_ctx_now_ns(c) - d, .let = w->let};
@@ -736,7 +891,9 @@ static unsigned run_phase(takt_pub *p, bool let, uint64_t period, int64_t *overr
 
 	assert_int_equal(takt_exec_create(&o, &ex), 0);
 	assert_int_equal(takt_exec_add(ex, &it), 0);
-	assert_int_equal(takt_exec_run_for(ex, (T_RUNS + 2) * period), 0);
+	w.ex = ex;
+	assert_int_equal(takt_exec_run_for(ex, 20 * T_RUNS * period), 0); /* (a bound: it stops itself) */
+	assert_int_equal(w.runs, T_RUNS);
 	if (overruns)
 		*overruns = takt_exec_task_overruns(ex, 0);
 	takt_exec_destroy(ex);
@@ -797,7 +954,10 @@ static void test_let_outputs_at_period_boundaries(void **state)
 		 * first boundary at or after its run's end */
 		assert_int_equal((r->publish_ns - r->d) % P, 0);
 		assert_true(r->publish_ns >= r->d + P);
-		assert_true(r->publish_ns >= r->end && r->publish_ns < r->end + P);
+		uint64_t first = r->d + (r->end - r->d + P - 1) / P * P; /* the first boundary after end */
+
+		/* (the run ends a little after r->end: maybe past one more boundary) */
+		assert_true(r->publish_ns >= first && r->publish_ns <= first + P);
 		late += r->publish_ns > r->d + P;
 		/* nobody sees it before the boundary (recv >= publish_ns above);
 		 * how long after it: */
@@ -807,8 +967,7 @@ static void test_let_outputs_at_period_boundaries(void **state)
 			j[nj++] = r->j; /* the timer's own lateness at a boundary */
 	}
 	assert_int_equal(nc, runs_c);
-	assert_true(nl == runs_l || nl + 1 == runs_l); /* the last boundary may lie beyond the run */
-	assert_true(nl >= T_RUNS * 9 / 10 && nc >= T_RUNS * 9 / 10);
+	assert_int_equal(nl, runs_l);
 
 	uint64_t c25 = quantile(c, nc, 0.25), c75 = quantile(c, nc, 0.75);
 	uint64_t l25 = quantile(l, nl, 0.25), l50 = quantile(l, nl, 0.5), l75 = quantile(l, nl, 0.75),
@@ -826,8 +985,9 @@ static void test_let_outputs_at_period_boundaries(void **state)
 	assert_true((l75 - l25) * 2 < c75 - c25);
 	assert_true(l50 <= 2 * (j50 + w50) + 50000);
 	assert_true(far <= nl / 10);
-	/* every late release is an overrun the executor reported */
-	assert_true(overruns == late || (nl + 1 == runs_l && overruns == late + 1));
+	/* every late release is an overrun the executor reported (and the
+	 * last run, which only stops the executor, may have been one) */
+	assert_true(overruns == late || overruns == late + 1);
 	munmap(sh, sizeof(*sh));
 	takt_pub_close(pc);
 	takt_pub_close(pl);
@@ -846,6 +1006,8 @@ int main(void)
 		cmocka_unit_test(test_let_chain_one_period_apart),
 		cmocka_unit_test(test_let_overrun_inline),
 		cmocka_unit_test(test_let_overrun_on_a_worker),
+		cmocka_unit_test(test_let_release_never_waits_for_a_blocking_subscriber),
+		cmocka_unit_test(test_let_destroy_gives_the_ports_back),
 		cmocka_unit_test(test_let_outputs_at_period_boundaries),
 	};
 
