@@ -26,7 +26,8 @@
  *      (seq_cst), then loads every in-flight task's finished (seq_cst): any
  *      1 -> it does not sleep. Store-buffer litmus: it sees the end, or the
  *      worker sees it asleep and wakes it. It takes a run back by
- *      exchanging finished to 0 (acquire: pairs with the worker's store).
+ *      exchanging finished to 0 (acquire: pairs with the worker's store),
+ *      which hands it the run's writes, a LET run's end_ns among them.
  *   A1 in flight: from the submit to that exchange a task belongs to its
  *      run: the dispatch thread does not arm its subscribers, restart its
  *      deadline timers or submit it again; its fd triggers that fire are

@@ -101,7 +101,10 @@ void timer_fire(struct takt_exec *ex, uint64_t now, void (*mark)(struct takt_exe
  * timer_fire, so a run that starts at the boundary (of this task or
  * another on this executor) sees what was released at it. Releases are
  * stamped with the boundary, so a downstream LET input with the same grid
- * takes them at that boundary. Nothing here allocates. */
+ * takes them at that boundary. A release that becomes due only after
+ * timer_fire started the runs of its boundary (fired_ns: the run's end
+ * reached the dispatch thread late) goes to the next boundary, so no run
+ * sees an input appear while it runs. Nothing here allocates. */
 
 void let_begin(struct task *t)
 {
