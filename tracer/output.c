@@ -47,6 +47,8 @@ const char *tt_wake_state_name(uint32_t st)
 		return "runnable";
 	case WS_RUNNING:
 		return "running";
+	case WS_UNSEEN:
+		return "unseen";
 	default:
 		return "unknown";
 	}
@@ -215,7 +217,7 @@ void tt_print_sample(FILE *f, const struct tt_clock *c, const struct tt_sample *
 #define COUNTER_LIST(X)                                                                            \
 	X(publish) X(notify) X(park) X(unpark) X(take) X(dispatch) X(wakeups) X(wakeups_no_sample)        \
 	X(notify_no_thread) X(take_no_publish) X(dropped_events) X(missed_deadlines)   \
-	X(unknown_proc) X(oncpu_inferred)
+	X(unknown_proc) X(oncpu_inferred) X(wakeups_unseen)
 
 void tt_print_counters_obj(FILE *f, const struct tt_counters *c)
 {

@@ -17,6 +17,7 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <lz4frame.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -395,12 +396,20 @@ static int export_event(struct exporter *x, const struct tt_hdr *h)
 			return -EBADMSG;
 		export_dispatch(x, (const struct tt_dispatch *)h);
 		break;
-	case EV_COUNTERS:
-		if (h->size < sizeof(struct tt_file_counters))
+	case EV_COUNTERS: {
+		/* A recording made before wakeups_unseen existed ends its
+		 * counters at oncpu_inferred (the rest stays 0). */
+		size_t n;
+
+		if (h->size < offsetof(struct tt_file_counters, c.wakeups_unseen))
 			return -EBADMSG;
-		x->counters = ((const struct tt_file_counters *)h)->c;
+		n = h->size - offsetof(struct tt_file_counters, c);
+		memset(&x->counters, 0, sizeof(x->counters));
+		memcpy(&x->counters, &((const struct tt_file_counters *)h)->c,
+		       n < sizeof(x->counters) ? n : sizeof(x->counters));
 		x->have_counters = true;
 		break;
+	}
 	default:
 		break; /* newer event kinds: skipped */
 	}

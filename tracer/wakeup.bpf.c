@@ -13,7 +13,9 @@
  *                             runnable, still on CPU)
  *   sched_waking/wakeup(p)    an open, asleep cycle of p gets its wakeup times
  *   sched_switch(.., next)    next's open cycle gets its on-CPU time and
- *                             closes (kept in next's state for the take)
+ *                             closes (kept in next's state for the take); an
+ *                             asleep cycle that got no sched_waking and
+ *                             sched_wakeup closes "unseen" (below)
  *   dispatch_begin/end        the executor item a thread runs (callback start)
  *   take(topic,port,pub,seq)  all of the above for this sample, joined, as one
  *                             EV_SAMPLE in the ring buffer, and into the log2
@@ -75,9 +77,14 @@ const volatile __u64 wakeup_bytes = 1 << 20; /* wake the reader past this much d
  * the waker may finish it only after the thread switched out (ttwu waits
  * for on_cpu), so that switch-out, in a sleeping state as the tracepoint
  * sees it, is not a sleep nobody has woken yet: without this the thread's
- * next notify opened a cycle as asleep, whose wakeup had already gone by,
- * and its sample said "asleep" with no wakeup stage (seen once in CI, the
- * ASan build under parallel load). */
+ * next notify would open a cycle as asleep whose wakeup had already gone
+ * by. It ends with that switch-out, or with the wakeup's sched_wakeup when
+ * the thread never left its CPU for it (ttwu found it still queued, between
+ * set_current_state and schedule, or it woke itself): then no switch-out is
+ * owed to this wakeup, and a later real sleep must count as one (else the
+ * next notify took a sleeping thread for runnable). The "asleep" samples
+ * without a wakeup stage that CI showed came, when traced with ftrace
+ * beside, from wakeups the kernel never reported (thread_oncpu, "unseen"). */
 #define TF_WAKE_INFLIGHT 64u
 #define ST_FLAGS(st) ((__u32)(st) & 0xff)
 #define ST_WAKE(st) ((__u32)((st) >> 8) & 0xff)
@@ -95,6 +102,10 @@ struct thread_state {
 	__u64 closed_waking_ns, closed_wakeup_ns, closed_oncpu_ns;
 	__u32 closed_cpu;
 	__u32 closed_inferred;
+	/* The closed cycle was opened asleep, yet no sched_waking and
+	 * sched_wakeup of it were seen before its on-CPU: the kernel does not
+	 * hand every wakeup to BPF (docs/tracing.md, Limits). */
+	__u32 closed_unseen;
 	__u64 cb_begin_ns; /* dispatch_begin of the item running now */
 	__u64 item_ptr;    /* its name, in the process's memory */
 	__u32 tgid;
@@ -379,28 +390,40 @@ static __always_inline void hist_add(struct tt_hist *h, __u32 stage, __u64 ns)
  * closed for the take (S0). From sched_switch; and from any probe the thread
  * itself hits (inferred), because the scheduler tracepoint does not report
  * every switch-in on every kernel (seen on a paravirtualised one): a thread
- * running its own code is on a CPU, whatever the tracepoint said. */
+ * running its own code is on a CPU, whatever the tracepoint said.
+ *
+ * An asleep cycle is closed with its wakeup only when both tracepoints of
+ * it came (on_sched_waking, on_sched_wakeup). Their stamps were written
+ * before the thread could be put on a run queue, and this runs after it got
+ * a CPU (the rq lock, or the wakelist hand-over, orders the two); a cycle
+ * closing without them is "unseen": the thread woke, the kernel did not
+ * tell, and a sample must not say "asleep" without the wakeup it measures. */
 static __always_inline void thread_oncpu(struct thread_state *t, bool inferred)
 {
 	for (int i = 0; i < CAS_TRIES; i++) {
 		__u64 old = st_read(t),
 		      nw = (old | TF_ONCPU) & ~(__u64)(TF_SLEEPING | TF_CYC_OPEN | TF_WOKEN | TF_WAKE_INFLIGHT);
 		__u64 cyc = ST_CYC(old);
+		bool unseen;
 
 		if (nw == old)
 			return;
 		if (__sync_val_compare_and_swap(&t->st, old, nw) != old)
 			continue;
 		if (ST_FLAGS(old) & TF_CYC_OPEN) {
+			unseen = ST_WAKE(old) == WS_SLEEPING && (t->waking_cyc != cyc || t->wakeup_cyc != cyc);
 			t->closed_cyc = 0;
-			t->closed_waking_ns = t->waking_cyc == cyc ? t->waking_ns : 0;
-			t->closed_wakeup_ns = t->wakeup_cyc == cyc ? t->wakeup_ns : 0;
+			t->closed_waking_ns = !unseen && t->waking_cyc == cyc ? t->waking_ns : 0;
+			t->closed_wakeup_ns = !unseen && t->wakeup_cyc == cyc ? t->wakeup_ns : 0;
 			t->closed_oncpu_ns = bpf_ktime_get_ns();
 			t->closed_cpu = bpf_get_smp_processor_id();
 			t->closed_inferred = inferred;
+			t->closed_unseen = unseen;
 			t->closed_cyc = cyc;
 			if (inferred)
 				COUNT(oncpu_inferred);
+			if (unseen)
+				COUNT(wakeups_unseen);
 		}
 		return;
 	}
@@ -660,9 +683,16 @@ static __always_inline void take_note(struct tt_sample *s)
 	if (n->wake_state != WS_SLEEPING && n->wake_state != WS_RUNNABLE)
 		return;
 	wt = bpf_map_lookup_elem(&threads, &s->woken_tid);
-	if (!wt || wt->closed_cyc != n->cyc)
-		return; /* its cycle closed again since (or never): stages unknown */
-	if (n->wake_state == WS_SLEEPING) {
+	if (!wt || wt->closed_cyc != n->cyc) {
+		/* Its cycle closed again since (or never): stages unknown,
+		 * and "asleep" would promise them. */
+		if (n->wake_state == WS_SLEEPING)
+			s->wake_state = WS_UNKNOWN;
+		return;
+	}
+	if (n->wake_state == WS_SLEEPING && wt->closed_unseen) {
+		s->wake_state = WS_UNSEEN;
+	} else if (n->wake_state == WS_SLEEPING) {
 		s->waking_ns = wt->closed_waking_ns;
 		s->wakeup_ns = wt->closed_wakeup_ns;
 	}
@@ -913,6 +943,20 @@ int BPF_PROG(on_sched_wakeup, struct task_struct *p)
 	    ST_WAKE(st) == WS_SLEEPING && t->wakeup_cyc != ST_CYC(st)) {
 		t->wakeup_ns = bpf_ktime_get_ns();
 		t->wakeup_cyc = ST_CYC(st);
+	}
+	/* Woken while still on its CPU: the wakeup is over without the
+	 * switch-out TF_WAKE_INFLIGHT waits for (a wakeup that raced a real
+	 * switch-out ends only after it: ttwu waits for p->on_cpu, or its
+	 * wakelist entry does). S0: pairs with switch_out's and
+	 * on_sched_waking's CAS; a switch-out that won the race has cleared
+	 * both flags, and the loop then finds nothing to do. */
+	for (int i = 0; i < CAS_TRIES; i++) {
+		__u64 old = st_read(t);
+
+		if ((old & (TF_ONCPU | TF_WAKE_INFLIGHT)) != (TF_ONCPU | TF_WAKE_INFLIGHT))
+			break;
+		if (__sync_val_compare_and_swap(&t->st, old, old & ~(__u64)TF_WAKE_INFLIGHT) == old)
+			break;
 	}
 	return 0;
 }

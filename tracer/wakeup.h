@@ -43,7 +43,10 @@ enum tt_wake_state {
 	WS_SLEEPING = 1, /* off CPU: notify -> wakeup -> on-CPU all measured */
 	WS_RUNNABLE = 2, /* woken already, waiting for a CPU: no wakeup stage */
 	WS_RUNNING = 3,  /* still on CPU (not asleep yet): no wakeup, no on-CPU stage */
-	WS_UNKNOWN = 4,  /* notify for a port whose parking thread was never seen */
+	WS_UNKNOWN = 4,  /* notify for a port whose parking thread was never seen, or whose
+	                    wake cycle the take could not join: no stage known */
+	WS_UNSEEN = 5,   /* off CPU asleep, but the kernel reported no wakeup (sched_waking,
+	                    sched_wakeup) before it ran again: only the on-CPU stage */
 };
 
 struct tt_sample {
@@ -103,6 +106,7 @@ struct tt_counters {
 	__u64 missed_deadlines;   /* publish -> callback start over --deadline */
 	__u64 unknown_proc;       /* probes hit by processes outside the domain */
 	__u64 oncpu_inferred;     /* wake cycles whose on-CPU came from the thread's probe */
+	__u64 wakeups_unseen;     /* asleep wake cycles that ran again with no wakeup reported */
 };
 
 enum tt_stage {

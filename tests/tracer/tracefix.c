@@ -2,6 +2,7 @@
  * tracer tests. */
 #include "tracefix.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
@@ -9,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -113,15 +115,25 @@ int tf_tracer_start(struct tf_tracer *t, const char *rundir, const char *const *
 	return -1;
 }
 
+static uint64_t mono_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
 int tf_tracer_stop(struct tf_tracer *t)
 {
+	uint64_t t0 = mono_ms();
 	int r;
 
 	if (t->pid <= 0)
 		return -1;
 	kill(t->pid, SIGINT);
-	r = h_wait(t->pid, TF_WAIT_MS);
+	r = h_wait(t->pid, TF_STOP_MS);
 	t->pid = 0;
+	fprintf(stderr, "tracefix: takt-trace exited %d after %llu ms\n", r, (unsigned long long)(mono_ms() - t0));
 	if (r != 0)
 		print_file("takt-trace stderr", t->err);
 	return r;
@@ -131,7 +143,8 @@ int tf_tracer_stop(struct tf_tracer *t)
 
 struct consumer {
 	takt_sub *sub;
-	unsigned got;
+	takt_exec *ex;
+	unsigned got, want;
 };
 
 static int consume_declare(takt_triggers *t, void *u)
@@ -149,6 +162,8 @@ static int consume_execute(takt_ctx *ctx, void *u)
 		c->got++;
 		takt_sub_release(c->sub, p);
 	}
+	if (c->got >= c->want)
+		takt_exec_stop(c->ex);
 	return TAKT_CONTINUE;
 }
 
@@ -157,7 +172,7 @@ static int sub_child(void *arg)
 	struct tf_pubsub *ps = arg;
 	struct takt_sub_opts so = {.topic = ps->topic, .queue_depth = 256, .overflow = TAKT_OVERFLOW_BLOCK};
 	struct takt_exec_opts eo = {.worker_threads = 0, .handle_signals = -1};
-	struct consumer c = {0};
+	struct consumer c = {.want = ps->count};
 	struct takt_item it = {.name = "consume", .declare = consume_declare, .execute = consume_execute,
 			       .user = &c};
 	takt_node *n = h_node(ps->domain, "trace-sub");
@@ -167,11 +182,16 @@ static int sub_child(void *arg)
 
 	H_CHECK(takt_sub_open(n, &so, &c.sub) == 0);
 	H_CHECK(takt_exec_create(&eo, &ex) == 0);
+	c.ex = ex;
 	H_CHECK(takt_exec_add(ex, &it) == 0);
 	H_CHECK(h_chan_send(&ps->from_sub, &tid, sizeof(tid)) == 0);
-	/* run_for on this thread: it is the dispatch thread, the one that parks. */
-	for (int i = 0; i < 400 && c.got < ps->count; i++)
-		H_CHECK(takt_exec_run_for(ex, 50000000) == 0);
+	/* run_for on this thread: it is the dispatch thread, the one that
+	 * parks. One run, which the item stops once it took them all: no
+	 * timeout of ours wakes the thread between samples (it did every 50
+	 * ms: on a loaded machine such a timer wakeup still waiting for a CPU
+	 * when the next notify came made that sample "runnable", rightly so,
+	 * but not the asleep thread the tests are about). */
+	H_CHECK(takt_exec_run_for(ex, (TF_WAIT_MS + (uint64_t)ps->count * ps->gap_us / 1000) * 1000000) == 0);
 	H_CHECK(h_chan_send(&ps->from_sub, &c.got, sizeof(c.got)) == 0);
 	H_CHECK(h_chan_recv(&ps->to_sub, &ch, 1, TF_WAIT_MS) == 0);
 	takt_exec_destroy(ex);
@@ -186,6 +206,54 @@ static void sleep_us(unsigned us)
 	nanosleep(&ts, NULL);
 }
 
+/* Whether the thread sleeps in an epoll wait: /proc/PID/task/TID/syscall
+ * names the syscall only of a thread blocked off its CPU ("running" for
+ * one that runs or was woken; reading it needs ptrace rights: root). */
+static bool in_epoll_sleep(pid_t pid, pid_t tid)
+{
+	char path[64], buf[64];
+	long nr;
+	ssize_t n;
+	int fd;
+
+	snprintf(path, sizeof(path), "/proc/%d/task/%d/syscall", (int)pid, (int)tid);
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return false;
+	n = read(fd, buf, sizeof(buf) - 1);
+	close(fd);
+	if (n <= 0 || !isdigit((unsigned char)buf[0]))
+		return false;
+	buf[n] = 0;
+	nr = strtol(buf, NULL, 10);
+#ifdef SYS_epoll_wait
+	if (nr == SYS_epoll_wait)
+		return true;
+#endif
+#ifdef SYS_epoll_pwait2
+	if (nr == SYS_epoll_pwait2)
+		return true;
+#endif
+	return nr == SYS_epoll_pwait;
+}
+
+/* Waits until the subscriber's dispatch thread is parked and asleep (it
+ * parks before its epoll wait): every sample is to find it so. The gap
+ * alone did not ensure it on a loaded machine, where the thread could
+ * still be waiting for a CPU to take the previous sample (then no notify:
+ * "busy"), or be preempted on its way to sleep. Bounded: after
+ * TF_ASLEEP_MS the sample goes anyway, and the tracer reports the thread
+ * as it found it. Returns whether it slept. */
+static bool wait_sub_asleep(const struct tf_pubsub *ps)
+{
+	for (unsigned waited_us = 0; waited_us < TF_ASLEEP_MS * 1000; waited_us += 100) {
+		if (in_epoll_sleep(ps->sub_pid, ps->sub_tid))
+			return true;
+		sleep_us(100);
+	}
+	return false;
+}
+
 static int pub_child(void *arg)
 {
 	struct tf_pubsub *ps = arg;
@@ -198,6 +266,9 @@ static int pub_child(void *arg)
 	H_CHECK(h_chan_send(&ps->from_pub, &ch, 1) == 0);
 	H_CHECK(h_chan_recv(&ps->to_pub, &ch, 1, TF_WAIT_MS) == 0);
 	for (uint64_t i = 1; i <= ps->count; i++) {
+		if (!wait_sub_asleep(ps))
+			fprintf(stderr, "tracefix: sample %llu: the subscriber's dispatch thread was not asleep after %d ms\n",
+				(unsigned long long)i, TF_ASLEEP_MS);
 		H_CHECK(takt_pub_send(p, &i, sizeof(i)) == 1);
 		sleep_us(ps->gap_us);
 	}

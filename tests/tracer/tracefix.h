@@ -14,6 +14,13 @@
 #include <sys/types.h>
 
 #define TF_WAIT_MS 15000
+#define TF_ASLEEP_MS 1000 /* a publish waits this long at most for the subscriber to sleep */
+/* takt-trace's exit after SIGINT: it takes its uprobes off every process
+ * that maps the libraries, each probe site a few RCU grace periods in the
+ * kernel (perf_uprobe_destroy), which a loaded machine stretches to many
+ * seconds in all; killed earlier, the kernel leaks the uprobes it was
+ * taking off ("failed to unregister, leaking uprobe"). */
+#define TF_STOP_MS 60000
 
 /* Exits 77 with a message unless root. */
 void tf_require_root(void);
@@ -26,7 +33,7 @@ struct tf_tracer {
 /* Runs takt-trace with argv (NULL-terminated, argv[0] is the mode); waits
  * until it says it traces. 0, or -1 with a message (the tracer is stopped). */
 int tf_tracer_start(struct tf_tracer *t, const char *rundir, const char *const *argv);
-/* SIGINT, then its exit status (bounded), or -1. */
+/* SIGINT, then its exit status (within TF_STOP_MS), or -1. */
 int tf_tracer_stop(struct tf_tracer *t);
 /* The whole of a file, NUL-terminated; NULL on failure. free() it. */
 char *tf_slurp(const char *path);
@@ -35,7 +42,8 @@ char *tf_slurp(const char *path);
 struct tf_pubsub {
 	const char *domain, *topic;
 	unsigned count;     /* samples to publish */
-	unsigned gap_us;    /* between publishes: long enough for the subscriber to park */
+	unsigned gap_us;    /* between publishes, at least; each one also waits (bounded) until
+	                       the subscriber's dispatch thread sleeps in its epoll wait */
 	pid_t pub_pid, sub_pid;
 	pid_t sub_tid;      /* the subscriber's dispatch thread (it parks and runs the item) */
 	unsigned received;  /* what the subscriber's item took, reported at the end */
