@@ -78,6 +78,8 @@ static void phase_wait(struct takt_exec *ex)
  * LET task's release boundary. */
 static void task_after_run(struct takt_exec *ex, struct task *t, uint64_t now)
 {
+	/* relaxed: the run's writes came with A0's exchange (or D0's acquire
+	 * of outstanding, inline and for graphs) */
 	t->last_err = atomic_load_explicit(&t->run_err, memory_order_relaxed);
 	trig_after_run(t, now);
 	if (t->let)

@@ -109,18 +109,13 @@ void timer_fire(struct takt_exec *ex, uint64_t now, void (*mark)(struct takt_exe
 void let_begin(struct task *t)
 {
 	for (unsigned i = 0; i < t->let_ports.n_in; i++)
-		takt_sub_set_cutoff(t->let_ports.in[i], t->ctx.scheduled_ns ? t->ctx.scheduled_ns : UINT64_MAX);
+		takt_sub_set_cutoff(t->let_ports.in[i], t->ctx.scheduled_ns); /* (only intervals run a LET task) */
 }
 
 void let_ended(struct takt_exec *ex, struct task *t, uint64_t now)
 {
-	uint64_t d = t->ctx.scheduled_ns, p = t->period_ns, end = t->end_ns, b;
+	uint64_t d = t->ctx.scheduled_ns, p = t->period_ns, end = t->end_ns, b = d + p;
 
-	if (!d) {
-		t->release_ns = end ? end : 1; /* not a period's run (cannot happen): out at once */
-		return;
-	}
-	b = d + p;
 	if (end > b)
 		b = d + (end - d + p - 1) / p * p; /* overran: the first boundary at or after its end */
 	if (b <= ex->fired_ns) {
