@@ -400,18 +400,21 @@ static void on_task_skipped(void *u, int task, uint64_t n)
 }
 
 /* 1 ms and 1.05 ms on one executor (no common grid finer than 50 us):
- * over 2 s each task's runs plus its skipped deadlines are its periods in
- * that time (the last one may fall either side of the end), every run is
- * for a deadline on the task's own grid, later than the one before, and
- * never before it is due. Counts, not durations: a loaded machine skips
- * deadlines, it does not change the sum. */
+ * each task's runs plus its skipped deadlines are exactly the deadlines on
+ * its grid up to its last run (a late task runs for the latest deadline
+ * that passed, so its last run closes the count), both grids share one
+ * anchor, set inside the run (not before the test's clock read), every run
+ * is for a deadline on the task's own grid, later than the one before, and
+ * never before it is due. Counts, not durations: a loaded machine (or a
+ * sanitizer's slow start of the run) skips deadlines or starts the grid
+ * late, it does not change the identity. */
 static void test_interval_unrelated_periods_share_an_executor(void **state)
 {
 	static struct scheduled k[2] = {{.period_ns = 1000000}, {.period_ns = 1050000}};
 	struct takt_monitor mon = {.task_skipped_cycles = on_task_skipped};
 	struct takt_exec_opts o = {.monitor = &mon};
 	struct takt_exec_stats st;
-	uint64_t total_skipped = 0;
+	uint64_t total_skipped = 0, t0, t1, anchor[2];
 	takt_exec *ex;
 
 	(void)state;
@@ -423,7 +426,9 @@ static void test_interval_unrelated_periods_share_an_executor(void **state)
 		k[i].task = takt_exec_add(ex, &it);
 		assert_int_equal(k[i].task, i);
 	}
+	t0 = now_ns();
 	assert_int_equal(takt_exec_run_for(ex, 2000000000ull), 0);
+	t1 = now_ns();
 	assert_int_equal(takt_exec_stats(ex, &st), 0);
 	for (int i = 0; i < 2; i++) {
 		uint64_t want = 2000000000ull / k[i].period_ns;
@@ -431,20 +436,26 @@ static void test_interval_unrelated_periods_share_an_executor(void **state)
 		uint64_t seen = k[i].runs + (uint64_t)skipped;
 
 		assert_true(skipped >= 0);
-		assert_true(seen + 1 >= want && seen <= want + 1);
+		assert_true(k[i].runs > 0 && k[i].runs <= SCHED_MAX);
+		/* no deadline lost or invented: the last run's deadline is the
+		 * anchor plus seen periods */
+		anchor[i] = k[i].sched[k[i].runs - 1] - seen * k[i].period_ns;
+		assert_true(anchor[i] >= t0 && k[i].sched[k[i].runs - 1] <= t1);
+		/* the window is 2 s from t0: the grid cannot hold more; fewer
+		 * only by what a slow start of the run or a stall at its end
+		 * took (bounded loosely: this is not a timing test) */
+		if (seen > want + 1 || seen < want / 2)
+			fail_msg("task %d: %llu deadlines in 2 s of %llu ns periods (want %llu)", i,
+				 (unsigned long long)seen, (unsigned long long)k[i].period_ns, (unsigned long long)want);
 		assert_int_equal(atomic_load(&task_skipped_seen[i]), (uint64_t)skipped);
 		total_skipped += (uint64_t)skipped;
-		assert_true(k[i].runs > 0 && k[i].runs <= SCHED_MAX);
 		for (uint32_t r = 1; r < k[i].runs; r++) {
 			assert_true(k[i].sched[r] > k[i].sched[r - 1]);
 			assert_int_equal((k[i].sched[r] - k[i].sched[0]) % k[i].period_ns, 0); /* its own phase */
 		}
 	}
 	assert_int_equal(st.skipped_cycles, total_skipped);
-	/* both grids start at the same anchor: their first deadlines are one
-	 * period after it, so they differ by the difference of the periods */
-	if (k[0].sched[0] && k[1].sched[0] && takt_exec_task_skipped(ex, 0) == 0 && takt_exec_task_skipped(ex, 1) == 0)
-		assert_int_equal(k[1].sched[0] - k[0].sched[0], k[1].period_ns - k[0].period_ns);
+	assert_int_equal(anchor[0], anchor[1]); /* phase kept: one anchor for both grids */
 	takt_exec_destroy(ex);
 }
 
