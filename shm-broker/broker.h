@@ -19,6 +19,8 @@ struct client {
 	pid_t pid;
 	uid_t uid;
 	gid_t gid;
+	gid_t *groups;          /* supplementary groups (SO_PEERGROUPS), n_groups of them */
+	uint32_t n_groups;
 	uint32_t *event_refs;   /* opens per event slot */
 	bool doomed;            /* a push to it failed: dropped after this event */
 	/* An open whose reply waits for CONN_READY acks (at most one: a node
@@ -235,6 +237,12 @@ void server_pend_reply(struct broker *b, struct client *cl);
  * done). */
 void server_push(struct broker *b, struct client *cl, const void *msg, size_t size, const int *fds,
 		 unsigned n_fds);
+/* A connected socket becomes a client (credentials from SO_PEERCRED):
+ * its slot, or a negative errno with the socket closed. */
+int server_client_add(struct broker *b, int fd);
+/* Reads and handles one message from the client's socket (drops the
+ * client on hang-up): what the event loop calls when it is readable. */
+void server_client_input(struct broker *b, struct client *cl);
 int server_listen(struct broker *b);
 int server_run(struct broker *b);
 /* Closes every client and descriptor and frees the broker's tables. */

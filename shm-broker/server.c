@@ -88,11 +88,80 @@ static void timer_set(struct broker *b, int mode)
 	b->timer_mode = mode;
 }
 
-static void client_accept(struct broker *b)
+/* The supplementary groups of the socket's peer (SO_PEERGROUPS, taken at
+ * its connect like SO_PEERCRED), for the access rules. */
+static int peer_groups(int fd, gid_t **ret, uint32_t *ret_n)
+{
+	socklen_t len = 32 * sizeof(gid_t);
+	gid_t *g = NULL;
+
+	for (int tries = 0; tries < 2; tries++) {
+		gid_t *ng = realloc(g, len ? len : sizeof(gid_t));
+
+		if (!ng) {
+			free(g);
+			return -ENOMEM;
+		}
+		g = ng;
+		if (getsockopt(fd, SOL_SOCKET, SO_PEERGROUPS, g, &len) == 0) {
+			*ret = g;
+			*ret_n = (uint32_t)(len / sizeof(gid_t));
+			return 0;
+		}
+		if (errno != ERANGE)
+			break; /* len now holds the size needed */
+	}
+	free(g);
+	return -errno;
+}
+
+/* Takes a connected socket as a client: its credentials, a slot, epoll.
+ * Returns the slot or a negative errno (the socket is closed then). */
+int server_client_add(struct broker *b, int fd)
 {
 	struct ucred cred;
 	socklen_t len = sizeof(cred);
 	unsigned i;
+
+	for (i = 0; i < b->n_clients_max && b->clients[i].fd >= 0; i++)
+		;
+	if (i == b->n_clients_max || getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) < 0) {
+		int e = i == b->n_clients_max ? -EMFILE : -errno;
+
+		fprintf(stderr, "takt-broker: refusing a connection: %s\n",
+			i == b->n_clients_max ? "too many clients" : strerror(-e));
+		close(fd);
+		return e;
+	}
+	struct client *cl = &b->clients[i];
+	int r = peer_groups(fd, &cl->groups, &cl->n_groups);
+
+	cl->event_refs = r < 0 ? NULL : calloc(b->v.lim.events, sizeof(uint32_t));
+	if (!cl->event_refs || epoll_add(b, fd, i) < 0) {
+		free(cl->event_refs);
+		cl->event_refs = NULL;
+		free(cl->groups);
+		cl->groups = NULL;
+		close(fd);
+		return r < 0 ? r : -ENOMEM;
+	}
+	cl->b = b;
+	cl->fd = fd;
+	cl->doomed = false;
+	cl->out_head = cl->out_tail = NULL;
+	cl->out_len = 0;
+	cl->pend = false;
+	cl->pend_acks = 0;
+	cl->pend_fd = -1;
+	cl->proc = TAKT_NONE;
+	cl->pid = cred.pid;
+	cl->uid = cred.uid;
+	cl->gid = cred.gid;
+	return (int)i;
+}
+
+static void client_accept(struct broker *b)
+{
 	int fd = accept4(b->listen_fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
 
 	if (fd < 0) {
@@ -108,34 +177,7 @@ static void client_accept(struct broker *b)
 		}
 		return;
 	}
-	for (i = 0; i < b->n_clients_max && b->clients[i].fd >= 0; i++)
-		;
-	if (i == b->n_clients_max || getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) < 0) {
-		fprintf(stderr, "takt-broker: refusing a connection: %s\n",
-			i == b->n_clients_max ? "too many clients" : strerror(errno));
-		close(fd);
-		return;
-	}
-	struct client *cl = &b->clients[i];
-
-	cl->event_refs = calloc(b->v.lim.events, sizeof(uint32_t));
-	if (!cl->event_refs || epoll_add(b, fd, i) < 0) {
-		free(cl->event_refs);
-		close(fd);
-		return;
-	}
-	cl->b = b;
-	cl->fd = fd;
-	cl->doomed = false;
-	cl->out_head = cl->out_tail = NULL;
-	cl->out_len = 0;
-	cl->pend = false;
-	cl->pend_acks = 0;
-	cl->pend_fd = -1;
-	cl->proc = TAKT_NONE;
-	cl->pid = cred.pid;
-	cl->uid = cred.uid;
-	cl->gid = cred.gid;
+	server_client_add(b, fd);
 }
 
 static void out_clear(struct client *cl);
@@ -151,6 +193,9 @@ static void client_drop(struct broker *b, struct client *cl)
 	close(cl->fd);
 	free(cl->event_refs);
 	cl->event_refs = NULL;
+	free(cl->groups);
+	cl->groups = NULL;
+	cl->n_groups = 0;
 	cl->fd = -1;
 	if (b->listen_paused) {
 		struct epoll_event ev = {.events = EPOLLIN, .data.u64 = TAG_LISTEN};
@@ -478,7 +523,7 @@ static void dispatch(struct broker *b, struct client *cl, const void *buf)
 	timer_set(b, reg_tick(b));
 }
 
-static void client_readable(struct broker *b, struct client *cl)
+void server_client_input(struct broker *b, struct client *cl)
 {
 	union {
 		struct proto_hdr h;
@@ -543,7 +588,7 @@ int server_run(struct broker *b)
 				if (evs[i].events & EPOLLOUT)
 					client_flush(b, &b->clients[tag]);
 				if (evs[i].events & (EPOLLIN | EPOLLHUP | EPOLLERR))
-					client_readable(b, &b->clients[tag]);
+					server_client_input(b, &b->clients[tag]);
 			}
 		}
 		for (unsigned i = 0; i < b->n_clients_max; i++)
@@ -559,6 +604,7 @@ void server_free(struct broker *b)
 			out_clear(&b->clients[i]);
 			close(b->clients[i].fd);
 			free(b->clients[i].event_refs);
+			free(b->clients[i].groups);
 		}
 	for (uint32_t i = 0; b->sub_efd && i < b->v.lim.subscribers; i++)
 		if (b->sub_efd[i] >= 0)
