@@ -21,6 +21,7 @@ struct client {
 	gid_t gid;
 	gid_t *groups;          /* supplementary groups (SO_PEERGROUPS), n_groups of them */
 	uint32_t n_groups;
+	uint32_t refusals;      /* access refusals (the first few are logged) */
 	uint32_t *event_refs;   /* opens per event slot */
 	bool doomed;            /* a push to it failed: dropped after this event */
 	/* An open whose reply waits for CONN_READY acks (at most one: a node
@@ -237,6 +238,10 @@ void server_pend_reply(struct broker *b, struct client *cl);
  * done). */
 void server_push(struct broker *b, struct client *cl, const void *msg, size_t size, const int *fds,
 		 unsigned n_fds);
+/* 0 if cl may do act on topic ([access] rules, access.h), else -EACCES
+ * with one log line naming the process, its user, the topic and the rule
+ * (the first ACCESS_LOG_MAX refusals of a client). */
+int server_access(struct broker *b, struct client *cl, enum access_action act, const char *topic);
 /* A connected socket becomes a client (credentials from SO_PEERCRED):
  * its slot, or a negative errno with the socket closed. */
 int server_client_add(struct broker *b, int fd);

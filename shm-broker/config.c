@@ -5,11 +5,13 @@
  *             subscribers_per_topic connections queue_depth_max history_max
  *             held_max loans_max events
  *   [memory]  max_payload domain_max process_max   (bytes; K, M, G suffixes)
- *   [socket]  mode = 0660
+ *   [socket]  mode = 0660, group = NAME|GID, confirm_timeout_ms
+ *   [access]  publish|subscribe = PATTERN WHO[,WHO...]   (access.h)
  */
 #include "config.h"
 
 #include <errno.h>
+#include <grp.h>
 #include <ini.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -52,6 +54,7 @@ void config_defaults(struct broker_config *c)
 	c->domain_max = 8ull << 30;
 	c->process_max = 4ull << 30;
 	c->socket_mode = 0660;
+	c->socket_group = -1;
 	c->confirm_timeout_ms = 2000;
 }
 
@@ -59,6 +62,9 @@ struct parse_ctx {
 	struct broker_config *c;
 	char *err;
 	size_t errlen;
+	FILE *f;
+	uint32_t line;       /* of the line inih parses now (config_read_line) */
+	uint32_t bad_line;   /* a line refused before inih saw it */
 };
 
 static int parse_u64_base(const char *s, uint64_t *out, int allow_suffix, int base)
@@ -175,6 +181,24 @@ static int config_ini_line(void *user, const char *section, const char *key, con
 		p->c->socket_mode = (unsigned)m;
 		return 1;
 	}
+	if (!strcmp(section, "socket") && !strcmp(key, "group")) {
+		uint64_t g;
+		struct group *gr;
+
+		if (parse_u64(val, &g, 0) == 0 && g < UINT32_MAX) {
+			p->c->socket_group = (int64_t)g;
+			return 1;
+		}
+		gr = getgrnam(val);
+		if (!gr) {
+			snprintf(p->err, p->errlen, "[socket] group = '%s': unknown group", val);
+			return 0;
+		}
+		p->c->socket_group = gr->gr_gid;
+		return 1;
+	}
+	if (!strcmp(section, "access"))
+		return access_rule_add(&p->c->access, key, val, p->line, p->err, p->errlen) == 0;
 	if (!strcmp(section, "socket") && !strcmp(key, "confirm_timeout_ms")) {
 		uint64_t m;
 
@@ -189,6 +213,36 @@ static int config_ini_line(void *user, const char *section, const char *key, con
 	return 0;
 }
 
+/* inih's reader: counts lines (the [access] rules keep theirs) and refuses
+ * what inih would cut or join silently. */
+static char *config_read_line(char *str, int num, void *stream)
+{
+	struct parse_ctx *p = stream;
+	size_t len, lead;
+
+	if (p->bad_line || p->err[0] || !fgets(str, num, p->f))
+		return NULL; /* the first error is the one reported */
+	p->line++;
+	len = strlen(str);
+	if (len == (size_t)num - 1 && str[len - 1] != '\n') {
+		int c = getc(p->f);
+
+		if (c != EOF) {
+			snprintf(p->err, p->errlen, "line longer than %d characters", num - 2);
+			p->bad_line = p->line;
+			return NULL;
+		}
+	}
+	lead = strspn(str, " \t");
+	if (lead && !strchr("\r\n;#", str[lead])) {
+		snprintf(p->err, p->errlen, "indented line: continuation lines are not supported "
+			 "(start each key, and each rule, in the first column)");
+		p->bad_line = p->line;
+		return NULL;
+	}
+	return str;
+}
+
 int config_load(struct broker_config *c, const char *path, char *err, size_t errlen)
 {
 	struct parse_ctx p = {.c = c, .err = err, .errlen = errlen};
@@ -196,11 +250,16 @@ int config_load(struct broker_config *c, const char *path, char *err, size_t err
 	int line;
 
 	err[0] = 0;
-	line = ini_parse(path, config_ini_line, &p);
-	if (line == -1) {
+	p.f = fopen(path, "re");
+	if (!p.f) {
 		snprintf(err, errlen, "%s: cannot open: %s", path, strerror(errno));
 		return -ENOENT;
 	}
+	snprintf(c->access.file, sizeof(c->access.file), "%s", path);
+	line = ini_parse_stream(config_read_line, &p, config_ini_line, &p);
+	fclose(p.f);
+	if (line == 0)
+		line = (int)p.bad_line;
 	if (line != 0) {
 		snprintf(msg, sizeof(msg), "%s", err[0] ? err : "syntax error");
 		snprintf(err, errlen, "%s:%d: %s", path, line, msg);
@@ -239,4 +298,10 @@ void config_print(const struct broker_config *c, FILE *f)
 		(unsigned long long)c->max_payload, (unsigned long long)c->domain_max,
 		(unsigned long long)c->process_max);
 	fprintf(f, "\n[socket]\nmode = 0%o\nconfirm_timeout_ms = %u\n", c->socket_mode, c->confirm_timeout_ms);
+	if (c->socket_group >= 0)
+		fprintf(f, "group = %lld\n", (long long)c->socket_group);
+	if (c->access.n)
+		fprintf(f, "\n[access]\n");
+	for (uint32_t i = 0; i < c->access.n; i++)
+		fprintf(f, "%s = %s\n", access_action_name(c->access.r[i].action), c->access.r[i].text);
 }

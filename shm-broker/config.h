@@ -2,6 +2,7 @@
 #ifndef TAKT_BROKER_CONFIG_H
 #define TAKT_BROKER_CONFIG_H
 
+#include "access.h"
 #include "layout.h"
 #include "proto.h"
 
@@ -21,14 +22,19 @@ struct broker_config {
 	uint64_t domain_max;    /* bytes of all segments of the domain */
 	uint64_t process_max;   /* bytes of the pools of one process's publishers */
 	unsigned socket_mode;
+	int64_t socket_group;   /* [socket] group: the socket's group, or -1 (the broker's) */
 	unsigned confirm_timeout_ms; /* how long an open waits for CONN_READY (A0) */
 	bool domain_set; /* [domain] name was given */
+	struct access_rules access; /* [access] */
 };
 
 /* The built-in default: serves a newcomer with no file at all. */
 void config_defaults(struct broker_config *c);
 /* Reads an INI file over the defaults. On failure writes a message naming
- * the file, line, key and reason into err and returns a negative errno. */
+ * the file, line, key and reason into err and returns a negative errno.
+ * Nothing is cut silently: a line longer than the parser takes and an
+ * indented line (INI's continuation, which would join a rule to the one
+ * above it) are refused. */
 int config_load(struct broker_config *c, const char *path, char *err, size_t errlen);
 /* Checks the whole config (limits against compile-time caps and each other). */
 int config_validate(const struct broker_config *c, char *err, size_t errlen);

@@ -670,8 +670,21 @@ static int conn_regions(struct broker *b, uint32_t pi, uint32_t si, uint32_t j, 
 	return r;
 }
 
+/* The rules again as the ends get each other's segments (the pool,
+ * read-only, for the subscriber): both ends opened under them. */
+static bool conn_allowed(struct broker *b, uint32_t pi, uint32_t si)
+{
+	const char *topic = b->topics[b->subs[si].topic].name;
+	struct client *pc = b->proc_client[b->pubs[pi].proc], *sc = b->proc_client[b->subs[si].proc];
+
+	return (!pc || server_access(b, pc, ACCESS_PUBLISH, topic) == 0) &&
+	       (!sc || server_access(b, sc, ACCESS_SUBSCRIBE, topic) == 0);
+}
+
 static int conn_create(struct broker *b, uint32_t pi, uint32_t si, struct client *waiter)
 {
+	if (!conn_allowed(b, pi, si))
+		return -EACCES;
 	for (uint32_t ci = 0; ci < b->v.lim.connections; ci++) {
 		struct reg_conn *rc = &b->conns[ci];
 		uint32_t mask = depth_slots(b->subs[si].depth) - 1;
@@ -930,6 +943,8 @@ int reg_pub_open(struct broker *b, struct client *cl, const struct msg_pub_open 
 
 	if (!names_ok(m->topic, m->type_name) || m->history > l->history_max)
 		return -EINVAL;
+	if (server_access(b, cl, ACCESS_PUBLISH, m->topic) < 0)
+		return -EACCES;
 	if (m->max_payload > b->cfg.max_payload) {
 		fprintf(stderr, "takt-broker: topic '%s': process %d asked for max_payload %llu, over [memory] "
 			"max_payload %llu\n", m->topic, cl->pid, (unsigned long long)m->max_payload,
@@ -1089,6 +1104,8 @@ int reg_sub_open(struct broker *b, struct client *cl, const struct msg_sub_open 
 	if (!names_ok(m->topic, m->type_name) || m->overflow > TAKT_OVERFLOW_REJECT ||
 	    m->queue_depth > v->lim.queue_depth_max || m->history > v->lim.history_max)
 		return -EINVAL;
+	if (server_access(b, cl, ACCESS_SUBSCRIBE, m->topic) < 0)
+		return -EACCES;
 	for (si = 0; si < v->lim.subscribers && b->subs[si].state != SLOT_FREE; si++)
 		;
 	if (si == v->lim.subscribers)

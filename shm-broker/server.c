@@ -10,6 +10,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <pwd.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -157,6 +158,7 @@ int server_client_add(struct broker *b, int fd)
 	cl->pid = cred.pid;
 	cl->uid = cred.uid;
 	cl->gid = cred.gid;
+	cl->refusals = 0;
 	return (int)i;
 }
 
@@ -300,6 +302,31 @@ void server_push(struct broker *b, struct client *cl, const void *msg, size_t si
 	cl->out_tail = m;
 	if (cl->out_len++ == 0)
 		client_events(b, cl, true);
+}
+
+#define ACCESS_LOG_MAX 10 /* refusals logged per client; then one line says the rest are not */
+
+int server_access(struct broker *b, struct client *cl, enum access_action act, const char *topic)
+{
+	const struct access_peer peer = {.uid = cl->uid, .gid = cl->gid, .groups = cl->groups,
+					 .n_groups = cl->n_groups};
+	const struct access_rule *r = NULL;
+	const struct passwd *pw;
+
+	if (access_allowed(&b->cfg.access, act, topic, &peer, geteuid(), &r))
+		return 0;
+	if (cl->refusals++ >= ACCESS_LOG_MAX) {
+		if (cl->refusals == ACCESS_LOG_MAX + 2)
+			fprintf(stderr, "takt-broker: access: further refusals of process %d are not logged\n",
+				cl->pid);
+		return -EACCES;
+	}
+	pw = getpwuid(cl->uid);
+	fprintf(stderr, "takt-broker: access: process %d (%s, user %s, uid %u) may not %s on '%s': rule %s:%u: %s = %s\n",
+		cl->pid, cl->proc != TAKT_NONE ? b->v.procs[cl->proc].name : "?", pw ? pw->pw_name : "?",
+		(unsigned)cl->uid, access_action_name(act), topic, b->cfg.access.file, r->line,
+		access_action_name(act), r->text);
+	return -EACCES;
 }
 
 static void reply_init(struct proto_reply *r, const struct proto_hdr *req, size_t size, int status)
