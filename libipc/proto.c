@@ -80,32 +80,45 @@ const char *proto_domain_default(const char *explicit_domain)
 	return env && *env ? env : "default";
 }
 
-static int runtime_dir(char *buf, size_t len)
+/* The runtime directory: $TAKT_RUNTIME_DIR as the operator set it up; for
+ * root (a system domain, as a service runs it) PROTO_SYSTEM_DIR; else the
+ * user's own. */
+static int runtime_dir(char *buf, size_t len, enum proto_dir_kind *ret_kind)
 {
 	const char *d = getenv("TAKT_RUNTIME_DIR");
+	enum proto_dir_kind kind = PROTO_DIR_USER;
 	int n;
 
-	if (d && *d)
+	if (d && *d) {
+		kind = PROTO_DIR_EXPLICIT;
 		n = snprintf(buf, len, "%s", d);
-	else if ((d = getenv("XDG_RUNTIME_DIR")) && *d)
+	} else if (geteuid() == 0) {
+		kind = PROTO_DIR_SYSTEM;
+		n = snprintf(buf, len, "%s", PROTO_SYSTEM_DIR);
+	} else if ((d = getenv("XDG_RUNTIME_DIR")) && *d) {
 		n = snprintf(buf, len, "%s/takt", d);
-	else
+	} else {
 		n = snprintf(buf, len, "/tmp/takt-%u", (unsigned)getuid());
+	}
+	if (ret_kind)
+		*ret_kind = kind;
 	return n < 0 || (size_t)n >= len ? -ENAMETOOLONG : 0;
 }
 
 int proto_runtime_dir_make(void)
 {
-	const char *explicit_dir = getenv("TAKT_RUNTIME_DIR");
+	enum proto_dir_kind kind;
 	char dir[108];
 	struct stat st;
-	int r = runtime_dir(dir, sizeof(dir));
+	int r = runtime_dir(dir, sizeof(dir), &kind);
 
 	if (r < 0)
 		return r;
-	if (mkdir(dir, 0700) < 0 && errno != EEXIST)
+	/* The system directory must let every user reach the socket, whose
+	 * mode and group decide who may connect; a user's is theirs alone. */
+	if (mkdir(dir, kind == PROTO_DIR_SYSTEM ? 0755 : 0700) < 0 && errno != EEXIST)
 		return -errno;
-	if (explicit_dir && *explicit_dir)
+	if (kind == PROTO_DIR_EXPLICIT)
 		return 0; /* the operator chose it and its permissions */
 	/* A default directory someone else created (say /tmp/takt-<uid> made by
 	 * another user) must not hold our socket. */
@@ -116,16 +129,19 @@ int proto_runtime_dir_make(void)
 	return 0;
 }
 
+static int path_in(const char *dir, const char *domain, const char *suffix, char *buf, size_t len)
+{
+	int n = snprintf(buf, len, "%s/takt-%s.%s", dir, domain, suffix);
+
+	return n < 0 || (size_t)n >= len ? -ENAMETOOLONG : 0;
+}
+
 int proto_runtime_path(const char *domain, const char *suffix, char *buf, size_t len)
 {
 	char dir[108];
-	int r = runtime_dir(dir, sizeof(dir));
-	int n;
+	int r = runtime_dir(dir, sizeof(dir), NULL);
 
-	if (r < 0)
-		return r;
-	n = snprintf(buf, len, "%s/takt-%s.%s", dir, domain, suffix);
-	return n < 0 || (size_t)n >= len ? -ENAMETOOLONG : 0;
+	return r < 0 ? r : path_in(dir, domain, suffix, buf, len);
 }
 
 void proto_hdr_init(struct proto_hdr *h, uint16_t type, uint32_t size, uint32_t req_id)
@@ -217,24 +233,43 @@ long proto_recv(int sock, void *buf, size_t size, int *fds, unsigned max_fds, un
 	return n;
 }
 
-int proto_connect(const char *domain, int *ret_sock)
+static int connect_at(const char *path, int *ret_sock)
 {
 	struct sockaddr_un sa = {.sun_family = AF_UNIX};
 	int s, r;
 
-	r = proto_runtime_path(domain, "sock", sa.sun_path, sizeof(sa.sun_path));
-	if (r < 0)
-		return r;
+	if (strlen(path) >= sizeof(sa.sun_path))
+		return -ENAMETOOLONG;
+	memcpy(sa.sun_path, path, strlen(path) + 1);
 	s = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
 	if (s < 0)
 		return -errno;
 	if (connect(s, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
+		/* a socket left by a killed broker refuses: no broker either */
 		r = errno == ECONNREFUSED ? -ENOENT : -errno;
 		close(s);
 		return r;
 	}
 	*ret_sock = s;
 	return 0;
+}
+
+int proto_connect(const char *domain, int *ret_sock)
+{
+	enum proto_dir_kind kind;
+	char dir[108], path[128];
+	int r = runtime_dir(dir, sizeof(dir), &kind);
+
+	if (r < 0 || (r = path_in(dir, domain, "sock", path, sizeof(path))) < 0)
+		return r;
+	r = connect_at(path, ret_sock);
+	/* A user's domain first, then the system's of the same name (as the
+	 * D-Bus session and system buses): a user reaches a broker run as a
+	 * service without setting TAKT_RUNTIME_DIR. */
+	if (r == -ENOENT && kind == PROTO_DIR_USER &&
+	    path_in(PROTO_SYSTEM_DIR, domain, "sock", path, sizeof(path)) == 0)
+		r = connect_at(path, ret_sock);
+	return r;
 }
 
 int proto_is_push(const void *msg, long n)

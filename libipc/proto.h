@@ -226,10 +226,19 @@ int proto_name_ok(const char *s, size_t n);
 int proto_domain_ok(const char *s);
 /* The domain to use: explicit, else $TAKT_DOMAIN, else "default". */
 const char *proto_domain_default(const char *explicit_domain);
-/* <dir>/takt-<domain>.<suffix>; dir is $TAKT_RUNTIME_DIR, else
- * $XDG_RUNTIME_DIR/takt, else /tmp/takt-<uid>. -ENAMETOOLONG. */
+/* Where a domain's socket and lock live (docs/operations.md). */
+#define PROTO_SYSTEM_DIR "/run/takt"
+enum proto_dir_kind {
+	PROTO_DIR_EXPLICIT, /* $TAKT_RUNTIME_DIR */
+	PROTO_DIR_SYSTEM,   /* root's: PROTO_SYSTEM_DIR */
+	PROTO_DIR_USER,     /* $XDG_RUNTIME_DIR/takt, else /tmp/takt-<uid> */
+};
+/* <dir>/takt-<domain>.<suffix>; dir is $TAKT_RUNTIME_DIR, else for root
+ * PROTO_SYSTEM_DIR, else $XDG_RUNTIME_DIR/takt, else /tmp/takt-<uid>.
+ * -ENAMETOOLONG. */
 int proto_runtime_path(const char *domain, const char *suffix, char *buf, size_t len);
-/* Creates the runtime directory (mode 0700 for the private defaults). */
+/* Creates the runtime directory (0755 for the system one, 0700 for a
+ * user's) and checks a default one is the caller's alone to write. */
 int proto_runtime_dir_make(void);
 
 void proto_hdr_init(struct proto_hdr *h, uint16_t type, uint32_t size, uint32_t req_id);
@@ -239,7 +248,10 @@ int proto_send(int sock, const void *msg, size_t size, const int *fds, unsigned 
  * truncated. Received descriptors are O_CLOEXEC; any beyond max_fds are
  * closed. */
 long proto_recv(int sock, void *buf, size_t size, int *fds, unsigned max_fds, unsigned *ret_n_fds);
-/* Client: connects to the domain's broker socket. -ENOENT when none runs. */
+/* Client: connects to the domain's broker socket; a user without
+ * $TAKT_RUNTIME_DIR whose own directory has none tries the system one.
+ * -ENOENT when no broker runs, -EACCES when the socket is not theirs to
+ * use. */
 int proto_connect(const char *domain, int *ret_sock);
 /* A reply whose req_id names an earlier request (its call timed out). Its
  * descriptors are closed after the callback returns. */

@@ -50,6 +50,7 @@ int server_listen(struct broker *b)
 		return -errno;
 	unlink(b->sock_path); /* we hold the domain lock: any old socket is stale */
 	if (bind(b->listen_fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 ||
+	    (b->cfg.socket_group >= 0 && chown(b->sock_path, (uid_t)-1, (gid_t)b->cfg.socket_group) < 0) ||
 	    chmod(b->sock_path, b->cfg.socket_mode) < 0 || listen(b->listen_fd, 64) < 0) {
 		r = -errno;
 		fprintf(stderr, "takt-broker: cannot listen on %s: %s\n", b->sock_path, strerror(errno));

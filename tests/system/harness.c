@@ -3,6 +3,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <grp.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdio.h>
@@ -35,17 +36,31 @@ static int broker_config(struct h_broker *b, const char *ini)
 
 int h_broker_start(struct h_broker *b, const char *tag, const char *ini)
 {
+	return h_broker_start_opts(b, tag, ini, NULL);
+}
+
+int h_broker_start_opts(struct h_broker *b, const char *tag, const char *ini, const struct h_broker_opts *o)
+{
 	memset(b, 0, sizeof(*b));
 	snprintf(b->rundir, sizeof(b->rundir), "/tmp/takt-test-XXXXXX");
 	if (!mkdtemp(b->rundir))
 		return -errno;
-	setenv("TAKT_RUNTIME_DIR", b->rundir, 1);
+	if (o && o->system_dir)
+		unsetenv("TAKT_RUNTIME_DIR"); /* rundir keeps only the config */
+	else
+		setenv("TAKT_RUNTIME_DIR", b->rundir, 1);
 	snprintf(b->domain, sizeof(b->domain), "t-%.24s-%d", tag, getpid());
 	if (ini && broker_config(b, ini) < 0)
 		return -EIO;
 	b->pid = fork();
 	if (b->pid == 0) {
 		prctl(PR_SET_PDEATHSIG, SIGKILL);
+		if (o && o->log) {
+			int fd = open(o->log, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+
+			if (fd < 0 || dup2(fd, STDERR_FILENO) < 0)
+				_exit(126);
+		}
 		if (ini)
 			execl(TAKT_BROKER_PATH, "takt-broker", "--foreground", "--config", b->config, (char *)NULL);
 		else
@@ -254,6 +269,14 @@ int h_settle_pool(const char *domain, takt_pub *p, uint32_t in_flight, struct pr
 		sleep_ms(10); /* the broker retires a departed connection first */
 	}
 	return -ETIMEDOUT;
+}
+
+int h_become(uid_t uid, gid_t gid, const gid_t *groups, int n_groups)
+{
+	if (setgroups((size_t)n_groups, groups) < 0 || setgid(gid) < 0 || setuid(uid) < 0)
+		return -errno;
+	/* dumpable again (setuid cleared it), so /proc/self is its own */
+	return prctl(PR_SET_DUMPABLE, 1, 0, 0, 0) < 0 ? -errno : 0;
 }
 
 takt_node *h_node(const char *domain, const char *name)

@@ -24,6 +24,11 @@ struct h_broker {
  * INI text (or NULL) is written to a config file first. 0 when it serves. */
 int h_broker_start(struct h_broker *b, const char *tag, const char *ini);
 void h_broker_stop(struct h_broker *b);
+struct h_broker_opts {
+	const char *log; /* the broker's standard error goes to this file */
+	bool system_dir; /* no TAKT_RUNTIME_DIR: root's default (/run/takt) */
+};
+int h_broker_start_opts(struct h_broker *b, const char *tag, const char *ini, const struct h_broker_opts *o);
 
 /* Runs fn(arg) in a child process; its return value is the exit status. */
 pid_t h_spawn(int (*fn)(void *), void *arg);
@@ -56,6 +61,9 @@ int h_status(const char *domain, struct msg_status_reply *out);
  * what its history keeps (bounded); 0 or -ETIMEDOUT. A publisher counts
  * what comes back when it next loans or publishes. */
 int h_wait_pools_full(const char *domain, int timeout_ms);
+/* In a forked child, as root: becomes another user (groups first, since
+ * credentials are taken when the node connects). 0 or a negative errno. */
+int h_become(uid_t uid, gid_t gid, const gid_t *groups, int n_groups);
 /* Opens a node on the domain with the given name; aborts the test on failure. */
 takt_node *h_node(const char *domain, const char *name);
 
