@@ -16,6 +16,7 @@
 struct node_retired_fd {
 	struct node_retired_fd *next;
 	int fd;
+	int pidfd;                   /* the subscriber's, or -1 */
 	void *map;
 	size_t map_size;
 	bool ev;                     /* a listener's queue: wait until no notify runs */
@@ -42,6 +43,7 @@ struct node_submap {
 	void *base;
 	size_t size;
 	struct seg_subseg ss;
+	int pidfd; /* the subscriber's process (pushed with it), or -1 */
 };
 
 struct takt_node {
@@ -178,6 +180,9 @@ static inline void conn_wake(struct takt_conn_pub *c, const _Atomic uint32_t *pa
 /* One request/reply with the broker; fds as in proto_call. */
 int node_call(takt_node *n, uint16_t type, void *req, size_t req_size, void *reply,
 	      size_t reply_size, int *fds, unsigned max_fds, unsigned *ret_n_fds);
+/* The same, sending send_fd (>= 0) with the request. */
+int node_call_fd(takt_node *n, uint16_t type, void *req, size_t req_size, int send_fd, void *reply,
+		 size_t reply_size, int *fds, unsigned max_fds, unsigned *ret_n_fds);
 /* A retired entry (malloc'ed, fd and map unset) holding the registry
  * index and `active` counter now of every open publisher port of this
  * node, taken under ports_lock: for the agent (G1). NULL: no memory. */

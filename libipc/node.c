@@ -102,6 +102,12 @@ static void close_fds(const int *fds, unsigned n)
 int node_call(takt_node *n, uint16_t type, void *req, size_t req_size, void *reply,
 	      size_t reply_size, int *fds, unsigned max_fds, unsigned *ret_n_fds)
 {
+	return node_call_fd(n, type, req, req_size, -1, reply, reply_size, fds, max_fds, ret_n_fds);
+}
+
+int node_call_fd(takt_node *n, uint16_t type, void *req, size_t req_size, int send_fd, void *reply,
+		 size_t reply_size, int *fds, unsigned max_fds, unsigned *ret_n_fds)
+{
 	uint32_t id = atomic_fetch_add(&n->next_req, 1) + 1; /* unique ids only, see node_undo_stale */
 	struct timespec dl;
 	int r = 0;
@@ -128,7 +134,7 @@ int node_call(takt_node *n, uint16_t type, void *req, size_t req_size, void *rep
 	n->wait_req = id;
 	n->rx_ready = false;
 	pthread_mutex_unlock(&n->rx_lock);
-	r = proto_send(n->sock, req, req_size, NULL, 0);
+	r = proto_send(n->sock, req, req_size, &send_fd, send_fd >= 0 ? 1 : 0);
 	pthread_mutex_lock(&n->rx_lock);
 	while (r == 0 && !n->rx_ready && !n->dead)
 		if (pthread_cond_timedwait(&n->rx_cond, &n->rx_lock, &dl) == ETIMEDOUT && !n->rx_ready)
@@ -187,6 +193,7 @@ static void agent_retire_fd(takt_node *n, int fd, const struct node_submap *sm)
 	if (!rf)
 		return; /* out of memory: keep the fd open rather than risk a reuse */
 	rf->fd = fd;
+	rf->pidfd = sm->pidfd;
 	rf->map = sm->base;
 	rf->map_size = sm->size;
 	rf->ev = false;
@@ -205,6 +212,8 @@ static void agent_close_retired(takt_node *n, bool all)
 		}
 		*pp = rf->next;
 		close(rf->fd);
+		if (rf->pidfd >= 0)
+			close(rf->pidfd);
 		if (rf->map)
 			munmap(rf->map, rf->map_size);
 		free(rf);
@@ -219,7 +228,7 @@ static void agent_retire_listener(takt_node *n, struct node_listener *l)
 
 	if (!rf)
 		return; /* out of memory: keep them rather than risk a reuse */
-	*rf = (struct node_retired_fd){.fd = l->efd, .map = l->sl.q, .map_size = l->sl.size, .ev = true};
+	*rf = (struct node_retired_fd){.fd = l->efd, .pidfd = -1, .map = l->sl.q, .map_size = l->sl.size, .ev = true};
 	rf->next = n->retired;
 	n->retired = rf;
 }
@@ -304,6 +313,8 @@ static void agent_push(takt_node *n, const void *buf, long len, const int *fds, 
 	const struct msg_push_conn *m = buf;
 	uint16_t type = (uint16_t)(m->hdr.type & ~PROTO_PUSH_FLAG);
 	unsigned want = type == MSG_PUSH_CONN ? 2 : type == MSG_PUSH_SUB_CONN ? 1 : 0;
+	/* PUSH_CONN may carry a third: the subscriber's pidfd */
+	unsigned keep = type == MSG_PUSH_CONN ? 3 : want;
 
 	if (type == MSG_PUSH_EV_LISTENER || type == MSG_PUSH_EV_GONE) {
 		if (len == (long)sizeof(struct msg_push_ev) && n->ev_lis) {
@@ -315,17 +326,17 @@ static void agent_push(takt_node *n, const void *buf, long len, const int *fds, 
 		}
 		return;
 	}
-	int fd = nf ? fds[0] : -1, r;
+	int fd = nf ? fds[0] : -1, pidfd = type == MSG_PUSH_CONN && nf > 2 ? fds[2] : -1, r;
 	struct node_submap sm = {0};
 	uint64_t old;
 
-	close_fds(fds + want, nf > want ? nf - want : 0);
+	close_fds(fds + keep, nf > keep ? nf - keep : 0);
 	TAKT_FAULT("agent_push");
 	pthread_mutex_lock(&n->rx_lock); /* orders the tables' allocation before us */
 	pthread_mutex_unlock(&n->rx_lock);
 	if (len != (long)sizeof(*m) || !n->efd_tab || m->conn >= n->v.lim.connections ||
 	    m->sub >= n->v.lim.subscribers || m->pub >= n->v.lim.publishers || nf < want) {
-		close_fds(fds, nf < want ? nf : want);
+		close_fds(fds, nf < keep ? nf : keep);
 		return;
 	}
 	if (type == MSG_PUSH_CONN) {
@@ -333,9 +344,12 @@ static void agent_push(takt_node *n, const void *buf, long len, const int *fds, 
 		close(fds[1]); /* the mapping keeps it */
 		if (r < 0) { /* cannot use it: the broker need not wait for us */
 			close(fd);
+			if (pidfd >= 0)
+				close(pidfd);
 			agent_ack(n, m);
 			return;
 		}
+		sm.pidfd = pidfd;
 		/* G0: retire what the slot held, install the subscriber's
 		 * segment and then its eventfd (seq_cst: publishes both),
 		 * prepare the slot with history (PS1), then look at park. */
@@ -487,6 +501,8 @@ static void agent_stop(takt_node *n)
 
 		if (w) {
 			close((int)(uint32_t)w - 1);
+			if (n->sub_maps[i].pidfd >= 0)
+				close(n->sub_maps[i].pidfd);
 			munmap(n->sub_maps[i].base, n->sub_maps[i].size);
 		}
 	}
@@ -539,10 +555,17 @@ static int node_hello(takt_node *n, const char *name)
 	struct msg_hello_reply rep;
 	int fds[TAKT_PROTO_MAX_FDS];
 	unsigned n_fds = 0;
-	int r;
+	int r, pidfd;
 
 	snprintf(req.name, sizeof(req.name), "%s", name ? name : program_invocation_short_name);
-	r = node_call(n, MSG_HELLO, &req, sizeof(req), &rep, sizeof(rep), fds, TAKT_PROTO_MAX_FDS, &n_fds);
+	/* Our pidfd: the broker hands it to the publishers of our subscribers,
+	 * who then see our death without a broker (pub.c), across PID
+	 * namespaces too. None on a kernel without pidfds (before 5.3). */
+	pidfd = (int)syscall(SYS_pidfd_open, getpid(), 0);
+	r = node_call_fd(n, MSG_HELLO, &req, sizeof(req), pidfd, &rep, sizeof(rep), fds, TAKT_PROTO_MAX_FDS,
+			 &n_fds);
+	if (pidfd >= 0)
+		close(pidfd);
 	if (r == 0) {
 		n->proc = rep.r.index;
 		n->epoch = rep.epoch;

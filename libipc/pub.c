@@ -64,6 +64,7 @@
 #include "probes.h"
 
 #include <errno.h>
+#include <poll.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -88,6 +89,7 @@ struct pub_slot {
 	struct ring_prod ring;
 	struct ret_cons ret;
 	uint32_t woken;  /* P1: the subscriber's last park generation we woke */
+	bool sub_gone;   /* its subscriber's process died (pidfd): never wait for it */
 	uint64_t *out; /* bitmap over the pool: outstanding on this connection */
 };
 
@@ -474,6 +476,7 @@ static int pub_prepare(takt_pub *p, uint32_t ci, uint32_t inc, bool agent)
 	atomic_store_explicit(&s->incarnation, inc, memory_order_relaxed);
 	s->sub = c->sub;
 	s->overflow = c->overflow;
+	s->sub_gone = false;
 	s->park = &sm.ss.live->park;
 	/* relaxed: written once, before the broker pushed us the connection. */
 	s->membarrier = atomic_load_explicit(&sm.ss.live->membarrier, memory_order_relaxed) == 1;
@@ -809,6 +812,27 @@ static void pub_unqueue(takt_pub *p, struct pub_slot *s, uint32_t c)
 	chunk_unref(&p->pool, c);
 }
 
+/* Whether the subscriber of a full blocking connection has died: its
+ * pidfd (pushed with the connection) is readable. A check of our own, so
+ * a publish stops waiting for a dead subscriber while no broker runs to
+ * retire the connection. One poll, only when the ring is full. */
+static bool pub_sub_gone(takt_pub *p, struct pub_slot *s)
+{
+	struct node_submap sm;
+	struct pollfd pfd = {.events = POLLIN};
+
+	/* relaxed: we wrote them (or the agent before PS0's release). The
+	 * pidfd stays open while we are inside publish (G1, node.c). */
+	if (!node_conn_submap(p->node, atomic_load_explicit(&s->conn, memory_order_relaxed),
+			      atomic_load_explicit(&s->incarnation, memory_order_relaxed), &sm) ||
+	    sm.pidfd < 0)
+		return false;
+	pfd.fd = sm.pidfd;
+	if (poll(&pfd, 1, 0) == 1)
+		s->sub_gone = true;
+	return s->sub_gone;
+}
+
 /* Pushes into one ring under the subscriber's overflow policy (a blocking
  * one without waiting if nowait: a full ring drops the sample). 1 when
  * delivered (the chunk is outstanding there); 0 when not. */
@@ -827,7 +851,9 @@ static int pub_push(takt_pub *p, struct pub_slot *s, const struct ring_entry *e,
 		if (s->overflow == TAKT_OVERFLOW_REJECT)
 			break;
 		if (s->overflow == TAKT_OVERFLOW_BLOCK) {
-			if (nowait)
+			if (nowait || s->sub_gone)
+				break;
+			if (!deadline && pub_sub_gone(p, s))
 				break;
 			if (!deadline) /* one bound per publish, however often we are woken */
 				deadline = takt_now_ns() + p->block_timeout_ns;

@@ -22,6 +22,7 @@ struct client {
 	gid_t *groups;          /* supplementary groups (SO_PEERGROUPS), n_groups of them */
 	uint32_t n_groups;
 	uint32_t refusals;      /* access refusals (the first few are logged) */
+	int pidfd;              /* its own pidfd, sent with HELLO, or -1 */
 	uint32_t *event_refs;   /* opens per event slot */
 	bool doomed;            /* a push to it failed: dropped after this event */
 	/* An open whose reply waits for CONN_READY acks (at most one: a node

@@ -549,12 +549,16 @@ static uint8_t conn_push(struct broker *b, uint32_t ci, uint16_t kind)
 	bool to_sub = kind == MSG_PUSH_SUB_CONN;
 	struct client *cl = b->proc_client[to_sub ? b->subs[rc->sub].proc : b->pubs[rc->pub].proc];
 	struct msg_push_conn m = {.pub = rc->pub, .conn = ci, .sub = rc->sub};
-	int fds[2] = {-1, -1};
+	int fds[3] = {-1, -1, -1};
 	unsigned nf = 0;
 
-	if (kind == MSG_PUSH_CONN) { /* its eventfd, its segment (read-only) */
+	if (kind == MSG_PUSH_CONN) { /* its eventfd, its segment (read-only), its process's pidfd */
+		const struct client *sc = b->proc_client[b->subs[rc->sub].proc];
+
 		fds[nf++] = b->sub_efd[rc->sub];
 		fds[nf++] = b->subs[rc->sub].seg_ro_fd;
+		if (sc && sc->pidfd >= 0)
+			fds[nf++] = sc->pidfd;
 	} else if (to_sub) {
 		fds[nf++] = b->pubs[rc->pub].pool_ro_fd;
 	}

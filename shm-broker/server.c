@@ -160,6 +160,7 @@ int server_client_add(struct broker *b, int fd)
 	cl->uid = cred.uid;
 	cl->gid = cred.gid;
 	cl->refusals = 0;
+	cl->pidfd = -1;
 	return (int)i;
 }
 
@@ -199,6 +200,9 @@ static void client_drop(struct broker *b, struct client *cl)
 	free(cl->groups);
 	cl->groups = NULL;
 	cl->n_groups = 0;
+	if (cl->pidfd >= 0)
+		close(cl->pidfd);
+	cl->pidfd = -1;
 	cl->fd = -1;
 	if (b->listen_paused) {
 		struct epoll_event ev = {.events = EPOLLIN, .data.u64 = TAG_LISTEN};
@@ -367,8 +371,34 @@ static int check_frame(const struct client *cl, const struct proto_hdr *h, long 
 	return 0;
 }
 
-static void handle_hello(struct broker *b, struct client *cl, const struct msg_hello *m)
+/* Whether fd is a pidfd of the peer: its fdinfo names a pid, the same as
+ * SO_PEERCRED's where both are visible (0: the peer is in a PID namespace
+ * ours cannot see, and so may be the pidfd's process). */
+static bool peer_pidfd_ok(const struct client *cl, int fd)
 {
+	char path[64], line[128];
+	bool ok = false;
+	FILE *f;
+
+	snprintf(path, sizeof(path), "/proc/self/fdinfo/%d", fd);
+	f = fopen(path, "re");
+	if (!f)
+		return false;
+	while (fgets(line, sizeof(line), f)) {
+		int pid;
+
+		if (sscanf(line, "Pid: %d", &pid) == 1) {
+			ok = pid > 0 ? cl->pid == 0 || pid == cl->pid : pid == 0 && cl->pid == 0;
+			break;
+		}
+	}
+	fclose(f);
+	return ok;
+}
+
+static void handle_hello(struct broker *b, struct client *cl, const void *buf, int pidfd)
+{
+	const struct msg_hello *m = buf;
 	struct msg_hello_reply rep = {0};
 	char name[TAKT_PROC_NAME_MAX + 1];
 	int r;
@@ -380,6 +410,8 @@ static void handle_hello(struct broker *b, struct client *cl, const struct msg_h
 			*c = '?'; /* shown by tools and logs: printable only */
 	if (cl->proc != TAKT_NONE)
 		r = -EALREADY;
+	else if (pidfd >= 0 && !peer_pidfd_ok(cl, pidfd))
+		r = -EINVAL; /* not a pidfd, or of another process */
 	else if (m->abi_version != TAKT_ABI_VERSION ||
 		 (m->layout_digest && m->layout_digest != b->v.hdr->layout_digest))
 		r = -EPROTO;
@@ -389,9 +421,15 @@ static void handle_hello(struct broker *b, struct client *cl, const struct msg_h
 		fprintf(stderr, "takt-broker: process %d (%s, uid %d) attached as #%d\n", cl->pid,
 			b->v.procs[r].name, (int)cl->uid, r);
 	if (r < 0) {
+		if (r == -EINVAL)
+			fprintf(stderr, "takt-broker: pid %d (uid %u) sent a descriptor with HELLO that is not its own "
+				"pidfd: refused\n", cl->pid, (unsigned)cl->uid);
+		if (pidfd >= 0)
+			close(pidfd);
 		reply_status(cl, &m->hdr, r, 0);
 		return;
 	}
+	cl->pidfd = pidfd;
 	reply_init(&rep.r, &m->hdr, sizeof(rep), 0);
 	rep.r.index = (uint32_t)r;
 	rep.epoch = b->epoch;
@@ -499,7 +537,6 @@ static void dispatch(struct broker *b, struct client *cl, const void *buf)
 	int r;
 
 	switch (h->type) {
-	case MSG_HELLO: handle_hello(b, cl, buf); return;
 	case MSG_PUB_OPEN:
 		r = reg_pub_open(b, cl, buf);
 		open_done(b, cl, h, r, r >= 0 ? b->pubs[r].pool_fd : -1);
@@ -560,10 +597,13 @@ void server_client_input(struct broker *b, struct client *cl)
 	int fds[TAKT_PROTO_MAX_FDS];
 	unsigned n_fds = 0;
 	long n = proto_recv(cl->fd, &buf, sizeof(buf), fds, TAKT_PROTO_MAX_FDS, &n_fds);
-	int r;
+	int r, hello_fd = -1;
 
-	for (unsigned i = 0; i < n_fds; i++)
-		close(fds[i]); /* clients never send descriptors */
+	/* The one descriptor a client sends: its pidfd, with HELLO. */
+	if (n_fds && n >= (long)sizeof(buf.h) && buf.h.type == MSG_HELLO)
+		hello_fd = fds[0];
+	for (unsigned i = hello_fd >= 0 ? 1 : 0; i < n_fds; i++)
+		close(fds[i]);
 	if (n == 0 || (n < 0 && n != -EMSGSIZE && n != -EAGAIN)) {
 		client_drop(b, cl);
 		return;
@@ -583,10 +623,15 @@ void server_client_input(struct broker *b, struct client *cl)
 		if (b->verbose)
 			fprintf(stderr, "takt-broker: pid %d sent a bad message (type %u, %ld bytes): %s\n",
 				cl->pid, buf.h.type, n, strerror(-r));
+		if (hello_fd >= 0)
+			close(hello_fd);
 		reply_status(cl, &buf.h, r, 0);
 		return;
 	}
-	dispatch(b, cl, &buf);
+	if (buf.h.type == MSG_HELLO)
+		handle_hello(b, cl, &buf, hello_fd);
+	else
+		dispatch(b, cl, &buf);
 }
 
 int server_run(struct broker *b)
@@ -633,6 +678,8 @@ void server_free(struct broker *b)
 			close(b->clients[i].fd);
 			free(b->clients[i].event_refs);
 			free(b->clients[i].groups);
+			if (b->clients[i].pidfd >= 0)
+				close(b->clients[i].pidfd);
 		}
 	for (uint32_t i = 0; b->sub_efd && i < b->v.lim.subscribers; i++)
 		if (b->sub_efd[i] >= 0)
