@@ -4,6 +4,7 @@
  * share must keep working without it and come back with the next one.
  */
 #include "harness.h"
+#include "layout.h"
 
 #include <errno.h>
 #include <setjmp.h>
@@ -13,6 +14,8 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/eventfd.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -124,11 +127,54 @@ static void test_restart_no_broker_fails_at_once(void **state)
 	h_broker_stop(&b);
 }
 
+/* HELLO with a descriptor: the client's own pidfd is taken; anything else
+ * (another process's pidfd, an eventfd) is refused with -EINVAL and a log
+ * line, costing only that connection. */
+static int hello_with(const char *domain, int fd)
+{
+	struct msg_hello req = {.abi_version = TAKT_ABI_VERSION, .name = "raw"};
+	struct msg_hello_reply rep;
+	int sock, r, fds[TAKT_PROTO_MAX_FDS];
+	unsigned nf = 0;
+
+	assert_int_equal(proto_connect(domain, &sock), 0);
+	proto_hdr_init(&req.hdr, MSG_HELLO, sizeof(req), 1);
+	assert_int_equal(proto_send(sock, &req, sizeof(req), &fd, 1), 0);
+	r = (int)proto_recv(sock, &rep, sizeof(rep), fds, TAKT_PROTO_MAX_FDS, &nf);
+	for (unsigned i = 0; i < nf; i++)
+		close(fds[i]);
+	close(sock);
+	return r < (int)sizeof(rep.r) ? -EPROTO : rep.r.status;
+}
+
+static void test_restart_hello_takes_only_own_pidfd(void **state)
+{
+	struct h_broker b;
+	int own = (int)syscall(SYS_pidfd_open, getpid(), 0);
+	int other = (int)syscall(SYS_pidfd_open, getppid(), 0);
+	int efd = eventfd(0, EFD_CLOEXEC);
+	takt_node *n;
+
+	(void)state;
+	assert_true(own >= 0 && other >= 0 && efd >= 0);
+	assert_int_equal(h_broker_start(&b, "rs-hello", NULL), 0);
+	assert_int_equal(hello_with(b.domain, other), -EINVAL);
+	assert_int_equal(hello_with(b.domain, efd), -EINVAL);
+	assert_int_equal(hello_with(b.domain, own), 0);
+	n = h_node(b.domain, "after"); /* the broker serves on */
+	takt_node_close(n);
+	close(own);
+	close(other);
+	close(efd);
+	h_broker_stop(&b);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_restart_dead_blocking_subscriber_seen_without_broker),
 		cmocka_unit_test(test_restart_no_broker_fails_at_once),
+		cmocka_unit_test(test_restart_hello_takes_only_own_pidfd),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
