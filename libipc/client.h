@@ -48,6 +48,11 @@ struct node_submap {
 
 struct takt_node {
 	int sock;
+	char sock_path[128];  /* where the broker was reached: a restarted one is looked for there */
+	int mgmt_fd;          /* the registry, read-only: handed to a restarted broker */
+	_Atomic bool closing; /* takt_node_close: the agent stops, looks for no broker */
+	int readopt_err;      /* why a restarted broker did not take us back, or 0 */
+	uint32_t readopts;    /* brokers that took us back */
 	pthread_mutex_t lock; /* serialises control requests, never the data path */
 	_Atomic uint32_t next_req;
 	int timeout_ms;        /* bound of each control call */
@@ -176,6 +181,18 @@ static inline void conn_wake(struct takt_conn_pub *c, const _Atomic uint32_t *pa
 		/* eventfd cannot overflow at one write per park and publisher */
 	}
 }
+
+/* What a port hands back to a restarted broker (node.c, readopt): its
+ * registry index, its id (publishers), and its descriptors (a publisher's
+ * pool; a subscriber's segment and eventfd), still owned by the port. */
+struct port_handback {
+	uint32_t index;
+	uint64_t id;
+	int fd[2];
+};
+/* Under ports_lock: the node's publisher (subscriber) ports, at most max. */
+unsigned pub_handbacks(takt_node *n, struct port_handback *out, unsigned max);
+unsigned sub_handbacks(takt_node *n, struct port_handback *out, unsigned max);
 
 /* One request/reply with the broker; fds as in proto_call. */
 int node_call(takt_node *n, uint16_t type, void *req, size_t req_size, void *reply,

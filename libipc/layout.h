@@ -36,7 +36,7 @@
 #define TAKT_CACHELINE 64
 #define TAKT_MGMT_MAGIC 0x544d474d544b4154ull /* "TAKTMGMT" */
 #define TAKT_POOL_MAGIC 0x4c4f4f50544b4154ull /* "TAKTPOOL" */
-#define TAKT_ABI_VERSION 6u
+#define TAKT_ABI_VERSION 7u
 
 /* Compile-time caps. The broker config chooses limits at or below them. */
 #define TAKT_NAME_MAX 64           /* topic, type and event names incl. NUL */
@@ -146,7 +146,10 @@ struct takt_pub_port {
 	/* Chunks reserved in memory and usable, <= n_chunks_max: the broker
 	 * grows it as subscribers connect (their depth + held_max each). */
 	_Atomic uint32_t n_chunks;
-	uint8_t pad0[12];
+	uint32_t reserved1;
+	/* Its pool segment's inode (fstat): a publisher handing its pool back
+	 * to a restarted broker must hand back this one (adopt.c). */
+	uint64_t seg_ino;
 	/* Its connections: subscribers_per_topic words (TAKT_NONE or a
 	 * connection index) in the publishers' connection table
 	 * (seg_pub_conns). */
@@ -166,7 +169,8 @@ struct takt_sub_port {
 	/* P3: bumped by the broker before it writes the eventfd for a
 	 * publisher that died (registry.c, pub_wake_subs). */
 	_Atomic uint32_t broker_wakes;
-	uint8_t pad0[32];
+	uint64_t seg_ino;          /* its segment's inode, as seg_ino of a publisher */
+	uint8_t pad0[24];
 	/* Its connections: publishers_per_topic words in the subscribers'
 	 * connection table (seg_sub_conns). */
 };

@@ -32,6 +32,7 @@
 #include "probes.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdio.h>
@@ -40,6 +41,7 @@
 #include <linux/membarrier.h>
 #include <sys/mman.h>
 #include <sys/eventfd.h>
+#include <sys/inotify.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <time.h>
@@ -339,6 +341,14 @@ static void agent_push(takt_node *n, const void *buf, long len, const int *fds, 
 		close_fds(fds, nf < keep ? nf : keep);
 		return;
 	}
+	/* relaxed: only this thread writes efd_tab. A restarted broker pushes
+	 * every connection again (adopt.c): one we have is confirmed as is. */
+	old = atomic_load_explicit(&n->efd_tab[m->conn], memory_order_relaxed);
+	if (type == MSG_PUSH_CONN && old && (uint32_t)(old >> 32) == m->incarnation) {
+		close_fds(fds, nf < keep ? nf : keep);
+		agent_ack(n, m);
+		return;
+	}
 	if (type == MSG_PUSH_CONN) {
 		r = node_submap_open(n, m->sub, fds[1], &sm);
 		close(fds[1]); /* the mapping keeps it */
@@ -368,7 +378,8 @@ static void agent_push(takt_node *n, const void *buf, long len, const int *fds, 
 		agent_ack(n, m);
 	} else if (type == MSG_PUSH_SUB_CONN) {
 		pthread_mutex_lock(&n->ports_lock);
-		if (sub_agent_connect(n, m, fd) < 0) /* not mapped: the broker need not keep it for us */
+		r = sub_agent_connect(n, m, fd);
+		if (r < 0 && r != -EALREADY) /* not mapped: the broker need not keep it for us */
 			node_pool_done(n, n->v.pubs[m->pub].id, m->sub);
 		pthread_mutex_unlock(&n->ports_lock);
 		close(fd); /* mapped, or refused */
@@ -402,9 +413,256 @@ void node_kick(takt_node *n)
 	}
 }
 
+/* ---- a restarted broker (shm-broker/adopt.c) ----------------------------
+ *
+ * After the hang-up the agent waits for the next broker at the socket path
+ * it had (inotify on its directory, and a retry at most every 250 ms), then
+ * hands back the old registry, its process index and epoch (READOPT), each
+ * port with its segment (PUB_READOPT, SUB_READOPT) and asks for the new
+ * registry (READOPT_DONE). That registry has the same layout and, at this
+ * moment, the same content as the old one for every entry this node reads;
+ * it is mapped over the old one at the same address (MAP_FIXED replaces the
+ * mapping in one step, so a publish or take reading registry words on
+ * another thread sees the old or the new page, both valid), and calls work
+ * again. The data path never stopped. A broker that refuses us (another
+ * epoch, a process it reclaimed meanwhile) leaves the node detached for
+ * good: calls fail with -ENOTCONN, as before a restart could be survived. */
+
+#define READOPT_RETRY_MAX_MS 250
+
+/* A reply to req_id on s; pushes in between are handled as usual. Its
+ * length, or a negative errno (-ECANCELED: the node is closing). */
+static long readopt_recv(takt_node *n, int s, uint32_t req_id, void *buf, size_t size, int *fds, unsigned *nf)
+{
+	uint64_t end = takt_now_ns() + (uint64_t)n->timeout_ms * 1000000u;
+
+	for (;;) {
+		struct pollfd pfd[2] = {{.fd = s, .events = POLLIN}, {.fd = n->kick_fd, .events = POLLIN}};
+		uint64_t now = takt_now_ns();
+		long len;
+
+		if (atomic_load(&n->closing))
+			return -ECANCELED;
+		if (now >= end)
+			return -ETIMEDOUT;
+		if (poll(pfd, 2, (int)((end - now) / 1000000u) + 1) <= 0 || !(pfd[0].revents & (POLLIN | POLLHUP | POLLERR)))
+			continue;
+		*nf = 0;
+		len = proto_recv(s, buf, size, fds, TAKT_PROTO_MAX_FDS, nf);
+		if (len == 0)
+			return -ECONNRESET;
+		if (len == -EINTR || len == -EAGAIN)
+			continue;
+		if (len < 0)
+			return len;
+		if (proto_is_push(buf, len)) {
+			agent_push(n, buf, len, fds, *nf);
+			continue;
+		}
+		if (len >= (long)sizeof(struct proto_reply) && ((struct proto_reply *)buf)->hdr.req_id == req_id)
+			return len;
+		close_fds(fds, *nf);
+	}
+}
+
+/* One readopt request and its status (descriptors of the reply in fds). */
+static int readopt_call(takt_node *n, int s, uint16_t type, void *req, size_t size, const int *send, unsigned n_send,
+			void *reply, size_t reply_size, int *fds, unsigned *nf)
+{
+	static _Atomic uint32_t next_id;
+	uint32_t id = atomic_fetch_add(&next_id, 1) + 1;
+	long len;
+	int r;
+
+	proto_hdr_init(req, type, (uint32_t)size, id);
+	r = proto_send(s, req, size, send, n_send);
+	if (r < 0)
+		return r == -EPIPE ? -ECONNRESET : r;
+	len = readopt_recv(n, s, id, reply, reply_size, fds, nf);
+	if (len < 0)
+		return (int)len;
+	r = proto_reply_check(reply, len, req, reply_size);
+	if (r < 0)
+		close_fds(fds, *nf);
+	return r;
+}
+
+/* The ports, each with its segment. A port the broker does not take back
+ * is closed by it at READOPT_DONE: its handle publishes to (takes from)
+ * no one from then on. */
+static int readopt_ports(takt_node *n, int s, bool pubs)
+{
+	uint32_t max = pubs ? n->v.lim.publishers : n->v.lim.subscribers;
+	struct port_handback *hb = malloc(max * sizeof(*hb));
+	unsigned k;
+	int r = 0;
+
+	if (!hb)
+		return -ENOMEM;
+	/* Copies of the descriptors, so the calls need not hold ports_lock (a
+	 * push handled meanwhile takes it) and a port closed meanwhile costs
+	 * nothing: the broker closes what is not handed back. */
+	pthread_mutex_lock(&n->ports_lock);
+	k = pubs ? pub_handbacks(n, hb, max) : sub_handbacks(n, hb, max);
+	for (unsigned i = 0; i < k; i++)
+		for (int j = 0; j < 2; j++)
+			hb[i].fd[j] = hb[i].fd[j] >= 0 ? fcntl(hb[i].fd[j], F_DUPFD_CLOEXEC, 0) : -1;
+	pthread_mutex_unlock(&n->ports_lock);
+	for (unsigned i = 0; i < k && r != -ECONNRESET && r != -ECANCELED && r != -ETIMEDOUT; i++) {
+		struct msg_port_readopt req = {.index = hb[i].index, .id = hb[i].id};
+		struct proto_reply rep;
+		int fds[TAKT_PROTO_MAX_FDS];
+		unsigned nf = 0;
+
+		if (hb[i].fd[0] < 0 || (!pubs && hb[i].fd[1] < 0))
+			continue; /* out of descriptors: the broker closes it */
+		r = readopt_call(n, s, pubs ? MSG_PUB_READOPT : MSG_SUB_READOPT, &req, sizeof(req), hb[i].fd,
+				 pubs ? 1 : 2, &rep, sizeof(rep), fds, &nf);
+		close_fds(fds, r == 0 ? nf : 0);
+	}
+	for (unsigned i = 0; i < k; i++)
+		for (int j = 0; j < 2; j++)
+			if (hb[i].fd[j] >= 0)
+				close(hb[i].fd[j]);
+	free(hb);
+	return r == -ECONNRESET || r == -ECANCELED || r == -ETIMEDOUT ? r : 0;
+}
+
+/* The new registry over the old, at the same address, once it checks out:
+ * the same size, layout, limits and broker flags (Q0's mode cannot change
+ * under running publishes). */
+static int readopt_remap(takt_node *n, int fd, uint64_t epoch)
+{
+	struct seg_view v;
+	void *tmp, *at;
+	size_t size;
+	int r = seg_map_fd(fd, PROT_READ, &tmp, &size);
+
+	if (r < 0)
+		return r;
+	r = size == n->mgmt_size ? seg_view_init(&v, tmp, size) : -EPROTO;
+	if (r == 0 && (memcmp(&v.lim, &n->v.lim, sizeof(v.lim)) || v.hdr->epoch != epoch ||
+		       v.hdr->layout_digest != n->v.hdr->layout_digest))
+		r = -EPROTO;
+	munmap(tmp, size);
+	if (r < 0)
+		return r;
+	at = mmap(n->mgmt, size, PROT_READ, MAP_SHARED | MAP_FIXED, fd, 0);
+	return at == n->mgmt ? 0 : -errno;
+}
+
+static int readopt_handshake(takt_node *n, int s)
+{
+	struct msg_readopt req = {.abi_version = TAKT_ABI_VERSION, .proc = n->proc, .epoch = n->epoch,
+				  .layout_digest = n->v.hdr->layout_digest};
+	struct msg_hello_reply done;
+	struct proto_reply rep;
+	int fds[TAKT_PROTO_MAX_FDS], send[2] = {n->mgmt_fd, -1};
+	unsigned nf = 0;
+	int r;
+
+	memcpy(req.name, n->v.procs[n->proc].name, sizeof(req.name));
+	req.name[sizeof(req.name) - 1] = 0;
+	send[1] = (int)syscall(SYS_pidfd_open, getpid(), 0);
+	/* Pushes from now on are the new broker's: acks go to it. */
+	pthread_mutex_lock(&n->lock);
+	close(n->sock);
+	n->sock = s;
+	pthread_mutex_unlock(&n->lock);
+	r = readopt_call(n, s, MSG_READOPT, &req, sizeof(req), send, send[1] >= 0 ? 2 : 1, &rep, sizeof(rep), fds, &nf);
+	if (send[1] >= 0)
+		close(send[1]);
+	close_fds(fds, r == 0 ? nf : 0);
+	if (r == 0)
+		r = readopt_ports(n, s, true);
+	if (r == 0)
+		r = readopt_ports(n, s, false);
+	if (r == 0)
+		r = readopt_call(n, s, MSG_READOPT_DONE, &(struct msg_empty){0}, sizeof(struct msg_empty), NULL, 0,
+				 &done, sizeof(done), fds, &nf);
+	if (r < 0)
+		return r;
+	r = nf == 1 ? readopt_remap(n, fds[0], done.epoch) : -EPROTO;
+	if (r < 0) {
+		close_fds(fds, nf);
+		return r;
+	}
+	close(n->mgmt_fd);
+	n->mgmt_fd = fds[0];
+	n->epoch = done.epoch;
+	n->readopts++;
+	pthread_mutex_lock(&n->rx_lock);
+	n->dead = false;
+	pthread_mutex_unlock(&n->rx_lock);
+	return 0;
+}
+
+/* Errors after which trying again cannot help: the broker refused us. */
+static bool readopt_final(int r)
+{
+	return r != -ENOENT && r != -ECONNREFUSED && r != -ECONNRESET && r != -ETIMEDOUT && r != -EAGAIN &&
+	       r != -EINTR && r != -ENOMEM && r != -EMFILE;
+}
+
+static int node_readopt(takt_node *n)
+{
+	char dir[sizeof(n->sock_path)], *slash;
+	int ino = inotify_init1(IN_CLOEXEC | IN_NONBLOCK), wait_ms = 1, r;
+
+	snprintf(dir, sizeof(dir), "%s", n->sock_path);
+	slash = strrchr(dir, '/');
+	if (slash)
+		*slash = 0;
+	if (ino >= 0 && inotify_add_watch(ino, dir, IN_CREATE | IN_MOVED_TO | IN_ATTRIB) < 0) {
+		close(ino);
+		ino = -1; /* retries alone find it */
+	}
+	for (;;) {
+		struct pollfd pfd[2] = {{.fd = ino, .events = POLLIN}, {.fd = n->kick_fd, .events = POLLIN}};
+		char ev[4096];
+		int s;
+
+		agent_close_retired(n, false);
+		if (atomic_load(&n->closing)) {
+			r = -ECANCELED;
+			break;
+		}
+		r = proto_connect_path(n->sock_path, &s);
+		if (r == 0) {
+			r = readopt_handshake(n, s); /* s is the node's socket from now on */
+			if (r == 0 || readopt_final(r))
+				break;
+			wait_ms = 1;
+		}
+		poll(pfd, 2, n->retired ? 1 : wait_ms);
+		while (ino >= 0 && read(ino, ev, sizeof(ev)) > 0)
+			;
+		wait_ms = wait_ms * 2 > READOPT_RETRY_MAX_MS ? READOPT_RETRY_MAX_MS : wait_ms * 2;
+	}
+	if (ino >= 0)
+		close(ino);
+	if (r < 0 && r != -ECANCELED)
+		n->readopt_err = r;
+	return r;
+}
+
+static void agent_serve(takt_node *n);
+static int node_detach(takt_node *n);
+
 static void *agent_main(void *arg)
 {
 	takt_node *n = arg;
+
+	do
+		agent_serve(n);
+	while (node_detach(n) == 0 && node_readopt(n) == 0);
+	return NULL;
+}
+
+/* The agent while a broker serves: replies and pushes, until it hangs up
+ * (or the node closes). */
+static void agent_serve(takt_node *n)
+{
 	union {
 		struct proto_reply r;
 		char bytes[TAKT_PROTO_MAX_MSG];
@@ -459,14 +717,23 @@ static void *agent_main(void *arg)
 			node_undo_stale(n, &buf.r, (size_t)len, fds, nf);
 		close_fds(fds, nf);
 	}
-	/* Our process index may be given to another process now: our lanes
-	 * in listeners' queues are not ours any more (event.c). */
+}
+
+/* The broker hung up: calls fail at once from now on (-ENOTCONN), the
+ * data path goes on. 0 when the agent should wait for the next broker
+ * (the node is not closing). */
+static int node_detach(takt_node *n)
+{
+	/* Our process index may be given to another process: our lanes in
+	 * listeners' queues are not ours any more (event.c). Events do not
+	 * come back with a restarted broker (yet). */
 	atomic_store_explicit(&n->ev_gone, true, memory_order_seq_cst);
 	pthread_mutex_lock(&n->rx_lock);
 	n->dead = true;
 	pthread_cond_broadcast(&n->rx_cond);
 	pthread_mutex_unlock(&n->rx_lock);
-	return NULL;
+	/* seq_cst: pairs with agent_stop's store before its shutdown */
+	return atomic_load(&n->closing) ? -ECANCELED : 0;
 }
 
 /* Starts the agent with every signal blocked: signals belong to the
@@ -489,9 +756,16 @@ static int agent_start(takt_node *n)
 /* Stops the agent: the socket's shutdown ends its recv. */
 static void agent_stop(takt_node *n)
 {
+	uint64_t one = 1;
+
 	if (!n->agent_started)
 		return;
+	/* seq_cst: the agent reads it after each wake-up (readopt_wait) */
+	atomic_store(&n->closing, true);
 	shutdown(n->sock, SHUT_RDWR);
+	if (write(n->kick_fd, &one, sizeof(one)) < 0) {
+		/* the counter cannot overflow at one write per close */
+	}
 	pthread_join(n->agent, NULL);
 	n->agent_started = false;
 	agent_close_retired(n, true);
@@ -588,6 +862,10 @@ static int node_hello(takt_node *n, const char *name)
 		if (!tab || !claims || !maps || !lis || !turns)
 			r = -ENOMEM;
 	}
+	if (r == 0) { /* kept: handed to a restarted broker (adopt.c) */
+		n->mgmt_fd = fds[0];
+		n_fds = 0;
+	}
 	for (unsigned i = 0; i < n_fds; i++)
 		close(fds[i]); /* the mappings keep the segments */
 	return r;
@@ -639,7 +917,8 @@ int takt_node_open(const struct takt_node_opts *opts, takt_node **out)
 		n->timeout_ms = opts->timeout_ns / 1000000 > INT32_MAX ? INT32_MAX
 					: opts->timeout_ns < 1000000 ? 1 : (int)(opts->timeout_ns / 1000000);
 	TAKT_PROBE1(node_open, domain);
-	r = proto_connect(domain, &n->sock);
+	n->mgmt_fd = -1;
+	r = proto_connect_at(domain, &n->sock, n->sock_path, sizeof(n->sock_path));
 	if (r < 0)
 		goto fail_free;
 	r = agent_start(n);
@@ -653,6 +932,8 @@ fail:
 	agent_stop(n);
 	node_unmap(n);
 	close(n->sock);
+	if (n->mgmt_fd >= 0)
+		close(n->mgmt_fd);
 fail_free:
 	node_free(n);
 	return r;
@@ -670,6 +951,8 @@ void takt_node_close(takt_node *node)
 		takt_event_close(node->events);
 	agent_stop(node); /* shutdown: the broker reclaims the process entry on hang-up */
 	close(node->sock);
+	if (node->mgmt_fd >= 0)
+		close(node->mgmt_fd);
 	node_unmap(node);
 	node_free(node);
 }

@@ -31,6 +31,10 @@ size_t proto_request_size(uint16_t type)
 	case MSG_CONN_READY: return sizeof(struct msg_conn_ready);
 	case MSG_POOL_DONE: return sizeof(struct msg_pool_done);
 	case MSG_EV_READY: return sizeof(struct msg_push_ev);
+	case MSG_READOPT: return sizeof(struct msg_readopt);
+	case MSG_PUB_READOPT:
+	case MSG_SUB_READOPT: return sizeof(struct msg_port_readopt);
+	case MSG_READOPT_DONE:
 	case MSG_STATUS:
 	case MSG_MGMT_FD: return sizeof(struct msg_empty);
 	default: return 0;
@@ -254,7 +258,12 @@ static int connect_at(const char *path, int *ret_sock)
 	return 0;
 }
 
-int proto_connect(const char *domain, int *ret_sock)
+int proto_connect_path(const char *path, int *ret_sock)
+{
+	return connect_at(path, ret_sock);
+}
+
+int proto_connect_at(const char *domain, int *ret_sock, char *ret_path, size_t len)
 {
 	enum proto_dir_kind kind;
 	char dir[108], path[128];
@@ -269,7 +278,16 @@ int proto_connect(const char *domain, int *ret_sock)
 	if (r == -ENOENT && kind == PROTO_DIR_USER &&
 	    path_in(PROTO_SYSTEM_DIR, domain, "sock", path, sizeof(path)) == 0)
 		r = connect_at(path, ret_sock);
+	if (r == 0 && ret_path && (size_t)snprintf(ret_path, len, "%s", path) >= len) {
+		close(*ret_sock);
+		return -ENAMETOOLONG;
+	}
 	return r;
+}
+
+int proto_connect(const char *domain, int *ret_sock)
+{
+	return proto_connect_at(domain, ret_sock, NULL, 0);
 }
 
 int proto_is_push(const void *msg, long n)

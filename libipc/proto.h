@@ -16,7 +16,7 @@
 #include <stdint.h>
 
 #define TAKT_PROTO_MAGIC 0x504b5454u /* "TTKP" */
-#define TAKT_PROTO_VERSION 5u
+#define TAKT_PROTO_VERSION 6u
 #define TAKT_PROTO_MAX_MSG 1024
 #define TAKT_PROTO_MAX_FDS 4 /* a message carries at most one today */
 #define TAKT_DOMAIN_MAX 48 /* incl. NUL */
@@ -41,7 +41,13 @@ enum proto_type {
 	MSG_SUB_CONNECT = 15,  /* the subscriber mapped its segment: seal it, connect its publishers */
 	MSG_EVENT_LISTEN = 16, /* an event handle wants ids: its own queue and eventfd */
 	MSG_EV_READY = 17,     /* client -> broker, never answered: a pushed listener is in the node's table */
-	MSG_TYPE_MAX = 17,
+	/* A node whose broker died hands its state to the next one (adopt.c):
+	 * READOPT first, then each of its ports, then READOPT_DONE. */
+	MSG_READOPT = 18,      /* fds: the old registry (read-only), its pidfd */
+	MSG_PUB_READOPT = 19,  /* fd: the publisher's pool (read-write) */
+	MSG_SUB_READOPT = 20,  /* fds: the subscriber's segment (read-write), its eventfd */
+	MSG_READOPT_DONE = 21, /* reply: msg_hello_reply, fd: the new registry (read-only) */
+	MSG_TYPE_MAX = 21,
 	/* Pushes (type | PROTO_PUSH_FLAG), sent by the broker to a publisher's
 	 * node without being asked; its agent thread receives them. */
 	MSG_PUSH_CONN = 1,      /* to a publisher: a new connection; fds: the subscriber's eventfd and segment (ro) */
@@ -105,6 +111,29 @@ struct msg_sub_open { /* reply: proto_reply, index = subscriber port; fds: its e
 	uint32_t history;
 	uint32_t reserved;
 };
+
+/* READOPT: the node of process proc of the domain whose registry had
+ * epoch, after its broker died. Reply: proto_reply, index = proc. */
+struct msg_readopt {
+	struct proto_hdr hdr;
+	uint32_t abi_version;
+	uint32_t proc;
+	uint64_t epoch;
+	uint64_t layout_digest;
+	uint32_t n_pubs, n_subs; /* ports it will hand back */
+	char name[TAKT_PROC_NAME_MAX];
+};
+_Static_assert(sizeof(struct msg_readopt) == 80, "msg_readopt");
+
+/* PUB_READOPT (id: the publisher's) and SUB_READOPT (id: 0): one port of
+ * the readopting node, by its registry index. Reply: proto_reply. */
+struct msg_port_readopt {
+	struct proto_hdr hdr;
+	uint32_t index;
+	uint32_t reserved;
+	uint64_t id;
+};
+_Static_assert(sizeof(struct msg_port_readopt) == 32, "msg_port_readopt");
 
 /* PUB_CLOSE, SUB_CLOSE, EVENT_CLOSE, PUB_CONNECT, SUB_CONNECT: one index. */
 struct msg_index {
@@ -253,6 +282,10 @@ long proto_recv(int sock, void *buf, size_t size, int *fds, unsigned max_fds, un
  * -ENOENT when no broker runs, -EACCES when the socket is not theirs to
  * use. */
 int proto_connect(const char *domain, int *ret_sock);
+/* The same, and the path of the socket it reached. */
+int proto_connect_at(const char *domain, int *ret_sock, char *ret_path, size_t len);
+/* Connects to a socket path (a node coming back to the path it had). */
+int proto_connect_path(const char *path, int *ret_sock);
 /* A reply whose req_id names an earlier request (its call timed out). Its
  * descriptors are closed after the callback returns. */
 typedef void (*proto_stale_fn)(void *user, const struct proto_reply *rep, size_t size, const int *fds,

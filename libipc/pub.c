@@ -101,6 +101,7 @@ struct pub_loan {
 
 struct takt_pub {
 	takt_node *node;
+	int pool_fd;       /* its pool segment, read-write: for a restarted broker */
 	char topic[TAKT_NAME_MAX]; /* for probes */
 	struct takt_pub *next;
 	struct takt_pub_port *port;
@@ -172,6 +173,8 @@ static void pub_free(takt_pub *p)
 	pub_pool_destroy(&p->pool);
 	if (p->map)
 		munmap(p->map, p->map_size);
+	if (p->pool_fd >= 0)
+		close(p->pool_fd);
 	free(p);
 }
 
@@ -241,6 +244,7 @@ int takt_pub_open(takt_node *node, const struct takt_pub_opts *opts, takt_pub **
 		pub_free(p);
 		return -ENOMEM;
 	}
+	p->pool_fd = -1;
 	r = node_call(node, MSG_PUB_OPEN, &req, sizeof(req), &rep, sizeof(rep), &fd, 1, &n_fds);
 	if (r == 0 && (rep.r.index >= node->v.lim.publishers || rep.id == 0 || n_fds != 1))
 		r = -EPROTO;
@@ -264,7 +268,7 @@ int takt_pub_open(takt_node *node, const struct takt_pub_opts *opts, takt_pub **
 	stamp_clock_init(&p->clock);
 	r = pub_map_pool(p, fd);
 	p->pool.pinned = p->history > 0; /* C0: only history is pinned by the agent */
-	close(fd); /* the mapping keeps the segment */
+	p->pool_fd = fd; /* kept: handed back to a restarted broker (node.c) */
 	if (r < 0) {
 		node_close_index(node, MSG_PUB_CLOSE, p->index);
 		pub_free(p);
@@ -538,6 +542,15 @@ void pub_agent_wait(takt_node *n, const struct msg_push_conn *m)
 			return;
 		usleep(500);
 	}
+}
+
+unsigned pub_handbacks(takt_node *n, struct port_handback *out, unsigned max)
+{
+	unsigned k = 0;
+
+	for (takt_pub *p = n->pubs; p && k < max; p = p->next)
+		out[k++] = (struct port_handback){.index = p->index, .id = p->id, .fd = {p->pool_fd, -1}};
+	return k;
 }
 
 int pub_agent_connect(takt_node *n, const struct msg_push_conn *m)

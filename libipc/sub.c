@@ -57,6 +57,7 @@ struct sub_held {
 
 struct takt_sub {
 	takt_node *node;
+	int seg_fd;                  /* its segment, read-write: for a restarted broker */
 	char topic[TAKT_NAME_MAX]; /* for probes */
 	struct takt_sub *next;
 	struct takt_sub_port *port;  /* the registry's entry (broker) */
@@ -105,6 +106,15 @@ static void sub_agent_wake(takt_sub *s)
 		atomic_fetch_sub_explicit(&s->agent_wakes, 1, memory_order_relaxed); /* not made: not owed */
 }
 
+unsigned sub_handbacks(takt_node *n, struct port_handback *out, unsigned max)
+{
+	unsigned k = 0;
+
+	for (takt_sub *s = n->subs; s && k < max; s = s->next)
+		out[k++] = (struct port_handback){.index = s->index, .fd = {s->seg_fd, s->efd}};
+	return k;
+}
+
 int sub_agent_connect(takt_node *n, const struct msg_push_conn *m, int pool_fd)
 {
 	const struct seg_view *v = &n->v;
@@ -130,6 +140,12 @@ int sub_agent_connect(takt_node *n, const struct msg_push_conn *m, int pool_fd)
 	    c->ret_mask + 1 != layout_conn_ret_slots(&v->lim, c->depth) || c->sub_slot >= s->seg.n_slots ||
 	    (uint64_t)(c->ret_mask + 1) * sizeof(uint32_t) > s->seg.ret_region)
 		return -EBADMSG;
+	for (unsigned i = 0; i < s->n_slots; i++)
+		/* SS: acquire pairs with our own release of the state. A
+		 * restarted broker pushes every connection again (adopt.c). */
+		if (atomic_load_explicit(&s->slots[i].state, memory_order_acquire) != SS_FREE &&
+		    s->slots[i].conn == m->conn && s->slots[i].incarnation == m->incarnation)
+			return -EALREADY;
 	sub_agent_reap(n); /* a slot a connection let go may be needed now */
 	for (unsigned i = 0; i < s->n_slots && !slot; i++)
 		/* SS: acquire pairs with our own earlier release of FREE. */
@@ -299,6 +315,8 @@ static void sub_free(takt_sub *s)
 		munmap(s->seg.base, s->seg.size);
 	if (s->efd >= 0)
 		close(s->efd);
+	if (s->seg_fd >= 0)
+		close(s->seg_fd);
 	if (s->wait_ep >= 0)
 		close(s->wait_ep);
 	free(s->slots);
@@ -350,6 +368,7 @@ int takt_sub_open(takt_node *node, const struct takt_sub_opts *opts, takt_sub **
 	s->cutoff = UINT64_MAX;
 	s->conn_gen = UINT32_MAX;
 	s->efd = -1;
+	s->seg_fd = -1;
 	s->wait_ep = -1;
 	/* 1. the port, its eventfd and its segment (read-write). */
 	r = node_call(node, MSG_SUB_OPEN, &req, sizeof(req), &rep, sizeof(rep), fds, 2, &n_fds);
@@ -366,7 +385,7 @@ int takt_sub_open(takt_node *node, const struct takt_sub_opts *opts, takt_sub **
 	s->port_conns = seg_sub_conns(&node->v, rep.index);
 	s->efd = fds[0];
 	r = seg_map_fd(fds[1], PROT_READ | PROT_WRITE, &base, &size);
-	close(fds[1]); /* the mapping keeps it */
+	s->seg_fd = fds[1]; /* kept: handed back to a restarted broker (node.c) */
 	if (r == 0) {
 		r = seg_subseg_check(&node->v, s->index, base, size, &s->seg);
 		if (r < 0)

@@ -23,6 +23,15 @@ struct client {
 	uint32_t n_groups;
 	uint32_t refusals;      /* access refusals (the first few are logged) */
 	int pidfd;              /* its own pidfd, sent with HELLO, or -1 */
+	/* adopt.c: a ghost stands for a process of an adopted registry that has
+	 * not come back (no socket: fd < 0); readopting: between READOPT and
+	 * READOPT_DONE. */
+	bool ghost, readopting;
+	/* A message that arrived while the registry was being adopted, held
+	 * (and the socket not read) until the adoption settles. */
+	void *deferred;
+	long deferred_len;
+	int deferred_fds[2];
 	uint32_t *event_refs;   /* opens per event slot */
 	bool doomed;            /* a push to it failed: dropped after this event */
 	/* An open whose reply waits for CONN_READY acks (at most one: a node
@@ -69,6 +78,7 @@ struct reg_pub {
 	struct seg_pool pool;
 	size_t pool_map_size;
 	uint64_t *slot_busy;              /* bitmap: connection slots (regions) in use */
+	uint64_t seg_ino;                 /* its pool's inode (checked when a node hands it back) */
 };
 
 struct reg_sub {
@@ -78,6 +88,7 @@ struct reg_sub {
 	bool connected;                   /* SUB_CONNECT: segment sealed, publishers connected */
 	struct seg_subseg seg;            /* our read-only view of it, kept until the port is free */
 	uint64_t *slot_busy;              /* bitmap: connection slots (regions) in use */
+	uint64_t seg_ino;                 /* its segment's inode (checked when a node hands it back) */
 };
 
 /* A connection; while CLOSING it waits for both ends to quiesce (Q0). */
@@ -168,7 +179,21 @@ struct broker {
 	int timer_mode;
 	bool listen_paused;     /* out of descriptors: not accepting until a client leaves */
 	bool verbose;
+	/* adopt.c: a predecessor died (its socket was left behind): the
+	 * registry its nodes hand back is adopted before anything else is
+	 * served. */
+	int adopt_state;
+	uint64_t adopt_deadline_ns;
+	uint64_t adopt_started_ns;
+	struct client *ghosts;     /* per process of the adopted registry */
+	struct adopt_stats {
+		uint64_t epoch;    /* the adopted registry's (0: none) */
+		uint32_t procs, pubs, subs, reclaimed, refused, dropped;
+		uint64_t ms;       /* from our start until the adoption settled */
+	} adopted;
 };
+
+enum { ADOPT_NONE, ADOPT_WAITING, ADOPT_RUNNING };
 
 /* segments.c */
 int seg_lock_domain(struct broker *b);
@@ -190,6 +215,13 @@ void *seg_map_ro(int fd, size_t size);
 int seg_listener_create(struct broker *b, uint32_t event, uint32_t listener, int *ret_fd);
 /* Bytes of memory a segment holds (its allocated blocks). */
 uint64_t seg_fd_bytes(int fd);
+/* Its inode number and size (0 on error). */
+uint64_t seg_fd_ino(int fd);
+uint64_t seg_fd_size(int fd);
+/* Whether fd carries every seal in want. */
+bool seg_fd_sealed(int fd, int want);
+/* Whether fd is an eventfd (its fdinfo says so). */
+bool seg_fd_is_eventfd(int fd);
 void seg_destroy_all(struct broker *b);
 
 /* registry.c: every function returns 0 / an index or a negative errno. */
@@ -229,7 +261,31 @@ void reg_conn_ready(struct broker *b, struct client *cl, const struct msg_conn_r
 /* A POOL_DONE from cl: one subscriber's mapping of a pool is gone. */
 void reg_pool_done(struct broker *b, struct client *cl, const struct msg_pool_done *m);
 void reg_status(struct broker *b, struct msg_status_reply *rep);
+/* Adoption: rebuilds the registry from a predecessor's (o, validated);
+ * every process of it is left ACTIVE for the caller to give a ghost.
+ * Returns how many entries were dropped for not holding together. */
+int reg_adopt(struct broker *b, const struct seg_view *o);
+/* A readopting node hands back publisher port pi (id) with its pool (fd,
+ * read-write) or subscriber port si with its segment and eventfd; checked
+ * against the registry. On success the descriptors are the broker's. */
+int reg_adopt_pub(struct broker *b, struct client *cl, uint32_t pi, uint64_t id, int fd);
+int reg_adopt_sub(struct broker *b, struct client *cl, uint32_t si, int seg_fd, int efd);
+/* The adoption is over (ghosts reclaimed): snapshots, conn_gen bumps, and
+ * every connection pushed to its nodes again. */
+void reg_adopt_settle(struct broker *b);
 
+/* adopt.c */
+/* At start: whether a predecessor left its socket, so its nodes will come
+ * back; the broker then waits for them ([socket] readopt_timeout_ms). */
+void adopt_start(struct broker *b, bool predecessor);
+/* Whether a message of this type is served during an adoption. */
+bool adopt_serves(uint16_t type);
+void adopt_readopt(struct broker *b, struct client *cl, const struct msg_readopt *m, int fds[2]);
+void adopt_port(struct broker *b, struct client *cl, const struct msg_port_readopt *m, int fds[2]);
+void adopt_done(struct broker *b, struct client *cl, const struct proto_hdr *h);
+/* reg_tick during an adoption: deadlines and dead processes. */
+int adopt_tick(struct broker *b);
+void adopt_free(struct broker *b);
 /* server.c */
 /* Sends the deferred reply of cl's open (its acks are in or overdue). */
 void server_pend_reply(struct broker *b, struct client *cl);
@@ -243,6 +299,12 @@ void server_push(struct broker *b, struct client *cl, const void *msg, size_t si
  * with one log line naming the process, its user, the topic and the rule
  * (the first ACCESS_LOG_MAX refusals of a client). */
 int server_access(struct broker *b, struct client *cl, enum access_action act, const char *topic);
+/* Whether fd is the client's own pidfd (its fdinfo's pid is the peer's). */
+bool server_pidfd_ok(const struct client *cl, int fd);
+/* Replies to a request with only a status (and index). */
+void server_reply_status(struct client *cl, const struct proto_hdr *req, int status, uint32_t index);
+/* Handles the messages held while the registry was adopted. */
+void server_replay_deferred(struct broker *b);
 /* A connected socket becomes a client (credentials from SO_PEERCRED):
  * its slot, or a negative errno with the socket closed. */
 int server_client_add(struct broker *b, int fd);

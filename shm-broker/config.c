@@ -56,6 +56,7 @@ void config_defaults(struct broker_config *c)
 	c->socket_mode = 0660;
 	c->socket_group = -1;
 	c->confirm_timeout_ms = 2000;
+	c->readopt_timeout_ms = 2000;
 }
 
 struct parse_ctx {
@@ -199,6 +200,16 @@ static int config_ini_line(void *user, const char *section, const char *key, con
 	}
 	if (!strcmp(section, "access"))
 		return access_rule_add(&p->c->access, key, val, p->line, p->err, p->errlen) == 0;
+	if (!strcmp(section, "socket") && !strcmp(key, "readopt_timeout_ms")) {
+		uint64_t m;
+
+		if (parse_u64(val, &m, 0) < 0 || m < 1 || m > 600000) {
+			snprintf(p->err, p->errlen, "[socket] readopt_timeout_ms = '%s': an integer in 1..600000", val);
+			return 0;
+		}
+		p->c->readopt_timeout_ms = (unsigned)m;
+		return 1;
+	}
 	if (!strcmp(section, "socket") && !strcmp(key, "confirm_timeout_ms")) {
 		uint64_t m;
 
@@ -297,7 +308,8 @@ void config_print(const struct broker_config *c, FILE *f)
 	fprintf(f, "\n[memory]\nmax_payload = %llu\ndomain_max = %llu\nprocess_max = %llu\n",
 		(unsigned long long)c->max_payload, (unsigned long long)c->domain_max,
 		(unsigned long long)c->process_max);
-	fprintf(f, "\n[socket]\nmode = 0%o\nconfirm_timeout_ms = %u\n", c->socket_mode, c->confirm_timeout_ms);
+	fprintf(f, "\n[socket]\nmode = 0%o\nconfirm_timeout_ms = %u\nreadopt_timeout_ms = %u\n", c->socket_mode,
+		c->confirm_timeout_ms, c->readopt_timeout_ms);
 	if (c->socket_group >= 0)
 		fprintf(f, "group = %lld\n", (long long)c->socket_group);
 	if (c->access.n)

@@ -433,6 +433,25 @@ static void conn_init_shared(struct broker *b, uint32_t ci, const struct reg_con
 	 * before the other uses them (pub.c, sub.c: the regions' inc marks). */
 }
 
+/* An end's Q0 counter in our view of its segment, or NULL for an end whose
+ * segment we do not map (a port a restarted broker did not get back). */
+static const _Atomic uint64_t *pub_active(const struct broker *b, uint32_t pi)
+{
+	return b->pubs[pi].pool.live ? &b->pubs[pi].pool.live->active : NULL;
+}
+
+static const _Atomic uint64_t *sub_active(const struct broker *b, uint32_t si)
+{
+	return b->subs[si].seg.live ? &b->subs[si].seg.live->active : NULL;
+}
+
+/* Q0's snapshot of an end (seq_cst: after the caller's gen bumps); even
+ * (quiescent) for an end we do not map. */
+static uint64_t end_active(const _Atomic uint64_t *active)
+{
+	return active ? atomic_load_explicit(active, memory_order_seq_cst) : 0;
+}
+
 /* The words of connection ci in each end's segment, as the broker sees
  * them (read-only mappings). */
 static const struct takt_conn_pub *conn_pw(const struct broker *b, uint32_t ci)
@@ -562,7 +581,7 @@ static uint8_t conn_push(struct broker *b, uint32_t ci, uint16_t kind)
 	} else if (to_sub) {
 		fds[nf++] = b->pubs[rc->pub].pool_ro_fd;
 	}
-	if (!cl || cl->doomed)
+	if (!cl || cl->doomed || cl->fd < 0) /* gone, or a ghost (adopt.c) */
 		return 0;
 	m.incarnation = rc->incarnation;
 	proto_hdr_init(&m.hdr, (uint16_t)(kind | PROTO_PUSH_FLAG), sizeof(m), 0);
@@ -765,9 +784,10 @@ static void conn_retire(struct broker *b, uint32_t ci, bool pub_done, bool sub_d
 	rc->pub_done = pub_done;
 	rc->sub_done = sub_done;
 	/* Q0: seq_cst loads after the seq_cst gen bumps. */
-	rc->pub_snap = atomic_load_explicit(&b->pubs[rc->pub].pool.live->active, memory_order_seq_cst);
-	rc->sub_snap = atomic_load_explicit(&b->subs[rc->sub].seg.live->active, memory_order_seq_cst);
-	ring_wake_producer_closed(conn_sw(b, ci)); /* a publisher blocked on it gives up */
+	rc->pub_snap = end_active(pub_active(b, rc->pub));
+	rc->sub_snap = end_active(sub_active(b, rc->sub));
+	if (b->subs[rc->sub].seg.base)
+		ring_wake_producer_closed(conn_sw(b, ci)); /* a publisher blocked on it gives up */
 	b->n_retiring++;
 }
 
@@ -792,8 +812,9 @@ static void conn_orphan(struct broker *b, uint32_t ci, bool pub_dead)
 	rc->pub_done = pub_dead;
 	rc->pub_quiet = false;
 	/* Q0: seq_cst load after the seq_cst gen bump. */
-	rc->pub_snap = atomic_load_explicit(&b->pubs[rc->pub].pool.live->active, memory_order_seq_cst);
-	ring_wake_producer_closed(conn_sw(b, ci));
+	rc->pub_snap = end_active(pub_active(b, rc->pub));
+	if (b->subs[rc->sub].seg.base)
+		ring_wake_producer_closed(conn_sw(b, ci));
 	b->n_orphans++;
 }
 
@@ -817,6 +838,11 @@ static bool ring_empty(const struct broker *b, uint32_t ci)
 {
 	const struct reg_conn *rc = &b->conns[ci];
 
+	/* An end a restarted broker never got back (adopt.c: its process did
+	 * not return) shows us nothing: what it left queued is lost. */
+	if (!b->pubs[rc->pub].pool.base || !b->subs[rc->sub].seg.base)
+		return true;
+
 	/* A publisher that never prepared its region pushed nothing into it
 	 * (acquire: pairs with its release of the mark). */
 	if (atomic_load_explicit(&conn_pw(b, ci)->mark, memory_order_acquire) != takt_conn_mark(ci, rc->incarnation))
@@ -833,7 +859,7 @@ static bool ring_empty(const struct broker *b, uint32_t ci)
 static bool quiesced(const _Atomic uint64_t *active, uint64_t snap, bool done)
 {
 	/* Q0: seq_cst load pairs with the client's increments of active */
-	return done || (snap & 1) == 0 || atomic_load_explicit(active, memory_order_seq_cst) != snap;
+	return done || !active || (snap & 1) == 0 || atomic_load_explicit(active, memory_order_seq_cst) != snap;
 }
 
 /* Both ends quiesced (Q0): nobody uses the rings any more, the slot can be
@@ -980,6 +1006,8 @@ int reg_pub_open(struct broker *b, struct client *cl, const struct msg_pub_open 
 	p->chunk_stride = rp->stride;
 	p->n_chunks_max = rp->n_chunks_max;
 	r = seg_pool_create(b, p, pi, 0, &rp->pool_fd, &rp->pool_ro_fd);
+	if (r == 0)
+		p->seg_ino = rp->seg_ino = seg_fd_ino(rp->pool_fd); /* what it hands back to a new broker */
 	if (r == 0) {
 		/* Our view: the live, connection and ring words, not the chunks. */
 		struct takt_pool_layout pl;
@@ -1133,6 +1161,8 @@ int reg_sub_open(struct broker *b, struct client *cl, const struct msg_sub_open 
 				       .slot_busy = b->subs[si].slot_busy};
 	memset(b->subs[si].slot_busy, 0, ((size_t)v->lim.pubs_per_topic + 63) / 64 * sizeof(uint64_t));
 	r = seg_subseg_create(b, si, &b->subs[si].seg_fd, &b->subs[si].seg_ro_fd);
+	if (r == 0)
+		v->subs[si].seg_ino = b->subs[si].seg_ino = seg_fd_ino(b->subs[si].seg_fd);
 	if (r == 0) {
 		/* Our view of its segment: park, active, tails, returns. */
 		struct takt_subseg_layout sl;
@@ -1348,13 +1378,15 @@ int reg_tick(struct broker *b)
 {
 	const struct seg_view *v = &b->v;
 
+	if (b->adopt_state != ADOPT_NONE) /* the registry is not whole yet (adopt.c) */
+		return adopt_tick(b);
 	pend_expire(b);
 	for (uint32_t ci = 0; ci < v->lim.connections && b->n_orphans; ci++) {
 		struct reg_conn *rc = &b->conns[ci];
 
 		if (rc->state != SLOT_ORPHAN)
 			continue;
-		if (!rc->pub_quiet && quiesced(&b->pubs[rc->pub].pool.live->active, rc->pub_snap, rc->pub_done)) {
+		if (!rc->pub_quiet && quiesced(pub_active(b, rc->pub), rc->pub_snap, rc->pub_done)) {
 			/* R2: it will never write this ring again: a claim it
 			 * left open is the subscriber's (release pairs with its
 			 * acquire in ring.c); wake it to take what is left. */
@@ -1369,8 +1401,8 @@ int reg_tick(struct broker *b)
 		const struct reg_conn *rc = &b->conns[ci];
 
 		if (rc->state == SLOT_CLOSING && !rc->prep_owed && !rc->sub_owed &&
-		    quiesced(&b->pubs[rc->pub].pool.live->active, rc->pub_snap, rc->pub_done) &&
-		    quiesced(&b->subs[rc->sub].seg.live->active, rc->sub_snap, rc->sub_done))
+		    quiesced(pub_active(b, rc->pub), rc->pub_snap, rc->pub_done) &&
+		    quiesced(sub_active(b, rc->sub), rc->sub_snap, rc->sub_done))
 			conn_free(b, ci);
 	}
 	for (uint32_t si = 0; si < v->lim.subscribers; si++)
@@ -1576,6 +1608,331 @@ int reg_event_close(struct broker *b, struct client *cl, uint32_t index, uint32_
 		publish_state(&b->v.events[index].state, SLOT_FREE);
 	}
 	return 0;
+}
+
+/* ---- adoption (adopt.c) -------------------------------------------------
+ *
+ * A restarted broker rebuilds its private registry from its predecessor's
+ * registry, which a readopting node handed it (read-only; only a broker
+ * ever wrote it, but one may have died halfway through a change, so every
+ * entry is checked and one that does not hold together is dropped). The
+ * new registry starts as a byte copy of the old (so words no entry owns,
+ * such as a subscriber's broker_wakes, go on as they were) and is then
+ * rewritten from the private copy. Until the adoption settles nothing but
+ * readopt messages is served: ports whose process has not come back have
+ * no segment we map. */
+
+static bool adopt_port_state_ok(uint32_t st)
+{
+	return st == SLOT_ACTIVE || st == SLOT_CLOSING;
+}
+
+static void adopt_topics_ports(struct broker *b, const struct seg_view *o, unsigned *dropped)
+{
+	const struct takt_limits *l = &b->v.lim;
+
+	for (uint32_t ti = 0; ti < l->topics; ti++) {
+		const struct takt_topic *t = &o->topics[ti];
+		struct reg_topic *rt = &b->topics[ti];
+
+		if (atomic_load_explicit(&t->state, memory_order_acquire) != SLOT_ACTIVE)
+			continue;
+		if (!names_ok(t->name, t->type_name)) {
+			++*dropped;
+			continue;
+		}
+		rt->state = SLOT_ACTIVE;
+		memcpy(rt->name, t->name, TAKT_NAME_MAX);
+		memcpy(rt->type_name, t->type_name, TAKT_NAME_MAX);
+	}
+	for (uint32_t pi = 0; pi < l->publishers; pi++) {
+		const struct takt_pub_port *p = &o->pubs[pi];
+		struct reg_pub *rp = &b->pubs[pi];
+		uint32_t st = atomic_load_explicit(&p->state, memory_order_acquire);
+		uint32_t n_chunks = atomic_load_explicit(&p->n_chunks, memory_order_relaxed);
+
+		if (!adopt_port_state_ok(st))
+			continue;
+		if (p->topic >= l->topics || b->topics[p->topic].state != SLOT_ACTIVE ||
+		    (st == SLOT_ACTIVE && (p->proc >= l->processes || b->proc_state[p->proc] != SLOT_ACTIVE)) ||
+		    p->history > l->history_max || p->chunk_stride != layout_chunk_stride(p->payload_size) ||
+		    n_chunks > p->n_chunks_max || p->id == 0 ||
+		    (st == SLOT_ACTIVE && b->topics[p->topic].n_pubs >= l->pubs_per_topic)) {
+			++*dropped;
+			continue;
+		}
+		*rp = (struct reg_pub){.state = st, .topic = p->topic, .proc = p->proc, .history = p->history,
+				       .id = p->id, .payload_size = p->payload_size, .stride = p->chunk_stride,
+				       .n_chunks = n_chunks, .n_chunks_max = p->n_chunks_max, .pool_fd = -1,
+				       .pool_ro_fd = -1, .connected = true, .conns = rp->conns,
+				       .slot_busy = rp->slot_busy, .seg_ino = p->seg_ino};
+		if (st == SLOT_ACTIVE)
+			b->topics[p->topic].pubs[b->topics[p->topic].n_pubs++] = pi;
+	}
+	for (uint32_t si = 0; si < l->subscribers; si++) {
+		const struct takt_sub_port *p = &o->subs[si];
+		struct reg_sub *rs = &b->subs[si];
+		uint32_t st = atomic_load_explicit(&p->state, memory_order_acquire);
+
+		if (!adopt_port_state_ok(st))
+			continue;
+		if (p->topic >= l->topics || b->topics[p->topic].state != SLOT_ACTIVE ||
+		    (st == SLOT_ACTIVE && (p->proc >= l->processes || b->proc_state[p->proc] != SLOT_ACTIVE)) ||
+		    p->queue_depth == 0 || p->queue_depth > l->queue_depth_max || p->overflow > TAKT_OVERFLOW_REJECT ||
+		    p->history > l->history_max ||
+		    (st == SLOT_ACTIVE && b->topics[p->topic].n_subs >= l->subs_per_topic)) {
+			++*dropped;
+			continue;
+		}
+		*rs = (struct reg_sub){.state = st, .topic = p->topic, .proc = p->proc, .depth = p->queue_depth,
+				       .overflow = p->overflow, .history = p->history, .seg_fd = -1, .seg_ro_fd = -1,
+				       .connected = true, .conns = rs->conns, .slot_busy = rs->slot_busy,
+				       .seg_ino = p->seg_ino};
+		if (st == SLOT_ACTIVE)
+			b->topics[p->topic].subs[b->topics[p->topic].n_subs++] = si;
+	}
+}
+
+/* Whether the old registry's connection ci holds together with the ports
+ * kept: its ends on one topic, its geometry what their sizes say. */
+static bool adopt_conn_ok(const struct broker *b, const struct takt_conn *c, uint32_t st)
+{
+	const struct takt_limits *l = &b->v.lim;
+
+	if (c->pub >= l->publishers || c->sub >= l->subscribers || b->pubs[c->pub].state == SLOT_FREE ||
+	    b->subs[c->sub].state == SLOT_FREE || b->pubs[c->pub].topic != b->subs[c->sub].topic)
+		return false;
+	if (st == SLOT_ACTIVE && (b->pubs[c->pub].state != SLOT_ACTIVE || b->subs[c->sub].state != SLOT_ACTIVE))
+		return false;
+	return c->depth == b->subs[c->sub].depth && c->mask == depth_slots(c->depth) - 1 &&
+	       c->ret_mask == layout_conn_ret_slots(l, c->depth) - 1 && c->pub_slot < l->subs_per_topic &&
+	       c->sub_slot < l->pubs_per_topic && !(b->pubs[c->pub].slot_busy[c->pub_slot / 64] >> (c->pub_slot % 64) & 1) &&
+	       !(b->subs[c->sub].slot_busy[c->sub_slot / 64] >> (c->sub_slot % 64) & 1);
+}
+
+static void adopt_conns(struct broker *b, const struct seg_view *o, unsigned *dropped)
+{
+	const struct takt_limits *l = &b->v.lim;
+
+	for (uint32_t ci = 0; ci < l->connections; ci++) {
+		const struct takt_conn *c = &o->conns[ci];
+		uint32_t st = atomic_load_explicit(&c->state, memory_order_acquire);
+		struct reg_conn *rc = &b->conns[ci];
+
+		rc->incarnation = atomic_load_explicit(&c->incarnation, memory_order_relaxed);
+		if (st != SLOT_ACTIVE && st != SLOT_CLOSING && st != SLOT_ORPHAN)
+			continue;
+		if (!adopt_conn_ok(b, c, st)) {
+			++*dropped;
+			continue;
+		}
+		*rc = (struct reg_conn){.state = st, .pub = c->pub, .sub = c->sub, .mask = c->mask,
+					.depth = c->depth, .pub_slot = c->pub_slot, .sub_slot = c->sub_slot,
+					.incarnation = rc->incarnation,
+					.pub_quiet = atomic_load_explicit(&c->pub_quiet, memory_order_relaxed) != 0};
+		b->pubs[c->pub].slot_busy[c->pub_slot / 64] |= 1ull << (c->pub_slot % 64);
+		b->subs[c->sub].slot_busy[c->sub_slot / 64] |= 1ull << (c->sub_slot % 64);
+		if (st != SLOT_CLOSING) /* in the lists: ACTIVE in both, ORPHAN in the subscriber's */
+			for (unsigned i = 0; i < l->pubs_per_topic; i++)
+				if (b->subs[c->sub].conns[i] == TAKT_NONE) {
+					b->subs[c->sub].conns[i] = ci;
+					break;
+				}
+		if (st == SLOT_ACTIVE)
+			for (unsigned i = 0; i < l->subs_per_topic; i++)
+				if (b->pubs[c->pub].conns[i] == TAKT_NONE) {
+					b->pubs[c->pub].conns[i] = ci;
+					break;
+				}
+		b->n_retiring += st == SLOT_CLOSING;
+		b->n_orphans += st == SLOT_ORPHAN;
+	}
+}
+
+int reg_adopt(struct broker *b, const struct seg_view *o)
+{
+	const struct takt_limits *l = &b->v.lim;
+	const struct takt_mgmt_header *h = o->hdr;
+	unsigned dropped = 0;
+
+	for (uint32_t i = 0; i < l->processes; i++)
+		if (atomic_load_explicit(&o->procs[i].state, memory_order_acquire) == SLOT_ACTIVE)
+			b->proc_state[i] = SLOT_ACTIVE; /* the caller gives each a ghost client */
+	for (uint32_t i = 0; i < l->publishers; i++)
+		for (unsigned j = 0; j < l->subs_per_topic; j++)
+			b->pubs[i].conns[j] = TAKT_NONE;
+	for (uint32_t i = 0; i < l->subscribers; i++)
+		for (unsigned j = 0; j < l->pubs_per_topic; j++)
+			b->subs[i].conns[j] = TAKT_NONE;
+	adopt_topics_ports(b, o, &dropped);
+	adopt_conns(b, o, &dropped);
+	/* The shared copy: the old body, then every entry rewritten from ours
+	 * (a dropped one as free). Events do not survive a restart (yet). */
+	memcpy((char *)b->v.hdr + h->header_size, (const char *)h + h->header_size, b->v.mgmt_size - h->header_size);
+	memset(b->v.events, 0, (size_t)l->events * sizeof(*b->v.events));
+	for (uint32_t ti = 0; ti < l->topics; ti++)
+		topic_mirror(b, ti);
+	for (uint32_t pi = 0; pi < l->publishers; pi++) {
+		_Atomic uint32_t *shm = seg_pub_conns(&b->v, pi);
+
+		for (unsigned j = 0; j < l->subs_per_topic; j++)
+			atomic_store_explicit(&shm[j], b->pubs[pi].conns[j], memory_order_relaxed);
+		pub_mirror(b, pi);
+		b->v.pubs[pi].seg_ino = b->pubs[pi].seg_ino;
+	}
+	for (uint32_t si = 0; si < l->subscribers; si++) {
+		_Atomic uint32_t *shm = seg_sub_conns(&b->v, si);
+
+		for (unsigned j = 0; j < l->pubs_per_topic; j++)
+			atomic_store_explicit(&shm[j], b->subs[si].conns[j], memory_order_relaxed);
+		sub_mirror(b, si);
+		b->v.subs[si].seg_ino = b->subs[si].seg_ino;
+	}
+	for (uint32_t ci = 0; ci < l->connections; ci++) {
+		if (b->conns[ci].state != SLOT_FREE)
+			conn_init_shared(b, ci, &b->conns[ci]);
+		atomic_store_explicit(&b->v.conns[ci].incarnation, b->conns[ci].incarnation, memory_order_relaxed);
+		conn_set_state(b, ci, b->conns[ci].state);
+	}
+	for (uint32_t i = 0; i < l->processes; i++)
+		publish_state(&b->v.procs[i].state, b->proc_state[i]);
+	return (int)dropped;
+}
+
+/* A descriptor of ours, read-only, of the same file (a segment's mode is
+ * 0444, segments.c, so this gives no more than fd does). */
+static int reopen_ro(int fd)
+{
+	char path[64];
+
+	snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
+	return open(path, O_RDONLY | O_CLOEXEC);
+}
+
+/* The segment a node hands back must be the one the registry names
+ * (inode), sealed as its port's was once connected. */
+static int adopt_seg_ok(int fd, uint64_t ino)
+{
+	if (fd < 0 || !ino || seg_fd_ino(fd) != ino)
+		return -ESTALE;
+	return seg_fd_sealed(fd, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_FUTURE_WRITE | F_SEAL_SEAL) ? 0 : -EBADFD;
+}
+
+int reg_adopt_pub(struct broker *b, struct client *cl, uint32_t pi, uint64_t id, int fd)
+{
+	struct takt_pool_layout pl;
+	struct reg_pub *rp;
+	size_t size;
+	void *map;
+	int r;
+
+	if (pi >= b->v.lim.publishers)
+		return -EINVAL;
+	rp = &b->pubs[pi];
+	if (rp->state != SLOT_ACTIVE || rp->proc != cl->proc || rp->id != id)
+		return -EPERM;
+	if (rp->pool_fd >= 0)
+		return -EALREADY;
+	r = adopt_seg_ok(fd, rp->seg_ino);
+	if (r < 0)
+		return r;
+	/* The whole segment (address space only), as every mapper checks it:
+	 * the header as the publisher keeps it must still match the registry. */
+	layout_pool(&b->v.lim, &pl);
+	size = pl.chunk_off + rp->stride * rp->n_chunks_max;
+	if (seg_fd_size(fd) < size)
+		return -EPROTO; /* reading past its end would fault us */
+	map = seg_map_ro(fd, size);
+	if (!map)
+		return -ENOMEM;
+	if (seg_pool_check(&b->v, &b->v.pubs[pi], map, size, &rp->pool) < 0) {
+		munmap(map, size);
+		memset(&rp->pool, 0, sizeof(rp->pool));
+		return -EPROTO;
+	}
+	rp->pool_map_size = size;
+	rp->pool_ro_fd = reopen_ro(fd);
+	if (rp->pool_ro_fd < 0) {
+		r = -errno;
+		pub_map_drop(rp);
+		return r;
+	}
+	rp->pool_fd = fd;
+	return 0;
+}
+
+int reg_adopt_sub(struct broker *b, struct client *cl, uint32_t si, int seg_fd, int efd)
+{
+	struct takt_subseg_layout sl;
+	struct reg_sub *rs;
+	void *map;
+	int r;
+
+	if (si >= b->v.lim.subscribers)
+		return -EINVAL;
+	rs = &b->subs[si];
+	if (rs->state != SLOT_ACTIVE || rs->proc != cl->proc)
+		return -EPERM;
+	if (rs->seg_fd >= 0)
+		return -EALREADY;
+	r = adopt_seg_ok(seg_fd, rs->seg_ino);
+	if (r < 0)
+		return r;
+	if (!seg_fd_is_eventfd(efd))
+		return -EBADF;
+	layout_subseg(&b->v.lim, &sl);
+	if (seg_fd_size(seg_fd) < sl.size)
+		return -EPROTO;
+	map = seg_map_ro(seg_fd, sl.size);
+	if (!map)
+		return -ENOMEM;
+	r = seg_subseg_check(&b->v, si, map, sl.size, &rs->seg);
+	if (r < 0) {
+		munmap(map, sl.size);
+		return -EPROTO;
+	}
+	rs->seg_ro_fd = reopen_ro(seg_fd);
+	if (rs->seg_ro_fd < 0) {
+		r = -errno;
+		sub_seg_drop(rs);
+		return r;
+	}
+	rs->seg_fd = seg_fd;
+	b->sub_efd[si] = efd;
+	return 0;
+}
+
+void reg_adopt_settle(struct broker *b)
+{
+	const struct takt_limits *l = &b->v.lim;
+
+	for (uint32_t ci = 0; ci < l->connections; ci++) {
+		struct reg_conn *rc = &b->conns[ci];
+
+		if (rc->state == SLOT_FREE)
+			continue;
+		gen_bump(&b->v.pubs[rc->pub].conn_gen); /* W1: every client looks at its lists again */
+		gen_bump(&b->v.subs[rc->sub].conn_gen);
+	}
+	q0_fence(b);
+	for (uint32_t ci = 0; ci < l->connections; ci++) {
+		struct reg_conn *rc = &b->conns[ci];
+
+		if (rc->state == SLOT_CLOSING || rc->state == SLOT_ORPHAN) {
+			/* Q0: snapshots after the bumps; an end that is gone is done. */
+			rc->pub_done = b->pubs[rc->pub].state != SLOT_ACTIVE;
+			rc->sub_done = b->subs[rc->sub].state != SLOT_ACTIVE;
+			rc->pub_snap = end_active(pub_active(b, rc->pub));
+			rc->sub_snap = end_active(sub_active(b, rc->sub));
+		}
+		if (rc->state == SLOT_ACTIVE) {
+			/* Pushes the old broker owed may be lost: both nodes get
+			 * the connection again (a node that has it answers at once). */
+			rc->prep_owed = (conn_push(b, ci, MSG_PUSH_CONN) & ACK_PUB) != 0;
+			rc->sub_owed = (conn_push(b, ci, MSG_PUSH_SUB_CONN) & ACK_SUB) != 0;
+		}
+	}
+	b->conns_missing = true; /* pairs the old broker died before connecting */
 }
 
 /* ---- introspection ------------------------------------------------------ */

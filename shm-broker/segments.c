@@ -301,3 +301,40 @@ void seg_destroy_all(struct broker *b)
 	if (b->mgmt_ro_fd >= 0)
 		close(b->mgmt_ro_fd);
 }
+
+uint64_t seg_fd_ino(int fd)
+{
+	struct stat st;
+
+	return fstat(fd, &st) == 0 ? (uint64_t)st.st_ino : 0;
+}
+
+bool seg_fd_sealed(int fd, int want)
+{
+	int seals = fcntl(fd, F_GET_SEALS);
+
+	return seals >= 0 && (seals & want) == want;
+}
+
+bool seg_fd_is_eventfd(int fd)
+{
+	char path[64], line[128];
+	bool is = false;
+	FILE *f;
+
+	snprintf(path, sizeof(path), "/proc/self/fdinfo/%d", fd);
+	f = fd >= 0 ? fopen(path, "re") : NULL;
+	if (!f)
+		return false;
+	while (!is && fgets(line, sizeof(line), f))
+		is = strncmp(line, "eventfd-count:", 14) == 0;
+	fclose(f);
+	return is;
+}
+
+uint64_t seg_fd_size(int fd)
+{
+	struct stat st;
+
+	return fstat(fd, &st) == 0 ? (uint64_t)st.st_size : 0;
+}

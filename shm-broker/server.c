@@ -35,9 +35,22 @@ static int epoll_add(struct broker *b, int fd, uint64_t tag)
 	return epoll_ctl(b->epoll_fd, EPOLL_CTL_ADD, fd, &ev) < 0 ? -errno : 0;
 }
 
+static void timer_set(struct broker *b, int mode)
+{
+	struct itimerspec its = {0};
+
+	if (mode == b->timer_mode)
+		return;
+	if (mode != TICK_OFF)
+		its.it_interval.tv_nsec = its.it_value.tv_nsec = mode == TICK_FAST ? TICK_NS : 50 * TICK_NS;
+	timerfd_settime(b->timer_fd, 0, &its, NULL);
+	b->timer_mode = mode;
+}
+
 int server_listen(struct broker *b)
 {
 	struct sockaddr_un sa = {.sun_family = AF_UNIX};
+	struct stat st;
 	sigset_t mask;
 	int r;
 
@@ -48,7 +61,10 @@ int server_listen(struct broker *b)
 	b->listen_fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
 	if (b->listen_fd < 0)
 		return -errno;
-	unlink(b->sock_path); /* we hold the domain lock: any old socket is stale */
+	/* We hold the domain lock: any old socket is stale, left by a broker
+	 * that did not stop cleanly, whose processes may come back to us. */
+	adopt_start(b, lstat(b->sock_path, &st) == 0 && S_ISSOCK(st.st_mode));
+	unlink(b->sock_path);
 	if (bind(b->listen_fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 ||
 	    (b->cfg.socket_group >= 0 && chown(b->sock_path, (uid_t)-1, (gid_t)b->cfg.socket_group) < 0) ||
 	    chmod(b->sock_path, b->cfg.socket_mode) < 0 || listen(b->listen_fd, 64) < 0) {
@@ -75,20 +91,11 @@ int server_listen(struct broker *b)
 		return -ENOMEM;
 	for (unsigned i = 0; i < b->n_clients_max; i++)
 		b->clients[i].fd = -1;
+	if (b->adopt_state != ADOPT_NONE)
+		timer_set(b, TICK_SLOW); /* its deadline passes even if nobody comes back */
 	return 0;
 }
 
-static void timer_set(struct broker *b, int mode)
-{
-	struct itimerspec its = {0};
-
-	if (mode == b->timer_mode)
-		return;
-	if (mode != TICK_OFF)
-		its.it_interval.tv_nsec = its.it_value.tv_nsec = mode == TICK_FAST ? TICK_NS : 50 * TICK_NS;
-	timerfd_settime(b->timer_fd, 0, &its, NULL);
-	b->timer_mode = mode;
-}
 
 /* The supplementary groups of the socket's peer (SO_PEERGROUPS, taken at
  * its connect like SO_PEERCRED), for the access rules. */
@@ -161,6 +168,8 @@ int server_client_add(struct broker *b, int fd)
 	cl->gid = cred.gid;
 	cl->refusals = 0;
 	cl->pidfd = -1;
+	cl->ghost = cl->readopting = false;
+	cl->deferred = NULL;
 	return (int)i;
 }
 
@@ -185,6 +194,7 @@ static void client_accept(struct broker *b)
 }
 
 static void out_clear(struct client *cl);
+static void deferred_free(struct client *cl);
 
 static void client_drop(struct broker *b, struct client *cl)
 {
@@ -192,6 +202,8 @@ static void client_drop(struct broker *b, struct client *cl)
 		fprintf(stderr, "takt-broker: process %d (%s) left; reclaiming its ports and chunks\n",
 			cl->pid, b->v.procs[cl->proc].name);
 	reg_proc_remove(b, cl);
+	deferred_free(cl);
+	cl->readopting = false;
 	epoll_ctl(b->epoll_fd, EPOLL_CTL_DEL, cl->fd, NULL);
 	out_clear(cl);
 	close(cl->fd);
@@ -225,7 +237,8 @@ struct outmsg {
 
 static void client_events(struct broker *b, struct client *cl, bool want_out)
 {
-	struct epoll_event ev = {.events = EPOLLIN | (want_out ? EPOLLOUT : 0u),
+	/* a client with a message held (adopt.c) is not read until it is served */
+	struct epoll_event ev = {.events = (cl->deferred ? 0u : EPOLLIN) | (want_out ? EPOLLOUT : 0u),
 				 .data.u64 = (uint64_t)(cl - b->clients)};
 
 	epoll_ctl(b->epoll_fd, EPOLL_CTL_MOD, cl->fd, &ev);
@@ -273,7 +286,7 @@ void server_push(struct broker *b, struct client *cl, const void *msg, size_t si
 	struct outmsg *m;
 	int r;
 
-	if (cl->doomed)
+	if (cl->doomed || cl->fd < 0) /* a ghost has no socket (adopt.c) */
 		return;
 	if (!cl->out_head) {
 		r = proto_send(cl->fd, msg, size, fds, n_fds);
@@ -351,6 +364,26 @@ static void reply_status(struct client *cl, const struct proto_hdr *req, int sta
 	server_push(cl->b, cl, &r, sizeof(r), NULL, 0);
 }
 
+/* Descriptors a message of this type may carry. */
+static unsigned msg_fds(uint16_t type)
+{
+	switch (type) {
+	case MSG_HELLO: return 1;    /* the client's pidfd */
+	case MSG_READOPT: return 2;  /* the old registry, its pidfd */
+	case MSG_PUB_READOPT: return 1; /* its pool */
+	case MSG_SUB_READOPT: return 2; /* its segment, its eventfd */
+	default: return 0;
+	}
+}
+
+static void client_message(struct broker *b, struct client *cl, void *buf, long n, int keep[2]);
+static int client_defer(struct broker *b, struct client *cl, const void *buf, long n, int keep[2]);
+
+void server_reply_status(struct client *cl, const struct proto_hdr *req, int status, uint32_t index)
+{
+	reply_status(cl, req, status, index);
+}
+
 /* Checks framing; 0, or the errno to reply with. */
 static int check_frame(const struct client *cl, const struct proto_hdr *h, long n)
 {
@@ -366,15 +399,15 @@ static int check_frame(const struct client *cl, const struct proto_hdr *h, long 
 	if ((size_t)n != want || h->size != (uint32_t)n)
 		return -EBADMSG;
 	if (cl->proc == TAKT_NONE && h->type != MSG_HELLO && h->type != MSG_POOLS && h->type != MSG_STATUS &&
-	    h->type != MSG_MGMT_FD)
-		return -EPERM; /* HELLO first */
+	    h->type != MSG_MGMT_FD && h->type != MSG_READOPT)
+		return -EPERM; /* HELLO (or READOPT) first */
 	return 0;
 }
 
 /* Whether fd is a pidfd of the peer: its fdinfo names a pid, the same as
  * SO_PEERCRED's where both are visible (0: the peer is in a PID namespace
  * ours cannot see, and so may be the pidfd's process). */
-static bool peer_pidfd_ok(const struct client *cl, int fd)
+bool server_pidfd_ok(const struct client *cl, int fd)
 {
 	char path[64], line[128];
 	bool ok = false;
@@ -410,7 +443,7 @@ static void handle_hello(struct broker *b, struct client *cl, const void *buf, i
 			*c = '?'; /* shown by tools and logs: printable only */
 	if (cl->proc != TAKT_NONE)
 		r = -EALREADY;
-	else if (pidfd >= 0 && !peer_pidfd_ok(cl, pidfd))
+	else if (pidfd >= 0 && !server_pidfd_ok(cl, pidfd))
 		r = -EINVAL; /* not a pidfd, or of another process */
 	else if (m->abi_version != TAKT_ABI_VERSION ||
 		 (m->layout_digest && m->layout_digest != b->v.hdr->layout_digest))
@@ -575,6 +608,7 @@ static void dispatch(struct broker *b, struct client *cl, const void *buf)
 		return;
 	}
 	case MSG_EV_READY: reg_ev_ready(b, cl, buf); break;
+	case MSG_READOPT_DONE: adopt_done(b, cl, h); break;
 	case MSG_PUB_CLOSE: reply_status(cl, h, reg_pub_close(b, cl, mi->index), mi->index); break;
 	case MSG_SUB_CLOSE: reply_status(cl, h, reg_sub_close(b, cl, mi->index), mi->index); break;
 	case MSG_EVENT_CLOSE: reply_status(cl, h, reg_event_close(b, cl, mi->index, mi->reserved), mi->index); break;
@@ -597,13 +631,16 @@ void server_client_input(struct broker *b, struct client *cl)
 	int fds[TAKT_PROTO_MAX_FDS];
 	unsigned n_fds = 0;
 	long n = proto_recv(cl->fd, &buf, sizeof(buf), fds, TAKT_PROTO_MAX_FDS, &n_fds);
-	int r, hello_fd = -1;
+	int keep[2] = {-1, -1};
+	unsigned n_keep = n >= (long)sizeof(buf.h) ? msg_fds(buf.h.type) : 0;
 
-	/* The one descriptor a client sends: its pidfd, with HELLO. */
-	if (n_fds && n >= (long)sizeof(buf.h) && buf.h.type == MSG_HELLO)
-		hello_fd = fds[0];
-	for (unsigned i = hello_fd >= 0 ? 1 : 0; i < n_fds; i++)
-		close(fds[i]);
+	/* A client sends descriptors with HELLO (its pidfd) and the readopt
+	 * messages (adopt.c) only; any other is closed. */
+	for (unsigned i = 0; i < n_fds; i++)
+		if (i < n_keep)
+			keep[i] = fds[i];
+		else
+			close(fds[i]);
 	if (n == 0 || (n < 0 && n != -EMSGSIZE && n != -EAGAIN)) {
 		client_drop(b, cl);
 		return;
@@ -618,20 +655,85 @@ void server_client_input(struct broker *b, struct client *cl)
 	}
 	if (n < (long)sizeof(buf.h))
 		memset(buf.bytes + n, 0, sizeof(buf.h) - (size_t)n);
-	r = check_frame(cl, &buf.h, n);
+	if (b->adopt_state != ADOPT_NONE && !adopt_serves(buf.h.type) && check_frame(cl, &buf.h, n) == 0 &&
+	    client_defer(b, cl, &buf, n, keep) == 0)
+		return;
+	client_message(b, cl, &buf, n, keep);
+}
+
+/* One received message (and the descriptors it may keep). */
+static void client_message(struct broker *b, struct client *cl, void *buf, long n, int keep[2])
+{
+	const struct proto_hdr *h = buf;
+	int r = check_frame(cl, h, n);
+
 	if (r < 0) {
 		if (b->verbose)
 			fprintf(stderr, "takt-broker: pid %d sent a bad message (type %u, %ld bytes): %s\n",
-				cl->pid, buf.h.type, n, strerror(-r));
-		if (hello_fd >= 0)
-			close(hello_fd);
-		reply_status(cl, &buf.h, r, 0);
+				cl->pid, h->type, n, strerror(-r));
+		for (int i = 0; i < 2; i++)
+			if (keep[i] >= 0)
+				close(keep[i]);
+		reply_status(cl, h, r, 0);
 		return;
 	}
-	if (buf.h.type == MSG_HELLO)
-		handle_hello(b, cl, &buf, hello_fd);
-	else
-		dispatch(b, cl, &buf);
+	switch (h->type) {
+	case MSG_HELLO: handle_hello(b, cl, buf, keep[0]); return;
+	case MSG_READOPT: adopt_readopt(b, cl, buf, keep); break;
+	case MSG_PUB_READOPT:
+	case MSG_SUB_READOPT: adopt_port(b, cl, buf, keep); break;
+	default: dispatch(b, cl, buf); return;
+	}
+	timer_set(b, reg_tick(b));
+}
+
+/* Held while the registry is adopted: the message, its descriptors, and
+ * the socket not read until server_replay_deferred. 0, or -ENOMEM (the
+ * message is then served at once: it is refused or waits its turn). */
+static int client_defer(struct broker *b, struct client *cl, const void *buf, long n, int keep[2])
+{
+	cl->deferred = malloc((size_t)n);
+	if (!cl->deferred)
+		return -ENOMEM;
+	memcpy(cl->deferred, buf, (size_t)n);
+	cl->deferred_len = n;
+	cl->deferred_fds[0] = keep[0];
+	cl->deferred_fds[1] = keep[1];
+	client_events(b, cl, cl->out_head != NULL);
+	return 0;
+}
+
+static void deferred_free(struct client *cl)
+{
+	for (int i = 0; i < 2; i++)
+		if (cl->deferred && cl->deferred_fds[i] >= 0)
+			close(cl->deferred_fds[i]);
+	free(cl->deferred);
+	cl->deferred = NULL;
+}
+
+void server_replay_deferred(struct broker *b)
+{
+	for (unsigned i = 0; i < b->n_clients_max; i++) {
+		struct client *cl = &b->clients[i];
+		union {
+			struct proto_hdr h;
+			char bytes[TAKT_PROTO_MAX_MSG];
+		} buf;
+		int keep[2];
+		long n;
+
+		if (cl->fd < 0 || !cl->deferred)
+			continue;
+		n = cl->deferred_len;
+		memcpy(&buf, cl->deferred, (size_t)n);
+		keep[0] = cl->deferred_fds[0];
+		keep[1] = cl->deferred_fds[1];
+		free(cl->deferred);
+		cl->deferred = NULL;
+		client_events(b, cl, cl->out_head != NULL); /* read it again */
+		client_message(b, cl, &buf, n, keep);
+	}
 }
 
 int server_run(struct broker *b)
@@ -680,6 +782,7 @@ void server_free(struct broker *b)
 			free(b->clients[i].groups);
 			if (b->clients[i].pidfd >= 0)
 				close(b->clients[i].pidfd);
+			deferred_free(&b->clients[i]);
 		}
 	for (uint32_t i = 0; b->sub_efd && i < b->v.lim.subscribers; i++)
 		if (b->sub_efd[i] >= 0)
@@ -691,5 +794,6 @@ void server_free(struct broker *b)
 				close(b->events[i].lis[j].efd);
 			}
 	free(b->clients);
+	adopt_free(b);
 	reg_free(b);
 }
