@@ -65,6 +65,7 @@ struct takt_node {
 	pthread_cond_t rx_cond;
 	uint32_t wait_req;     /* the req_id a call waits for; 0: none */
 	bool rx_ready, dead;
+	bool rejoining;        /* the agent is being taken back by a restarted broker */
 	long rx_len;
 	unsigned rx_nfds;
 	int rx_fds[TAKT_PROTO_MAX_FDS];

@@ -128,6 +128,11 @@ int node_call_fd(takt_node *n, uint16_t type, void *req, size_t req_size, int se
 	}
 	pthread_mutex_lock(&n->lock);
 	pthread_mutex_lock(&n->rx_lock);
+	/* A restarted broker is taking us back: the call waits for it (within
+	 * its timeout) rather than fail while the answer is moments away. */
+	while (n->dead && n->rejoining)
+		if (pthread_cond_timedwait(&n->rx_cond, &n->rx_lock, &dl) == ETIMEDOUT)
+			break;
 	if (n->dead) {
 		pthread_mutex_unlock(&n->rx_lock);
 		pthread_mutex_unlock(&n->lock);
@@ -551,12 +556,22 @@ static int readopt_remap(takt_node *n, int fd, uint64_t epoch)
 	return at == n->mgmt ? 0 : -errno;
 }
 
+static void readopt_rejoining(takt_node *n, bool on)
+{
+	pthread_mutex_lock(&n->rx_lock);
+	n->rejoining = on;
+	pthread_cond_broadcast(&n->rx_cond);
+	pthread_mutex_unlock(&n->rx_lock);
+}
+
+static int readopt_exchange(takt_node *n, int s, struct msg_readopt *req, const int send[2],
+			    struct msg_hello_reply *done, int *fds, unsigned *nf);
+
 static int readopt_handshake(takt_node *n, int s)
 {
 	struct msg_readopt req = {.abi_version = TAKT_ABI_VERSION, .proc = n->proc, .epoch = n->epoch,
 				  .layout_digest = n->v.hdr->layout_digest};
 	struct msg_hello_reply done;
-	struct proto_reply rep;
 	int fds[TAKT_PROTO_MAX_FDS], send[2] = {n->mgmt_fd, -1};
 	unsigned nf = 0;
 	int r;
@@ -569,22 +584,15 @@ static int readopt_handshake(takt_node *n, int s)
 	close(n->sock);
 	n->sock = s;
 	pthread_mutex_unlock(&n->lock);
-	r = readopt_call(n, s, MSG_READOPT, &req, sizeof(req), send, send[1] >= 0 ? 2 : 1, &rep, sizeof(rep), fds, &nf);
+	readopt_rejoining(n, true);
+	r = readopt_exchange(n, s, &req, send, &done, fds, &nf);
 	if (send[1] >= 0)
 		close(send[1]);
-	close_fds(fds, r == 0 ? nf : 0);
 	if (r == 0)
-		r = readopt_ports(n, s, true);
-	if (r == 0)
-		r = readopt_ports(n, s, false);
-	if (r == 0)
-		r = readopt_call(n, s, MSG_READOPT_DONE, &(struct msg_empty){0}, sizeof(struct msg_empty), NULL, 0,
-				 &done, sizeof(done), fds, &nf);
-	if (r < 0)
-		return r;
-	r = nf == 1 ? readopt_remap(n, fds[0], done.epoch) : -EPROTO;
+		r = nf == 1 ? readopt_remap(n, fds[0], done.epoch) : -EPROTO;
 	if (r < 0) {
 		close_fds(fds, nf);
+		readopt_rejoining(n, false);
 		return r;
 	}
 	close(n->mgmt_fd);
@@ -593,8 +601,31 @@ static int readopt_handshake(takt_node *n, int s)
 	n->readopts++;
 	pthread_mutex_lock(&n->rx_lock);
 	n->dead = false;
+	n->rejoining = false;
+	pthread_cond_broadcast(&n->rx_cond);
 	pthread_mutex_unlock(&n->rx_lock);
 	return 0;
+}
+
+/* READOPT, the ports, READOPT_DONE (its reply in done, the new registry
+ * in fds). */
+static int readopt_exchange(takt_node *n, int s, struct msg_readopt *req, const int send[2],
+			    struct msg_hello_reply *done, int *fds, unsigned *nf)
+{
+	struct proto_reply rep;
+	int r;
+
+	r = readopt_call(n, s, MSG_READOPT, req, sizeof(*req), send, send[1] >= 0 ? 2 : 1, &rep, sizeof(rep), fds, nf);
+	close_fds(fds, r == 0 ? *nf : 0);
+	*nf = 0;
+	if (r == 0)
+		r = readopt_ports(n, s, true);
+	if (r == 0)
+		r = readopt_ports(n, s, false);
+	if (r == 0)
+		r = readopt_call(n, s, MSG_READOPT_DONE, &(struct msg_empty){0}, sizeof(struct msg_empty), NULL, 0,
+				 done, sizeof(*done), fds, nf);
+	return r;
 }
 
 /* Errors after which trying again cannot help: the broker refused us. */

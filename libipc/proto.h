@@ -243,8 +243,13 @@ struct msg_status_reply {
 	char version[16];
 	uint64_t shm_bytes;      /* memory of every segment of the domain still alive */
 	uint64_t shm_bytes_idle; /* what the domain holds with no client attached */
+	/* A restart: the epoch of the broker whose domain this one adopted
+	 * (0: none), what came back and what did not, and how long from this
+	 * broker's start until the adoption settled. */
+	uint64_t adopted_epoch;
+	uint32_t adopted_procs, adopted_pubs, adopted_subs, adopted_reclaimed, adopted_refused, adopted_ms;
 };
-_Static_assert(sizeof(struct msg_status_reply) == 200, "status layout");
+_Static_assert(sizeof(struct msg_status_reply) == 232, "status layout");
 
 /* The exact size a request of this type must have, or 0 for unknown types. */
 size_t proto_request_size(uint16_t type);

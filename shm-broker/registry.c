@@ -2010,4 +2010,11 @@ void reg_status(struct broker *b, struct msg_status_reply *rep)
 				rep->shm_bytes += seg_fd_bytes(b->events[i].lis[j].seg_fd);
 	for (unsigned i = 0; i < b->n_left; i++)
 		rep->shm_bytes += seg_fd_bytes(b->left[i].fd);
+	rep->adopted_epoch = b->adopted.epoch;
+	rep->adopted_procs = b->adopted.procs;
+	rep->adopted_pubs = b->adopted.pubs;
+	rep->adopted_subs = b->adopted.subs;
+	rep->adopted_reclaimed = b->adopted.reclaimed;
+	rep->adopted_refused = b->adopted.refused;
+	rep->adopted_ms = (uint32_t)b->adopted.ms;
 }

@@ -108,16 +108,25 @@ static int cmd_status(const char *domain, int json)
 		       "\"processes\":%u,\"topics\":%u,\"publishers\":%u,\"subscribers\":%u,"
 		       "\"connections\":%u,\"events\":%u,\"limits\":{\"processes\":%u,\"topics\":%u,"
 		       "\"publishers\":%u,\"subscribers\":%u,\"connections\":%u,\"queue_depth_max\":%u,"
-		       "\"history_max\":%u,\"held_max\":%u,\"loans_max\":%u,\"events\":%u}}\n",
+		       "\"history_max\":%u,\"held_max\":%u,\"loans_max\":%u,\"events\":%u},"
+		       "\"adopted\":{\"epoch\":%llu,\"processes\":%u,\"publishers\":%u,\"subscribers\":%u,"
+		       "\"reclaimed\":%u,\"refused\":%u,\"ms\":%u}}\n",
 		       rep.domain, rep.pid, (unsigned long long)rep.epoch, rep.version,
 		       (unsigned long long)rep.shm_bytes, (unsigned long long)rep.shm_bytes_idle, rep.n_procs,
 		       rep.n_topics, rep.n_pubs, rep.n_subs, rep.n_conns, rep.n_events, l->processes,
 		       l->topics, l->publishers, l->subscribers, l->connections, l->queue_depth_max,
-		       l->history_max, l->held_max, l->loans_max, l->events);
+		       l->history_max, l->held_max, l->loans_max, l->events, (unsigned long long)rep.adopted_epoch,
+		       rep.adopted_procs, rep.adopted_pubs, rep.adopted_subs, rep.adopted_reclaimed,
+		       rep.adopted_refused, rep.adopted_ms);
 		return 0;
 	}
 	printf("domain '%s': broker running, pid %d, epoch %llu, version %s\n", rep.domain, rep.pid,
 	       (unsigned long long)rep.epoch, rep.version);
+	if (rep.adopted_epoch)
+		printf("  restart: adopted the domain of epoch %llu after %u ms: %u processes, %u publishers, "
+		       "%u subscribers came back; %u processes reclaimed, %u refused\n",
+		       (unsigned long long)rep.adopted_epoch, rep.adopted_ms, rep.adopted_procs, rep.adopted_pubs,
+		       rep.adopted_subs, rep.adopted_reclaimed, rep.adopted_refused);
 	printf("  in use:  %u processes, %u topics, %u publishers, %u subscribers, %u connections, %u events\n",
 	       rep.n_procs, rep.n_topics, rep.n_pubs, rep.n_subs, rep.n_conns, rep.n_events);
 	printf("  memory:  %llu bytes of shared memory (%llu with no client attached)\n",

@@ -34,6 +34,8 @@ static int broker_config(struct h_broker *b, const char *ini)
 	return 0;
 }
 
+static int broker_spawn(struct h_broker *b, const struct h_broker_opts *o);
+
 int h_broker_start(struct h_broker *b, const char *tag, const char *ini)
 {
 	return h_broker_start_opts(b, tag, ini, NULL);
@@ -52,6 +54,18 @@ int h_broker_start_opts(struct h_broker *b, const char *tag, const char *ini, co
 	snprintf(b->domain, sizeof(b->domain), "t-%.24s-%d", tag, getpid());
 	if (ini && broker_config(b, ini) < 0)
 		return -EIO;
+	return broker_spawn(b, o);
+}
+
+int h_broker_restart(struct h_broker *b)
+{
+	return broker_spawn(b, NULL);
+}
+
+/* Starts a broker for b's domain (its config, if any) and waits until it
+ * serves. */
+static int broker_spawn(struct h_broker *b, const struct h_broker_opts *o)
+{
 	b->pid = fork();
 	if (b->pid == 0) {
 		prctl(PR_SET_PDEATHSIG, SIGKILL);
@@ -61,7 +75,7 @@ int h_broker_start_opts(struct h_broker *b, const char *tag, const char *ini, co
 			if (fd < 0 || dup2(fd, STDERR_FILENO) < 0)
 				_exit(126);
 		}
-		if (ini)
+		if (b->config[0])
 			execl(TAKT_BROKER_PATH, "takt-broker", "--foreground", "--config", b->config, (char *)NULL);
 		else
 			execl(TAKT_BROKER_PATH, "takt-broker", "--foreground", "--domain", b->domain, (char *)NULL);

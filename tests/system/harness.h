@@ -29,6 +29,10 @@ struct h_broker_opts {
 	bool system_dir; /* no TAKT_RUNTIME_DIR: root's default (/run/takt) */
 };
 int h_broker_start_opts(struct h_broker *b, const char *tag, const char *ini, const struct h_broker_opts *o);
+/* Starts a new broker for b's domain, runtime directory and config (after
+ * the last one was killed, say); 0 once it serves (for a restarted broker:
+ * once it adopted what came back). */
+int h_broker_restart(struct h_broker *b);
 
 /* Runs fn(arg) in a child process; its return value is the exit status. */
 pid_t h_spawn(int (*fn)(void *), void *arg);

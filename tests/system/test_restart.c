@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <sys/mman.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -169,12 +170,379 @@ static void test_restart_hello_takes_only_own_pidfd(void **state)
 	h_broker_stop(&b);
 }
 
+/* ---- a restarted broker adopts the live domain ------------------------ */
+
+struct rsample {
+	uint32_t who; /* 1: the publisher from before the restart, 2: one opened after */
+	uint32_t pad;
+	uint64_t seq;
+};
+
+#define RS_A 3000 /* samples before the kill */
+#define RS_B 3000 /* while no broker runs */
+#define RS_C 3000 /* after the restart */
+#define RS_M 500  /* from a publisher opened after the restart */
+
+struct rs_ctx {
+	struct h_broker *b;
+	struct h_chan to_pub, from_pub, sub_ready[2];
+};
+
+static struct rs_ctx rs;
+
+/* Takes until it has want[1] samples of publisher 1 and want[2] of 2, each
+ * publisher's in order without a gap from the first it got (first[w] is
+ * the seq it must start at), the publisher ids consistent and different. */
+static int take_all(takt_sub *s, const uint64_t want[3], const uint64_t first[3])
+{
+	uint64_t got[3] = {0}, next[3] = {0, first[1], first[2]}, id[3] = {0};
+
+	while (got[1] < want[1] || got[2] < want[2]) {
+		struct takt_sample_info info;
+		const struct rsample *x;
+		const void *p;
+		int r = takt_sub_take(s, &p, &info);
+
+		if (r == -EAGAIN) {
+			H_CHECK(takt_sub_wait(s, 20000000000LL) == 0);
+			continue;
+		}
+		H_CHECK(r == 0 && info.size == sizeof(*x));
+		x = p;
+		H_CHECK(x->who == 1 || x->who == 2);
+		if (x->seq != next[x->who])
+			fprintf(stderr, "publisher %u: seq %llu, want %llu\n", x->who, (unsigned long long)x->seq,
+				(unsigned long long)next[x->who]);
+		H_CHECK(x->seq == next[x->who]); /* per-publisher order, nothing lost, no duplicate */
+		H_CHECK(!id[x->who] || id[x->who] == info.publisher_id);
+		id[x->who] = info.publisher_id;
+		next[x->who]++;
+		got[x->who]++;
+		takt_sub_release(s, p);
+	}
+	H_CHECK(id[1] != id[2]); /* ids stay unique across the restart */
+	return 0;
+}
+
+static int rs_sub_child(void *arg)
+{
+	int which = (int)(intptr_t)arg;
+	/* the first subscriber is there from the start; the second joins after
+	 * the restart, when only C of publisher 1 is still to come */
+	const uint64_t want[3] = {0, which ? RS_C : RS_A + RS_B + RS_C, RS_M};
+	const uint64_t first[3] = {0, which ? RS_A + RS_B : 0, 0};
+	struct takt_sub_opts so = {.topic = "rs/data", .queue_depth = 128, .overflow = TAKT_OVERFLOW_BLOCK};
+	takt_node *n = h_node(rs.b->domain, which ? "sub-after" : "sub-before");
+	takt_sub *s;
+
+	H_CHECK(takt_sub_open(n, &so, &s) == 0);
+	H_CHECK(h_chan_send(&rs.sub_ready[which], "r", 1) == 0);
+	H_CHECK(take_all(s, want, first) == 0);
+	takt_sub_close(s);
+	takt_node_close(n);
+	return 0;
+}
+
+static int rs_send(takt_pub *p, uint32_t who, uint64_t from, uint64_t n)
+{
+	for (uint64_t i = from; i < from + n; i++) {
+		struct rsample x = {.who = who, .seq = i};
+
+		H_CHECK(takt_pub_send(p, &x, sizeof(x)) >= 1);
+	}
+	return 0;
+}
+
+static int rs_pub_child(void *arg)
+{
+	struct takt_pub_opts po = {.topic = "rs/data", .max_payload = sizeof(struct rsample), .block_timeout_ns = 20000000000ull};
+	takt_node *n = h_node(rs.b->domain, "pub-before");
+	uint64_t epoch = takt_node_epoch(n);
+	takt_pub *p, *other = NULL;
+	char c;
+
+	(void)arg;
+	H_CHECK(takt_pub_open(n, &po, &p) == 0);
+	H_CHECK(h_chan_recv(&rs.to_pub, &c, 1, 20000) == 0);
+	H_CHECK(rs_send(p, 1, 0, RS_A) == 0);
+	H_CHECK(h_chan_send(&rs.from_pub, "a", 1) == 0);
+	H_CHECK(h_chan_recv(&rs.to_pub, &c, 1, 20000) == 0); /* the broker is dead now */
+	/* it noticed at once: calls fail, the data path goes on */
+	H_CHECK(takt_pub_open(n, &(struct takt_pub_opts){.topic = "rs/other", .max_payload = 8}, &other) == -ENOTCONN);
+	H_CHECK(rs_send(p, 1, RS_A, RS_B) == 0);
+	H_CHECK(h_chan_send(&rs.from_pub, "b", 1) == 0);
+	H_CHECK(h_chan_recv(&rs.to_pub, &c, 1, 20000) == 0); /* a new broker adopted us */
+	H_CHECK(takt_node_epoch(n) != epoch);
+	H_CHECK(rs_send(p, 1, RS_A + RS_B, RS_C) == 0);
+	/* and control calls work again */
+	H_CHECK(takt_pub_open(n, &(struct takt_pub_opts){.topic = "rs/other", .max_payload = 8}, &other) == 0);
+	takt_pub_close(other);
+	H_CHECK(h_chan_send(&rs.from_pub, "c", 1) == 0);
+	H_CHECK(h_chan_recv(&rs.to_pub, &c, 1, 20000) == 0); /* everyone has everything */
+	takt_pub_close(p);
+	takt_node_close(n);
+	return 0;
+}
+
+static void test_restart_broker_killed_under_load_is_adopted(void **state)
+{
+	struct msg_status_reply st0, st1;
+	struct h_broker b;
+	pid_t sub0, sub1, pub;
+	takt_node *n;
+	takt_pub *p2;
+	char c;
+
+	(void)state;
+	assert_int_equal(h_broker_start(&b, "rs-adopt", NULL), 0);
+	rs.b = &b;
+	assert_int_equal(h_chan_open(&rs.to_pub), 0);
+	assert_int_equal(h_chan_open(&rs.from_pub), 0);
+	assert_int_equal(h_chan_open(&rs.sub_ready[0]), 0);
+	assert_int_equal(h_chan_open(&rs.sub_ready[1]), 0);
+	sub0 = h_spawn(rs_sub_child, (void *)(intptr_t)0);
+	assert_int_equal(h_chan_recv(&rs.sub_ready[0], &c, 1, 10000), 0);
+	pub = h_spawn(rs_pub_child, NULL);
+	assert_int_equal(h_chan_send(&rs.to_pub, "g", 1), 0);
+	assert_int_equal(h_chan_recv(&rs.from_pub, &c, 1, 30000), 0);
+	assert_int_equal(h_status(b.domain, &st0), 0);
+	assert_int_equal(st0.adopted_epoch, 0);
+	broker_kill(&b); /* under load: the subscriber is still taking */
+	assert_int_equal(h_chan_send(&rs.to_pub, "g", 1), 0);
+	assert_int_equal(h_chan_recv(&rs.from_pub, &c, 1, 30000), 0); /* B samples without a broker */
+	assert_int_equal(h_broker_restart(&b), 0);
+	assert_int_equal(h_status(b.domain, &st1), 0);
+	assert_true(st1.epoch != st0.epoch);
+	assert_int_equal(st1.adopted_epoch, st0.epoch);
+	assert_int_equal(st1.adopted_procs, 2);
+	assert_int_equal(st1.adopted_pubs, 1);
+	assert_int_equal(st1.adopted_subs, 1);
+	assert_int_equal(st1.adopted_reclaimed, 0);
+	assert_int_equal(st1.n_procs, 2);
+	assert_int_equal(st1.n_conns, 1);
+	/* a subscriber of the new broker meets the publisher of the old */
+	sub1 = h_spawn(rs_sub_child, (void *)(intptr_t)1);
+	assert_int_equal(h_chan_recv(&rs.sub_ready[1], &c, 1, 10000), 0);
+	assert_int_equal(h_chan_send(&rs.to_pub, "g", 1), 0);
+	assert_int_equal(h_chan_recv(&rs.from_pub, &c, 1, 30000), 0);
+	/* and a publisher of the new broker meets the subscriber of the old */
+	n = h_node(b.domain, "pub-after");
+	assert_int_equal(takt_pub_open(n, &(struct takt_pub_opts){.topic = "rs/data", .max_payload = sizeof(struct rsample),
+							    .block_timeout_ns = 20000000000ull}, &p2), 0);
+	assert_int_equal(rs_send(p2, 2, 0, RS_M), 0);
+	assert_int_equal(h_wait(sub0, 30000), 0);
+	assert_int_equal(h_wait(sub1, 30000), 0);
+	assert_int_equal(h_chan_send(&rs.to_pub, "g", 1), 0);
+	assert_int_equal(h_wait(pub, 30000), 0);
+	takt_pub_close(p2);
+	takt_node_close(n);
+	assert_int_equal(h_wait_pools_full(b.domain, 5000), 0);
+	for (int i = 0; i < 2; i++)
+		h_chan_close(&rs.sub_ready[i]);
+	h_chan_close(&rs.to_pub);
+	h_chan_close(&rs.from_pub);
+	h_broker_stop(&b);
+}
+
+/* A process that dies while no broker runs is reclaimed by the next one
+ * (its pid is gone): its ports and its pool go, the others go on. */
+static int dying_child(void *arg)
+{
+	takt_node *n = h_node(rs.b->domain, "dying");
+	takt_pub *p;
+	takt_sub *s;
+
+	(void)arg;
+	H_CHECK(takt_pub_open(n, &(struct takt_pub_opts){.topic = "rs/dead", .max_payload = 64}, &p) == 0);
+	H_CHECK(takt_sub_open(n, &(struct takt_sub_opts){.topic = "rs/dead"}, &s) == 0);
+	H_CHECK(takt_pub_send(p, "x", 2) == 2);
+	H_CHECK(h_chan_send(&rs.from_pub, "d", 1) == 0);
+	pause();
+	return 0;
+}
+
+static void test_restart_process_dead_meanwhile_reclaimed(void **state)
+{
+	struct msg_status_reply st;
+	struct proto_pool_stat pools[8];
+	struct h_broker b;
+	takt_node *n;
+	takt_sub *s;
+	takt_pub *p;
+	pid_t d;
+	char c;
+
+	(void)state;
+	assert_int_equal(h_broker_start(&b, "rs-dead", "[socket]\nreadopt_timeout_ms = 20000\n"), 0);
+	rs.b = &b;
+	assert_int_equal(h_chan_open(&rs.from_pub), 0);
+	n = h_node(b.domain, "survivor");
+	assert_int_equal(takt_sub_open(n, &(struct takt_sub_opts){.topic = "rs/dead", .queue_depth = 8}, &s), 0);
+	d = h_spawn(dying_child, NULL);
+	assert_int_equal(h_chan_recv(&rs.from_pub, &c, 1, 10000), 0);
+	assert_int_equal(h_pools(b.domain, pools, 8), 1);
+	broker_kill(&b);
+	assert_int_equal(kill(d, SIGKILL), 0);
+	assert_int_equal(h_wait(d, 5000), 128 + SIGKILL);
+	/* no waiting for the dead one: its pid is gone (20 s would fail the
+	 * bound of h_broker_restart) */
+	assert_int_equal(h_broker_restart(&b), 0);
+	assert_int_equal(h_status(b.domain, &st), 0);
+	assert_int_equal(st.adopted_procs, 1);
+	assert_int_equal(st.adopted_reclaimed, 1);
+	assert_int_equal(st.n_procs, 1);
+	assert_int_equal(st.n_pubs, 0);
+	assert_int_equal(st.n_subs, 1);
+	assert_int_equal(h_pools(b.domain, pools, 8), 0); /* its pool is gone */
+	/* the survivor's subscriber meets a new publisher */
+	assert_int_equal(takt_pub_open(n, &(struct takt_pub_opts){.topic = "rs/dead", .max_payload = 64}, &p), 0);
+	assert_int_equal(takt_pub_send(p, "y", 2), 1);
+	takt_pub_close(p);
+	takt_sub_close(s);
+	takt_node_close(n);
+	h_chan_close(&rs.from_pub);
+	h_broker_stop(&b);
+}
+
+/* Claims that do not hold are refused, each with its reason, and cost
+ * the others nothing. A raw client of the old broker tries what a hostile
+ * one could: another epoch, another process's index, ports that are not
+ * its own. */
+struct raw {
+	int sock, reg_fd;
+	uint32_t proc;
+	uint64_t epoch;
+};
+
+static int raw_call(int sock, void *req, size_t size, uint16_t type, const int *fds, unsigned nf, int *ret_fd)
+{
+	union {
+		struct proto_reply r;
+		char bytes[TAKT_PROTO_MAX_MSG];
+	} rep;
+	int got[TAKT_PROTO_MAX_FDS];
+	unsigned n = 0;
+	long len;
+
+	proto_hdr_init(req, type, (uint32_t)size, 7);
+	if (proto_send(sock, req, size, fds, nf) < 0)
+		return -EPIPE;
+	len = proto_recv(sock, &rep, sizeof(rep), got, TAKT_PROTO_MAX_FDS, &n);
+	if (len < (long)sizeof(rep.r))
+		return -EPROTO;
+	for (unsigned i = 0; i < n; i++)
+		if (ret_fd && i == 0)
+			*ret_fd = got[i];
+		else
+			close(got[i]);
+	return rep.r.status;
+}
+
+static int raw_hello(const char *domain, struct raw *r)
+{
+	struct msg_hello req = {.abi_version = TAKT_ABI_VERSION, .name = "raw"};
+	union {
+		struct msg_hello_reply h;
+		char bytes[TAKT_PROTO_MAX_MSG];
+	} rep;
+	int fds[TAKT_PROTO_MAX_FDS];
+	unsigned n = 0;
+
+	H_CHECK(proto_connect(domain, &r->sock) == 0);
+	proto_hdr_init(&req.hdr, MSG_HELLO, sizeof(req), 1);
+	H_CHECK(proto_send(r->sock, &req, sizeof(req), NULL, 0) == 0);
+	H_CHECK(proto_recv(r->sock, &rep, sizeof(rep), fds, TAKT_PROTO_MAX_FDS, &n) == (long)sizeof(rep.h));
+	H_CHECK(rep.h.r.status == 0 && n == 1);
+	r->reg_fd = fds[0];
+	r->proc = rep.h.r.index;
+	r->epoch = rep.h.epoch;
+	return 0;
+}
+
+static int readopt(struct raw *r, int sock, uint32_t proc, uint64_t epoch)
+{
+	struct msg_readopt m = {.abi_version = TAKT_ABI_VERSION, .proc = proc, .epoch = epoch};
+
+	return raw_call(sock, &m, sizeof(m), MSG_READOPT, &r->reg_fd, 1, NULL);
+}
+
+static int raw_claimer(void *arg)
+{
+	struct raw *r = arg, other;
+	struct msg_port_readopt pm = {.index = 0, .id = 12345};
+	int mfd = memfd_create("fake-pool", MFD_CLOEXEC), efd = eventfd(0, EFD_CLOEXEC), s, fd = -1;
+	char c;
+
+	H_CHECK(mfd >= 0 && efd >= 0);
+	H_CHECK(raw_hello(rs.b->domain, r) == 0);
+	H_CHECK(h_chan_send(&rs.from_pub, "h", 1) == 0);
+	H_CHECK(h_chan_recv(&rs.to_pub, &c, 1, 20000) == 0);
+	H_CHECK(h_chan_recv(&rs.to_pub, &other.proc, sizeof(other.proc), 20000) == 0);
+	for (int i = 0; i < 2000 && proto_connect(rs.b->domain, &s) < 0; i++) /* until the new broker listens */
+		usleep(5000);
+	H_CHECK(readopt(r, s, r->proc, r->epoch + 1) == -ESTALE);
+	H_CHECK(readopt(r, s, other.proc, r->epoch) == -EPERM); /* another process's */
+	H_CHECK(readopt(r, s, r->proc, r->epoch) == 0);
+	H_CHECK(readopt(r, s, r->proc, r->epoch) == -EALREADY);
+	H_CHECK(raw_call(s, &pm, sizeof(pm), MSG_PUB_READOPT, &mfd, 1, NULL) == -EPERM); /* not its port */
+	H_CHECK(raw_call(s, &pm, sizeof(pm), MSG_SUB_READOPT, (int[]){mfd, efd}, 2, NULL) == -EPERM);
+	H_CHECK(raw_call(s, &(struct msg_empty){0}, sizeof(struct msg_empty), MSG_READOPT_DONE, NULL, 0, &fd) == 0);
+	H_CHECK(fd >= 0);
+	return 0;
+}
+
+static void test_restart_bad_claims_refused(void **state)
+{
+	struct msg_status_reply st;
+	struct raw raw;
+	struct h_broker b;
+	takt_node *n;
+	takt_pub *p;
+	pid_t claimer;
+	char c;
+
+	(void)state;
+	assert_int_equal(h_broker_start(&b, "rs-claims", "[socket]\nreadopt_timeout_ms = 10000\n"), 0);
+	rs.b = &b;
+	assert_int_equal(h_chan_open(&rs.to_pub), 0);
+	assert_int_equal(h_chan_open(&rs.from_pub), 0);
+	n = h_node(b.domain, "honest");
+	assert_int_equal(takt_pub_open(n, &(struct takt_pub_opts){.topic = "rs/claims", .max_payload = 8}, &p), 0);
+	claimer = h_spawn(raw_claimer, &raw);
+	assert_int_equal(h_chan_recv(&rs.from_pub, &c, 1, 10000), 0);
+	broker_kill(&b);
+	assert_int_equal(h_chan_send(&rs.to_pub, "g", 1), 0);
+	{
+		uint32_t honest = 0; /* the honest node's index: the first process */
+
+		assert_int_equal(h_chan_send(&rs.to_pub, &honest, sizeof(honest)), 0);
+	}
+	assert_int_equal(h_broker_restart(&b), 0);
+	assert_int_equal(h_wait(claimer, 20000), 0);
+	assert_int_equal(h_status(b.domain, &st), 0);
+	assert_int_equal(st.adopted_procs, 2);
+	assert_int_equal(st.adopted_refused, 3); /* epoch, another's index, twice */
+	assert_int_equal(st.adopted_pubs, 1);    /* the honest one's */
+	/* the honest node is untouched and served */
+	assert_int_equal(takt_pub_send(p, "12345678", 8), 0);
+	takt_pub_close(p);
+	assert_int_equal(takt_pub_open(n, &(struct takt_pub_opts){.topic = "rs/claims2", .max_payload = 8}, &p), 0);
+	takt_pub_close(p);
+	takt_node_close(n);
+	h_chan_close(&rs.to_pub);
+	h_chan_close(&rs.from_pub);
+	h_broker_stop(&b);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_restart_dead_blocking_subscriber_seen_without_broker),
 		cmocka_unit_test(test_restart_no_broker_fails_at_once),
 		cmocka_unit_test(test_restart_hello_takes_only_own_pidfd),
+		cmocka_unit_test(test_restart_broker_killed_under_load_is_adopted),
+		cmocka_unit_test(test_restart_process_dead_meanwhile_reclaimed),
+		cmocka_unit_test(test_restart_bad_claims_refused),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
