@@ -441,10 +441,10 @@ static void test_interval_unrelated_periods_share_an_executor(void **state)
 		 * anchor plus seen periods */
 		anchor[i] = k[i].sched[k[i].runs - 1] - seen * k[i].period_ns;
 		assert_true(anchor[i] >= t0 && k[i].sched[k[i].runs - 1] <= t1);
-		/* the window is 2 s from t0: the grid cannot hold more; fewer
-		 * only by what a slow start of the run or a stall at its end
-		 * took (bounded loosely: this is not a timing test) */
-		if (seen > want + 1 || seen < want / 2)
+		/* the window is 2 s from t0, give or take how late the run
+		 * started and ended (its last deadline is before t1, above):
+		 * bounded loosely, this is not a timing test */
+		if (seen < want / 2)
 			fail_msg("task %d: %llu deadlines in 2 s of %llu ns periods (want %llu)", i,
 				 (unsigned long long)seen, (unsigned long long)k[i].period_ns, (unsigned long long)want);
 		assert_int_equal(atomic_load(&task_skipped_seen[i]), (uint64_t)skipped);
