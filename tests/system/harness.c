@@ -5,6 +5,7 @@
 #include <fcntl.h>
 #include <grp.h>
 #include <poll.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -34,11 +35,41 @@ static int broker_config(struct h_broker *b, const char *ini)
 	return 0;
 }
 
+/* What the broker's process runs, made by h_spawn or a test's spawn. */
+struct broker_run {
+	const struct h_broker *b;
+	const char *log;
+};
+
+static int broker_exec(void *arg)
+{
+	const struct broker_run *run = arg;
+	const struct h_broker *b = run->b;
+
+	if (run->log) {
+		int fd = open(run->log, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+
+		if (fd < 0 || dup2(fd, STDERR_FILENO) < 0)
+			return 126;
+	}
+	if (b->config[0])
+		execl(TAKT_BROKER_PATH, "takt-broker", "--foreground", "--config", b->config, (char *)NULL);
+	else
+		execl(TAKT_BROKER_PATH, "takt-broker", "--foreground", "--domain", b->domain, (char *)NULL);
+	return 127;
+}
+
 static int broker_spawn(struct h_broker *b, const struct h_broker_opts *o);
 
 int h_broker_start(struct h_broker *b, const char *tag, const char *ini)
 {
 	return h_broker_start_opts(b, tag, ini, NULL);
+}
+
+int h_broker_start_with(struct h_broker *b, const char *tag, const char *ini,
+			pid_t (*spawn)(int (*)(void *), void *))
+{
+	return h_broker_start_opts(b, tag, ini, &(struct h_broker_opts){.spawn = spawn});
 }
 
 int h_broker_start_opts(struct h_broker *b, const char *tag, const char *ini, const struct h_broker_opts *o)
@@ -66,20 +97,13 @@ int h_broker_restart(struct h_broker *b)
  * serves. */
 static int broker_spawn(struct h_broker *b, const struct h_broker_opts *o)
 {
-	b->pid = fork();
-	if (b->pid == 0) {
-		prctl(PR_SET_PDEATHSIG, SIGKILL);
-		if (o && o->log) {
-			int fd = open(o->log, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+	struct broker_run run = {.b = b, .log = o ? o->log : NULL};
 
-			if (fd < 0 || dup2(fd, STDERR_FILENO) < 0)
-				_exit(126);
-		}
-		if (b->config[0])
-			execl(TAKT_BROKER_PATH, "takt-broker", "--foreground", "--config", b->config, (char *)NULL);
-		else
-			execl(TAKT_BROKER_PATH, "takt-broker", "--foreground", "--domain", b->domain, (char *)NULL);
-		_exit(127);
+	b->pid = (o && o->spawn ? o->spawn : h_spawn)(broker_exec, &run);
+	if (b->pid < 0) {
+		b->pid = 0;
+		h_broker_stop(b);
+		return -ECHILD;
 	}
 	for (int i = 0; i < 1000; i++) { /* up to 10 s */
 		struct msg_status_reply st;
@@ -127,6 +151,88 @@ pid_t h_spawn(int (*fn)(void *), void *arg)
 		prctl(PR_SET_PDEATHSIG, SIGKILL);
 		_exit(fn(arg));
 	}
+	return pid;
+}
+
+/* What h_spawn_ns's child hands on to the process it forks. */
+struct ns_start {
+	int (*fn)(void *);
+	void *arg;
+	int flags;
+	struct h_chan report; /* the inner pid, from the child to h_spawn_ns */
+};
+
+/* fn's process: pid 1 of the new PID namespace. */
+static int ns_inner(struct ns_start *ns)
+{
+	sigset_t none;
+
+	prctl(PR_SET_PDEATHSIG, SIGKILL);
+	close(ns->report.wr);
+	sigemptyset(&none);
+	sigprocmask(SIG_SETMASK, &none, NULL); /* what ns_outer blocked */
+	return ns->fn(ns->arg);
+}
+
+/* The child in our PID namespace: enters the new namespaces, forks fn's
+ * process into them, passes SIGTERM and SIGINT on to it and exits with its
+ * status. Signals are taken with sigwaitinfo, so none is lost before the
+ * inner pid is known. */
+static int ns_outer(void *arg)
+{
+	struct ns_start *ns = arg;
+	sigset_t mask;
+	pid_t inner;
+
+	close(ns->report.rd);
+	sigemptyset(&mask);
+	sigaddset(&mask, SIGTERM);
+	sigaddset(&mask, SIGINT);
+	sigaddset(&mask, SIGCHLD);
+	sigprocmask(SIG_BLOCK, &mask, NULL);
+	if (unshare(ns->flags) < 0) {
+		fprintf(stderr, "harness: unshare(%#x): %s\n", (unsigned)ns->flags, strerror(errno));
+		return 125;
+	}
+	inner = fork();
+	if (inner == 0)
+		_exit(ns_inner(ns));
+	if (inner < 0 || h_chan_send(&ns->report, &inner, sizeof(inner)) < 0)
+		return 125;
+	close(ns->report.wr);
+	for (;;) {
+		siginfo_t si;
+		int status;
+
+		if (sigwaitinfo(&mask, &si) < 0)
+			continue; /* EINTR */
+		if (si.si_signo != SIGCHLD)
+			kill(inner, si.si_signo);
+		else if (waitpid(inner, &status, WNOHANG) == inner)
+			return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+	}
+}
+
+pid_t h_spawn_ns(int (*fn)(void *), void *arg, int flags, pid_t *ret_inner)
+{
+	struct ns_start ns = {.fn = fn, .arg = arg, .flags = flags};
+	pid_t pid, inner;
+	int r;
+
+	r = h_chan_open(&ns.report);
+	if (r < 0)
+		return r;
+	pid = h_spawn(ns_outer, &ns);
+	close(ns.report.wr); /* so that a child that failed reads as EOF */
+	r = pid < 0 ? -errno : h_chan_recv(&ns.report, &inner, sizeof(inner), 10000);
+	close(ns.report.rd);
+	if (r < 0) {
+		if (pid > 0)
+			fprintf(stderr, "harness: no process in new namespaces (child exited with %d)\n",
+				h_wait(pid, 10000));
+		return r;
+	}
+	*ret_inner = inner;
 	return pid;
 }
 

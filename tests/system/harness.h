@@ -23,10 +23,17 @@ struct h_broker {
 /* Starts takt-broker --foreground on a fresh domain named after tag; extra
  * INI text (or NULL) is written to a config file first. 0 when it serves. */
 int h_broker_start(struct h_broker *b, const char *tag, const char *ini);
+/* The same, with the broker's process made by spawn instead of h_spawn
+ * (spawn(fn, arg) runs fn(arg) in a child as h_spawn does; a test puts the
+ * broker in a container so). h_broker_stop sends SIGTERM to the pid spawn
+ * returned and waits for it. */
+int h_broker_start_with(struct h_broker *b, const char *tag, const char *ini,
+			pid_t (*spawn)(int (*fn)(void *), void *arg));
 void h_broker_stop(struct h_broker *b);
 struct h_broker_opts {
 	const char *log; /* the broker's standard error goes to this file */
 	bool system_dir; /* no TAKT_RUNTIME_DIR: root's default (/run/takt) */
+	pid_t (*spawn)(int (*)(void *), void *); /* makes its process; NULL: h_spawn */
 };
 int h_broker_start_opts(struct h_broker *b, const char *tag, const char *ini, const struct h_broker_opts *o);
 /* Starts a new broker for b's domain, runtime directory and config (after
@@ -36,6 +43,13 @@ int h_broker_restart(struct h_broker *b);
 
 /* Runs fn(arg) in a child process; its return value is the exit status. */
 pid_t h_spawn(int (*fn)(void *), void *arg);
+/* Runs fn(arg) as pid 1 of new namespaces, as `unshare --fork` does: the
+ * child h_spawn makes calls unshare(flags) (CLONE_NEWPID among them, say)
+ * and forks fn's process; it passes SIGTERM and SIGINT on to it and exits
+ * with its status, so h_wait and kill work on the pid returned as on
+ * h_spawn's. *ret_inner is fn's process as we see it (to SIGKILL it). The
+ * pid, or a negative errno when the namespaces could not be made. */
+pid_t h_spawn_ns(int (*fn)(void *), void *arg, int flags, pid_t *ret_inner);
 /* Exit status of pid, or -1 after timeout_ms (the child is then killed). */
 int h_wait(pid_t pid, int timeout_ms);
 
