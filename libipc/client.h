@@ -66,6 +66,7 @@ struct takt_node {
 	uint32_t wait_req;     /* the req_id a call waits for; 0: none */
 	bool rx_ready, dead;
 	bool rejoining;        /* the agent is being taken back by a restarted broker */
+	bool attached;         /* the open finished: a broker that dies is waited for */
 	long rx_len;
 	unsigned rx_nfds;
 	int rx_fds[TAKT_PROTO_MAX_FDS];

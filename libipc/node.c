@@ -666,9 +666,13 @@ static int node_readopt(takt_node *n)
 			wait_ms = 1;
 		}
 		poll(pfd, 2, n->retired ? 1 : wait_ms);
+		/* Something happened in the directory (the socket bound, its mode
+		 * set): the broker listens within moments, so try again soon;
+		 * else back off. */
+		wait_ms = pfd[0].revents & POLLIN ? 1
+			  : wait_ms * 2 > READOPT_RETRY_MAX_MS ? READOPT_RETRY_MAX_MS : wait_ms * 2;
 		while (ino >= 0 && read(ino, ev, sizeof(ev)) > 0)
 			;
-		wait_ms = wait_ms * 2 > READOPT_RETRY_MAX_MS ? READOPT_RETRY_MAX_MS : wait_ms * 2;
 	}
 	if (ino >= 0)
 		close(ino);
@@ -759,12 +763,15 @@ static int node_detach(takt_node *n)
 	 * listeners' queues are not ours any more (event.c). Events do not
 	 * come back with a restarted broker (yet). */
 	atomic_store_explicit(&n->ev_gone, true, memory_order_seq_cst);
+	bool attached;
+
 	pthread_mutex_lock(&n->rx_lock);
 	n->dead = true;
+	attached = n->attached; /* an open still under way fails instead */
 	pthread_cond_broadcast(&n->rx_cond);
 	pthread_mutex_unlock(&n->rx_lock);
 	/* seq_cst: pairs with agent_stop's store before its shutdown */
-	return atomic_load(&n->closing) ? -ECANCELED : 0;
+	return atomic_load(&n->closing) || !attached ? -ECANCELED : 0;
 }
 
 /* Starts the agent with every signal blocked: signals belong to the
@@ -955,6 +962,14 @@ int takt_node_open(const struct takt_node_opts *opts, takt_node **out)
 	r = agent_start(n);
 	if (r == 0)
 		r = node_hello(n, opts ? opts->name : NULL);
+	if (r == 0) {
+		/* From now on a broker that dies is waited for (node_detach);
+		 * one that died already fails the open. */
+		pthread_mutex_lock(&n->rx_lock);
+		n->attached = !n->dead;
+		r = n->dead ? -ENOTCONN : 0;
+		pthread_mutex_unlock(&n->rx_lock);
+	}
 	if (r < 0)
 		goto fail;
 	*out = n;

@@ -33,6 +33,7 @@
 #include "ring.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -244,9 +245,28 @@ static void adopt_end(struct broker *b)
 	server_replay_deferred(b);
 }
 
+/* Whether a ghost's process is gone: no such pid, or a zombie (dead,
+ * not yet reaped by its parent). Where the pid is not visible (0) only
+ * the timeout tells. */
 static bool pid_dead(pid_t pid)
 {
-	return pid > 0 && kill(pid, 0) < 0 && errno == ESRCH;
+	char path[64], buf[256], *p;
+	ssize_t n;
+	int fd;
+
+	if (pid <= 0)
+		return false;
+	if (kill(pid, 0) < 0 && errno == ESRCH)
+		return true;
+	snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return false;
+	n = read(fd, buf, sizeof(buf) - 1);
+	close(fd);
+	buf[n > 0 ? n : 0] = 0;
+	p = strrchr(buf, ')'); /* the name may hold anything; the state follows it */
+	return p && p[1] == ' ' && p[2] == 'Z';
 }
 
 int adopt_tick(struct broker *b)
@@ -278,7 +298,8 @@ int adopt_tick(struct broker *b)
 		adopt_end(b);
 		return reg_tick(b);
 	}
-	return TICK_SLOW;
+	/* while processes come back, a dead one is noticed within a tick */
+	return b->adopt_state == ADOPT_RUNNING ? TICK_FAST : TICK_SLOW;
 }
 
 void adopt_free(struct broker *b)

@@ -1,4 +1,5 @@
-/* test_torture.c - processes SIGKILLed at random, 300 times.
+/* test_torture.c - processes SIGKILLed at random, 300 times, and the
+ * broker 3 times.
  *
  * Publishers, subscribers and executor processes on three topics, each a
  * real process, are killed with SIGKILL at random moments (inside takt
@@ -14,8 +15,17 @@
  * is gone and the broker reports no memory held beyond what an idle domain
  * holds, no process, port or connection.
  *
- * Bounded: the churn stops after TORTURE_KILLS kills or TORTURE_SECONDS,
- * whichever comes first, and fails if too few kills happened.
+ * Three times in the run the broker itself is killed (SIGKILL) while all
+ * of this goes on, a client or two die while none runs, and a new broker
+ * adopts the domain: the survivors' checks (no duplicate, no reordering,
+ * no torn sample) run straight across, and the processes that died
+ * meanwhile are reclaimed. A process whose start-up met a dead broker
+ * exits with ROLE_NO_BROKER and is replaced like a killed one. Events do
+ * not survive a restart (yet): a notify then fails with -ENOTCONN.
+ *
+ * Bounded: the churn stops after `--kills N` kills (default
+ * TORTURE_KILLS) or TORTURE_SECONDS, whichever comes first, and fails if
+ * too few kills happened.
  */
 #include "harness.h"
 
@@ -38,11 +48,28 @@
 
 #define TORTURE_KILLS 300
 #define TORTURE_SECONDS 120
+#define BROKER_KILLS 3
+#define ROLE_NO_BROKER 3 /* exit status: its start-up met no broker */
 #define N_TOPICS 3
 #define N_PROCS 8 /* churned at any time */
 #define WAIT_MS 30000
 
 static struct h_broker broker;
+static unsigned n_kills = TORTURE_KILLS;
+
+/* A node, or ROLE_NO_BROKER when the broker is gone or restarting. */
+static int role_node(const char *name, takt_node **out)
+{
+	int r = takt_node_open(&(struct takt_node_opts){.domain = broker.domain, .name = name}, out);
+
+	return r == 0 ? 0 : r == -ENOENT || r == -ENOTCONN || r == -ETIMEDOUT ? ROLE_NO_BROKER : 1;
+}
+
+/* An open's result: 0, ROLE_NO_BROKER (the broker died under it), or 1. */
+static int role_open(int r)
+{
+	return r == 0 ? 0 : r == -ENOTCONN || r == -ETIMEDOUT ? ROLE_NO_BROKER : 1;
+}
 
 struct report {
 	_Atomic uint64_t taken, published, violations, started, events;
@@ -93,17 +120,20 @@ static const char *topic_name(unsigned t)
 static int publisher_role(unsigned topic, bool forever)
 {
 	struct takt_pub_opts po = {.topic = topic_name(topic), .max_payload = 1024, .history = topic % 3};
-	takt_node *n = h_node(broker.domain, "t-pub");
 	uint64_t count = 0, x = (uint64_t)getpid() * 0x9e3779b97f4a7c15ull;
 	takt_event *ev;
+	takt_node *n;
 	takt_pub *p;
+	int r;
 
-	H_CHECK(takt_pub_open(n, &po, &p) == 0);
-	H_CHECK(takt_event_open(n, "torture/ev", &ev) == 0);
+	if ((r = role_node("t-pub", &n)) || (r = role_open(takt_pub_open(n, &po, &p))) ||
+	    (r = role_open(takt_event_open(n, "torture/ev", &ev))))
+		return r;
 	atomic_fetch_add(&rep->started, 1);
 	while (!forever || !atomic_load(&rep->stop_pub)) {
 		struct sample *s;
-		int r = takt_pub_loan(p, po.max_payload, (void **)&s);
+
+		r = takt_pub_loan(p, po.max_payload, (void **)&s);
 
 		if (r == -ENOBUFS) { /* cannot happen: the pool covers everything out */
 			violation("loan -ENOBUFS", count, 0);
@@ -120,7 +150,9 @@ static int publisher_role(unsigned topic, bool forever)
 		H_CHECK(takt_pub_publish(p, s) >= 0);
 		atomic_fetch_add(&rep->published, 1);
 		r = takt_event_notify(ev, (uint64_t)getpid() << 32 | count);
-		H_CHECK(r == 0 || r == -EOVERFLOW); /* a slow listener loses ids, no more */
+		/* a slow listener loses ids, no more; after a broker restart a
+		 * node's events stop */
+		H_CHECK(r == 0 || r == -EOVERFLOW || r == -ENOTCONN);
 		if ((count & 63) == 0)
 			usleep(100); /* let the subscribers breathe on 2 cores */
 	}
@@ -194,17 +226,21 @@ static int subscriber_role(unsigned topic, bool forever)
 {
 	struct takt_sub_opts so = {.topic = topic_name(topic), .queue_depth = 1 + topic * 7,
 				   .history = topic % 2 ? 2 : 0};
-	takt_node *n = h_node(broker.domain, "t-sub");
 	static struct checker c;
 	const void *held[4] = {0};
 	unsigned k = 0;
 	takt_event *ev;
+	takt_node *n;
 	uint64_t id;
 	takt_sub *s;
+	int r;
 
-	H_CHECK(takt_sub_open(n, &so, &s) == 0);
-	H_CHECK(takt_event_open(n, "torture/ev", &ev) == 0);
-	H_CHECK(takt_event_fd(ev) >= 0); /* a listener */
+	if ((r = role_node("t-sub", &n)) || (r = role_open(takt_sub_open(n, &so, &s))) ||
+	    (r = role_open(takt_event_open(n, "torture/ev", &ev))))
+		return r;
+	r = takt_event_fd(ev); /* a listener */
+	if (r < 0)
+		return role_open(r);
 	atomic_fetch_add(&rep->started, 1);
 	while (!forever || !atomic_load(&rep->stop_sub)) {
 		struct takt_sample_info info;
@@ -254,11 +290,13 @@ static int declare_sub(takt_triggers *t, void *user)
 static int executor_role(unsigned topic)
 {
 	struct takt_sub_opts so = {.topic = topic_name(topic), .queue_depth = 16};
-	takt_node *n = h_node(broker.domain, "t-exec");
 	static struct exec_role er;
 	takt_exec *ex;
+	takt_node *n;
+	int r;
 
-	H_CHECK(takt_sub_open(n, &so, &er.sub) == 0);
+	if ((r = role_node("t-exec", &n)) || (r = role_open(takt_sub_open(n, &so, &er.sub))))
+		return r;
 	H_CHECK(takt_exec_create(&(struct takt_exec_opts){.worker_threads = topic % 2, .handle_signals = -1},
 				 &ex) == 0);
 	H_CHECK(takt_exec_add(ex, &(struct takt_item){.name = "check", .declare = declare_sub,
@@ -311,13 +349,61 @@ static uint64_t now_ms(void)
 	return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
 }
 
+static uint64_t xorshift(uint64_t *x)
+{
+	*x ^= *x << 13, *x ^= *x >> 7, *x ^= *x << 17;
+	return *x;
+}
+
+/* Kills process i of the churn and waits for it: it must die by the
+ * signal, or have met a dead broker at its start (ROLE_NO_BROKER). */
+static void kill_role(pid_t pid, const struct role *r)
+{
+	int st;
+
+	kill(pid, SIGKILL);
+	st = h_wait(pid, WAIT_MS);
+	if (st != 128 + SIGKILL && st != ROLE_NO_BROKER)
+		fail_msg("process %d (role %d) ended with %d, not by SIGKILL: it failed by itself", pid, r->kind, st);
+}
+
+/* The broker dies under load; a client or two die while none runs; a new
+ * broker adopts the domain and reclaims them. */
+static void kill_broker(pid_t *pids, struct role *roles, uint64_t *x, uint32_t *adopt_ms_max)
+{
+	struct msg_status_reply before, after;
+	unsigned dead = 1 + (unsigned)(xorshift(x) % 2), idx[2];
+
+	assert_int_equal(h_status(broker.domain, &before), 0);
+	assert_int_equal(kill(broker.pid, SIGKILL), 0);
+	assert_int_equal(h_wait(broker.pid, WAIT_MS), 128 + SIGKILL);
+	broker.pid = 0;
+	usleep((useconds_t)(xorshift(x) % 30000)); /* samples flow without it */
+	for (unsigned k = 0; k < dead; k++) {
+		idx[k] = (unsigned)((xorshift(x) + k) % N_PROCS);
+		if (k && idx[1] == idx[0])
+			idx[1] = (idx[0] + 1) % N_PROCS;
+		kill_role(pids[idx[k]], &roles[idx[k]]);
+	}
+	assert_int_equal(h_broker_restart(&broker), 0);
+	assert_int_equal(h_status(broker.domain, &after), 0);
+	assert_true(after.epoch != before.epoch);
+	assert_int_equal(after.adopted_epoch, before.epoch);
+	assert_int_equal(after.adopted_refused, 0);
+	if (after.adopted_ms > *adopt_ms_max)
+		*adopt_ms_max = after.adopted_ms;
+	for (unsigned k = 0; k < dead; k++)
+		pids[idx[k]] = h_spawn(role_main, &roles[idx[k]]);
+}
+
 static void test_torture_random_kills(void **state)
 {
 	struct role roles[N_PROCS], keep[2] = {{.kind = 0, .topic = 0, .forever = true},
 					       {.kind = 1, .topic = 0, .forever = true}};
 	pid_t pids[N_PROCS], keepers[2];
 	struct msg_status_reply st;
-	unsigned kills = 0;
+	unsigned kills = 0, broker_kills = 0;
+	uint32_t adopt_ms_max = 0;
 	uint64_t end = now_ms() + TORTURE_SECONDS * 1000u, x = 88172645463325252ull;
 
 	(void)state;
@@ -327,29 +413,29 @@ static void test_torture_random_kills(void **state)
 		roles[i] = (struct role){.kind = i % 3, .topic = (unsigned)i % N_TOPICS};
 		pids[i] = h_spawn(role_main, &roles[i]);
 	}
-	while (kills < TORTURE_KILLS && now_ms() < end) {
+	while (kills < n_kills && now_ms() < end) {
 		unsigned i;
 
-		x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+		xorshift(&x);
 		i = (unsigned)(x % N_PROCS);
 		usleep((useconds_t)(x >> 40) % 20000); /* 0..20 ms: inside calls and out */
-		kill(pids[i], SIGKILL);
-		if (h_wait(pids[i], WAIT_MS) != 128 + SIGKILL)
-			fail_msg("process %d (role %d) did not die by SIGKILL: it failed by itself", pids[i],
-				 roles[i].kind);
+		kill_role(pids[i], &roles[i]);
 		kills++;
 		roles[i] = (struct role){.kind = (int)((x >> 8) % 3), .topic = (unsigned)((x >> 16) % N_TOPICS)};
 		pids[i] = h_spawn(role_main, &roles[i]);
+		if (broker_kills < BROKER_KILLS && kills == (broker_kills + 1) * n_kills / (BROKER_KILLS + 1)) {
+			kill_broker(pids, roles, &x, &adopt_ms_max);
+			broker_kills++;
+		}
 	}
-	print_message("%u kills, %llu published, %llu taken, %llu event ids\n", kills,
-		      (unsigned long long)atomic_load(&rep->published), (unsigned long long)atomic_load(&rep->taken),
-		      (unsigned long long)atomic_load(&rep->events));
+	print_message("%u kills, %u broker kills (adopted within %u ms), %llu published, %llu taken, %llu event ids\n",
+		      kills, broker_kills, adopt_ms_max, (unsigned long long)atomic_load(&rep->published),
+		      (unsigned long long)atomic_load(&rep->taken), (unsigned long long)atomic_load(&rep->events));
 	assert_true(atomic_load(&rep->events) > 0);
-	assert_true(kills >= TORTURE_KILLS / 2); /* else the machine is too slow to have tortured anything */
-	for (int i = 0; i < N_PROCS; i++) {
-		kill(pids[i], SIGKILL);
-		assert_int_equal(h_wait(pids[i], WAIT_MS), 128 + SIGKILL);
-	}
+	assert_true(kills >= n_kills / 2); /* else the machine is too slow to have tortured anything */
+	assert_int_equal(broker_kills, BROKER_KILLS);
+	for (int i = 0; i < N_PROCS; i++)
+		kill_role(pids[i], &roles[i]);
 	/* The surviving subscriber ends; the surviving publisher publishes on
 	 * and takes back what every subscriber, dead or closed, had of it: at
 	 * most a loan is out then (its topic keeps no history). */
@@ -394,11 +480,19 @@ static void test_torture_random_kills(void **state)
 	assert_int_equal(st.shm_bytes, st.shm_bytes_idle);
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_torture_random_kills),
 	};
+
+	for (int i = 1; i + 1 < argc; i++)
+		if (!strcmp(argv[i], "--kills"))
+			n_kills = (unsigned)strtoul(argv[i + 1], NULL, 10);
+	if (n_kills < BROKER_KILLS + 1) {
+		fprintf(stderr, "--kills: at least %d\n", BROKER_KILLS + 1);
+		return 2;
+	}
 
 	return cmocka_run_group_tests_name("torture", tests, setup, teardown);
 }
