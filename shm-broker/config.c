@@ -50,6 +50,7 @@ void config_defaults(struct broker_config *c)
 		.queue_depth_max = 256, .history_max = 16, .held_max = 16, .loans_max = 8,
 		.events = 64,
 	};
+	c->ports_per_process = 128;
 	c->max_payload = 64ull << 20;
 	c->domain_max = 8ull << 30;
 	c->process_max = 4ull << 30;
@@ -101,6 +102,16 @@ static int parse_u64(const char *s, uint64_t *out, int allow_suffix)
 
 static int set_limit(struct parse_ctx *p, const char *key, const char *val)
 {
+	if (!strcmp(key, "ports_per_process")) { /* the broker's alone: not in the shared limits */
+		uint64_t v;
+
+		if (parse_u64(val, &v, 0) < 0 || v < 1 || v > 131072) {
+			snprintf(p->err, p->errlen, "[limits] %s = '%s': must be an integer in 1..131072", key, val);
+			return 0;
+		}
+		p->c->ports_per_process = (uint32_t)v;
+		return 1;
+	}
 	for (size_t i = 0; i < sizeof(limit_keys) / sizeof(limit_keys[0]); i++) {
 		const struct limit_key *k = &limit_keys[i];
 		uint64_t v;
@@ -305,6 +316,7 @@ void config_print(const struct broker_config *c, FILE *f)
 	for (size_t i = 0; i < sizeof(limit_keys) / sizeof(limit_keys[0]); i++)
 		fprintf(f, "%s = %u\n", limit_keys[i].name,
 			*(const uint32_t *)((const char *)&c->lim + limit_keys[i].off));
+	fprintf(f, "ports_per_process = %u\n", c->ports_per_process);
 	fprintf(f, "\n[memory]\nmax_payload = %llu\ndomain_max = %llu\nprocess_max = %llu\n",
 		(unsigned long long)c->max_payload, (unsigned long long)c->domain_max,
 		(unsigned long long)c->process_max);

@@ -15,6 +15,7 @@
 struct broker_config {
 	char domain[TAKT_DOMAIN_MAX];
 	struct takt_limits lim;
+	uint32_t ports_per_process; /* [limits]: publisher and subscriber ports one process may hold */
 	/* [memory]: what publishers' pools may reserve. A pool is sized from its
 	 * publisher's max_payload, loans and history, and grows by depth +
 	 * held_max chunks per connected subscriber. */

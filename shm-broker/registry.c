@@ -882,6 +882,23 @@ static void conn_free(struct broker *b, uint32_t ci)
 static void pub_map_drop(struct reg_pub *rp);
 static void sub_seg_drop(struct reg_sub *rs);
 
+/* [limits] ports_per_process: a process flooding opens uses up its own
+ * quota, not the domain's tables. 0, or -EDQUOT (logged once per open). */
+static int ports_quota(struct broker *b, const struct client *cl, const char *topic)
+{
+	uint32_t n = 0;
+
+	for (uint32_t i = 0; i < b->v.lim.publishers; i++)
+		n += b->pubs[i].state == SLOT_ACTIVE && b->pubs[i].proc == cl->proc;
+	for (uint32_t i = 0; i < b->v.lim.subscribers; i++)
+		n += b->subs[i].state == SLOT_ACTIVE && b->subs[i].proc == cl->proc;
+	if (n < b->cfg.ports_per_process)
+		return 0;
+	fprintf(stderr, "takt-broker: topic '%s': process %d (%s) holds %u ports already ([limits] ports_per_process)\n",
+		topic, cl->pid, b->v.procs[cl->proc].name, n);
+	return -EDQUOT;
+}
+
 static int names_ok(const char *topic, const char *type)
 {
 	return proto_name_ok(topic, TAKT_NAME_MAX) &&
@@ -975,6 +992,8 @@ int reg_pub_open(struct broker *b, struct client *cl, const struct msg_pub_open 
 		return -EINVAL;
 	if (server_access(b, cl, ACCESS_PUBLISH, m->topic) < 0)
 		return -EACCES;
+	if (ports_quota(b, cl, m->topic) < 0)
+		return -EDQUOT;
 	if (m->max_payload > b->cfg.max_payload) {
 		fprintf(stderr, "takt-broker: topic '%s': process %d asked for max_payload %llu, over [memory] "
 			"max_payload %llu\n", m->topic, cl->pid, (unsigned long long)m->max_payload,
@@ -1138,6 +1157,8 @@ int reg_sub_open(struct broker *b, struct client *cl, const struct msg_sub_open 
 		return -EINVAL;
 	if (server_access(b, cl, ACCESS_SUBSCRIBE, m->topic) < 0)
 		return -EACCES;
+	if (ports_quota(b, cl, m->topic) < 0)
+		return -EDQUOT;
 	for (si = 0; si < v->lim.subscribers && b->subs[si].state != SLOT_FREE; si++)
 		;
 	if (si == v->lim.subscribers)

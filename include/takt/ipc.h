@@ -68,7 +68,8 @@ struct takt_pub_opts {
 };
 
 /* -EINVAL bad topic or options; -EACCES the broker's [access] rules do not
- * let this user publish on the topic; -EPROTOTYPE topic has another type;
+ * let this user publish on the topic; -EDQUOT this process holds [limits]
+ * ports_per_process ports already; -EPROTOTYPE topic has another type;
  * -EMSGSIZE max_payload above the broker's [memory] max_payload; -ENOMEM its
  * pool cannot be reserved ([memory] limits); -ENOSPC port or topic table
  * full, or the topic has its maximum of publishers; -ENOTCONN broker gone;
@@ -131,7 +132,8 @@ struct takt_sample_info {
  * history (as much as asked, at most queue_depth) is waiting in its queue
  * (or after the broker's [socket] confirm_timeout_ms if a publisher's
  * process does not answer). -EINVAL bad topic or options; -EACCES the
- * broker's [access] rules do not let this user subscribe; -EPROTOTYPE
+ * broker's [access] rules do not let this user subscribe; -EDQUOT this
+ * process holds [limits] ports_per_process ports already; -EPROTOTYPE
  * topic has another type; -ENOSPC port, topic or connection table full;
  * -ENOMEM a publisher's pool cannot grow by queue_depth + held_max chunks
  * ([memory] limits); -ENOTCONN broker gone; -ETIMEDOUT no answer within

@@ -450,6 +450,42 @@ static void test_broker_pool_follows_subscribers(void **state)
 	h_broker_stop(&b);
 }
 
+/* A process that floods opens uses up its own quota ([limits]
+ * ports_per_process), not the domain's tables: the others still open. */
+static void test_broker_flood_of_opens_costs_only_its_process(void **state)
+{
+	struct h_broker b;
+	takt_node *flood, *other;
+	takt_pub *p[8], *q;
+	takt_sub *s;
+	char topic[32];
+
+	(void)state;
+	assert_int_equal(h_broker_start(&b, "flood", "[limits]\npublishers = 16\nports_per_process = 8\n"), 0);
+	flood = h_node(b.domain, "flood");
+	other = h_node(b.domain, "other");
+	for (int i = 0; i < 8; i++) {
+		snprintf(topic, sizeof(topic), "flood/%d", i);
+		assert_int_equal(takt_pub_open(flood, &(struct takt_pub_opts){.topic = topic, .max_payload = 8}, &p[i]), 0);
+	}
+	for (int i = 0; i < 100; i++) {
+		snprintf(topic, sizeof(topic), "flood/more/%d", i);
+		assert_int_equal(takt_pub_open(flood, &(struct takt_pub_opts){.topic = topic, .max_payload = 8}, &q),
+				 -EDQUOT);
+		assert_int_equal(takt_sub_open(flood, &(struct takt_sub_opts){.topic = topic}, &s), -EDQUOT);
+	}
+	/* the other process opens what it needs, and meets the flooder's ports */
+	assert_int_equal(takt_sub_open(other, &(struct takt_sub_opts){.topic = "flood/0"}, &s), 0);
+	assert_int_equal(takt_pub_open(other, &(struct takt_pub_opts){.topic = "other", .max_payload = 8}, &q), 0);
+	assert_int_equal(takt_pub_send(p[0], "12345678", 8), 1);
+	/* closing one gives the flooder room again */
+	takt_pub_close(p[7]);
+	assert_int_equal(takt_pub_open(flood, &(struct takt_pub_opts){.topic = "flood/7", .max_payload = 8}, &p[7]), 0);
+	takt_node_close(flood);
+	takt_node_close(other);
+	h_broker_stop(&b);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -462,6 +498,7 @@ int main(void)
 		cmocka_unit_test(test_broker_mgmt_fd_read_only),
 		cmocka_unit_test(test_broker_keeps_a_client_that_does_not_read),
 		cmocka_unit_test(test_broker_queued_push_keeps_both_descriptors),
+		cmocka_unit_test(test_broker_flood_of_opens_costs_only_its_process),
 		cmocka_unit_test(test_broker_pool_follows_subscribers),
 	};
 
