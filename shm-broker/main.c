@@ -141,8 +141,16 @@ int main(int argc, char **argv)
 	struct broker b = {.lock_fd = -1, .listen_fd = -1, .mgmt_fd = -1, .mgmt_ro_fd = -1};
 	struct args a = {0};
 	int ready_fd = -1, r;
+	sigset_t stop;
 	char st = 0;
 
+	/* SIGINT and SIGTERM wait for the signalfd (server_listen) from the
+	 * start: as pid 1 of a container, a signal with no handler would be
+	 * dropped, and one that came during start-up must still stop us. */
+	sigemptyset(&stop);
+	sigaddset(&stop, SIGINT);
+	sigaddset(&stop, SIGTERM);
+	sigprocmask(SIG_BLOCK, &stop, NULL);
 	if (parse_args(argc, argv, &a, &b) < 0 || load_config(&b, &a) < 0)
 		return 2;
 	if (a.print_config) {
