@@ -50,7 +50,6 @@ void config_defaults(struct broker_config *c)
 		.queue_depth_max = 256, .history_max = 16, .held_max = 16, .loans_max = 8,
 		.events = 64,
 	};
-	c->ports_per_process = 128;
 	c->max_payload = 64ull << 20;
 	c->domain_max = 8ull << 30;
 	c->process_max = 4ull << 30;
@@ -290,6 +289,12 @@ int config_load(struct broker_config *c, const char *path, char *err, size_t err
 	return config_validate(c, err, errlen);
 }
 
+uint32_t config_ports_per_process(const struct broker_config *c)
+{
+	/* unset: half of the port tables, so one process cannot take them all */
+	return c->ports_per_process ? c->ports_per_process : (c->lim.publishers + c->lim.subscribers + 1) / 2;
+}
+
 int config_validate(const struct broker_config *c, char *err, size_t errlen)
 {
 	const struct takt_limits *l = &c->lim;
@@ -316,7 +321,7 @@ void config_print(const struct broker_config *c, FILE *f)
 	for (size_t i = 0; i < sizeof(limit_keys) / sizeof(limit_keys[0]); i++)
 		fprintf(f, "%s = %u\n", limit_keys[i].name,
 			*(const uint32_t *)((const char *)&c->lim + limit_keys[i].off));
-	fprintf(f, "ports_per_process = %u\n", c->ports_per_process);
+	fprintf(f, "ports_per_process = %u\n", config_ports_per_process(c));
 	fprintf(f, "\n[memory]\nmax_payload = %llu\ndomain_max = %llu\nprocess_max = %llu\n",
 		(unsigned long long)c->max_payload, (unsigned long long)c->domain_max,
 		(unsigned long long)c->process_max);

@@ -15,7 +15,7 @@
 struct broker_config {
 	char domain[TAKT_DOMAIN_MAX];
 	struct takt_limits lim;
-	uint32_t ports_per_process; /* [limits]: publisher and subscriber ports one process may hold */
+	uint32_t ports_per_process; /* [limits]: publisher and subscriber ports one process may hold; 0: config_ports_per_process */
 	/* [memory]: what publishers' pools may reserve. A pool is sized from its
 	 * publisher's max_payload, loans and history, and grows by depth +
 	 * held_max chunks per connected subscriber. */
@@ -40,6 +40,8 @@ void config_defaults(struct broker_config *c);
 int config_load(struct broker_config *c, const char *path, char *err, size_t errlen);
 /* Checks the whole config (limits against compile-time caps and each other). */
 int config_validate(const struct broker_config *c, char *err, size_t errlen);
+/* [limits] ports_per_process as given, else half of publishers + subscribers. */
+uint32_t config_ports_per_process(const struct broker_config *c);
 /* Writes the effective config as INI (for --print-config and docs). */
 void config_print(const struct broker_config *c, FILE *f);
 

@@ -892,7 +892,7 @@ static int ports_quota(struct broker *b, const struct client *cl, const char *to
 		n += b->pubs[i].state == SLOT_ACTIVE && b->pubs[i].proc == cl->proc;
 	for (uint32_t i = 0; i < b->v.lim.subscribers; i++)
 		n += b->subs[i].state == SLOT_ACTIVE && b->subs[i].proc == cl->proc;
-	if (n < b->cfg.ports_per_process)
+	if (n < config_ports_per_process(&b->cfg))
 		return 0;
 	fprintf(stderr, "takt-broker: topic '%s': process %d (%s) holds %u ports already ([limits] ports_per_process)\n",
 		topic, cl->pid, b->v.procs[cl->proc].name, n);
