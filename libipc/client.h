@@ -192,6 +192,16 @@ struct port_handback {
 	uint64_t id;
 	int fd[2];
 };
+/* An event handle as it goes back to a restarted broker: its slot, name,
+ * listener slot + 1 (0: none) with that slot's incarnation, and (a
+ * listener's) copies of its queue and eventfd, the caller's to close. */
+struct event_handback {
+	uint32_t index, listener, inc;
+	char name[TAKT_NAME_MAX];
+	int fd[2];
+};
+/* Under ports_lock: the node's event handles, at most max. */
+unsigned event_handbacks(takt_node *n, struct event_handback *out, unsigned max);
 /* Under ports_lock: the node's publisher (subscriber) ports, at most max. */
 unsigned pub_handbacks(takt_node *n, struct port_handback *out, unsigned max);
 unsigned sub_handbacks(takt_node *n, struct port_handback *out, unsigned max);

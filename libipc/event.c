@@ -33,6 +33,7 @@
 #include "fault.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -43,6 +44,8 @@
 struct takt_event {
 	takt_node *node;
 	struct takt_event *next;
+	char name[TAKT_NAME_MAX]; /* for a restarted broker */
+	int qfd;               /* our queue, once listening (read-write): for a restarted broker */
 	uint32_t index;
 	int32_t listener;      /* our listener slot, -1: not listening (yet) */
 	int listen_err;        /* the broker gave us a slot we could not use */
@@ -75,6 +78,8 @@ int takt_event_open(takt_node *node, const char *name, takt_event **out)
 	ev->index = rep.index;
 	ev->listener = -1;
 	ev->efd = -1;
+	ev->qfd = -1;
+	memcpy(ev->name, req.name, TAKT_NAME_MAX);
 	NODE_LIST_ADD_LOCKED(node, node->events, ev);
 	*out = ev;
 	return 0;
@@ -110,8 +115,8 @@ static int event_listen(takt_event *ev)
 		munmap(base, size);
 		r = -ENOMEM;
 	}
-	if (n_fds)
-		close(fds[0]); /* the mapping keeps it */
+	if (n_fds && r < 0)
+		close(fds[0]);
 	if (r < 0) {
 		if (n_fds == 2)
 			close(fds[1]);
@@ -125,7 +130,30 @@ static int event_listen(takt_event *ev)
 	}
 	ev->listener = (int32_t)rep.index;
 	ev->efd = fds[1];
+	ev->qfd = fds[0]; /* kept: handed back to a restarted broker (node.c) */
 	return 0;
+}
+
+unsigned event_handbacks(takt_node *n, struct event_handback *out, unsigned max)
+{
+	unsigned k = 0;
+
+	for (takt_event *ev = n->events; ev && k < max; ev = ev->next) {
+		struct event_handback *h = &out[k++];
+		bool lis = ev->listener >= 0 && ev->qfd >= 0 && ev->efd >= 0;
+
+		*h = (struct event_handback){.index = ev->index, .fd = {-1, -1}};
+		memcpy(h->name, ev->name, TAKT_NAME_MAX);
+		if (!lis)
+			continue;
+		h->listener = (uint32_t)ev->listener + 1;
+		/* relaxed: the agent (our caller) is the only writer of inc */
+		h->inc = atomic_load_explicit(&n->ev_lis[ev->index * TAKT_MAX_LISTENERS + (uint32_t)ev->listener].inc,
+					      memory_order_relaxed);
+		h->fd[0] = fcntl(ev->qfd, F_DUPFD_CLOEXEC, 0);
+		h->fd[1] = fcntl(ev->efd, F_DUPFD_CLOEXEC, 0);
+	}
+	return k;
 }
 
 void takt_event_close(takt_event *ev)
@@ -142,6 +170,8 @@ void takt_event_close(takt_event *ev)
 		munmap(ev->sl.q, ev->sl.size);
 	if (ev->efd >= 0)
 		close(ev->efd);
+	if (ev->qfd >= 0)
+		close(ev->qfd);
 	free(ev->pend);
 	NODE_LIST_DEL_LOCKED(ev->node, ev->node->events, takt_event, ev);
 	free(ev);

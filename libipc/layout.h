@@ -355,14 +355,26 @@ _Static_assert(sizeof(struct takt_subseg_header) == 128, "takt_subseg_header lay
  * every listener gets every id. */
 #define TAKT_MAX_LISTENERS 32      /* listeners of one event name */
 #define TAKT_LISTENER_MAGIC 0x4e54534c544b4154ull /* "TAKTLSTN" */
+/* A listener of an event as the broker records it: whose it is, which
+ * incarnation of the slot, and its queue segment's inode, so a restarted
+ * broker gives the slot back to its owner only (adopt.c). proc is
+ * TAKT_NONE while the slot is free. */
+struct takt_event_lis {
+	uint32_t proc;
+	uint32_t inc;
+	uint64_t seg_ino;
+};
+_Static_assert(sizeof(struct takt_event_lis) == 16, "takt_event_lis layout");
+
 struct takt_event_slot {
 	_Atomic uint32_t state;
 	uint32_t refs;           /* opens across processes */
 	char name[TAKT_NAME_MAX];
 	uint32_t listeners;      /* how many listen now */
 	uint8_t pad[52];
+	struct takt_event_lis lis[TAKT_MAX_LISTENERS];
 };
-_Static_assert(sizeof(struct takt_event_slot) == 128, "takt_event_slot layout");
+_Static_assert(sizeof(struct takt_event_slot) == 128 + 16 * TAKT_MAX_LISTENERS, "takt_event_slot layout");
 
 /* One notifying process's lane in a listener's queue: an SPSC ring of ids
  * whose producer is the process at that process index (its threads take

@@ -268,8 +268,8 @@ static void agent_push_ev(takt_node *n, const struct msg_push_ev *m, bool gone, 
 		goto out;
 	}
 	if (atomic_load_explicit(&l->inc, memory_order_relaxed)) {
-		if (gone && atomic_load_explicit(&l->inc, memory_order_relaxed) != m->inc)
-			goto out; /* about an earlier listener in the slot */
+		if (gone && m->inc && atomic_load_explicit(&l->inc, memory_order_relaxed) != m->inc)
+			goto out; /* about an earlier listener in the slot (0: any, adopt.c) */
 		atomic_store_explicit(&l->inc, 0, memory_order_seq_cst); /* E2 */
 		agent_retire_listener(n, l);
 	}
@@ -533,6 +533,41 @@ static int readopt_ports(takt_node *n, int s, bool pubs)
 	return r == -ECONNRESET || r == -ECANCELED || r == -ETIMEDOUT ? r : 0;
 }
 
+/* Each event handle, a listener with its queue and eventfd. A handle the
+ * broker does not take back hears and reaches nobody from then on. */
+static int readopt_events(takt_node *n, int s)
+{
+	uint32_t max = n->v.lim.events * TAKT_MAX_LISTENERS + 64;
+	struct event_handback *hb = malloc(max * sizeof(*hb));
+	unsigned k;
+	int r = 0;
+
+	if (!hb)
+		return -ENOMEM;
+	pthread_mutex_lock(&n->ports_lock);
+	k = event_handbacks(n, hb, max); /* descriptors duplicated: ours to close */
+	pthread_mutex_unlock(&n->ports_lock);
+	for (unsigned i = 0; i < k && r != -ECONNRESET && r != -ECANCELED && r != -ETIMEDOUT; i++) {
+		struct msg_ev_readopt req = {.index = hb[i].index, .listener = hb[i].listener, .inc = hb[i].inc};
+		struct proto_reply rep;
+		int fds[TAKT_PROTO_MAX_FDS];
+		unsigned nf = 0;
+
+		if (hb[i].listener && (hb[i].fd[0] < 0 || hb[i].fd[1] < 0))
+			continue;
+		memcpy(req.name, hb[i].name, sizeof(req.name));
+		r = readopt_call(n, s, MSG_EV_READOPT, &req, sizeof(req), hb[i].fd, hb[i].listener ? 2 : 0, &rep,
+				 sizeof(rep), fds, &nf);
+		close_fds(fds, r == 0 ? nf : 0);
+	}
+	for (unsigned i = 0; i < k; i++)
+		for (int j = 0; j < 2; j++)
+			if (hb[i].fd[j] >= 0)
+				close(hb[i].fd[j]);
+	free(hb);
+	return r == -ECONNRESET || r == -ECANCELED || r == -ETIMEDOUT ? r : 0;
+}
+
 /* The new registry over the old, at the same address, once it checks out:
  * the same size, layout, limits and broker flags (Q0's mode cannot change
  * under running publishes). */
@@ -599,6 +634,9 @@ static int readopt_handshake(takt_node *n, int s)
 	n->mgmt_fd = fds[0];
 	n->epoch = done.epoch;
 	n->readopts++;
+	/* Our process index is ours again, and so our lanes: notifies go on.
+	 * seq_cst: pairs with the notifiers' load (event.c). */
+	atomic_store_explicit(&n->ev_gone, false, memory_order_seq_cst);
 	pthread_mutex_lock(&n->rx_lock);
 	n->dead = false;
 	n->rejoining = false;
@@ -622,6 +660,8 @@ static int readopt_exchange(takt_node *n, int s, struct msg_readopt *req, const 
 		r = readopt_ports(n, s, true);
 	if (r == 0)
 		r = readopt_ports(n, s, false);
+	if (r == 0)
+		r = readopt_events(n, s);
 	if (r == 0)
 		r = readopt_call(n, s, MSG_READOPT_DONE, &(struct msg_empty){0}, sizeof(struct msg_empty), NULL, 0,
 				 done, sizeof(*done), fds, nf);

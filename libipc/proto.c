@@ -32,6 +32,7 @@ size_t proto_request_size(uint16_t type)
 	case MSG_POOL_DONE: return sizeof(struct msg_pool_done);
 	case MSG_EV_READY: return sizeof(struct msg_push_ev);
 	case MSG_READOPT: return sizeof(struct msg_readopt);
+	case MSG_EV_READOPT: return sizeof(struct msg_ev_readopt);
 	case MSG_PUB_READOPT:
 	case MSG_SUB_READOPT: return sizeof(struct msg_port_readopt);
 	case MSG_READOPT_DONE:

@@ -47,7 +47,8 @@ enum proto_type {
 	MSG_PUB_READOPT = 19,  /* fd: the publisher's pool (read-write) */
 	MSG_SUB_READOPT = 20,  /* fds: the subscriber's segment (read-write), its eventfd */
 	MSG_READOPT_DONE = 21, /* reply: msg_hello_reply, fd: the new registry (read-only) */
-	MSG_TYPE_MAX = 21,
+	MSG_EV_READOPT = 22,   /* one event handle; fds (a listener's): its queue (read-write), its eventfd */
+	MSG_TYPE_MAX = 22,
 	/* Pushes (type | PROTO_PUSH_FLAG), sent by the broker to a publisher's
 	 * node without being asked; its agent thread receives them. */
 	MSG_PUSH_CONN = 1,      /* to a publisher: a new connection; fds: the subscriber's eventfd and segment (ro) */
@@ -134,6 +135,19 @@ struct msg_port_readopt {
 	uint64_t id;
 };
 _Static_assert(sizeof(struct msg_port_readopt) == 32, "msg_port_readopt");
+
+/* EV_READOPT: one event handle of the readopting node, by its event slot
+ * and name; listener: its listener slot + 1 (0: it does not listen) and
+ * that slot's incarnation. Reply: proto_reply. */
+struct msg_ev_readopt {
+	struct proto_hdr hdr;
+	uint32_t index;
+	uint32_t listener;
+	uint32_t inc;
+	uint32_t reserved;
+	char name[TAKT_NAME_MAX];
+};
+_Static_assert(sizeof(struct msg_ev_readopt) == 96, "msg_ev_readopt");
 
 /* PUB_CLOSE, SUB_CLOSE, EVENT_CLOSE, PUB_CONNECT, SUB_CONNECT: one index. */
 struct msg_index {

@@ -59,7 +59,8 @@ void adopt_start(struct broker *b, bool predecessor)
 
 bool adopt_serves(uint16_t type)
 {
-	return type == MSG_READOPT || type == MSG_PUB_READOPT || type == MSG_SUB_READOPT || type == MSG_READOPT_DONE;
+	return type == MSG_READOPT || type == MSG_PUB_READOPT || type == MSG_SUB_READOPT ||
+	       type == MSG_EV_READOPT || type == MSG_READOPT_DONE;
 }
 
 static void close_fd(int *fd)
@@ -194,6 +195,22 @@ void adopt_port(struct broker *b, struct client *cl, const struct msg_port_reado
 		fprintf(stderr, "takt-broker: process %d (%s) cannot take back %s %u: %s\n", cl->pid,
 			cl->proc != TAKT_NONE ? b->v.procs[cl->proc].name : "?", pub ? "publisher" : "subscriber",
 			m->index, strerror(-r));
+	}
+	close_fd(&fds[0]);
+	close_fd(&fds[1]);
+	server_reply_status(cl, &m->hdr, r, m->index);
+}
+
+void adopt_event(struct broker *b, struct client *cl, const struct msg_ev_readopt *m, int fds[2])
+{
+	int r = cl->readopting ? reg_adopt_event(b, cl, m, fds) : -EPERM;
+
+	if (r == 0 && m->listener) { /* the registry keeps them */
+		fds[0] = fds[1] = -1;
+		b->adopted.listeners++;
+	} else if (r < 0) {
+		fprintf(stderr, "takt-broker: process %d (%s) cannot take back its handle of event %u: %s\n", cl->pid,
+			cl->proc != TAKT_NONE ? b->v.procs[cl->proc].name : "?", m->index, strerror(-r));
 	}
 	close_fd(&fds[0]);
 	close_fd(&fds[1]);

@@ -188,7 +188,7 @@ struct broker {
 	struct client *ghosts;     /* per process of the adopted registry */
 	struct adopt_stats {
 		uint64_t epoch;    /* the adopted registry's (0: none) */
-		uint32_t procs, pubs, subs, reclaimed, refused, dropped;
+		uint32_t procs, pubs, subs, listeners, reclaimed, refused, dropped;
 		uint64_t ms;       /* from our start until the adoption settled */
 	} adopted;
 };
@@ -270,6 +270,9 @@ int reg_adopt(struct broker *b, const struct seg_view *o);
  * against the registry. On success the descriptors are the broker's. */
 int reg_adopt_pub(struct broker *b, struct client *cl, uint32_t pi, uint64_t id, int fd);
 int reg_adopt_sub(struct broker *b, struct client *cl, uint32_t si, int seg_fd, int efd);
+/* One event handle back (m), with a listener's queue and eventfd in fds
+ * (kept on success). */
+int reg_adopt_event(struct broker *b, struct client *cl, const struct msg_ev_readopt *m, int fds[2]);
 /* The adoption is over (ghosts reclaimed): snapshots, conn_gen bumps, and
  * every connection pushed to its nodes again. */
 void reg_adopt_settle(struct broker *b);
@@ -282,6 +285,7 @@ void adopt_start(struct broker *b, bool predecessor);
 bool adopt_serves(uint16_t type);
 void adopt_readopt(struct broker *b, struct client *cl, const struct msg_readopt *m, int fds[2]);
 void adopt_port(struct broker *b, struct client *cl, const struct msg_port_readopt *m, int fds[2]);
+void adopt_event(struct broker *b, struct client *cl, const struct msg_ev_readopt *m, int fds[2]);
 void adopt_done(struct broker *b, struct client *cl, const struct proto_hdr *h);
 /* reg_tick during an adoption: deadlines and dead processes. */
 int adopt_tick(struct broker *b);

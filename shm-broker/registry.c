@@ -174,6 +174,9 @@ int reg_init(struct broker *b)
 	}
 	for (uint32_t i = 0; i < l->publishers; i++)
 		b->pubs[i].pool_fd = b->pubs[i].pool_ro_fd = -1;
+	for (uint32_t i = 0; i < l->events; i++)
+		for (unsigned j = 0; j < TAKT_MAX_LISTENERS; j++)
+			b->v.events[i].lis[j].proc = TAKT_NONE;
 	return 0;
 }
 
@@ -1514,6 +1517,7 @@ static void listener_drop(struct broker *b, uint32_t ei, uint32_t j)
 	close(li->seg_fd);
 	close(li->efd);
 	li->cl = NULL;
+	b->v.events[ei].lis[j].proc = TAKT_NONE;
 	listeners_mirror(b, ei);
 }
 
@@ -1593,6 +1597,8 @@ int reg_event_listen(struct broker *b, struct client *cl, uint32_t index, int fd
 	li->inc++;
 	li->seg_fd = fds[0] = seg;
 	li->efd = fds[1] = efd;
+	/* who it is, for a restarted broker (reg_adopt_event) */
+	b->v.events[index].lis[j] = (struct takt_event_lis){.proc = cl->proc, .inc = li->inc, .seg_ino = seg_fd_ino(seg)};
 	listeners_mirror(b, index);
 	/* Every node with it open, this one's too: the listen is answered once
 	 * each has it in its table (EV_READY), so it hears every notify from
@@ -1770,6 +1776,64 @@ static void adopt_conns(struct broker *b, const struct seg_view *o, unsigned *dr
 	}
 }
 
+/* Events by name, each listener slot's incarnation (so pushes go on from
+ * where they were); who has them open and who listens comes back with each
+ * node (reg_adopt_event). */
+static void adopt_events(struct broker *b, const struct seg_view *o, unsigned *dropped)
+{
+	for (uint32_t ei = 0; ei < b->v.lim.events; ei++) {
+		const struct takt_event_slot *e = &o->events[ei];
+		struct reg_event *re = &b->events[ei];
+
+		if (atomic_load_explicit(&e->state, memory_order_acquire) != SLOT_ACTIVE)
+			continue;
+		if (!proto_name_ok(e->name, TAKT_NAME_MAX)) {
+			++*dropped;
+			continue;
+		}
+		re->state = SLOT_ACTIVE;
+		memcpy(re->name, e->name, TAKT_NAME_MAX);
+		for (unsigned j = 0; j < TAKT_MAX_LISTENERS; j++) {
+			re->lis[j].inc = e->lis[j].inc;
+			re->lis[j].seg_fd = re->lis[j].efd = -1;
+		}
+	}
+}
+
+int reg_adopt_event(struct broker *b, struct client *cl, const struct msg_ev_readopt *m, int fds[2])
+{
+	const struct takt_event_lis *rec;
+	struct reg_listener *li;
+	struct reg_event *e;
+	uint32_t j;
+
+	if (m->index >= b->v.lim.events)
+		return -EINVAL;
+	e = &b->events[m->index];
+	if (e->state != SLOT_ACTIVE || strncmp(e->name, m->name, TAKT_NAME_MAX))
+		return -ESTALE;
+	if (m->listener) {
+		j = m->listener - 1;
+		if (j >= TAKT_MAX_LISTENERS)
+			return -EINVAL;
+		rec = &b->v.events[m->index].lis[j];
+		li = &e->lis[j];
+		if (rec->proc != cl->proc || rec->inc != m->inc || li->inc != m->inc)
+			return -EPERM;
+		if (li->cl)
+			return -EALREADY;
+		if (!rec->seg_ino || seg_fd_ino(fds[0]) != rec->seg_ino)
+			return -ESTALE;
+		if (!seg_fd_is_eventfd(fds[1]))
+			return -EBADF;
+		li->cl = cl;
+		li->seg_fd = fds[0];
+		li->efd = fds[1];
+	}
+	cl->event_refs[m->index]++;
+	return 0;
+}
+
 int reg_adopt(struct broker *b, const struct seg_view *o)
 {
 	const struct takt_limits *l = &b->v.lim;
@@ -1787,10 +1851,13 @@ int reg_adopt(struct broker *b, const struct seg_view *o)
 			b->subs[i].conns[j] = TAKT_NONE;
 	adopt_topics_ports(b, o, &dropped);
 	adopt_conns(b, o, &dropped);
+	adopt_events(b, o, &dropped);
 	/* The shared copy: the old body, then every entry rewritten from ours
-	 * (a dropped one as free). Events do not survive a restart (yet). */
+	 * (a dropped one as free). */
 	memcpy((char *)b->v.hdr + h->header_size, (const char *)h + h->header_size, b->v.mgmt_size - h->header_size);
-	memset(b->v.events, 0, (size_t)l->events * sizeof(*b->v.events));
+	for (uint32_t ei = 0; ei < l->events; ei++)
+		if (b->events[ei].state == SLOT_FREE)
+			memset(&b->v.events[ei], 0, sizeof(b->v.events[ei]));
 	for (uint32_t ti = 0; ti < l->topics; ti++)
 		topic_mirror(b, ti);
 	for (uint32_t pi = 0; pi < l->publishers; pi++) {
@@ -1923,6 +1990,43 @@ int reg_adopt_sub(struct broker *b, struct client *cl, uint32_t si, int seg_fd, 
 	return 0;
 }
 
+/* Events that nobody took back are closed; every node with one open gets
+ * its listeners again (a node that has one confirms it), and a slot nobody
+ * listens on any more is cleared in every node (inc 0: whatever it held). */
+static void adopt_settle_events(struct broker *b)
+{
+	for (uint32_t ei = 0; ei < b->v.lim.events; ei++) {
+		struct reg_event *e = &b->events[ei];
+		uint32_t refs = 0;
+
+		if (e->state != SLOT_ACTIVE)
+			continue;
+		for (unsigned i = 0; i < b->n_clients_max; i++)
+			if (b->clients[i].fd >= 0 && b->clients[i].event_refs)
+				refs += b->clients[i].event_refs[ei];
+		e->refs = b->v.events[ei].refs = refs;
+		for (unsigned j = 0; j < TAKT_MAX_LISTENERS; j++) {
+			if (!e->lis[j].cl) {
+				uint32_t inc = e->lis[j].inc;
+
+				b->v.events[ei].lis[j].proc = TAKT_NONE;
+				e->lis[j].inc = 0; /* wildcard for the nodes, then back */
+				listener_push(b, ei, j, true, NULL);
+				e->lis[j].inc = inc;
+			} else {
+				listener_push(b, ei, j, false, NULL);
+			}
+		}
+		listeners_mirror(b, ei);
+		if (refs == 0) {
+			for (unsigned j = 0; j < TAKT_MAX_LISTENERS; j++)
+				listener_drop(b, ei, j);
+			e->state = SLOT_FREE;
+			publish_state(&b->v.events[ei].state, SLOT_FREE);
+		}
+	}
+}
+
 void reg_adopt_settle(struct broker *b)
 {
 	const struct takt_limits *l = &b->v.lim;
@@ -1954,6 +2058,7 @@ void reg_adopt_settle(struct broker *b)
 		}
 	}
 	b->conns_missing = true; /* pairs the old broker died before connecting */
+	adopt_settle_events(b);
 }
 
 /* ---- introspection ------------------------------------------------------ */

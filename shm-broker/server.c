@@ -372,6 +372,7 @@ static unsigned msg_fds(uint16_t type)
 	case MSG_READOPT: return 2;  /* the old registry, its pidfd */
 	case MSG_PUB_READOPT: return 1; /* its pool */
 	case MSG_SUB_READOPT: return 2; /* its segment, its eventfd */
+	case MSG_EV_READOPT: return 2;  /* a listener's queue and eventfd */
 	default: return 0;
 	}
 }
@@ -682,6 +683,7 @@ static void client_message(struct broker *b, struct client *cl, void *buf, long 
 	case MSG_READOPT: adopt_readopt(b, cl, buf, keep); break;
 	case MSG_PUB_READOPT:
 	case MSG_SUB_READOPT: adopt_port(b, cl, buf, keep); break;
+	case MSG_EV_READOPT: adopt_event(b, cl, buf, keep); break;
 	default: dispatch(b, cl, buf); return;
 	}
 	timer_set(b, reg_tick(b));

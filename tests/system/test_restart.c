@@ -344,6 +344,86 @@ static void test_restart_broker_killed_under_load_is_adopted(void **state)
 	h_broker_stop(&b);
 }
 
+/* Events come back too: a listener of before hears a notifier of before
+ * and one of after, and a listener of after hears the notifier of before.
+ * While no broker runs a notify fails (-ENOTCONN): the process index it
+ * writes its lane by is not known to be its own until a broker says so. */
+static int ev_listener_child(void *arg)
+{
+	int which = (int)(intptr_t)arg;
+	takt_node *n = h_node(rs.b->domain, which ? "listener-after" : "listener-before");
+	/* before: ids 1..3 of the old notifier, then 4..6 of it and 100 of a
+	 * new one; after: 4..6 of the old */
+	const uint64_t want_before[] = {1, 2, 3, 4, 5, 6, 100}, want_after[] = {4, 5, 6};
+	const uint64_t *want = which ? want_after : want_before;
+	unsigned n_want = which ? 3 : 7, got = 0;
+	takt_event *ev;
+
+	H_CHECK(takt_event_open(n, "rs/ev", &ev) == 0);
+	H_CHECK(takt_event_fd(ev) >= 0); /* a listener */
+	H_CHECK(h_chan_send(&rs.sub_ready[which], "r", 1) == 0);
+	for (int spins = 0; got < n_want && spins < 20000; spins++) {
+		uint64_t id;
+
+		if (takt_event_take(ev, &id) < 0) {
+			usleep(1000);
+			continue;
+		}
+		if (id != want[got])
+			fprintf(stderr, "listener %d: id %llu, want %llu\n", which, (unsigned long long)id,
+				(unsigned long long)want[got]);
+		H_CHECK(id == want[got]);
+		got++;
+	}
+	H_CHECK(got == n_want);
+	takt_node_close(n);
+	return 0;
+}
+
+static void test_restart_events_come_back(void **state)
+{
+	struct msg_status_reply st;
+	struct h_broker b;
+	takt_node *n, *n2;
+	takt_event *ev, *ev2;
+	pid_t l0, l1;
+	char c;
+
+	(void)state;
+	assert_int_equal(h_broker_start(&b, "rs-events", NULL), 0);
+	rs.b = &b;
+	assert_int_equal(h_chan_open(&rs.sub_ready[0]), 0);
+	assert_int_equal(h_chan_open(&rs.sub_ready[1]), 0);
+	n = h_node(b.domain, "notifier-before");
+	assert_int_equal(takt_event_open(n, "rs/ev", &ev), 0);
+	l0 = h_spawn(ev_listener_child, (void *)(intptr_t)0);
+	assert_int_equal(h_chan_recv(&rs.sub_ready[0], &c, 1, 10000), 0);
+	for (uint64_t id = 1; id <= 3; id++)
+		assert_int_equal(takt_event_notify(ev, id), 0);
+	broker_kill(&b);
+	for (int i = 0; i < 100 && takt_event_notify(ev, 50) == 0; i++)
+		usleep(1000); /* until the node saw the hang-up */
+	assert_int_equal(takt_event_notify(ev, 50), -ENOTCONN);
+	assert_int_equal(h_broker_restart(&b), 0);
+	l1 = h_spawn(ev_listener_child, (void *)(intptr_t)1);
+	assert_int_equal(h_chan_recv(&rs.sub_ready[1], &c, 1, 10000), 0);
+	for (uint64_t id = 4; id <= 6; id++)
+		assert_int_equal(takt_event_notify(ev, id), 0);
+	n2 = h_node(b.domain, "notifier-after");
+	assert_int_equal(takt_event_open(n2, "rs/ev", &ev2), 0);
+	assert_int_equal(h_status(b.domain, &st), 0);
+	assert_int_equal(st.n_events, 1);
+	/* the listener of after must not hear this one: it wants 4..6 only */
+	assert_int_equal(h_wait(l1, 20000), 0);
+	assert_int_equal(takt_event_notify(ev2, 100), 0);
+	assert_int_equal(h_wait(l0, 20000), 0);
+	takt_node_close(n2);
+	takt_node_close(n);
+	h_chan_close(&rs.sub_ready[0]);
+	h_chan_close(&rs.sub_ready[1]);
+	h_broker_stop(&b);
+}
+
 /* A process that dies while no broker runs is reclaimed by the next one
  * (its pid is gone): its ports and its pool go, the others go on. */
 static int dying_child(void *arg)
@@ -541,6 +621,7 @@ int main(void)
 		cmocka_unit_test(test_restart_no_broker_fails_at_once),
 		cmocka_unit_test(test_restart_hello_takes_only_own_pidfd),
 		cmocka_unit_test(test_restart_broker_killed_under_load_is_adopted),
+		cmocka_unit_test(test_restart_events_come_back),
 		cmocka_unit_test(test_restart_process_dead_meanwhile_reclaimed),
 		cmocka_unit_test(test_restart_bad_claims_refused),
 	};

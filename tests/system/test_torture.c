@@ -20,8 +20,9 @@
  * adopts the domain: the survivors' checks (no duplicate, no reordering,
  * no torn sample) run straight across, and the processes that died
  * meanwhile are reclaimed. A process whose start-up met a dead broker
- * exits with ROLE_NO_BROKER and is replaced like a killed one. Events do
- * not survive a restart (yet): a notify then fails with -ENOTCONN.
+ * exits with ROLE_NO_BROKER and is replaced like a killed one. While no
+ * broker runs a notify fails with -ENOTCONN; events come back with the
+ * next broker, and each notifier's ids still only grow at every listener.
  *
  * Bounded: the churn stops after `--kills N` kills (default
  * TORTURE_KILLS) or TORTURE_SECONDS, whichever comes first, and fails if
@@ -150,8 +151,8 @@ static int publisher_role(unsigned topic, bool forever)
 		H_CHECK(takt_pub_publish(p, s) >= 0);
 		atomic_fetch_add(&rep->published, 1);
 		r = takt_event_notify(ev, (uint64_t)getpid() << 32 | count);
-		/* a slow listener loses ids, no more; after a broker restart a
-		 * node's events stop */
+		/* a slow listener loses ids, no more; while no broker runs a
+		 * notify fails */
 		H_CHECK(r == 0 || r == -EOVERFLOW || r == -ENOTCONN);
 		if ((count & 63) == 0)
 			usleep(100); /* let the subscribers breathe on 2 cores */
