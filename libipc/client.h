@@ -205,6 +205,10 @@ unsigned event_handbacks(takt_node *n, struct event_handback *out, unsigned max)
 /* Under ports_lock: the node's publisher (subscriber) ports, at most max. */
 unsigned pub_handbacks(takt_node *n, struct port_handback *out, unsigned max);
 unsigned sub_handbacks(takt_node *n, struct port_handback *out, unsigned max);
+/* Under ports_lock: the publishers' pools the node's subscribers map (index,
+ * id: the publisher's; fd[0]: a copy of the read-only descriptor, the
+ * caller's to close), at most max. */
+unsigned pool_handbacks(takt_node *n, struct port_handback *out, unsigned max);
 
 /* One request/reply with the broker; fds as in proto_call. */
 int node_call(takt_node *n, uint16_t type, void *req, size_t req_size, void *reply,

@@ -383,11 +383,12 @@ static void agent_push(takt_node *n, const void *buf, long len, const int *fds, 
 		agent_ack(n, m);
 	} else if (type == MSG_PUSH_SUB_CONN) {
 		pthread_mutex_lock(&n->ports_lock);
-		r = sub_agent_connect(n, m, fd);
+		r = sub_agent_connect(n, m, fd); /* on success the slot keeps fd */
 		if (r < 0 && r != -EALREADY) /* not mapped: the broker need not keep it for us */
 			node_pool_done(n, n->v.pubs[m->pub].id, m->sub);
 		pthread_mutex_unlock(&n->ports_lock);
-		close(fd); /* mapped, or refused */
+		if (r < 0)
+			close(fd);
 		agent_ack(n, m);
 	} else if (type == MSG_PUSH_CONN_GONE) {
 		/* relaxed: only this thread writes efd_tab; the exchange orders. */
@@ -533,6 +534,39 @@ static int readopt_ports(takt_node *n, int s, bool pubs)
 	return r == -ECONNRESET || r == -ECANCELED || r == -ETIMEDOUT ? r : 0;
 }
 
+/* The pools our subscribers map (read-only): a publisher that died while
+ * no broker ran cannot hand its pool back, and the broker needs to see
+ * its rings to let our subscribers take what it had sent. */
+static int readopt_pools(takt_node *n, int s)
+{
+	uint32_t max = (uint32_t)n->v.lim.subscribers * 4 + 64;
+	struct port_handback *hb = malloc(max * sizeof(*hb));
+	unsigned k;
+	int r = 0;
+
+	if (!hb)
+		return -ENOMEM;
+	pthread_mutex_lock(&n->ports_lock);
+	k = pool_handbacks(n, hb, max); /* descriptors duplicated: ours to close */
+	pthread_mutex_unlock(&n->ports_lock);
+	for (unsigned i = 0; i < k && r != -ECONNRESET && r != -ECANCELED && r != -ETIMEDOUT; i++) {
+		struct msg_port_readopt req = {.index = hb[i].index, .id = hb[i].id};
+		struct proto_reply rep;
+		int fds[TAKT_PROTO_MAX_FDS];
+		unsigned nf = 0;
+
+		if (hb[i].fd[0] < 0)
+			continue;
+		r = readopt_call(n, s, MSG_POOL_READOPT, &req, sizeof(req), hb[i].fd, 1, &rep, sizeof(rep), fds, &nf);
+		close_fds(fds, r == 0 ? nf : 0);
+	}
+	for (unsigned i = 0; i < k; i++)
+		if (hb[i].fd[0] >= 0)
+			close(hb[i].fd[0]);
+	free(hb);
+	return r == -ECONNRESET || r == -ECANCELED || r == -ETIMEDOUT ? r : 0;
+}
+
 /* Each event handle, a listener with its queue and eventfd. A handle the
  * broker does not take back hears and reaches nobody from then on. */
 static int readopt_events(takt_node *n, int s)
@@ -660,6 +694,8 @@ static int readopt_exchange(takt_node *n, int s, struct msg_readopt *req, const 
 		r = readopt_ports(n, s, true);
 	if (r == 0)
 		r = readopt_ports(n, s, false);
+	if (r == 0)
+		r = readopt_pools(n, s);
 	if (r == 0)
 		r = readopt_events(n, s);
 	if (r == 0)

@@ -34,7 +34,8 @@ size_t proto_request_size(uint16_t type)
 	case MSG_READOPT: return sizeof(struct msg_readopt);
 	case MSG_EV_READOPT: return sizeof(struct msg_ev_readopt);
 	case MSG_PUB_READOPT:
-	case MSG_SUB_READOPT: return sizeof(struct msg_port_readopt);
+	case MSG_SUB_READOPT:
+	case MSG_POOL_READOPT: return sizeof(struct msg_port_readopt);
 	case MSG_READOPT_DONE:
 	case MSG_STATUS:
 	case MSG_MGMT_FD: return sizeof(struct msg_empty);

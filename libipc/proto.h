@@ -48,7 +48,8 @@ enum proto_type {
 	MSG_SUB_READOPT = 20,  /* fds: the subscriber's segment (read-write), its eventfd */
 	MSG_READOPT_DONE = 21, /* reply: msg_hello_reply, fd: the new registry (read-only) */
 	MSG_EV_READOPT = 22,   /* one event handle; fds (a listener's): its queue (read-write), its eventfd */
-	MSG_TYPE_MAX = 22,
+	MSG_POOL_READOPT = 23, /* a publisher's pool a subscriber maps; fd: read-only */
+	MSG_TYPE_MAX = 23,
 	/* Pushes (type | PROTO_PUSH_FLAG), sent by the broker to a publisher's
 	 * node without being asked; its agent thread receives them. */
 	MSG_PUSH_CONN = 1,      /* to a publisher: a new connection; fds: the subscriber's eventfd and segment (ro) */

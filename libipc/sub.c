@@ -27,6 +27,7 @@
 #include "probes.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <sys/epoll.h>
 #include <sys/mman.h>
 #include <stdlib.h>
@@ -44,6 +45,7 @@ struct sub_slot {
 	uint32_t pub;
 	uint64_t pub_id;        /* the publisher's id, for takt_sample_info */
 	struct seg_pool pool;   /* the publisher's pool, mapped read-only */
+	int pool_fd;            /* its descriptor (read-only): for a restarted broker */
 	struct ring_cons ring;
 	struct ret_prod ret;
 	uint32_t held;          /* samples of this connection taken, not released */
@@ -106,6 +108,23 @@ static void sub_agent_wake(takt_sub *s)
 		atomic_fetch_sub_explicit(&s->agent_wakes, 1, memory_order_relaxed); /* not made: not owed */
 }
 
+unsigned pool_handbacks(takt_node *n, struct port_handback *out, unsigned max)
+{
+	unsigned k = 0;
+
+	for (takt_sub *s = n->subs; s; s = s->next)
+		for (unsigned i = 0; i < s->n_slots && k < max; i++) {
+			const struct sub_slot *slot = &s->slots[i];
+
+			/* SS: acquire pairs with our own release of the state */
+			if (atomic_load_explicit(&slot->state, memory_order_acquire) == SS_FREE || slot->pool_fd < 0)
+				continue;
+			out[k++] = (struct port_handback){.index = slot->pub, .id = slot->pub_id,
+							  .fd = {fcntl(slot->pool_fd, F_DUPFD_CLOEXEC, 0), -1}};
+		}
+	return k;
+}
+
 unsigned sub_handbacks(takt_node *n, struct port_handback *out, unsigned max)
 {
 	unsigned k = 0;
@@ -164,6 +183,7 @@ int sub_agent_connect(takt_node *n, const struct msg_push_conn *m, int pool_fd)
 		munmap(base, size);
 		return r;
 	}
+	slot->pool_fd = pool_fd; /* ours from now on */
 	slot->conn = m->conn;
 	slot->incarnation = m->incarnation;
 	slot->pub = m->pub;
@@ -208,6 +228,8 @@ void sub_agent_reap(takt_node *n)
 				continue;
 			munmap(slot->pool.base, slot->pool.size);
 			memset(&slot->pool, 0, sizeof(slot->pool));
+			close(slot->pool_fd);
+			slot->pool_fd = -1;
 			node_pool_done(n, slot->pub_id, s->index);
 			atomic_store_explicit(&slot->state, SS_FREE, memory_order_release);
 		}
@@ -309,8 +331,10 @@ static void sub_check_conns(takt_sub *s)
 static void sub_free(takt_sub *s)
 {
 	for (unsigned i = 0; i < s->n_slots; i++)
-		if (atomic_load_explicit(&s->slots[i].state, memory_order_acquire) != SS_FREE)
+		if (atomic_load_explicit(&s->slots[i].state, memory_order_acquire) != SS_FREE) {
 			munmap(s->slots[i].pool.base, s->slots[i].pool.size);
+			close(s->slots[i].pool_fd);
+		}
 	if (s->seg.base)
 		munmap(s->seg.base, s->seg.size);
 	if (s->efd >= 0)

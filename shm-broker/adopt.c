@@ -60,7 +60,7 @@ void adopt_start(struct broker *b, bool predecessor)
 bool adopt_serves(uint16_t type)
 {
 	return type == MSG_READOPT || type == MSG_PUB_READOPT || type == MSG_SUB_READOPT ||
-	       type == MSG_EV_READOPT || type == MSG_READOPT_DONE;
+	       type == MSG_POOL_READOPT || type == MSG_EV_READOPT || type == MSG_READOPT_DONE;
 }
 
 static void close_fd(int *fd)
@@ -177,23 +177,29 @@ void adopt_readopt(struct broker *b, struct client *cl, const struct msg_readopt
 
 void adopt_port(struct broker *b, struct client *cl, const struct msg_port_readopt *m, int fds[2])
 {
-	bool pub = m->hdr.type == MSG_PUB_READOPT;
+	bool pub = m->hdr.type == MSG_PUB_READOPT, pool = m->hdr.type == MSG_POOL_READOPT;
 	int r;
 
 	if (!cl->readopting)
 		r = -EPERM;
+	else if (pool)
+		r = reg_adopt_pool(b, m->index, m->id, fds[0]);
 	else if (pub)
 		r = reg_adopt_pub(b, cl, m->index, m->id, fds[0]);
 	else
 		r = reg_adopt_sub(b, cl, m->index, fds[0], fds[1]);
-	if (r == 0) { /* the registry keeps them */
+	if (pool && r >= 0) {
+		if (r == 1)
+			fds[0] = -1; /* the registry keeps it */
+		r = 0;
+	} else if (r == 0) { /* the registry keeps them */
 		fds[0] = -1;
 		if (!pub)
 			fds[1] = -1;
 		pub ? b->adopted.pubs++ : b->adopted.subs++;
 	} else {
 		fprintf(stderr, "takt-broker: process %d (%s) cannot take back %s %u: %s\n", cl->pid,
-			cl->proc != TAKT_NONE ? b->v.procs[cl->proc].name : "?", pub ? "publisher" : "subscriber",
+			cl->proc != TAKT_NONE ? b->v.procs[cl->proc].name : "?", pub || pool ? "publisher" : "subscriber",
 			m->index, strerror(-r));
 	}
 	close_fd(&fds[0]);
@@ -286,6 +292,19 @@ static bool pid_dead(pid_t pid)
 	return p && p[1] == ' ' && p[2] == 'Z';
 }
 
+/* Every process that did not come back, as if it had left. */
+static void adopt_reclaim_ghosts(struct broker *b)
+{
+	for (uint32_t i = 0; i < b->v.lim.processes; i++) {
+		struct client *c = b->proc_client[i];
+
+		if (c && c->ghost) {
+			reg_proc_remove(b, c);
+			b->adopted.reclaimed++;
+		}
+	}
+}
+
 int adopt_tick(struct broker *b)
 {
 	static bool busy; /* reclaiming calls reg_tick, which calls us */
@@ -295,20 +314,22 @@ int adopt_tick(struct broker *b)
 		return TICK_SLOW;
 	busy = true;
 	if (b->adopt_state == ADOPT_RUNNING) {
+		/* A ghost whose process is dead is not waited for, but it is
+		 * reclaimed only at the end: the subscribers of its publishers
+		 * may still bring its pools (reg_adopt_pool), so what it sent
+		 * stays takeable. */
 		for (uint32_t i = 0; i < b->v.lim.processes; i++) {
 			struct client *c = b->proc_client[i];
 
-			if (c && c->ghost && (late || pid_dead(c->pid))) {
-				reg_proc_remove(b, c); /* what it held is reclaimed as if it had left */
-				b->adopted.reclaimed++;
-			} else if (c && (c->ghost || c->readopting)) {
+			if (c && ((c->ghost && !late && !pid_dead(c->pid)) || c->readopting))
 				waiting = true;
-			}
 		}
 		if (late)
 			for (unsigned i = 0; i < b->n_clients_max; i++)
 				if (b->clients[i].fd >= 0 && b->clients[i].readopting)
 					b->clients[i].doomed = true; /* it never finished: it stalls everyone */
+		if (!waiting)
+			adopt_reclaim_ghosts(b);
 	}
 	busy = false;
 	if (b->adopt_state == ADOPT_WAITING ? late : !waiting) {

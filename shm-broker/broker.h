@@ -270,6 +270,10 @@ int reg_adopt(struct broker *b, const struct seg_view *o);
  * against the registry. On success the descriptors are the broker's. */
 int reg_adopt_pub(struct broker *b, struct client *cl, uint32_t pi, uint64_t id, int fd);
 int reg_adopt_sub(struct broker *b, struct client *cl, uint32_t si, int seg_fd, int efd);
+/* A subscriber's read-only descriptor of publisher pi's pool (id): our view
+ * of it until its publisher hands it back, or for good if it never does
+ * (what it sent stays takeable). 1 kept, 0 not needed, or a negative errno. */
+int reg_adopt_pool(struct broker *b, uint32_t pi, uint64_t id, int fd);
 /* One event handle back (m), with a listener's queue and eventfd in fds
  * (kept on success). */
 int reg_adopt_event(struct broker *b, struct client *cl, const struct msg_ev_readopt *m, int fds[2]);

@@ -1924,6 +1924,12 @@ int reg_adopt_pub(struct broker *b, struct client *cl, uint32_t pi, uint64_t id,
 	r = adopt_seg_ok(fd, rp->seg_ino);
 	if (r < 0)
 		return r;
+	if (rp->pool.base) { /* a subscriber's copy (reg_adopt_pool): its own now */
+		munmap(rp->pool.base, rp->pool_map_size); /* (not pub_map_drop: its regions stay busy) */
+		memset(&rp->pool, 0, sizeof(rp->pool));
+		close(rp->pool_ro_fd);
+		rp->pool_ro_fd = -1;
+	}
 	/* The whole segment (address space only), as every mapper checks it:
 	 * the header as the publisher keeps it must still match the registry. */
 	layout_pool(&b->v.lim, &pl);
@@ -1942,11 +1948,42 @@ int reg_adopt_pub(struct broker *b, struct client *cl, uint32_t pi, uint64_t id,
 	rp->pool_ro_fd = reopen_ro(fd);
 	if (rp->pool_ro_fd < 0) {
 		r = -errno;
-		pub_map_drop(rp);
+		munmap(map, size); /* (its regions stay busy: the connections are the registry's) */
+		memset(&rp->pool, 0, sizeof(rp->pool));
 		return r;
 	}
 	rp->pool_fd = fd;
 	return 0;
+}
+
+int reg_adopt_pool(struct broker *b, uint32_t pi, uint64_t id, int fd)
+{
+	struct takt_pool_layout pl;
+	struct reg_pub *rp;
+	size_t size;
+	void *map;
+
+	if (pi >= b->v.lim.publishers)
+		return -EINVAL;
+	rp = &b->pubs[pi];
+	if (rp->state == SLOT_FREE || rp->id != id)
+		return -ESTALE;
+	if (rp->pool.base)
+		return 0; /* its publisher, or another subscriber, brought it */
+	if (fd < 0 || !rp->seg_ino || seg_fd_ino(fd) != rp->seg_ino)
+		return -ESTALE;
+	layout_pool(&b->v.lim, &pl);
+	size = pl.chunk_off + rp->stride * rp->n_chunks_max;
+	if (seg_fd_size(fd) < size || !(map = seg_map_ro(fd, size)))
+		return -EPROTO;
+	if (seg_pool_check(&b->v, &b->v.pubs[pi], map, size, &rp->pool) < 0) {
+		munmap(map, size);
+		memset(&rp->pool, 0, sizeof(rp->pool));
+		return -EPROTO;
+	}
+	rp->pool_map_size = size;
+	rp->pool_ro_fd = fd;
+	return 1; /* kept */
 }
 
 int reg_adopt_sub(struct broker *b, struct client *cl, uint32_t si, int seg_fd, int efd)
@@ -1982,7 +2019,8 @@ int reg_adopt_sub(struct broker *b, struct client *cl, uint32_t si, int seg_fd, 
 	rs->seg_ro_fd = reopen_ro(seg_fd);
 	if (rs->seg_ro_fd < 0) {
 		r = -errno;
-		sub_seg_drop(rs);
+		munmap(map, sl.size); /* (not sub_seg_drop: its regions stay busy) */
+		memset(&rs->seg, 0, sizeof(rs->seg));
 		return r;
 	}
 	rs->seg_fd = seg_fd;

@@ -371,6 +371,7 @@ static unsigned msg_fds(uint16_t type)
 	case MSG_HELLO: return 1;    /* the client's pidfd */
 	case MSG_READOPT: return 2;  /* the old registry, its pidfd */
 	case MSG_PUB_READOPT: return 1; /* its pool */
+	case MSG_POOL_READOPT: return 1; /* a pool it maps, read-only */
 	case MSG_SUB_READOPT: return 2; /* its segment, its eventfd */
 	case MSG_EV_READOPT: return 2;  /* a listener's queue and eventfd */
 	default: return 0;
@@ -422,7 +423,8 @@ bool server_pidfd_ok(const struct client *cl, int fd)
 		int pid;
 
 		if (sscanf(line, "Pid: %d", &pid) == 1) {
-			ok = pid > 0 ? cl->pid == 0 || pid == cl->pid : pid == 0 && cl->pid == 0;
+			/* -1: the process exited since (its hang-up follows) */
+			ok = pid > 0 ? cl->pid == 0 || pid == cl->pid : pid == -1 || (pid == 0 && cl->pid == 0);
 			break;
 		}
 	}
@@ -682,7 +684,8 @@ static void client_message(struct broker *b, struct client *cl, void *buf, long 
 	case MSG_HELLO: handle_hello(b, cl, buf, keep[0]); return;
 	case MSG_READOPT: adopt_readopt(b, cl, buf, keep); break;
 	case MSG_PUB_READOPT:
-	case MSG_SUB_READOPT: adopt_port(b, cl, buf, keep); break;
+	case MSG_SUB_READOPT:
+	case MSG_POOL_READOPT: adopt_port(b, cl, buf, keep); break;
 	case MSG_EV_READOPT: adopt_event(b, cl, buf, keep); break;
 	default: dispatch(b, cl, buf); return;
 	}
