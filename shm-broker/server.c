@@ -244,7 +244,7 @@ static void out_clear(struct client *cl)
 }
 
 /* The client's socket has room again: send what waits, in order. */
-static void client_flush(struct broker *b, struct client *cl)
+void server_client_flush(struct broker *b, struct client *cl)
 {
 	while (cl->out_head) {
 		struct outmsg *m = cl->out_head;
@@ -561,6 +561,13 @@ void server_client_input(struct broker *b, struct client *cl)
 	dispatch(b, cl, &buf);
 }
 
+void server_drop_doomed(struct broker *b)
+{
+	for (unsigned i = 0; i < b->n_clients_max; i++)
+		if (b->clients[i].fd >= 0 && b->clients[i].doomed)
+			client_drop(b, &b->clients[i]);
+}
+
 int server_run(struct broker *b)
 {
 	for (;;) {
@@ -586,14 +593,12 @@ int server_run(struct broker *b)
 				timer_set(b, reg_tick(b));
 			} else if (tag < b->n_clients_max && b->clients[tag].fd >= 0) {
 				if (evs[i].events & EPOLLOUT)
-					client_flush(b, &b->clients[tag]);
+					server_client_flush(b, &b->clients[tag]);
 				if (evs[i].events & (EPOLLIN | EPOLLHUP | EPOLLERR))
 					server_client_input(b, &b->clients[tag]);
 			}
 		}
-		for (unsigned i = 0; i < b->n_clients_max; i++)
-			if (b->clients[i].fd >= 0 && b->clients[i].doomed)
-				client_drop(b, &b->clients[i]);
+		server_drop_doomed(b);
 	}
 }
 
