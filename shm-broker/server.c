@@ -470,6 +470,12 @@ static void dispatch(struct broker *b, struct client *cl, const void *buf)
 	const struct msg_index *mi = buf;
 	int r;
 
+	/* A0: a client has at most one open waiting for acks. A new call while
+	 * one waits means its caller gave up on that one (its call timed out,
+	 * sooner than [socket] confirm_timeout_ms): that one is answered now,
+	 * before the new one. Acks go on: they are what it waits for. */
+	if (cl->pend && h->type != MSG_CONN_READY && h->type != MSG_POOL_DONE && h->type != MSG_EV_READY)
+		server_pend_reply(b, cl);
 	switch (h->type) {
 	case MSG_HELLO: handle_hello(b, cl, buf); return;
 	case MSG_PUB_OPEN:
