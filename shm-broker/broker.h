@@ -319,6 +319,12 @@ int server_client_add(struct broker *b, int fd);
 /* Reads and handles one message from the client's socket (drops the
  * client on hang-up): what the event loop calls when it is readable. */
 void server_client_input(struct broker *b, struct client *cl);
+/* Sends what waits in the client's queue while its socket takes it: what
+ * the event loop calls when it is writable. */
+void server_client_flush(struct broker *b, struct client *cl);
+/* Drops the clients a push doomed: what the event loop does after each
+ * batch of events. */
+void server_drop_doomed(struct broker *b);
 int server_listen(struct broker *b);
 int server_run(struct broker *b);
 /* Closes every client and descriptor and frees the broker's tables. */

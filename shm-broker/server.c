@@ -264,7 +264,7 @@ static void out_clear(struct client *cl)
 }
 
 /* The client's socket has room again: send what waits, in order. */
-static void client_flush(struct broker *b, struct client *cl)
+void server_client_flush(struct broker *b, struct client *cl)
 {
 	while (cl->out_head) {
 		struct outmsg *m = cl->out_head;
@@ -572,6 +572,12 @@ static void dispatch(struct broker *b, struct client *cl, const void *buf)
 	const struct msg_index *mi = buf;
 	int r;
 
+	/* A0: a client has at most one open waiting for acks. A new call while
+	 * one waits means its caller gave up on that one (its call timed out,
+	 * sooner than [socket] confirm_timeout_ms): that one is answered now,
+	 * before the new one. Acks go on: they are what it waits for. */
+	if (cl->pend && h->type != MSG_CONN_READY && h->type != MSG_POOL_DONE && h->type != MSG_EV_READY)
+		server_pend_reply(b, cl);
 	switch (h->type) {
 	case MSG_PUB_OPEN:
 		r = reg_pub_open(b, cl, buf);
@@ -741,6 +747,13 @@ void server_replay_deferred(struct broker *b)
 	}
 }
 
+void server_drop_doomed(struct broker *b)
+{
+	for (unsigned i = 0; i < b->n_clients_max; i++)
+		if (b->clients[i].fd >= 0 && b->clients[i].doomed)
+			client_drop(b, &b->clients[i]);
+}
+
 int server_run(struct broker *b)
 {
 	for (;;) {
@@ -766,14 +779,12 @@ int server_run(struct broker *b)
 				timer_set(b, reg_tick(b));
 			} else if (tag < b->n_clients_max && b->clients[tag].fd >= 0) {
 				if (evs[i].events & EPOLLOUT)
-					client_flush(b, &b->clients[tag]);
+					server_client_flush(b, &b->clients[tag]);
 				if (evs[i].events & (EPOLLIN | EPOLLHUP | EPOLLERR))
 					server_client_input(b, &b->clients[tag]);
 			}
 		}
-		for (unsigned i = 0; i < b->n_clients_max; i++)
-			if (b->clients[i].fd >= 0 && b->clients[i].doomed)
-				client_drop(b, &b->clients[i]);
+		server_drop_doomed(b);
 	}
 }
 

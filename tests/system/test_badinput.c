@@ -661,6 +661,107 @@ static void test_badinput_hostile_returns(void **state)
 	assert_broker_serves();
 }
 
+/* One packet within timeout_ms into buf (descriptors closed): its size, or
+ * 0 after the timeout. */
+static long recv_within(int s, void *buf, size_t size, int timeout_ms)
+{
+	struct pollfd pfd = {.fd = s, .events = POLLIN};
+	int fds[TAKT_PROTO_MAX_FDS];
+	unsigned nf = 0;
+	long n;
+
+	if (poll(&pfd, 1, timeout_ms) != 1)
+		return 0;
+	n = proto_recv(s, buf, size, fds, TAKT_PROTO_MAX_FDS, &nf);
+	for (unsigned i = 0; i < nf; i++)
+		close(fds[i]);
+	assert_true(n > 0);
+	return n;
+}
+
+static unsigned long broker_wakeups(void)
+{
+	char path[64], line[128];
+	unsigned long v = 0, nv = 0;
+	FILE *f;
+
+	snprintf(path, sizeof(path), "/proc/%d/status", (int)broker.pid);
+	f = fopen(path, "r");
+	assert_non_null(f);
+	while (fgets(line, sizeof(line), f))
+		if (sscanf(line, "voluntary_ctxt_switches: %lu", &v) != 1)
+			sscanf(line, "nonvoluntary_ctxt_switches: %lu", &nv);
+	fclose(f);
+	return v + nv;
+}
+
+/* Found by takt-fuzz-broker: a second open while the first waits for its
+ * acks (A0) lost the first's reply and left the broker counting a pending
+ * open forever, ticking every millisecond. A node whose calls time out
+ * sooner than [socket] confirm_timeout_ms does just that. */
+static void test_badinput_second_open_while_one_waits(void **state)
+{
+	struct msg_hello hello = {.abi_version = TAKT_ABI_VERSION};
+	struct msg_event_open eo = {0};
+	struct msg_index listen = {.index = 0};
+	union {
+		struct proto_reply r;
+		struct msg_push_ev push;
+		char bytes[TAKT_PROTO_MAX_MSG];
+	} in;
+	struct msg_push_ev ready[2];
+	bool answered[2] = {false, false};
+	unsigned n_ready = 0;
+	unsigned long wakeups;
+	int s = raw_connect();
+
+	(void)state;
+	hdr(&hello, MSG_HELLO, sizeof(hello));
+	strcpy(hello.name, "impatient");
+	assert_int_equal(raw_exchange(s, &hello, sizeof(hello)), 0);
+	hdr(&eo, MSG_EVENT_OPEN, sizeof(eo));
+	strcpy(eo.name, "impatient");
+	assert_int_equal(send(s, &eo, sizeof(eo), MSG_NOSIGNAL), (long)sizeof(eo));
+	assert_int_equal(recv_within(s, &in, sizeof(in), WAIT_MS), (long)sizeof(in.r));
+	assert_true(in.r.status >= 0);
+	listen.index = in.r.index;
+	/* Each listen waits for this very client's EV_READY; it sends none
+	 * before both went out. */
+	for (uint32_t i = 0; i < 2; i++) {
+		proto_hdr_init(&listen.hdr, MSG_EVENT_LISTEN, sizeof(listen), 100 + i);
+		assert_int_equal(send(s, &listen, sizeof(listen), MSG_NOSIGNAL), (long)sizeof(listen));
+	}
+	/* The first listen is answered once the second comes (its caller gave
+	 * up on it), the second once both listeners are confirmed. */
+	while (!answered[1]) {
+		long n = recv_within(s, &in, sizeof(in), 5000);
+
+		assert_true(n > 0); /* a reply lost: nothing comes */
+		if (proto_is_push(&in, n)) {
+			assert_int_equal(in.push.hdr.type, MSG_PUSH_EV_LISTENER | PROTO_PUSH_FLAG);
+			assert_true(n_ready < 2);
+			ready[n_ready] = in.push;
+			proto_hdr_init(&ready[n_ready].hdr, MSG_EV_READY, sizeof(ready[0]), 0);
+			assert_int_equal(send(s, &ready[n_ready], sizeof(ready[0]), MSG_NOSIGNAL),
+					 (long)sizeof(ready[0]));
+			n_ready++;
+			continue;
+		}
+		assert_int_equal(in.r.hdr.type, MSG_EVENT_LISTEN | PROTO_REPLY_FLAG);
+		assert_true(in.r.hdr.req_id == 100 || in.r.hdr.req_id == 101);
+		assert_int_equal(in.r.status, 0);
+		answered[in.r.hdr.req_id - 100] = true;
+	}
+	assert_true(answered[0]);
+	close(s);
+	/* Nothing waits any more: an idle broker does not tick. */
+	usleep(100 * 1000);
+	wakeups = broker_wakeups();
+	usleep(300 * 1000);
+	assert_true(broker_wakeups() - wakeups < 100);
+	assert_broker_serves();
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -671,6 +772,7 @@ int main(void)
 		cmocka_unit_test(test_badinput_foreign_port),
 		cmocka_unit_test(test_badinput_registry_not_writable),
 		cmocka_unit_test(test_badinput_hostile_returns),
+		cmocka_unit_test(test_badinput_second_open_while_one_waits),
 	};
 
 	return cmocka_run_group_tests_name("badinput", tests, setup, teardown);
