@@ -77,14 +77,16 @@ static int parse_u64_base(const char *s, uint64_t *out, int allow_suffix, int ba
 	v = strtoull(s, &end, base);
 	if (errno || end == s || *s == '-')
 		return -1;
-	if (allow_suffix && (*end == 'K' || *end == 'k'))
-		v <<= 10, end++;
-	else if (allow_suffix && (*end == 'M' || *end == 'm'))
-		v <<= 20, end++;
-	else if (allow_suffix && (*end == 'G' || *end == 'g'))
-		v <<= 30, end++;
-	else if (allow_suffix && (*end == 'T' || *end == 't'))
-		v <<= 40, end++;
+	if (allow_suffix && *end && strchr("KkMmGgTt", *end)) {
+		/* K M G T: a shift of 10, 20, 30, 40; one that would lose bits
+		 * is refused, not wrapped */
+		unsigned shift = 10 * (unsigned)(strchr("KMGT", *end & ~0x20) - "KMGT" + 1);
+
+		if (v > UINT64_MAX >> shift)
+			return -1;
+		v <<= shift;
+		end++;
+	}
 	while (*end == ' ' || *end == '\t')
 		end++;
 	if (*end)

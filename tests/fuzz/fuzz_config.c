@@ -59,12 +59,31 @@ static int load(struct broker_config *c, const void *data, size_t size, char *er
 
 /* The settings --print-config prints (domain_set is not one: the printed
  * file always names the domain). */
+static int same_rules(const struct access_rules *a, const struct access_rules *b)
+{
+	if (a->n != b->n)
+		return 0;
+	for (uint32_t i = 0; i < a->n; i++) {
+		const struct access_rule *x = &a->r[i], *y = &b->r[i];
+
+		if (x->action != y->action || strcmp(x->pattern, y->pattern) || x->n_who != y->n_who)
+			return 0;
+		for (unsigned j = 0; j < x->n_who; j++)
+			if (x->who[j].id != y->who[j].id || x->who[j].group != y->who[j].group ||
+			    x->who[j].anyone != y->who[j].anyone)
+				return 0;
+	}
+	return 1;
+}
+
 static int same_settings(const struct broker_config *a, const struct broker_config *b)
 {
 	return !strcmp(a->domain, b->domain) && !memcmp(&a->lim, &b->lim, sizeof(a->lim)) &&
 	       a->max_payload == b->max_payload && a->domain_max == b->domain_max &&
 	       a->process_max == b->process_max && a->socket_mode == b->socket_mode &&
-	       a->confirm_timeout_ms == b->confirm_timeout_ms;
+	       a->confirm_timeout_ms == b->confirm_timeout_ms && a->readopt_timeout_ms == b->readopt_timeout_ms &&
+	       a->socket_group == b->socket_group &&
+	       config_ports_per_process(a) == config_ports_per_process(b) && same_rules(&a->access, &b->access);
 }
 
 static void check_round_trip(const struct broker_config *c)

@@ -87,6 +87,9 @@ static void test_broker_refuses_bad_config(void **state)
 	bad_config("[limits]\nqueue_depth_max = 100\n", "power of two");
 	bad_config("[pools]\nclass = 4096 x 8\n", "[pools] is gone: every publisher has its own pool");
 	bad_config("[memory]\nmax_payload = huge\n", "[memory] max_payload = 'huge'");
+	/* a suffix that would shift bits out is refused, not wrapped (found by
+	 * takt-fuzz-config: this loaded as 1 GiB) */
+	bad_config("[memory]\nmax_payload = 17179869185G\n", "[memory] max_payload = '17179869185G'");
 	bad_config("[memory]\nprocess_max = 2G\ndomain_max = 1G\n", "exceeds domain_max");
 	bad_config("[domain]\nname = ../etc\n", "[domain] name");
 	bad_config("[nonsense\n", ":1:");
