@@ -79,6 +79,14 @@ static int adopt_registry(struct broker *b, int fd, uint64_t epoch)
 	void *map;
 	int r;
 
+	/* The registry the dead broker recorded, and no other: a client could
+	 * hand a copy of its own making (the inode of a live memfd is its
+	 * own). */
+	if (!b->adopt_expect_ino || seg_fd_ino(fd) != b->adopt_expect_ino || epoch != b->adopt_expect_epoch) {
+		fprintf(stderr, "takt-broker: domain '%s': a registry handed back is not the one the lock file names: "
+			"not adopted\n", b->cfg.domain);
+		return -ESTALE;
+	}
 	if (seg_fd_size(fd) != b->mgmt_size)
 		return -EPROTO; /* another layout: other [limits] */
 	map = seg_map_ro(fd, b->mgmt_size);

@@ -184,6 +184,9 @@ struct broker {
 	 * served. */
 	int adopt_state;
 	uint64_t adopt_deadline_ns;
+	/* The predecessor's registry as its lock file names it: the only one
+	 * adopted (0: none recorded). */
+	uint64_t adopt_expect_epoch, adopt_expect_ino;
 	uint64_t adopt_started_ns;
 	struct client *ghosts;     /* per process of the adopted registry */
 	struct adopt_stats {
@@ -197,6 +200,8 @@ enum { ADOPT_NONE, ADOPT_WAITING, ADOPT_RUNNING };
 
 /* segments.c */
 int seg_lock_domain(struct broker *b);
+/* Writes "epoch inode" of our registry into the lock file. */
+int seg_record_registry(struct broker *b);
 void seg_unlock_domain(struct broker *b);
 int seg_create_all(struct broker *b);
 /* A publisher's pool segment sized for pp's n_chunks_max chunks, the first

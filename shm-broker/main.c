@@ -133,7 +133,14 @@ static int start(struct broker *b)
 	r = reg_init(b);
 	if (r < 0)
 		return r;
-	return server_listen(b);
+	r = server_listen(b); /* reads whether a predecessor died (adopt_start) */
+	if (r < 0)
+		return r;
+	/* Ours from now on: a successor adopts this registry only. */
+	r = seg_record_registry(b);
+	if (r < 0)
+		fprintf(stderr, "takt-broker: cannot write %s: %s\n", b->lock_path, strerror(-r));
+	return r;
 }
 
 int main(int argc, char **argv)

@@ -64,6 +64,8 @@ static int lock_try(struct broker *b, int *ret_fd)
 	return 0;
 }
 
+static void lock_read_record(struct broker *b);
+
 /* The lock sits next to the socket it guards: brokers with different
  * runtime directories share nothing (segments have no names), so they may
  * serve domains of the same name. The holder unlinks it on exit; whoever
@@ -81,10 +83,40 @@ int seg_lock_domain(struct broker *b)
 		return r;
 	for (int tries = 0; tries < 100; tries++) {
 		r = lock_try(b, &b->lock_fd);
-		if (r <= 0)
+		if (r < 0)
 			return r;
+		if (r == 0) {
+			lock_read_record(b);
+			return 0;
+		}
 	}
 	return -EBUSY;
+}
+
+/* The lock file holds "epoch inode" of its holder's registry (written by
+ * seg_record_registry, 0600, the broker's user's): a broker that died
+ * leaves it, and its successor adopts only that registry (adopt.c), not
+ * one a client made up. */
+static void lock_read_record(struct broker *b)
+{
+	char buf[64] = {0};
+	unsigned long long epoch, ino;
+
+	if (pread(b->lock_fd, buf, sizeof(buf) - 1, 0) > 0 && sscanf(buf, "%llu %llu", &epoch, &ino) == 2) {
+		b->adopt_expect_epoch = epoch;
+		b->adopt_expect_ino = ino;
+	}
+}
+
+int seg_record_registry(struct broker *b)
+{
+	char buf[64];
+	int n = snprintf(buf, sizeof(buf), "%llu %llu\n", (unsigned long long)b->epoch,
+			 (unsigned long long)seg_fd_ino(b->mgmt_fd));
+
+	if (ftruncate(b->lock_fd, 0) < 0 || pwrite(b->lock_fd, buf, (size_t)n, 0) != n)
+		return -errno;
+	return 0;
 }
 
 void seg_unlock_domain(struct broker *b)

@@ -16,6 +16,7 @@
 #include <string.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -588,6 +589,63 @@ static int raw_claimer(void *arg)
 	return 0;
 }
 
+/* The registry a new broker adopts is the one its predecessor recorded in
+ * the lock file: a copy a client made (same bytes, its own memfd) is
+ * refused, and the real one is then taken. */
+static int forger(void *arg)
+{
+	struct raw *r = arg, fake;
+	struct stat st;
+	void *src, *dst;
+	int s, mfd = memfd_create("forged-registry", MFD_CLOEXEC);
+	char c;
+
+	H_CHECK(mfd >= 0);
+	H_CHECK(raw_hello(rs.b->domain, r) == 0);
+	H_CHECK(fstat(r->reg_fd, &st) == 0 && ftruncate(mfd, st.st_size) == 0);
+	src = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_SHARED, r->reg_fd, 0);
+	dst = mmap(NULL, (size_t)st.st_size, PROT_READ | PROT_WRITE, MAP_SHARED, mfd, 0);
+	H_CHECK(src != MAP_FAILED && dst != MAP_FAILED);
+	memcpy(dst, src, (size_t)st.st_size); /* a perfect copy, then anything it likes */
+	H_CHECK(h_chan_send(&rs.from_pub, "h", 1) == 0);
+	H_CHECK(h_chan_recv(&rs.to_pub, &c, 1, 20000) == 0);
+	for (int i = 0; i < 2000 && proto_connect(rs.b->domain, &s) < 0; i++)
+		usleep(5000);
+	fake = *r;
+	fake.reg_fd = mfd;
+	H_CHECK(readopt(&fake, s, r->proc, r->epoch) == -ESTALE);
+	H_CHECK(readopt(r, s, r->proc, r->epoch) == 0);
+	H_CHECK(raw_call(s, &(struct msg_empty){0}, sizeof(struct msg_empty), MSG_READOPT_DONE, NULL, 0, NULL) == 0);
+	return 0;
+}
+
+static void test_restart_forged_registry_refused(void **state)
+{
+	struct msg_status_reply st;
+	struct raw raw;
+	struct h_broker b;
+	pid_t pid;
+	char c;
+
+	(void)state;
+	assert_int_equal(h_broker_start(&b, "rs-forged", "[socket]\nreadopt_timeout_ms = 10000\n"), 0);
+	rs.b = &b;
+	assert_int_equal(h_chan_open(&rs.to_pub), 0);
+	assert_int_equal(h_chan_open(&rs.from_pub), 0);
+	pid = h_spawn(forger, &raw);
+	assert_int_equal(h_chan_recv(&rs.from_pub, &c, 1, 10000), 0);
+	broker_kill(&b);
+	assert_int_equal(h_chan_send(&rs.to_pub, "g", 1), 0);
+	assert_int_equal(h_broker_restart(&b), 0);
+	assert_int_equal(h_wait(pid, 20000), 0);
+	assert_int_equal(h_status(b.domain, &st), 0);
+	assert_int_equal(st.adopted_refused, 1);
+	assert_int_equal(st.adopted_procs, 1);
+	h_chan_close(&rs.to_pub);
+	h_chan_close(&rs.from_pub);
+	h_broker_stop(&b);
+}
+
 static void test_restart_bad_claims_refused(void **state)
 {
 	struct msg_status_reply st;
@@ -641,6 +699,7 @@ int main(void)
 		cmocka_unit_test(test_restart_events_come_back),
 		cmocka_unit_test(test_restart_process_dead_meanwhile_reclaimed),
 		cmocka_unit_test(test_restart_bad_claims_refused),
+		cmocka_unit_test(test_restart_forged_registry_refused),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
