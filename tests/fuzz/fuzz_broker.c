@@ -239,7 +239,9 @@ static void peer_hangup(struct peer *p)
 	p->fd = -1;
 	server_client_input(&b, peer_client(p));
 	if (peer_client(p)->fd >= 0)
-		fail("a client that hung up is still there");
+		fail("a client that hung up is still there (slot %d, broker fd %d, %u queued, pend %d, doomed %d)",
+		     p->slot, peer_client(p)->fd, peer_client(p)->out_len, peer_client(p)->pend,
+		     peer_client(p)->doomed);
 }
 
 #define CHECK_FREE(what, n, cond)                                                                  \
