@@ -123,10 +123,145 @@ static void test_restart_hostile_held_requests_leak_nothing(void **state)
 	h_broker_stop(&b);
 }
 
+/* ---- a registry the broker did not write --------------------------------- */
+
+/* A client of the old broker: its registry (read-only), process, epoch. */
+struct raw {
+	int sock, reg_fd;
+	uint32_t proc;
+	uint64_t epoch;
+	size_t reg_size;
+};
+
+static int raw_hello(const char *domain, struct raw *r)
+{
+	struct msg_hello req = {.abi_version = TAKT_ABI_VERSION, .name = "raw"};
+	union {
+		struct msg_hello_reply h;
+		char bytes[TAKT_PROTO_MAX_MSG];
+	} rep;
+	int fds[TAKT_PROTO_MAX_FDS];
+	unsigned n = 0;
+	struct stat st;
+
+	H_CHECK(proto_connect(domain, &r->sock) == 0);
+	proto_hdr_init(&req.hdr, MSG_HELLO, sizeof(req), 1);
+	H_CHECK(proto_send(r->sock, &req, sizeof(req), NULL, 0) == 0);
+	H_CHECK(proto_recv(r->sock, &rep, sizeof(rep), fds, TAKT_PROTO_MAX_FDS, &n) == (long)sizeof(rep.h));
+	H_CHECK(rep.h.r.status == 0 && n == 1 && fstat(fds[0], &st) == 0);
+	r->reg_fd = fds[0];
+	r->reg_size = (size_t)st.st_size;
+	r->proc = rep.h.r.index;
+	r->epoch = rep.h.epoch;
+	return 0;
+}
+
+/* READOPT of process proc at epoch with registry fd: the reply's status,
+ * or -EPIPE when the broker is gone. */
+static int readopt(int sock, int fd, uint32_t proc, uint64_t epoch)
+{
+	struct msg_readopt m = {.abi_version = TAKT_ABI_VERSION, .proc = proc, .epoch = epoch};
+	union {
+		struct proto_reply r;
+		char bytes[TAKT_PROTO_MAX_MSG];
+	} rep;
+	int got[TAKT_PROTO_MAX_FDS];
+	unsigned n = 0;
+	long len;
+
+	proto_hdr_init(&m.hdr, MSG_READOPT, sizeof(m), 7);
+	if (proto_send(sock, &m, sizeof(m), &fd, 1) < 0)
+		return -EPIPE;
+	len = proto_recv(sock, &rep, sizeof(rep), got, TAKT_PROTO_MAX_FDS, &n);
+	for (unsigned i = 0; i < n; i++)
+		close(got[i]);
+	return len < (long)sizeof(rep.r) ? -EPIPE : rep.r.status;
+}
+
+struct hostile_ctx {
+	const char *domain;
+	pid_t honest;
+	struct h_chan ready, go;
+};
+
+static struct hostile_ctx hc;
+
+/* A registry whose pages the broker cannot read: a file of the right size
+ * on a tmpfs with room for its first page only (in a mount namespace of
+ * our own), that page copied from the real registry so that every header
+ * check passes. Reading any later page faults (SIGBUS), as it would in a
+ * registry the sender truncated. 0: refused; 1: accepted; 77: no mount. */
+static int unreadable_registry_child(void *arg)
+{
+	char dir[] = "/tmp/takt-rh-XXXXXX", path[64];
+	struct raw r;
+	void *src;
+	char c;
+	int fd, s, st;
+
+	(void)arg;
+	H_CHECK(raw_hello(hc.domain, &r) == 0);
+	H_CHECK(h_chan_send(&hc.ready, "r", 1) == 0);
+	H_CHECK(h_chan_recv(&hc.go, &c, 1, 20000) == 0);
+	if (unshare(CLONE_NEWNS) < 0 || mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0 || !mkdtemp(dir))
+		return 77;
+	if (mount("tmpfs", dir, "tmpfs", 0, "size=4k") < 0) {
+		rmdir(dir);
+		return 77;
+	}
+	snprintf(path, sizeof(path), "%s/registry", dir);
+	fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+	src = mmap(NULL, r.reg_size, PROT_READ, MAP_SHARED, r.reg_fd, 0);
+	H_CHECK(fd >= 0 && src != MAP_FAILED);
+	H_CHECK(ftruncate(fd, (off_t)r.reg_size) == 0);
+	H_CHECK(pwrite(fd, src, 4096, 0) == 4096);
+	H_CHECK(connect_new(hc.domain, &s) == 0);
+	st = readopt(s, fd, r.proc, r.epoch);
+	close(s);
+	close(fd);
+	umount2(dir, MNT_DETACH);
+	rmdir(dir);
+	return st == 0 ? 1 : 0;
+}
+
+/* The registry a node hands back must be one a broker sealed (as every
+ * segment is, against shrinking and growing): another file could lose its
+ * pages under the broker while it reads them. */
+static void test_restart_hostile_unsealed_registry_refused(void **state)
+{
+	struct h_broker b;
+	pid_t child;
+	int r, st;
+	char c;
+
+	(void)state;
+	assert_int_equal(h_broker_start(&b, "rh-unsealed", "[socket]\nreadopt_timeout_ms = 1000\n"), 0);
+	hc.domain = b.domain;
+	assert_int_equal(h_chan_open(&hc.ready), 0);
+	assert_int_equal(h_chan_open(&hc.go), 0);
+	child = h_spawn(unreadable_registry_child, NULL);
+	assert_int_equal(h_chan_recv(&hc.ready, &c, 1, 10000), 0);
+	broker_kill(&b);
+	assert_int_equal(h_chan_send(&hc.go, "g", 1), 0);
+	r = h_broker_restart(&b);
+	st = h_wait(child, 20000);
+	h_chan_close(&hc.ready);
+	h_chan_close(&hc.go);
+	if (st == 77) {
+		h_broker_stop(&b);
+		fprintf(stderr, "cannot mount a tmpfs in a mount namespace here\n");
+		skip();
+	}
+	assert_int_equal(r, 0); /* the broker is alive and serves */
+	assert_int_equal(st, 0); /* and refused the claim */
+	h_broker_stop(&b);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_restart_hostile_held_requests_leak_nothing),
+		cmocka_unit_test(test_restart_hostile_unsealed_registry_refused),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
