@@ -87,6 +87,12 @@ static int adopt_registry(struct broker *b, int fd, uint64_t epoch)
 			"not adopted\n", b->cfg.domain);
 		return -ESTALE;
 	}
+	/* Sealed as every registry is (segments.c): a file that could shrink
+	 * under us would fault (SIGBUS) as we read it. An inode number alone
+	 * does not name a file (one of another filesystem, a tmpfs, can have
+	 * the same), but only a memfd carries these seals. */
+	if (!seg_fd_sealed(fd, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL))
+		return -EBADFD;
 	if (seg_fd_size(fd) != b->mgmt_size)
 		return -EPROTO; /* another layout: other [limits] */
 	map = seg_map_ro(fd, b->mgmt_size);
