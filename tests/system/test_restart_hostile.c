@@ -257,11 +257,98 @@ static void test_restart_hostile_unsealed_registry_refused(void **state)
 	h_broker_stop(&b);
 }
 
+/* Hands back a registry of its own making: a sealed copy of the real one
+ * with another epoch, so that it alone matches. 0: refused; 1: adopted. */
+static int forger_child(void *arg)
+{
+	struct raw r;
+	void *src, *dst;
+	char c;
+	int fd, s, st;
+
+	(void)arg;
+	H_CHECK(raw_hello(hc.domain, &r) == 0);
+	H_CHECK(h_chan_send(&hc.ready, "r", 1) == 0);
+	H_CHECK(h_chan_recv(&hc.go, &c, 1, 20000) == 0);
+	fd = memfd_create("takt-forged", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+	H_CHECK(fd >= 0 && ftruncate(fd, (off_t)r.reg_size) == 0);
+	src = mmap(NULL, r.reg_size, PROT_READ, MAP_SHARED, r.reg_fd, 0);
+	dst = mmap(NULL, r.reg_size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+	H_CHECK(src != MAP_FAILED && dst != MAP_FAILED);
+	memcpy(dst, src, r.reg_size);
+	((struct takt_mgmt_header *)dst)->epoch = r.epoch + 1;
+	munmap(src, r.reg_size);
+	munmap(dst, r.reg_size);
+	H_CHECK(fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_FUTURE_WRITE | F_SEAL_SEAL) == 0);
+	H_CHECK(connect_new(hc.domain, &s) == 0);
+	st = readopt(s, fd, r.proc, r.epoch + 1);
+	kill(hc.honest, SIGCONT); /* the honest node comes back after us */
+	close(s);
+	close(fd);
+	return st == 0 ? 1 : 0;
+}
+
+static int honest_child(void *arg)
+{
+	takt_node *n = h_node(hc.domain, "honest");
+	uint64_t epoch = takt_node_epoch(n);
+	takt_pub *p;
+	char c;
+
+	(void)arg;
+	H_CHECK(h_chan_send(&hc.ready, "r", 1) == 0);
+	H_CHECK(h_chan_recv(&hc.go, &c, 1, 30000) == 0);
+	for (int i = 0; i < 300 && takt_node_epoch(n) == epoch; i++)
+		usleep(10000);
+	H_CHECK(takt_node_epoch(n) != epoch); /* taken back */
+	H_CHECK(takt_pub_open(n, &(struct takt_pub_opts){.topic = "rh/after", .max_payload = 8}, &p) == 0);
+	takt_pub_close(p);
+	takt_node_close(n);
+	return 0;
+}
+
+/* A client that reaches the new broker first cannot hand it a registry
+ * that no broker wrote: the broker must adopt only its predecessor's, or
+ * one client decides the epoch (and every entry) of the domain and the
+ * processes that come back are refused. */
+static void test_restart_hostile_forged_registry_refused(void **state)
+{
+	struct h_broker b;
+	pid_t honest, forger;
+	int st;
+	char c;
+
+	(void)state;
+	assert_int_equal(h_broker_start(&b, "rh-forged", "[socket]\nreadopt_timeout_ms = 1000\n"), 0);
+	hc.domain = b.domain;
+	assert_int_equal(h_chan_open(&hc.ready), 0);
+	assert_int_equal(h_chan_open(&hc.go), 0);
+	honest = h_spawn(honest_child, NULL);
+	assert_int_equal(h_chan_recv(&hc.ready, &c, 1, 10000), 0);
+	hc.honest = honest;
+	forger = h_spawn(forger_child, NULL);
+	assert_int_equal(h_chan_recv(&hc.ready, &c, 1, 10000), 0);
+	/* the honest node is held back until the forger has made its claim */
+	assert_int_equal(kill(honest, SIGSTOP), 0);
+	assert_int_equal(waitpid(honest, &st, WUNTRACED), honest);
+	assert_true(WIFSTOPPED(st));
+	broker_kill(&b);
+	assert_int_equal(h_chan_send(&hc.go, "g", 1), 0); /* to the forger */
+	assert_int_equal(h_broker_restart(&b), 0);
+	assert_int_equal(h_chan_send(&hc.go, "g", 1), 0); /* to the honest node */
+	assert_int_equal(h_wait(forger, 20000), 0);
+	assert_int_equal(h_wait(honest, 20000), 0);
+	h_chan_close(&hc.ready);
+	h_chan_close(&hc.go);
+	h_broker_stop(&b);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_restart_hostile_held_requests_leak_nothing),
 		cmocka_unit_test(test_restart_hostile_unsealed_registry_refused),
+		cmocka_unit_test(test_restart_hostile_forged_registry_refused),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
