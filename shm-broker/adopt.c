@@ -257,13 +257,16 @@ void adopt_done(struct broker *b, struct client *cl, const struct proto_hdr *h)
 		server_reply_status(cl, h, -EPERM, 0);
 		return;
 	}
-	cl->readopting = false;
 	proto_hdr_init(&rep.r.hdr, (uint16_t)(h->type | PROTO_REPLY_FLAG), sizeof(rep), h->req_id);
 	rep.r.index = cl->proc;
 	rep.epoch = b->epoch;
 	/* The reply first: what closing its unclaimed ports pushes comes after. */
 	server_push(b, cl, &rep, sizeof(rep), &b->mgmt_ro_fd, 1);
+	/* Still readopting while they close: each close runs reg_tick, which
+	 * must not settle the adoption (and push their connections again,
+	 * with no segment to send) before the last of them is closed. */
 	adopt_close_unclaimed(b, cl);
+	cl->readopting = false;
 }
 
 static void adopt_end(struct broker *b)
