@@ -691,6 +691,67 @@ static void test_restart_bad_claims_refused(void **state)
 
 /* ---- what the old broker had under way ---------------------------------- */
 
+/* A publisher that closed (here: cleanly) leaves its connection to a slow
+ * subscriber behind as an orphan: what it pushed stays takeable until the
+ * subscriber drained it. A broker restart must not drop it. */
+static int orphan_sub_child(void *arg)
+{
+	takt_node *n = h_node(rs.b->domain, "late-taker");
+	takt_sub *s;
+	char c;
+
+	(void)arg;
+	H_CHECK(takt_sub_open(n, &(struct takt_sub_opts){.topic = "rs/orphan", .queue_depth = 16}, &s) == 0);
+	H_CHECK(h_chan_send(&rs.sub_ready[0], "r", 1) == 0);
+	H_CHECK(h_chan_recv(&rs.to_pub, &c, 1, 20000) == 0); /* a new broker has taken us back */
+	for (uint64_t i = 0; i < 5;) {
+		struct takt_sample_info info;
+		const void *p;
+		int r = takt_sub_take(s, &p, &info);
+
+		if (r == -EAGAIN) {
+			H_CHECK(takt_sub_wait(s, 2000000000LL) == 0);
+			continue;
+		}
+		H_CHECK(r == 0 && info.size == sizeof(i) && !memcmp(p, &i, sizeof(i)));
+		takt_sub_release(s, p);
+		i++;
+	}
+	takt_sub_close(s);
+	takt_node_close(n);
+	return 0;
+}
+
+static void test_restart_orphaned_samples_survive(void **state)
+{
+	struct h_broker b;
+	takt_node *n;
+	takt_pub *p;
+	pid_t sub;
+	char c;
+
+	(void)state;
+	assert_int_equal(h_broker_start(&b, "rs-orphan", NULL), 0);
+	rs.b = &b;
+	assert_int_equal(h_chan_open(&rs.to_pub), 0);
+	assert_int_equal(h_chan_open(&rs.sub_ready[0]), 0);
+	sub = h_spawn(orphan_sub_child, NULL);
+	assert_int_equal(h_chan_recv(&rs.sub_ready[0], &c, 1, 10000), 0);
+	n = h_node(b.domain, "leaver");
+	assert_int_equal(takt_pub_open(n, &(struct takt_pub_opts){.topic = "rs/orphan", .max_payload = 8}, &p), 0);
+	for (uint64_t i = 0; i < 5; i++)
+		assert_int_equal(takt_pub_send(p, &i, sizeof(i)), 1);
+	takt_pub_close(p); /* nothing taken yet */
+	broker_kill(&b);
+	assert_int_equal(h_broker_restart(&b), 0);
+	assert_int_equal(h_chan_send(&rs.to_pub, "g", 1), 0);
+	assert_int_equal(h_wait(sub, 20000), 0);
+	takt_node_close(n);
+	h_chan_close(&rs.to_pub);
+	h_chan_close(&rs.sub_ready[0]);
+	h_broker_stop(&b);
+}
+
 /* A node whose ports were closed while no broker ran comes back last:
  * the broker closes them at its READOPT_DONE, and only then settles the
  * adoption (connections pushed again, held requests served). */
@@ -801,6 +862,7 @@ int main(void)
 		cmocka_unit_test(test_restart_process_dead_meanwhile_reclaimed),
 		cmocka_unit_test(test_restart_bad_claims_refused),
 		cmocka_unit_test(test_restart_forged_registry_refused),
+		cmocka_unit_test(test_restart_orphaned_samples_survive),
 		cmocka_unit_test(test_restart_ports_closed_meanwhile_last_back),
 	};
 
