@@ -10,6 +10,7 @@
 #include <setjmp.h>
 #include <signal.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -694,17 +695,20 @@ static void test_restart_bad_claims_refused(void **state)
 /* A publisher that closed (here: cleanly) leaves its connection to a slow
  * subscriber behind as an orphan: what it pushed stays takeable until the
  * subscriber drained it. A broker restart must not drop it. */
+static const char *orphan_topic = "rs/orphan";
+
+/* Takes arg (5 if 0) samples 0, 1, ... once told to. */
 static int orphan_sub_child(void *arg)
 {
 	takt_node *n = h_node(rs.b->domain, "late-taker");
+	uint64_t want = arg ? (uint64_t)(intptr_t)arg : 5;
 	takt_sub *s;
 	char c;
 
-	(void)arg;
-	H_CHECK(takt_sub_open(n, &(struct takt_sub_opts){.topic = "rs/orphan", .queue_depth = 16}, &s) == 0);
+	H_CHECK(takt_sub_open(n, &(struct takt_sub_opts){.topic = orphan_topic, .queue_depth = 16}, &s) == 0);
 	H_CHECK(h_chan_send(&rs.sub_ready[0], "r", 1) == 0);
 	H_CHECK(h_chan_recv(&rs.to_pub, &c, 1, 20000) == 0); /* a new broker has taken us back */
-	for (uint64_t i = 0; i < 5;) {
+	for (uint64_t i = 0; i < want;) {
 		struct takt_sample_info info;
 		const void *p;
 		int r = takt_sub_take(s, &p, &info);
@@ -747,6 +751,83 @@ static void test_restart_orphaned_samples_survive(void **state)
 	assert_int_equal(h_chan_send(&rs.to_pub, "g", 1), 0);
 	assert_int_equal(h_wait(sub, 20000), 0);
 	takt_node_close(n);
+	h_chan_close(&rs.to_pub);
+	h_chan_close(&rs.sub_ready[0]);
+	h_broker_stop(&b);
+}
+
+/* The publisher's own pool, read-write, in this process (its mapping's
+ * name, /proc/self/maps); NULL if none. */
+static void *own_pool(void)
+{
+	char line[512];
+	void *base = NULL;
+	FILE *f = fopen("/proc/self/maps", "re");
+
+	while (f && !base && fgets(line, sizeof(line), f)) {
+		unsigned long lo, off;
+		char perms[8];
+
+		if (sscanf(line, "%lx-%*x %7s %lx", &lo, perms, &off) == 3 && perms[1] == 'w' && off == 0 &&
+		    strstr(line, ".pub"))
+			base = (void *)lo;
+	}
+	if (f)
+		fclose(f);
+	return base;
+}
+
+/* Publishes three samples, then leaves position 0 claimed (R2) as a
+ * publisher killed between its claim and its verdict does, and dies. */
+static int claim_left_open_child(void *arg)
+{
+	takt_node *n = h_node(rs.b->domain, "claimer");
+	const struct takt_pool_header *ph;
+	struct takt_ring_slot *slots;
+	takt_pub *p;
+
+	(void)arg;
+	H_CHECK(takt_pub_open(n, &(struct takt_pub_opts){.topic = "rs/claim", .max_payload = 8}, &p) == 0);
+	for (uint64_t i = 0; i < 3; i++)
+		H_CHECK(takt_pub_send(p, &i, sizeof(i)) == 1);
+	ph = own_pool();
+	H_CHECK(ph && ph->magic == TAKT_POOL_MAGIC);
+	/* its only connection has region 0 of the pool; position 0 is slot 0 */
+	slots = (struct takt_ring_slot *)((char *)ph + ph->ring_off);
+	H_CHECK(atomic_load(&slots[0].pos) == 1);
+	atomic_store(&slots[0].pos, 1 | (1ull << 63)); /* RING_POS_CLAIM (ring.h) */
+	_exit(0);
+}
+
+/* A claim its publisher left open is the subscriber's once the broker saw
+ * that publisher quiesce (pub_quiet, R2): the word the old broker stored
+ * must read the same in the new registry, or the subscriber waits at that
+ * position for ever, with everything queued behind it. */
+static void test_restart_claim_left_by_dead_publisher_stays_takeable(void **state)
+{
+	struct msg_status_reply st = {0};
+	struct h_broker b;
+	pid_t sub, pub;
+	char c;
+
+	(void)state;
+	assert_int_equal(h_broker_start(&b, "rs-claim", NULL), 0);
+	rs.b = &b;
+	assert_int_equal(h_chan_open(&rs.to_pub), 0);
+	assert_int_equal(h_chan_open(&rs.sub_ready[0]), 0);
+	orphan_topic = "rs/claim";
+	sub = h_spawn(orphan_sub_child, (void *)(intptr_t)3);
+	assert_int_equal(h_chan_recv(&rs.sub_ready[0], &c, 1, 10000), 0);
+	pub = h_spawn(claim_left_open_child, NULL);
+	assert_int_equal(h_wait(pub, 10000), 0);
+	/* the broker saw it go: the connection is an orphan, its publisher quiet */
+	for (int i = 0; i < 500 && h_status(b.domain, &st) == 0 && st.n_procs != 1; i++)
+		usleep(10000);
+	assert_int_equal(st.n_procs, 1);
+	broker_kill(&b);
+	assert_int_equal(h_broker_restart(&b), 0);
+	assert_int_equal(h_chan_send(&rs.to_pub, "g", 1), 0);
+	assert_int_equal(h_wait(sub, 20000), 0);
 	h_chan_close(&rs.to_pub);
 	h_chan_close(&rs.sub_ready[0]);
 	h_broker_stop(&b);
@@ -863,6 +944,7 @@ int main(void)
 		cmocka_unit_test(test_restart_bad_claims_refused),
 		cmocka_unit_test(test_restart_forged_registry_refused),
 		cmocka_unit_test(test_restart_orphaned_samples_survive),
+		cmocka_unit_test(test_restart_claim_left_by_dead_publisher_stays_takeable),
 		cmocka_unit_test(test_restart_ports_closed_meanwhile_last_back),
 	};
 
