@@ -638,7 +638,9 @@ static int readopt_exchange(takt_node *n, int s, struct msg_readopt *req, const 
 
 static int readopt_handshake(takt_node *n, int s)
 {
-	struct msg_readopt req = {.abi_version = TAKT_ABI_VERSION, .proc = n->proc, .epoch = n->epoch,
+	/* relaxed: only this thread writes it (takt_node_epoch reads) */
+	struct msg_readopt req = {.abi_version = TAKT_ABI_VERSION, .proc = n->proc,
+				  .epoch = atomic_load_explicit(&n->epoch, memory_order_relaxed),
 				  .layout_digest = n->v.hdr->layout_digest};
 	struct msg_hello_reply done;
 	int fds[TAKT_PROTO_MAX_FDS], send[2] = {n->mgmt_fd, -1};
@@ -666,7 +668,8 @@ static int readopt_handshake(takt_node *n, int s)
 	}
 	close(n->mgmt_fd);
 	n->mgmt_fd = fds[0];
-	n->epoch = done.epoch;
+	/* relaxed: a value on its own; nothing is published through it */
+	atomic_store_explicit(&n->epoch, done.epoch, memory_order_relaxed);
 	n->readopts++;
 	/* Our process index is ours again, and so our lanes: notifies go on.
 	 * seq_cst: pairs with the notifiers' load (event.c). */
@@ -956,7 +959,8 @@ static int node_hello(takt_node *n, const char *name)
 		close(pidfd);
 	if (r == 0) {
 		n->proc = rep.r.index;
-		n->epoch = rep.epoch;
+		/* relaxed: the agent writes it only once the open finished (attached) */
+		atomic_store_explicit(&n->epoch, rep.epoch, memory_order_relaxed);
 		r = node_map(n, fds, n_fds);
 	}
 	if (r == 0) {
@@ -1081,5 +1085,6 @@ void takt_node_close(takt_node *node)
 
 uint64_t takt_node_epoch(const takt_node *node)
 {
-	return node ? node->epoch : 0;
+	/* relaxed: pairs with nothing; the agent replaces it whole (node.c) */
+	return node ? atomic_load_explicit(&node->epoch, memory_order_relaxed) : 0;
 }
