@@ -7,6 +7,7 @@
 #include "layout.h"
 
 #include <errno.h>
+#include <poll.h>
 #include <setjmp.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -18,7 +19,9 @@
 #include <sys/eventfd.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/socket.h>
 #include <sys/syscall.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -932,6 +935,53 @@ static void test_restart_ports_closed_meanwhile_last_back(void **state)
 	h_broker_stop(&b);
 }
 
+/* A node closed while its agent is being taken back by a new broker (here
+ * a stand-in that takes the READOPT and never answers): the close stops
+ * the agent at once, not after the node's timeout. */
+static void test_restart_node_closed_while_taken_back(void **state)
+{
+	struct sockaddr_un sa = {.sun_family = AF_UNIX};
+	union {
+		struct proto_hdr h;
+		char bytes[TAKT_PROTO_MAX_MSG];
+	} m;
+	int fds[TAKT_PROTO_MAX_FDS], ls, cs;
+	struct pollfd pfd;
+	struct h_broker b;
+	unsigned nf = 0;
+	takt_node *n;
+	uint64_t t0;
+
+	(void)state;
+	assert_int_equal(h_broker_start(&b, "rs-closing", NULL), 0);
+	n = h_node(b.domain, "closing");
+	broker_kill(&b);
+	char path[256];
+
+	snprintf(path, sizeof(path), "%s/takt-%s.sock", b.rundir, b.domain);
+	assert_true(strlen(path) < sizeof(sa.sun_path));
+	memcpy(sa.sun_path, path, strlen(path) + 1);
+	unlink(sa.sun_path);
+	ls = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+	assert_true(ls >= 0);
+	assert_int_equal(bind(ls, (struct sockaddr *)&sa, sizeof(sa)), 0);
+	assert_int_equal(listen(ls, 4), 0);
+	pfd = (struct pollfd){.fd = ls, .events = POLLIN};
+	assert_int_equal(poll(&pfd, 1, 10000), 1);
+	cs = accept4(ls, NULL, NULL, SOCK_CLOEXEC);
+	assert_true(cs >= 0);
+	assert_int_equal(proto_recv(cs, &m, sizeof(m), fds, TAKT_PROTO_MAX_FDS, &nf), (long)sizeof(struct msg_readopt));
+	assert_int_equal(m.h.type, MSG_READOPT);
+	for (unsigned i = 0; i < nf; i++)
+		close(fds[i]);
+	t0 = mono_ns();
+	takt_node_close(n); /* its agent waits for our answer */
+	assert_true(mono_ns() - t0 < 2000000000ull); /* not its 10 s timeout */
+	close(cs);
+	close(ls);
+	h_broker_stop(&b);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -946,6 +996,7 @@ int main(void)
 		cmocka_unit_test(test_restart_orphaned_samples_survive),
 		cmocka_unit_test(test_restart_claim_left_by_dead_publisher_stays_takeable),
 		cmocka_unit_test(test_restart_ports_closed_meanwhile_last_back),
+		cmocka_unit_test(test_restart_node_closed_while_taken_back),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
