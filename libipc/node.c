@@ -879,10 +879,14 @@ static void agent_stop(takt_node *n)
 		return;
 	/* seq_cst: the agent reads it after each wake-up (readopt_wait) */
 	atomic_store(&n->closing, true);
-	shutdown(n->sock, SHUT_RDWR);
 	if (write(n->kick_fd, &one, sizeof(one)) < 0) {
 		/* the counter cannot overflow at one write per close */
 	}
+	/* Under the lock: the agent replaces the socket under it when a
+	 * restarted broker takes the node back (readopt_handshake). */
+	pthread_mutex_lock(&n->lock);
+	shutdown(n->sock, SHUT_RDWR);
+	pthread_mutex_unlock(&n->lock);
 	pthread_join(n->agent, NULL);
 	n->agent_started = false;
 	agent_close_retired(n, true);
