@@ -7,6 +7,8 @@
 #include "layout.h"
 
 #include <errno.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
 #include <poll.h>
 #include <setjmp.h>
 #include <signal.h>
@@ -19,6 +21,7 @@
 #include <sys/eventfd.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/un.h>
@@ -982,6 +985,71 @@ static void test_restart_node_closed_while_taken_back(void **state)
 	h_broker_stop(&b);
 }
 
+/* Runs fn in a child whose membarrier calls fail, as under a seccomp
+ * policy that forbids them: a broker there cannot fence for its clients,
+ * so its registry offers no plain-store Q0 entry (TAKT_LIM_MEMBARRIER). */
+static pid_t spawn_without_membarrier(int (*fn)(void *), void *arg)
+{
+	pid_t pid = fork();
+
+	if (pid == 0) {
+		struct sock_filter f[] = {
+			BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
+			BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_membarrier, 0, 1),
+			BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | ENOSYS),
+			BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+		};
+		struct sock_fprog prog = {.len = sizeof(f) / sizeof(f[0]), .filter = f};
+
+		prctl(PR_SET_PDEATHSIG, SIGKILL);
+		if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0 || prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog) < 0)
+			_exit(125);
+		_exit(fn(arg));
+	}
+	return pid;
+}
+
+/* A node can map only a registry whose Q0 mode is its own (publishes
+ * already running chose theirs, node.c, readopt_remap): a broker whose
+ * mode differs must either take the node back whole or not at all, never
+ * count it back while the node stays detached (its ports and connections
+ * held for a node that reads no more pushes). */
+static void test_restart_other_q0_mode_taken_back_whole_or_not(void **state)
+{
+	struct msg_status_reply st;
+	struct h_broker b;
+	takt_node *n;
+	takt_pub *p, *p2;
+	uint64_t epoch;
+
+	(void)state;
+	assert_int_equal(h_broker_start(&b, "rs-q0", "[socket]\nreadopt_timeout_ms = 500\n"), 0);
+	assert_int_equal(h_status(b.domain, &st), 0);
+	if (!(st.limits.flags & TAKT_LIM_MEMBARRIER)) {
+		h_broker_stop(&b);
+		fprintf(stderr, "no membarrier here: both brokers would use the same Q0 mode\n");
+		skip();
+	}
+	n = h_node(b.domain, "q0");
+	epoch = takt_node_epoch(n);
+	assert_int_equal(takt_pub_open(n, &(struct takt_pub_opts){.topic = "rs/q0", .max_payload = 8}, &p), 0);
+	broker_kill(&b);
+	assert_int_equal(h_broker_restart_opts(&b, &(struct h_broker_opts){.spawn = spawn_without_membarrier}), 0);
+	assert_int_equal(h_status(b.domain, &st), 0);
+	assert_false(st.limits.flags & TAKT_LIM_MEMBARRIER);
+	if (st.adopted_procs) { /* taken back: the node works */
+		assert_true(takt_node_epoch(n) != epoch);
+		assert_int_equal(takt_pub_open(n, &(struct takt_pub_opts){.topic = "rs/q0b", .max_payload = 8}, &p2), 0);
+		takt_pub_close(p2);
+	} else { /* or not: nothing of it is held */
+		assert_int_equal(st.n_procs, 0);
+		assert_int_equal(st.n_pubs, 0);
+	}
+	takt_pub_close(p);
+	takt_node_close(n);
+	h_broker_stop(&b);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -997,6 +1065,7 @@ int main(void)
 		cmocka_unit_test(test_restart_claim_left_by_dead_publisher_stays_takeable),
 		cmocka_unit_test(test_restart_ports_closed_meanwhile_last_back),
 		cmocka_unit_test(test_restart_node_closed_while_taken_back),
+		cmocka_unit_test(test_restart_other_q0_mode_taken_back_whole_or_not),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
