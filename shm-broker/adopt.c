@@ -100,7 +100,8 @@ static int adopt_registry(struct broker *b, int fd, uint64_t epoch)
 		return -ENOMEM;
 	r = seg_view_init(&o, map, b->mgmt_size);
 	ol = o.lim;
-	ol.flags = nl.flags = 0; /* what each broker does, not the layout */
+	/* flags too (the Q0 mode, part of the layout digest): a node maps
+	 * only a registry whose mode is its own (node.c, readopt_remap) */
 	if (r == 0 && (memcmp(&ol, &nl, sizeof(ol)) || strncmp(o.hdr->domain, b->cfg.domain, TAKT_NAME_MAX)))
 		r = -EPROTO;
 	if (r == 0 && o.hdr->epoch != epoch)
