@@ -83,7 +83,9 @@ struct takt_node {
 	pthread_mutex_t ports_lock;      /* the port lists, for the agent */
 
 	uint32_t proc;
-	uint64_t epoch;
+	/* The broker's epoch: written by the agent when a restarted broker
+	 * takes the node back, read by takt_node_epoch on any thread. */
+	_Atomic uint64_t epoch;
 	struct seg_view v;
 	void *mgmt;            /* the registry, read-only */
 	size_t mgmt_size;

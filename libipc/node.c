@@ -638,7 +638,9 @@ static int readopt_exchange(takt_node *n, int s, struct msg_readopt *req, const 
 
 static int readopt_handshake(takt_node *n, int s)
 {
-	struct msg_readopt req = {.abi_version = TAKT_ABI_VERSION, .proc = n->proc, .epoch = n->epoch,
+	/* relaxed: only this thread writes it (takt_node_epoch reads) */
+	struct msg_readopt req = {.abi_version = TAKT_ABI_VERSION, .proc = n->proc,
+				  .epoch = atomic_load_explicit(&n->epoch, memory_order_relaxed),
 				  .layout_digest = n->v.hdr->layout_digest};
 	struct msg_hello_reply done;
 	int fds[TAKT_PROTO_MAX_FDS], send[2] = {n->mgmt_fd, -1};
@@ -666,7 +668,8 @@ static int readopt_handshake(takt_node *n, int s)
 	}
 	close(n->mgmt_fd);
 	n->mgmt_fd = fds[0];
-	n->epoch = done.epoch;
+	/* relaxed: a value on its own; nothing is published through it */
+	atomic_store_explicit(&n->epoch, done.epoch, memory_order_relaxed);
 	n->readopts++;
 	/* Our process index is ours again, and so our lanes: notifies go on.
 	 * seq_cst: pairs with the notifiers' load (event.c). */
@@ -876,10 +879,14 @@ static void agent_stop(takt_node *n)
 		return;
 	/* seq_cst: the agent reads it after each wake-up (readopt_wait) */
 	atomic_store(&n->closing, true);
-	shutdown(n->sock, SHUT_RDWR);
 	if (write(n->kick_fd, &one, sizeof(one)) < 0) {
 		/* the counter cannot overflow at one write per close */
 	}
+	/* Under the lock: the agent replaces the socket under it when a
+	 * restarted broker takes the node back (readopt_handshake). */
+	pthread_mutex_lock(&n->lock);
+	shutdown(n->sock, SHUT_RDWR);
+	pthread_mutex_unlock(&n->lock);
 	pthread_join(n->agent, NULL);
 	n->agent_started = false;
 	agent_close_retired(n, true);
@@ -956,7 +963,8 @@ static int node_hello(takt_node *n, const char *name)
 		close(pidfd);
 	if (r == 0) {
 		n->proc = rep.r.index;
-		n->epoch = rep.epoch;
+		/* relaxed: the agent writes it only once the open finished (attached) */
+		atomic_store_explicit(&n->epoch, rep.epoch, memory_order_relaxed);
 		r = node_map(n, fds, n_fds);
 	}
 	if (r == 0) {
@@ -1081,5 +1089,6 @@ void takt_node_close(takt_node *node)
 
 uint64_t takt_node_epoch(const takt_node *node)
 {
-	return node ? node->epoch : 0;
+	/* relaxed: pairs with nothing; the agent replaces it whole (node.c) */
+	return node ? atomic_load_explicit(&node->epoch, memory_order_relaxed) : 0;
 }

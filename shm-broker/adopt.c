@@ -87,6 +87,12 @@ static int adopt_registry(struct broker *b, int fd, uint64_t epoch)
 			"not adopted\n", b->cfg.domain);
 		return -ESTALE;
 	}
+	/* Sealed as every registry is (segments.c): a file that could shrink
+	 * under us would fault (SIGBUS) as we read it. An inode number alone
+	 * does not name a file (one of another filesystem, a tmpfs, can have
+	 * the same), but only a memfd carries these seals. */
+	if (!seg_fd_sealed(fd, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL))
+		return -EBADFD;
 	if (seg_fd_size(fd) != b->mgmt_size)
 		return -EPROTO; /* another layout: other [limits] */
 	map = seg_map_ro(fd, b->mgmt_size);
@@ -94,7 +100,8 @@ static int adopt_registry(struct broker *b, int fd, uint64_t epoch)
 		return -ENOMEM;
 	r = seg_view_init(&o, map, b->mgmt_size);
 	ol = o.lim;
-	ol.flags = nl.flags = 0; /* what each broker does, not the layout */
+	/* flags too (the Q0 mode, part of the layout digest): a node maps
+	 * only a registry whose mode is its own (node.c, readopt_remap) */
 	if (r == 0 && (memcmp(&ol, &nl, sizeof(ol)) || strncmp(o.hdr->domain, b->cfg.domain, TAKT_NAME_MAX)))
 		r = -EPROTO;
 	if (r == 0 && o.hdr->epoch != epoch)
@@ -251,13 +258,16 @@ void adopt_done(struct broker *b, struct client *cl, const struct proto_hdr *h)
 		server_reply_status(cl, h, -EPERM, 0);
 		return;
 	}
-	cl->readopting = false;
 	proto_hdr_init(&rep.r.hdr, (uint16_t)(h->type | PROTO_REPLY_FLAG), sizeof(rep), h->req_id);
 	rep.r.index = cl->proc;
 	rep.epoch = b->epoch;
 	/* The reply first: what closing its unclaimed ports pushes comes after. */
 	server_push(b, cl, &rep, sizeof(rep), &b->mgmt_ro_fd, 1);
+	/* Still readopting while they close: each close runs reg_tick, which
+	 * must not settle the adoption (and push their connections again,
+	 * with no segment to send) before the last of them is closed. */
 	adopt_close_unclaimed(b, cl);
+	cl->readopting = false;
 }
 
 static void adopt_end(struct broker *b)

@@ -1877,8 +1877,13 @@ int reg_adopt(struct broker *b, const struct seg_view *o)
 		b->v.subs[si].seg_ino = b->subs[si].seg_ino;
 	}
 	for (uint32_t ci = 0; ci < l->connections; ci++) {
-		if (b->conns[ci].state != SLOT_FREE)
+		if (b->conns[ci].state != SLOT_FREE) {
 			conn_init_shared(b, ci, &b->conns[ci]);
+			/* R2: what the old broker told a subscriber stays told (the
+			 * orphan loop of reg_tick will not tell it again); release
+			 * as in reg_tick. */
+			atomic_store_explicit(&b->v.conns[ci].pub_quiet, b->conns[ci].pub_quiet, memory_order_release);
+		}
 		atomic_store_explicit(&b->v.conns[ci].incarnation, b->conns[ci].incarnation, memory_order_relaxed);
 		conn_set_state(b, ci, b->conns[ci].state);
 	}

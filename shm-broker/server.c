@@ -639,10 +639,20 @@ void server_client_input(struct broker *b, struct client *cl)
 	} buf;
 	int fds[TAKT_PROTO_MAX_FDS];
 	unsigned n_fds = 0;
-	long n = proto_recv(cl->fd, &buf, sizeof(buf), fds, TAKT_PROTO_MAX_FDS, &n_fds);
+	long n;
 	int keep[2] = {-1, -1};
-	unsigned n_keep = n >= (long)sizeof(buf.h) ? msg_fds(buf.h.type) : 0;
+	unsigned n_keep;
 
+	/* A client whose request is held is not read (client_events): only a
+	 * hang-up, which epoll reports whatever it was asked for, brings us
+	 * here. Nobody reads the reply: drop it, and never read what it queued
+	 * behind the held request over it (client_defer keeps one). */
+	if (cl->deferred) {
+		client_drop(b, cl);
+		return;
+	}
+	n = proto_recv(cl->fd, &buf, sizeof(buf), fds, TAKT_PROTO_MAX_FDS, &n_fds);
+	n_keep = n >= (long)sizeof(buf.h) ? msg_fds(buf.h.type) : 0;
 	/* A client sends descriptors with HELLO (its pidfd) and the readopt
 	 * messages (adopt.c) only; any other is closed. */
 	for (unsigned i = 0; i < n_fds; i++)

@@ -93,6 +93,11 @@ int h_broker_restart(struct h_broker *b)
 	return broker_spawn(b, NULL);
 }
 
+int h_broker_restart_opts(struct h_broker *b, const struct h_broker_opts *o)
+{
+	return broker_spawn(b, o);
+}
+
 /* Starts a broker for b's domain (its config, if any) and waits until it
  * serves. */
 static int broker_spawn(struct h_broker *b, const struct h_broker_opts *o)

@@ -40,6 +40,9 @@ int h_broker_start_opts(struct h_broker *b, const char *tag, const char *ini, co
  * the last one was killed, say); 0 once it serves (for a restarted broker:
  * once it adopted what came back). */
 int h_broker_restart(struct h_broker *b);
+/* The same, its process made as o says (o->system_dir is ignored: the
+ * runtime directory is b's). */
+int h_broker_restart_opts(struct h_broker *b, const struct h_broker_opts *o);
 
 /* Runs fn(arg) in a child process; its return value is the exit status. */
 pid_t h_spawn(int (*fn)(void *), void *arg);

@@ -7,9 +7,13 @@
 #include "layout.h"
 
 #include <errno.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
+#include <poll.h>
 #include <setjmp.h>
 #include <signal.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -17,7 +21,10 @@
 #include <sys/eventfd.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
 #include <sys/syscall.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -689,6 +696,360 @@ static void test_restart_bad_claims_refused(void **state)
 	h_broker_stop(&b);
 }
 
+/* ---- what the old broker had under way ---------------------------------- */
+
+/* A publisher that closed (here: cleanly) leaves its connection to a slow
+ * subscriber behind as an orphan: what it pushed stays takeable until the
+ * subscriber drained it. A broker restart must not drop it. */
+static const char *orphan_topic = "rs/orphan";
+
+/* Takes arg (5 if 0) samples 0, 1, ... once told to. */
+static int orphan_sub_child(void *arg)
+{
+	takt_node *n = h_node(rs.b->domain, "late-taker");
+	uint64_t want = arg ? (uint64_t)(intptr_t)arg : 5;
+	takt_sub *s;
+	char c;
+
+	H_CHECK(takt_sub_open(n, &(struct takt_sub_opts){.topic = orphan_topic, .queue_depth = 16}, &s) == 0);
+	H_CHECK(h_chan_send(&rs.sub_ready[0], "r", 1) == 0);
+	H_CHECK(h_chan_recv(&rs.to_pub, &c, 1, 20000) == 0); /* a new broker has taken us back */
+	for (uint64_t i = 0; i < want;) {
+		struct takt_sample_info info;
+		const void *p;
+		int r = takt_sub_take(s, &p, &info);
+
+		if (r == -EAGAIN) {
+			H_CHECK(takt_sub_wait(s, 2000000000LL) == 0);
+			continue;
+		}
+		H_CHECK(r == 0 && info.size == sizeof(i) && !memcmp(p, &i, sizeof(i)));
+		takt_sub_release(s, p);
+		i++;
+	}
+	takt_sub_close(s);
+	takt_node_close(n);
+	return 0;
+}
+
+static void test_restart_orphaned_samples_survive(void **state)
+{
+	struct h_broker b;
+	takt_node *n;
+	takt_pub *p;
+	pid_t sub;
+	char c;
+
+	(void)state;
+	assert_int_equal(h_broker_start(&b, "rs-orphan", NULL), 0);
+	rs.b = &b;
+	assert_int_equal(h_chan_open(&rs.to_pub), 0);
+	assert_int_equal(h_chan_open(&rs.sub_ready[0]), 0);
+	sub = h_spawn(orphan_sub_child, NULL);
+	assert_int_equal(h_chan_recv(&rs.sub_ready[0], &c, 1, 10000), 0);
+	n = h_node(b.domain, "leaver");
+	assert_int_equal(takt_pub_open(n, &(struct takt_pub_opts){.topic = "rs/orphan", .max_payload = 8}, &p), 0);
+	for (uint64_t i = 0; i < 5; i++)
+		assert_int_equal(takt_pub_send(p, &i, sizeof(i)), 1);
+	takt_pub_close(p); /* nothing taken yet */
+	broker_kill(&b);
+	assert_int_equal(h_broker_restart(&b), 0);
+	assert_int_equal(h_chan_send(&rs.to_pub, "g", 1), 0);
+	assert_int_equal(h_wait(sub, 20000), 0);
+	takt_node_close(n);
+	h_chan_close(&rs.to_pub);
+	h_chan_close(&rs.sub_ready[0]);
+	h_broker_stop(&b);
+}
+
+/* The publisher's own pool, read-write, in this process (its mapping's
+ * name, /proc/self/maps); NULL if none. */
+static void *own_pool(void)
+{
+	char line[512];
+	void *base = NULL;
+	FILE *f = fopen("/proc/self/maps", "re");
+
+	while (f && !base && fgets(line, sizeof(line), f)) {
+		unsigned long lo, off;
+		char perms[8];
+
+		if (sscanf(line, "%lx-%*x %7s %lx", &lo, perms, &off) == 3 && perms[1] == 'w' && off == 0 &&
+		    strstr(line, ".pub"))
+			base = (void *)lo;
+	}
+	if (f)
+		fclose(f);
+	return base;
+}
+
+/* Publishes three samples, then leaves position 0 claimed (R2) as a
+ * publisher killed between its claim and its verdict does, and dies. */
+static int claim_left_open_child(void *arg)
+{
+	takt_node *n = h_node(rs.b->domain, "claimer");
+	const struct takt_pool_header *ph;
+	struct takt_ring_slot *slots;
+	takt_pub *p;
+
+	(void)arg;
+	H_CHECK(takt_pub_open(n, &(struct takt_pub_opts){.topic = "rs/claim", .max_payload = 8}, &p) == 0);
+	for (uint64_t i = 0; i < 3; i++)
+		H_CHECK(takt_pub_send(p, &i, sizeof(i)) == 1);
+	ph = own_pool();
+	H_CHECK(ph && ph->magic == TAKT_POOL_MAGIC);
+	/* its only connection has region 0 of the pool; position 0 is slot 0 */
+	slots = (struct takt_ring_slot *)((char *)ph + ph->ring_off);
+	H_CHECK(atomic_load(&slots[0].pos) == 1);
+	atomic_store(&slots[0].pos, 1 | (1ull << 63)); /* RING_POS_CLAIM (ring.h) */
+	_exit(0);
+}
+
+/* A claim its publisher left open is the subscriber's once the broker saw
+ * that publisher quiesce (pub_quiet, R2): the word the old broker stored
+ * must read the same in the new registry, or the subscriber waits at that
+ * position for ever, with everything queued behind it. */
+static void test_restart_claim_left_by_dead_publisher_stays_takeable(void **state)
+{
+	struct msg_status_reply st = {0};
+	struct h_broker b;
+	pid_t sub, pub;
+	char c;
+
+	(void)state;
+	assert_int_equal(h_broker_start(&b, "rs-claim", NULL), 0);
+	rs.b = &b;
+	assert_int_equal(h_chan_open(&rs.to_pub), 0);
+	assert_int_equal(h_chan_open(&rs.sub_ready[0]), 0);
+	orphan_topic = "rs/claim";
+	sub = h_spawn(orphan_sub_child, (void *)(intptr_t)3);
+	assert_int_equal(h_chan_recv(&rs.sub_ready[0], &c, 1, 10000), 0);
+	pub = h_spawn(claim_left_open_child, NULL);
+	assert_int_equal(h_wait(pub, 10000), 0);
+	/* the broker saw it go: the connection is an orphan, its publisher quiet */
+	for (int i = 0; i < 500 && h_status(b.domain, &st) == 0 && st.n_procs != 1; i++)
+		usleep(10000);
+	assert_int_equal(st.n_procs, 1);
+	broker_kill(&b);
+	assert_int_equal(h_broker_restart(&b), 0);
+	assert_int_equal(h_chan_send(&rs.to_pub, "g", 1), 0);
+	assert_int_equal(h_wait(sub, 20000), 0);
+	h_chan_close(&rs.to_pub);
+	h_chan_close(&rs.sub_ready[0]);
+	h_broker_stop(&b);
+}
+
+/* A node whose ports were closed while no broker ran comes back last:
+ * the broker closes them at its READOPT_DONE, and only then settles the
+ * adoption (connections pushed again, held requests served). */
+struct uc_ctx {
+	struct h_chan ready, go, closed, end;
+	pid_t closer;
+};
+
+static struct uc_ctx uc;
+
+static int uc_closer_child(void *arg)
+{
+	takt_node *n = h_node(rs.b->domain, "closer");
+	takt_sub *a, *s;
+	char c;
+
+	(void)arg;
+	H_CHECK(takt_sub_open(n, &(struct takt_sub_opts){.topic = "rs/uc-a"}, &a) == 0);
+	H_CHECK(takt_sub_open(n, &(struct takt_sub_opts){.topic = "rs/uc-b"}, &s) == 0);
+	H_CHECK(h_chan_send(&uc.ready, "s", 1) == 0);
+	H_CHECK(h_chan_recv(&uc.go, &c, 1, 20000) == 0); /* no broker now: the closes fail, the handles go */
+	takt_sub_close(a);
+	takt_sub_close(s);
+	H_CHECK(h_chan_send(&uc.closed, "c", 1) == 0);
+	raise(SIGSTOP); /* continued by the keeper once the new broker took it back */
+	H_CHECK(h_chan_recv(&uc.end, &c, 1, 30000) == 0);
+	takt_node_close(n);
+	return 0;
+}
+
+static int uc_keeper_child(void *arg)
+{
+	takt_node *n = h_node(rs.b->domain, "keeper");
+	uint64_t epoch = takt_node_epoch(n);
+	takt_pub *p;
+	char c;
+
+	(void)arg;
+	H_CHECK(takt_pub_open(n, &(struct takt_pub_opts){.topic = "rs/uc-b", .max_payload = 8}, &p) == 0);
+	H_CHECK(h_chan_send(&uc.ready, "p", 1) == 0);
+	for (int i = 0; i < 1000 && takt_node_epoch(n) == epoch; i++)
+		usleep(10000);
+	H_CHECK(takt_node_epoch(n) != epoch);
+	H_CHECK(kill(uc.closer, SIGCONT) == 0);
+	H_CHECK(h_chan_recv(&uc.end, &c, 1, 30000) == 0);
+	H_CHECK(takt_pub_send(p, "k", 2) == 2); /* both new subscribers */
+	takt_pub_close(p);
+	takt_node_close(n);
+	return 0;
+}
+
+static void test_restart_ports_closed_meanwhile_last_back(void **state)
+{
+	struct msg_status_reply st = {0};
+	struct h_broker b;
+	takt_node *n;
+	takt_sub *s1, *s2;
+	pid_t keeper;
+	int status;
+	char c;
+
+	(void)state;
+	/* two regions in the publisher's pool: one a connection never gives back is missed */
+	assert_int_equal(h_broker_start(&b, "rs-closed", "[limits]\nsubscribers_per_topic = 2\n"), 0);
+	rs.b = &b;
+	assert_int_equal(h_chan_open(&uc.ready), 0);
+	assert_int_equal(h_chan_open(&uc.go), 0);
+	assert_int_equal(h_chan_open(&uc.closed), 0);
+	assert_int_equal(h_chan_open(&uc.end), 0);
+	uc.closer = h_spawn(uc_closer_child, NULL);
+	assert_int_equal(h_chan_recv(&uc.ready, &c, 1, 10000), 0);
+	keeper = h_spawn(uc_keeper_child, NULL);
+	assert_int_equal(h_chan_recv(&uc.ready, &c, 1, 10000), 0);
+	broker_kill(&b);
+	assert_int_equal(h_chan_send(&uc.go, "g", 1), 0);
+	assert_int_equal(h_chan_recv(&uc.closed, &c, 1, 10000), 0);
+	assert_int_equal(waitpid(uc.closer, &status, WUNTRACED), uc.closer);
+	assert_true(WIFSTOPPED(status));
+	assert_int_equal(h_broker_restart(&b), 0);
+	/* the keeper's publisher meets two new subscribers */
+	n = h_node(b.domain, "after");
+	assert_int_equal(takt_sub_open(n, &(struct takt_sub_opts){.topic = "rs/uc-b"}, &s1), 0);
+	assert_int_equal(takt_sub_open(n, &(struct takt_sub_opts){.topic = "rs/uc-b"}, &s2), 0);
+	for (int i = 0; i < 300 && h_status(b.domain, &st) == 0 && st.n_conns != 2; i++)
+		usleep(10000);
+	assert_int_equal(st.n_conns, 2);
+	assert_int_equal(h_chan_send(&uc.end, "ee", 2), 0);
+	assert_int_equal(h_wait(keeper, 20000), 0);
+	assert_int_equal(h_wait(uc.closer, 20000), 0);
+	takt_sub_close(s1);
+	takt_sub_close(s2);
+	takt_node_close(n);
+	h_chan_close(&uc.ready);
+	h_chan_close(&uc.go);
+	h_chan_close(&uc.closed);
+	h_chan_close(&uc.end);
+	h_broker_stop(&b);
+}
+
+/* A node closed while its agent is being taken back by a new broker (here
+ * a stand-in that takes the READOPT and never answers): the close stops
+ * the agent at once, not after the node's timeout. */
+static void test_restart_node_closed_while_taken_back(void **state)
+{
+	struct sockaddr_un sa = {.sun_family = AF_UNIX};
+	union {
+		struct proto_hdr h;
+		char bytes[TAKT_PROTO_MAX_MSG];
+	} m;
+	int fds[TAKT_PROTO_MAX_FDS], ls, cs;
+	struct pollfd pfd;
+	struct h_broker b;
+	unsigned nf = 0;
+	takt_node *n;
+	uint64_t t0;
+
+	(void)state;
+	assert_int_equal(h_broker_start(&b, "rs-closing", NULL), 0);
+	n = h_node(b.domain, "closing");
+	broker_kill(&b);
+	char path[256];
+
+	snprintf(path, sizeof(path), "%s/takt-%s.sock", b.rundir, b.domain);
+	assert_true(strlen(path) < sizeof(sa.sun_path));
+	memcpy(sa.sun_path, path, strlen(path) + 1);
+	unlink(sa.sun_path);
+	ls = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+	assert_true(ls >= 0);
+	assert_int_equal(bind(ls, (struct sockaddr *)&sa, sizeof(sa)), 0);
+	assert_int_equal(listen(ls, 4), 0);
+	pfd = (struct pollfd){.fd = ls, .events = POLLIN};
+	assert_int_equal(poll(&pfd, 1, 10000), 1);
+	cs = accept4(ls, NULL, NULL, SOCK_CLOEXEC);
+	assert_true(cs >= 0);
+	assert_int_equal(proto_recv(cs, &m, sizeof(m), fds, TAKT_PROTO_MAX_FDS, &nf), (long)sizeof(struct msg_readopt));
+	assert_int_equal(m.h.type, MSG_READOPT);
+	for (unsigned i = 0; i < nf; i++)
+		close(fds[i]);
+	t0 = mono_ns();
+	takt_node_close(n); /* its agent waits for our answer */
+	assert_true(mono_ns() - t0 < 2000000000ull); /* not its 10 s timeout */
+	close(cs);
+	close(ls);
+	h_broker_stop(&b);
+}
+
+/* Runs fn in a child whose membarrier calls fail, as under a seccomp
+ * policy that forbids them: a broker there cannot fence for its clients,
+ * so its registry offers no plain-store Q0 entry (TAKT_LIM_MEMBARRIER). */
+static pid_t spawn_without_membarrier(int (*fn)(void *), void *arg)
+{
+	pid_t pid = fork();
+
+	if (pid == 0) {
+		struct sock_filter f[] = {
+			BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
+			BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_membarrier, 0, 1),
+			BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | ENOSYS),
+			BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+		};
+		struct sock_fprog prog = {.len = sizeof(f) / sizeof(f[0]), .filter = f};
+
+		prctl(PR_SET_PDEATHSIG, SIGKILL);
+		if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0 || prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog) < 0)
+			_exit(125);
+		_exit(fn(arg));
+	}
+	return pid;
+}
+
+/* A node can map only a registry whose Q0 mode is its own (publishes
+ * already running chose theirs, node.c, readopt_remap): a broker whose
+ * mode differs must either take the node back whole or not at all, never
+ * count it back while the node stays detached (its ports and connections
+ * held for a node that reads no more pushes). */
+static void test_restart_other_q0_mode_taken_back_whole_or_not(void **state)
+{
+	struct msg_status_reply st;
+	struct h_broker b;
+	takt_node *n;
+	takt_pub *p, *p2;
+	uint64_t epoch;
+
+	(void)state;
+	assert_int_equal(h_broker_start(&b, "rs-q0", "[socket]\nreadopt_timeout_ms = 500\n"), 0);
+	assert_int_equal(h_status(b.domain, &st), 0);
+	if (!(st.limits.flags & TAKT_LIM_MEMBARRIER)) {
+		h_broker_stop(&b);
+		fprintf(stderr, "no membarrier here: both brokers would use the same Q0 mode\n");
+		skip();
+	}
+	n = h_node(b.domain, "q0");
+	epoch = takt_node_epoch(n);
+	assert_int_equal(takt_pub_open(n, &(struct takt_pub_opts){.topic = "rs/q0", .max_payload = 8}, &p), 0);
+	broker_kill(&b);
+	assert_int_equal(h_broker_restart_opts(&b, &(struct h_broker_opts){.spawn = spawn_without_membarrier}), 0);
+	assert_int_equal(h_status(b.domain, &st), 0);
+	assert_false(st.limits.flags & TAKT_LIM_MEMBARRIER);
+	if (st.adopted_procs) { /* taken back: the node works */
+		assert_true(takt_node_epoch(n) != epoch);
+		assert_int_equal(takt_pub_open(n, &(struct takt_pub_opts){.topic = "rs/q0b", .max_payload = 8}, &p2), 0);
+		takt_pub_close(p2);
+	} else { /* or not: nothing of it is held */
+		assert_int_equal(st.n_procs, 0);
+		assert_int_equal(st.n_pubs, 0);
+	}
+	takt_pub_close(p);
+	takt_node_close(n);
+	h_broker_stop(&b);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -700,6 +1061,11 @@ int main(void)
 		cmocka_unit_test(test_restart_process_dead_meanwhile_reclaimed),
 		cmocka_unit_test(test_restart_bad_claims_refused),
 		cmocka_unit_test(test_restart_forged_registry_refused),
+		cmocka_unit_test(test_restart_orphaned_samples_survive),
+		cmocka_unit_test(test_restart_claim_left_by_dead_publisher_stays_takeable),
+		cmocka_unit_test(test_restart_ports_closed_meanwhile_last_back),
+		cmocka_unit_test(test_restart_node_closed_while_taken_back),
+		cmocka_unit_test(test_restart_other_q0_mode_taken_back_whole_or_not),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
