@@ -220,7 +220,8 @@ void *seg_map_ro(int fd, size_t size);
 int seg_listener_create(struct broker *b, uint32_t event, uint32_t listener, int *ret_fd);
 /* Bytes of memory a segment holds (its allocated blocks). */
 uint64_t seg_fd_bytes(int fd);
-/* Its inode number and size (0 on error). */
+/* Its inode number (0 on error, or when it is not a memfd: inode numbers
+ * are unique on one device only) and its size (0 on error). */
 uint64_t seg_fd_ino(int fd);
 uint64_t seg_fd_size(int fd);
 /* Whether fd carries every seal in want. */

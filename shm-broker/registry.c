@@ -1975,7 +1975,7 @@ int reg_adopt_pool(struct broker *b, uint32_t pi, uint64_t id, int fd)
 		return -ESTALE;
 	if (rp->pool.base)
 		return 0; /* its publisher, or another subscriber, brought it */
-	if (fd < 0 || !rp->seg_ino || seg_fd_ino(fd) != rp->seg_ino)
+	if (adopt_seg_ok(fd, rp->seg_ino) < 0) /* the very pool, sealed as a connected one is */
 		return -ESTALE;
 	layout_pool(&b->v.lim, &pl);
 	size = pl.chunk_off + rp->stride * rp->n_chunks_max;

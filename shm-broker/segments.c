@@ -334,11 +334,33 @@ void seg_destroy_all(struct broker *b)
 		close(b->mgmt_ro_fd);
 }
 
+/* The device every memfd lives on (the kernel's internal shmem mount), or
+ * 0 if it cannot be told. */
+static dev_t memfd_dev(void)
+{
+	static dev_t dev;
+	struct stat st;
+	int fd;
+
+	if (dev)
+		return dev;
+	fd = memfd_create("takt.probe", MFD_CLOEXEC);
+	if (fd >= 0 && fstat(fd, &st) == 0)
+		dev = st.st_dev;
+	if (fd >= 0)
+		close(fd);
+	return dev;
+}
+
 uint64_t seg_fd_ino(int fd)
 {
 	struct stat st;
 
-	return fstat(fd, &st) == 0 ? (uint64_t)st.st_ino : 0;
+	/* An inode number is unique on its device only: a file elsewhere (a
+	 * tmpfs, say) with the number of one of our segments is not it. */
+	if (fstat(fd, &st) < 0 || !memfd_dev() || st.st_dev != memfd_dev())
+		return 0;
+	return (uint64_t)st.st_ino;
 }
 
 bool seg_fd_sealed(int fd, int want)

@@ -201,8 +201,8 @@ static void client_drop(struct broker *b, struct client *cl)
 	if (b->verbose && cl->proc != TAKT_NONE)
 		fprintf(stderr, "takt-broker: process %d (%s) left; reclaiming its ports and chunks\n",
 			cl->pid, b->v.procs[cl->proc].name);
+	deferred_free(cl); /* first: an adoption that settles while it is reclaimed replays nothing of it */
 	reg_proc_remove(b, cl);
-	deferred_free(cl);
 	cl->readopting = false;
 	epoll_ctl(b->epoll_fd, EPOLL_CTL_DEL, cl->fd, NULL);
 	out_clear(cl);
