@@ -187,8 +187,9 @@ static inline void conn_wake(struct takt_conn_pub *c, const _Atomic uint32_t *pa
 }
 
 /* What a port hands back to a restarted broker (node.c, readopt): its
- * registry index, its id (publishers), and its descriptors (a publisher's
- * pool; a subscriber's segment and eventfd), still owned by the port. */
+ * registry index, its id (publishers), and copies of its descriptors (a
+ * publisher's pool; a subscriber's segment and eventfd), the caller's to
+ * close (-1 where a copy failed). */
 struct port_handback {
 	uint32_t index;
 	uint64_t id;

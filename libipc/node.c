@@ -493,78 +493,59 @@ static int readopt_call(takt_node *n, int s, uint16_t type, void *req, size_t si
 	return r;
 }
 
-/* The ports, each with its segment. A port the broker does not take back
- * is closed by it at READOPT_DONE: its handle publishes to (takes from)
- * no one from then on. */
-static int readopt_ports(takt_node *n, int s, bool pubs)
+/* A call's error after which the exchange cannot go on: the broker left,
+ * the node is closing, or it does not answer. */
+static bool readopt_lost(int r)
 {
-	uint32_t max = pubs ? n->v.lim.publishers : n->v.lim.subscribers;
-	struct port_handback *hb = malloc(max * sizeof(*hb));
-	unsigned k;
-	int r = 0;
-
-	if (!hb)
-		return -ENOMEM;
-	/* Copies of the descriptors, so the calls need not hold ports_lock (a
-	 * push handled meanwhile takes it) and a port closed meanwhile costs
-	 * nothing: the broker closes what is not handed back. */
-	pthread_mutex_lock(&n->ports_lock);
-	k = pubs ? pub_handbacks(n, hb, max) : sub_handbacks(n, hb, max);
-	for (unsigned i = 0; i < k; i++)
-		for (int j = 0; j < 2; j++)
-			hb[i].fd[j] = hb[i].fd[j] >= 0 ? fcntl(hb[i].fd[j], F_DUPFD_CLOEXEC, 0) : -1;
-	pthread_mutex_unlock(&n->ports_lock);
-	for (unsigned i = 0; i < k && r != -ECONNRESET && r != -ECANCELED && r != -ETIMEDOUT; i++) {
-		struct msg_port_readopt req = {.index = hb[i].index, .id = hb[i].id};
-		struct proto_reply rep;
-		int fds[TAKT_PROTO_MAX_FDS];
-		unsigned nf = 0;
-
-		if (hb[i].fd[0] < 0 || (!pubs && hb[i].fd[1] < 0))
-			continue; /* out of descriptors: the broker closes it */
-		r = readopt_call(n, s, pubs ? MSG_PUB_READOPT : MSG_SUB_READOPT, &req, sizeof(req), hb[i].fd,
-				 pubs ? 1 : 2, &rep, sizeof(rep), fds, &nf);
-		close_fds(fds, r == 0 ? nf : 0);
-	}
-	for (unsigned i = 0; i < k; i++)
-		for (int j = 0; j < 2; j++)
-			if (hb[i].fd[j] >= 0)
-				close(hb[i].fd[j]);
-	free(hb);
-	return r == -ECONNRESET || r == -ECANCELED || r == -ETIMEDOUT ? r : 0;
+	return r == -ECONNRESET || r == -ECANCELED || r == -ETIMEDOUT;
 }
 
-/* The pools our subscribers map (read-only): a publisher that died while
- * no broker ran cannot hand its pool back, and the broker needs to see
- * its rings to let our subscribers take what it had sent. */
-static int readopt_pools(takt_node *n, int s)
+static void handbacks_close(int (*fds)[2], size_t stride, unsigned k)
 {
-	uint32_t max = (uint32_t)n->v.lim.subscribers * 4 + 64;
+	for (unsigned i = 0; i < k; i++, fds = (int (*)[2])((char *)fds + stride))
+		for (int j = 0; j < 2; j++)
+			if ((*fds)[j] >= 0)
+				close((*fds)[j]);
+}
+
+/* The ports, each with its segment (PUB_READOPT, SUB_READOPT), and the
+ * publishers' pools our subscribers map (POOL_READOPT: a publisher that
+ * died while no broker ran cannot hand its pool back, and the broker needs
+ * to see its rings to let our subscribers take what it had sent). A port
+ * the broker does not take back is closed by it at READOPT_DONE: its
+ * handle publishes to (takes from) no one from then on. The descriptors
+ * are copies, so the calls need not hold ports_lock (a push handled
+ * meanwhile takes it) and a port closed meanwhile costs nothing. */
+static int readopt_ports(takt_node *n, int s, uint16_t type)
+{
+	uint32_t max = type == MSG_PUB_READOPT ? n->v.lim.publishers
+		       : type == MSG_SUB_READOPT ? n->v.lim.subscribers
+						 : (uint32_t)n->v.lim.subscribers * 4 + 64;
+	unsigned n_send = type == MSG_SUB_READOPT ? 2 : 1, k;
 	struct port_handback *hb = malloc(max * sizeof(*hb));
-	unsigned k;
 	int r = 0;
 
 	if (!hb)
 		return -ENOMEM;
 	pthread_mutex_lock(&n->ports_lock);
-	k = pool_handbacks(n, hb, max); /* descriptors duplicated: ours to close */
+	k = type == MSG_PUB_READOPT ? pub_handbacks(n, hb, max)
+	    : type == MSG_SUB_READOPT ? sub_handbacks(n, hb, max)
+				      : pool_handbacks(n, hb, max);
 	pthread_mutex_unlock(&n->ports_lock);
-	for (unsigned i = 0; i < k && r != -ECONNRESET && r != -ECANCELED && r != -ETIMEDOUT; i++) {
+	for (unsigned i = 0; i < k && !readopt_lost(r); i++) {
 		struct msg_port_readopt req = {.index = hb[i].index, .id = hb[i].id};
 		struct proto_reply rep;
 		int fds[TAKT_PROTO_MAX_FDS];
 		unsigned nf = 0;
 
-		if (hb[i].fd[0] < 0)
-			continue;
-		r = readopt_call(n, s, MSG_POOL_READOPT, &req, sizeof(req), hb[i].fd, 1, &rep, sizeof(rep), fds, &nf);
+		if (hb[i].fd[0] < 0 || (n_send == 2 && hb[i].fd[1] < 0))
+			continue; /* out of descriptors: the broker closes it */
+		r = readopt_call(n, s, type, &req, sizeof(req), hb[i].fd, n_send, &rep, sizeof(rep), fds, &nf);
 		close_fds(fds, r == 0 ? nf : 0);
 	}
-	for (unsigned i = 0; i < k; i++)
-		if (hb[i].fd[0] >= 0)
-			close(hb[i].fd[0]);
+	handbacks_close(&hb[0].fd, sizeof(*hb), k);
 	free(hb);
-	return r == -ECONNRESET || r == -ECANCELED || r == -ETIMEDOUT ? r : 0;
+	return readopt_lost(r) ? r : 0;
 }
 
 /* Each event handle, a listener with its queue and eventfd. A handle the
@@ -581,7 +562,7 @@ static int readopt_events(takt_node *n, int s)
 	pthread_mutex_lock(&n->ports_lock);
 	k = event_handbacks(n, hb, max); /* descriptors duplicated: ours to close */
 	pthread_mutex_unlock(&n->ports_lock);
-	for (unsigned i = 0; i < k && r != -ECONNRESET && r != -ECANCELED && r != -ETIMEDOUT; i++) {
+	for (unsigned i = 0; i < k && !readopt_lost(r); i++) {
 		struct msg_ev_readopt req = {.index = hb[i].index, .listener = hb[i].listener, .inc = hb[i].inc};
 		struct proto_reply rep;
 		int fds[TAKT_PROTO_MAX_FDS];
@@ -594,12 +575,9 @@ static int readopt_events(takt_node *n, int s)
 				 sizeof(rep), fds, &nf);
 		close_fds(fds, r == 0 ? nf : 0);
 	}
-	for (unsigned i = 0; i < k; i++)
-		for (int j = 0; j < 2; j++)
-			if (hb[i].fd[j] >= 0)
-				close(hb[i].fd[j]);
+	handbacks_close(&hb[0].fd, sizeof(*hb), k);
 	free(hb);
-	return r == -ECONNRESET || r == -ECANCELED || r == -ETIMEDOUT ? r : 0;
+	return readopt_lost(r) ? r : 0;
 }
 
 /* The new registry over the old, at the same address, once it checks out:
@@ -694,11 +672,11 @@ static int readopt_exchange(takt_node *n, int s, struct msg_readopt *req, const 
 	close_fds(fds, r == 0 ? *nf : 0);
 	*nf = 0;
 	if (r == 0)
-		r = readopt_ports(n, s, true);
+		r = readopt_ports(n, s, MSG_PUB_READOPT);
 	if (r == 0)
-		r = readopt_ports(n, s, false);
+		r = readopt_ports(n, s, MSG_SUB_READOPT);
 	if (r == 0)
-		r = readopt_pools(n, s);
+		r = readopt_ports(n, s, MSG_POOL_READOPT);
 	if (r == 0)
 		r = readopt_events(n, s);
 	if (r == 0)

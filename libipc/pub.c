@@ -64,6 +64,7 @@
 #include "probes.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <poll.h>
 #include <stdlib.h>
 #include <string.h>
@@ -549,7 +550,8 @@ unsigned pub_handbacks(takt_node *n, struct port_handback *out, unsigned max)
 	unsigned k = 0;
 
 	for (takt_pub *p = n->pubs; p && k < max; p = p->next)
-		out[k++] = (struct port_handback){.index = p->index, .id = p->id, .fd = {p->pool_fd, -1}};
+		out[k++] = (struct port_handback){.index = p->index, .id = p->id,
+						  .fd = {fcntl(p->pool_fd, F_DUPFD_CLOEXEC, 0), -1}};
 	return k;
 }
 

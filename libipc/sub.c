@@ -130,7 +130,8 @@ unsigned sub_handbacks(takt_node *n, struct port_handback *out, unsigned max)
 	unsigned k = 0;
 
 	for (takt_sub *s = n->subs; s && k < max; s = s->next)
-		out[k++] = (struct port_handback){.index = s->index, .fd = {s->seg_fd, s->efd}};
+		out[k++] = (struct port_handback){.index = s->index, .fd = {fcntl(s->seg_fd, F_DUPFD_CLOEXEC, 0),
+									     fcntl(s->efd, F_DUPFD_CLOEXEC, 0)}};
 	return k;
 }
 
