@@ -15,6 +15,8 @@
 #include <time.h>
 #include <unistd.h>
 
+extern char **environ;
+
 static void sleep_ms(int ms)
 {
 	struct timespec ts = {.tv_sec = ms / 1000, .tv_nsec = (long)(ms % 1000) * 1000000};
@@ -39,6 +41,7 @@ static int broker_config(struct h_broker *b, const char *ini)
 struct broker_run {
 	const struct h_broker *b;
 	const char *log;
+	int exe; /* the broker's executable, opened before a spawn may hide its path (a container's /tmp) */
 };
 
 static int broker_exec(void *arg)
@@ -53,9 +56,11 @@ static int broker_exec(void *arg)
 			return 126;
 	}
 	if (b->config[0])
-		execl(TAKT_BROKER_PATH, "takt-broker", "--foreground", "--config", b->config, (char *)NULL);
+		fexecve(run->exe, (char *[]){"takt-broker", "--foreground", "--config", (char *)b->config, NULL},
+			environ);
 	else
-		execl(TAKT_BROKER_PATH, "takt-broker", "--foreground", "--domain", b->domain, (char *)NULL);
+		fexecve(run->exe, (char *[]){"takt-broker", "--foreground", "--domain", (char *)b->domain, NULL},
+			environ);
 	return 127;
 }
 
@@ -102,9 +107,12 @@ int h_broker_restart_opts(struct h_broker *b, const struct h_broker_opts *o)
  * serves. */
 static int broker_spawn(struct h_broker *b, const struct h_broker_opts *o)
 {
-	struct broker_run run = {.b = b, .log = o ? o->log : NULL};
+	struct broker_run run = {.b = b, .log = o ? o->log : NULL,
+				 .exe = open(TAKT_BROKER_PATH, O_RDONLY | O_CLOEXEC)};
 
-	b->pid = (o && o->spawn ? o->spawn : h_spawn)(broker_exec, &run);
+	b->pid = run.exe < 0 ? -1 : (o && o->spawn ? o->spawn : h_spawn)(broker_exec, &run);
+	if (run.exe >= 0)
+		close(run.exe);
 	if (b->pid < 0) {
 		b->pid = 0;
 		h_broker_stop(b);
