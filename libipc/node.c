@@ -611,8 +611,7 @@ static void readopt_rejoining(takt_node *n, bool on)
 	pthread_mutex_unlock(&n->rx_lock);
 }
 
-static int readopt_exchange(takt_node *n, int s, struct msg_readopt *req, const int send[2],
-			    struct msg_hello_reply *done, int *fds, unsigned *nf);
+static int readopt_switch(takt_node *n, int s, struct msg_readopt *req, const int send[2]);
 
 static int readopt_handshake(takt_node *n, int s)
 {
@@ -620,9 +619,7 @@ static int readopt_handshake(takt_node *n, int s)
 	struct msg_readopt req = {.abi_version = TAKT_ABI_VERSION, .proc = n->proc,
 				  .epoch = atomic_load_explicit(&n->epoch, memory_order_relaxed),
 				  .layout_digest = n->v.hdr->layout_digest};
-	struct msg_hello_reply done;
-	int fds[TAKT_PROTO_MAX_FDS], send[2] = {n->mgmt_fd, -1};
-	unsigned nf = 0;
+	int send[2] = {n->mgmt_fd, -1};
 	int r;
 
 	memcpy(req.name, n->v.procs[n->proc].name, sizeof(req.name));
@@ -634,20 +631,30 @@ static int readopt_handshake(takt_node *n, int s)
 	n->sock = s;
 	pthread_mutex_unlock(&n->lock);
 	readopt_rejoining(n, true);
-	r = readopt_exchange(n, s, &req, send, &done, fds, &nf);
+	r = readopt_switch(n, s, &req, send);
 	if (send[1] >= 0)
 		close(send[1]);
 	if (r == 0)
-		r = nf == 1 ? readopt_remap(n, fds[0], done.epoch) : -EPROTO;
+		r = readopt_ports(n, s, MSG_PUB_READOPT);
+	if (r == 0)
+		r = readopt_ports(n, s, MSG_SUB_READOPT);
+	if (r == 0)
+		r = readopt_ports(n, s, MSG_POOL_READOPT);
+	if (r == 0)
+		r = readopt_events(n, s);
+	if (r == 0) {
+		struct msg_hello_reply done;
+		int fds[TAKT_PROTO_MAX_FDS];
+		unsigned nf = 0;
+
+		r = readopt_call(n, s, MSG_READOPT_DONE, &(struct msg_empty){0}, sizeof(struct msg_empty), NULL, 0,
+				 &done, sizeof(done), fds, &nf);
+		close_fds(fds, r == 0 ? nf : 0);
+	}
 	if (r < 0) {
-		close_fds(fds, nf);
 		readopt_rejoining(n, false);
 		return r;
 	}
-	close(n->mgmt_fd);
-	n->mgmt_fd = fds[0];
-	/* relaxed: a value on its own; nothing is published through it */
-	atomic_store_explicit(&n->epoch, done.epoch, memory_order_relaxed);
 	n->readopts++;
 	/* Our process index is ours again, and so our lanes: notifies go on.
 	 * seq_cst: pairs with the notifiers' load (event.c). */
@@ -660,29 +667,30 @@ static int readopt_handshake(takt_node *n, int s)
 	return 0;
 }
 
-/* READOPT, the ports, READOPT_DONE (its reply in done, the new registry
- * in fds). */
-static int readopt_exchange(takt_node *n, int s, struct msg_readopt *req, const int send[2],
-			    struct msg_hello_reply *done, int *fds, unsigned *nf)
+/* READOPT, and at its answer the switch to the new registry: before this
+ * node says READOPT_DONE, so once the broker settles (after the last
+ * DONE) every node reads the registry it changes, and its Q0 snapshots
+ * then mean what they say. */
+static int readopt_switch(takt_node *n, int s, struct msg_readopt *req, const int send[2])
 {
-	struct proto_reply rep;
+	struct msg_hello_reply rep;
+	int fds[TAKT_PROTO_MAX_FDS];
+	unsigned nf = 0;
 	int r;
 
-	r = readopt_call(n, s, MSG_READOPT, req, sizeof(*req), send, send[1] >= 0 ? 2 : 1, &rep, sizeof(rep), fds, nf);
-	close_fds(fds, r == 0 ? *nf : 0);
-	*nf = 0;
-	if (r == 0)
-		r = readopt_ports(n, s, MSG_PUB_READOPT);
-	if (r == 0)
-		r = readopt_ports(n, s, MSG_SUB_READOPT);
-	if (r == 0)
-		r = readopt_ports(n, s, MSG_POOL_READOPT);
-	if (r == 0)
-		r = readopt_events(n, s);
-	if (r == 0)
-		r = readopt_call(n, s, MSG_READOPT_DONE, &(struct msg_empty){0}, sizeof(struct msg_empty), NULL, 0,
-				 done, sizeof(*done), fds, nf);
-	return r;
+	r = readopt_call(n, s, MSG_READOPT, req, sizeof(*req), send, send[1] >= 0 ? 2 : 1, &rep, sizeof(rep), fds, &nf);
+	if (r < 0)
+		return r;
+	r = nf == 1 ? readopt_remap(n, fds[0], rep.epoch) : -EPROTO;
+	if (r < 0) {
+		close_fds(fds, nf);
+		return r;
+	}
+	close(n->mgmt_fd);
+	n->mgmt_fd = fds[0];
+	/* relaxed: a value on its own; nothing is published through it */
+	atomic_store_explicit(&n->epoch, rep.epoch, memory_order_relaxed);
+	return 0;
 }
 
 /* Errors after which trying again cannot help: the broker refused us. */
@@ -733,8 +741,13 @@ static int node_readopt(takt_node *n)
 	}
 	if (ino >= 0)
 		close(ino);
-	if (r < 0 && r != -ECANCELED)
+	if (r < 0 && r != -ECANCELED) {
 		n->readopt_err = r;
+		/* refused for good: hang up, so the broker need not wait for us */
+		pthread_mutex_lock(&n->lock);
+		shutdown(n->sock, SHUT_RDWR);
+		pthread_mutex_unlock(&n->lock);
+	}
 	return r;
 }
 

@@ -168,6 +168,7 @@ static int readopt_check(struct broker *b, struct client *cl, const struct msg_r
 void adopt_readopt(struct broker *b, struct client *cl, const struct msg_readopt *m, int fds[2])
 {
 	int r = readopt_check(b, cl, m, fds);
+	struct msg_hello_reply rep = {0};
 	struct client *g;
 
 	close_fd(&fds[0]);
@@ -187,7 +188,12 @@ void adopt_readopt(struct broker *b, struct client *cl, const struct msg_readopt
 	cl->pidfd = fds[1];
 	b->v.procs[m->proc].pid = cl->pid;
 	b->adopted.procs++;
-	server_reply_status(cl, &m->hdr, 0, m->proc);
+	/* The new registry at once: the node switches before it says DONE
+	 * (node.c, readopt_switch), so none reads the old one once we settle. */
+	proto_hdr_init(&rep.r.hdr, (uint16_t)(m->hdr.type | PROTO_REPLY_FLAG), sizeof(rep), m->hdr.req_id);
+	rep.r.index = m->proc;
+	rep.epoch = b->epoch;
+	server_push(b, cl, &rep, sizeof(rep), &b->mgmt_ro_fd, 1);
 }
 
 void adopt_port(struct broker *b, struct client *cl, const struct msg_port_readopt *m, int fds[2])
@@ -262,7 +268,7 @@ void adopt_done(struct broker *b, struct client *cl, const struct proto_hdr *h)
 	rep.r.index = cl->proc;
 	rep.epoch = b->epoch;
 	/* The reply first: what closing its unclaimed ports pushes comes after. */
-	server_push(b, cl, &rep, sizeof(rep), &b->mgmt_ro_fd, 1);
+	server_push(b, cl, &rep, sizeof(rep), NULL, 0);
 	/* Still readopting while they close: each close runs reg_tick, which
 	 * must not settle the adoption (and push their connections again,
 	 * with no segment to send) before the last of them is closed. */
