@@ -1737,6 +1737,26 @@ static bool adopt_conn_ok(const struct broker *b, const struct takt_conn *c, uin
 	       !(b->subs[c->sub].slot_busy[c->sub_slot / 64] >> (c->sub_slot % 64) & 1);
 }
 
+/* Connection ci into a port's list at the position the old registry had
+ * it, else (a list the dead broker left half written) the first free one. */
+static void adopt_list_put(uint32_t *list, const _Atomic uint32_t *old, unsigned cap, uint32_t ci)
+{
+	unsigned at = cap;
+
+	for (unsigned i = 0; i < cap && at == cap; i++)
+		/* relaxed: the registry is the dead broker's; nobody writes it */
+		if (atomic_load_explicit(&old[i], memory_order_relaxed) == ci && list[i] == TAKT_NONE)
+			at = i;
+	for (unsigned i = 0; i < cap && at == cap; i++)
+		if (list[i] == TAKT_NONE && atomic_load_explicit(&old[i], memory_order_relaxed) == TAKT_NONE)
+			at = i;
+	for (unsigned i = 0; i < cap && at == cap; i++)
+		if (list[i] == TAKT_NONE)
+			at = i;
+	if (at < cap)
+		list[at] = ci;
+}
+
 static void adopt_conns(struct broker *b, const struct seg_view *o, unsigned *dropped)
 {
 	const struct takt_limits *l = &b->v.lim;
@@ -1759,18 +1779,13 @@ static void adopt_conns(struct broker *b, const struct seg_view *o, unsigned *dr
 					.pub_quiet = atomic_load_explicit(&c->pub_quiet, memory_order_relaxed) != 0};
 		b->pubs[c->pub].slot_busy[c->pub_slot / 64] |= 1ull << (c->pub_slot % 64);
 		b->subs[c->sub].slot_busy[c->sub_slot / 64] |= 1ull << (c->sub_slot % 64);
-		if (st != SLOT_CLOSING) /* in the lists: ACTIVE in both, ORPHAN in the subscriber's */
-			for (unsigned i = 0; i < l->pubs_per_topic; i++)
-				if (b->subs[c->sub].conns[i] == TAKT_NONE) {
-					b->subs[c->sub].conns[i] = ci;
-					break;
-				}
+		/* in the lists (ACTIVE in both, ORPHAN in the subscriber's), at the
+		 * position each had: a node reading its list across the switch
+		 * to the new registry finds every entry where it was */
+		if (st != SLOT_CLOSING)
+			adopt_list_put(b->subs[c->sub].conns, seg_sub_conns(o, c->sub), l->pubs_per_topic, ci);
 		if (st == SLOT_ACTIVE)
-			for (unsigned i = 0; i < l->subs_per_topic; i++)
-				if (b->pubs[c->pub].conns[i] == TAKT_NONE) {
-					b->pubs[c->pub].conns[i] = ci;
-					break;
-				}
+			adopt_list_put(b->pubs[c->pub].conns, seg_pub_conns(o, c->pub), l->subs_per_topic, ci);
 		b->n_retiring += st == SLOT_CLOSING;
 		b->n_orphans += st == SLOT_ORPHAN;
 	}
