@@ -424,3 +424,52 @@ takt_node *h_node(const char *domain, const char *name)
 	}
 	return n;
 }
+
+int h_raw_call(int sock, void *req, size_t size, uint16_t type, const int *fds, unsigned nf, int *ret_fd)
+{
+	union {
+		struct proto_reply r;
+		char bytes[TAKT_PROTO_MAX_MSG];
+	} rep;
+	int got[TAKT_PROTO_MAX_FDS];
+	unsigned n = 0;
+	long len;
+
+	proto_hdr_init(req, type, (uint32_t)size, 7);
+	if (proto_send(sock, req, size, fds, nf) < 0)
+		return -EPIPE;
+	len = proto_recv(sock, &rep, sizeof(rep), got, TAKT_PROTO_MAX_FDS, &n);
+	if (len < (long)sizeof(rep.r))
+		return -EPROTO;
+	for (unsigned i = 0; i < n; i++)
+		if (ret_fd && i == 0)
+			*ret_fd = got[i];
+		else
+			close(got[i]);
+	return rep.r.status;
+}
+
+int h_raw_hello(const char *domain, struct h_raw *r)
+{
+	struct msg_hello req = {.abi_version = TAKT_ABI_VERSION, .name = "raw"};
+	union {
+		struct msg_hello_reply h;
+		char bytes[TAKT_PROTO_MAX_MSG];
+	} rep;
+	int fds[TAKT_PROTO_MAX_FDS];
+	unsigned n = 0;
+
+	if (proto_connect(domain, &r->sock) < 0)
+		return -ENOENT;
+	proto_hdr_init(&req.hdr, MSG_HELLO, sizeof(req), 1);
+	if (proto_send(r->sock, &req, sizeof(req), NULL, 0) < 0 ||
+	    proto_recv(r->sock, &rep, sizeof(rep), fds, TAKT_PROTO_MAX_FDS, &n) != (long)sizeof(rep.h) ||
+	    rep.h.r.status != 0 || n != 1) {
+		close(r->sock);
+		return -EPROTO;
+	}
+	r->reg_fd = fds[0];
+	r->proc = rep.h.r.index;
+	r->epoch = rep.h.epoch;
+	return 0;
+}

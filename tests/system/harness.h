@@ -85,6 +85,18 @@ int h_wait_pools_full(const char *domain, int timeout_ms);
 /* In a forked child, as root: becomes another user (groups first, since
  * credentials are taken when the node connects). 0 or a negative errno. */
 int h_become(uid_t uid, gid_t gid, const gid_t *groups, int n_groups);
+/* A raw client of the broker (for hostile and protocol tests): its socket
+ * after HELLO, the registry descriptor, its process index and epoch. */
+struct h_raw {
+	int sock, reg_fd;
+	uint32_t proc;
+	uint64_t epoch;
+};
+int h_raw_hello(const char *domain, struct h_raw *r);
+/* One request of type (header filled in here) with nf descriptors; the
+ * reply's status (-EPIPE: not sent, -EPROTO: no reply). The reply's first
+ * descriptor goes to *ret_fd if asked for, the others are closed. */
+int h_raw_call(int sock, void *req, size_t size, uint16_t type, const int *fds, unsigned nf, int *ret_fd);
 /* Opens a node on the domain with the given name; aborts the test on failure. */
 takt_node *h_node(const char *domain, const char *name);
 

@@ -513,73 +513,22 @@ static void test_restart_process_dead_meanwhile_reclaimed(void **state)
  * the others nothing. A raw client of the old broker tries what a hostile
  * one could: another epoch, another process's index, ports that are not
  * its own. */
-struct raw {
-	int sock, reg_fd;
-	uint32_t proc;
-	uint64_t epoch;
-};
-
-static int raw_call(int sock, void *req, size_t size, uint16_t type, const int *fds, unsigned nf, int *ret_fd)
-{
-	union {
-		struct proto_reply r;
-		char bytes[TAKT_PROTO_MAX_MSG];
-	} rep;
-	int got[TAKT_PROTO_MAX_FDS];
-	unsigned n = 0;
-	long len;
-
-	proto_hdr_init(req, type, (uint32_t)size, 7);
-	if (proto_send(sock, req, size, fds, nf) < 0)
-		return -EPIPE;
-	len = proto_recv(sock, &rep, sizeof(rep), got, TAKT_PROTO_MAX_FDS, &n);
-	if (len < (long)sizeof(rep.r))
-		return -EPROTO;
-	for (unsigned i = 0; i < n; i++)
-		if (ret_fd && i == 0)
-			*ret_fd = got[i];
-		else
-			close(got[i]);
-	return rep.r.status;
-}
-
-static int raw_hello(const char *domain, struct raw *r)
-{
-	struct msg_hello req = {.abi_version = TAKT_ABI_VERSION, .name = "raw"};
-	union {
-		struct msg_hello_reply h;
-		char bytes[TAKT_PROTO_MAX_MSG];
-	} rep;
-	int fds[TAKT_PROTO_MAX_FDS];
-	unsigned n = 0;
-
-	H_CHECK(proto_connect(domain, &r->sock) == 0);
-	proto_hdr_init(&req.hdr, MSG_HELLO, sizeof(req), 1);
-	H_CHECK(proto_send(r->sock, &req, sizeof(req), NULL, 0) == 0);
-	H_CHECK(proto_recv(r->sock, &rep, sizeof(rep), fds, TAKT_PROTO_MAX_FDS, &n) == (long)sizeof(rep.h));
-	H_CHECK(rep.h.r.status == 0 && n == 1);
-	r->reg_fd = fds[0];
-	r->proc = rep.h.r.index;
-	r->epoch = rep.h.epoch;
-	return 0;
-}
-
-static int readopt(struct raw *r, int sock, uint32_t proc, uint64_t epoch)
+static int readopt(struct h_raw *r, int sock, uint32_t proc, uint64_t epoch)
 {
 	struct msg_readopt m = {.abi_version = TAKT_ABI_VERSION, .proc = proc, .epoch = epoch};
 
-	return raw_call(sock, &m, sizeof(m), MSG_READOPT, &r->reg_fd, 1, NULL);
+	return h_raw_call(sock, &m, sizeof(m), MSG_READOPT, &r->reg_fd, 1, NULL);
 }
 
 static int raw_claimer(void *arg)
 {
-	struct raw *r = arg, other;
+	struct h_raw *r = arg, other;
 	struct msg_port_readopt pm = {.index = 0, .id = 12345};
 	int mfd = memfd_create("fake-pool", MFD_CLOEXEC), efd = eventfd(0, EFD_CLOEXEC), s, fd = -1;
 	char c;
 
 	H_CHECK(mfd >= 0 && efd >= 0);
-	H_CHECK(raw_hello(rs.b->domain, r) == 0);
+	H_CHECK(h_raw_hello(rs.b->domain, r) == 0);
 	H_CHECK(h_chan_send(&rs.from_pub, "h", 1) == 0);
 	H_CHECK(h_chan_recv(&rs.to_pub, &c, 1, 20000) == 0);
 	H_CHECK(h_chan_recv(&rs.to_pub, &other.proc, sizeof(other.proc), 20000) == 0);
@@ -590,13 +539,13 @@ static int raw_claimer(void *arg)
 	{ /* taken back: the new registry comes with the answer */
 		struct msg_readopt m = {.abi_version = TAKT_ABI_VERSION, .proc = r->proc, .epoch = r->epoch};
 
-		H_CHECK(raw_call(s, &m, sizeof(m), MSG_READOPT, &r->reg_fd, 1, &fd) == 0);
+		H_CHECK(h_raw_call(s, &m, sizeof(m), MSG_READOPT, &r->reg_fd, 1, &fd) == 0);
 		H_CHECK(fd >= 0);
 	}
 	H_CHECK(readopt(r, s, r->proc, r->epoch) == -EALREADY);
-	H_CHECK(raw_call(s, &pm, sizeof(pm), MSG_PUB_READOPT, &mfd, 1, NULL) == -EPERM); /* not its port */
-	H_CHECK(raw_call(s, &pm, sizeof(pm), MSG_SUB_READOPT, (int[]){mfd, efd}, 2, NULL) == -EPERM);
-	H_CHECK(raw_call(s, &(struct msg_empty){0}, sizeof(struct msg_empty), MSG_READOPT_DONE, NULL, 0, NULL) == 0);
+	H_CHECK(h_raw_call(s, &pm, sizeof(pm), MSG_PUB_READOPT, &mfd, 1, NULL) == -EPERM); /* not its port */
+	H_CHECK(h_raw_call(s, &pm, sizeof(pm), MSG_SUB_READOPT, (int[]){mfd, efd}, 2, NULL) == -EPERM);
+	H_CHECK(h_raw_call(s, &(struct msg_empty){0}, sizeof(struct msg_empty), MSG_READOPT_DONE, NULL, 0, NULL) == 0);
 	return 0;
 }
 
@@ -605,14 +554,14 @@ static int raw_claimer(void *arg)
  * refused, and the real one is then taken. */
 static int forger(void *arg)
 {
-	struct raw *r = arg, fake;
+	struct h_raw *r = arg, fake;
 	struct stat st;
 	void *src, *dst;
 	int s, mfd = memfd_create("forged-registry", MFD_CLOEXEC);
 	char c;
 
 	H_CHECK(mfd >= 0);
-	H_CHECK(raw_hello(rs.b->domain, r) == 0);
+	H_CHECK(h_raw_hello(rs.b->domain, r) == 0);
 	H_CHECK(fstat(r->reg_fd, &st) == 0 && ftruncate(mfd, st.st_size) == 0);
 	src = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_SHARED, r->reg_fd, 0);
 	dst = mmap(NULL, (size_t)st.st_size, PROT_READ | PROT_WRITE, MAP_SHARED, mfd, 0);
@@ -626,14 +575,14 @@ static int forger(void *arg)
 	fake.reg_fd = mfd;
 	H_CHECK(readopt(&fake, s, r->proc, r->epoch) == -ESTALE);
 	H_CHECK(readopt(r, s, r->proc, r->epoch) == 0);
-	H_CHECK(raw_call(s, &(struct msg_empty){0}, sizeof(struct msg_empty), MSG_READOPT_DONE, NULL, 0, NULL) == 0);
+	H_CHECK(h_raw_call(s, &(struct msg_empty){0}, sizeof(struct msg_empty), MSG_READOPT_DONE, NULL, 0, NULL) == 0);
 	return 0;
 }
 
 static void test_restart_forged_registry_refused(void **state)
 {
 	struct msg_status_reply st;
-	struct raw raw;
+	struct h_raw raw;
 	struct h_broker b;
 	pid_t pid;
 	char c;
@@ -660,7 +609,7 @@ static void test_restart_forged_registry_refused(void **state)
 static void test_restart_bad_claims_refused(void **state)
 {
 	struct msg_status_reply st;
-	struct raw raw;
+	struct h_raw raw;
 	struct h_broker b;
 	takt_node *n;
 	takt_pub *p;

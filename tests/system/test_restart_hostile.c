@@ -135,24 +135,15 @@ struct raw {
 
 static int raw_hello(const char *domain, struct raw *r)
 {
-	struct msg_hello req = {.abi_version = TAKT_ABI_VERSION, .name = "raw"};
-	union {
-		struct msg_hello_reply h;
-		char bytes[TAKT_PROTO_MAX_MSG];
-	} rep;
-	int fds[TAKT_PROTO_MAX_FDS];
-	unsigned n = 0;
+	struct h_raw h;
 	struct stat st;
 
-	H_CHECK(proto_connect(domain, &r->sock) == 0);
-	proto_hdr_init(&req.hdr, MSG_HELLO, sizeof(req), 1);
-	H_CHECK(proto_send(r->sock, &req, sizeof(req), NULL, 0) == 0);
-	H_CHECK(proto_recv(r->sock, &rep, sizeof(rep), fds, TAKT_PROTO_MAX_FDS, &n) == (long)sizeof(rep.h));
-	H_CHECK(rep.h.r.status == 0 && n == 1 && fstat(fds[0], &st) == 0);
-	r->reg_fd = fds[0];
+	H_CHECK(h_raw_hello(domain, &h) == 0 && fstat(h.reg_fd, &st) == 0);
+	r->sock = h.sock;
+	r->reg_fd = h.reg_fd;
 	r->reg_size = (size_t)st.st_size;
-	r->proc = rep.h.r.index;
-	r->epoch = rep.h.epoch;
+	r->proc = h.proc;
+	r->epoch = h.epoch;
 	return 0;
 }
 
@@ -161,21 +152,8 @@ static int raw_hello(const char *domain, struct raw *r)
 static int readopt(int sock, int fd, uint32_t proc, uint64_t epoch)
 {
 	struct msg_readopt m = {.abi_version = TAKT_ABI_VERSION, .proc = proc, .epoch = epoch};
-	union {
-		struct proto_reply r;
-		char bytes[TAKT_PROTO_MAX_MSG];
-	} rep;
-	int got[TAKT_PROTO_MAX_FDS];
-	unsigned n = 0;
-	long len;
 
-	proto_hdr_init(&m.hdr, MSG_READOPT, sizeof(m), 7);
-	if (proto_send(sock, &m, sizeof(m), &fd, 1) < 0)
-		return -EPIPE;
-	len = proto_recv(sock, &rep, sizeof(rep), got, TAKT_PROTO_MAX_FDS, &n);
-	for (unsigned i = 0; i < n; i++)
-		close(got[i]);
-	return len < (long)sizeof(rep.r) ? -EPIPE : rep.r.status;
+	return h_raw_call(sock, &m, sizeof(m), MSG_READOPT, &fd, 1, NULL);
 }
 
 struct hostile_ctx {
