@@ -1647,7 +1647,15 @@ int reg_event_close(struct broker *b, struct client *cl, uint32_t index, uint32_
  * such as a subscriber's broker_wakes, go on as they were) and is then
  * rewritten from the private copy. Until the adoption settles nothing but
  * readopt messages is served: ports whose process has not come back have
- * no segment we map. */
+ * no segment we map.
+ *
+ * Orderings: every acquire load of a state in the old registry pairs with
+ * the dead broker's release store of it (publish_state, conn_set_state),
+ * so an entry's fields are read after its state, as a client reads them
+ * (the registry is frozen now; a store it never made shows as the state
+ * before). The relaxed stores of lists and incarnations into our registry
+ * are published, as any change of ours, by the release of each state
+ * that follows and by the conn_gen bumps of reg_adopt_settle (W1). */
 
 static bool adopt_port_state_ok(uint32_t st)
 {
