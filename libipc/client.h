@@ -191,7 +191,7 @@ static inline void conn_wake(struct takt_conn_pub *c, const _Atomic uint32_t *pa
  * publisher's pool; a subscriber's segment and eventfd), the caller's to
  * close (-1 where a copy failed). */
 struct port_handback {
-	uint32_t index;
+	uint32_t index, sub; /* sub: the subscriber port that maps a pool */
 	uint64_t id;
 	int fd[2];
 };
@@ -209,7 +209,7 @@ unsigned event_handbacks(takt_node *n, struct event_handback *out, unsigned max)
 unsigned pub_handbacks(takt_node *n, struct port_handback *out, unsigned max);
 unsigned sub_handbacks(takt_node *n, struct port_handback *out, unsigned max);
 /* Under ports_lock: the publishers' pools the node's subscribers map (index,
- * id: the publisher's; fd[0]: a copy of the read-only descriptor, the
+ * id: the publisher's; sub: the subscriber's; fd[0]: a copy of the read-only descriptor, the
  * caller's to close), at most max. */
 unsigned pool_handbacks(takt_node *n, struct port_handback *out, unsigned max);
 

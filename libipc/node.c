@@ -533,7 +533,7 @@ static int readopt_ports(takt_node *n, int s, uint16_t type)
 				      : pool_handbacks(n, hb, max);
 	pthread_mutex_unlock(&n->ports_lock);
 	for (unsigned i = 0; i < k && !readopt_lost(r); i++) {
-		struct msg_port_readopt req = {.index = hb[i].index, .id = hb[i].id};
+		struct msg_port_readopt req = {.index = hb[i].index, .sub = hb[i].sub, .id = hb[i].id};
 		struct proto_reply rep;
 		int fds[TAKT_PROTO_MAX_FDS];
 		unsigned nf = 0;

@@ -16,7 +16,7 @@
 #include <stdint.h>
 
 #define TAKT_PROTO_MAGIC 0x504b5454u /* "TTKP" */
-#define TAKT_PROTO_VERSION 6u
+#define TAKT_PROTO_VERSION 7u
 #define TAKT_PROTO_MAX_MSG 1024
 #define TAKT_PROTO_MAX_FDS 4 /* a message carries at most one today */
 #define TAKT_DOMAIN_MAX 48 /* incl. NUL */
@@ -128,11 +128,13 @@ struct msg_readopt {
 _Static_assert(sizeof(struct msg_readopt) == 80, "msg_readopt");
 
 /* PUB_READOPT (id: the publisher's) and SUB_READOPT (id: 0): one port of
- * the readopting node, by its registry index. Reply: proto_reply. */
+ * the readopting node, by its registry index. POOL_READOPT: a publisher's
+ * pool (index, id: the publisher's) that subscriber port sub of the node
+ * maps. Reply: proto_reply. */
 struct msg_port_readopt {
 	struct proto_hdr hdr;
 	uint32_t index;
-	uint32_t reserved;
+	uint32_t sub;   /* POOL_READOPT; 0 otherwise */
 	uint64_t id;
 };
 _Static_assert(sizeof(struct msg_port_readopt) == 32, "msg_port_readopt");

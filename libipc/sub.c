@@ -119,7 +119,7 @@ unsigned pool_handbacks(takt_node *n, struct port_handback *out, unsigned max)
 			/* SS: acquire pairs with our own release of the state */
 			if (atomic_load_explicit(&slot->state, memory_order_acquire) == SS_FREE || slot->pool_fd < 0)
 				continue;
-			out[k++] = (struct port_handback){.index = slot->pub, .id = slot->pub_id,
+			out[k++] = (struct port_handback){.index = slot->pub, .sub = s->index, .id = slot->pub_id,
 							  .fd = {fcntl(slot->pool_fd, F_DUPFD_CLOEXEC, 0), -1}};
 		}
 	return k;

@@ -204,7 +204,7 @@ void adopt_port(struct broker *b, struct client *cl, const struct msg_port_reado
 	if (!cl->readopting)
 		r = -EPERM;
 	else if (pool)
-		r = reg_adopt_pool(b, m->index, m->id, fds[0]);
+		r = reg_adopt_pool(b, cl, m->index, m->sub, m->id, fds[0]);
 	else if (pub)
 		r = reg_adopt_pub(b, cl, m->index, m->id, fds[0]);
 	else

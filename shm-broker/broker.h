@@ -276,10 +276,13 @@ int reg_adopt(struct broker *b, const struct seg_view *o);
  * against the registry. On success the descriptors are the broker's. */
 int reg_adopt_pub(struct broker *b, struct client *cl, uint32_t pi, uint64_t id, int fd);
 int reg_adopt_sub(struct broker *b, struct client *cl, uint32_t si, int seg_fd, int efd);
-/* A subscriber's read-only descriptor of publisher pi's pool (id): our view
- * of it until its publisher hands it back, or for good if it never does
- * (what it sent stays takeable). 1 kept, 0 not needed, or a negative errno. */
-int reg_adopt_pool(struct broker *b, uint32_t pi, uint64_t id, int fd);
+/* A read-only descriptor of publisher pi's pool (id) that subscriber port
+ * si of cl maps: our view of it until its publisher hands it back, or for
+ * good if it never does (what it sent stays takeable); the pool of a
+ * publisher that closed before the old broker died is kept while its
+ * subscribers map it, as the old broker kept it. The mapping is recorded
+ * either way. 1 kept, 0 not needed, or a negative errno. */
+int reg_adopt_pool(struct broker *b, struct client *cl, uint32_t pi, uint32_t si, uint64_t id, int fd);
 /* One event handle back (m), with a listener's queue and eventfd in fds
  * (kept on success). */
 int reg_adopt_event(struct broker *b, struct client *cl, const struct msg_ev_readopt *m, int fds[2]);

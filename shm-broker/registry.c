@@ -503,8 +503,14 @@ static void conn_acks_settle(struct broker *b, uint32_t ci, uint8_t bits)
  * or a subscriber maps it; the broker keeps its descriptor (and counts its
  * bytes in shm_bytes) exactly that long. */
 
+/* A record of what a node maps: one per (pool, subscriber port), however
+ * often the broker pushes it (a restarted broker pushes every connection
+ * again, and hears back of a pool a node maps already: adopt.c). */
 static void pool_map_add(struct broker *b, uint64_t pub_id, uint32_t sub, uint32_t proc)
 {
+	for (unsigned i = 0; i < b->n_maps; i++)
+		if (b->maps[i].pub_id == pub_id && b->maps[i].sub == sub && b->maps[i].proc == proc)
+			return;
 	if (b->n_maps == b->cap_maps) {
 		unsigned cap = b->cap_maps ? 2 * b->cap_maps : 64;
 		struct reg_pool_map *m = realloc(b->maps, cap * sizeof(*m));
@@ -953,27 +959,33 @@ static void pub_mirror(struct broker *b, uint32_t pi)
 	publish_state(&p->state, rp->state);
 }
 
+/* Keeps fd, the pool of closed publisher pub_id, while subscribers map
+ * it. false: out of memory (the caller closes it: counted as gone early). */
+static bool pool_left_add(struct broker *b, uint64_t pub_id, int fd)
+{
+	if (b->n_left == b->cap_left) {
+		unsigned cap = b->cap_left ? 2 * b->cap_left : 16;
+		struct reg_pool_left *l = realloc(b->left, cap * sizeof(*l));
+
+		if (!l)
+			return false;
+		b->left = l;
+		b->cap_left = cap;
+	}
+	b->left[b->n_left++] = (struct reg_pool_left){.pub_id = pub_id, .fd = fd};
+	return true;
+}
+
 /* The publisher is gone: its pool stays (and counts) while subscribers
- * still map it. */
+ * still map it. The descriptor kept is the publisher's, or (a publisher a
+ * restarted broker never got back: adopt.c) the copy a subscriber handed
+ * back. */
 static void pub_pool_close(struct broker *b, struct reg_pub *rp)
 {
-	if (rp->pool_fd >= 0 && pool_mapped(b, rp->id)) {
-		struct reg_pool_left *l = b->left;
+	int *keep = rp->pool_fd >= 0 ? &rp->pool_fd : &rp->pool_ro_fd;
 
-		if (b->n_left == b->cap_left) {
-			unsigned cap = b->cap_left ? 2 * b->cap_left : 16;
-
-			l = realloc(b->left, cap * sizeof(*l));
-			if (l) {
-				b->left = l;
-				b->cap_left = cap;
-			}
-		}
-		if (l && b->n_left < b->cap_left) {
-			b->left[b->n_left++] = (struct reg_pool_left){.pub_id = rp->id, .fd = rp->pool_fd};
-			rp->pool_fd = -1;
-		}
-	}
+	if (*keep >= 0 && pool_mapped(b, rp->id) && pool_left_add(b, rp->id, *keep))
+		*keep = -1;
 	if (rp->pool_fd >= 0)
 		close(rp->pool_fd);
 	if (rp->pool_ro_fd >= 0)
@@ -1438,6 +1450,7 @@ int reg_tick(struct broker *b)
 	for (uint32_t pi = 0; pi < v->lim.publishers; pi++)
 		if (b->pubs[pi].state == SLOT_CLOSING && !port_has_conns(b, pi, true)) {
 			b->pubs[pi].state = SLOT_FREE;
+			pub_pool_close(b, &b->pubs[pi]); /* a copy adopted after its close (adopt.c) */
 			pub_map_drop(&b->pubs[pi]);
 			pub_mirror(b, pi);
 		}
@@ -1984,18 +1997,41 @@ int reg_adopt_pub(struct broker *b, struct client *cl, uint32_t pi, uint64_t id,
 	return 0;
 }
 
-int reg_adopt_pool(struct broker *b, uint32_t pi, uint64_t id, int fd)
+/* A pool handed back whose publisher closed before the old broker died
+ * (its slot is free, or another publisher's now): the old broker kept it
+ * for its subscribers, and so do we, once it shows itself a connected
+ * pool of that publisher: a sealed memfd whose header names it. 1: kept,
+ * 0: we have it already. */
+static int adopt_pool_left(struct broker *b, uint64_t id, int fd)
 {
+	struct takt_pool_header ph;
+
+	for (unsigned i = 0; i < b->n_left; i++)
+		if (b->left[i].pub_id == id)
+			return 0;
+	for (uint32_t i = 0; i < b->v.lim.publishers; i++)
+		if (b->pubs[i].state != SLOT_FREE && b->pubs[i].id == id)
+			return -ESTALE; /* a live port's id under another index */
+	if (!id || !seg_fd_ino(fd) ||
+	    !seg_fd_sealed(fd, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_FUTURE_WRITE | F_SEAL_SEAL))
+		return -ESTALE;
+	if (pread(fd, &ph, sizeof(ph), 0) != (ssize_t)sizeof(ph) || ph.magic != TAKT_POOL_MAGIC ||
+	    ph.abi_version != TAKT_ABI_VERSION || ph.publisher_id != id ||
+	    ph.layout_digest != b->v.hdr->layout_digest)
+		return -EPROTO;
+	return pool_left_add(b, id, fd) ? 1 : -ENOMEM;
+}
+
+/* Our view of the rings of publisher pi's pool, from a subscriber's copy
+ * (the publisher may not come back): 1 when fd is kept as its read-only
+ * descriptor, 0 when we have a view already. */
+static int adopt_pool_view(struct broker *b, uint32_t pi, int fd)
+{
+	struct reg_pub *rp = &b->pubs[pi];
 	struct takt_pool_layout pl;
-	struct reg_pub *rp;
 	size_t size;
 	void *map;
 
-	if (pi >= b->v.lim.publishers)
-		return -EINVAL;
-	rp = &b->pubs[pi];
-	if (rp->state == SLOT_FREE || rp->id != id)
-		return -ESTALE;
 	if (rp->pool.base)
 		return 0; /* its publisher, or another subscriber, brought it */
 	if (adopt_seg_ok(fd, rp->seg_ino) < 0) /* the very pool, sealed as a connected one is */
@@ -2011,7 +2047,35 @@ int reg_adopt_pool(struct broker *b, uint32_t pi, uint64_t id, int fd)
 	}
 	rp->pool_map_size = size;
 	rp->pool_ro_fd = fd;
-	return 1; /* kept */
+	return 1;
+}
+
+int reg_adopt_pool(struct broker *b, struct client *cl, uint32_t pi, uint32_t si, uint64_t id, int fd)
+{
+	const struct takt_limits *l = &b->v.lim;
+	const struct reg_pub *rp;
+	unsigned n = 0;
+	int r;
+
+	if (pi >= l->publishers || si >= l->subscribers)
+		return -EINVAL;
+	if (b->subs[si].state != SLOT_ACTIVE || b->subs[si].proc != cl->proc)
+		return -EPERM;
+	for (unsigned i = 0; i < b->n_maps; i++)
+		n += b->maps[i].sub == si && b->maps[i].proc == cl->proc;
+	if (n >= l->pubs_per_topic + l->held_max) /* more than its node has slots for */
+		return -ENOSPC;
+	rp = &b->pubs[pi];
+	if (rp->state == SLOT_FREE || rp->id != id) {
+		r = adopt_pool_left(b, id, fd);
+	} else {
+		/* (a publisher that closed, its connections still draining,
+		 * leaves the copy to `left` as its slot frees: reg_tick) */
+		r = adopt_pool_view(b, pi, fd);
+	}
+	if (r >= 0)
+		pool_map_add(b, id, si, cl->proc);
+	return r;
 }
 
 int reg_adopt_sub(struct broker *b, struct client *cl, uint32_t si, int seg_fd, int efd)
@@ -2192,8 +2256,8 @@ void reg_status(struct broker *b, struct msg_status_reply *rep)
 	snprintf(rep->version, sizeof(rep->version), "%s", TAKT_VERSION_STRING);
 	rep->shm_bytes_idle = seg_fd_bytes(b->mgmt_fd);
 	rep->shm_bytes = rep->shm_bytes_idle;
-	for (uint32_t i = 0; i < l->publishers; i++)
-		rep->shm_bytes += seg_fd_bytes(b->pubs[i].pool_fd);
+	for (uint32_t i = 0; i < l->publishers; i++) /* (a copy handed back by a subscriber: adopt.c) */
+		rep->shm_bytes += seg_fd_bytes(b->pubs[i].pool_fd >= 0 ? b->pubs[i].pool_fd : b->pubs[i].pool_ro_fd);
 	for (uint32_t i = 0; i < l->subscribers; i++)
 		rep->shm_bytes += seg_fd_bytes(b->subs[i].seg_fd);
 	for (uint32_t i = 0; i < l->events; i++)

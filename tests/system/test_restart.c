@@ -545,6 +545,9 @@ static int raw_claimer(void *arg)
 	H_CHECK(readopt(r, s, r->proc, r->epoch) == -EALREADY);
 	H_CHECK(h_raw_call(s, &pm, sizeof(pm), MSG_PUB_READOPT, &mfd, 1, NULL) == -EPERM); /* not its port */
 	H_CHECK(h_raw_call(s, &pm, sizeof(pm), MSG_SUB_READOPT, (int[]){mfd, efd}, 2, NULL) == -EPERM);
+	H_CHECK(h_raw_call(s, &pm, sizeof(pm), MSG_POOL_READOPT, &mfd, 1, NULL) == -EPERM); /* for another's subscriber */
+	pm.sub = UINT32_MAX;
+	H_CHECK(h_raw_call(s, &pm, sizeof(pm), MSG_POOL_READOPT, &mfd, 1, NULL) == -EINVAL);
 	H_CHECK(h_raw_call(s, &(struct msg_empty){0}, sizeof(struct msg_empty), MSG_READOPT_DONE, NULL, 0, NULL) == 0);
 	return 0;
 }
@@ -792,6 +795,105 @@ static void test_restart_claim_left_by_dead_publisher_stays_takeable(void **stat
 	h_broker_stop(&b);
 }
 
+/* A publisher that closed leaves its pool to the subscribers that still
+ * hold samples of it: the broker keeps the pool (and counts its bytes)
+ * until the last of them lets go. A restarted broker must count it too,
+ * and let it go when the holder releases. */
+static int holder_child(void *arg)
+{
+	takt_node *n = h_node(rs.b->domain, "holder");
+	struct takt_sample_info info;
+	const void *p;
+	takt_sub *s;
+	char c;
+
+	(void)arg;
+	H_CHECK(takt_sub_open(n, &(struct takt_sub_opts){.topic = "rs/left", .queue_depth = 4}, &s) == 0);
+	H_CHECK(h_chan_send(&rs.sub_ready[0], "r", 1) == 0);
+	H_CHECK(takt_sub_wait(s, 10000000000LL) == 0);
+	H_CHECK(takt_sub_take(s, &p, &info) == 0 && info.size == 8);
+	H_CHECK(h_chan_send(&rs.from_pub, "h", 1) == 0); /* held */
+	H_CHECK(h_chan_recv(&rs.to_pub, &c, 1, 20000) == 0);
+	takt_sub_release(s, p);
+	H_CHECK(h_chan_send(&rs.from_pub, "l", 1) == 0); /* let go */
+	H_CHECK(h_chan_recv(&rs.to_pub, &c, 1, 20000) == 0);
+	takt_sub_close(s);
+	takt_node_close(n);
+	return 0;
+}
+
+/* Polls the status until shm_bytes is want (up to 5 s); the last status. */
+static struct msg_status_reply status_shm(const char *domain, uint64_t want)
+{
+	struct msg_status_reply st = {0};
+
+	for (int i = 0; i < 500; i++) {
+		assert_int_equal(h_status(domain, &st), 0);
+		if (st.shm_bytes == want)
+			break;
+		usleep(10000);
+	}
+	return st;
+}
+
+static void test_restart_pool_left_to_holders_still_counted(void **state)
+{
+	struct msg_status_reply sub_only, held, back;
+	struct proto_pool_stat pool;
+	struct h_broker b;
+	takt_node *n;
+	takt_pub *p;
+	pid_t sub;
+	uint64_t x = 7;
+	char c;
+
+	(void)state;
+	assert_int_equal(h_broker_start(&b, "rs-left", NULL), 0);
+	rs.b = &b;
+	assert_int_equal(h_chan_open(&rs.to_pub), 0);
+	assert_int_equal(h_chan_open(&rs.from_pub), 0);
+	assert_int_equal(h_chan_open(&rs.sub_ready[0]), 0);
+	sub = h_spawn(holder_child, NULL);
+	assert_int_equal(h_chan_recv(&rs.sub_ready[0], &c, 1, 10000), 0);
+	assert_int_equal(h_status(b.domain, &sub_only), 0);
+	n = h_node(b.domain, "left-pub");
+	assert_int_equal(takt_pub_open(n, &(struct takt_pub_opts){.topic = "rs/left", .max_payload = 8}, &p), 0);
+	assert_int_equal(takt_pub_send(p, &x, sizeof(x)), 1);
+	assert_int_equal(h_chan_recv(&rs.from_pub, &c, 1, 10000), 0);
+	assert_int_equal(h_pool_of(b.domain, takt_pub_id(p), &pool), 0);
+	assert_true(pool.bytes > 0);
+	takt_pub_close(p);
+	takt_node_close(n);
+	/* the pool is left to the holder, and counted */
+	for (int i = 0; i < 500; i++) {
+		assert_int_equal(h_status(b.domain, &held), 0);
+		if (held.n_procs == 1 && held.n_conns == 0)
+			break;
+		usleep(10000);
+	}
+	assert_int_equal(held.n_procs, 1);
+	assert_int_equal(held.n_pubs, 0);
+	assert_true(held.shm_bytes > sub_only.shm_bytes);
+	broker_kill(&b);
+	assert_int_equal(h_broker_restart(&b), 0);
+	assert_int_equal(h_status(b.domain, &back), 0);
+	assert_int_equal(back.adopted_procs, 1);
+	assert_int_equal(back.shm_bytes, held.shm_bytes); /* still counted */
+	/* let go: the new broker lets the pool go too */
+	assert_int_equal(h_chan_send(&rs.to_pub, "g", 1), 0);
+	assert_int_equal(h_chan_recv(&rs.from_pub, &c, 1, 10000), 0);
+	back = status_shm(b.domain, held.shm_bytes - pool.bytes);
+	assert_int_equal(back.shm_bytes, held.shm_bytes - pool.bytes);
+	assert_int_equal(h_chan_send(&rs.to_pub, "g", 1), 0);
+	assert_int_equal(h_wait(sub, 10000), 0);
+	back = status_shm(b.domain, back.shm_bytes_idle);
+	assert_int_equal(back.shm_bytes, back.shm_bytes_idle);
+	h_chan_close(&rs.to_pub);
+	h_chan_close(&rs.from_pub);
+	h_chan_close(&rs.sub_ready[0]);
+	h_broker_stop(&b);
+}
+
 /* A node whose ports were closed while no broker ran comes back last:
  * the broker closes them at its READOPT_DONE, and only then settles the
  * adoption (connections pushed again, held requests served). */
@@ -1016,6 +1118,7 @@ int main(void)
 		cmocka_unit_test(test_restart_forged_registry_refused),
 		cmocka_unit_test(test_restart_orphaned_samples_survive),
 		cmocka_unit_test(test_restart_claim_left_by_dead_publisher_stays_takeable),
+		cmocka_unit_test(test_restart_pool_left_to_holders_still_counted),
 		cmocka_unit_test(test_restart_ports_closed_meanwhile_last_back),
 		cmocka_unit_test(test_restart_node_closed_while_taken_back),
 		cmocka_unit_test(test_restart_other_q0_mode_taken_back_whole_or_not),
