@@ -203,6 +203,9 @@ int seg_lock_domain(struct broker *b);
 /* Writes "epoch inode" of our registry into the lock file. */
 int seg_record_registry(struct broker *b);
 void seg_unlock_domain(struct broker *b);
+/* Lets the lock go but leaves the lock file, with the registry it
+ * records, for the next broker to adopt (a stop with processes attached). */
+void seg_leave_domain(struct broker *b);
 int seg_create_all(struct broker *b);
 /* A publisher's pool segment sized for pp's n_chunks_max chunks, the first
  * reserve bytes reserved; read-write and read-only descriptors. */
@@ -267,6 +270,8 @@ void reg_conn_ready(struct broker *b, struct client *cl, const struct msg_conn_r
 /* A POOL_DONE from cl: one subscriber's mapping of a pool is gone. */
 void reg_pool_done(struct broker *b, struct client *cl, const struct msg_pool_done *m);
 void reg_status(struct broker *b, struct msg_status_reply *rep);
+/* Processes attached (those an adoption waits for included). */
+uint32_t reg_procs(const struct broker *b);
 /* Adoption: rebuilds the registry from a predecessor's (o, validated);
  * every process of it is left ACTIVE for the caller to give a ghost.
  * Returns how many entries were dropped for not holding together. */

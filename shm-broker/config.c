@@ -5,7 +5,8 @@
  *             subscribers_per_topic connections queue_depth_max history_max
  *             held_max loans_max events
  *   [memory]  max_payload domain_max process_max   (bytes; K, M, G suffixes)
- *   [socket]  mode = 0660, group = NAME|GID, confirm_timeout_ms
+ *   [socket]  mode = 0660, group = NAME|GID, confirm_timeout_ms, readopt_timeout_ms,
+ *             keep_on_stop = true|false
  *   [access]  publish|subscribe = PATTERN WHO[,WHO...]   (access.h)
  */
 #include "config.h"
@@ -57,6 +58,7 @@ void config_defaults(struct broker_config *c)
 	c->socket_group = -1;
 	c->confirm_timeout_ms = 2000;
 	c->readopt_timeout_ms = 2000;
+	c->keep_on_stop = true;
 }
 
 struct parse_ctx {
@@ -222,6 +224,14 @@ static int config_ini_line(void *user, const char *section, const char *key, con
 		p->c->readopt_timeout_ms = (unsigned)m;
 		return 1;
 	}
+	if (!strcmp(section, "socket") && !strcmp(key, "keep_on_stop")) {
+		if (!strcmp(val, "true") || !strcmp(val, "false")) {
+			p->c->keep_on_stop = val[0] == 't';
+			return 1;
+		}
+		snprintf(p->err, p->errlen, "[socket] keep_on_stop = '%s': true or false", val);
+		return 0;
+	}
 	if (!strcmp(section, "socket") && !strcmp(key, "confirm_timeout_ms")) {
 		uint64_t m;
 
@@ -327,8 +337,8 @@ void config_print(const struct broker_config *c, FILE *f)
 	fprintf(f, "\n[memory]\nmax_payload = %llu\ndomain_max = %llu\nprocess_max = %llu\n",
 		(unsigned long long)c->max_payload, (unsigned long long)c->domain_max,
 		(unsigned long long)c->process_max);
-	fprintf(f, "\n[socket]\nmode = 0%o\nconfirm_timeout_ms = %u\nreadopt_timeout_ms = %u\n", c->socket_mode,
-		c->confirm_timeout_ms, c->readopt_timeout_ms);
+	fprintf(f, "\n[socket]\nmode = 0%o\nconfirm_timeout_ms = %u\nreadopt_timeout_ms = %u\nkeep_on_stop = %s\n",
+		c->socket_mode, c->confirm_timeout_ms, c->readopt_timeout_ms, c->keep_on_stop ? "true" : "false");
 	if (c->socket_group >= 0)
 		fprintf(f, "group = %lld\n", (long long)c->socket_group);
 	if (c->access.n)

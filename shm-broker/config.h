@@ -26,6 +26,7 @@ struct broker_config {
 	int64_t socket_group;   /* [socket] group: the socket's group, or -1 (the broker's) */
 	unsigned confirm_timeout_ms; /* how long an open waits for CONN_READY (A0) */
 	unsigned readopt_timeout_ms; /* how long a restarted broker waits for its predecessor's processes */
+	bool keep_on_stop;           /* a stop with processes attached leaves the domain to the next broker */
 	bool domain_set; /* [domain] name was given */
 	struct access_rules access; /* [access] */
 };

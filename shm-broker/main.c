@@ -148,6 +148,8 @@ int main(int argc, char **argv)
 	struct broker b = {.lock_fd = -1, .listen_fd = -1, .mgmt_fd = -1, .mgmt_ro_fd = -1};
 	struct args a = {0};
 	int ready_fd = -1, r;
+	uint32_t n_procs = 0;
+	bool keep;
 	sigset_t stop;
 	char st = 0;
 
@@ -175,11 +177,24 @@ int main(int argc, char **argv)
 			close(ready_fd);
 		r = server_run(&b);
 	}
-	if (b.sock_path[0] && b.listen_fd >= 0)
+	/* A stop with processes attached (systemd's restart, say) leaves what
+	 * a broker that dies leaves: the socket, and the lock file naming our
+	 * registry, so the next broker adopts the domain and the processes
+	 * keep it. With none, or [socket] keep_on_stop = false, the domain ends. */
+	keep = b.proc_state && b.cfg.keep_on_stop && (n_procs = reg_procs(&b)) > 0;
+	if (keep)
+		fprintf(stderr,
+			"takt-broker: domain '%s': stopping with %u processes attached: the next broker of the domain "
+			"takes them back ([socket] keep_on_stop)\n",
+			b.cfg.domain, n_procs);
+	else if (b.sock_path[0] && b.listen_fd >= 0)
 		unlink(b.sock_path);
 	server_free(&b);
 	seg_destroy_all(&b);
-	seg_unlock_domain(&b); /* last: nothing of ours is left to remove */
+	if (keep)
+		seg_leave_domain(&b);
+	else
+		seg_unlock_domain(&b); /* last: nothing of ours is left to remove */
 	if (r < 0)
 		fprintf(stderr, "takt-broker: stopped: %s\n", strerror(-r));
 	return r < 0 ? 1 : 0;

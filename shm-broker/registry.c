@@ -2237,6 +2237,15 @@ void reg_pool_stats(struct broker *b, uint32_t first, struct msg_pools_reply *re
 		c_;                                                                                \
 	})
 
+uint32_t reg_procs(const struct broker *b)
+{
+	uint32_t n = 0;
+
+	for (uint32_t i = 0; i < b->v.lim.processes; i++)
+		n += b->proc_state[i] == SLOT_ACTIVE;
+	return n;
+}
+
 void reg_status(struct broker *b, struct msg_status_reply *rep)
 {
 	const struct takt_limits *l = &b->v.lim;
@@ -2244,9 +2253,7 @@ void reg_status(struct broker *b, struct msg_status_reply *rep)
 	rep->pid = getpid();
 	rep->epoch = b->epoch;
 	rep->limits = *l;
-	rep->n_procs = 0;
-	for (uint32_t i = 0; i < l->processes; i++)
-		rep->n_procs += b->proc_state[i] == SLOT_ACTIVE;
+	rep->n_procs = reg_procs(b);
 	rep->n_topics = COUNT_ACTIVE(b->topics, l->topics);
 	rep->n_pubs = COUNT_ACTIVE(b->pubs, l->publishers);
 	rep->n_subs = COUNT_ACTIVE(b->subs, l->subscribers);

@@ -119,6 +119,13 @@ int seg_record_registry(struct broker *b)
 	return 0;
 }
 
+void seg_leave_domain(struct broker *b)
+{
+	if (b->lock_fd >= 0)
+		close(b->lock_fd); /* as a broker that dies does */
+	b->lock_fd = -1;
+}
+
 void seg_unlock_domain(struct broker *b)
 {
 	if (b->lock_fd < 0)

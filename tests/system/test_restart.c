@@ -894,6 +894,110 @@ static void test_restart_pool_left_to_holders_still_counted(void **state)
 	h_broker_stop(&b);
 }
 
+/* ---- a broker that stops ------------------------------------------------ */
+
+static bool path_exists(const struct h_broker *b, const char *what)
+{
+	char path[256];
+
+	snprintf(path, sizeof(path), "%s/takt-%s.%s", b->rundir, b->domain, what);
+	return access(path, F_OK) == 0;
+}
+
+/* SIGTERM: the broker exits at once with its status 0, as a clean stop
+ * does, but not through h_broker_stop (which removes what it left). */
+static void broker_term(struct h_broker *b)
+{
+	assert_int_equal(kill(b->pid, SIGTERM), 0);
+	assert_int_equal(h_wait(b->pid, 5000), 0);
+	b->pid = 0;
+}
+
+/* A stop with processes attached (systemd's restart of the service, say)
+ * leaves the domain to the next broker: its processes lose nothing. */
+static void test_restart_stop_with_clients_keeps_the_domain(void **state)
+{
+	struct msg_status_reply before, after;
+	struct h_broker b;
+	takt_node *n;
+	takt_pub *p;
+	pid_t sub;
+	char c;
+
+	(void)state;
+	assert_int_equal(h_broker_start(&b, "rs-stop", NULL), 0);
+	rs.b = &b;
+	assert_int_equal(h_chan_open(&rs.to_pub), 0);
+	assert_int_equal(h_chan_open(&rs.sub_ready[0]), 0);
+	orphan_topic = "rs/stop";
+	sub = h_spawn(orphan_sub_child, (void *)(intptr_t)10);
+	assert_int_equal(h_chan_recv(&rs.sub_ready[0], &c, 1, 10000), 0);
+	n = h_node(b.domain, "stop-pub");
+	assert_int_equal(takt_pub_open(n, &(struct takt_pub_opts){.topic = "rs/stop", .max_payload = 8}, &p), 0);
+	for (uint64_t i = 0; i < 5; i++)
+		assert_int_equal(takt_pub_send(p, &i, sizeof(i)), 1);
+	assert_int_equal(h_status(b.domain, &before), 0);
+	broker_term(&b);
+	assert_true(path_exists(&b, "sock"));
+	assert_true(path_exists(&b, "lock"));
+	for (uint64_t i = 5; i < 10; i++) /* the data path goes on without it */
+		assert_int_equal(takt_pub_send(p, &i, sizeof(i)), 1);
+	assert_int_equal(h_broker_restart(&b), 0);
+	assert_int_equal(h_status(b.domain, &after), 0);
+	assert_int_equal(after.adopted_epoch, before.epoch);
+	assert_int_equal(after.adopted_procs, 2);
+	assert_int_equal(after.adopted_pubs, 1);
+	assert_int_equal(after.adopted_subs, 1);
+	assert_int_equal(h_chan_send(&rs.to_pub, "g", 1), 0);
+	assert_int_equal(h_wait(sub, 20000), 0); /* all ten, in order */
+	takt_pub_close(p);
+	takt_node_close(n);
+	/* with nobody attached, a stop ends the domain */
+	for (int i = 0; i < 500 && h_status(b.domain, &after) == 0 && after.n_procs; i++)
+		usleep(10000);
+	assert_int_equal(after.n_procs, 0);
+	broker_term(&b);
+	assert_false(path_exists(&b, "sock"));
+	assert_false(path_exists(&b, "lock"));
+	h_chan_close(&rs.to_pub);
+	h_chan_close(&rs.sub_ready[0]);
+	h_broker_stop(&b);
+}
+
+/* [socket] keep_on_stop = false: a stop ends the domain whoever is
+ * attached; the next broker starts a new one and refuses the old. */
+static void test_restart_stop_ends_the_domain_when_told(void **state)
+{
+	struct msg_status_reply st;
+	struct h_broker b;
+	takt_node *n;
+	takt_pub *p, *q = NULL;
+	int r = 0;
+
+	(void)state;
+	assert_int_equal(h_broker_start(&b, "rs-stop-end", "[socket]\nkeep_on_stop = false\n"), 0);
+	n = h_node(b.domain, "ended");
+	assert_int_equal(takt_pub_open(n, &(struct takt_pub_opts){.topic = "rs/end", .max_payload = 8}, &p), 0);
+	broker_term(&b);
+	assert_false(path_exists(&b, "sock"));
+	assert_false(path_exists(&b, "lock"));
+	assert_int_equal(h_broker_restart(&b), 0);
+	assert_int_equal(h_status(b.domain, &st), 0);
+	assert_int_equal(st.adopted_epoch, 0);
+	assert_int_equal(st.n_procs, 0);
+	/* the old node is not taken back: its calls fail, and keep failing */
+	for (int i = 0; i < 100; i++) {
+		r = takt_pub_open(n, &(struct takt_pub_opts){.topic = "rs/end2", .max_payload = 8}, &q);
+		if (r == -ENOTCONN && i >= 20)
+			break;
+		usleep(10000);
+	}
+	assert_int_equal(r, -ENOTCONN);
+	takt_pub_close(p);
+	takt_node_close(n);
+	h_broker_stop(&b);
+}
+
 /* A node whose ports were closed while no broker ran comes back last:
  * the broker closes them at its READOPT_DONE, and only then settles the
  * adoption (connections pushed again, held requests served). */
@@ -1119,6 +1223,8 @@ int main(void)
 		cmocka_unit_test(test_restart_orphaned_samples_survive),
 		cmocka_unit_test(test_restart_claim_left_by_dead_publisher_stays_takeable),
 		cmocka_unit_test(test_restart_pool_left_to_holders_still_counted),
+		cmocka_unit_test(test_restart_stop_with_clients_keeps_the_domain),
+		cmocka_unit_test(test_restart_stop_ends_the_domain_when_told),
 		cmocka_unit_test(test_restart_ports_closed_meanwhile_last_back),
 		cmocka_unit_test(test_restart_node_closed_while_taken_back),
 		cmocka_unit_test(test_restart_other_q0_mode_taken_back_whole_or_not),
