@@ -93,6 +93,7 @@ static void test_broker_refuses_bad_config(void **state)
 	bad_config("[memory]\nprocess_max = 2G\ndomain_max = 1G\n", "exceeds domain_max");
 	bad_config("[domain]\nname = ../etc\n", "[domain] name");
 	bad_config("[nonsense\n", ":1:");
+	bad_config("[socket]\nkeep_on_stop = yes\n", "[socket] keep_on_stop = 'yes': true or false");
 }
 
 static void test_broker_one_per_domain(void **state)
