@@ -1,5 +1,6 @@
 /* registry.c - the broker's registry: processes, topics, ports, connections,
- * events, and reclaiming what a closed or dead client held.
+ * and reclaiming what a closed or dead client held. Events are events.c's;
+ * a registry taken over from a broker that died is adopt.c's.
  *
  * The registry lives in the broker's private memory (broker.h); every change
  * is mirrored into the management segment for clients to read, and the
@@ -47,6 +48,7 @@
  * bump and snapshot is the fence on its side (q0_fence, client.h).
  */
 #include "broker.h"
+#include "registry.h"
 #include "pool.h"
 #include "ring.h"
 
@@ -63,7 +65,7 @@
 #include <unistd.h>
 
 
-static void gen_bump(_Atomic uint32_t *gen)
+void gen_bump(_Atomic uint32_t *gen)
 {
 	atomic_fetch_add_explicit(gen, 1, memory_order_seq_cst); /* W1, Q0 */
 }
@@ -74,7 +76,7 @@ static void gen_bump(_Atomic uint32_t *gen)
  * on every CPU that runs one of them, so either their load of conn_gen sees
  * our bump or our snapshot sees their odd `active`. A few microseconds, once
  * per retired connection; never on the data path. */
-static void q0_fence(const struct broker *b)
+void q0_fence(const struct broker *b)
 {
 	static bool warned;
 
@@ -113,7 +115,7 @@ uint64_t reg_new_id(struct broker *b)
 }
 
 /* relaxed/release store of a slot state for clients to read. */
-static void publish_state(_Atomic uint32_t *shm_state, uint32_t st)
+void publish_state(_Atomic uint32_t *shm_state, uint32_t st)
 {
 	/* release: pairs with the clients' acquire of state; every field the
 	 * state guards was written before. */
@@ -216,7 +218,6 @@ void reg_free(struct broker *b)
 /* ---- processes ---------------------------------------------------------- */
 
 static void pool_maps_drop(struct broker *b, uint64_t pub_id, uint32_t sub, uint32_t proc);
-static void listener_drop(struct broker *b, uint32_t ei, uint32_t j);
 
 int reg_proc_add(struct broker *b, struct client *cl, const char *name)
 {
@@ -311,7 +312,7 @@ void reg_proc_remove(struct broker *b, struct client *cl)
 
 /* ---- topics ------------------------------------------------------------- */
 
-static void topic_mirror(struct broker *b, uint32_t ti)
+void topic_mirror(struct broker *b, uint32_t ti)
 {
 	const struct reg_topic *t = &b->topics[ti];
 	struct takt_topic *m = &b->v.topics[ti];
@@ -408,9 +409,7 @@ static void conns_clear(uint32_t *priv, _Atomic uint32_t *shm, unsigned cap)
 
 /* ---- connections -------------------------------------------------------- */
 
-static void pub_mirror(struct broker *b, uint32_t pi);
-
-static void conn_set_state(struct broker *b, uint32_t ci, uint32_t st)
+void conn_set_state(struct broker *b, uint32_t ci, uint32_t st)
 {
 	b->conns[ci].state = st;
 	/* B1: seq_cst pairs with ring_wait_room's seq_cst re-check of state
@@ -418,7 +417,7 @@ static void conn_set_state(struct broker *b, uint32_t ci, uint32_t st)
 	atomic_store_explicit(&b->v.conns[ci].state, st, memory_order_seq_cst);
 }
 
-static void conn_init_shared(struct broker *b, uint32_t ci, const struct reg_conn *rc)
+void conn_init_shared(struct broker *b, uint32_t ci, const struct reg_conn *rc)
 {
 	struct takt_conn *c = &b->v.conns[ci];
 
@@ -438,19 +437,19 @@ static void conn_init_shared(struct broker *b, uint32_t ci, const struct reg_con
 
 /* An end's Q0 counter in our view of its segment, or NULL for an end whose
  * segment we do not map (a port a restarted broker did not get back). */
-static const _Atomic uint64_t *pub_active(const struct broker *b, uint32_t pi)
+const _Atomic uint64_t *pub_active(const struct broker *b, uint32_t pi)
 {
 	return b->pubs[pi].pool.live ? &b->pubs[pi].pool.live->active : NULL;
 }
 
-static const _Atomic uint64_t *sub_active(const struct broker *b, uint32_t si)
+const _Atomic uint64_t *sub_active(const struct broker *b, uint32_t si)
 {
 	return b->subs[si].seg.live ? &b->subs[si].seg.live->active : NULL;
 }
 
 /* Q0's snapshot of an end (seq_cst: after the caller's gen bumps); even
  * (quiescent) for an end we do not map. */
-static uint64_t end_active(const _Atomic uint64_t *active)
+uint64_t end_active(const _Atomic uint64_t *active)
 {
 	return active ? atomic_load_explicit(active, memory_order_seq_cst) : 0;
 }
@@ -469,7 +468,7 @@ static const struct takt_conn_sub *conn_sw(const struct broker *b, uint32_t ci)
 
 /* Ring slots for a depth: the next power of two, so positions map to
  * slots by a mask; the ring itself stops at depth (ring.h). */
-static uint32_t depth_slots(uint32_t d)
+uint32_t depth_slots(uint32_t d)
 {
 	while (d & (d - 1))
 		d += d & -d;
@@ -496,8 +495,6 @@ static void conn_acks_settle(struct broker *b, uint32_t ci, uint8_t bits)
 		server_pend_reply(b, w);
 }
 
-#define ACK_PUB 1
-#define ACK_SUB 2
 
 /* ---- pool lifetimes: a pool segment is alive while its publisher is open
  * or a subscriber maps it; the broker keeps its descriptor (and counts its
@@ -506,7 +503,7 @@ static void conn_acks_settle(struct broker *b, uint32_t ci, uint8_t bits)
 /* A record of what a node maps: one per (pool, subscriber port), however
  * often the broker pushes it (a restarted broker pushes every connection
  * again, and hears back of a pool a node maps already: adopt.c). */
-static void pool_map_add(struct broker *b, uint64_t pub_id, uint32_t sub, uint32_t proc)
+void pool_map_add(struct broker *b, uint64_t pub_id, uint32_t sub, uint32_t proc)
 {
 	for (unsigned i = 0; i < b->n_maps; i++)
 		if (b->maps[i].pub_id == pub_id && b->maps[i].sub == sub && b->maps[i].proc == proc)
@@ -571,7 +568,7 @@ void reg_pool_done(struct broker *b, struct client *cl, const struct msg_pool_do
 
 /* Pushes one end of a connection change to that end's node. Returns the
  * ack bit owed for it (0: not sent, or nothing to confirm). */
-static uint8_t conn_push(struct broker *b, uint32_t ci, uint16_t kind)
+uint8_t conn_push(struct broker *b, uint32_t ci, uint16_t kind)
 {
 	const struct reg_conn *rc = &b->conns[ci];
 	bool to_sub = kind == MSG_PUSH_SUB_CONN;
@@ -908,7 +905,7 @@ static int ports_quota(struct broker *b, const struct client *cl, const char *to
 	return -EDQUOT;
 }
 
-static int names_ok(const char *topic, const char *type)
+bool names_ok(const char *topic, const char *type)
 {
 	return proto_name_ok(topic, TAKT_NAME_MAX) &&
 	       (type[0] == 0 || proto_name_ok(type, TAKT_NAME_MAX));
@@ -942,7 +939,7 @@ static int topic_join(struct broker *b, const char *topic, const char *type, boo
 	return ti;
 }
 
-static void pub_mirror(struct broker *b, uint32_t pi)
+void pub_mirror(struct broker *b, uint32_t pi)
 {
 	const struct reg_pub *rp = &b->pubs[pi];
 	struct takt_pub_port *p = &b->v.pubs[pi];
@@ -961,7 +958,7 @@ static void pub_mirror(struct broker *b, uint32_t pi)
 
 /* Keeps fd, the pool of closed publisher pub_id, while subscribers map
  * it. false: out of memory (the caller closes it: counted as gone early). */
-static bool pool_left_add(struct broker *b, uint64_t pub_id, int fd)
+bool pool_left_add(struct broker *b, uint64_t pub_id, int fd)
 {
 	if (b->n_left == b->cap_left) {
 		unsigned cap = b->cap_left ? 2 * b->cap_left : 16;
@@ -1140,7 +1137,7 @@ int reg_pub_close(struct broker *b, struct client *cl, uint32_t index)
 	return 0;
 }
 
-static void sub_mirror(struct broker *b, uint32_t si)
+void sub_mirror(struct broker *b, uint32_t si)
 {
 	const struct reg_sub *rs = &b->subs[si];
 	struct takt_sub_port *s = &b->v.subs[si];
@@ -1457,738 +1454,6 @@ int reg_tick(struct broker *b)
 	if (b->conns_missing)
 		conns_fill(b);
 	return b->n_retiring || b->n_pending ? TICK_FAST : b->n_orphans || b->conns_missing ? TICK_SLOW : TICK_OFF;
-}
-
-/* ---- events ------------------------------------------------------------- */
-
-/* Tells every client with event ei open about its listener j (or that it
- * left): their nodes notify into its queue. to: one client only, or NULL. */
-static unsigned listener_push(struct broker *b, uint32_t ei, uint32_t j, bool gone, struct client *to)
-{
-	const struct reg_listener *li = &b->events[ei].lis[j];
-	struct msg_push_ev m = {.event = ei, .listener = j, .inc = li->inc};
-	int fds[2] = {li->seg_fd, li->efd};
-	unsigned pushed = 0;
-
-	proto_hdr_init(&m.hdr, (uint16_t)((gone ? MSG_PUSH_EV_GONE : MSG_PUSH_EV_LISTENER) | PROTO_PUSH_FLAG),
-		       sizeof(m), 0);
-	for (unsigned i = 0; i < b->n_clients_max; i++) {
-		struct client *cl = &b->clients[i];
-
-		if (cl->fd < 0 || cl->doomed || !cl->event_refs || !cl->event_refs[ei] || (to && cl != to))
-			continue;
-		server_push(b, cl, &m, sizeof(m), gone ? NULL : fds, gone ? 0 : 2);
-		pushed += !cl->doomed;
-	}
-	return pushed;
-}
-
-/* The EVENT_LISTEN of listener j's client no longer waits for acks. */
-static void listener_settle(struct broker *b, struct reg_listener *li, unsigned acks)
-{
-	struct client *w = li->cl;
-
-	if (acks > li->acks_owed)
-		acks = li->acks_owed;
-	if (!acks || !w)
-		return;
-	li->acks_owed -= acks;
-	w->pend_acks = w->pend_acks > acks ? w->pend_acks - acks : 0;
-	if (w->pend && w->pend_acks == 0)
-		server_pend_reply(b, w);
-}
-
-void reg_ev_ready(struct broker *b, struct client *cl, const struct msg_push_ev *m)
-{
-	struct reg_listener *li;
-
-	(void)cl;
-	if (m->event >= b->v.lim.events || m->listener >= TAKT_MAX_LISTENERS)
-		return;
-	li = &b->events[m->event].lis[m->listener];
-	if (li->cl && li->inc == m->inc)
-		listener_settle(b, li, 1); /* one node more has it in its table */
-}
-
-static void listeners_mirror(struct broker *b, uint32_t ei)
-{
-	uint32_t n = 0;
-
-	for (unsigned j = 0; j < TAKT_MAX_LISTENERS; j++)
-		n += b->events[ei].lis[j].cl != NULL;
-	b->v.events[ei].listeners = n;
-}
-
-static void listener_drop(struct broker *b, uint32_t ei, uint32_t j)
-{
-	struct reg_listener *li = &b->events[ei].lis[j];
-
-	if (!li->cl)
-		return;
-	listener_settle(b, li, li->acks_owed);
-	listener_push(b, ei, j, true, NULL);
-	close(li->seg_fd);
-	close(li->efd);
-	li->cl = NULL;
-	b->v.events[ei].lis[j].proc = TAKT_NONE;
-	listeners_mirror(b, ei);
-}
-
-int reg_event_open(struct broker *b, struct client *cl, const char *name)
-{
-	int free_slot = -1;
-
-	if (!proto_name_ok(name, TAKT_NAME_MAX))
-		return -EINVAL;
-	for (uint32_t i = 0; i < b->v.lim.events; i++) {
-		struct reg_event *e = &b->events[i];
-
-		if (e->state == SLOT_FREE) {
-			if (free_slot < 0)
-				free_slot = (int)i;
-		} else if (!strcmp(e->name, name)) {
-			b->v.events[i].refs = ++e->refs;
-			/* Its node notifies into every listener's queue: it
-			 * learns of them before the open's reply (same socket). */
-			if (cl->event_refs[i]++ == 0)
-				for (unsigned j = 0; j < TAKT_MAX_LISTENERS; j++)
-					if (e->lis[j].cl)
-						listener_push(b, i, j, false, cl);
-			return (int)i;
-		}
-	}
-	if (free_slot < 0)
-		return -ENOSPC;
-	struct reg_event *e = &b->events[free_slot];
-	uint32_t incs[TAKT_MAX_LISTENERS];
-
-	for (unsigned j = 0; j < TAKT_MAX_LISTENERS; j++)
-		incs[j] = e->lis[j].inc; /* incarnations go on across uses of the slot */
-	*e = (struct reg_event){.state = SLOT_ACTIVE, .refs = 1};
-	for (unsigned j = 0; j < TAKT_MAX_LISTENERS; j++)
-		e->lis[j].inc = incs[j];
-	memcpy(e->name, name, TAKT_NAME_MAX);
-	memcpy(b->v.events[free_slot].name, name, TAKT_NAME_MAX);
-	b->v.events[free_slot].refs = 1;
-	b->v.events[free_slot].listeners = 0;
-	publish_state(&b->v.events[free_slot].state, SLOT_ACTIVE);
-	cl->event_refs[free_slot]++;
-	return free_slot;
-}
-
-int reg_event_listen(struct broker *b, struct client *cl, uint32_t index, int fds[2])
-{
-	struct reg_event *e;
-	struct reg_listener *li = NULL;
-	unsigned j;
-	int r, efd, seg;
-
-	if (index >= b->v.lim.events)
-		return -EINVAL;
-	if (!cl->event_refs[index])
-		return -EPERM;
-	e = &b->events[index];
-	for (j = 0; j < TAKT_MAX_LISTENERS && !li; j++)
-		if (!e->lis[j].cl)
-			li = &e->lis[j];
-	if (!li) {
-		fprintf(stderr, "takt-broker: event '%s': process %d wants to listen, but it has %u listeners already\n",
-			e->name, cl->pid, TAKT_MAX_LISTENERS);
-		return -ENOSPC;
-	}
-	j--;
-	r = seg_listener_create(b, index, j, &seg);
-	if (r < 0)
-		return r;
-	efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-	if (efd < 0) {
-		r = -errno;
-		close(seg);
-		return r;
-	}
-	li->cl = cl;
-	li->inc++;
-	li->seg_fd = fds[0] = seg;
-	li->efd = fds[1] = efd;
-	/* who it is, for a restarted broker (reg_adopt_event) */
-	b->v.events[index].lis[j] = (struct takt_event_lis){.proc = cl->proc, .inc = li->inc, .seg_ino = seg_fd_ino(seg)};
-	listeners_mirror(b, index);
-	/* Every node with it open, this one's too: the listen is answered once
-	 * each has it in its table (EV_READY), so it hears every notify from
-	 * then on. */
-	li->acks_owed = listener_push(b, index, j, false, NULL);
-	cl->pend_acks += li->acks_owed;
-	return (int)j;
-}
-
-int reg_event_close(struct broker *b, struct client *cl, uint32_t index, uint32_t listener)
-{
-	struct reg_event *e;
-
-	if (index >= b->v.lim.events)
-		return -EINVAL;
-	if (!cl->event_refs[index])
-		return -EPERM;
-	e = &b->events[index];
-	if ((listener & ~EVENT_LISTENER_ONLY) && (listener & ~EVENT_LISTENER_ONLY) <= TAKT_MAX_LISTENERS &&
-	    e->lis[(listener & ~EVENT_LISTENER_ONLY) - 1].cl == cl)
-		listener_drop(b, index, (listener & ~EVENT_LISTENER_ONLY) - 1);
-	if (listener & EVENT_LISTENER_ONLY)
-		return 0; /* a listen undone: the handle stays open */
-	if (cl->event_refs[index] == 1) /* its node forgets the listeners it notified */
-		for (unsigned j = 0; j < TAKT_MAX_LISTENERS; j++)
-			if (e->lis[j].cl)
-				listener_push(b, index, j, true, cl);
-	cl->event_refs[index]--;
-	b->v.events[index].refs = --e->refs;
-	if (e->refs == 0) {
-		for (unsigned j = 0; j < TAKT_MAX_LISTENERS; j++)
-			listener_drop(b, index, j);
-		e->state = SLOT_FREE;
-		publish_state(&b->v.events[index].state, SLOT_FREE);
-	}
-	return 0;
-}
-
-/* ---- adoption (adopt.c) -------------------------------------------------
- *
- * A restarted broker rebuilds its private registry from its predecessor's
- * registry, which a readopting node handed it (read-only; only a broker
- * ever wrote it, but one may have died halfway through a change, so every
- * entry is checked and one that does not hold together is dropped). The
- * new registry starts as a byte copy of the old (so words no entry owns,
- * such as a subscriber's broker_wakes, go on as they were) and is then
- * rewritten from the private copy. Until the adoption settles nothing but
- * readopt messages is served: ports whose process has not come back have
- * no segment we map.
- *
- * Orderings: every acquire load of a state in the old registry pairs with
- * the dead broker's release store of it (publish_state, conn_set_state),
- * so an entry's fields are read after its state, as a client reads them
- * (the registry is frozen now; a store it never made shows as the state
- * before). The relaxed stores of lists and incarnations into our registry
- * are published, as any change of ours, by the release of each state
- * that follows and by the conn_gen bumps of reg_adopt_settle (W1). */
-
-static bool adopt_port_state_ok(uint32_t st)
-{
-	return st == SLOT_ACTIVE || st == SLOT_CLOSING;
-}
-
-static void adopt_topics_ports(struct broker *b, const struct seg_view *o, unsigned *dropped)
-{
-	const struct takt_limits *l = &b->v.lim;
-
-	for (uint32_t ti = 0; ti < l->topics; ti++) {
-		const struct takt_topic *t = &o->topics[ti];
-		struct reg_topic *rt = &b->topics[ti];
-
-		if (atomic_load_explicit(&t->state, memory_order_acquire) != SLOT_ACTIVE)
-			continue;
-		if (!names_ok(t->name, t->type_name)) {
-			++*dropped;
-			continue;
-		}
-		rt->state = SLOT_ACTIVE;
-		memcpy(rt->name, t->name, TAKT_NAME_MAX);
-		memcpy(rt->type_name, t->type_name, TAKT_NAME_MAX);
-	}
-	for (uint32_t pi = 0; pi < l->publishers; pi++) {
-		const struct takt_pub_port *p = &o->pubs[pi];
-		struct reg_pub *rp = &b->pubs[pi];
-		uint32_t st = atomic_load_explicit(&p->state, memory_order_acquire);
-		uint32_t n_chunks = atomic_load_explicit(&p->n_chunks, memory_order_relaxed);
-
-		if (!adopt_port_state_ok(st))
-			continue;
-		if (p->topic >= l->topics || b->topics[p->topic].state != SLOT_ACTIVE ||
-		    (st == SLOT_ACTIVE && (p->proc >= l->processes || b->proc_state[p->proc] != SLOT_ACTIVE)) ||
-		    p->history > l->history_max || p->chunk_stride != layout_chunk_stride(p->payload_size) ||
-		    n_chunks > p->n_chunks_max || p->id == 0 ||
-		    (st == SLOT_ACTIVE && b->topics[p->topic].n_pubs >= l->pubs_per_topic)) {
-			++*dropped;
-			continue;
-		}
-		*rp = (struct reg_pub){.state = st, .topic = p->topic, .proc = p->proc, .history = p->history,
-				       .id = p->id, .payload_size = p->payload_size, .stride = p->chunk_stride,
-				       .n_chunks = n_chunks, .n_chunks_max = p->n_chunks_max, .pool_fd = -1,
-				       .pool_ro_fd = -1, .connected = true, .conns = rp->conns,
-				       .slot_busy = rp->slot_busy, .seg_ino = p->seg_ino};
-		if (st == SLOT_ACTIVE)
-			b->topics[p->topic].pubs[b->topics[p->topic].n_pubs++] = pi;
-	}
-	for (uint32_t si = 0; si < l->subscribers; si++) {
-		const struct takt_sub_port *p = &o->subs[si];
-		struct reg_sub *rs = &b->subs[si];
-		uint32_t st = atomic_load_explicit(&p->state, memory_order_acquire);
-
-		if (!adopt_port_state_ok(st))
-			continue;
-		if (p->topic >= l->topics || b->topics[p->topic].state != SLOT_ACTIVE ||
-		    (st == SLOT_ACTIVE && (p->proc >= l->processes || b->proc_state[p->proc] != SLOT_ACTIVE)) ||
-		    p->queue_depth == 0 || p->queue_depth > l->queue_depth_max || p->overflow > TAKT_OVERFLOW_REJECT ||
-		    p->history > l->history_max ||
-		    (st == SLOT_ACTIVE && b->topics[p->topic].n_subs >= l->subs_per_topic)) {
-			++*dropped;
-			continue;
-		}
-		*rs = (struct reg_sub){.state = st, .topic = p->topic, .proc = p->proc, .depth = p->queue_depth,
-				       .overflow = p->overflow, .history = p->history, .seg_fd = -1, .seg_ro_fd = -1,
-				       .connected = true, .conns = rs->conns, .slot_busy = rs->slot_busy,
-				       .seg_ino = p->seg_ino};
-		if (st == SLOT_ACTIVE)
-			b->topics[p->topic].subs[b->topics[p->topic].n_subs++] = si;
-	}
-}
-
-/* Whether the old registry's connection ci holds together with the ports
- * kept: its ends on one topic, its geometry what their sizes say. */
-static bool adopt_conn_ok(const struct broker *b, const struct takt_conn *c, uint32_t st)
-{
-	const struct takt_limits *l = &b->v.lim;
-
-	if (c->pub >= l->publishers || c->sub >= l->subscribers || b->pubs[c->pub].state == SLOT_FREE ||
-	    b->subs[c->sub].state == SLOT_FREE || b->pubs[c->pub].topic != b->subs[c->sub].topic)
-		return false;
-	if (st == SLOT_ACTIVE && (b->pubs[c->pub].state != SLOT_ACTIVE || b->subs[c->sub].state != SLOT_ACTIVE))
-		return false;
-	return c->depth == b->subs[c->sub].depth && c->mask == depth_slots(c->depth) - 1 &&
-	       c->ret_mask == layout_conn_ret_slots(l, c->depth) - 1 && c->pub_slot < l->subs_per_topic &&
-	       c->sub_slot < l->pubs_per_topic && !(b->pubs[c->pub].slot_busy[c->pub_slot / 64] >> (c->pub_slot % 64) & 1) &&
-	       !(b->subs[c->sub].slot_busy[c->sub_slot / 64] >> (c->sub_slot % 64) & 1);
-}
-
-/* Connection ci into a port's list at the position the old registry had
- * it, else (a list the dead broker left half written) the first free one. */
-static void adopt_list_put(uint32_t *list, const _Atomic uint32_t *old, unsigned cap, uint32_t ci)
-{
-	unsigned at = cap;
-
-	for (unsigned i = 0; i < cap && at == cap; i++)
-		/* relaxed: the registry is the dead broker's; nobody writes it */
-		if (atomic_load_explicit(&old[i], memory_order_relaxed) == ci && list[i] == TAKT_NONE)
-			at = i;
-	for (unsigned i = 0; i < cap && at == cap; i++)
-		if (list[i] == TAKT_NONE && atomic_load_explicit(&old[i], memory_order_relaxed) == TAKT_NONE)
-			at = i;
-	for (unsigned i = 0; i < cap && at == cap; i++)
-		if (list[i] == TAKT_NONE)
-			at = i;
-	if (at < cap)
-		list[at] = ci;
-}
-
-static void adopt_conns(struct broker *b, const struct seg_view *o, unsigned *dropped)
-{
-	const struct takt_limits *l = &b->v.lim;
-
-	for (uint32_t ci = 0; ci < l->connections; ci++) {
-		const struct takt_conn *c = &o->conns[ci];
-		uint32_t st = atomic_load_explicit(&c->state, memory_order_acquire);
-		struct reg_conn *rc = &b->conns[ci];
-
-		rc->incarnation = atomic_load_explicit(&c->incarnation, memory_order_relaxed);
-		if (st != SLOT_ACTIVE && st != SLOT_CLOSING && st != SLOT_ORPHAN)
-			continue;
-		if (!adopt_conn_ok(b, c, st)) {
-			++*dropped;
-			continue;
-		}
-		*rc = (struct reg_conn){.state = st, .pub = c->pub, .sub = c->sub, .mask = c->mask,
-					.depth = c->depth, .pub_slot = c->pub_slot, .sub_slot = c->sub_slot,
-					.incarnation = rc->incarnation,
-					.pub_quiet = atomic_load_explicit(&c->pub_quiet, memory_order_relaxed) != 0};
-		b->pubs[c->pub].slot_busy[c->pub_slot / 64] |= 1ull << (c->pub_slot % 64);
-		b->subs[c->sub].slot_busy[c->sub_slot / 64] |= 1ull << (c->sub_slot % 64);
-		/* in the lists (ACTIVE in both, ORPHAN in the subscriber's), at the
-		 * position each had: a node reading its list across the switch
-		 * to the new registry finds every entry where it was */
-		if (st != SLOT_CLOSING)
-			adopt_list_put(b->subs[c->sub].conns, seg_sub_conns(o, c->sub), l->pubs_per_topic, ci);
-		if (st == SLOT_ACTIVE)
-			adopt_list_put(b->pubs[c->pub].conns, seg_pub_conns(o, c->pub), l->subs_per_topic, ci);
-		b->n_retiring += st == SLOT_CLOSING;
-		b->n_orphans += st == SLOT_ORPHAN;
-	}
-}
-
-/* Events by name, each listener slot's incarnation (so pushes go on from
- * where they were); who has them open and who listens comes back with each
- * node (reg_adopt_event). */
-static void adopt_events(struct broker *b, const struct seg_view *o, unsigned *dropped)
-{
-	for (uint32_t ei = 0; ei < b->v.lim.events; ei++) {
-		const struct takt_event_slot *e = &o->events[ei];
-		struct reg_event *re = &b->events[ei];
-
-		if (atomic_load_explicit(&e->state, memory_order_acquire) != SLOT_ACTIVE)
-			continue;
-		if (!proto_name_ok(e->name, TAKT_NAME_MAX)) {
-			++*dropped;
-			continue;
-		}
-		re->state = SLOT_ACTIVE;
-		memcpy(re->name, e->name, TAKT_NAME_MAX);
-		for (unsigned j = 0; j < TAKT_MAX_LISTENERS; j++) {
-			re->lis[j].inc = e->lis[j].inc;
-			re->lis[j].seg_fd = re->lis[j].efd = -1;
-		}
-	}
-}
-
-int reg_adopt_event(struct broker *b, struct client *cl, const struct msg_ev_readopt *m, int fds[2])
-{
-	const struct takt_event_lis *rec;
-	struct reg_listener *li;
-	struct reg_event *e;
-	uint32_t j;
-
-	if (m->index >= b->v.lim.events)
-		return -EINVAL;
-	e = &b->events[m->index];
-	if (e->state != SLOT_ACTIVE || strncmp(e->name, m->name, TAKT_NAME_MAX))
-		return -ESTALE;
-	if (m->listener) {
-		j = m->listener - 1;
-		if (j >= TAKT_MAX_LISTENERS)
-			return -EINVAL;
-		rec = &b->v.events[m->index].lis[j];
-		li = &e->lis[j];
-		if (rec->proc != cl->proc || rec->inc != m->inc || li->inc != m->inc)
-			return -EPERM;
-		if (li->cl)
-			return -EALREADY;
-		if (!rec->seg_ino || seg_fd_ino(fds[0]) != rec->seg_ino)
-			return -ESTALE;
-		if (!seg_fd_is_eventfd(fds[1]))
-			return -EBADF;
-		li->cl = cl;
-		li->seg_fd = fds[0];
-		li->efd = fds[1];
-	}
-	cl->event_refs[m->index]++;
-	return 0;
-}
-
-int reg_adopt(struct broker *b, const struct seg_view *o)
-{
-	const struct takt_limits *l = &b->v.lim;
-	const struct takt_mgmt_header *h = o->hdr;
-	unsigned dropped = 0;
-
-	for (uint32_t i = 0; i < l->processes; i++)
-		if (atomic_load_explicit(&o->procs[i].state, memory_order_acquire) == SLOT_ACTIVE)
-			b->proc_state[i] = SLOT_ACTIVE; /* the caller gives each a ghost client */
-	for (uint32_t i = 0; i < l->publishers; i++)
-		for (unsigned j = 0; j < l->subs_per_topic; j++)
-			b->pubs[i].conns[j] = TAKT_NONE;
-	for (uint32_t i = 0; i < l->subscribers; i++)
-		for (unsigned j = 0; j < l->pubs_per_topic; j++)
-			b->subs[i].conns[j] = TAKT_NONE;
-	adopt_topics_ports(b, o, &dropped);
-	adopt_conns(b, o, &dropped);
-	adopt_events(b, o, &dropped);
-	/* The shared copy: the old body, then every entry rewritten from ours
-	 * (a dropped one as free). */
-	memcpy((char *)b->v.hdr + h->header_size, (const char *)h + h->header_size, b->v.mgmt_size - h->header_size);
-	for (uint32_t ei = 0; ei < l->events; ei++)
-		if (b->events[ei].state == SLOT_FREE)
-			memset(&b->v.events[ei], 0, sizeof(b->v.events[ei]));
-	for (uint32_t ti = 0; ti < l->topics; ti++)
-		topic_mirror(b, ti);
-	for (uint32_t pi = 0; pi < l->publishers; pi++) {
-		_Atomic uint32_t *shm = seg_pub_conns(&b->v, pi);
-
-		for (unsigned j = 0; j < l->subs_per_topic; j++)
-			atomic_store_explicit(&shm[j], b->pubs[pi].conns[j], memory_order_relaxed);
-		pub_mirror(b, pi);
-		b->v.pubs[pi].seg_ino = b->pubs[pi].seg_ino;
-	}
-	for (uint32_t si = 0; si < l->subscribers; si++) {
-		_Atomic uint32_t *shm = seg_sub_conns(&b->v, si);
-
-		for (unsigned j = 0; j < l->pubs_per_topic; j++)
-			atomic_store_explicit(&shm[j], b->subs[si].conns[j], memory_order_relaxed);
-		sub_mirror(b, si);
-		b->v.subs[si].seg_ino = b->subs[si].seg_ino;
-	}
-	for (uint32_t ci = 0; ci < l->connections; ci++) {
-		if (b->conns[ci].state != SLOT_FREE) {
-			conn_init_shared(b, ci, &b->conns[ci]);
-			/* R2: what the old broker told a subscriber stays told (the
-			 * orphan loop of reg_tick will not tell it again); release
-			 * as in reg_tick. */
-			atomic_store_explicit(&b->v.conns[ci].pub_quiet, b->conns[ci].pub_quiet, memory_order_release);
-		}
-		atomic_store_explicit(&b->v.conns[ci].incarnation, b->conns[ci].incarnation, memory_order_relaxed);
-		conn_set_state(b, ci, b->conns[ci].state);
-	}
-	for (uint32_t i = 0; i < l->processes; i++)
-		publish_state(&b->v.procs[i].state, b->proc_state[i]);
-	return (int)dropped;
-}
-
-/* A descriptor of ours, read-only, of the same file (a segment's mode is
- * 0444, segments.c, so this gives no more than fd does). */
-static int reopen_ro(int fd)
-{
-	char path[64];
-
-	snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
-	return open(path, O_RDONLY | O_CLOEXEC);
-}
-
-/* The segment a node hands back must be the one the registry names
- * (inode), sealed as its port's was once connected. */
-static int adopt_seg_ok(int fd, uint64_t ino)
-{
-	if (fd < 0 || !ino || seg_fd_ino(fd) != ino)
-		return -ESTALE;
-	return seg_fd_sealed(fd, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_FUTURE_WRITE | F_SEAL_SEAL) ? 0 : -EBADFD;
-}
-
-int reg_adopt_pub(struct broker *b, struct client *cl, uint32_t pi, uint64_t id, int fd)
-{
-	struct takt_pool_layout pl;
-	struct reg_pub *rp;
-	size_t size;
-	void *map;
-	int r;
-
-	if (pi >= b->v.lim.publishers)
-		return -EINVAL;
-	rp = &b->pubs[pi];
-	if (rp->state != SLOT_ACTIVE || rp->proc != cl->proc || rp->id != id)
-		return -EPERM;
-	if (rp->pool_fd >= 0)
-		return -EALREADY;
-	r = adopt_seg_ok(fd, rp->seg_ino);
-	if (r < 0)
-		return r;
-	if (rp->pool.base) { /* a subscriber's copy (reg_adopt_pool): its own now */
-		munmap(rp->pool.base, rp->pool_map_size); /* (not pub_map_drop: its regions stay busy) */
-		memset(&rp->pool, 0, sizeof(rp->pool));
-		close(rp->pool_ro_fd);
-		rp->pool_ro_fd = -1;
-	}
-	/* The whole segment (address space only), as every mapper checks it:
-	 * the header as the publisher keeps it must still match the registry. */
-	layout_pool(&b->v.lim, &pl);
-	size = pl.chunk_off + rp->stride * rp->n_chunks_max;
-	if (seg_fd_size(fd) < size)
-		return -EPROTO; /* reading past its end would fault us */
-	map = seg_map_ro(fd, size);
-	if (!map)
-		return -ENOMEM;
-	if (seg_pool_check(&b->v, &b->v.pubs[pi], map, size, &rp->pool) < 0) {
-		munmap(map, size);
-		memset(&rp->pool, 0, sizeof(rp->pool));
-		return -EPROTO;
-	}
-	rp->pool_map_size = size;
-	rp->pool_ro_fd = reopen_ro(fd);
-	if (rp->pool_ro_fd < 0) {
-		r = -errno;
-		munmap(map, size); /* (its regions stay busy: the connections are the registry's) */
-		memset(&rp->pool, 0, sizeof(rp->pool));
-		return r;
-	}
-	rp->pool_fd = fd;
-	return 0;
-}
-
-/* A pool handed back whose publisher closed before the old broker died
- * (its slot is free, or another publisher's now): the old broker kept it
- * for its subscribers, and so do we, once it shows itself a connected
- * pool of that publisher: a sealed memfd whose header names it. 1: kept,
- * 0: we have it already. */
-static int adopt_pool_left(struct broker *b, uint64_t id, int fd)
-{
-	struct takt_pool_header ph;
-
-	for (unsigned i = 0; i < b->n_left; i++)
-		if (b->left[i].pub_id == id)
-			return 0;
-	for (uint32_t i = 0; i < b->v.lim.publishers; i++)
-		if (b->pubs[i].state != SLOT_FREE && b->pubs[i].id == id)
-			return -ESTALE; /* a live port's id under another index */
-	if (!id || !seg_fd_ino(fd) ||
-	    !seg_fd_sealed(fd, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_FUTURE_WRITE | F_SEAL_SEAL))
-		return -ESTALE;
-	if (pread(fd, &ph, sizeof(ph), 0) != (ssize_t)sizeof(ph) || ph.magic != TAKT_POOL_MAGIC ||
-	    ph.abi_version != TAKT_ABI_VERSION || ph.publisher_id != id ||
-	    ph.layout_digest != b->v.hdr->layout_digest)
-		return -EPROTO;
-	return pool_left_add(b, id, fd) ? 1 : -ENOMEM;
-}
-
-/* Our view of the rings of publisher pi's pool, from a subscriber's copy
- * (the publisher may not come back): 1 when fd is kept as its read-only
- * descriptor, 0 when we have a view already. */
-static int adopt_pool_view(struct broker *b, uint32_t pi, int fd)
-{
-	struct reg_pub *rp = &b->pubs[pi];
-	struct takt_pool_layout pl;
-	size_t size;
-	void *map;
-
-	if (rp->pool.base)
-		return 0; /* its publisher, or another subscriber, brought it */
-	if (adopt_seg_ok(fd, rp->seg_ino) < 0) /* the very pool, sealed as a connected one is */
-		return -ESTALE;
-	layout_pool(&b->v.lim, &pl);
-	size = pl.chunk_off + rp->stride * rp->n_chunks_max;
-	if (seg_fd_size(fd) < size || !(map = seg_map_ro(fd, size)))
-		return -EPROTO;
-	if (seg_pool_check(&b->v, &b->v.pubs[pi], map, size, &rp->pool) < 0) {
-		munmap(map, size);
-		memset(&rp->pool, 0, sizeof(rp->pool));
-		return -EPROTO;
-	}
-	rp->pool_map_size = size;
-	rp->pool_ro_fd = fd;
-	return 1;
-}
-
-int reg_adopt_pool(struct broker *b, struct client *cl, uint32_t pi, uint32_t si, uint64_t id, int fd)
-{
-	const struct takt_limits *l = &b->v.lim;
-	const struct reg_pub *rp;
-	unsigned n = 0;
-	int r;
-
-	if (pi >= l->publishers || si >= l->subscribers)
-		return -EINVAL;
-	if (b->subs[si].state != SLOT_ACTIVE || b->subs[si].proc != cl->proc)
-		return -EPERM;
-	for (unsigned i = 0; i < b->n_maps; i++)
-		n += b->maps[i].sub == si && b->maps[i].proc == cl->proc;
-	if (n >= l->pubs_per_topic + l->held_max) /* more than its node has slots for */
-		return -ENOSPC;
-	rp = &b->pubs[pi];
-	if (rp->state == SLOT_FREE || rp->id != id) {
-		r = adopt_pool_left(b, id, fd);
-	} else {
-		/* (a publisher that closed, its connections still draining,
-		 * leaves the copy to `left` as its slot frees: reg_tick) */
-		r = adopt_pool_view(b, pi, fd);
-	}
-	if (r >= 0)
-		pool_map_add(b, id, si, cl->proc);
-	return r;
-}
-
-int reg_adopt_sub(struct broker *b, struct client *cl, uint32_t si, int seg_fd, int efd)
-{
-	struct takt_subseg_layout sl;
-	struct reg_sub *rs;
-	void *map;
-	int r;
-
-	if (si >= b->v.lim.subscribers)
-		return -EINVAL;
-	rs = &b->subs[si];
-	if (rs->state != SLOT_ACTIVE || rs->proc != cl->proc)
-		return -EPERM;
-	if (rs->seg_fd >= 0)
-		return -EALREADY;
-	r = adopt_seg_ok(seg_fd, rs->seg_ino);
-	if (r < 0)
-		return r;
-	if (!seg_fd_is_eventfd(efd))
-		return -EBADF;
-	layout_subseg(&b->v.lim, &sl);
-	if (seg_fd_size(seg_fd) < sl.size)
-		return -EPROTO;
-	map = seg_map_ro(seg_fd, sl.size);
-	if (!map)
-		return -ENOMEM;
-	r = seg_subseg_check(&b->v, si, map, sl.size, &rs->seg);
-	if (r < 0) {
-		munmap(map, sl.size);
-		return -EPROTO;
-	}
-	rs->seg_ro_fd = reopen_ro(seg_fd);
-	if (rs->seg_ro_fd < 0) {
-		r = -errno;
-		munmap(map, sl.size); /* (not sub_seg_drop: its regions stay busy) */
-		memset(&rs->seg, 0, sizeof(rs->seg));
-		return r;
-	}
-	rs->seg_fd = seg_fd;
-	b->sub_efd[si] = efd;
-	return 0;
-}
-
-/* Events that nobody took back are closed; every node with one open gets
- * its listeners again (a node that has one confirms it), and a slot nobody
- * listens on any more is cleared in every node (inc 0: whatever it held). */
-static void adopt_settle_events(struct broker *b)
-{
-	for (uint32_t ei = 0; ei < b->v.lim.events; ei++) {
-		struct reg_event *e = &b->events[ei];
-		uint32_t refs = 0;
-
-		if (e->state != SLOT_ACTIVE)
-			continue;
-		for (unsigned i = 0; i < b->n_clients_max; i++)
-			if (b->clients[i].fd >= 0 && b->clients[i].event_refs)
-				refs += b->clients[i].event_refs[ei];
-		e->refs = b->v.events[ei].refs = refs;
-		for (unsigned j = 0; j < TAKT_MAX_LISTENERS; j++) {
-			if (!e->lis[j].cl) {
-				uint32_t inc = e->lis[j].inc;
-
-				b->v.events[ei].lis[j].proc = TAKT_NONE;
-				e->lis[j].inc = 0; /* wildcard for the nodes, then back */
-				listener_push(b, ei, j, true, NULL);
-				e->lis[j].inc = inc;
-			} else {
-				listener_push(b, ei, j, false, NULL);
-			}
-		}
-		listeners_mirror(b, ei);
-		if (refs == 0) {
-			for (unsigned j = 0; j < TAKT_MAX_LISTENERS; j++)
-				listener_drop(b, ei, j);
-			e->state = SLOT_FREE;
-			publish_state(&b->v.events[ei].state, SLOT_FREE);
-		}
-	}
-}
-
-void reg_adopt_settle(struct broker *b)
-{
-	const struct takt_limits *l = &b->v.lim;
-
-	for (uint32_t ci = 0; ci < l->connections; ci++) {
-		struct reg_conn *rc = &b->conns[ci];
-
-		if (rc->state == SLOT_FREE)
-			continue;
-		gen_bump(&b->v.pubs[rc->pub].conn_gen); /* W1: every client looks at its lists again */
-		gen_bump(&b->v.subs[rc->sub].conn_gen);
-	}
-	q0_fence(b);
-	for (uint32_t ci = 0; ci < l->connections; ci++) {
-		struct reg_conn *rc = &b->conns[ci];
-
-		if (rc->state == SLOT_CLOSING || rc->state == SLOT_ORPHAN) {
-			/* Q0: snapshots after the bumps; an end that is gone is done. */
-			rc->pub_done = b->pubs[rc->pub].state != SLOT_ACTIVE;
-			rc->sub_done = b->subs[rc->sub].state != SLOT_ACTIVE;
-			rc->pub_snap = end_active(pub_active(b, rc->pub));
-			rc->sub_snap = end_active(sub_active(b, rc->sub));
-		}
-		if (rc->state == SLOT_ACTIVE) {
-			/* Pushes the old broker owed may be lost: both nodes get
-			 * the connection again (a node that has it answers at once). */
-			rc->prep_owed = (conn_push(b, ci, MSG_PUSH_CONN) & ACK_PUB) != 0;
-			rc->sub_owed = (conn_push(b, ci, MSG_PUSH_SUB_CONN) & ACK_SUB) != 0;
-		}
-	}
-	b->conns_missing = true; /* pairs the old broker died before connecting */
-	adopt_settle_events(b);
 }
 
 /* ---- introspection ------------------------------------------------------ */

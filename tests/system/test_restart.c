@@ -688,21 +688,32 @@ static int orphan_sub_child(void *arg)
 	return 0;
 }
 
+/* Starts broker b (tag) and orphan_sub_child taking want samples of topic
+ * once told; returns that child when its subscriber is open. */
+static pid_t orphan_sub_start(struct h_broker *b, const char *tag, const char *topic, intptr_t want)
+{
+	char c;
+	pid_t sub;
+
+	assert_int_equal(h_broker_start(b, tag, NULL), 0);
+	rs.b = b;
+	assert_int_equal(h_chan_open(&rs.to_pub), 0);
+	assert_int_equal(h_chan_open(&rs.sub_ready[0]), 0);
+	orphan_topic = topic;
+	sub = h_spawn(orphan_sub_child, (void *)want);
+	assert_int_equal(h_chan_recv(&rs.sub_ready[0], &c, 1, 10000), 0);
+	return sub;
+}
+
 static void test_restart_orphaned_samples_survive(void **state)
 {
 	struct h_broker b;
 	takt_node *n;
 	takt_pub *p;
 	pid_t sub;
-	char c;
 
 	(void)state;
-	assert_int_equal(h_broker_start(&b, "rs-orphan", NULL), 0);
-	rs.b = &b;
-	assert_int_equal(h_chan_open(&rs.to_pub), 0);
-	assert_int_equal(h_chan_open(&rs.sub_ready[0]), 0);
-	sub = h_spawn(orphan_sub_child, NULL);
-	assert_int_equal(h_chan_recv(&rs.sub_ready[0], &c, 1, 10000), 0);
+	sub = orphan_sub_start(&b, "rs-orphan", "rs/orphan", 5);
 	n = h_node(b.domain, "leaver");
 	assert_int_equal(takt_pub_open(n, &(struct takt_pub_opts){.topic = "rs/orphan", .max_payload = 8}, &p), 0);
 	for (uint64_t i = 0; i < 5; i++)
@@ -770,16 +781,9 @@ static void test_restart_claim_left_by_dead_publisher_stays_takeable(void **stat
 	struct msg_status_reply st = {0};
 	struct h_broker b;
 	pid_t sub, pub;
-	char c;
 
 	(void)state;
-	assert_int_equal(h_broker_start(&b, "rs-claim", NULL), 0);
-	rs.b = &b;
-	assert_int_equal(h_chan_open(&rs.to_pub), 0);
-	assert_int_equal(h_chan_open(&rs.sub_ready[0]), 0);
-	orphan_topic = "rs/claim";
-	sub = h_spawn(orphan_sub_child, (void *)(intptr_t)3);
-	assert_int_equal(h_chan_recv(&rs.sub_ready[0], &c, 1, 10000), 0);
+	sub = orphan_sub_start(&b, "rs-claim", "rs/claim", 3);
 	pub = h_spawn(claim_left_open_child, NULL);
 	assert_int_equal(h_wait(pub, 10000), 0);
 	/* the broker saw it go: the connection is an orphan, its publisher quiet */
@@ -922,16 +926,9 @@ static void test_restart_stop_with_clients_keeps_the_domain(void **state)
 	takt_node *n;
 	takt_pub *p;
 	pid_t sub;
-	char c;
 
 	(void)state;
-	assert_int_equal(h_broker_start(&b, "rs-stop", NULL), 0);
-	rs.b = &b;
-	assert_int_equal(h_chan_open(&rs.to_pub), 0);
-	assert_int_equal(h_chan_open(&rs.sub_ready[0]), 0);
-	orphan_topic = "rs/stop";
-	sub = h_spawn(orphan_sub_child, (void *)(intptr_t)10);
-	assert_int_equal(h_chan_recv(&rs.sub_ready[0], &c, 1, 10000), 0);
+	sub = orphan_sub_start(&b, "rs-stop", "rs/stop", 10);
 	n = h_node(b.domain, "stop-pub");
 	assert_int_equal(takt_pub_open(n, &(struct takt_pub_opts){.topic = "rs/stop", .max_payload = 8}, &p), 0);
 	for (uint64_t i = 0; i < 5; i++)
