@@ -49,6 +49,7 @@ struct takt_event {
 	uint32_t index;
 	int32_t listener;      /* our listener slot, -1: not listening (yet) */
 	int listen_err;        /* the broker gave us a slot we could not use */
+	bool no_notify;        /* [access]: this process may not notify on it */
 	int efd;               /* our eventfd, once listening */
 	struct seg_listener sl; /* our queue, once listening */
 	uint64_t *pend;        /* lanes that may hold ids (from the hint words) */
@@ -68,14 +69,15 @@ int takt_event_open(takt_node *node, const char *name, takt_event **out)
 	if (!ev)
 		return -ENOMEM;
 	r = node_call(node, MSG_EVENT_OPEN, &req, sizeof(req), &rep, sizeof(rep), NULL, 0, NULL);
-	if (r == 0 && rep.index >= node->v.lim.events)
+	if (r == 0 && (rep.index & ~EVENT_NOTIFY_DENIED) >= node->v.lim.events)
 		r = -EPROTO;
 	if (r < 0) {
 		free(ev);
 		return r;
 	}
 	ev->node = node;
-	ev->index = rep.index;
+	ev->index = rep.index & ~EVENT_NOTIFY_DENIED;
+	ev->no_notify = (rep.index & EVENT_NOTIFY_DENIED) != 0;
 	ev->listener = -1;
 	ev->efd = -1;
 	ev->qfd = -1;
@@ -96,9 +98,13 @@ static int event_listen(takt_event *ev)
 	void *base = NULL;
 	size_t size = 0;
 
-	if (ev->listener >= 0)
+	if (ev->listener >= 0 || ev->listen_err == -EACCES)
 		return ev->listen_err;
 	r = node_call(ev->node, MSG_EVENT_LISTEN, &req, sizeof(req), &rep, sizeof(rep), fds, 2, &n_fds);
+	if (r == -EACCES) { /* [access]: asked once, not on every take */
+		ev->listen_err = r;
+		return r;
+	}
 	if (r == 0 && (rep.index >> 8 != ev->index || (rep.index & 0xff) >= TAKT_MAX_LISTENERS))
 		r = -EPROTO;
 	rep.index &= 0xff; /* the listener slot */
@@ -223,6 +229,8 @@ int takt_event_notify(takt_event *ev, uint64_t id)
 
 	if (!ev)
 		return -EINVAL;
+	if (ev->no_notify)
+		return -EACCES; /* the broker gave us no listener's queue */
 	n = ev->node;
 	/* E2: counted before we look at the table. */
 	atomic_fetch_add_explicit(&n->ev_inflight, 1, memory_order_seq_cst);

@@ -180,6 +180,9 @@ struct msg_conn_ready {
 };
 _Static_assert(sizeof(struct msg_conn_ready) == 24, "msg_conn_ready");
 
+/* EVENT_OPEN's reply index: the slot, | EVENT_NOTIFY_DENIED when [access]
+ * lets the process listen on the event at most (its node gets no queue). */
+#define EVENT_NOTIFY_DENIED 0x40000000u
 struct msg_event_open { /* reply: proto_reply, index = event slot */
 	struct proto_hdr hdr;
 	char name[TAKT_NAME_MAX];

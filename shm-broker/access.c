@@ -14,7 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-static const char *const action_names[ACCESS_N_ACTIONS] = {"publish", "subscribe"};
+static const char *const action_names[ACCESS_N_ACTIONS] = {"publish", "subscribe", "notify", "listen"};
 
 const char *access_action_name(enum access_action action)
 {

@@ -1,7 +1,8 @@
-/* access.h - per-topic access rules: who may publish or subscribe where.
+/* access.h - access rules: who may publish or subscribe on a topic, and
+ * notify or listen on an event.
  *
  * A rule is `action = PATTERN WHO[,WHO...]` in the config's [access]
- * section. PATTERN is a glob over topic names: `*` matches within one path
+ * section. PATTERN is a glob over topic (or event) names: `*` matches within one path
  * segment (no '/'), `**` across segments. WHO is a user (name or uid), a
  * group (`@name` or `@gid`) or `*` (everyone). For an action, a topic that
  * matches no rule is open; of the rules that match, the longest pattern
@@ -18,7 +19,7 @@
 #include <stdint.h>
 #include <sys/types.h>
 
-enum access_action { ACCESS_PUBLISH, ACCESS_SUBSCRIBE, ACCESS_N_ACTIONS };
+enum access_action { ACCESS_PUBLISH, ACCESS_SUBSCRIBE, ACCESS_NOTIFY, ACCESS_LISTEN, ACCESS_N_ACTIONS };
 
 #define ACCESS_RULES_MAX 256
 #define ACCESS_WHO_MAX 16

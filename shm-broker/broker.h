@@ -321,6 +321,8 @@ void server_push(struct broker *b, struct client *cl, const void *msg, size_t si
  * with one log line naming the process, its user, the topic and the rule
  * (the first ACCESS_LOG_MAX refusals of a client). */
 int server_access(struct broker *b, struct client *cl, enum access_action act, const char *topic);
+/* The same decision, silent (a rule applied to every push, say). */
+bool server_may(const struct broker *b, const struct client *cl, enum access_action act, const char *name);
 /* Whether fd is the client's own pidfd (its fdinfo's pid is the peer's). */
 bool server_pidfd_ok(const struct client *cl, int fd);
 /* Replies to a request with only a status (and index). */

@@ -7,7 +7,7 @@
  *   [memory]  max_payload domain_max process_max   (bytes; K, M, G suffixes)
  *   [socket]  mode = 0660, group = NAME|GID, confirm_timeout_ms, readopt_timeout_ms,
  *             keep_on_stop = true|false
- *   [access]  publish|subscribe = PATTERN WHO[,WHO...]   (access.h)
+ *   [access]  publish|subscribe|notify|listen = PATTERN WHO[,WHO...]   (access.h)
  */
 #include "config.h"
 

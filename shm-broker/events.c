@@ -35,6 +35,10 @@ unsigned listener_push(struct broker *b, uint32_t ei, uint32_t j, bool gone, str
 
 		if (cl->fd < 0 || cl->doomed || !cl->event_refs || !cl->event_refs[ei] || (to && cl != to))
 			continue;
+		/* [access] notify: a node that may not notify never gets a queue
+		 * (its handle was told so at EVENT_OPEN) */
+		if (!gone && !server_may(b, cl, ACCESS_NOTIFY, b->events[ei].name))
+			continue;
 		server_push(b, cl, &m, sizeof(m), gone ? NULL : fds, gone ? 0 : 2);
 		pushed += !cl->doomed;
 	}
@@ -92,7 +96,7 @@ void listener_drop(struct broker *b, uint32_t ei, uint32_t j)
 	listeners_mirror(b, ei);
 }
 
-int reg_event_open(struct broker *b, struct client *cl, const char *name)
+static int event_open(struct broker *b, struct client *cl, const char *name)
 {
 	int free_slot = -1;
 
@@ -134,6 +138,17 @@ int reg_event_open(struct broker *b, struct client *cl, const char *name)
 	return free_slot;
 }
 
+/* The slot, | EVENT_NOTIFY_DENIED when [access] says the process may not
+ * notify on it (one log line: its handle may still listen). */
+int reg_event_open(struct broker *b, struct client *cl, const char *name)
+{
+	int r = event_open(b, cl, name);
+
+	if (r >= 0 && server_access(b, cl, ACCESS_NOTIFY, name) < 0)
+		r |= (int)EVENT_NOTIFY_DENIED;
+	return r;
+}
+
 int reg_event_listen(struct broker *b, struct client *cl, uint32_t index, int fds[2])
 {
 	struct reg_event *e;
@@ -146,6 +161,8 @@ int reg_event_listen(struct broker *b, struct client *cl, uint32_t index, int fd
 	if (!cl->event_refs[index])
 		return -EPERM;
 	e = &b->events[index];
+	if (server_access(b, cl, ACCESS_LISTEN, e->name) < 0)
+		return -EACCES;
 	for (j = 0; j < TAKT_MAX_LISTENERS && !li; j++)
 		if (!e->lis[j].cl)
 			li = &e->lis[j];

@@ -324,14 +324,28 @@ void server_push(struct broker *b, struct client *cl, const void *msg, size_t si
 
 #define ACCESS_LOG_MAX 10 /* refusals logged per client; then one line says the rest are not */
 
-int server_access(struct broker *b, struct client *cl, enum access_action act, const char *topic)
+static bool client_may(const struct broker *b, const struct client *cl, enum access_action act, const char *name,
+		       const struct access_rule **r)
 {
 	const struct access_peer peer = {.uid = cl->uid, .gid = cl->gid, .groups = cl->groups,
 					 .n_groups = cl->n_groups};
+
+	return access_allowed(&b->cfg.access, act, name, &peer, geteuid(), r);
+}
+
+bool server_may(const struct broker *b, const struct client *cl, enum access_action act, const char *name)
+{
+	const struct access_rule *r = NULL;
+
+	return client_may(b, cl, act, name, &r);
+}
+
+int server_access(struct broker *b, struct client *cl, enum access_action act, const char *topic)
+{
 	const struct access_rule *r = NULL;
 	const struct passwd *pw;
 
-	if (access_allowed(&b->cfg.access, act, topic, &peer, geteuid(), &r))
+	if (client_may(b, cl, act, topic, &r))
 		return 0;
 	if (cl->refusals++ >= ACCESS_LOG_MAX) {
 		if (cl->refusals == ACCESS_LOG_MAX + 2)
@@ -606,7 +620,7 @@ static void dispatch(struct broker *b, struct client *cl, const void *buf)
 	case MSG_POOL_DONE: reg_pool_done(b, cl, buf); break;
 	case MSG_EVENT_OPEN:
 		r = reg_event_open(b, cl, ((const struct msg_event_open *)buf)->name);
-		reply_status(cl, h, r, r >= 0 ? (uint32_t)r : 0);
+		reply_status(cl, h, r < 0 ? r : 0, r >= 0 ? (uint32_t)r : 0);
 		return;
 	case MSG_EVENT_LISTEN: { /* its queue (read-write) and eventfd, once every node has it */
 		int fds[2];

@@ -182,12 +182,15 @@ typedef struct takt_event takt_event;
 TAKT_API int takt_event_open(takt_node *node, const char *name, takt_event **out);
 /* 0, or -EOVERFLOW when a listener's queue was full for this process's
  * ids (that listener loses this id; it is still woken); -ENOTCONN once the
- * broker is gone. */
+ * broker is gone; -EACCES when the broker's [access] rules do not let this
+ * process notify on the name. */
 TAKT_API int takt_event_notify(takt_event *ev, uint64_t id);
 /* The eventfd that becomes readable when ids wait for this handle (it
- * starts listening); -ENOSPC when the name has 32 listeners. */
+ * starts listening); -ENOSPC when the name has 32 listeners; -EACCES when
+ * [access] does not let this process listen on it. */
 TAKT_API int takt_event_fd(const takt_event *ev);
-/* 0 and *id, or -EAGAIN when none (the first call starts listening). */
+/* 0 and *id, or -EAGAIN when none (the first call starts listening); the
+ * errors of takt_event_fd. */
 TAKT_API int takt_event_take(takt_event *ev, uint64_t *id);
 TAKT_API void takt_event_close(takt_event *ev);
 

@@ -5,6 +5,7 @@
 #include "harness.h"
 
 #include <errno.h>
+#include <poll.h>
 #include <fcntl.h>
 #include <setjmp.h>
 #include <signal.h>
@@ -297,6 +298,120 @@ static void test_access_refusal_logged_with_rule(void **state)
 
 /* A domain shared by a group: the socket's group admits its members,
  * whatever their uid; others cannot connect. */
+/* Events: notify and listen rules. A process that may not notify gets no
+ * listener's queue from the broker at all (so ignoring the refusal would
+ * not help it); one that may not listen gets no queue of its own. */
+static const char ev_rules[] = "[access]\n"
+			       "notify = alarms/* 4242\n"
+			       "listen = alarms/* @4301\n";
+
+struct ev_try {
+	const char *domain;
+	uid_t uid;
+	gid_t group;
+	int want_notify, want_listen;
+	unsigned want_queues; /* listeners' queues its node was given */
+	struct h_chan ready;
+};
+
+/* Listener queues (memfds "takt.<domain>.ev<e>.l<j>") this process maps. */
+static unsigned event_queues_held(void)
+{
+	char line[512];
+	unsigned n = 0;
+	FILE *f = fopen("/proc/self/maps", "re");
+
+	while (f && fgets(line, sizeof(line), f))
+		n += strstr(line, "/memfd:takt.") != NULL && strstr(line, ".ev") != NULL;
+	if (f)
+		fclose(f);
+	return n;
+}
+
+static int ev_try_child(void *arg)
+{
+	const struct ev_try *t = arg;
+	takt_node *n = NULL;
+	takt_event *ev;
+	int r;
+
+	H_CHECK(h_become(t->uid, G_NONE, &t->group, t->group ? 1 : 0) == 0);
+	H_CHECK(takt_node_open(&(struct takt_node_opts){.domain = t->domain, .name = "ev-user"}, &n) == 0);
+	H_CHECK(takt_event_open(n, "alarms/fire", &ev) == 0); /* open to all: what it may do is checked */
+	if (event_queues_held() != t->want_queues)
+		fprintf(stderr, "uid %u: %u queues, want %u\n", (unsigned)t->uid, event_queues_held(), t->want_queues);
+	H_CHECK(event_queues_held() == t->want_queues);
+	r = takt_event_notify(ev, 9);
+	if (r != t->want_notify)
+		fprintf(stderr, "uid %u: notify %d, want %d\n", (unsigned)t->uid, r, t->want_notify);
+	H_CHECK(r == t->want_notify);
+	r = takt_event_fd(ev);
+	H_CHECK(t->want_listen < 0 ? r == t->want_listen : r >= 0);
+	H_CHECK(takt_event_fd(ev) == r); /* asked once */
+	takt_event_close(ev);
+	takt_node_close(n);
+	return 0;
+}
+
+/* The listener: hears the allowed notifier's 9, and nothing else. */
+static int ev_listener_child(void *arg)
+{
+	struct ev_try *t = arg;
+	takt_node *n = NULL;
+	takt_event *ev;
+	uint64_t id;
+	int fd;
+
+	H_CHECK(h_become(t->uid, G_NONE, &t->group, 1) == 0);
+	H_CHECK(takt_node_open(&(struct takt_node_opts){.domain = t->domain, .name = "ev-listener"}, &n) == 0);
+	H_CHECK(takt_event_open(n, "alarms/fire", &ev) == 0);
+	H_CHECK(takt_event_notify(ev, 1) == -EACCES); /* uid 4245 is not 4242 */
+	fd = takt_event_fd(ev);
+	H_CHECK(fd >= 0);
+	H_CHECK(h_chan_send(&t->ready, "r", 1) == 0);
+	H_CHECK(poll(&(struct pollfd){.fd = fd, .events = POLLIN}, 1, 10000) == 1);
+	H_CHECK(takt_event_take(ev, &id) == 0 && id == 9);
+	H_CHECK(h_chan_recv(&t->ready, &id, 1, 10000) == 0); /* every other try is over */
+	H_CHECK(takt_event_take(ev, &id) == -EAGAIN);
+	takt_event_close(ev);
+	takt_node_close(n);
+	return 0;
+}
+
+static void ev_expect(struct ev_try t)
+{
+	assert_int_equal(h_wait(h_spawn(ev_try_child, &t), 10000), 0);
+}
+
+static void test_access_event_notify_and_listen(void **state)
+{
+	struct ev_try lis = {.uid = U_D, .group = G_OPS};
+	struct h_broker b;
+	pid_t pid;
+	char c;
+
+	(void)state;
+	if (!need_root())
+		skip();
+	start_open_broker(&b, "acc-ev", ev_rules, NULL);
+	lis.domain = b.domain;
+	assert_int_equal(h_chan_open(&lis.ready), 0);
+	pid = h_spawn(ev_listener_child, &lis);
+	assert_int_equal(h_chan_recv(&lis.ready, &c, 1, 10000), 0);
+	/* may neither notify nor listen: no queue, no notify, no listen */
+	ev_expect((struct ev_try){.domain = b.domain, .uid = U_C, .want_notify = -EACCES, .want_listen = -EACCES});
+	/* may notify: gets the listener's queue and notifies 9 into it */
+	ev_expect((struct ev_try){.domain = b.domain, .uid = U_A, .want_notify = 0, .want_listen = -EACCES,
+				  .want_queues = 1});
+	/* may listen only (by its group) */
+	ev_expect((struct ev_try){.domain = b.domain, .uid = U_B, .group = G_OPS, .want_notify = -EACCES,
+				  .want_listen = 0});
+	assert_int_equal(h_chan_send(&lis.ready, "g", 1), 0);
+	assert_int_equal(h_wait(pid, 10000), 0);
+	h_chan_close(&lis.ready);
+	h_broker_stop(&b);
+}
+
 static void test_access_shared_domain_by_socket_group(void **state)
 {
 	struct h_broker b;
@@ -371,7 +486,7 @@ static void test_access_bad_rules_refused_at_start(void **state)
 	bad_rules("[access]\npublish = a/*** root\n", 2, "pattern 'a/***'");
 	bad_rules("[access]\npublish = a/$ root\n", 2, "pattern 'a/$': '$' is not allowed");
 	bad_rules("[access]\npublish = a/b\n", 2, "no user or group");
-	bad_rules("[access]\nlisten = a/b root\n", 2, "[access] listen: unknown action");
+	bad_rules("[access]\nserve = a/b root\n", 2, "[access] serve: unknown action");
 	bad_rules("[access]\npublish = a/b root,\n    nobody\n", 3, "indented line");
 	snprintf(longline, sizeof(longline), "[access]\npublish = a/b root\npublish = %0300d root\n", 7);
 	bad_rules(longline, 3, "line longer than 198 characters");
@@ -383,6 +498,7 @@ int main(void)
 		cmocka_unit_test(test_access_publish_by_user_and_group),
 		cmocka_unit_test(test_access_subscribe_rule_and_read_only_payload),
 		cmocka_unit_test(test_access_refusal_logged_with_rule),
+		cmocka_unit_test(test_access_event_notify_and_listen),
 		cmocka_unit_test(test_access_shared_domain_by_socket_group),
 		cmocka_unit_test(test_access_system_domain_under_run_takt),
 		cmocka_unit_test(test_access_bad_rules_refused_at_start),
