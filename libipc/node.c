@@ -1078,6 +1078,42 @@ void takt_node_close(takt_node *node)
 	node_free(node);
 }
 
+_Static_assert(TAKT_TOPIC_NAME_MAX == TAKT_NAME_MAX, "takt_topic_info names are registry names");
+
+int takt_node_topics(takt_node *node, const char *pattern, struct takt_topic_info *out, size_t max)
+{
+	int n = 0;
+
+	if (!node || (max && !out) || (pattern && strnlen(pattern, TAKT_NAME_MAX) == TAKT_NAME_MAX))
+		return -EINVAL;
+	for (uint32_t i = 0; i < node->v.lim.topics; i++) {
+		const struct takt_topic *t = &node->v.topics[i];
+		struct takt_topic_info ti;
+
+		/* acquire: pairs with the broker's release of the state after it
+		 * wrote the entry (publish_state, registry.c) */
+		if (atomic_load_explicit(&t->state, memory_order_acquire) != SLOT_ACTIVE)
+			continue;
+		memcpy(ti.name, t->name, sizeof(ti.name));
+		memcpy(ti.type_name, t->type_name, sizeof(ti.type_name));
+		ti.name[sizeof(ti.name) - 1] = ti.type_name[sizeof(ti.type_name) - 1] = 0;
+		ti.publishers = t->n_pubs;
+		ti.subscribers = t->n_subs;
+		/* a name the broker checked; a slot freed meanwhile is skipped (a
+		 * reuse in between shows the new topic's name with counts that may
+		 * be either's: a snapshot) */
+		if (!proto_name_ok(ti.name, sizeof(ti.name)) ||
+		    atomic_load_explicit(&t->state, memory_order_acquire) != SLOT_ACTIVE)
+			continue;
+		if (pattern && !proto_name_glob(pattern, ti.name))
+			continue;
+		if ((size_t)n < max)
+			out[n] = ti;
+		n++;
+	}
+	return n;
+}
+
 uint64_t takt_node_epoch(const takt_node *node)
 {
 	/* relaxed: pairs with nothing; the agent replaces it whole (node.c) */

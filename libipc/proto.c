@@ -3,6 +3,7 @@
 #include "sys.h"
 
 #include <errno.h>
+#include <stdbool.h>
 #include <fcntl.h>
 #include <poll.h>
 #include <stdio.h>
@@ -59,6 +60,43 @@ int proto_name_ok(const char *s, size_t n)
 		if (!name_char_ok(s[i], 1))
 			return 0;
 	return 1;
+}
+
+enum { TOK_CHAR, TOK_STAR, TOK_DSTAR };
+
+int proto_name_glob(const char *pattern, const char *name)
+{
+	/* m[i][j]: pattern tokens i.. match name[j..]; filled from the ends,
+	 * so the cost is bounded by the name lengths, whatever the stars. */
+	bool m[TAKT_NAME_MAX + 1][TAKT_NAME_MAX + 1];
+	uint8_t kind[TAKT_NAME_MAX];
+	char ch[TAKT_NAME_MAX];
+	size_t np = 0, nt = strnlen(name, TAKT_NAME_MAX);
+
+	if (nt == TAKT_NAME_MAX)
+		return false;
+	for (size_t i = 0; pattern[i] && np < TAKT_NAME_MAX; np++) {
+		if (pattern[i] == '*' && pattern[i + 1] == '*') {
+			kind[np] = TOK_DSTAR;
+			i += 2;
+		} else {
+			kind[np] = pattern[i] == '*' ? TOK_STAR : TOK_CHAR;
+			ch[np] = pattern[i++];
+		}
+	}
+	for (size_t i = np + 1; i-- > 0;)
+		for (size_t j = nt + 1; j-- > 0;) {
+			if (i == np) {
+				m[i][j] = j == nt;
+				continue;
+			}
+			switch (kind[i]) {
+			case TOK_CHAR: m[i][j] = j < nt && name[j] == ch[i] && m[i + 1][j + 1]; break;
+			case TOK_STAR: m[i][j] = m[i + 1][j] || (j < nt && name[j] != '/' && m[i][j + 1]); break;
+			default: m[i][j] = m[i + 1][j] || (j < nt && m[i][j + 1]); break;
+			}
+		}
+	return m[0][0];
 }
 
 int proto_domain_ok(const char *s)

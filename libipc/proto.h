@@ -276,6 +276,10 @@ size_t proto_request_size(uint16_t type);
 
 /* 1 when s is a valid name: 1..63 chars of [A-Za-z0-9_./-], NUL inside n. */
 int proto_name_ok(const char *s, size_t n);
+/* 1 when pattern, a glob over names, matches name: `*` matches within one
+ * path segment (no '/'), `**` across segments ([access] rules, topic
+ * listings). The cost is bounded by the lengths, whatever the stars. */
+int proto_name_glob(const char *pattern, const char *name);
 /* Domain names: 1..47 chars of [A-Za-z0-9_.-], not starting with '.'. */
 int proto_domain_ok(const char *s);
 /* The domain to use: explicit, else $TAKT_DOMAIN, else "default". */

@@ -6,6 +6,7 @@
  * port open and every connection handed out, in the broker's event loop.
  */
 #include "access.h"
+#include "proto.h"
 
 #include <errno.h>
 #include <grp.h>
@@ -162,42 +163,6 @@ int access_rule_add(struct access_rules *a, const char *action, const char *valu
 	return 0;
 }
 
-enum { TOK_CHAR, TOK_STAR, TOK_DSTAR };
-
-bool access_glob(const char *pattern, const char *topic)
-{
-	/* m[i][j]: pattern tokens i.. match topic[j..]; filled from the ends,
-	 * so the cost is bounded by the name lengths, whatever the stars. */
-	bool m[TAKT_NAME_MAX + 1][TAKT_NAME_MAX + 1];
-	uint8_t kind[TAKT_NAME_MAX];
-	char ch[TAKT_NAME_MAX];
-	size_t np = 0, nt = strnlen(topic, TAKT_NAME_MAX);
-
-	if (nt == TAKT_NAME_MAX)
-		return false;
-	for (size_t i = 0; pattern[i] && np < TAKT_NAME_MAX; np++) {
-		if (pattern[i] == '*' && pattern[i + 1] == '*') {
-			kind[np] = TOK_DSTAR;
-			i += 2;
-		} else {
-			kind[np] = pattern[i] == '*' ? TOK_STAR : TOK_CHAR;
-			ch[np] = pattern[i++];
-		}
-	}
-	for (size_t i = np + 1; i-- > 0;)
-		for (size_t j = nt + 1; j-- > 0;) {
-			if (i == np) {
-				m[i][j] = j == nt;
-				continue;
-			}
-			switch (kind[i]) {
-			case TOK_CHAR: m[i][j] = j < nt && topic[j] == ch[i] && m[i + 1][j + 1]; break;
-			case TOK_STAR: m[i][j] = m[i + 1][j] || (j < nt && topic[j] != '/' && m[i][j + 1]); break;
-			default: m[i][j] = m[i + 1][j] || (j < nt && m[i][j + 1]); break;
-			}
-		}
-	return m[0][0];
-}
 
 const struct access_rule *access_rule_for(const struct access_rules *a, enum access_action action,
 					  const char *topic)
@@ -210,7 +175,7 @@ const struct access_rule *access_rule_for(const struct access_rules *a, enum acc
 		size_t len = strlen(r->pattern);
 
 		/* >=: on a tie the rule written last wins */
-		if (r->action == action && len >= best_len && access_glob(r->pattern, topic)) {
+		if (r->action == action && len >= best_len && proto_name_glob(r->pattern, topic)) {
 			best = r;
 			best_len = len;
 		}

@@ -60,9 +60,6 @@ struct access_peer {
 int access_rule_add(struct access_rules *a, const char *action, const char *value, uint32_t line, char *err,
 		    size_t errlen);
 
-/* Whether pattern matches the topic name (`*`: one segment, `**`: any). */
-bool access_glob(const char *pattern, const char *topic);
-
 /* The rule that decides action on topic, or NULL (no rule: open). */
 const struct access_rule *access_rule_for(const struct access_rules *a, enum access_action action,
 					  const char *topic);

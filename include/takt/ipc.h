@@ -50,6 +50,21 @@ TAKT_API void takt_node_close(takt_node *node);
 /* The broker epoch this node attached to (changes when the broker restarts). */
 TAKT_API uint64_t takt_node_epoch(const takt_node *node);
 
+/* Topics of the domain, for tools and gateways that find what to open. */
+#define TAKT_TOPIC_NAME_MAX 64 /* bytes of a topic or type name, NUL included */
+struct takt_topic_info {
+	char name[TAKT_TOPIC_NAME_MAX];
+	char type_name[TAKT_TOPIC_NAME_MAX]; /* "" when its ports declared none */
+	unsigned publishers, subscribers;    /* ports open on it */
+};
+/* The topics open in the domain (a topic is open while a port is) whose
+ * names match pattern, a glob as in the broker's [access] rules (`*`
+ * within one path segment, `**` across; NULL: all), at most max of them
+ * into out. Returns how many match, which may exceed max (call again with
+ * room for them), or -EINVAL. Reads the registry the node maps, without
+ * asking the broker: a snapshot, which may be stale when it returns. */
+TAKT_API int takt_node_topics(takt_node *node, const char *pattern, struct takt_topic_info *out, size_t max);
+
 enum takt_overflow {
 	TAKT_OVERFLOW_DROP_OLDEST = 0, /* default */
 	TAKT_OVERFLOW_BLOCK,           /* publisher waits for room (bounded) */

@@ -405,6 +405,50 @@ static void test_broker_queued_push_keeps_both_descriptors(void **state)
  * connects, and the connection's rings cost its actual depth (a depth of
  * 1024 reserves 1024 sample slots, not queue_depth_max = 8192); the
  * broker's byte counts say so. */
+/* takt_node_topics lists what is open, by glob, from the registry. */
+static void test_broker_topics_listed_by_pattern(void **state)
+{
+	struct takt_topic_info t[4];
+	struct h_broker b;
+	takt_node *n, *m;
+	takt_pub *p1, *p2;
+	takt_sub *s1, *s2;
+
+	(void)state;
+	assert_int_equal(h_broker_start(&b, "topics", NULL), 0);
+	n = h_node(b.domain, "lister");
+	m = h_node(b.domain, "other");
+	assert_int_equal(takt_node_topics(n, NULL, t, 4), 0);
+	assert_int_equal(takt_pub_open(n, &(struct takt_pub_opts){.topic = "a/x", .type_name = "demo.X", .max_payload = 8}, &p1), 0);
+	assert_int_equal(takt_pub_open(m, &(struct takt_pub_opts){.topic = "a/y/z", .max_payload = 8}, &p2), 0);
+	assert_int_equal(takt_sub_open(m, &(struct takt_sub_opts){.topic = "a/x", .type_name = "demo.X"}, &s1), 0);
+	assert_int_equal(takt_sub_open(n, &(struct takt_sub_opts){.topic = "b"}, &s2), 0);
+	assert_int_equal(takt_node_topics(n, NULL, t, 4), 3);
+	assert_int_equal(takt_node_topics(n, "a/*", t, 4), 1);
+	assert_string_equal(t[0].name, "a/x");
+	assert_string_equal(t[0].type_name, "demo.X");
+	assert_int_equal(t[0].publishers, 1);
+	assert_int_equal(t[0].subscribers, 1);
+	assert_int_equal(takt_node_topics(m, "a/**", t, 4), 2);
+	assert_int_equal(takt_node_topics(n, "b", t, 4), 1);
+	assert_int_equal(t[0].publishers, 0);
+	assert_int_equal(t[0].subscribers, 1);
+	assert_string_equal(t[0].type_name, "");
+	assert_int_equal(takt_node_topics(n, "**", t, 1), 3); /* all counted, one written */
+	assert_int_equal(takt_node_topics(n, "**", NULL, 0), 3);
+	assert_int_equal(takt_node_topics(n, "c/**", t, 4), 0);
+	assert_int_equal(takt_node_topics(NULL, NULL, t, 4), -EINVAL);
+	assert_int_equal(takt_node_topics(n, NULL, NULL, 4), -EINVAL);
+	takt_sub_close(s2);
+	assert_int_equal(takt_node_topics(n, "b", t, 4), 0); /* closed with its last port */
+	takt_pub_close(p1);
+	takt_pub_close(p2);
+	takt_sub_close(s1);
+	takt_node_close(m);
+	takt_node_close(n);
+	h_broker_stop(&b);
+}
+
 static void test_broker_pool_follows_subscribers(void **state)
 {
 	struct takt_pub_opts po = {.topic = "sized", .max_payload = 64, .history = 2};
@@ -504,6 +548,7 @@ int main(void)
 		cmocka_unit_test(test_broker_queued_push_keeps_both_descriptors),
 		cmocka_unit_test(test_broker_flood_of_opens_costs_only_its_process),
 		cmocka_unit_test(test_broker_pool_follows_subscribers),
+		cmocka_unit_test(test_broker_topics_listed_by_pattern),
 	};
 
 	return cmocka_run_group_tests_name("broker", tests, NULL, NULL);
