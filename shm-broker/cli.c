@@ -1,0 +1,300 @@
+/* cli.c - `takt`: the command table, the common options, and the ways a
+ * command reaches the domain (a request to the broker, the registry
+ * mapped read-only, or a node of its own). */
+#include "cli.h"
+
+#include <takt/takt.h>
+
+#include <errno.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+static const struct cli_cmd commands[] = {
+	{"status", "", "whether the broker runs: its pid, epoch, restarts, memory and limits", cli_status},
+	{"pools", "", "each publisher's pool: chunk size, chunks reserved, free, in flight, bytes", cli_pools},
+};
+#define N_COMMANDS (sizeof(commands) / sizeof(commands[0]))
+
+static void usage(FILE *f)
+{
+	fprintf(f, "Usage: takt [--domain D] [--json] COMMAND [ARGS]\n"
+		   "Looks at and works with a takt domain.\n\nCommands:\n");
+	for (size_t i = 0; i < N_COMMANDS; i++) {
+		char line[64];
+
+		snprintf(line, sizeof(line), "%s %s", commands[i].name, commands[i].args);
+		fprintf(f, "  %-34s %s\n", line, commands[i].summary);
+	}
+	fprintf(f, "\nOptions (anywhere on the line):\n"
+		   "  -d, --domain D   domain (default: $TAKT_DOMAIN, else \"default\")\n"
+		   "  -j, --json       machine-readable output (JSON)\n"
+		   "  -h, --help       this text, or a command's (takt COMMAND --help)\n"
+		   "  -V, --version    print the version\n\n"
+		   "Exit status: 0 ok, 1 no broker runs for the domain or the command failed, 2 usage error.\n");
+}
+
+static void cmd_usage(FILE *f, const struct cli_cmd *cmd)
+{
+	fprintf(f, "Usage: takt %s %s\n%s\n", cmd->name, cmd->args, cmd->summary);
+}
+
+int cli_usage_error(const struct cli *c, const char *fmt, ...)
+{
+	va_list ap;
+
+	fprintf(stderr, "takt %s: ", c->cmd->name);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fprintf(stderr, "\n");
+	cmd_usage(stderr, c->cmd);
+	return 2;
+}
+
+void cli_json_print(struct json_object *o)
+{
+	puts(json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE));
+	fflush(stdout);
+	json_object_put(o);
+}
+
+struct json_object *cli_json_u64(uint64_t v)
+{
+	return json_object_new_uint64(v);
+}
+
+static int no_broker(const struct cli *c, int r)
+{
+	fprintf(stderr, "takt: no broker runs for domain '%s' (%s); start one with: takt-broker --domain %s\n",
+		c->domain, strerror(-r), c->domain);
+	return 1;
+}
+
+static int call_fd(const struct cli *c, void *req, size_t req_size, uint16_t type, void *reply, size_t reply_size,
+		   int *ret_fd)
+{
+	unsigned n_fds = 0;
+	int sock, r, fds[TAKT_PROTO_MAX_FDS];
+
+	r = proto_connect(c->domain, &sock);
+	if (r < 0)
+		return no_broker(c, r);
+	proto_hdr_init(req, type, (uint32_t)req_size, 1);
+	r = proto_call(sock, req, req_size, reply, reply_size, fds, TAKT_PROTO_MAX_FDS, &n_fds, 5000, NULL, NULL);
+	close(sock);
+	for (unsigned i = ret_fd ? 1 : 0; i < n_fds; i++)
+		close(fds[i]);
+	if (r == 0 && ret_fd) {
+		if (n_fds == 0)
+			r = -EPROTO;
+		else
+			*ret_fd = fds[0];
+	}
+	if (r < 0) {
+		fprintf(stderr, "takt: the broker of domain '%s' did not answer: %s\n", c->domain, strerror(-r));
+		return 1;
+	}
+	return 0;
+}
+
+int cli_call(const struct cli *c, void *req, size_t req_size, uint16_t type, void *reply, size_t reply_size)
+{
+	return call_fd(c, req, req_size, type, reply, reply_size, NULL);
+}
+
+int cli_node(const struct cli *c, const char *what, takt_node **out)
+{
+	char name[32];
+	int r;
+
+	snprintf(name, sizeof(name), "takt-%s", what);
+	r = takt_node_open(&(struct takt_node_opts){.domain = c->domain, .name = name}, out);
+	if (r == -ENOENT || r == -ECONNREFUSED)
+		return no_broker(c, r);
+	if (r < 0) {
+		fprintf(stderr, "takt: cannot attach to domain '%s': %s\n", c->domain, strerror(-r));
+		return 1;
+	}
+	return 0;
+}
+
+int cli_registry_open(const struct cli *c, struct cli_registry *reg)
+{
+	struct msg_empty req;
+	struct proto_reply rep;
+	int fd = -1, r;
+
+	if (call_fd(c, &req, sizeof(req), MSG_MGMT_FD, &rep, sizeof(rep), &fd))
+		return 1;
+	r = seg_map_fd(fd, PROT_READ, &reg->base, &reg->size);
+	close(fd);
+	if (r == 0)
+		r = seg_view_init(&reg->v, reg->base, reg->size);
+	if (r < 0) {
+		if (reg->base)
+			munmap(reg->base, reg->size);
+		fprintf(stderr, "takt: the registry of domain '%s' is not one this takt reads: %s\n", c->domain,
+			strerror(-r));
+		return 1;
+	}
+	return 0;
+}
+
+void cli_registry_close(struct cli_registry *reg)
+{
+	if (reg->base)
+		munmap(reg->base, reg->size);
+	reg->base = NULL;
+}
+
+bool cli_parse_double(const char *s, double *out)
+{
+	char *end;
+
+	errno = 0;
+	*out = strtod(s, &end);
+	return errno == 0 && end != s && !*end && isfinite(*out) && *out > 0;
+}
+
+bool cli_parse_size(const char *s, uint64_t *out)
+{
+	char *end;
+	double v;
+
+	errno = 0;
+	v = strtod(s, &end);
+	if (errno || end == s || v < 0 || !isfinite(v))
+		return false;
+	switch (*end) {
+	case 'K': case 'k': v *= 1024; end++; break;
+	case 'M': case 'm': v *= 1024 * 1024; end++; break;
+	case 'G': case 'g': v *= 1024.0 * 1024 * 1024; end++; break;
+	default: break;
+	}
+	if (*end || v >= 18446744073709551616.0)
+		return false;
+	*out = (uint64_t)v;
+	return true;
+}
+
+/* The common options are taken out of argv, wherever they stand (before
+ * "--"); the rest keeps its order. -1: exit with 0 (help, version). */
+static int common_options(struct cli *c, int *argc, char **argv, bool *help)
+{
+	const char *domain = NULL;
+	int k = 1;
+
+	for (int i = 1; i < *argc; i++) {
+		const char *a = argv[i];
+
+		if (!strcmp(a, "--")) {
+			while (i < *argc)
+				argv[k++] = argv[i++];
+			break;
+		}
+		if (!strcmp(a, "-d") || !strcmp(a, "--domain")) {
+			if (i + 1 == *argc) {
+				fprintf(stderr, "takt: %s needs a domain\n", a);
+				return 2;
+			}
+			domain = argv[++i];
+		} else if (!strncmp(a, "--domain=", 9)) {
+			domain = a + 9;
+		} else if (!strcmp(a, "-j") || !strcmp(a, "--json")) {
+			c->json = true;
+		} else if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
+			*help = true;
+		} else if (!strcmp(a, "-V") || !strcmp(a, "--version")) {
+			printf("takt %s\n", TAKT_VERSION_STRING);
+			return -1;
+		} else {
+			argv[k++] = argv[i];
+		}
+	}
+	*argc = k;
+	argv[k] = NULL;
+	c->domain = proto_domain_default(domain);
+	if (!proto_domain_ok(c->domain)) {
+		fprintf(stderr, "takt: bad domain name '%s'\n", c->domain);
+		return 2;
+	}
+	return 0;
+}
+
+/* The command whose words start argv (the longest match), and how many
+ * words it took. */
+static const struct cli_cmd *find(int argc, char **argv, int *words)
+{
+	const struct cli_cmd *best = NULL;
+
+	for (size_t i = 0; i < N_COMMANDS; i++) {
+		const char *name = commands[i].name;
+		int w = 0;
+		size_t at = 0;
+
+		while (w < argc) {
+			size_t len = strlen(argv[w]);
+
+			if (strncmp(name + at, argv[w], len) || (name[at + len] != ' ' && name[at + len] != 0))
+				break;
+			at += len;
+			w++;
+			if (!name[at])
+				break;
+			at++;
+		}
+		if (!name[at] && (!best || w > *words)) {
+			best = &commands[i];
+			*words = w;
+		}
+	}
+	return best;
+}
+
+/* `takt topic`: the commands of that object. */
+static bool object_help(FILE *f, const char *object)
+{
+	size_t len = strlen(object);
+	bool any = false;
+
+	for (size_t i = 0; i < N_COMMANDS; i++)
+		if (!strncmp(commands[i].name, object, len) && commands[i].name[len] == ' ') {
+			if (!any)
+				fprintf(f, "Commands of 'takt %s':\n", object);
+			any = true;
+			fprintf(f, "  takt %s %s\n      %s\n", commands[i].name, commands[i].args, commands[i].summary);
+		}
+	return any;
+}
+
+int main(int argc, char **argv)
+{
+	struct cli c = {0};
+	bool help = false;
+	int r = common_options(&c, &argc, argv, &help), words = 0;
+
+	if (r)
+		return r < 0 ? 0 : r;
+	if (argc < 2) {
+		usage(help ? stdout : stderr);
+		return help ? 0 : 2;
+	}
+	c.cmd = find(argc - 1, argv + 1, &words);
+	if (!c.cmd) {
+		if (object_help(help ? stdout : stderr, argv[1]))
+			return help ? 0 : 2;
+		fprintf(stderr, "takt: unknown command '%s' (try takt --help)\n", argv[1]);
+		return 2;
+	}
+	if (help) {
+		cmd_usage(stdout, c.cmd);
+		return 0;
+	}
+	/* argv[0] of the command: its last word */
+	return c.cmd->run(&c, argc - words, argv + words);
+}

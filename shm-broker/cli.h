@@ -1,0 +1,72 @@
+/* cli.h - the `takt` command-line tool: what its commands share.
+ *
+ * `takt [OPTIONS] OBJECT [COMMAND] [ARGS]`, as bpftool: one table
+ * (cli.c) names every command, its arguments and its summary; the common
+ * options (--domain, --json, --help) may stand anywhere and are taken out
+ * before a command sees its arguments. JSON comes from json-c, one object
+ * (or array) per command, or one object per line where a command streams.
+ * Exit status: 0 ok, 1 the domain could not be reached or the command
+ * failed, 2 a usage error.
+ */
+#ifndef TAKT_CLI_H
+#define TAKT_CLI_H
+
+#include "proto.h"
+#include "segment.h"
+
+#include <json-c/json.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <takt/ipc.h>
+
+struct cli_cmd;
+
+struct cli {
+	const char *domain;        /* resolved: --domain, $TAKT_DOMAIN, "default" */
+	bool json;
+	const struct cli_cmd *cmd; /* the command running */
+};
+
+struct cli_cmd {
+	const char *name;    /* "topic echo" */
+	const char *args;    /* its arguments and options, for the usage line */
+	const char *summary;
+	/* argv[0] is the command's name; its own options follow, in any
+	 * order with its arguments (getopt_long). Returns the exit status. */
+	int (*run)(struct cli *c, int argc, char **argv);
+};
+
+/* The usage of c->cmd on stderr; returns 2. */
+int cli_usage_error(const struct cli *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Prints o as one line of JSON and drops it. */
+void cli_json_print(struct json_object *o);
+/* A u64 JSON number (json-c's int64 cannot hold all of them). */
+struct json_object *cli_json_u64(uint64_t v);
+
+/* One request/reply with the broker (no node attached): 0, or 1 after a
+ * message naming the domain (no broker, no answer). */
+int cli_call(const struct cli *c, void *req, size_t req_size, uint16_t type, void *reply, size_t reply_size);
+/* A node of the domain named "takt-<what>": 0, or 1 after a message. */
+int cli_node(const struct cli *c, const char *what, takt_node **out);
+
+/* The domain's registry, mapped read-only (MSG_MGMT_FD): what tools read
+ * of processes, topics and ports without joining the domain. */
+struct cli_registry {
+	struct seg_view v;
+	void *base;
+	size_t size;
+};
+int cli_registry_open(const struct cli *c, struct cli_registry *r);
+void cli_registry_close(struct cli_registry *r);
+
+/* A number with a unit suffix: "4K", "1.5M" (bytes); false when bad. */
+bool cli_parse_size(const char *s, uint64_t *out);
+/* A positive decimal number (a rate, a factor); false when bad. */
+bool cli_parse_double(const char *s, double *out);
+
+/* The commands (cli_*.c). */
+int cli_status(struct cli *c, int argc, char **argv);
+int cli_pools(struct cli *c, int argc, char **argv);
+
+#endif
