@@ -28,7 +28,8 @@ size_t proto_request_size(uint16_t type)
 	case MSG_EVENT_LISTEN:
 	case MSG_SUB_CLOSE:
 	case MSG_EVENT_CLOSE:
-	case MSG_POOLS: return sizeof(struct msg_index);
+	case MSG_POOLS:
+	case MSG_CONNS: return sizeof(struct msg_index);
 	case MSG_CONN_READY: return sizeof(struct msg_conn_ready);
 	case MSG_POOL_DONE: return sizeof(struct msg_pool_done);
 	case MSG_EV_READY: return sizeof(struct msg_push_ev);

@@ -49,7 +49,8 @@ enum proto_type {
 	MSG_READOPT_DONE = 21, /* reply: msg_hello_reply, fd: the new registry (read-only) */
 	MSG_EV_READOPT = 22,   /* one event handle; fds (a listener's): its queue (read-write), its eventfd */
 	MSG_POOL_READOPT = 23, /* a publisher's pool a subscriber maps; fd: read-only */
-	MSG_TYPE_MAX = 23,
+	MSG_CONNS = 24,        /* introspection: each connection's queue (paged, as POOLS) */
+	MSG_TYPE_MAX = 24,
 	/* Pushes (type | PROTO_PUSH_FLAG), sent by the broker to a publisher's
 	 * node without being asked; its agent thread receives them. */
 	MSG_PUSH_CONN = 1,      /* to a publisher: a new connection; fds: the subscriber's eventfd and segment (ro) */
@@ -251,6 +252,30 @@ struct msg_pools_reply {
 	struct proto_pool_stat pools[PROTO_POOLS_PER_REPLY];
 };
 _Static_assert(sizeof(struct msg_pools_reply) <= TAKT_PROTO_MAX_MSG, "pools fits");
+
+/* CONNS: request msg_index, index = the first connection to report. What
+ * the broker reads of each live connection's words (the publisher's head
+ * and drops, the subscriber's tail): statistics, read without ordering. */
+struct proto_conn_stat {
+	uint32_t conn, pub, sub;  /* connection, publisher and subscriber ports */
+	uint32_t state;           /* SLOT_ACTIVE, or SLOT_ORPHAN: its publisher left */
+	uint32_t depth;           /* samples queued at most */
+	uint32_t overflow;        /* enum takt_overflow */
+	uint64_t publisher_id;
+	uint64_t pushed;          /* samples the publisher pushed into it */
+	uint64_t taken;           /* samples the subscriber took (or had dropped for it) */
+	uint64_t dropped;         /* samples lost on it (overflow) */
+	uint64_t sub_bytes;       /* bytes of the subscriber's segment */
+};
+_Static_assert(sizeof(struct proto_conn_stat) == 64, "proto_conn_stat");
+#define PROTO_CONNS_PER_REPLY 15
+struct msg_conns_reply {
+	struct proto_reply r; /* index = entries in conns[] */
+	uint32_t next;        /* the connection to ask for next, or TAKT_NONE when done */
+	uint32_t reserved;
+	struct proto_conn_stat conns[PROTO_CONNS_PER_REPLY];
+};
+_Static_assert(sizeof(struct msg_conns_reply) <= TAKT_PROTO_MAX_MSG, "conns fits");
 
 struct msg_status_reply {
 	struct proto_reply r;

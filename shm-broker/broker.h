@@ -265,6 +265,8 @@ int reg_tick(struct broker *b);
 /* When an open that starts waiting for acks now gives up on them. */
 uint64_t reg_pend_deadline(const struct broker *b);
 void reg_pool_stats(struct broker *b, uint32_t first, struct msg_pools_reply *rep);
+/* CONNS: from connection first on, a page of them. */
+void reg_conn_stats(struct broker *b, uint32_t first, struct msg_conns_reply *rep);
 /* A CONN_READY from cl: one ack of a pushed connection. */
 void reg_conn_ready(struct broker *b, struct client *cl, const struct msg_conn_ready *m);
 /* A POOL_DONE from cl: one subscriber's mapping of a pool is gone. */

@@ -17,6 +17,9 @@
 static const struct cli_cmd commands[] = {
 	{"status", "", "whether the broker runs: its pid, epoch, restarts, memory and limits", cli_status},
 	{"pools", "", "each publisher's pool: chunk size, chunks reserved, free, in flight, bytes", cli_pools},
+	{"topic list", "", "the topics open: name, type, publishers, subscribers", cli_topic_list},
+	{"topic info", "TOPIC", "a topic's publishers and subscribers: processes, queues, drops, memory", cli_topic_info},
+	{"node list", "", "the processes attached: index, pid, name, user, ports", cli_node_list},
 };
 #define N_COMMANDS (sizeof(commands) / sizeof(commands[0]))
 

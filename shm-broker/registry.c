@@ -1494,6 +1494,41 @@ void reg_pool_stats(struct broker *b, uint32_t first, struct msg_pools_reply *re
 	rep->next = pi < v->lim.publishers ? pi : TAKT_NONE;
 }
 
+void reg_conn_stats(struct broker *b, uint32_t first, struct msg_conns_reply *rep)
+{
+	const struct seg_view *v = &b->v;
+	uint32_t n = 0, ci;
+
+	for (ci = first; ci < v->lim.connections && n < PROTO_CONNS_PER_REPLY; ci++) {
+		const struct reg_conn *rc = &b->conns[ci];
+		struct proto_conn_stat *st = &rep->conns[n];
+		uint64_t mark = takt_conn_mark(ci, rc->incarnation);
+
+		if (rc->state != SLOT_ACTIVE && rc->state != SLOT_ORPHAN)
+			continue;
+		*st = (struct proto_conn_stat){.conn = ci, .pub = rc->pub, .sub = rc->sub, .state = rc->state,
+					       .depth = rc->depth, .overflow = v->conns[ci].overflow,
+					       .publisher_id = b->pubs[rc->pub].id,
+					       .sub_bytes = seg_fd_bytes(b->subs[rc->sub].seg_fd)};
+		/* relaxed: statistics; each end's words count only once that end
+		 * marked its region for this connection (acquire: pairs with its
+		 * release of the mark, as in ring_empty) */
+		if (b->pubs[rc->pub].pool.base &&
+		    atomic_load_explicit(&conn_pw(b, ci)->mark, memory_order_acquire) == mark) {
+			st->pushed = atomic_load_explicit(&conn_pw(b, ci)->head, memory_order_relaxed);
+			st->dropped = atomic_load_explicit(&conn_pw(b, ci)->dropped, memory_order_relaxed);
+		}
+		if (b->subs[rc->sub].seg.base &&
+		    atomic_load_explicit(&conn_sw(b, ci)->mark, memory_order_acquire) == mark)
+			st->taken = atomic_load_explicit(&conn_sw(b, ci)->tail, memory_order_relaxed) >> 1; /* R1 */
+		if (st->taken > st->pushed) /* a process can write anything there */
+			st->taken = st->pushed;
+		n++;
+	}
+	rep->r.index = n;
+	rep->next = ci < v->lim.connections ? ci : TAKT_NONE;
+}
+
 #define COUNT_ACTIVE(arr, n)                                                                       \
 	({                                                                                         \
 		uint32_t c_ = 0;                                                                   \

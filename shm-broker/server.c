@@ -414,8 +414,8 @@ static int check_frame(const struct client *cl, const struct proto_hdr *h, long 
 		return -EOPNOTSUPP;
 	if ((size_t)n != want || h->size != (uint32_t)n)
 		return -EBADMSG;
-	if (cl->proc == TAKT_NONE && h->type != MSG_HELLO && h->type != MSG_POOLS && h->type != MSG_STATUS &&
-	    h->type != MSG_MGMT_FD && h->type != MSG_READOPT)
+	if (cl->proc == TAKT_NONE && h->type != MSG_HELLO && h->type != MSG_POOLS && h->type != MSG_CONNS &&
+	    h->type != MSG_STATUS && h->type != MSG_MGMT_FD && h->type != MSG_READOPT)
 		return -EPERM; /* HELLO (or READOPT) first */
 	return 0;
 }
@@ -558,6 +558,15 @@ static void handle_pools(struct broker *b, struct client *cl, const struct msg_i
 	server_push(cl->b, cl, &rep, sizeof(rep), NULL, 0);
 }
 
+static void handle_conns(struct broker *b, struct client *cl, const struct msg_index *m)
+{
+	struct msg_conns_reply rep = {0};
+
+	reply_init(&rep.r, &m->hdr, sizeof(rep), 0);
+	reg_conn_stats(b, m->index, &rep);
+	server_push(cl->b, cl, &rep, sizeof(rep), NULL, 0);
+}
+
 static void handle_fd_reply(struct client *cl, const struct proto_hdr *h, int r, int fd)
 {
 	struct proto_reply rep;
@@ -636,6 +645,7 @@ static void dispatch(struct broker *b, struct client *cl, const void *buf)
 	case MSG_SUB_CLOSE: reply_status(cl, h, reg_sub_close(b, cl, mi->index), mi->index); break;
 	case MSG_EVENT_CLOSE: reply_status(cl, h, reg_event_close(b, cl, mi->index, mi->reserved), mi->index); break;
 	case MSG_POOLS: handle_pools(b, cl, buf); return;
+	case MSG_CONNS: handle_conns(b, cl, buf); return;
 	case MSG_STATUS: handle_status(b, cl, h); return;
 	case MSG_MGMT_FD:
 		/* Introspection (takt-trace reads the process table): read-only. */
