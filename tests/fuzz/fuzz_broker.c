@@ -236,7 +236,13 @@ static unsigned peer_read(struct peer *p, bool ack)
 	return n_read;
 }
 
-/* The client hangs up; the broker reads the hang-up and drops it. */
+/* The client hangs up; the broker reads the hang-up and drops it. A close
+ * alone is not a hang-up unless it lets go of the socket's last reference:
+ * a moment's other holder (TAKT_FUZZ_HELD) leaves the broker nothing to
+ * read now, and the event loop, not this harness, would hear the hang-up
+ * when that holder lets go. shutdown() hangs the socket up whoever else
+ * holds it; a close that is the last still tells the broker ECONNRESET
+ * when replies were left unread. */
 static void peer_hangup(struct peer *p)
 {
 	int other;
@@ -245,6 +251,7 @@ static void peer_hangup(struct peer *p)
 		return;
 	/* TAKT_FUZZ_HELD: the other holder lets go just after the broker read */
 	other = held ? fcntl(p->fd, F_DUPFD_CLOEXEC, 0) : -1;
+	shutdown(p->fd, SHUT_RDWR);
 	close(p->fd);
 	p->fd = -1;
 	server_client_input(&b, peer_client(p));
