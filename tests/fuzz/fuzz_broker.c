@@ -27,6 +27,10 @@
  * started: no process, port, connection, event, pool mapping or queued
  * message left, and no descriptor more than before. Leak detection finds
  * memory that was not given back.
+ *
+ * TAKT_FUZZ_HELD=1: something else holds each client's socket for a moment
+ * as it hangs up (peer_hangup), as ls, lsof or ss -p do when they look at
+ * /proc/<pid>/fd just then.
  */
 #include "broker.h"
 
@@ -61,6 +65,7 @@ struct peer {
 
 static struct broker b = {.lock_fd = -1, .listen_fd = -1, .mgmt_fd = -1, .mgmt_ro_fd = -1};
 static char rundir[64];
+static bool held; /* TAKT_FUZZ_HELD */
 
 static void fail(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
 
@@ -121,6 +126,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 	setenv("TAKT_RUNTIME_DIR", rundir, 1);
 	fuzz_config(&b.cfg);
 	b.verbose = getenv("TAKT_FUZZ_VERBOSE") != NULL; /* the broker's -v */
+	held = getenv("TAKT_FUZZ_HELD") != NULL;
 	/* main.c's start() */
 	if ((r = seg_lock_domain(&b)) < 0 || (r = seg_create_all(&b)) < 0 || (r = reg_init(&b)) < 0 ||
 	    (r = server_listen(&b)) < 0)
@@ -230,14 +236,27 @@ static unsigned peer_read(struct peer *p, bool ack)
 	return n_read;
 }
 
-/* The client hangs up; the broker reads the hang-up and drops it. */
+/* The client hangs up; the broker reads the hang-up and drops it. A close
+ * alone is not a hang-up unless it lets go of the socket's last reference:
+ * a moment's other holder (TAKT_FUZZ_HELD) leaves the broker nothing to
+ * read now, and the event loop, not this harness, would hear the hang-up
+ * when that holder lets go. shutdown() hangs the socket up whoever else
+ * holds it; a close that is the last still tells the broker ECONNRESET
+ * when replies were left unread. */
 static void peer_hangup(struct peer *p)
 {
+	int other;
+
 	if (p->fd < 0)
 		return;
+	/* TAKT_FUZZ_HELD: the other holder lets go just after the broker read */
+	other = held ? fcntl(p->fd, F_DUPFD_CLOEXEC, 0) : -1;
+	shutdown(p->fd, SHUT_RDWR);
 	close(p->fd);
 	p->fd = -1;
 	server_client_input(&b, peer_client(p));
+	if (other >= 0)
+		close(other);
 	if (peer_client(p)->fd >= 0)
 		fail("a client that hung up is still there (slot %d, broker fd %d, %u queued, pend %d, doomed %d)",
 		     p->slot, peer_client(p)->fd, peer_client(p)->out_len, peer_client(p)->pend,
