@@ -19,6 +19,15 @@ static const struct cli_cmd commands[] = {
 	{"pools", "", "each publisher's pool: chunk size, chunks reserved, free, in flight, bytes", cli_pools},
 	{"topic list", "", "the topics open: name, type, publishers, subscribers", cli_topic_list},
 	{"topic info", "TOPIC", "a topic's publishers and subscribers: processes, queues, drops, memory", cli_topic_info},
+	{"topic echo", "TOPIC [--count N] [--duration S] [--hex] [--type T]",
+	 "prints each sample: text, or a hexdump; --json: seq, publisher_id, publish_ns, size, data (base64)",
+	 cli_topic_echo},
+	{"topic hz", "TOPIC [--window N] [--count N] [--duration S]",
+	 "the rate, and min/max/std dev of the period over the last N samples, each second", cli_topic_hz},
+	{"topic bw", "TOPIC [--window N] [--count N] [--duration S]",
+	 "the bandwidth and sample sizes over the last N samples, each second", cli_topic_bw},
+	{"topic pub", "TOPIC DATA [--rate HZ] [--count N] [--duration S] [--hex] [--type T]",
+	 "publishes DATA (text, or --hex digits) once, N times, or at HZ until stopped", cli_topic_pub},
 	{"node list", "", "the processes attached: index, pid, name, user, ports", cli_node_list},
 };
 #define N_COMMANDS (sizeof(commands) / sizeof(commands[0]))

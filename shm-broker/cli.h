@@ -71,5 +71,9 @@ int cli_pools(struct cli *c, int argc, char **argv);
 int cli_topic_list(struct cli *c, int argc, char **argv);
 int cli_topic_info(struct cli *c, int argc, char **argv);
 int cli_node_list(struct cli *c, int argc, char **argv);
+int cli_topic_echo(struct cli *c, int argc, char **argv);
+int cli_topic_hz(struct cli *c, int argc, char **argv);
+int cli_topic_bw(struct cli *c, int argc, char **argv);
+int cli_topic_pub(struct cli *c, int argc, char **argv);
 
 #endif
