@@ -871,10 +871,10 @@ static void adopt_settle_events(struct broker *b)
 
 				b->v.events[ei].lis[j].proc = TAKT_NONE;
 				e->lis[j].inc = 0; /* wildcard for the nodes, then back */
-				listener_push(b, ei, j, true, NULL);
+				listener_push(b, ei, j, true, NULL, false);
 				e->lis[j].inc = inc;
 			} else {
-				listener_push(b, ei, j, false, NULL);
+				listener_push(b, ei, j, false, NULL, false);
 			}
 		}
 		listeners_mirror(b, ei);

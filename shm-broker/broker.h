@@ -33,6 +33,10 @@ struct client {
 	long deferred_len;
 	int deferred_fds[2];
 	uint32_t *event_refs;   /* opens per event slot */
+	/* Per event slot, the listener slots whose listen waits for this
+	 * client's EV_READY (bit j: it was told of listener j by that listen;
+	 * in the same allocation as event_refs). */
+	uint32_t *ev_owed;
 	bool doomed;            /* a push to it failed: dropped after this event */
 	/* An open whose reply waits for CONN_READY acks (at most one: a node
 	 * makes one call at a time). */

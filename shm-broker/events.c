@@ -20,8 +20,10 @@
 #include <unistd.h>
 
 /* Tells every client with event ei open about its listener j (or that it
- * left): their nodes notify into its queue. to: one client only, or NULL. */
-unsigned listener_push(struct broker *b, uint32_t ei, uint32_t j, bool gone, struct client *to)
+ * left): their nodes notify into its queue. to: one client only, or NULL.
+ * owe: the listen waits for each one told to confirm (ev_owed). Returns
+ * how many were told. */
+unsigned listener_push(struct broker *b, uint32_t ei, uint32_t j, bool gone, struct client *to, bool owe)
 {
 	const struct reg_listener *li = &b->events[ei].lis[j];
 	struct msg_push_ev m = {.event = ei, .listener = j, .inc = li->inc};
@@ -40,7 +42,11 @@ unsigned listener_push(struct broker *b, uint32_t ei, uint32_t j, bool gone, str
 		if (!gone && !server_may(b, cl, ACCESS_NOTIFY, b->events[ei].name))
 			continue;
 		server_push(b, cl, &m, sizeof(m), gone ? NULL : fds, gone ? 0 : 2);
-		pushed += !cl->doomed;
+		if (cl->doomed)
+			continue;
+		pushed++;
+		if (owe)
+			cl->ev_owed[ei] |= 1u << j;
 	}
 	return pushed;
 }
@@ -60,16 +66,29 @@ static void listener_settle(struct broker *b, struct reg_listener *li, unsigned 
 		server_pend_reply(b, w);
 }
 
+/* Only a client told of the listen confirms it, once (any other EV_READY
+ * could answer the listen before a node that has not got the listener). */
 void reg_ev_ready(struct broker *b, struct client *cl, const struct msg_push_ev *m)
 {
 	struct reg_listener *li;
+	uint32_t bit;
 
-	(void)cl;
-	if (m->event >= b->v.lim.events || m->listener >= TAKT_MAX_LISTENERS)
+	if (m->event >= b->v.lim.events || m->listener >= TAKT_MAX_LISTENERS || !cl->ev_owed)
 		return;
+	bit = 1u << m->listener;
 	li = &b->events[m->event].lis[m->listener];
-	if (li->cl && li->inc == m->inc)
-		listener_settle(b, li, 1); /* one node more has it in its table */
+	if (!(cl->ev_owed[m->event] & bit) || !li->cl || li->inc != m->inc)
+		return; /* not asked of it, or of an earlier listener of the slot */
+	cl->ev_owed[m->event] &= ~bit;
+	listener_settle(b, li, 1); /* one node more has it in its table */
+}
+
+/* Nobody owes listener j of event ei an ack any more. */
+static void listener_owed_clear(struct broker *b, uint32_t ei, uint32_t j)
+{
+	for (unsigned i = 0; i < b->n_clients_max; i++)
+		if (b->clients[i].ev_owed)
+			b->clients[i].ev_owed[ei] &= ~(1u << j);
 }
 
 void listeners_mirror(struct broker *b, uint32_t ei)
@@ -88,7 +107,8 @@ void listener_drop(struct broker *b, uint32_t ei, uint32_t j)
 	if (!li->cl)
 		return;
 	listener_settle(b, li, li->acks_owed);
-	listener_push(b, ei, j, true, NULL);
+	listener_owed_clear(b, ei, j);
+	listener_push(b, ei, j, true, NULL, false);
 	close(li->seg_fd);
 	close(li->efd);
 	li->cl = NULL;
@@ -115,7 +135,7 @@ static int event_open(struct broker *b, struct client *cl, const char *name)
 			if (cl->event_refs[i]++ == 0)
 				for (unsigned j = 0; j < TAKT_MAX_LISTENERS; j++)
 					if (e->lis[j].cl)
-						listener_push(b, i, j, false, cl);
+						listener_push(b, i, j, false, cl, false);
 			return (int)i;
 		}
 	}
@@ -191,7 +211,8 @@ int reg_event_listen(struct broker *b, struct client *cl, uint32_t index, int fd
 	/* Every node with it open, this one's too: the listen is answered once
 	 * each has it in its table (EV_READY), so it hears every notify from
 	 * then on. */
-	li->acks_owed = listener_push(b, index, j, false, NULL);
+	listener_owed_clear(b, index, j); /* (nothing is owed to a slot nobody listens on) */
+	li->acks_owed = listener_push(b, index, j, false, NULL, true);
 	cl->pend_acks += li->acks_owed;
 	return (int)j;
 }
@@ -211,9 +232,14 @@ int reg_event_close(struct broker *b, struct client *cl, uint32_t index, uint32_
 	if (listener & EVENT_LISTENER_ONLY)
 		return 0; /* a listen undone: the handle stays open */
 	if (cl->event_refs[index] == 1) /* its node forgets the listeners it notified */
-		for (unsigned j = 0; j < TAKT_MAX_LISTENERS; j++)
+		for (unsigned j = 0; j < TAKT_MAX_LISTENERS; j++) {
+			if (cl->ev_owed[index] & (1u << j)) { /* and owes them nothing */
+				cl->ev_owed[index] &= ~(1u << j);
+				listener_settle(b, &e->lis[j], 1);
+			}
 			if (e->lis[j].cl)
-				listener_push(b, index, j, true, cl);
+				listener_push(b, index, j, true, cl, false);
+		}
 	cl->event_refs[index]--;
 	b->v.events[index].refs = --e->refs;
 	if (e->refs == 0) {

@@ -33,7 +33,7 @@ void pool_map_add(struct broker *b, uint64_t pub_id, uint32_t sub, uint32_t proc
 bool pool_left_add(struct broker *b, uint64_t pub_id, int fd);
 
 /* Listeners (events.c). */
-unsigned listener_push(struct broker *b, uint32_t ei, uint32_t j, bool gone, struct client *to);
+unsigned listener_push(struct broker *b, uint32_t ei, uint32_t j, bool gone, struct client *to, bool owe);
 void listeners_mirror(struct broker *b, uint32_t ei);
 void listener_drop(struct broker *b, uint32_t ei, uint32_t j);
 

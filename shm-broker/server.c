@@ -145,7 +145,8 @@ int server_client_add(struct broker *b, int fd)
 	struct client *cl = &b->clients[i];
 	int r = peer_groups(fd, &cl->groups, &cl->n_groups);
 
-	cl->event_refs = r < 0 ? NULL : calloc(b->v.lim.events, sizeof(uint32_t));
+	cl->event_refs = r < 0 ? NULL : calloc(2 * (size_t)b->v.lim.events, sizeof(uint32_t));
+	cl->ev_owed = cl->event_refs ? cl->event_refs + b->v.lim.events : NULL;
 	if (!cl->event_refs || epoll_add(b, fd, i) < 0) {
 		free(cl->event_refs);
 		cl->event_refs = NULL;
@@ -208,7 +209,7 @@ static void client_drop(struct broker *b, struct client *cl)
 	out_clear(cl);
 	close(cl->fd);
 	free(cl->event_refs);
-	cl->event_refs = NULL;
+	cl->event_refs = cl->ev_owed = NULL;
 	free(cl->groups);
 	cl->groups = NULL;
 	cl->n_groups = 0;

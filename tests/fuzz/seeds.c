@@ -133,6 +133,7 @@ static void pubsub(bool ack)
 	index_msg(PEER1 | a, MSG_SUB_CONNECT, 0, 0);
 	empty_msg(a, MSG_STATUS);
 	index_msg(a, MSG_POOLS, 0, 0);
+	index_msg(a, MSG_CONNS, 0, 0);
 }
 
 static void seed_hello(void)
@@ -141,10 +142,12 @@ static void seed_hello(void)
 	empty_msg(0, MSG_STATUS);
 }
 
-static void seed_tools(void) /* `takt status`, `takt pools`, takt-trace: no HELLO */
+static void seed_tools(void) /* `takt status`, `takt pools`, `takt topic info`, takt-trace: no HELLO */
 {
 	empty_msg(0, MSG_STATUS);
 	index_msg(0, MSG_POOLS, 0, 0);
+	index_msg(0, MSG_CONNS, 0, 0);
+	index_msg(0, MSG_CONNS, 1000000, 0);
 	empty_msg(0, MSG_MGMT_FD);
 }
 

@@ -5,6 +5,8 @@
 #include "harness.h"
 
 #include <errno.h>
+#include <signal.h>
+#include <time.h>
 #include <poll.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -15,6 +17,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -30,6 +33,7 @@ struct shared {
 	_Atomic uint64_t got[4];   /* per listener: ids received */
 	_Atomic int bad[4];        /* per listener: out of order, foreign */
 	_Atomic int other_ready;
+	_Atomic int64_t listen_ms;
 };
 static struct shared *sh;
 
@@ -345,6 +349,73 @@ static void test_events_hostile_notifier_costs_only_its_event(void **state)
 	takt_node_close(n);
 }
 
+/* EV_READY counts only from a node that was told of the listen, and once:
+ * no other client can answer a listen for a node that has not put the
+ * listener in its table yet (that node's notifies would miss it). */
+static int stalled_opener(void *a)
+{
+	takt_node *n = h_node(broker.domain, "stalled");
+	takt_event *ev;
+
+	(void)a;
+	H_CHECK(takt_event_open(n, "acked", &ev) == 0);
+	atomic_store(&sh->ready, 1);
+	pause(); /* stopped, then killed */
+	return 0;
+}
+
+static int timed_listener(void *a)
+{
+	takt_node *n = h_node(broker.domain, "timed");
+	struct timespec t0, t1;
+	takt_event *ev;
+
+	(void)a;
+	H_CHECK(takt_event_open(n, "acked", &ev) == 0);
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	H_CHECK(takt_event_fd(ev) >= 0);
+	clock_gettime(CLOCK_MONOTONIC, &t1);
+	atomic_store(&sh->listen_ms, (t1.tv_sec - t0.tv_sec) * 1000 + (t1.tv_nsec - t0.tv_nsec) / 1000000);
+	takt_node_close(n);
+	return 0;
+}
+
+static void test_events_ready_only_from_the_node_told(void **state)
+{
+	struct h_raw raw;
+	pid_t opener, lis;
+
+	(void)state;
+	atomic_store(&sh->ready, 0);
+	atomic_store(&sh->listen_ms, -1);
+	opener = h_spawn(stalled_opener, NULL);
+	for (int i = 0; i < 1000 && !atomic_load(&sh->ready); i++)
+		usleep(10000);
+	assert_int_equal(atomic_load(&sh->ready), 1);
+	assert_int_equal(kill(opener, SIGSTOP), 0); /* it will not confirm the listener */
+	assert_int_equal(h_raw_hello(broker.domain, &raw), 0); /* a client without the event */
+	lis = h_spawn(timed_listener, NULL);
+	usleep(300000); /* its listen waits for the stalled node */
+	/* every slot and incarnation a listen could have, several times */
+	for (uint32_t ei = 0; ei < 8; ei++)
+		for (uint32_t inc = 0; inc < 64; inc++)
+			for (int k = 0; k < 3; k++) {
+				struct msg_push_ev m = {.event = ei, .listener = 0, .inc = inc};
+
+				proto_hdr_init(&m.hdr, MSG_EV_READY, sizeof(m), 0);
+				assert_int_equal(send(raw.sock, &m, sizeof(m), MSG_NOSIGNAL), (ssize_t)sizeof(m));
+			}
+	assert_int_equal(h_wait(lis, WAIT_MS), 0);
+	/* answered by the broker's confirm timeout (2 s), not by the forged acks */
+	if (atomic_load(&sh->listen_ms) < 1500)
+		fail_msg("the listen was answered after %lld ms: forged EV_READYs settled the stalled node's ack",
+			 (long long)atomic_load(&sh->listen_ms));
+	kill(opener, SIGKILL);
+	h_wait(opener, WAIT_MS);
+	close(raw.sock);
+	close(raw.reg_fd);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -352,6 +423,7 @@ int main(void)
 		cmocka_unit_test(test_events_overflow_reported_and_wakes),
 		cmocka_unit_test(test_events_reopened_event_has_no_stale_listener),
 		cmocka_unit_test(test_events_hostile_notifier_costs_only_its_event),
+		cmocka_unit_test(test_events_ready_only_from_the_node_told),
 	};
 
 	return cmocka_run_group_tests_name("events", tests, setup, teardown);
