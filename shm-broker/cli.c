@@ -29,6 +29,8 @@ static const struct cli_cmd commands[] = {
 	{"topic pub", "TOPIC DATA [--rate HZ] [--count N] [--duration S] [--hex] [--type T]",
 	 "publishes DATA (text, or --hex digits) once, N times, or at HZ until stopped", cli_topic_pub},
 	{"node list", "", "the processes attached: index, pid, name, user, ports", cli_node_list},
+	{"top", "[--interval S] [--once]",
+	 "a live view: topics by drops and full queues, processes by pool use; q quits", cli_top},
 };
 #define N_COMMANDS (sizeof(commands) / sizeof(commands[0]))
 
@@ -162,6 +164,109 @@ void cli_registry_close(struct cli_registry *reg)
 	if (reg->base)
 		munmap(reg->base, reg->size);
 	reg->base = NULL;
+}
+
+/* ---- the registry ---------------------------------------------------------- */
+
+bool cli_in_use(const _Atomic uint32_t *state)
+{
+	return atomic_load_explicit(state, memory_order_acquire) == SLOT_ACTIVE;
+}
+
+/* A registry name, NUL-terminated whatever is there. */
+static void name_copy(char *dst, const char *src)
+{
+	memcpy(dst, src, TAKT_NAME_MAX);
+	dst[TAKT_NAME_MAX - 1] = 0;
+}
+
+void cli_proc_name(const struct seg_view *v, uint32_t proc, char *name, int32_t *pid)
+{
+	*pid = 0;
+	snprintf(name, TAKT_PROC_NAME_MAX, "?");
+	if (proc < v->lim.processes && cli_in_use(&v->procs[proc].state)) {
+		memcpy(name, v->procs[proc].name, TAKT_PROC_NAME_MAX);
+		name[TAKT_PROC_NAME_MAX - 1] = 0;
+		*pid = v->procs[proc].pid;
+	}
+}
+
+static int row_cmp(const void *a, const void *b)
+{
+	return strcmp(((const struct cli_topic_row *)a)->name, ((const struct cli_topic_row *)b)->name);
+}
+
+/* The topics in use, sorted by name; how many (rows: malloc'ed). */
+uint32_t cli_topic_rows(const struct seg_view *v, struct cli_topic_row **ret)
+{
+	struct cli_topic_row *rows = calloc(v->lim.topics, sizeof(*rows));
+	uint32_t n = 0;
+
+	for (uint32_t i = 0; rows && i < v->lim.topics; i++) {
+		const struct takt_topic *t = &v->topics[i];
+
+		if (!cli_in_use(&t->state))
+			continue;
+		name_copy(rows[n].name, t->name);
+		name_copy(rows[n].type, t->type_name);
+		rows[n].index = i;
+		rows[n].pubs = t->n_pubs;
+		rows[n].subs = t->n_subs;
+		n++;
+	}
+	if (rows)
+		qsort(rows, n, sizeof(*rows), row_cmp);
+	*ret = rows;
+	return n;
+}
+
+/* ---- what the broker reads: pools and queues, every page ---------------- */
+
+int cli_stats_fetch(const struct cli *c, const struct seg_view *v, struct cli_stats *s)
+{
+	struct msg_index req = {.index = 0};
+	struct msg_pools_reply pr;
+	struct msg_conns_reply cr;
+
+	s->n_pools = s->n_conns = 0;
+	if (!s->pools)
+		s->pools = calloc(v->lim.publishers, sizeof(*s->pools));
+	if (!s->conns)
+		s->conns = calloc(v->lim.connections, sizeof(*s->conns));
+	if (!s->pools || !s->conns)
+		return 1;
+	do {
+		if (cli_call(c, &req, sizeof(req), MSG_POOLS, &pr, sizeof(pr)))
+			return 1;
+		for (uint32_t k = 0; k < pr.r.index && k < PROTO_POOLS_PER_REPLY && s->n_pools < v->lim.publishers; k++)
+			s->pools[s->n_pools++] = pr.pools[k];
+		req.index = pr.next;
+	} while (pr.next != TAKT_NONE);
+	req.index = 0;
+	do {
+		if (cli_call(c, &req, sizeof(req), MSG_CONNS, &cr, sizeof(cr)))
+			return 1;
+		for (uint32_t k = 0; k < cr.r.index && k < PROTO_CONNS_PER_REPLY && s->n_conns < v->lim.connections; k++)
+			s->conns[s->n_conns++] = cr.conns[k];
+		req.index = cr.next;
+	} while (cr.next != TAKT_NONE);
+	return 0;
+}
+
+void cli_stats_free(struct cli_stats *s)
+{
+	free(s->pools);
+	free(s->conns);
+	s->pools = NULL;
+	s->conns = NULL;
+}
+
+const struct proto_pool_stat *cli_pool_of(const struct cli_stats *s, uint32_t port)
+{
+	for (uint32_t i = 0; i < s->n_pools; i++)
+		if (s->pools[i].port == port)
+			return &s->pools[i];
+	return NULL;
 }
 
 bool cli_parse_double(const char *s, double *out)

@@ -59,6 +59,29 @@ struct cli_registry {
 };
 int cli_registry_open(const struct cli *c, struct cli_registry *r);
 void cli_registry_close(struct cli_registry *r);
+/* Whether a registry entry is in use (acquire: pairs with the broker's
+ * release of its state, registry.c); its fields may be read after. */
+bool cli_in_use(const _Atomic uint32_t *state);
+/* Process proc's name and pid ("?" and 0 when not in use or out of range). */
+void cli_proc_name(const struct seg_view *v, uint32_t proc, char *name, int32_t *pid);
+/* The topics in use, sorted by name (*rows malloc'ed); how many. */
+struct cli_topic_row {
+	char name[TAKT_NAME_MAX], type[TAKT_NAME_MAX];
+	uint32_t index, pubs, subs;
+};
+uint32_t cli_topic_rows(const struct seg_view *v, struct cli_topic_row **rows);
+
+/* What the broker reads of pools (POOLS) and queues (CONNS), every page;
+ * the arrays are sized by the registry's limits at the first fetch. */
+struct cli_stats {
+	struct proto_pool_stat *pools;
+	uint32_t n_pools;
+	struct proto_conn_stat *conns;
+	uint32_t n_conns;
+};
+int cli_stats_fetch(const struct cli *c, const struct seg_view *v, struct cli_stats *s);
+void cli_stats_free(struct cli_stats *s);
+const struct proto_pool_stat *cli_pool_of(const struct cli_stats *s, uint32_t port);
 
 /* A number with a unit suffix: "4K", "1.5M" (bytes); false when bad. */
 bool cli_parse_size(const char *s, uint64_t *out);
@@ -75,5 +98,6 @@ int cli_topic_echo(struct cli *c, int argc, char **argv);
 int cli_topic_hz(struct cli *c, int argc, char **argv);
 int cli_topic_bw(struct cli *c, int argc, char **argv);
 int cli_topic_pub(struct cli *c, int argc, char **argv);
+int cli_top(struct cli *c, int argc, char **argv);
 
 #endif

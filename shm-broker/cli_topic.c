@@ -14,29 +14,6 @@
 #include <string.h>
 #include <time.h>
 
-static bool in_use(const _Atomic uint32_t *state)
-{
-	return atomic_load_explicit(state, memory_order_acquire) == SLOT_ACTIVE;
-}
-
-/* A registry name, NUL-terminated whatever is there. */
-static void name_copy(char *dst, const char *src)
-{
-	memcpy(dst, src, TAKT_NAME_MAX);
-	dst[TAKT_NAME_MAX - 1] = 0;
-}
-
-static void proc_name(const struct seg_view *v, uint32_t proc, char *name, int32_t *pid)
-{
-	*pid = 0;
-	snprintf(name, TAKT_PROC_NAME_MAX, "?");
-	if (proc < v->lim.processes && in_use(&v->procs[proc].state)) {
-		memcpy(name, v->procs[proc].name, TAKT_PROC_NAME_MAX);
-		name[TAKT_PROC_NAME_MAX - 1] = 0;
-		*pid = v->procs[proc].pid;
-	}
-}
-
 static const char *overflow_name(uint32_t o)
 {
 	static const char *const names[] = {"drop-oldest", "block", "reject"};
@@ -44,97 +21,12 @@ static const char *overflow_name(uint32_t o)
 	return o < 3 ? names[o] : "?";
 }
 
-/* ---- what the broker reads: pools and queues, every page ---------------- */
-
-struct stats {
-	struct proto_pool_stat *pools;
-	uint32_t n_pools;
-	struct proto_conn_stat *conns;
-	uint32_t n_conns;
-};
-
-static int stats_fetch(const struct cli *c, const struct seg_view *v, struct stats *s)
-{
-	struct msg_index req = {.index = 0};
-	struct msg_pools_reply pr;
-	struct msg_conns_reply cr;
-
-	s->pools = calloc(v->lim.publishers, sizeof(*s->pools));
-	s->conns = calloc(v->lim.connections, sizeof(*s->conns));
-	if (!s->pools || !s->conns)
-		return 1;
-	do {
-		if (cli_call(c, &req, sizeof(req), MSG_POOLS, &pr, sizeof(pr)))
-			return 1;
-		for (uint32_t k = 0; k < pr.r.index && k < PROTO_POOLS_PER_REPLY && s->n_pools < v->lim.publishers; k++)
-			s->pools[s->n_pools++] = pr.pools[k];
-		req.index = pr.next;
-	} while (pr.next != TAKT_NONE);
-	req.index = 0;
-	do {
-		if (cli_call(c, &req, sizeof(req), MSG_CONNS, &cr, sizeof(cr)))
-			return 1;
-		for (uint32_t k = 0; k < cr.r.index && k < PROTO_CONNS_PER_REPLY && s->n_conns < v->lim.connections; k++)
-			s->conns[s->n_conns++] = cr.conns[k];
-		req.index = cr.next;
-	} while (cr.next != TAKT_NONE);
-	return 0;
-}
-
-static void stats_free(struct stats *s)
-{
-	free(s->pools);
-	free(s->conns);
-}
-
-static const struct proto_pool_stat *pool_of(const struct stats *s, uint32_t port)
-{
-	for (uint32_t i = 0; i < s->n_pools; i++)
-		if (s->pools[i].port == port)
-			return &s->pools[i];
-	return NULL;
-}
-
 /* ---- takt topic list ------------------------------------------------------ */
-
-struct topic_row {
-	char name[TAKT_NAME_MAX], type[TAKT_NAME_MAX];
-	uint32_t index, pubs, subs;
-};
-
-static int row_cmp(const void *a, const void *b)
-{
-	return strcmp(((const struct topic_row *)a)->name, ((const struct topic_row *)b)->name);
-}
-
-/* The topics in use, sorted by name; how many (rows: malloc'ed). */
-static uint32_t topic_rows(const struct seg_view *v, struct topic_row **ret)
-{
-	struct topic_row *rows = calloc(v->lim.topics, sizeof(*rows));
-	uint32_t n = 0;
-
-	for (uint32_t i = 0; rows && i < v->lim.topics; i++) {
-		const struct takt_topic *t = &v->topics[i];
-
-		if (!in_use(&t->state))
-			continue;
-		name_copy(rows[n].name, t->name);
-		name_copy(rows[n].type, t->type_name);
-		rows[n].index = i;
-		rows[n].pubs = t->n_pubs;
-		rows[n].subs = t->n_subs;
-		n++;
-	}
-	if (rows)
-		qsort(rows, n, sizeof(*rows), row_cmp);
-	*ret = rows;
-	return n;
-}
 
 int cli_topic_list(struct cli *c, int argc, char **argv)
 {
 	struct cli_registry reg;
-	struct topic_row *rows;
+	struct cli_topic_row *rows;
 	uint32_t n;
 
 	(void)argv;
@@ -142,7 +34,7 @@ int cli_topic_list(struct cli *c, int argc, char **argv)
 		return cli_usage_error(c, "takes no arguments");
 	if (cli_registry_open(c, &reg))
 		return 1;
-	n = topic_rows(&reg.v, &rows);
+	n = cli_topic_rows(&reg.v, &rows);
 	if (c->json) {
 		struct json_object *all = json_object_new_array();
 
@@ -169,15 +61,15 @@ int cli_topic_list(struct cli *c, int argc, char **argv)
 
 /* ---- takt topic info TOPIC ------------------------------------------------ */
 
-static struct json_object *pub_json(const struct seg_view *v, uint32_t pi, const struct stats *s, uint64_t *bytes)
+static struct json_object *pub_json(const struct seg_view *v, uint32_t pi, const struct cli_stats *s, uint64_t *bytes)
 {
 	const struct takt_pub_port *p = &v->pubs[pi];
-	const struct proto_pool_stat *ps = pool_of(s, pi);
+	const struct proto_pool_stat *ps = cli_pool_of(s, pi);
 	struct json_object *o = json_object_new_object();
 	char name[TAKT_PROC_NAME_MAX];
 	int32_t pid;
 
-	proc_name(v, p->proc, name, &pid);
+	cli_proc_name(v, p->proc, name, &pid);
 	json_object_object_add(o, "port", json_object_new_int64(pi));
 	json_object_object_add(o, "publisher_id", cli_json_u64(p->id));
 	json_object_object_add(o, "pid", json_object_new_int(pid));
@@ -192,7 +84,7 @@ static struct json_object *pub_json(const struct seg_view *v, uint32_t pi, const
 	return o;
 }
 
-static struct json_object *sub_json(const struct seg_view *v, uint32_t si, const struct stats *s, uint64_t *bytes)
+static struct json_object *sub_json(const struct seg_view *v, uint32_t si, const struct cli_stats *s, uint64_t *bytes)
 {
 	const struct takt_sub_port *p = &v->subs[si];
 	struct json_object *o = json_object_new_object(), *conns = json_object_new_array();
@@ -200,7 +92,7 @@ static struct json_object *sub_json(const struct seg_view *v, uint32_t si, const
 	char name[TAKT_PROC_NAME_MAX];
 	int32_t pid;
 
-	proc_name(v, p->proc, name, &pid);
+	cli_proc_name(v, p->proc, name, &pid);
 	for (uint32_t i = 0; i < s->n_conns; i++) {
 		const struct proto_conn_stat *cs = &s->conns[i];
 		struct json_object *co;
@@ -232,17 +124,17 @@ static struct json_object *sub_json(const struct seg_view *v, uint32_t si, const
 }
 
 /* The topic's description as JSON: what both outputs print from. */
-static struct json_object *topic_json(const struct seg_view *v, const struct topic_row *t, const struct stats *s)
+static struct json_object *topic_json(const struct seg_view *v, const struct cli_topic_row *t, const struct cli_stats *s)
 {
 	struct json_object *o = json_object_new_object(), *pubs = json_object_new_array(),
 			   *subs = json_object_new_array();
 	uint64_t bytes = 0;
 
 	for (uint32_t pi = 0; pi < v->lim.publishers; pi++)
-		if (in_use(&v->pubs[pi].state) && v->pubs[pi].topic == t->index)
+		if (cli_in_use(&v->pubs[pi].state) && v->pubs[pi].topic == t->index)
 			json_object_array_add(pubs, pub_json(v, pi, s, &bytes));
 	for (uint32_t si = 0; si < v->lim.subscribers; si++)
-		if (in_use(&v->subs[si].state) && v->subs[si].topic == t->index)
+		if (cli_in_use(&v->subs[si].state) && v->subs[si].topic == t->index)
 			json_object_array_add(subs, sub_json(v, si, s, &bytes));
 	json_object_object_add(o, "name", json_object_new_string(t->name));
 	json_object_object_add(o, "type", json_object_new_string(t->type));
@@ -301,8 +193,8 @@ static void topic_print(struct json_object *o)
 int cli_topic_info(struct cli *c, int argc, char **argv)
 {
 	struct cli_registry reg;
-	struct stats s = {0};
-	struct topic_row *rows;
+	struct cli_stats s = {0};
+	struct cli_topic_row *rows;
 	uint32_t n, i;
 	int r = 1;
 
@@ -310,12 +202,12 @@ int cli_topic_info(struct cli *c, int argc, char **argv)
 		return cli_usage_error(c, "needs one topic name");
 	if (cli_registry_open(c, &reg))
 		return 1;
-	n = topic_rows(&reg.v, &rows);
+	n = cli_topic_rows(&reg.v, &rows);
 	for (i = 0; i < n && strcmp(rows[i].name, argv[1]); i++)
 		;
 	if (i == n) {
 		fprintf(stderr, "takt: no topic '%s' in domain '%s' (takt topic list shows them)\n", argv[1], c->domain);
-	} else if (stats_fetch(c, &reg.v, &s) == 0) {
+	} else if (cli_stats_fetch(c, &reg.v, &s) == 0) {
 		struct json_object *o = topic_json(&reg.v, &rows[i], &s);
 
 		if (c->json) {
@@ -326,7 +218,7 @@ int cli_topic_info(struct cli *c, int argc, char **argv)
 		}
 		r = 0;
 	}
-	stats_free(&s);
+	cli_stats_free(&s);
 	free(rows);
 	cli_registry_close(&reg);
 	return r;
@@ -360,13 +252,13 @@ int cli_node_list(struct cli *c, int argc, char **argv)
 		char name[TAKT_PROC_NAME_MAX];
 		int32_t pid;
 
-		if (!in_use(&p->state))
+		if (!cli_in_use(&p->state))
 			continue;
-		proc_name(v, i, name, &pid);
+		cli_proc_name(v, i, name, &pid);
 		for (uint32_t k = 0; k < v->lim.publishers; k++)
-			pubs += in_use(&v->pubs[k].state) && v->pubs[k].proc == i;
+			pubs += cli_in_use(&v->pubs[k].state) && v->pubs[k].proc == i;
 		for (uint32_t k = 0; k < v->lim.subscribers; k++)
-			subs += in_use(&v->subs[k].state) && v->subs[k].proc == i;
+			subs += cli_in_use(&v->subs[k].state) && v->subs[k].proc == i;
 		pw = getpwuid(p->uid);
 		o = json_object_new_object();
 		json_object_object_add(o, "index", json_object_new_int64(i));
