@@ -263,7 +263,7 @@ struct proto_conn_stat {
 	uint32_t overflow;        /* enum takt_overflow */
 	uint64_t publisher_id;
 	uint64_t pushed;          /* samples the publisher pushed into it */
-	uint64_t taken;           /* samples the subscriber took (or had dropped for it) */
+	uint64_t taken;           /* samples the subscriber took, or the publisher took back (dropped) */
 	uint64_t dropped;         /* samples lost on it (overflow) */
 	uint64_t sub_bytes;       /* bytes of the subscriber's segment */
 };

@@ -389,18 +389,76 @@ static bool object_help(FILE *f, const char *object)
 	return any;
 }
 
+/* `takt __complete WORD...` (the bash completion, takt.bash): the words
+ * that may follow those typed, one per line: the next word of a command,
+ * or, after a command that takes a topic, the topics of the domain. */
+static int complete(struct cli *c, int argc, char **argv)
+{
+	static const char *const takes_topic[] = {"topic info", "topic echo", "topic hz", "topic bw", "topic pub"};
+	const struct cli_cmd *cmd;
+	int words = 0;
+
+	cmd = find(argc, argv, &words);
+	if (cmd && words == argc) {
+		for (size_t i = 0; i < sizeof(takes_topic) / sizeof(takes_topic[0]); i++)
+			if (!strcmp(cmd->name, takes_topic[i]) && !getenv("TAKT_COMPLETE_NO_BROKER")) {
+				struct cli_registry reg;
+				struct cli_topic_row *rows;
+				int err = dup(STDERR_FILENO);
+
+				freopen("/dev/null", "w", stderr); /* no broker: no topics, quietly */
+				if (cli_registry_open(c, &reg) == 0) {
+					uint32_t n = cli_topic_rows(&reg.v, &rows);
+
+					for (uint32_t k = 0; k < n; k++)
+						printf("%s\n", rows[k].name);
+					free(rows);
+					cli_registry_close(&reg);
+				}
+				if (err >= 0)
+					dup2(err, STDERR_FILENO);
+			}
+		return 0;
+	}
+	/* the next word of every command that starts with the words typed,
+	 * each once (the table keeps an object's commands together) */
+	const char *last = NULL;
+	size_t last_len = 0;
+
+	for (size_t i = 0; i < N_COMMANDS; i++) {
+		const char *w = commands[i].name;
+		size_t len;
+		int k = 0;
+
+		for (; k < argc; k++) {
+			len = strlen(argv[k]);
+			if (strncmp(w, argv[k], len) || (w[len] != ' ' && w[len] != 0))
+				break;
+			w += len + (w[len] == ' ');
+		}
+		len = strcspn(w, " ");
+		if (k < argc || !len || (last && len == last_len && !strncmp(w, last, len)))
+			continue;
+		printf("%.*s\n", (int)len, w);
+		last = w;
+		last_len = len;
+	}
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	struct cli c = {0};
 	bool help = false;
 	int r = common_options(&c, &argc, argv, &help), words = 0;
-
 	if (r)
 		return r < 0 ? 0 : r;
 	if (argc < 2) {
 		usage(help ? stdout : stderr);
 		return help ? 0 : 2;
 	}
+	if (!strcmp(argv[1], "__complete"))
+		return complete(&c, argc - 2, argv + 2);
 	c.cmd = find(argc - 1, argv + 1, &words);
 	if (!c.cmd) {
 		if (object_help(help ? stdout : stderr, argv[1]))

@@ -1513,14 +1513,20 @@ void reg_conn_stats(struct broker *b, uint32_t first, struct msg_conns_reply *re
 		/* relaxed: statistics; each end's words count only once that end
 		 * marked its region for this connection (acquire: pairs with its
 		 * release of the mark, as in ring_empty) */
+		uint64_t floor = 0;
+
 		if (b->pubs[rc->pub].pool.base &&
 		    atomic_load_explicit(&conn_pw(b, ci)->mark, memory_order_acquire) == mark) {
 			st->pushed = atomic_load_explicit(&conn_pw(b, ci)->head, memory_order_relaxed);
 			st->dropped = atomic_load_explicit(&conn_pw(b, ci)->dropped, memory_order_relaxed);
+			/* R2: positions below it the publisher took back (drop-oldest) */
+			floor = atomic_load_explicit(&conn_pw(b, ci)->floor, memory_order_relaxed);
 		}
 		if (b->subs[rc->sub].seg.base &&
 		    atomic_load_explicit(&conn_sw(b, ci)->mark, memory_order_acquire) == mark)
 			st->taken = atomic_load_explicit(&conn_sw(b, ci)->tail, memory_order_relaxed) >> 1; /* R1 */
+		if (floor > st->taken)
+			st->taken = floor;
 		if (st->taken > st->pushed) /* a process can write anything there */
 			st->taken = st->pushed;
 		n++;
