@@ -5,11 +5,15 @@
 #include <fcntl.h>
 #include <getopt.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
 #include <unistd.h>
+#ifdef TAKT_HAVE_SYSTEMD
+#include <systemd/sd-daemon.h>
+#endif
 
 static void usage(FILE *f)
 {
@@ -121,6 +125,24 @@ static int daemonize(int *ret_ready_fd)
 	return 0;
 }
 
+/* Tells a service manager how the broker stands: systemd's Type=notify
+ * (READY=1 once clients can connect, STOPPING=1, STATUS=) over
+ * $NOTIFY_SOCKET. Nothing without one, or in a build without libsystemd. */
+__attribute__((format(printf, 1, 2))) static void notify_service(const char *fmt, ...)
+{
+#ifdef TAKT_HAVE_SYSTEMD
+	char msg[384];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	sd_notify(0, msg); /* no manager listening is not an error of ours */
+#else
+	(void)fmt;
+#endif
+}
+
 static int start(struct broker *b)
 {
 	int r = seg_lock_domain(b);
@@ -149,7 +171,7 @@ int main(int argc, char **argv)
 	struct args a = {0};
 	int ready_fd = -1, r;
 	uint32_t n_procs = 0;
-	bool keep;
+	bool keep, served = false;
 	sigset_t stop;
 	char st = 0;
 
@@ -173,9 +195,13 @@ int main(int argc, char **argv)
 		printf("takt-broker: domain '%s' ready (pid %d, socket %s)\n", b.cfg.domain, getpid(),
 		       b.sock_path);
 		fflush(stdout);
+		/* After start(): the socket listens, so a unit ordered after ours
+		 * finds the domain (tests/install/test_notify.c checks). */
+		notify_service("READY=1\nSTATUS=domain '%s' ready, socket %s", b.cfg.domain, b.sock_path);
 		if (ready_fd >= 0 && write(ready_fd, &st, 1) == 1)
 			close(ready_fd);
 		r = server_run(&b);
+		served = true;
 	}
 	/* A stop with processes attached (systemd's restart, say) leaves what
 	 * a broker that dies leaves: the socket, and the lock file naming our
@@ -189,6 +215,11 @@ int main(int argc, char **argv)
 			b.cfg.domain, n_procs);
 	else if (b.sock_path[0] && b.listen_fd >= 0)
 		unlink(b.sock_path);
+	if (served && keep)
+		notify_service("STOPPING=1\nSTATUS=domain '%s' left to the next broker (%u processes attached)",
+			       b.cfg.domain, n_procs);
+	else if (served)
+		notify_service("STOPPING=1\nSTATUS=domain '%s' ends", b.cfg.domain);
 	server_free(&b);
 	seg_destroy_all(&b);
 	if (keep)

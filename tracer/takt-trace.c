@@ -18,6 +18,8 @@
 
 #include "proto.h"
 
+#include <takt/common.h>
+
 #include <bpf/bpf.h>
 #include <bpf/libbpf.h>
 #include <errno.h>
@@ -96,7 +98,9 @@ static void usage_main(FILE *f)
 		   "  export    turn a recording into Chrome trace-event JSON (Perfetto)\n\n"
 		   "'" TT_PROG " MODE --help' describes each. Needs root (CAP_BPF, CAP_PERFMON).\n"
 		   "While it runs, counters and histograms are pinned under " TT_PIN_DIR "/\n"
-		   "(read them with scripts/trace-maps or bpftool map dump pinned ...).\n");
+		   "(read them with scripts/trace-maps or bpftool map dump pinned ...).\n\n"
+		   "  -h, --help           this text\n"
+		   "  -V, --version        print the version\n");
 }
 
 static void usage_mode(FILE *f, enum tt_mode m)
@@ -267,6 +271,10 @@ static int parse_args(int argc, char **argv, struct tt_opts *o)
 	if (argc < 2 || !strcmp(argv[1], "-h") || !strcmp(argv[1], "--help")) {
 		usage_main(argc < 2 ? stderr : stdout);
 		return argc < 2 ? 2 : 1;
+	}
+	if (!strcmp(argv[1], "-V") || !strcmp(argv[1], "--version")) {
+		printf(TT_PROG " %s\n", TAKT_VERSION_STRING);
+		return 1;
 	}
 	o->mode = parse_mode(argv[1]);
 	if (o->mode == MODE_NONE)
