@@ -68,5 +68,8 @@ bool cli_parse_double(const char *s, double *out);
 /* The commands (cli_*.c). */
 int cli_status(struct cli *c, int argc, char **argv);
 int cli_pools(struct cli *c, int argc, char **argv);
+int cli_record(struct cli *c, int argc, char **argv);
+int cli_recover(struct cli *c, int argc, char **argv);
+int cli_play(struct cli *c, int argc, char **argv);
 
 #endif
