@@ -17,11 +17,11 @@
 static const struct cli_cmd commands[] = {
 	{"status", "", "whether the broker runs: its pid, epoch, restarts, memory and limits", cli_status},
 	{"pools", "", "each publisher's pool: chunk size, chunks reserved, free, in flight, bytes", cli_pools},
-	{"record", "-o FILE [TOPIC|PATTERN...|--all] [--duration S] [--max-bytes N]",
-	 "record topics into an MCAP file (LZ4 chunks, indexed) until Ctrl-C, the duration or the size", cli_record},
+	{"record", "-o FILE [TOPIC|PATTERN...|--all] [OPTIONS]",
+	 "record topics into an MCAP file until Ctrl-C (--duration S, --max-bytes N end it too)", cli_record},
 	{"record --recover", "IN OUT", "rewrite a recording cut short (a crash) whole, up to its last chunk", cli_recover},
-	{"play", "FILE [--rate X] [--loop] [--topics T,...] [--duration S]",
-	 "republish a recording with its timing (scaled by --rate)", cli_play},
+	{"play", "FILE [--rate X] [--loop] [--topics T,...]",
+	 "republish a recording with its timing (--rate scales it, --duration S ends it)", cli_play},
 };
 #define N_COMMANDS (sizeof(commands) / sizeof(commands[0]))
 

@@ -114,7 +114,9 @@ static void summary_print(const struct cli *c, const char *verb, const char *fil
 		       b, seconds, drops, n);
 		if (loops)
 			printf(", %u loops", loops);
-		printf(" (file: %s)\n", fb);
+		if (file_bytes)
+			printf(" (file: %s)", fb);
+		printf("\n");
 		for (size_t i = 0; i < n; i++) {
 			human_bytes(b, sizeof(b), t[i].bytes);
 			printf("  %-32s %-24s %10" PRIu64 " samples %12s %8" PRIu64 " dropped\n", t[i].name,
@@ -129,7 +131,8 @@ static void summary_print(const struct cli *c, const char *verb, const char *fil
 	json_object_object_add(o, "bytes", cli_json_u64(bytes));
 	json_object_object_add(o, "drops", cli_json_u64(drops));
 	json_object_object_add(o, "duration_s", json_object_new_double(seconds));
-	json_object_object_add(o, "file_bytes", cli_json_u64(file_bytes));
+	if (file_bytes)
+		json_object_object_add(o, "file_bytes", cli_json_u64(file_bytes));
 	if (loops)
 		json_object_object_add(o, "loops", json_object_new_int64(loops));
 	for (size_t i = 0; i < n; i++) {
@@ -364,18 +367,17 @@ static bool rec_arm(struct recorder *rc)
 static void rec_progress(const struct recorder *rc, uint64_t elapsed_ns, bool last)
 {
 	struct mcap_writer_stats st;
-	uint64_t drops = 0;
-	char b[32];
+	uint64_t drops = 0, s = elapsed_ns / 1000000000ull;
+	char b[32], f[32];
 
 	mcap_writer_stats(rc->w, &st);
 	for (size_t i = 0; i < rc->n_topics; i++)
 		drops += rec_drops(rc, i);
-	human_bytes(b, sizeof(b), st.file_bytes);
-	fprintf(stderr, "\r\033[Krecording %zu topics: %" PRIu64 " samples, %s, %02" PRIu64 ":%02" PRIu64 ", %" PRIu64
-			" dropped%s",
-		rc->n_topics, st.messages, b, (uint64_t)(elapsed_ns / 60000000000ull),
-		(uint64_t)(elapsed_ns / 1000000000ull % 60), drops,
-		last ? "\n" : "");
+	human_bytes(b, sizeof(b), st.message_bytes);
+	human_bytes(f, sizeof(f), st.file_bytes + st.open_bytes);
+	fprintf(stderr, "\r\033[Krecording %zu topics: %" PRIu64 " samples (%s), file %s, %02" PRIu64 ":%02" PRIu64
+			", %" PRIu64 " dropped%s",
+		rc->n_topics, st.messages, b, f, s / 60, s % 60, drops, last ? "\n" : "");
 }
 
 static int rec_metadata(struct recorder *rc)
