@@ -536,11 +536,9 @@ static int rec_run(struct recorder *rc, char **names, int n_names, bool all, uin
 	catch_stop();
 	start = mono_ns();
 	r = rec_loop(rc, duration_ns);
-	if (r < 0) {
-		fprintf(stderr, "\ntakt record: stopped: %s (%s keeps what was written)\n", strerror(-r), rc->file);
-		return 1;
-	}
-	return rec_finish(rc, (double)(mono_ns() - start) / 1e9);
+	if (r < 0) /* the file is finished all the same, if it can be */
+		fprintf(stderr, "\ntakt record: stopped: %s\n", strerror(-r));
+	return rec_finish(rc, (double)(mono_ns() - start) / 1e9) || r < 0;
 }
 
 static int cli_recover_files(struct cli *c, const char *in, const char *out);
