@@ -88,6 +88,16 @@ static void human_bytes(char *out, size_t n, uint64_t v)
 		snprintf(out, n, "%" PRIu64 " B", v);
 }
 
+/* Seconds as a JSON number with three decimals (json-c writes doubles
+ * with 17 digits). */
+static struct json_object *json_seconds(double s)
+{
+	char b[32];
+
+	snprintf(b, sizeof(b), "%.3f", s);
+	return json_object_new_double_s(s, b);
+}
+
 /* A topic's line of the final summary, text or JSON. */
 struct topic_stat {
 	const char *name, *type;
@@ -130,7 +140,7 @@ static void summary_print(const struct cli *c, const char *verb, const char *fil
 	json_object_object_add(o, "samples", cli_json_u64(samples));
 	json_object_object_add(o, "bytes", cli_json_u64(bytes));
 	json_object_object_add(o, "drops", cli_json_u64(drops));
-	json_object_object_add(o, "duration_s", json_object_new_double(seconds));
+	json_object_object_add(o, "duration_s", json_seconds(seconds));
 	if (file_bytes)
 		json_object_object_add(o, "file_bytes", cli_json_u64(file_bytes));
 	if (loops)
@@ -144,7 +154,7 @@ static void summary_print(const struct cli *c, const char *verb, const char *fil
 		json_object_object_add(e, "samples", cli_json_u64(t[i].samples));
 		json_object_object_add(e, "bytes", cli_json_u64(t[i].bytes));
 		json_object_object_add(e, "drops", cli_json_u64(t[i].drops));
-		json_object_object_add(e, "duration_s", json_object_new_double(d));
+		json_object_object_add(e, "duration_s", json_seconds(d));
 		json_object_array_add(a, e);
 	}
 	json_object_object_add(o, "topics", a);
@@ -445,7 +455,11 @@ static int rec_finish(struct recorder *rc, double seconds)
 
 	mcap_writer_stats(rc->w, &st);
 	for (size_t i = 0; i < rc->n_topics && ts; i++) {
-		const struct rec_topic *t = &rc->topics[i];
+		struct rec_topic *t = &rc->topics[i];
+		struct takt_topic_info ti;
+
+		if (!t->type[0] && takt_node_topics(rc->node, t->name, &ti, 1) >= 1) /* no sample came */
+			memcpy(t->type, ti.type_name, sizeof(t->type));
 
 		ts[i] = (struct topic_stat){.name = t->name, .type = t->type, .samples = t->samples, .bytes = t->bytes,
 					    .drops = rec_drops(rc, i), .first_ns = t->first_ns, .last_ns = t->last_ns};
