@@ -821,7 +821,7 @@ int mcap_reader_open(int fd, struct mcap_reader **out)
 	if (memcmp(head, MCAP_MAGIC, MCAP_MAGIC_SIZE) || head[MCAP_MAGIC_SIZE] != MCAP_OP_HEADER)
 		return -EBADMSG;
 	len = get_le(&(struct cur){.p = head + MCAP_MAGIC_SIZE + 1, .n = 8, .ok = true}, 8);
-	if (len > (uint64_t)st.st_size)
+	if (len > (uint64_t)st.st_size - sizeof(head)) /* the Header itself is cut */
 		return -EBADMSG;
 	r = calloc(1, sizeof(*r));
 	if (!r)
