@@ -796,6 +796,8 @@ static int play_scan(struct player *p, uint64_t *messages)
  * size from the channel's largest message. */
 static int play_open(struct player *p, takt_node *node)
 {
+	unsigned opened = 0;
+
 	for (uint32_t id = 0; id < 65536; id++) {
 		struct play_chan *ch = &p->ch[id];
 		struct takt_pub_opts po;
@@ -816,6 +818,11 @@ static int play_open(struct player *p, takt_node *node)
 		}
 		ch->st.name = ch->topic;
 		ch->st.type = po.type_name ? po.type_name : "";
+		opened++;
+	}
+	if (!opened) {
+		fprintf(stderr, "takt play: %s has no messages%s\n", p->file, p->n_topics ? " on the topics asked for" : "");
+		return 1;
 	}
 	return 0;
 }

@@ -625,6 +625,9 @@ static void test_record_play_loop(void **state)
 	assert_true(samples >= 2 * SLOW_N);
 	assert_int_equal(take_all(s, 0, SLOW_N, samples, NULL, NULL), samples);
 	takt_sub_close(s);
+	/* a loop over nothing is refused, not spun */
+	play = tool_spawn(out_path, (const char *const[]){"play", file, "--topics", "no/such", "--loop", NULL});
+	assert_int_equal(tool_wait(play, out_path, NULL), 1);
 }
 
 #define FAST_N 2000
