@@ -31,6 +31,11 @@ static const struct cli_cmd commands[] = {
 	{"node list", "", "the processes attached: index, pid, name, user, ports", cli_node_list},
 	{"top", "[--interval S] [--once]",
 	 "a live view: topics by drops and full queues, processes by pool use; q quits", cli_top},
+	{"record", "-o FILE [TOPIC|PATTERN...|--all] [OPTIONS]",
+	 "record topics into an MCAP file until Ctrl-C (--duration S, --max-bytes N end it too)", cli_record},
+	{"record --recover", "IN OUT", "rewrite a recording cut short (a crash) whole, up to its last chunk", cli_recover},
+	{"play", "FILE [--rate X] [--loop] [--topics T,...]",
+	 "republish a recording with its timing (--rate scales it, --duration S ends it)", cli_play},
 };
 #define N_COMMANDS (sizeof(commands) / sizeof(commands[0]))
 

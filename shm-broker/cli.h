@@ -99,5 +99,8 @@ int cli_topic_hz(struct cli *c, int argc, char **argv);
 int cli_topic_bw(struct cli *c, int argc, char **argv);
 int cli_topic_pub(struct cli *c, int argc, char **argv);
 int cli_top(struct cli *c, int argc, char **argv);
+int cli_record(struct cli *c, int argc, char **argv);
+int cli_recover(struct cli *c, int argc, char **argv);
+int cli_play(struct cli *c, int argc, char **argv);
 
 #endif
