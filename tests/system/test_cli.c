@@ -436,7 +436,11 @@ static void test_cli_completion(void **state)
 
 	(void)state;
 	assert_int_equal(takt(out, sizeof(out), "__complete"), 0);
-	assert_string_equal(out, "status\npools\ntopic\nnode\ntop\n");
+	for (const char *const *w = (const char *const[]){"status\n", "pools\n", "topic\n", "node\n", "top\n", "record\n",
+							  "play\n", NULL};
+	     *w; w++)
+		assert_non_null(strstr(out, *w));
+	assert_null(strstr(strstr(out, "topic\n") + 1, "topic\n")); /* each once */
 	assert_int_equal(takt(out, sizeof(out), "__complete topic"), 0);
 	assert_non_null(strstr(out, "echo\n"));
 	assert_non_null(strstr(out, "list\n"));
