@@ -320,7 +320,8 @@ static void report_print(const struct cli *c, struct json_object *o, bool bw)
 		return;
 	}
 	if (bw)
-		printf("%.3f MB/s from %lld samples: mean %.0f B, min %lld B, max %lld B\n", d / 1e6,
+		printf("%.3f %s from %lld samples: mean %.0f B, min %lld B, max %lld B\n",
+		       d >= 1e6 ? d / 1e6 : d >= 1e3 ? d / 1e3 : d, d >= 1e6 ? "MB/s" : d >= 1e3 ? "KB/s" : "B/s",
 		       (long long)json_object_get_int64(json_object_object_get(o, "window")),
 		       json_object_get_double(json_object_object_get(o, "mean_bytes")),
 		       (long long)json_object_get_int64(json_object_object_get(o, "min_bytes")),
