@@ -69,7 +69,10 @@ struct trig {
 	enum trig_kind kind;
 	int fd;          /* our dup of the trigger's fd, registered in epoll */
 	int timer_fd;    /* TRIG_DEADLINE: fires when no sample came for deadline_ns */
-	takt_sub *sub;
+	/* TRIG_SUB, TRIG_DEADLINE: arms obj (a subscriber, a server, a
+	 * client) before each sleep; 1: samples wait already */
+	int (*arm)(void *obj);
+	void *obj;
 	uint64_t deadline_ns;
 	uint64_t armed_at_ns; /* deadline timer start */
 };

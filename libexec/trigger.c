@@ -48,30 +48,59 @@ int takt_trigger_interval(takt_triggers *t, uint64_t period_ns)
 	return 0;
 }
 
-static int trig_sub(takt_triggers *t, takt_sub *sub, enum trig_kind kind, uint64_t deadline_ns)
+static int arm_sub(void *obj)
+{
+	return takt_sub_arm(obj);
+}
+
+static int arm_server(void *obj)
+{
+	return takt_server_arm(obj);
+}
+
+static int arm_client(void *obj)
+{
+	return takt_client_arm(obj);
+}
+
+/* A trigger on what arms and wakes like a subscriber (its fd, armed before
+ * each sleep). */
+static int trig_queue(takt_triggers *t, void *obj, int fd, int (*arm)(void *), enum trig_kind kind,
+		      uint64_t deadline_ns)
 {
 	struct trig *tr;
 
-	if (!sub || takt_sub_fd(sub) < 0 || (kind == TRIG_DEADLINE && deadline_ns == 0))
+	if (!obj || fd < 0 || (kind == TRIG_DEADLINE && deadline_ns == 0))
 		return trig_refuse(t, -EINVAL);
 	tr = trig_slot(t);
 	if (!tr)
 		return -ENOSPC;
 	tr->kind = kind;
-	tr->sub = sub;
-	tr->fd = takt_sub_fd(sub); /* dup()ed at registration */
+	tr->arm = arm;
+	tr->obj = obj;
+	tr->fd = fd; /* dup()ed at registration */
 	tr->deadline_ns = deadline_ns;
 	return 0;
 }
 
 int takt_trigger_subscriber(takt_triggers *t, takt_sub *sub)
 {
-	return trig_sub(t, sub, TRIG_SUB, 0);
+	return trig_queue(t, sub, sub ? takt_sub_fd(sub) : -1, arm_sub, TRIG_SUB, 0);
 }
 
 int takt_trigger_deadline(takt_triggers *t, takt_sub *sub, uint64_t deadline_ns)
 {
-	return trig_sub(t, sub, TRIG_DEADLINE, deadline_ns);
+	return trig_queue(t, sub, sub ? takt_sub_fd(sub) : -1, arm_sub, TRIG_DEADLINE, deadline_ns);
+}
+
+int takt_trigger_server(takt_triggers *t, takt_server *srv)
+{
+	return trig_queue(t, srv, srv ? takt_server_fd(srv) : -1, arm_server, TRIG_SUB, 0);
+}
+
+int takt_trigger_client(takt_triggers *t, takt_client *cli)
+{
+	return trig_queue(t, cli, cli ? takt_client_fd(cli) : -1, arm_client, TRIG_SUB, 0);
 }
 
 int takt_trigger_event(takt_triggers *t, takt_event *ev)
@@ -213,7 +242,7 @@ bool trig_arm_all(struct takt_exec *ex, void (*mark)(struct takt_exec *, struct 
 		for (unsigned j = 0; j < t->n_trigs; j++) {
 			struct trig *tr = &t->trigs[j];
 
-			if ((tr->kind == TRIG_SUB || tr->kind == TRIG_DEADLINE) && takt_sub_arm(tr->sub) == 1) {
+			if ((tr->kind == TRIG_SUB || tr->kind == TRIG_DEADLINE) && tr->arm(tr->obj) == 1) {
 				t->sample_woke = true;
 				mark(ex, t); /* samples already wait: this phase runs it */
 				ready = true;
@@ -263,11 +292,12 @@ void trig_start_deadlines(struct takt_exec *ex, uint64_t now_ns)
 /* A task needs a trigger to ever run; a subscriber can trigger one task
  * only (its items take from it, and two tasks could run on two workers at
  * once). Any set of periods may share an executor (timer.c). */
-/* Whether sub is one of o's subscribers (a trigger's or a LET input). */
-static bool task_uses_sub(const struct task *o, const takt_sub *sub)
+/* Whether sub (a subscriber, a server or a client) is one of o's queues
+ * (a trigger's or a LET input). */
+static bool task_uses_sub(const struct task *o, const void *sub)
 {
 	for (unsigned b = 0; b < o->n_trigs; b++)
-		if (o->trigs[b].sub == sub)
+		if (o->trigs[b].obj == sub)
 			return true;
 	for (unsigned b = 0; b < o->let_ports.n_in; b++)
 		if (o->let_ports.in[b] == sub)
@@ -304,7 +334,7 @@ int trig_validate(struct takt_exec *ex, const struct task *t)
 		const struct task *o = ex->tasks[i];
 
 		for (unsigned a = 0; a < t->n_trigs; a++)
-			if (t->trigs[a].sub && task_uses_sub(o, t->trigs[a].sub))
+			if (t->trigs[a].obj && task_uses_sub(o, t->trigs[a].obj))
 				return -EBUSY;
 		for (unsigned a = 0; a < lp->n_in; a++)
 			if (task_uses_sub(o, lp->in[a]))

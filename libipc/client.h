@@ -250,6 +250,28 @@ void node_kick(takt_node *n);
 void node_close_index(takt_node *n, uint16_t type, uint32_t index);
 /* Copies a name into a fixed field; -EINVAL when it is not a valid name. */
 int node_copy_name(char *dst, const char *src);
+/* The same for a port's topic; service: a service's topic (service.c). */
+int node_copy_topic(char *dst, const char *src, bool service);
+
+/* ---- what service.c uses of publishers and subscribers ---------------- */
+
+/* takt_pub_open / takt_sub_open, for a service's topics too. */
+int pub_open(takt_node *node, const struct takt_pub_opts *opts, takt_pub **out, bool service);
+int sub_open(takt_node *node, const struct takt_sub_opts *opts, takt_sub **out, bool service);
+/* The chunk of a loan, or -EINVAL. */
+int pub_loan_chunk(const takt_pub *pub, const void *payload);
+/* The sequence number of the last sample published. */
+uint64_t pub_seq(const takt_pub *pub);
+/* Chunks the pool can have at most (indexes are below). */
+uint32_t pub_chunks_max(const takt_pub *pub);
+/* back(user, chunk, released) for each published chunk that comes back:
+ * released by a subscriber, or reclaimed from a connection that left. */
+void pub_set_back(takt_pub *pub, void (*back)(void *user, uint32_t chunk, bool released), void *user);
+/* Looks at the connections and takes returns back, now (Q0 bracket):
+ * how many connections; *depth the smallest queue of theirs. */
+unsigned pub_poll(takt_pub *pub, uint32_t *depth);
+/* Connections as of the last publish or poll. */
+unsigned pub_connections(const takt_pub *pub);
 
 /* Whether a local mirror {conn, incarnation} still names connection ci:
  * the same slot and the same use of it (the broker reuses slots). */

@@ -54,6 +54,17 @@ __attribute__((visibility("default"))) void (*takt__fault_hook)(const char *poin
 
 #define NODE_TIMEOUT_DEFAULT_MS 10000
 
+int node_copy_topic(char *dst, const char *src, bool service)
+{
+	if (!service)
+		return node_copy_name(dst, src);
+	if (!src || !proto_service_topic(src, TAKT_NAME_MAX, NULL, NULL))
+		return -EINVAL;
+	memset(dst, 0, TAKT_NAME_MAX);
+	strcpy(dst, src);
+	return 0;
+}
+
 int node_copy_name(char *dst, const char *src)
 {
 	if (!src || !proto_name_ok(src, TAKT_NAME_MAX))

@@ -100,6 +100,51 @@ int proto_name_glob(const char *pattern, const char *name)
 	return m[0][0];
 }
 
+int proto_service_name_ok(const char *s)
+{
+	return s && proto_name_ok(s, TAKT_NAME_MAX) && strlen(s) <= PROTO_SERVICE_MAX;
+}
+
+int proto_service_topic(const char *name, size_t n, size_t *svc_len, uint64_t *client)
+{
+	size_t len = strnlen(name, n), k;
+	char svc[TAKT_NAME_MAX];
+	uint64_t id = 0;
+	int kind;
+
+	if (len == n || len < 5 || name[0] != '@' || name[1] != '/')
+		return 0;
+	if (!strcmp(name + len - 2, "/q")) {
+		kind = 'q';
+		k = len - 2;
+	} else if (len > 21 && !strncmp(name + len - 19, "/r/", 3)) {
+		kind = 'r';
+		k = len - 19;
+		for (size_t i = len - 16; i < len; i++) {
+			char c = name[i];
+
+			if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f')))
+				return 0;
+			id = id << 4 | (uint64_t)(c <= '9' ? c - '0' : c - 'a' + 10);
+		}
+		if (!id)
+			return 0;
+	} else {
+		return 0;
+	}
+	if (k - 2 > PROTO_SERVICE_MAX || k <= 2)
+		return 0;
+	memcpy(svc, name + 2, k - 2);
+	svc[k - 2] = 0;
+	if (!proto_service_name_ok(svc))
+		return 0;
+	if (svc_len)
+		*svc_len = k - 2;
+	if (client)
+		*client = id;
+	return kind;
+}
+
 int proto_domain_ok(const char *s)
 {
 	size_t len;

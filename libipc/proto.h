@@ -301,6 +301,16 @@ size_t proto_request_size(uint16_t type);
 
 /* 1 when s is a valid name: 1..63 chars of [A-Za-z0-9_./-], NUL inside n. */
 int proto_name_ok(const char *s, size_t n);
+/* Services (service.c) are built on two kinds of topics no user can name
+ * (a topic never starts with '@'): "@/" SERVICE "/q", where clients
+ * publish requests to the server, and "@/" SERVICE "/r/" + 16 hex digits
+ * (a client's id), where the server answers that client alone. */
+#define PROTO_SERVICE_MAX 40 /* chars of a service name */
+/* 1 when s is a valid service name: a name of at most 40 chars. */
+int proto_service_name_ok(const char *s);
+/* 'q' or 'r' when name (NUL inside n) is such a topic, else 0; *svc_len:
+ * the service name's length; *client: the id in an 'r' (either may be NULL). */
+int proto_service_topic(const char *name, size_t n, size_t *svc_len, uint64_t *client);
 /* 1 when pattern, a glob over names, matches name: `*` matches within one
  * path segment (no '/'), `**` across segments ([access] rules, topic
  * listings). The cost is bounded by the lengths, whatever the stars. */

@@ -139,6 +139,11 @@ struct takt_pub {
 	 * Entry (seq - 1) % history holds the sample of sequence seq. */
 	_Atomic uint64_t *hist;   /* history entries */
 	_Atomic uint64_t last_seq;
+	/* A service client (service.c) follows each request's chunk: told when
+	 * one comes back, released by its subscriber or reclaimed from a
+	 * connection that left. NULL: nobody asks. */
+	void (*back)(void *user, uint32_t chunk, bool released);
+	void *back_user;
 };
 
 static inline bool bit_test(const uint64_t *b, uint32_t c)
@@ -218,13 +223,18 @@ static void pub_set_drain_at(takt_pub *p)
 
 int takt_pub_open(takt_node *node, const struct takt_pub_opts *opts, takt_pub **out)
 {
+	return pub_open(node, opts, out, false);
+}
+
+int pub_open(takt_node *node, const struct takt_pub_opts *opts, takt_pub **out, bool service)
+{
 	struct msg_pub_open req = {0};
 	struct msg_pub_open_reply rep;
 	unsigned n_fds = 0;
 	takt_pub *p;
 	int fd = -1, r;
 
-	if (!node || !opts || !out || node_copy_name(req.topic, opts->topic) < 0)
+	if (!node || !opts || !out || node_copy_topic(req.topic, opts->topic, service) < 0)
 		return -EINVAL;
 	if (opts->type_name && node_copy_name(req.type_name, opts->type_name) < 0)
 		return -EINVAL;
@@ -573,6 +583,8 @@ static void pub_reclaim(takt_pub *p, struct pub_slot *s)
 			uint32_t c = (uint32_t)(w * 64 + (size_t)__builtin_ctzll(s->out[w]));
 
 			s->out[w] &= s->out[w] - 1;
+			if (p->back)
+				p->back(p->back_user, c, false);
 			chunk_unref(&p->pool, c);
 		}
 	/* PS0: release pairs with pub_prepare's acquire of FREE. */
@@ -712,6 +724,8 @@ static void pub_drain_returns(takt_pub *p)
 					continue;
 				}
 				bit_clear(s->out, c);
+				if (p->back)
+					p->back(p->back_user, c, true);
 				chunk_unref(&p->pool, c);
 			}
 		}
@@ -777,6 +791,54 @@ static int pub_find_loan(const takt_pub *pub, const void *payload, uint32_t *ret
 			return (int)i;
 		}
 	return -EINVAL;
+}
+
+int pub_loan_chunk(const takt_pub *pub, const void *payload)
+{
+	uint32_t c;
+
+	return pub_find_loan(pub, payload, &c) < 0 ? -EINVAL : (int)c;
+}
+
+uint64_t pub_seq(const takt_pub *pub)
+{
+	return pub->seq;
+}
+
+uint32_t pub_chunks_max(const takt_pub *pub)
+{
+	return pub->pool.seg.n_max;
+}
+
+void pub_set_back(takt_pub *pub, void (*back)(void *user, uint32_t chunk, bool released), void *user)
+{
+	pub->back = back;
+	pub->back_user = user;
+}
+
+unsigned pub_poll(takt_pub *p, uint32_t *depth)
+{
+	unsigned n;
+
+	q0_enter(&p->pool.seg.live->active, p->node->q0_light); /* Q0 */
+	pub_check_conns(p);
+	pub_drain_returns(p);
+	n = p->n_conns;
+	*depth = UINT32_MAX;
+	for (unsigned i = 0; i < n; i++) {
+		/* relaxed: written by the broker before it listed the connection
+		 * (acquired by the seq_cst load of conn_gen in pub_check_conns) */
+		uint32_t d = p->node->v.conns[atomic_load_explicit(&p->conns[i]->conn, memory_order_relaxed)].depth;
+
+		*depth = d < *depth ? d : *depth;
+	}
+	q0_exit(&p->pool.seg.live->active); /* Q0 */
+	return n;
+}
+
+unsigned pub_connections(const takt_pub *p)
+{
+	return p->n_conns;
 }
 
 /* Removes loan i from the list (the order of loans does not matter). */

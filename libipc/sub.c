@@ -352,6 +352,11 @@ static void sub_free(takt_sub *s)
 
 int takt_sub_open(takt_node *node, const struct takt_sub_opts *opts, takt_sub **out)
 {
+	return sub_open(node, opts, out, false);
+}
+
+int sub_open(takt_node *node, const struct takt_sub_opts *opts, takt_sub **out, bool service)
+{
 	struct msg_sub_open req = {0};
 	struct proto_reply rep;
 	unsigned n_fds = 0;
@@ -360,7 +365,7 @@ int takt_sub_open(takt_node *node, const struct takt_sub_opts *opts, takt_sub **
 	void *base = NULL;
 	size_t size = 0;
 
-	if (!node || !opts || !out || node_copy_name(req.topic, opts->topic) < 0 ||
+	if (!node || !opts || !out || node_copy_topic(req.topic, opts->topic, service) < 0 ||
 	    (unsigned)opts->overflow > TAKT_OVERFLOW_REJECT)
 		return -EINVAL;
 	if (opts->type_name && node_copy_name(req.type_name, opts->type_name) < 0)

@@ -15,7 +15,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-static const char *const action_names[ACCESS_N_ACTIONS] = {"publish", "subscribe", "notify", "listen"};
+static const char *const action_names[ACCESS_N_ACTIONS] = {"publish", "subscribe", "notify", "listen", "serve",
+							     "call"};
 
 const char *access_action_name(enum access_action action)
 {

@@ -907,8 +907,73 @@ static int ports_quota(struct broker *b, const struct client *cl, const char *to
 
 bool names_ok(const char *topic, const char *type)
 {
-	return proto_name_ok(topic, TAKT_NAME_MAX) &&
+	return (proto_name_ok(topic, TAKT_NAME_MAX) || proto_service_topic(topic, TAKT_NAME_MAX, NULL, NULL)) &&
 	       (type[0] == 0 || proto_name_ok(type, TAKT_NAME_MAX));
+}
+
+/* Whether process proc has a port on the topic named topic: a publisher
+ * (of this id, unless 0) or a subscriber. */
+static bool proc_holds(const struct broker *b, uint32_t proc, const char *topic, bool pub, uint64_t id)
+{
+	if (pub) {
+		for (uint32_t i = 0; i < b->v.lim.publishers; i++)
+			if (b->pubs[i].state == SLOT_ACTIVE && b->pubs[i].proc == proc && (!id || b->pubs[i].id == id) &&
+			    !strcmp(b->topics[b->pubs[i].topic].name, topic))
+				return true;
+		return false;
+	}
+	for (uint32_t i = 0; i < b->v.lim.subscribers; i++)
+		if (b->subs[i].state == SLOT_ACTIVE && b->subs[i].proc == proc &&
+		    !strcmp(b->topics[b->subs[i].topic].name, topic))
+			return true;
+	return false;
+}
+
+/* Whether the topic named topic has a subscriber (of any process). */
+static bool topic_has_sub(const struct broker *b, const char *topic)
+{
+	for (uint32_t i = 0; i < b->v.lim.topics; i++)
+		if (b->topics[i].state == SLOT_ACTIVE && !strcmp(b->topics[i].name, topic))
+			return b->topics[i].n_subs > 0;
+	return false;
+}
+
+/* Who may open a port on a topic. A service's topics (proto.h,
+ * libipc/service.c): on "@/S/q" any client publishes ([access] call on
+ * S), one server subscribes ([access] serve on S; a second:
+ * -EADDRINUSE); on "@/S/r/<id>" only the server of S publishes, and only
+ * the process of client <id> (its publisher on "@/S/q") subscribes, once.
+ * Any other topic: the [access] rules. 0 or a negative errno (logged). */
+static int port_allowed(struct broker *b, struct client *cl, const char *topic, bool pub)
+{
+	char svc[TAKT_NAME_MAX], q[2 * TAKT_NAME_MAX];
+	uint64_t client;
+	size_t len;
+	int kind = proto_service_topic(topic, TAKT_NAME_MAX, &len, &client);
+
+	if (!kind)
+		return server_access(b, cl, pub ? ACCESS_PUBLISH : ACCESS_SUBSCRIBE, topic);
+	memcpy(svc, topic + 2, len);
+	svc[len] = 0;
+	/* a client calls (publishes requests, reads its responses), a server
+	 * serves (reads requests, publishes responses) */
+	if (server_access(b, cl, (kind == 'q') == pub ? ACCESS_CALL : ACCESS_SERVE, svc) < 0)
+		return -EACCES;
+	if (kind == 'q') {
+		if (!pub && topic_has_sub(b, topic)) {
+			fprintf(stderr, "takt-broker: service '%s': process %d (%s) wants to serve it, but it has a server\n",
+				svc, cl->pid, b->v.procs[cl->proc].name);
+			return -EADDRINUSE;
+		}
+		return 0;
+	}
+	snprintf(q, sizeof(q), "@/%s/q", svc);
+	if (pub ? !proc_holds(b, cl->proc, q, false, 0) : !proc_holds(b, cl->proc, q, true, client)) {
+		fprintf(stderr, "takt-broker: service '%s': process %d (%s) may not %s the responses of client %#llx\n",
+			svc, cl->pid, b->v.procs[cl->proc].name, pub ? "send" : "read", (unsigned long long)client);
+		return -EPERM;
+	}
+	return !pub && topic_has_sub(b, topic) ? -EADDRINUSE : 0;
 }
 
 /* Whether n more connections fit: an open either gets all it needs or fails. */
@@ -1002,8 +1067,9 @@ int reg_pub_open(struct broker *b, struct client *cl, const struct msg_pub_open 
 
 	if (!names_ok(m->topic, m->type_name) || m->history > l->history_max)
 		return -EINVAL;
-	if (server_access(b, cl, ACCESS_PUBLISH, m->topic) < 0)
-		return -EACCES;
+	r = port_allowed(b, cl, m->topic, true);
+	if (r < 0)
+		return r;
 	if (ports_quota(b, cl, m->topic) < 0)
 		return -EDQUOT;
 	if (m->max_payload > b->cfg.max_payload) {
@@ -1167,8 +1233,9 @@ int reg_sub_open(struct broker *b, struct client *cl, const struct msg_sub_open 
 	if (!names_ok(m->topic, m->type_name) || m->overflow > TAKT_OVERFLOW_REJECT ||
 	    m->queue_depth > v->lim.queue_depth_max || m->history > v->lim.history_max)
 		return -EINVAL;
-	if (server_access(b, cl, ACCESS_SUBSCRIBE, m->topic) < 0)
-		return -EACCES;
+	r = port_allowed(b, cl, m->topic, false);
+	if (r < 0)
+		return r;
 	if (ports_quota(b, cl, m->topic) < 0)
 		return -EDQUOT;
 	for (si = 0; si < v->lim.subscribers && b->subs[si].state != SLOT_FREE; si++)

@@ -50,6 +50,10 @@ TAKT_API int takt_trigger_subscriber(takt_triggers *t, takt_sub *sub);
  * true when none arrived for deadline_ns. */
 TAKT_API int takt_trigger_deadline(takt_triggers *t, takt_sub *sub, uint64_t deadline_ns);
 TAKT_API int takt_trigger_event(takt_triggers *t, takt_event *ev);
+/* The task runs when requests wait for the server (takt_server_take until
+ * -EAGAIN), or responses (or resets) for the client. */
+TAKT_API int takt_trigger_server(takt_triggers *t, takt_server *srv);
+TAKT_API int takt_trigger_client(takt_triggers *t, takt_client *cli);
 /* Any pollable fd; the task must consume what makes it readable. */
 TAKT_API int takt_trigger_fd(takt_triggers *t, int fd);
 

@@ -209,6 +209,108 @@ TAKT_API int takt_event_fd(const takt_event *ev);
 TAKT_API int takt_event_take(takt_event *ev, uint64_t *id);
 TAKT_API void takt_event_close(takt_event *ev);
 
+/* Request/response: a client loans a request in shared memory and sends it
+ * to the one server of a service; the server takes it without a copy,
+ * loans a response and sends it to that client alone, once, several times
+ * (a stream) or not at all. Built on publish/subscribe: each client
+ * publishes its requests from its own pool to the server's one queue per
+ * client, and the server answers each client from a pool of its own that
+ * only that client maps (docs/architecture.md, "Services"). Like the other
+ * handles, one thread at a time. */
+typedef struct takt_server takt_server;
+typedef struct takt_client takt_client;
+
+struct takt_service_opts {
+	const char *service;         /* 1..40 chars of [A-Za-z0-9_./-] */
+	const char *request_type;    /* optional: checked like a topic's type_name */
+	const char *response_type;   /* optional */
+	size_t max_request;          /* bytes of a request at most (the client's pool) */
+	size_t max_response;         /* bytes of a response at most (the server's pools) */
+	unsigned max_pending;        /* a client: requests sent and not released by the
+	                                server yet; a server: requests it queues per client.
+	                                0: 16; at most [limits] queue_depth_max */
+	unsigned response_queue;     /* a client: responses queued for it at most; 0: 16 */
+};
+
+struct takt_request_info {
+	uint64_t client_id;          /* unique in the domain, never reused */
+	uint64_t request_id;         /* per client, from 1, in send order */
+	uint64_t send_ns;            /* CLOCK_MONOTONIC at send (a request) or respond (a response) */
+	uint32_t size;
+};
+
+/* -EINVAL bad name or options; -EADDRINUSE the service has a server;
+ * -EPROTOTYPE its clients declared other types; -EACCES [access] serve;
+ * and the errors of takt_sub_open. */
+TAKT_API int takt_server_open(takt_node *node, const struct takt_service_opts *opts, takt_server **out);
+/* Closes the server: its clients' later sends fail with -ECONNRESET, and
+ * their takes report -ECONNRESET once per request it had not released.
+ * NULL is fine. */
+TAKT_API void takt_server_close(takt_server *srv);
+/* 0 and a request (info: who sent it), -EAGAIN none waiting, -ENOBUFS
+ * [limits] held_max requests taken and not released. Each client's
+ * requests in its order, round-robin across clients. The first request
+ * of a client new to the server opens that client's response pool (one
+ * call to the broker, once per client). */
+TAKT_API int takt_server_take(takt_server *srv, const void **request, struct takt_request_info *info);
+/* The request goes back to its client (counted out of its max_pending). */
+TAKT_API void takt_server_release(takt_server *srv, const void *request);
+/* A response of size bytes to the request to (a request's info, taken or
+ * released). -EMSGSIZE above max_response; -ENOBUFS the pool of that
+ * client is out of chunks; -ECONNRESET the client is gone; -EINVAL to
+ * names no client of this server. */
+TAKT_API int takt_server_loan(takt_server *srv, const struct takt_request_info *to, size_t size, void **payload);
+/* Sends a loaned response to the client and request of to: 0; -EAGAIN the
+ * client's response queue is full, -ECONNRESET the client is gone (the
+ * response is dropped either way and its chunk comes back); -EINVAL
+ * payload is not a loan of this server for that client, or a request id
+ * that client never sent. May be called several times per request. */
+TAKT_API int takt_server_respond(takt_server *srv, const struct takt_request_info *to, void *payload);
+/* Gives a loan back unsent. */
+TAKT_API void takt_server_discard(takt_server *srv, void *payload);
+/* The eventfd of the request queue, as takt_sub_fd; arm with takt_server_arm. */
+TAKT_API int takt_server_fd(const takt_server *srv);
+TAKT_API int takt_server_arm(takt_server *srv);
+/* 0 requests waiting, -ETIMEDOUT, -EINTR; < 0 timeout = forever. */
+TAKT_API int takt_server_wait(takt_server *srv, int64_t timeout_ns);
+
+/* -EINVAL bad name or options; -EPROTOTYPE types differ from the
+ * server's or other clients'; -EACCES [access] call; -ENOSPC the service
+ * has [limits] publishers_per_topic clients already; and the errors of
+ * takt_pub_open. A client may open before its server does. */
+TAKT_API int takt_client_open(takt_node *node, const struct takt_service_opts *opts, takt_client **out);
+/* Responses still taken are released. NULL is fine. */
+TAKT_API void takt_client_close(takt_client *cli);
+/* -EMSGSIZE above max_request; -ENOBUFS no chunk free (max_pending loans
+ * and requests out). */
+TAKT_API int takt_client_loan(takt_client *cli, size_t size, void **payload);
+/* Sends a loaned request: its request id (> 0); -ENOTCONN the service has
+ * no server, -ECONNRESET its server went away since the last send (the
+ * next server of the name gets later ones), -ENOBUFS max_pending requests
+ * are out or the server's queue for us is full: the loan stays ours
+ * (send it again, or discard it). -EINVAL not a loan. */
+TAKT_API int64_t takt_client_send(takt_client *cli, void *payload);
+TAKT_API void takt_client_discard(takt_client *cli, void *payload);
+/* 0 and a response (info->request_id: the request it answers);
+ * -EAGAIN none waiting; -ECONNRESET once for each request the server did
+ * not release before it went away (info->request_id names it, *response
+ * is NULL); -ENOBUFS held_max responses taken and not released. */
+TAKT_API int takt_client_take(takt_client *cli, const void **response, struct takt_request_info *info);
+TAKT_API void takt_client_release(takt_client *cli, const void *response);
+/* Requests sent and not released by the server yet. */
+TAKT_API unsigned takt_client_pending(const takt_client *cli);
+TAKT_API int takt_client_fd(const takt_client *cli);
+TAKT_API int takt_client_arm(takt_client *cli);
+/* 0 a response (or a reset) waiting, -ETIMEDOUT, -EINTR; < 0: forever. */
+TAKT_API int takt_client_wait(takt_client *cli, int64_t timeout_ns);
+/* Copies req into a request, sends it and waits for its first response,
+ * which it copies into resp (at most resp_cap bytes): the response's size;
+ * -ETIMEDOUT (the request stays sent: a late response is dropped), and the
+ * errors of loan, send and take. Responses to other requests that arrive
+ * meanwhile are dropped. */
+TAKT_API int takt_client_call(takt_client *cli, const void *req, size_t req_size, void *resp, size_t resp_cap,
+			      int64_t timeout_ns);
+
 #ifdef __cplusplus
 }
 #endif

@@ -43,7 +43,7 @@ struct attempt {
 	uid_t uid;
 	gid_t gid, groups[2];
 	int n_groups;
-	char what; /* 'p' publish, 's' subscribe, 'n' only the node */
+	char what; /* 'p' publish, 's' subscribe, 'S' serve, 'C' call, 'n' only the node */
 	const char *topic;
 	int want;
 };
@@ -63,7 +63,17 @@ static int attempt_child(void *arg)
 		takt_node_close(n);
 		return 0;
 	}
-	if (a->what == 'p') {
+	if (a->what == 'S') {
+		takt_server *s = NULL;
+
+		r = takt_server_open(n, &(struct takt_service_opts){.service = a->topic, .max_response = 8}, &s);
+		takt_server_close(s);
+	} else if (a->what == 'C') {
+		takt_client *cl = NULL;
+
+		r = takt_client_open(n, &(struct takt_service_opts){.service = a->topic, .max_request = 8}, &cl);
+		takt_client_close(cl);
+	} else if (a->what == 'p') {
 		takt_pub *p = NULL;
 
 		r = takt_pub_open(n, &(struct takt_pub_opts){.topic = a->topic, .max_payload = 64}, &p);
@@ -135,6 +145,23 @@ static void test_access_publish_by_user_and_group(void **state)
 	expect(b.domain, U_B, 0, 's', "tie/xx", 0);
 	expect(b.domain, U_A, 0, 's', "tie/xx", -EACCES);
 	expect(b.domain, U_A, 0, 's', "tie/yx", 0); /* only the pattern ending in x matches */
+	h_broker_stop(&b);
+}
+
+/* Services: serve and call rules, by service name. */
+static void test_access_serve_and_call(void **state)
+{
+	struct h_broker b;
+
+	(void)state;
+	if (!need_root())
+		skip();
+	start_open_broker(&b, "acc-svc", "[access]\nserve = calc/* 4242\ncall = calc/* @4300\n", NULL);
+	expect(b.domain, U_A, 0, 'S', "calc/add", 0);
+	expect(b.domain, U_C, 0, 'S', "calc/add", -EACCES);
+	expect(b.domain, U_B, G_PUB, 'C', "calc/add", 0);
+	expect(b.domain, U_C, 0, 'C', "calc/add", -EACCES);
+	expect(b.domain, U_C, 0, 'S', "other", 0); /* no rule: open */
 	h_broker_stop(&b);
 }
 
@@ -486,7 +513,7 @@ static void test_access_bad_rules_refused_at_start(void **state)
 	bad_rules("[access]\npublish = a/*** root\n", 2, "pattern 'a/***'");
 	bad_rules("[access]\npublish = a/$ root\n", 2, "pattern 'a/$': '$' is not allowed");
 	bad_rules("[access]\npublish = a/b\n", 2, "no user or group");
-	bad_rules("[access]\nserve = a/b root\n", 2, "[access] serve: unknown action");
+	bad_rules("[access]\nteleport = a/b root\n", 2, "[access] teleport: unknown action");
 	bad_rules("[access]\npublish = a/b root,\n    nobody\n", 3, "indented line");
 	snprintf(longline, sizeof(longline), "[access]\npublish = a/b root\npublish = %0300d root\n", 7);
 	bad_rules(longline, 3, "line longer than 198 characters");
@@ -499,6 +526,7 @@ int main(void)
 		cmocka_unit_test(test_access_subscribe_rule_and_read_only_payload),
 		cmocka_unit_test(test_access_refusal_logged_with_rule),
 		cmocka_unit_test(test_access_event_notify_and_listen),
+		cmocka_unit_test(test_access_serve_and_call),
 		cmocka_unit_test(test_access_shared_domain_by_socket_group),
 		cmocka_unit_test(test_access_system_domain_under_run_takt),
 		cmocka_unit_test(test_access_bad_rules_refused_at_start),

@@ -1,0 +1,568 @@
+/* service.c - request/response, built on publish/subscribe.
+ *
+ * A service S is two kinds of topics no user can name (proto.h):
+ *   "@/S/q"        each client publishes its requests there from its own
+ *                  pool; the server is its one subscriber (the broker
+ *                  refuses a second: -EADDRINUSE), with one queue per
+ *                  client, so each client's requests come in its order,
+ *                  round-robin across clients;
+ *   "@/S/r/<id>"   the server publishes the responses to client <id>
+ *                  there from a pool of their own; the client is the one
+ *                  subscriber the broker lets in (the owner of publisher
+ *                  <id> on "@/S/q"), so a client maps, and can read, only
+ *                  its own responses.
+ * A client's id is its request publisher's id, a request's id the sample's
+ * sequence number (per publisher, from 1, no gaps: nothing is dropped, see
+ * below). A response carries the request id in a header before the
+ * payload (struct svc_rsp).
+ *
+ * Flow: a client counts the requests it sent that have not come back
+ * (its request chunks, which come back when the server releases them) and
+ * sends no more than max_pending, nor more than the server queues for it:
+ * so the server's queue (overflow: reject) never overflows and a send
+ * either reaches it or fails before anything left. A client's response
+ * queue is bounded (response_queue, overflow: reject): a respond to a full
+ * one fails with -EAGAIN, nothing blocks.
+ *
+ * Deaths: the server's subscriber goes, the client's request connection
+ * leaves, and every request still out on it comes back reclaimed, not
+ * released (pub.c tells us which, pub_set_back): each is reported once by
+ * takt_client_take as -ECONNRESET with its id. A new server of the name
+ * subscribes to "@/S/q" and the clients' publishers connect to it as to
+ * any subscriber. A client that dies takes its response subscriber with
+ * it: the server's publisher for it loses its connection and gets every
+ * chunk back; the server closes that publisher when it next finds it
+ * without one (respond, or an idle take).
+ */
+#include "client.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+/* The header of a response chunk. */
+struct svc_rsp {
+	uint64_t request_id;
+	uint64_t reserved;
+};
+
+#define SVC_DEFAULT_PENDING 16
+#define SVC_DEFAULT_RESPONSES 16
+
+struct svc_client {
+	uint64_t id;         /* 0: entry free */
+	uint64_t last_req;   /* the newest request id taken from it */
+	takt_pub *rsp;       /* its response publisher, NULL once gone */
+};
+
+struct takt_server {
+	takt_node *node;
+	takt_sub *req;
+	char svc[PROTO_SERVICE_MAX + 1];
+	char rsp_type[TAKT_NAME_MAX];
+	size_t max_response;
+	unsigned n_clients;          /* entries in clients[], free ones included */
+	struct svc_client *clients;  /* [limits] publishers_per_topic: clients of a service at most */
+};
+
+struct takt_client {
+	takt_node *node;
+	takt_pub *req;
+	takt_sub *rsp;
+	uint64_t id;
+	size_t max_request;
+	unsigned max_pending, pending;
+	bool had_server;
+	uint64_t *chunk_req;  /* per chunk of our pool: the request id it carries out, 0 */
+	uint64_t *resets;     /* request ids to report -ECONNRESET for (a ring) */
+	unsigned n_resets, reset_head, reset_cap;
+};
+
+static bool opts_ok(const struct takt_service_opts *o)
+{
+	return o && proto_service_name_ok(o->service) &&
+	       (!o->request_type || proto_name_ok(o->request_type, TAKT_NAME_MAX)) &&
+	       (!o->response_type || proto_name_ok(o->response_type, TAKT_NAME_MAX));
+}
+
+static void topic_q(char *dst, const char *svc)
+{
+	snprintf(dst, TAKT_NAME_MAX, "@/%s/q", svc);
+}
+
+static void topic_r(char *dst, const char *svc, uint64_t client)
+{
+	snprintf(dst, TAKT_NAME_MAX, "@/%s/r/%016llx", svc, (unsigned long long)client);
+}
+
+/* ---- the server ------------------------------------------------------------ */
+
+int takt_server_open(takt_node *node, const struct takt_service_opts *opts, takt_server **out)
+{
+	char topic[TAKT_NAME_MAX];
+	takt_server *s;
+	int r;
+
+	if (!node || !out || !opts_ok(opts) || opts->max_pending > node->v.lim.queue_depth_max)
+		return -EINVAL;
+	s = calloc(1, sizeof(*s));
+	if (!s)
+		return -ENOMEM;
+	s->clients = calloc(node->v.lim.pubs_per_topic, sizeof(*s->clients));
+	if (!s->clients) {
+		free(s);
+		return -ENOMEM;
+	}
+	s->node = node;
+	snprintf(s->svc, sizeof(s->svc), "%s", opts->service);
+	if (opts->response_type)
+		snprintf(s->rsp_type, sizeof(s->rsp_type), "%s", opts->response_type);
+	s->max_response = opts->max_response;
+	topic_q(topic, opts->service);
+	r = sub_open(node,
+		     &(struct takt_sub_opts){.topic = topic, .type_name = opts->request_type,
+					     .queue_depth = opts->max_pending ? opts->max_pending : node->v.lim.queue_depth_max,
+					     .overflow = TAKT_OVERFLOW_REJECT},
+		     &s->req, true);
+	if (r < 0) {
+		free(s->clients);
+		free(s);
+		return r;
+	}
+	*out = s;
+	return 0;
+}
+
+void takt_server_close(takt_server *srv)
+{
+	if (!srv)
+		return;
+	takt_sub_close(srv->req);
+	for (unsigned i = 0; i < srv->n_clients; i++)
+		takt_pub_close(srv->clients[i].rsp);
+	free(srv->clients);
+	free(srv);
+}
+
+static struct svc_client *server_client(takt_server *srv, uint64_t id)
+{
+	for (unsigned i = 0; i < srv->n_clients; i++)
+		if (srv->clients[i].id == id)
+			return &srv->clients[i];
+	return NULL;
+}
+
+/* A client gone: its response publisher goes (its chunks came back when
+ * the connection left); the entry stays, so later responses to it fail
+ * with -ECONNRESET, until a new client needs it. */
+static void server_drop(struct svc_client *c)
+{
+	takt_pub_close(c->rsp);
+	c->rsp = NULL;
+}
+
+/* A client seen for the first time: its response publisher (a broker
+ * call, once per client; it returns once the client's subscriber is
+ * connected). A client that is gone already gets an entry without one. */
+static void server_meet(takt_server *srv, uint64_t id, uint64_t req)
+{
+	struct svc_client *c = NULL;
+	char topic[TAKT_NAME_MAX];
+
+	for (unsigned i = 0; i < srv->n_clients && !c; i++)
+		if (!srv->clients[i].id)
+			c = &srv->clients[i];
+	if (!c && srv->n_clients < srv->node->v.lim.pubs_per_topic)
+		c = &srv->clients[srv->n_clients++];
+	for (unsigned i = 0; i < srv->n_clients && !c; i++) /* the entry of a client gone */
+		if (!srv->clients[i].rsp)
+			c = &srv->clients[i];
+	if (!c)
+		return; /* cannot happen: a topic has no more publishers than entries */
+	c->id = id;
+	c->last_req = req;
+	topic_r(topic, srv->svc, id);
+	if (pub_open(srv->node,
+		     &(struct takt_pub_opts){.topic = topic, .type_name = srv->rsp_type[0] ? srv->rsp_type : NULL,
+					     .max_payload = srv->max_response + sizeof(struct svc_rsp)},
+		     &c->rsp, true) < 0)
+		c->rsp = NULL;
+}
+
+/* Idle: response publishers whose client left are closed. */
+static void server_sweep(takt_server *srv)
+{
+	for (unsigned i = 0; i < srv->n_clients; i++) {
+		struct svc_client *c = &srv->clients[i];
+		uint32_t depth;
+
+		if (c->id && c->rsp && pub_poll(c->rsp, &depth) == 0)
+			server_drop(c);
+	}
+}
+
+int takt_server_take(takt_server *srv, const void **request, struct takt_request_info *info)
+{
+	struct takt_sample_info si;
+	struct svc_client *c;
+	int r;
+
+	if (!srv || !request || !info)
+		return -EINVAL;
+	r = takt_sub_take(srv->req, request, &si);
+	if (r == -EAGAIN)
+		server_sweep(srv);
+	if (r < 0)
+		return r;
+	*info = (struct takt_request_info){.client_id = si.publisher_id, .request_id = si.seq,
+					   .send_ns = si.publish_ns, .size = si.size};
+	c = server_client(srv, si.publisher_id);
+	if (!c)
+		server_meet(srv, si.publisher_id, si.seq);
+	else if (si.seq > c->last_req)
+		c->last_req = si.seq;
+	return 0;
+}
+
+void takt_server_release(takt_server *srv, const void *request)
+{
+	if (srv)
+		takt_sub_release(srv->req, request);
+}
+
+int takt_server_loan(takt_server *srv, const struct takt_request_info *to, size_t size, void **payload)
+{
+	struct svc_client *c;
+	void *p;
+	int r;
+
+	if (!srv || !to || !payload)
+		return -EINVAL;
+	if (size > srv->max_response)
+		return -EMSGSIZE;
+	c = server_client(srv, to->client_id);
+	if (!c)
+		return -EINVAL;
+	if (!c->rsp)
+		return -ECONNRESET;
+	r = takt_pub_loan(c->rsp, size + sizeof(struct svc_rsp), &p);
+	if (r < 0)
+		return r;
+	*payload = (char *)p + sizeof(struct svc_rsp);
+	return 0;
+}
+
+int takt_server_respond(takt_server *srv, const struct takt_request_info *to, void *payload)
+{
+	struct svc_client *c;
+	struct svc_rsp *h;
+	int r;
+
+	if (!srv || !to || !payload)
+		return -EINVAL;
+	c = server_client(srv, to->client_id);
+	if (!c || !to->request_id || to->request_id > c->last_req)
+		return -EINVAL; /* a client or request it never sent us */
+	if (!c->rsp)
+		return -ECONNRESET;
+	h = (struct svc_rsp *)((char *)payload - sizeof(*h));
+	if (pub_loan_chunk(c->rsp, h) < 0)
+		return -EINVAL;
+	h->request_id = to->request_id;
+	h->reserved = 0;
+	r = takt_pub_publish(c->rsp, h);
+	if (r > 0)
+		return 0;
+	if (r < 0)
+		return r;
+	if (pub_connections(c->rsp) == 0) { /* its subscriber went: the client did */
+		server_drop(c);
+		return -ECONNRESET;
+	}
+	return -EAGAIN; /* its queue is full (reject): dropped */
+}
+
+void takt_server_discard(takt_server *srv, void *payload)
+{
+	if (!srv || !payload)
+		return;
+	for (unsigned i = 0; i < srv->n_clients; i++)
+		if (srv->clients[i].rsp) {
+			void *h = (char *)payload - sizeof(struct svc_rsp);
+
+			if (pub_loan_chunk(srv->clients[i].rsp, h) >= 0) {
+				takt_pub_discard(srv->clients[i].rsp, h);
+				return;
+			}
+		}
+}
+
+int takt_server_fd(const takt_server *srv)
+{
+	return srv ? takt_sub_fd(srv->req) : -EINVAL;
+}
+
+int takt_server_arm(takt_server *srv)
+{
+	return srv ? takt_sub_arm(srv->req) : -EINVAL;
+}
+
+int takt_server_wait(takt_server *srv, int64_t timeout_ns)
+{
+	return srv ? takt_sub_wait(srv->req, timeout_ns) : -EINVAL;
+}
+
+/* ---- the client ------------------------------------------------------------ */
+
+/* pub.c: a request chunk came back (released by the server), or was
+ * reclaimed from a connection that left (the server went: a reset). */
+static void client_back(void *user, uint32_t chunk, bool released)
+{
+	takt_client *cli = user;
+	uint64_t id;
+
+	if (chunk >= pub_chunks_max(cli->req) || !(id = cli->chunk_req[chunk]))
+		return;
+	cli->chunk_req[chunk] = 0;
+	cli->pending--;
+	if (!released && cli->n_resets < cli->reset_cap) {
+		cli->resets[(cli->reset_head + cli->n_resets) % cli->reset_cap] = id;
+		cli->n_resets++;
+	}
+}
+
+int takt_client_open(takt_node *node, const struct takt_service_opts *opts, takt_client **out)
+{
+	unsigned responses;
+	char topic[TAKT_NAME_MAX];
+	takt_client *c;
+	int r;
+
+	if (!node || !out || !opts_ok(opts) || opts->max_pending > node->v.lim.queue_depth_max ||
+	    opts->response_queue > node->v.lim.queue_depth_max)
+		return -EINVAL;
+	responses = opts->response_queue ? opts->response_queue : SVC_DEFAULT_RESPONSES;
+	if (responses > node->v.lim.queue_depth_max)
+		responses = node->v.lim.queue_depth_max;
+	c = calloc(1, sizeof(*c));
+	if (!c)
+		return -ENOMEM;
+	c->node = node;
+	c->max_request = opts->max_request;
+	c->max_pending = opts->max_pending ? opts->max_pending : SVC_DEFAULT_PENDING;
+	if (c->max_pending > node->v.lim.queue_depth_max)
+		c->max_pending = node->v.lim.queue_depth_max;
+	topic_q(topic, opts->service);
+	r = pub_open(node, &(struct takt_pub_opts){.topic = topic, .type_name = opts->request_type,
+						   .max_payload = opts->max_request ? opts->max_request : 1},
+		     &c->req, true);
+	if (r < 0) {
+		free(c);
+		return r;
+	}
+	c->id = takt_pub_id(c->req);
+	c->reset_cap = pub_chunks_max(c->req);
+	c->chunk_req = calloc(c->reset_cap, sizeof(*c->chunk_req));
+	c->resets = calloc(c->reset_cap, sizeof(*c->resets));
+	topic_r(topic, opts->service, c->id);
+	r = !c->chunk_req || !c->resets ? -ENOMEM
+		: sub_open(node,
+			   &(struct takt_sub_opts){.topic = topic, .type_name = opts->response_type,
+						   .queue_depth = responses, .overflow = TAKT_OVERFLOW_REJECT},
+			   &c->rsp, true);
+	if (r < 0) {
+		takt_pub_close(c->req);
+		free(c->chunk_req);
+		free(c->resets);
+		free(c);
+		return r;
+	}
+	pub_set_back(c->req, client_back, c);
+	*out = c;
+	return 0;
+}
+
+void takt_client_close(takt_client *cli)
+{
+	if (!cli)
+		return;
+	takt_sub_close(cli->rsp);
+	takt_pub_close(cli->req);
+	free(cli->chunk_req);
+	free(cli->resets);
+	free(cli);
+}
+
+int takt_client_loan(takt_client *cli, size_t size, void **payload)
+{
+	if (!cli || !payload)
+		return -EINVAL;
+	if (size > cli->max_request)
+		return -EMSGSIZE;
+	return takt_pub_loan(cli->req, size, payload);
+}
+
+int64_t takt_client_send(takt_client *cli, void *payload)
+{
+	uint32_t depth;
+	unsigned n;
+	int chunk, r;
+
+	if (!cli || !payload)
+		return -EINVAL;
+	chunk = pub_loan_chunk(cli->req, payload);
+	if (chunk < 0 || (uint32_t)chunk >= pub_chunks_max(cli->req))
+		return -EINVAL;
+	n = pub_poll(cli->req, &depth); /* the server, and what came back */
+	if (n == 0)
+		return cli->had_server ? -ECONNRESET : -ENOTCONN;
+	if (cli->pending >= cli->max_pending || cli->pending >= depth)
+		return -ENOBUFS; /* the loan stays ours */
+	r = takt_pub_publish(cli->req, payload);
+	if (r < 0)
+		return r;
+	if (r == 0) /* the server went between the look and the push */
+		return -ECONNRESET;
+	cli->had_server = true;
+	cli->chunk_req[chunk] = pub_seq(cli->req);
+	cli->pending++;
+	return (int64_t)pub_seq(cli->req);
+}
+
+void takt_client_discard(takt_client *cli, void *payload)
+{
+	if (cli)
+		takt_pub_discard(cli->req, payload);
+}
+
+int takt_client_take(takt_client *cli, const void **response, struct takt_request_info *info)
+{
+	struct takt_sample_info si;
+	const struct svc_rsp *h;
+	const void *p;
+	uint32_t depth;
+	int r;
+
+	if (!cli || !response || !info)
+		return -EINVAL;
+	/* What the server released, and (a server gone) what comes back
+	 * reclaimed: a reset each. Releases count only while the connection
+	 * is still listed (pub.c, G1): a server that releases a request and
+	 * dies before we look again resets it too. */
+	pub_poll(cli->req, &depth);
+	r = takt_sub_take(cli->rsp, &p, &si);
+	if (r == -EAGAIN) {
+		if (cli->n_resets) {
+			*response = NULL;
+			*info = (struct takt_request_info){.client_id = cli->id,
+							   .request_id = cli->resets[cli->reset_head]};
+			cli->reset_head = (cli->reset_head + 1) % cli->reset_cap;
+			cli->n_resets--;
+			return -ECONNRESET;
+		}
+	}
+	if (r < 0)
+		return r;
+	if (si.size < sizeof(*h)) { /* not a server of ours: takt's own header is missing */
+		takt_sub_release(cli->rsp, p);
+		return -EAGAIN;
+	}
+	h = p;
+	*response = h + 1;
+	*info = (struct takt_request_info){.client_id = cli->id, .request_id = h->request_id,
+					   .send_ns = si.publish_ns, .size = si.size - (uint32_t)sizeof(*h)};
+	return 0;
+}
+
+void takt_client_release(takt_client *cli, const void *response)
+{
+	if (cli && response)
+		takt_sub_release(cli->rsp, (const char *)response - sizeof(struct svc_rsp));
+}
+
+unsigned takt_client_pending(const takt_client *cli)
+{
+	return cli ? cli->pending : 0;
+}
+
+int takt_client_fd(const takt_client *cli)
+{
+	return cli ? takt_sub_fd(cli->rsp) : -EINVAL;
+}
+
+int takt_client_arm(takt_client *cli)
+{
+	if (!cli)
+		return -EINVAL;
+	return cli->n_resets ? 1 : takt_sub_arm(cli->rsp);
+}
+
+int takt_client_wait(takt_client *cli, int64_t timeout_ns)
+{
+	uint32_t depth;
+
+	if (!cli)
+		return -EINVAL;
+	pub_poll(cli->req, &depth);
+	return cli->n_resets ? 0 : takt_sub_wait(cli->rsp, timeout_ns);
+}
+
+static int64_t mono_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+int takt_client_call(takt_client *cli, const void *req, size_t req_size, void *resp, size_t resp_cap,
+		     int64_t timeout_ns)
+{
+	int64_t id, end = timeout_ns < 0 ? INT64_MAX : mono_ns() + timeout_ns;
+	void *p;
+	int r;
+
+	if (!cli || (!req && req_size) || (!resp && resp_cap))
+		return -EINVAL;
+	r = takt_client_loan(cli, req_size, &p);
+	if (r < 0)
+		return r;
+	memcpy(p, req, req_size);
+	id = takt_client_send(cli, p);
+	if (id < 0) {
+		takt_client_discard(cli, p);
+		return (int)id;
+	}
+	for (;;) {
+		struct takt_request_info info;
+		const void *x;
+		int64_t now;
+
+		r = takt_client_take(cli, &x, &info);
+		if (r == 0) {
+			size_t n = info.size < resp_cap ? info.size : resp_cap;
+			bool ours = info.request_id == (uint64_t)id;
+
+			if (ours)
+				memcpy(resp, x, n);
+			takt_client_release(cli, x);
+			if (ours)
+				return (int)info.size;
+			continue;
+		}
+		if (r == -ECONNRESET && info.request_id == (uint64_t)id)
+			return r;
+		if (r != -EAGAIN && r != -ECONNRESET)
+			return r;
+		if (r == -ECONNRESET)
+			continue;
+		now = mono_ns();
+		if (now >= end)
+			return -ETIMEDOUT;
+		r = takt_client_wait(cli, end == INT64_MAX ? -1 : end - now);
+		if (r < 0 && r != -ETIMEDOUT && r != -EINTR)
+			return r;
+	}
+}
