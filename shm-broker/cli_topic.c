@@ -35,6 +35,12 @@ int cli_topic_list(struct cli *c, int argc, char **argv)
 	if (cli_registry_open(c, &reg))
 		return 1;
 	n = cli_topic_rows(&reg.v, &rows);
+	/* a service's topics are takt service list's */
+	for (uint32_t k = 0; k < n;)
+		if (rows[k].name[0] == '@')
+			memmove(&rows[k], &rows[k + 1], (--n - k) * sizeof(*rows));
+		else
+			k++;
 	if (c->json) {
 		struct json_object *all = json_object_new_array();
 
