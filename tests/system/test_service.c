@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -475,6 +476,51 @@ static void test_service_bad_input(void **state)
 	takt_node_close(n);
 }
 
+/* ---- the takt command's view and call -------------------------------- */
+
+static int run(char *out, size_t size, const char *args)
+{
+	char cmd[512];
+	size_t n = 0;
+	FILE *f;
+
+	snprintf(cmd, sizeof(cmd), "%s --domain %s %s", TAKT_TOOL_PATH, broker.domain, args);
+	f = popen(cmd, "r");
+	assert_non_null(f);
+	while (n + 1 < size && !feof(f))
+		n += fread(out + n, 1, size - 1 - n, f);
+	out[n] = 0;
+	return WEXITSTATUS(pclose(f));
+}
+
+static void test_service_cli(void **state)
+{
+	struct srv_arg sa = {.service = "cli/echo", .parts = 1};
+	char out[4096];
+	pid_t srv;
+
+	(void)state;
+	reset();
+	assert_int_equal(run(out, sizeof(out), "service call cli/echo hi --timeout 0.2 2>&1"), 1);
+	assert_non_null(strstr(out, "no server"));
+	srv = server_start(&sa);
+	assert_int_equal(run(out, sizeof(out), "service list --json"), 0);
+	assert_non_null(strstr(out, "\"name\":\"cli/echo\",\"request_type\":\"t.Req\",\"server\":true"));
+	assert_non_null(strstr(out, "\"server_process\":\"server\""));
+	/* the server answers a struct msg: its client and n fields are the
+	 * request's first 8 bytes, so "abcdefgh" comes back in them */
+	assert_int_equal(run(out, sizeof(out), "service call cli/echo abcdefgh --json"), 0);
+	assert_non_null(strstr(out, "\"size\":16"));
+	assert_int_equal(run(out, sizeof(out), "service info cli/echo"), 0);
+	assert_non_null(strstr(out, "service 'cli/echo', request type t.Req: served by server"));
+	assert_int_equal(run(out, sizeof(out), "service info no/such 2>/dev/null"), 1);
+	/* a service's topics are not topics to the user */
+	assert_int_equal(run(out, sizeof(out), "topic list"), 0);
+	assert_null(strstr(out, "@/"));
+	atomic_store(&sh->stop, 1);
+	assert_int_equal(h_wait(srv, WAIT_MS), 0);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -483,6 +529,7 @@ int main(void)
 		cmocka_unit_test(test_service_four_clients_ten_thousand_each),
 		cmocka_unit_test(test_service_server_killed_then_another),
 		cmocka_unit_test(test_service_client_killed_costs_the_server_nothing),
+		cmocka_unit_test(test_service_cli),
 	};
 
 	return cmocka_run_group_tests_name("service", tests, setup, teardown);
