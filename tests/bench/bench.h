@@ -212,13 +212,13 @@ bool report_fanout_slope(const struct report *rp, double *ret_slope, double *ret
 
 extern const struct impl raw_shm_pingpong, raw_two_line, raw_efd_pingpong, raw_spsc_ring, raw_zero_copy, raw_memcpy, raw_timerfd,
 	cyclictest;
-extern const struct impl takt_pingpong, takt_throughput, takt_fanout;
+extern const struct impl takt_pingpong, takt_throughput, takt_fanout, takt_service_pingpong;
 extern const struct impl exec_dispatch, exec_interval;
 #ifdef TAKT_BENCH_ICEORYX
 extern const struct impl iox_pingpong;
 #endif
 #ifdef TAKT_BENCH_ZMQ
-extern const struct impl zmq_pair_pingpong, zmq_pubsub;
+extern const struct impl zmq_pair_pingpong, zmq_pubsub, zmq_reqrep_pingpong;
 #endif
 
 #endif

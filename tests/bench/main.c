@@ -9,6 +9,8 @@
  *               iceoryx polling
  *   blocking    raw eventfd ping-pong; takt blocking at 8 B .. 4 MiB;
  *               iceoryx WaitSet; ZeroMQ PAIR
+ *   service     takt request/response round trips, polling and blocking,
+ *               beside takt's pub/sub ping-pong; ZeroMQ REQ/REP
  *   bandwidth   memcpy beside takt with the whole payload written and read
  *   throughput  raw SPSC ring; raw zero-copy handoff; takt at 8 B and 4 KiB; ZeroMQ PUB/SUB
  *   fan-out     takt publish cost with 1 .. 32 subscribers
@@ -84,6 +86,16 @@ static const struct fig figs[] = {
 	  NEED_ICEORYX, 0 },
 	{ "ZeroMQ PAIR 8 B", "blocking", M_ROUNDTRIP, EFD, { .size = 8, .blocking = true }, ZMQ(zmq_pair_pingpong), C_BLOCK,
 	  NEED_ZMQ, 0 },
+	{ "takt pub/sub round trip polling 8 B", "service", M_ROUNDTRIP, NULL, { .size = 8 }, &takt_pingpong, C_POLL,
+	  NEED_TAKT, 0 },
+	{ "takt request/response polling 8 B", "service", M_ROUNDTRIP, "takt pub/sub round trip polling 8 B",
+	  { .size = 8 }, &takt_service_pingpong, C_POLL, NEED_TAKT, 0 },
+	{ "takt pub/sub round trip blocking 8 B", "service", M_ROUNDTRIP, NULL, { .size = 8, .blocking = true },
+	  &takt_pingpong, C_BLOCK, NEED_TAKT, 0 },
+	{ "takt request/response blocking 8 B", "service", M_ROUNDTRIP, "takt pub/sub round trip blocking 8 B",
+	  { .size = 8, .blocking = true }, &takt_service_pingpong, C_BLOCK, NEED_TAKT, 0 },
+	{ "ZeroMQ REQ/REP 8 B", "service", M_ROUNDTRIP, "takt pub/sub round trip blocking 8 B",
+	  { .size = 8, .blocking = true }, ZMQ(zmq_reqrep_pingpong), C_BLOCK, NEED_ZMQ, 0 },
 	BW(4 * KiB, "4 KiB"),
 	BW(64 * KiB, "64 KiB"),
 	BW(MiB, "1 MiB"),
@@ -124,6 +136,14 @@ static const struct target targets[] = {
 	{ "takt blocking 8 B", EFD, true, 1.2, "takt blocking 8 B / raw eventfd ping-pong", false, false },
 	{ "takt polling 4 MiB", "takt polling 8 B", true, 1.1, "takt polling 4 MiB / 8 B (zero copy)", false, false },
 	{ "takt blocking 4 MiB", "takt blocking 8 B", true, 1.1, "takt blocking 4 MiB / 8 B (zero copy)", false, false },
+	{ "takt request/response polling 8 B", "takt pub/sub round trip polling 8 B", true, 1.1,
+	  "request/response / pub/sub round trip, polling", false, false },
+	{ "takt request/response blocking 8 B", "takt pub/sub round trip blocking 8 B", true, 1.1,
+	  "request/response / pub/sub round trip, blocking", false, false },
+	{ "takt request/response blocking 8 B", EFD, true, 1.5, "request/response blocking / raw eventfd ping-pong",
+	  false, false },
+	{ "ZeroMQ REQ/REP 8 B", "takt request/response blocking 8 B", false, 1.0,
+	  "ZeroMQ REQ/REP / takt request/response blocking (x faster)", false, false },
 	{ "takt throughput 8 B", ZC, false, 0.5, "takt throughput 8 B / raw zero-copy handoff", false, false },
 	{ "takt throughput 8 B", "ZeroMQ PUB/SUB 8 B", false, 1.5, "takt throughput 8 B / ZeroMQ PUB/SUB", false, false },
 	{ "takt interval 1 kHz lateness, SCHED_FIFO", CYCF, true, 1.2, "takt interval, SCHED_FIFO / cyclictest: p50", false, false },

@@ -136,6 +136,15 @@ static int pair_echo(struct side *s)
 
 const struct impl zmq_pair_pingpong = { .open = pair_open, .run_a = pair_ping, .run_b = pair_echo, .close = zclose };
 
+/* ---- REQ/REP round trips: the same loop, ZeroMQ's request/response -------- */
+
+static int reqrep_open(struct side *s)
+{
+	return zopen(s, s->is_a ? ZMQ_REQ : ZMQ_REP);
+}
+
+const struct impl zmq_reqrep_pingpong = { .open = reqrep_open, .run_a = pair_ping, .run_b = pair_echo, .close = zclose };
+
 /* ---- PUB/SUB throughput ------------------------------------------------------- */
 
 static int ps_open(struct side *s)
