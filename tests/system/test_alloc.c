@@ -158,6 +158,54 @@ static void test_alloc_steady_state_none(void **state)
 	takt_node_close(n);
 }
 
+/* Request/response: send, take, loan, respond, release, take, release. */
+static void test_alloc_service_steady_state_none(void **state)
+{
+	takt_node *n = h_node(broker.domain, "alloc-svc");
+	struct takt_request_info ri, info;
+	takt_server *srv;
+	takt_client *cli;
+	const void *q, *x;
+	void *p;
+
+	(void)state;
+	count_from_now();
+	assert_int_equal(takt_server_open(n, &(struct takt_service_opts){.service = "noalloc", .max_response = 64}, &srv),
+			 0);
+	assert_int_equal(takt_client_open(n, &(struct takt_service_opts){.service = "noalloc", .max_request = 64}, &cli),
+			 0);
+	assert_true(count_stop() > 0);
+	/* first contact: the server opens the client's response pool */
+	assert_int_equal(takt_client_loan(cli, 8, &p), 0);
+	assert_int_equal(takt_client_send(cli, p), 1);
+	assert_int_equal(takt_server_take(srv, &q, &ri), 0);
+	takt_server_release(srv, q);
+	count_from_now();
+	for (int i = 0; i < 20000; i++) {
+		assert_int_equal(takt_client_loan(cli, 8, &p), 0);
+		memcpy(p, &i, sizeof(i));
+		assert_int_equal(takt_client_send(cli, p), i + 2);
+		assert_int_equal(takt_server_take(srv, &q, &ri), 0);
+		assert_int_equal(takt_server_loan(srv, &ri, 8, &p), 0);
+		memcpy(p, q, sizeof(i));
+		assert_int_equal(takt_server_respond(srv, &ri, p), 0);
+		takt_server_release(srv, q);
+		assert_int_equal(takt_client_take(cli, &x, &info), 0);
+		assert_int_equal(*(const int *)x, i);
+		takt_client_release(cli, x);
+		if (i % 1000 == 0) { /* the idle edges: empty takes, arms */
+			assert_int_equal(takt_client_take(cli, &x, &info), -EAGAIN);
+			assert_int_equal(takt_server_take(srv, &q, &ri), -EAGAIN);
+			assert_true(takt_client_arm(cli) >= 0);
+			assert_true(takt_server_arm(srv) >= 0);
+		}
+	}
+	assert_int_equal(count_stop(), 0);
+	takt_client_close(cli);
+	takt_server_close(srv);
+	takt_node_close(n);
+}
+
 /* ---- the executor: differential count per wake phase ------------------- */
 
 /* ceil((allocs(run_n(100)) - allocs(run_n(10))) / 90) after a warm-up: the
@@ -378,6 +426,80 @@ static void test_alloc_exec_subscriber_task(void **state)
 	takt_node_close(n);
 }
 
+/* A server task and a client task ping-pong requests and responses. */
+struct svc_pair {
+	takt_server *srv;
+	takt_client *cli;
+};
+
+static int srv_declare(takt_triggers *t, void *u)
+{
+	return takt_trigger_server(t, ((struct svc_pair *)u)->srv);
+}
+
+static int cli_declare(takt_triggers *t, void *u)
+{
+	return takt_trigger_client(t, ((struct svc_pair *)u)->cli);
+}
+
+static int serve_all(takt_ctx *c, void *u)
+{
+	struct svc_pair *sp = u;
+	struct takt_request_info ri;
+	const void *q;
+	void *p;
+
+	(void)c;
+	while (takt_server_take(sp->srv, &q, &ri) == 0) {
+		if (takt_server_loan(sp->srv, &ri, 8, &p) == 0)
+			takt_server_respond(sp->srv, &ri, p);
+		takt_server_release(sp->srv, q);
+	}
+	return TAKT_CONTINUE;
+}
+
+static int call_again(takt_ctx *c, void *u)
+{
+	struct svc_pair *sp = u;
+	struct takt_request_info info;
+	const void *x;
+	void *p;
+
+	(void)c;
+	while (takt_client_take(sp->cli, &x, &info) == 0) {
+		takt_client_release(sp->cli, x);
+		if (takt_client_loan(sp->cli, 8, &p) == 0 && takt_client_send(sp->cli, p) < 0)
+			takt_client_discard(sp->cli, p);
+	}
+	return TAKT_CONTINUE;
+}
+
+static void test_alloc_exec_service_tasks(void **state)
+{
+	takt_node *n = h_node(broker.domain, "exec-svc");
+	takt_exec *ex = exec_with(0);
+	struct svc_pair sp;
+	void *p;
+
+	(void)state;
+	assert_int_equal(takt_server_open(n, &(struct takt_service_opts){.service = "exec", .max_response = 8}, &sp.srv), 0);
+	assert_int_equal(takt_client_open(n, &(struct takt_service_opts){.service = "exec", .max_request = 8}, &sp.cli), 0);
+	struct takt_item si = {.name = "serve", .declare = srv_declare, .execute = serve_all, .user = &sp};
+	struct takt_item ci = {.name = "call", .declare = cli_declare, .execute = call_again, .user = &sp};
+
+	assert_true(takt_exec_add(ex, &si) >= 0);
+	assert_true(takt_exec_add(ex, &ci) >= 0);
+	for (int i = 0; i < 4; i++) {
+		assert_int_equal(takt_client_loan(sp.cli, 8, &p), 0);
+		assert_true(takt_client_send(sp.cli, p) > 0);
+	}
+	assert_int_equal(per_phase_allocs(ex), 0);
+	takt_exec_destroy(ex);
+	takt_client_close(sp.cli);
+	takt_server_close(sp.srv);
+	takt_node_close(n);
+}
+
 /* LET tasks: each period a cutoff on its inputs before the run, a hold
  * and a flush of its outputs at the boundary (and, for the late one, an
  * overrun with its skipped deadline each period): none of it allocates. */
@@ -474,6 +596,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_alloc_steady_state_none),
+		cmocka_unit_test(test_alloc_service_steady_state_none),
 		cmocka_unit_test(test_alloc_exec_chain_inline),
 		cmocka_unit_test(test_alloc_exec_chain_2_workers),
 		cmocka_unit_test(test_alloc_exec_single_inline),
@@ -481,6 +604,7 @@ int main(void)
 		cmocka_unit_test(test_alloc_exec_interval),
 		cmocka_unit_test(test_alloc_exec_budgets_overrun),
 		cmocka_unit_test(test_alloc_exec_subscriber_task),
+		cmocka_unit_test(test_alloc_exec_service_tasks),
 		cmocka_unit_test(test_alloc_exec_let),
 		cmocka_unit_test(test_alloc_exec_counter_sees_item_allocation),
 	};
