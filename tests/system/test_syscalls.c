@@ -367,6 +367,155 @@ static void test_syscalls_take_release_none(void **state)
 	takt_node_close(n);
 }
 
+/* Request/response: a client under the trap sends N requests and takes
+ * each response, busily; the server (the parent) takes busily too, so
+ * nobody ever parks: sends, takes and releases make no syscall. Then the
+ * other way round: the server under the trap takes, loans, responds and
+ * releases for a busy client. */
+static void svc_serve_busy(takt_server *srv, int until_phase)
+{
+	while (atomic_load(&sh->child_phase) < until_phase) {
+		struct takt_request_info ri;
+		const void *q;
+		void *p;
+
+		if (takt_server_take(srv, &q, &ri) != 0)
+			continue;
+		assert_int_equal(takt_server_loan(srv, &ri, 8, &p), 0);
+		memcpy(p, q, 8);
+		assert_int_equal(takt_server_respond(srv, &ri, p), 0);
+		takt_server_release(srv, q);
+	}
+}
+
+static int svc_client_child(void *a)
+{
+	takt_node *n = h_node(broker.domain, "quiet-client");
+	takt_client *c;
+	char out[8];
+
+	(void)a;
+	H_CHECK(takt_client_open(n, &(struct takt_service_opts){.service = "quiet", .max_request = 8}, &c) == 0);
+	H_CHECK(takt_client_call(c, "warmwarm", 8, out, sizeof(out), 20000000000LL) == 8); /* first contact */
+	H_CHECK(trap_all_syscalls() == 0);
+	atomic_store(&sh->traps, 0);
+	report(1);
+	if (await_phase(2) < 0)
+		return 3;
+	for (uint64_t v = 1; v <= N; v++) {
+		struct takt_request_info info;
+		const void *x;
+		void *p;
+		int64_t id;
+
+		if (takt_client_loan(c, 8, &p) < 0)
+			return 4;
+		memcpy(p, &v, 8);
+		id = takt_client_send(c, p);
+		if (id < 0)
+			return 5;
+		for (long i = 0; takt_client_take(c, &x, &info) != 0; i++) /* busy: never parks */
+			if (i > 4000000000L)
+				return 6;
+		if (info.request_id != (uint64_t)id || memcmp(x, &v, 8))
+			return 7;
+		takt_client_release(c, x);
+	}
+	report(2);
+	return 0;
+}
+
+static int svc_server_child(void *a)
+{
+	takt_node *n = h_node(broker.domain, "quiet-server");
+	takt_server *srv;
+	uint64_t served = 0;
+
+	(void)a;
+	H_CHECK(takt_server_open(n, &(struct takt_service_opts){.service = "quiet-s", .max_response = 8}, &srv) == 0);
+	report(1);
+	while (served < 1) { /* first contact: the client's response pool, before the trap */
+		struct takt_request_info ri;
+		const void *q;
+		void *p;
+
+		if (takt_server_take(srv, &q, &ri) != 0)
+			continue;
+		H_CHECK(takt_server_loan(srv, &ri, 8, &p) == 0);
+		memcpy(p, q, 8);
+		H_CHECK(takt_server_respond(srv, &ri, p) == 0);
+		takt_server_release(srv, q);
+		served++;
+	}
+	H_CHECK(trap_all_syscalls() == 0);
+	atomic_store(&sh->traps, 0);
+	report(2);
+	while (served < N + 1) {
+		struct takt_request_info ri;
+		const void *q;
+		void *p;
+
+		if (takt_server_take(srv, &q, &ri) != 0)
+			continue; /* (an idle take looks at its clients: no syscall either) */
+		if (takt_server_loan(srv, &ri, 8, &p) < 0)
+			return 4;
+		memcpy(p, q, 8);
+		if (takt_server_respond(srv, &ri, p) != 0)
+			return 5;
+		takt_server_release(srv, q);
+		served++;
+	}
+	report(3);
+	return 0;
+}
+
+static void test_syscalls_request_response_none(void **state)
+{
+	takt_node *n;
+	takt_server *srv;
+	takt_client *c;
+	pid_t pid;
+
+	(void)state;
+	if (skip_sanitized()) {
+		skip();
+		return;
+	}
+	/* the client under the trap */
+	memset(sh, 0, sizeof(*sh));
+	n = h_node(broker.domain, "quiet-svc");
+	assert_int_equal(takt_server_open(n, &(struct takt_service_opts){.service = "quiet", .max_response = 8}, &srv),
+			 0);
+	pid = h_spawn(svc_client_child, NULL);
+	svc_serve_busy(srv, 1);
+	atomic_store(&sh->phase, 2);
+	svc_serve_busy(srv, 2);
+	assert_int_equal(h_wait(pid, WAIT_MS), 0);
+	assert_int_equal(sh->counted[2], 0); /* N sends, takes, releases: no syscall */
+	takt_server_close(srv);
+	/* the server under the trap */
+	memset(sh, 0, sizeof(*sh));
+	pid = h_spawn(svc_server_child, NULL);
+	assert_int_equal(child_reached(1, 10000), 0);
+	assert_int_equal(takt_client_open(n, &(struct takt_service_opts){.service = "quiet-s", .max_request = 8}, &c), 0);
+	for (uint64_t v = 0; v <= N; v++) {
+		struct takt_request_info info;
+		const void *x;
+		void *p;
+
+		assert_int_equal(takt_client_loan(c, 8, &p), 0);
+		memcpy(p, &v, 8);
+		assert_true(takt_client_send(c, p) > 0);
+		while (takt_client_take(c, &x, &info) != 0) /* busy */
+			;
+		takt_client_release(c, x);
+	}
+	assert_int_equal(h_wait(pid, WAIT_MS), 0);
+	assert_int_equal(sh->counted[3], 0); /* N takes, loans, responds, releases: no syscall */
+	takt_client_close(c);
+	takt_node_close(n);
+}
+
 /* A subscriber under the trap: takes 1000 samples busily (its publisher
  * goes light, P1L), then parks: exactly one syscall, membarrier (the fence
  * it issues for the light publisher); woken, it takes the sample and
@@ -538,6 +687,7 @@ int main(void)
 		cmocka_unit_test(test_syscalls_publish_none_while_subscriber_busy),
 		cmocka_unit_test(test_syscalls_publish_none_after_join),
 		cmocka_unit_test(test_syscalls_take_release_none),
+		cmocka_unit_test(test_syscalls_request_response_none),
 		cmocka_unit_test(test_syscalls_park_membarrier_only_against_light),
 		cmocka_unit_test(test_syscalls_blocked_publisher_fences_light_subscriber),
 	};
