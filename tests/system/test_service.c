@@ -476,6 +476,55 @@ static void test_service_bad_input(void **state)
 	takt_node_close(n);
 }
 
+/* ---- a broker restart: services go on ------------------------------------ */
+
+static void test_service_broker_restart(void **state)
+{
+	struct srv_arg sa = {.service = "durable", .parts = 1};
+	struct msg q = {.client = 1, .n = 41}, r;
+	takt_node *n;
+	takt_client *c, *late;
+	pid_t srv;
+
+	(void)state;
+	reset();
+	srv = server_start(&sa);
+	n = h_node(broker.domain, "durable-client");
+	assert_int_equal(takt_client_open(n, &(struct takt_service_opts){.service = "durable", .request_type = "t.Req",
+									 .response_type = "t.Rsp", .max_request = sizeof(q)},
+					  &c), 0);
+	assert_int_equal(takt_client_call(c, &q, sizeof(q), &r, sizeof(r), 20 * SEC), sizeof(r));
+	assert_int_equal(kill(broker.pid, SIGKILL), 0);
+	assert_int_equal(h_wait(broker.pid, WAIT_MS), 128 + SIGKILL);
+	broker.pid = 0;
+	q.n = 42; /* without a broker: the data path goes on */
+	assert_int_equal(takt_client_call(c, &q, sizeof(q), &r, sizeof(r), 20 * SEC), sizeof(r));
+	assert_int_equal(r.n, 42);
+	assert_int_equal(h_broker_restart(&broker), 0);
+	q.n = 43;
+	assert_int_equal(takt_client_call(c, &q, sizeof(q), &r, sizeof(r), 20 * SEC), sizeof(r));
+	assert_int_equal(r.n, 43);
+	/* a client of the new broker meets the server of the old one */
+	assert_int_equal(takt_client_open(n, &(struct takt_service_opts){.service = "durable", .request_type = "t.Req",
+									 .response_type = "t.Rsp", .max_request = sizeof(q)},
+					  &late), 0);
+	q.n = 44;
+	assert_int_equal(takt_client_call(late, &q, sizeof(q), &r, sizeof(r), 20 * SEC), sizeof(r));
+	assert_int_equal(r.n, 44);
+	/* and one server per name still holds */
+	{
+		takt_server *second;
+
+		assert_int_equal(takt_server_open(n, &(struct takt_service_opts){.service = "durable", .request_type = "t.Req"},
+						  &second), -EADDRINUSE);
+	}
+	atomic_store(&sh->stop, 1);
+	assert_int_equal(h_wait(srv, WAIT_MS), 0);
+	takt_client_close(late);
+	takt_client_close(c);
+	takt_node_close(n);
+}
+
 /* ---- the takt command's view and call -------------------------------- */
 
 static int run(char *out, size_t size, const char *args)
@@ -530,6 +579,7 @@ int main(void)
 		cmocka_unit_test(test_service_server_killed_then_another),
 		cmocka_unit_test(test_service_client_killed_costs_the_server_nothing),
 		cmocka_unit_test(test_service_cli),
+		cmocka_unit_test(test_service_broker_restart),
 	};
 
 	return cmocka_run_group_tests_name("service", tests, setup, teardown);
