@@ -77,7 +77,8 @@ struct msg {
 struct srv_arg {
 	const char *service;
 	unsigned parts;   /* responses per request */
-	unsigned stall;   /* take this many requests, then stop taking (a server killed mid-stream) */
+	unsigned stall;   /* take this many requests, then stop taking (a server killed with requests out) */
+	unsigned cut;     /* stop after this many responses of the first request (killed mid-stream) */
 };
 
 static int server_child(void *a)
@@ -119,6 +120,10 @@ static int server_child(void *a)
 			}
 			if (r == -ECONNRESET)
 				break;
+			if (sa->cut && p + 1 == sa->cut) {
+				atomic_store(&sh->served, 1);
+				pause(); /* killed here, mid-stream */
+			}
 		}
 		takt_server_release(s, q);
 		if (++taken == sa->stall) {
@@ -264,6 +269,58 @@ static void test_service_stream_of_responses(void **state)
 	assert_int_equal(h_wait(srv, WAIT_MS), 0);
 	takt_client_close(c);
 	takt_node_close(n);
+}
+
+/* ---- the server dies in the middle of a stream ----------------------------- */
+
+static void test_service_server_killed_mid_stream(void **state)
+{
+	struct srv_arg sa = {.service = "cut", .parts = 100, .cut = 40};
+	unsigned parts = 0, resets = 0;
+	takt_node *n;
+	takt_client *c;
+	struct msg *q;
+	pid_t srv;
+
+	(void)state;
+	reset();
+	srv = server_start(&sa);
+	n = h_node(broker.domain, "cut-client");
+	assert_int_equal(takt_client_open(n, &(struct takt_service_opts){.service = "cut", .max_request = sizeof(*q),
+									 .response_queue = 128},
+					  &c), 0);
+	assert_int_equal(takt_client_loan(c, sizeof(*q), (void **)&q), 0);
+	*q = (struct msg){.client = 1};
+	assert_int_equal(takt_client_send(c, q), 1);
+	for (int i = 0; i < 1000 && !atomic_load(&sh->served); i++)
+		usleep(10000);
+	assert_int_equal(atomic_load(&sh->served), 1);
+	assert_int_equal(kill(srv, SIGKILL), 0);
+	assert_int_equal(h_wait(srv, WAIT_MS), 128 + SIGKILL);
+	/* the 40 parts sent, in order, then the reset of the request: nothing hangs */
+	for (int spins = 0; resets == 0 && spins < 400; spins++) {
+		struct takt_request_info info;
+		const struct msg *x;
+		int r = takt_client_take(c, (const void **)&x, &info);
+
+		if (r == 0) {
+			assert_int_equal(x->part, parts++);
+			takt_client_release(c, x);
+		} else if (r == -ECONNRESET) {
+			assert_int_equal(info.request_id, 1);
+			resets++;
+		} else {
+			takt_client_wait(c, SEC / 20);
+		}
+	}
+	assert_int_equal(parts, 40);
+	assert_int_equal(resets, 1);
+	assert_int_equal(takt_client_pending(c), 0);
+	assert_int_equal(takt_client_take(c, &(const void *){NULL}, &(struct takt_request_info){0}), -EAGAIN);
+	takt_client_close(c);
+	takt_node_close(n);
+	/* the memory of both is back: no pool holds a chunk out */
+	assert_int_equal(h_wait_pools_full(broker.domain, 5000), 0);
 }
 
 /* ---- the server dies with requests out; the next one is reached ----------- */
@@ -470,6 +527,25 @@ static void test_service_bad_input(void **state)
 		assert_int_equal(takt_server_respond(s, &foreign, p), -EINVAL);
 		assert_int_equal(takt_server_respond(s, &info, p), 0);
 		takt_server_release(s, q);
+		/* a hostile process, through the protocol: it may not read that
+		 * client's responses, nor send them, nor serve a second time */
+		{
+			struct msg_sub_open so = {.queue_depth = 4};
+			struct msg_pub_open po = {.max_payload = 8};
+			struct h_raw raw;
+
+			assert_int_equal(h_raw_hello(broker.domain, &raw), 0);
+			snprintf(so.topic, sizeof(so.topic), "@/strict/r/%016llx", (unsigned long long)info.client_id);
+			assert_int_equal(h_raw_call(raw.sock, &so, sizeof(so), MSG_SUB_OPEN, NULL, 0, NULL), -EPERM);
+			snprintf(po.topic, sizeof(po.topic), "@/strict/r/%016llx", (unsigned long long)info.client_id);
+			assert_int_equal(h_raw_call(raw.sock, &po, sizeof(po), MSG_PUB_OPEN, NULL, 0, NULL), -EPERM);
+			snprintf(so.topic, sizeof(so.topic), "@/strict/q");
+			assert_int_equal(h_raw_call(raw.sock, &so, sizeof(so), MSG_SUB_OPEN, NULL, 0, NULL), -EADDRINUSE);
+			snprintf(so.topic, sizeof(so.topic), "@/strict/x"); /* not a service's topic */
+			assert_int_equal(h_raw_call(raw.sock, &so, sizeof(so), MSG_SUB_OPEN, NULL, 0, NULL), -EINVAL);
+			close(raw.sock);
+			close(raw.reg_fd);
+		}
 	}
 	takt_client_close(c);
 	takt_server_close(s);
@@ -577,6 +653,7 @@ int main(void)
 		cmocka_unit_test(test_service_stream_of_responses),
 		cmocka_unit_test(test_service_four_clients_ten_thousand_each),
 		cmocka_unit_test(test_service_server_killed_then_another),
+		cmocka_unit_test(test_service_server_killed_mid_stream),
 		cmocka_unit_test(test_service_client_killed_costs_the_server_nothing),
 		cmocka_unit_test(test_service_cli),
 		cmocka_unit_test(test_service_broker_restart),
