@@ -168,6 +168,26 @@ static void seed_sub(void)
 	index_msg(0, MSG_SUB_CLOSE, 0, 0);
 }
 
+/* A service (libipc/service.c): peer 1 serves "calc" (subscribes to its
+ * request topic), peer 0 is a client (publishes on it, subscribes to its
+ * own response topic: the id is whatever the broker gave, so the seed's
+ * guess is refused, and the fuzzer mutates it), the server answers on the
+ * response topic; a second server and a stranger are refused. */
+static void seed_service(void)
+{
+	hello(0, "client");
+	hello(PEER1 | ACK, "server");
+	sub_open(PEER1 | ACK, "@/calc/q", "t.Req", 16, TAKT_OVERFLOW_REJECT, 0);
+	index_msg(PEER1 | ACK, MSG_SUB_CONNECT, 0, 0);
+	pub_open(ACK, "@/calc/q", "t.Req", 64, 0);
+	index_msg(ACK, MSG_PUB_CONNECT, 0, 0);
+	sub_open(ACK, "@/calc/r/0000000000000001", "t.Rsp", 16, TAKT_OVERFLOW_REJECT, 0);
+	pub_open(PEER1 | ACK, "@/calc/r/0000000000000001", "t.Rsp", 80, 0);
+	sub_open(PEER1, "@/calc/q", "t.Req", 16, TAKT_OVERFLOW_REJECT, 0); /* a second server */
+	sub_open(0, "@/calc/x", "", 4, 0, 0);                              /* no such kind of topic */
+	index_msg(0, MSG_PUB_CLOSE, 0, 0);
+}
+
 static void seed_pubsub_acked(void)
 {
 	pubsub(true);
@@ -325,6 +345,7 @@ static const struct {
 	{"pub", seed_pub},
 	{"sub", seed_sub},
 	{"pubsub-acked", seed_pubsub_acked},
+	{"service", seed_service},
 	{"pubsub-unacked", seed_pubsub_unacked},
 	{"sub-first", seed_sub_first},
 	{"orphan", seed_orphan},
