@@ -12,6 +12,14 @@
  *   unpark  (sub_port)                             woken (takt_sub_wait) or not needed
  *   take    (topic, sub_port, publisher_id, seq)   a sample handed to the caller
  *
+ * Request/response (service.c) names each request by (client_id,
+ * request_id), which are its sample's (publisher_id, seq) on the service's
+ * request topic:
+ *   request       (client_id, request_id)          a client sends it (before the push)
+ *   request_take  (client_id, request_id)          the server takes it
+ *   respond       (client_id, request_id)          the server sends a response to it (before the push)
+ *   response_take (client_id, request_id)          the client takes a response to it
+ *
  * libtakt-exec adds (same provider):
  *   exec_park       (n_tasks)                      the dispatch thread goes to epoll_wait
  *   exec_wake       (n_events)                     ... and returns from it

@@ -35,6 +35,7 @@
  * without one (respond, or an idle take).
  */
 #include "client.h"
+#include "probes.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -218,6 +219,7 @@ int takt_server_take(takt_server *srv, const void **request, struct takt_request
 		return r;
 	*info = (struct takt_request_info){.client_id = si.publisher_id, .request_id = si.seq,
 					   .send_ns = si.publish_ns, .size = si.size};
+	TAKT_PROBE2(request_take, info->client_id, info->request_id);
 	c = server_client(srv, si.publisher_id);
 	if (!c)
 		server_meet(srv, si.publisher_id, si.seq);
@@ -272,6 +274,7 @@ int takt_server_respond(takt_server *srv, const struct takt_request_info *to, vo
 		return -EINVAL;
 	h->request_id = to->request_id;
 	h->reserved = 0;
+	TAKT_PROBE2(respond, to->client_id, to->request_id);
 	r = takt_pub_publish(c->rsp, h);
 	if (r > 0)
 		return 0;
@@ -420,6 +423,7 @@ int64_t takt_client_send(takt_client *cli, void *payload)
 		return cli->had_server ? -ECONNRESET : -ENOTCONN;
 	if (cli->pending >= cli->max_pending || cli->pending >= depth)
 		return -ENOBUFS; /* the loan stays ours */
+	TAKT_PROBE2(request, cli->id, pub_seq(cli->req) + 1); /* (the id the publish gives it) */
 	r = takt_pub_publish(cli->req, payload);
 	if (r < 0)
 		return r;
@@ -473,6 +477,7 @@ int takt_client_take(takt_client *cli, const void **response, struct takt_reques
 	*response = h + 1;
 	*info = (struct takt_request_info){.client_id = cli->id, .request_id = h->request_id,
 					   .send_ns = si.publish_ns, .size = si.size - (uint32_t)sizeof(*h)};
+	TAKT_PROBE2(response_take, info->client_id, info->request_id);
 	return 0;
 }
 

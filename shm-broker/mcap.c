@@ -88,7 +88,7 @@ static void put(struct buf *b, const void *src, size_t n)
 {
 	uint8_t *d = buf_room(b, n);
 
-	if (d) {
+	if (d && n) { /* (src may be NULL when n is 0: an empty schema, say) */
 		memcpy(d, src, n);
 		b->len += n;
 	}

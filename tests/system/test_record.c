@@ -219,9 +219,10 @@ static int tool_wait(pid_t pid, const char *out_path, struct rusage *ru)
 			if (ru)
 				*ru = r;
 			snprintf(err_path, sizeof(err_path), "%s.err", out_path);
-			if (WIFEXITED(st) && WEXITSTATUS(st))
-				fprintf(stderr, "takt exited with %d; stdout:\n%s\nstderr:\n%s\n", st, slurp(out_path),
-					slurp(err_path));
+			if (WIFEXITED(st) && WEXITSTATUS(st)) { /* (slurp's buffer holds one file at a time) */
+				fprintf(stderr, "takt exited with %d; stdout:\n%s\n", st, slurp(out_path));
+				fprintf(stderr, "stderr:\n%s\n", slurp(err_path));
+			}
 			return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
 		}
 		sleep_ms(10);

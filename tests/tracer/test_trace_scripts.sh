@@ -3,13 +3,13 @@
 # maps and programs through bpftool, fail clearly without one (or without
 # root), and the bpftrace fallback measures one subscriber thread.
 #
-#   test_trace_scripts.sh TAKT_TRACE TAKT_BROKER SENSOR CONTROLLER SCRIPTS_DIR
+#   test_trace_scripts.sh TAKT_TRACE TAKT_BROKER SENSOR CONTROLLER SCRIPTS_DIR SERVER CLIENT
 #
 # A real broker on a private domain; the executor example (controller) on
 # the 1 kHz sensor, traced. The tracer pins at the default /sys/fs/bpf/takt,
 # so the scripts run with their defaults. Every wait is bounded.
 set -euo pipefail
-trace=$1 broker=$2 sensor=$3 controller=$4 scripts=$5
+trace=$1 broker=$2 sensor=$3 controller=$4 scripts=$5 server=$6 client=$7
 pin=/sys/fs/bpf/takt
 
 if [ "$(id -u)" -ne 0 ]; then
@@ -130,6 +130,20 @@ if command -v bpftrace >/dev/null; then
 	wait_for 15 grep -q "@wakeup_to_oncpu_us" "$run/bt.log" || fail "no histogram from trace-wakeup-bt"
 	grep -q "@notify_to_wakeup_us" "$run/bt.log" || fail "no notify_to_wakeup histogram"
 	echo "ok: trace-wakeup-bt"
+	# A request/response round trip, hop by hop (the service probes).
+	"$server" 20 >"$run/server.log" 2>&1 &
+	srv=$!
+	pids+=($srv)
+	sleep 0.3
+	"$scripts/trace-service-bt" --pid "$srv" --duration 4 >"$run/svc-bt.log" 2>&1 &
+	pids+=($!)
+	wait_for 15 grep -q "Attaching" "$run/svc-bt.log" || fail "bpftrace did not attach to the service probes"
+	for i in 1 2 3 4 5; do "$client" a b c d >"$run/client.log" 2>&1 || fail "the service client failed"; done
+	wait_for 15 grep -q "@round_trip_us" "$run/svc-bt.log" || fail "no round-trip histogram from trace-service-bt"
+	for h in send_to_take_us take_to_respond_us respond_to_take_us; do
+		grep -q "@$h" "$run/svc-bt.log" || fail "no $h histogram from trace-service-bt"
+	done
+	echo "ok: trace-service-bt"
 else
 	echo "bpftrace is not installed: trace-wakeup-bt not run"
 fi
