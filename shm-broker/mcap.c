@@ -949,7 +949,7 @@ static int parse(struct mcap_reader *r, uint8_t op, const uint8_t *p, size_t n, 
 			c.ok = false;
 		out->metadata.n = k;
 		out->metadata.keys = r->kv;
-		out->metadata.values = r->kv + max;
+		out->metadata.values = max ? r->kv + max : r->kv; /* no pairs: kv may be NULL */
 		break;
 	}
 	default:
