@@ -16,12 +16,17 @@ int recording_recover(struct mcap_reader *rd, struct mcap_writer *w, uint64_t *m
 	while ((k = mcap_reader_next(rd, &m)) == 1) {
 		switch (m.op) {
 		case MCAP_OP_SCHEMA:
+			if (!m.schema.id) /* 0 means no schema (the spec): nothing a channel can name */
+				break;
 			r = mcap_writer_schema(w, m.schema.id, m.schema.name, m.schema.encoding, m.schema.data,
 					       m.schema.data_size);
 			break;
 		case MCAP_OP_CHANNEL:
 			r = mcap_writer_channel(w, m.channel.id, m.channel.schema_id, m.channel.topic,
 						m.channel.message_encoding, NULL, NULL, 0);
+			if (r == -ENOENT) /* its schema never declared: the channel and its messages are kept */
+				r = mcap_writer_channel(w, m.channel.id, 0, m.channel.topic, m.channel.message_encoding,
+							NULL, NULL, 0);
 			break;
 		case MCAP_OP_MESSAGE:
 			r = mcap_writer_message(w, m.message.channel, m.message.sequence, m.message.log_time,

@@ -12,10 +12,12 @@
 
 /* Copies the records rd reads into w: schemas, channels, metadata and
  * the messages of channels declared before them (the others are counted
- * in *skipped; a schema or channel repeated is written once). 0 when rd
- * read to the end of the data section, or mcap_reader_next's negative
- * errno where it stopped; a negative errno of w's (-ENOMEM, a write's)
- * when writing fails. *messages counts the messages written. */
+ * in *skipped; a schema or channel repeated is written once, a schema of
+ * id 0 not at all, a channel whose schema was never declared without
+ * it). 0 when rd read to the end of the data section, or
+ * mcap_reader_next's negative errno where it stopped; a negative errno of
+ * w's (-ENOMEM, a write's) when writing fails. *messages counts the
+ * messages written. */
 int recording_recover(struct mcap_reader *rd, struct mcap_writer *w, uint64_t *messages, uint64_t *skipped);
 
 /* A channel as play's first pass saw it: its last Channel record and its
