@@ -18,6 +18,7 @@
  */
 #include "cli.h"
 #include "mcap.h"
+#include "recording.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -611,43 +612,6 @@ int cli_recover(struct cli *c, int argc, char **argv)
 
 /* ---- takt record --recover ---- */
 
-static int recover_copy(struct mcap_reader *rd, struct mcap_writer *w, uint64_t *messages, uint64_t *skipped)
-{
-	struct mcap_record m;
-	int k, r = 0;
-
-	while ((k = mcap_reader_next(rd, &m)) == 1) {
-		switch (m.op) {
-		case MCAP_OP_SCHEMA:
-			r = mcap_writer_schema(w, m.schema.id, m.schema.name, m.schema.encoding, m.schema.data,
-					       m.schema.data_size);
-			break;
-		case MCAP_OP_CHANNEL:
-			r = mcap_writer_channel(w, m.channel.id, m.channel.schema_id, m.channel.topic,
-						m.channel.message_encoding, NULL, NULL, 0);
-			break;
-		case MCAP_OP_MESSAGE:
-			r = mcap_writer_message(w, m.message.channel, m.message.sequence, m.message.log_time,
-						m.message.publish_time, m.message.data, m.message.size);
-			if (r == -ENOENT) { /* a message before its channel: not readable */
-				(*skipped)++;
-				r = 0;
-			} else if (!r) {
-				(*messages)++;
-			}
-			break;
-		case MCAP_OP_METADATA:
-			r = mcap_writer_metadata(w, m.metadata.name, m.metadata.keys, m.metadata.values, m.metadata.n);
-			break;
-		}
-		if (r == -EEXIST) /* a schema or channel repeated (identical, as the spec wants) */
-			r = 0;
-		if (r < 0)
-			return r;
-	}
-	return k;
-}
-
 static int cli_recover_files(struct cli *c, const char *in, const char *out)
 {
 	struct mcap_reader *rd = NULL;
@@ -686,7 +650,7 @@ static int cli_recover_files(struct cli *c, const char *in, const char *out)
 		close(fi);
 		return 1;
 	}
-	k = recover_copy(rd, w, &messages, &skipped);
+	k = recording_recover(rd, w, &messages, &skipped);
 	where = mcap_reader_where(rd, &why);
 	r = mcap_writer_close(w);
 	mcap_reader_close(rd);
@@ -723,10 +687,6 @@ static int cli_recover_files(struct cli *c, const char *in, const char *out)
 /* ---- takt play ---- */
 
 struct play_chan {
-	bool known, wanted;
-	char topic[TAKT_TOPIC_NAME_MAX];
-	uint16_t schema;
-	uint64_t max_size, count;
 	takt_pub *pub;
 	struct topic_stat st;
 };
@@ -735,8 +695,8 @@ struct player {
 	struct cli *c;
 	struct mcap_reader *rd;
 	const char *file;
+	struct recording_scan scan; /* the first pass: channels and schemas */
 	struct play_chan *ch;   /* by channel id (65536) */
-	char (*schema)[TAKT_TOPIC_NAME_MAX]; /* by schema id (65536) */
 	char **topics;          /* --topics: names or globs */
 	size_t n_topics;
 	double rate;
@@ -757,30 +717,10 @@ static bool play_wanted(const struct player *p, const char *topic)
 /* The first pass: channels, their types and their largest message. */
 static int play_scan(struct player *p, uint64_t *messages)
 {
-	struct mcap_record m;
 	const char *why;
-	int k;
+	int k = recording_scan(p->rd, &p->scan);
 
-	*messages = 0;
-	while ((k = mcap_reader_next(p->rd, &m)) == 1) {
-		if (m.op == MCAP_OP_SCHEMA) {
-			snprintf(p->schema[m.schema.id], sizeof(p->schema[0]), "%s", m.schema.name);
-		} else if (m.op == MCAP_OP_CHANNEL) {
-			struct play_chan *ch = &p->ch[m.channel.id];
-
-			ch->known = true;
-			snprintf(ch->topic, sizeof(ch->topic), "%s", m.channel.topic);
-			ch->schema = m.channel.schema_id;
-			ch->wanted = play_wanted(p, ch->topic);
-		} else if (m.op == MCAP_OP_MESSAGE && p->ch[m.message.channel].known) {
-			struct play_chan *ch = &p->ch[m.message.channel];
-
-			if (m.message.size > ch->max_size)
-				ch->max_size = m.message.size;
-			ch->count++;
-			(*messages)++;
-		}
-	}
+	*messages = p->scan.messages;
 	if (k < 0) {
 		uint64_t where = mcap_reader_where(p->rd, &why);
 
@@ -799,24 +739,26 @@ static int play_open(struct player *p, takt_node *node)
 	unsigned opened = 0;
 
 	for (uint32_t id = 0; id < 65536; id++) {
+		const struct recording_chan *sc = &p->scan.ch[id];
+		char (*schema)[TAKT_TOPIC_NAME_MAX] = p->scan.schema;
 		struct play_chan *ch = &p->ch[id];
 		struct takt_pub_opts po;
 		int r;
 
-		if (!ch->known || !ch->wanted || !ch->count)
+		if (!sc->known || !sc->count || !play_wanted(p, sc->topic))
 			continue;
 		po = (struct takt_pub_opts){
-			.topic = ch->topic,
-			.type_name = ch->schema && p->schema[ch->schema][0] ? p->schema[ch->schema] : NULL,
-			.max_payload = ch->max_size ? ch->max_size : 1,
+			.topic = sc->topic,
+			.type_name = sc->schema && schema[sc->schema][0] ? schema[sc->schema] : NULL,
+			.max_payload = sc->max_size ? sc->max_size : 1,
 		};
 		r = takt_pub_open(node, &po, &ch->pub);
 		if (r < 0) {
-			fprintf(stderr, "takt play: cannot publish on '%s'%s%s: %s\n", ch->topic,
+			fprintf(stderr, "takt play: cannot publish on '%s'%s%s: %s\n", sc->topic,
 				po.type_name ? " as type " : "", po.type_name ? po.type_name : "", strerror(-r));
 			return 1;
 		}
-		ch->st.name = ch->topic;
+		ch->st.name = sc->topic;
 		ch->st.type = po.type_name ? po.type_name : "";
 		opened++;
 	}
@@ -1003,9 +945,10 @@ int cli_play(struct cli *c, int argc, char **argv)
 	p.file = argv[optind];
 	p.duration_ns = (uint64_t)(duration * 1e9);
 	p.ch = calloc(65536, sizeof(*p.ch));
-	p.schema = calloc(65536, sizeof(*p.schema));
+	p.scan.ch = calloc(65536, sizeof(*p.scan.ch));
+	p.scan.schema = calloc(65536, sizeof(*p.scan.schema));
 	p.topics = calloc(topics ? strlen(topics) / 2 + 2 : 1, sizeof(*p.topics));
-	if (!p.ch || !p.schema || !p.topics) {
+	if (!p.ch || !p.scan.ch || !p.scan.schema || !p.topics) {
 		fprintf(stderr, "takt play: out of memory\n");
 		r = 1;
 		goto out;
@@ -1015,7 +958,8 @@ int cli_play(struct cli *c, int argc, char **argv)
 	r = play_run(&p, loop);
 out:
 	free(p.ch);
-	free(p.schema);
+	free(p.scan.ch);
+	free(p.scan.schema);
 	free(p.topics);
 	return r;
 }

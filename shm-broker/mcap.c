@@ -853,6 +853,7 @@ static int chunk_open(struct mcap_reader *r)
 	uint32_t crc;
 	const uint8_t *z, *comp;
 	size_t comp_len;
+	bool lz4;
 
 	get_le(&c, 8); /* message start and end times */
 	get_le(&c, 8);
@@ -864,22 +865,28 @@ static int chunk_open(struct mcap_reader *r)
 	z = c.ok && zsize <= c.n - c.at ? get_bytes(&c, (size_t)zsize) : NULL;
 	if (!z || usize > READ_MAX)
 		return stop(r, -EBADMSG, "a malformed chunk record");
+	lz4 = comp_len == 3 && !memcmp(comp, "lz4", 3);
+	/* the sizes first: the buffer is made only for records the chunk
+	 * can hold (LZ4 makes at most 255 bytes of one: a match length grows
+	 * by 255 a byte) */
+	if (comp_len && !lz4)
+		return stop(r, -ENOTSUP, "a chunk compressed with other than lz4");
+	if (!lz4 && zsize != usize)
+		return stop(r, -EBADMSG, "an uncompressed chunk whose sizes differ");
+	if (lz4 && usize / 255 > zsize)
+		return stop(r, -EBADMSG, "a chunk whose LZ4 frame does not decompress to its size");
 	r->chunk.len = 0;
 	if (!buf_room(&r->chunk, (size_t)usize ? (size_t)usize : 1))
 		return stop(r, -ENOMEM, "out of memory");
-	if (comp_len == 0) {
-		if (zsize != usize)
-			return stop(r, -EBADMSG, "an uncompressed chunk whose sizes differ");
+	if (!lz4) {
 		memcpy(r->chunk.p, z, (size_t)zsize);
-	} else if (comp_len == 3 && !memcmp(comp, "lz4", 3)) {
+	} else {
 		size_t dst = (size_t)usize, src = (size_t)zsize, k;
 
 		LZ4F_resetDecompressionContext(r->dctx);
 		k = LZ4F_decompress(r->dctx, r->chunk.p, &dst, z, &src, NULL);
 		if (LZ4F_isError(k) || k != 0 || dst != usize || src != zsize)
 			return stop(r, -EBADMSG, "a chunk whose LZ4 frame does not decompress to its size");
-	} else {
-		return stop(r, -ENOTSUP, "a chunk compressed with other than lz4");
 	}
 	r->chunk.len = (size_t)usize;
 	if (crc && mcap_crc32(0, r->chunk.p, r->chunk.len) != crc)
@@ -949,7 +956,7 @@ static int parse(struct mcap_reader *r, uint8_t op, const uint8_t *p, size_t n, 
 			c.ok = false;
 		out->metadata.n = k;
 		out->metadata.keys = r->kv;
-		out->metadata.values = r->kv + max;
+		out->metadata.values = max ? r->kv + max : r->kv; /* no pairs: kv may be NULL */
 		break;
 	}
 	default:
