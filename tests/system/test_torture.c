@@ -1,7 +1,9 @@
 /* test_torture.c - processes SIGKILLed at random, 300 times, and the
  * broker 3 times.
  *
- * Publishers, subscribers and executor processes on three topics, each a
+ * Publishers, subscribers and executor processes on three topics, and a
+ * request/response server and its clients (every response checked to be
+ * its request's echo), each a
  * real process, are killed with SIGKILL at random moments (inside takt
  * calls as often as outside: they run flat out) and replaced, 300 times.
  * Every sample carries its publisher's running count and a checksum of its
@@ -76,6 +78,7 @@ static int role_open(int r)
 
 struct report {
 	_Atomic uint64_t taken, published, violations, started, events;
+	_Atomic uint64_t answered, resets; /* request/response: responses checked, resets seen */
 	char first[256]; /* the first violation, for the failure message */
 	_Atomic int first_set;
 	_Atomic int stop_sub, stop_pub; /* the survivors end */
@@ -312,8 +315,118 @@ static int executor_role(unsigned topic)
 	return takt_exec_run(ex) == 0 ? 0 : 1; /* until killed */
 }
 
+/* ---- request/response: a server and its clients, killed like the rest -- */
+
+#define SVC "torture/svc"
+#define SVC_PENDING 8
+
+/* Echoes every request (checked) back, until killed. Another server of
+ * the name may still hold it (one being killed, or a survivor of a broker
+ * restart): it retries until it gets it. */
+static int server_role(void)
+{
+	takt_node *n;
+	takt_server *srv;
+	int r;
+
+	if ((r = role_node("t-server", &n)))
+		return r;
+	while ((r = takt_server_open(n, &(struct takt_service_opts){.service = SVC, .max_response = 1024}, &srv)) ==
+	       -EADDRINUSE)
+		usleep(5000);
+	if ((r = role_open(r)))
+		return r;
+	atomic_fetch_add(&rep->started, 1);
+	for (;;) {
+		struct takt_request_info ri;
+		const struct sample *q;
+		void *p;
+
+		r = takt_server_take(srv, (const void **)&q, &ri);
+		if (r == -EAGAIN) {
+			takt_server_wait(srv, 100000000);
+			continue;
+		}
+		H_CHECK(r == 0);
+		if (ri.size < sizeof(*q) || q->len > ri.size - sizeof(*q) || q->sum != checksum(q))
+			violation("torn request", ri.client_id, ri.request_id);
+		if (takt_server_loan(srv, &ri, ri.size, &p) == 0) {
+			memcpy(p, q, ri.size);
+			r = takt_server_respond(srv, &ri, p);
+			if (r != 0 && r != -EAGAIN && r != -ECONNRESET)
+				violation("respond", (uint64_t)-r, ri.request_id);
+		}
+		takt_server_release(srv, q);
+	}
+}
+
+/* Sends requests (a running count, checksummed) and checks every
+ * response: to a request it sent, carrying that request back; each
+ * request answered or reset once at most. */
+static int client_role(void)
+{
+	uint64_t count = 0, x = (uint64_t)getpid() * 0x9e3779b97f4a7c15ull, id_of[SVC_PENDING * 32] = {0};
+	uint64_t count_of[SVC_PENDING * 32] = {0}, last_id = 0;
+	takt_node *n;
+	takt_client *c;
+	int r;
+
+	if ((r = role_node("t-client", &n)) ||
+	    (r = role_open(takt_client_open(n, &(struct takt_service_opts){.service = SVC, .max_request = 1024,
+									      .max_pending = SVC_PENDING, .response_queue = 64},
+					       &c))))
+		return r;
+	atomic_fetch_add(&rep->started, 1);
+	for (;;) {
+		struct takt_request_info info;
+		const struct sample *a;
+		struct sample *q;
+		int64_t id;
+
+		if (takt_client_loan(c, 1024, (void **)&q) == 0) {
+			x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+			q->count = ++count;
+			q->len = (uint32_t)(x % (1024 - sizeof(*q)));
+			for (uint32_t i = 0; i < q->len; i++)
+				q->data[i] = (uint8_t)(x >> (i % 56));
+			q->sum = checksum(q);
+			id = takt_client_send(c, q);
+			if (id > 0) {
+				if ((uint64_t)id <= last_id)
+					violation("request id did not grow", (uint64_t)id, last_id);
+				last_id = (uint64_t)id;
+				id_of[id % (SVC_PENDING * 32)] = (uint64_t)id;
+				count_of[id % (SVC_PENDING * 32)] = count;
+			} else {
+				takt_client_discard(c, q); /* no server, or max_pending out */
+			}
+		}
+		r = takt_client_take(c, (const void **)&a, &info);
+		if (r == -EAGAIN) {
+			takt_client_wait(c, 2000000);
+			continue;
+		}
+		if (r == -ECONNRESET) {
+			atomic_fetch_add(&rep->resets, 1);
+			continue;
+		}
+		H_CHECK(r == 0);
+		/* a response to a request of ours still out, carrying it back */
+		if (info.request_id == 0 || info.request_id > last_id ||
+		    id_of[info.request_id % (SVC_PENDING * 32)] != info.request_id)
+			violation("response to a request never sent", info.request_id, last_id);
+		else if (info.size < sizeof(*a) || a->sum != checksum(a) ||
+			 a->count != count_of[info.request_id % (SVC_PENDING * 32)])
+			violation("response is not its request's echo", info.request_id, a->count);
+		else
+			atomic_fetch_add(&rep->answered, 1);
+		id_of[info.request_id % (SVC_PENDING * 32)] = 0; /* answered once */
+		takt_client_release(c, a);
+	}
+}
+
 struct role {
-	int kind; /* 0 publisher, 1 subscriber, 2 executor */
+	int kind; /* 0 publisher, 1 subscriber, 2 executor, 3 server, 4 client */
 	unsigned topic;
 	bool forever;
 };
@@ -325,6 +438,8 @@ static int role_main(void *a)
 	switch (r->kind) {
 	case 0: return publisher_role(r->topic, r->forever);
 	case 1: return subscriber_role(r->topic, r->forever);
+	case 3: return server_role();
+	case 4: return client_role();
 	default: return executor_role(r->topic);
 	}
 }
@@ -458,7 +573,7 @@ static void test_torture_random_kills(void **state)
 	for (int i = 0; i < 2; i++)
 		keepers[i] = h_spawn(role_main, &keep[i]);
 	for (int i = 0; i < N_PROCS; i++) {
-		roles[i] = (struct role){.kind = i % 3, .topic = (unsigned)i % N_TOPICS};
+		roles[i] = (struct role){.kind = i % 5, .topic = (unsigned)i % N_TOPICS};
 		pids[i] = h_spawn(role_main, &roles[i]);
 	}
 	while (kills < n_kills && now_ms() < end) {
@@ -469,17 +584,20 @@ static void test_torture_random_kills(void **state)
 		usleep((useconds_t)(x >> 40) % 20000); /* 0..20 ms: inside calls and out */
 		kill_role(pids[i], &roles[i]);
 		kills++;
-		roles[i] = (struct role){.kind = (int)((x >> 8) % 3), .topic = (unsigned)((x >> 16) % N_TOPICS)};
+		roles[i] = (struct role){.kind = (int)((x >> 8) % 5), .topic = (unsigned)((x >> 16) % N_TOPICS)};
 		pids[i] = h_spawn(role_main, &roles[i]);
 		if (broker_kills < n_broker_kills && kills == (broker_kills + 1) * n_kills / (n_broker_kills + 1)) {
 			kill_broker(pids, roles, &x, &adopt_ms_max);
 			broker_kills++;
 		}
 	}
-	print_message("%u kills, %u broker kills (adopted within %u ms), %llu published, %llu taken, %llu event ids\n",
+	print_message("%u kills, %u broker kills (adopted within %u ms), %llu published, %llu taken, %llu event ids, "
+		      "%llu responses, %llu resets\n",
 		      kills, broker_kills, adopt_ms_max, (unsigned long long)atomic_load(&rep->published),
-		      (unsigned long long)atomic_load(&rep->taken), (unsigned long long)atomic_load(&rep->events));
+		      (unsigned long long)atomic_load(&rep->taken), (unsigned long long)atomic_load(&rep->events),
+		      (unsigned long long)atomic_load(&rep->answered), (unsigned long long)atomic_load(&rep->resets));
 	assert_true(atomic_load(&rep->events) > 0);
+	assert_true(atomic_load(&rep->answered) > 0);
 	assert_true(kills >= n_kills / 2); /* else the machine is too slow to have tortured anything */
 	assert_int_equal(broker_kills, n_broker_kills);
 	for (int i = 0; i < N_PROCS; i++)
