@@ -75,6 +75,8 @@ struct takt_client {
 	uint64_t id;
 	size_t max_request;
 	unsigned max_pending, pending;
+	uint32_t depth;       /* the server's queue for us, as of the last look (pub_poll) */
+	unsigned idle;        /* takes in a row that found nothing */
 	bool had_server;
 	uint64_t *chunk_req;  /* per chunk of our pool: the request id it carries out, 0 */
 	uint64_t *resets;     /* request ids to report -ECONNRESET for (a ring) */
@@ -418,11 +420,16 @@ int64_t takt_client_send(takt_client *cli, void *payload)
 	chunk = pub_loan_chunk(cli->req, payload);
 	if (chunk < 0 || (uint32_t)chunk >= pub_chunks_max(cli->req))
 		return -EINVAL;
-	n = pub_poll(cli->req, &depth); /* the server, and what came back */
-	if (n == 0)
-		return cli->had_server ? -ECONNRESET : -ENOTCONN;
-	if (cli->pending >= cli->max_pending || cli->pending >= depth)
-		return -ENOBUFS; /* the loan stays ours */
+	/* The last look says a server is there and has room: send. Else look
+	 * again (the server, and what came back) before saying no. */
+	if (pub_connections(cli->req) == 0 || cli->pending >= cli->max_pending || cli->pending >= cli->depth) {
+		n = pub_poll(cli->req, &depth);
+		cli->depth = depth;
+		if (n == 0)
+			return cli->had_server ? -ECONNRESET : -ENOTCONN;
+		if (cli->pending >= cli->max_pending || cli->pending >= depth)
+			return -ENOBUFS; /* the loan stays ours */
+	}
 	TAKT_PROBE2(request, cli->id, pub_seq(cli->req) + 1); /* (the id the publish gives it) */
 	r = takt_pub_publish(cli->req, payload);
 	if (r < 0)
@@ -451,13 +458,18 @@ int takt_client_take(takt_client *cli, const void **response, struct takt_reques
 
 	if (!cli || !response || !info)
 		return -EINVAL;
-	/* What the server released, and (a server gone) what comes back
-	 * reclaimed: a reset each. Releases count only while the connection
-	 * is still listed (pub.c, G1): a server that releases a request and
-	 * dies before we look again resets it too. */
-	pub_poll(cli->req, &depth);
 	r = takt_sub_take(cli->rsp, &p, &si);
 	if (r == -EAGAIN) {
+		/* Nothing to take: what the server released, and (a server gone)
+		 * what comes back reclaimed, a reset each; every 32nd empty take
+		 * in a row looks (a spinning caller, polling), and the first.
+		 * Releases count only while the connection is still listed
+		 * (pub.c, G1): a server that releases a request and dies before
+		 * we look again resets it too. */
+		if ((cli->idle++ & 31) == 0) {
+			pub_poll(cli->req, &depth);
+			cli->depth = depth;
+		}
 		if (cli->n_resets) {
 			*response = NULL;
 			*info = (struct takt_request_info){.client_id = cli->id,
@@ -469,6 +481,7 @@ int takt_client_take(takt_client *cli, const void **response, struct takt_reques
 	}
 	if (r < 0)
 		return r;
+	cli->idle = 0;
 	if (si.size < sizeof(*h)) { /* not a server of ours: takt's own header is missing */
 		takt_sub_release(cli->rsp, p);
 		return -EAGAIN;
