@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <time.h>
 #include <unistd.h>
 
 static const struct cli_cmd commands[] = {
@@ -277,6 +278,30 @@ const struct proto_pool_stat *cli_pool_of(const struct cli_stats *s, uint32_t po
 		if (s->pools[i].port == port)
 			return &s->pools[i];
 	return NULL;
+}
+
+volatile sig_atomic_t cli_stop_signal;
+
+static void on_stop(int sig)
+{
+	cli_stop_signal = sig;
+}
+
+void cli_stop_on_signals(void)
+{
+	struct sigaction sa = {.sa_handler = on_stop};
+
+	sigemptyset(&sa.sa_mask);
+	sigaction(SIGINT, &sa, NULL);
+	sigaction(SIGTERM, &sa, NULL);
+}
+
+uint64_t cli_mono_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
 }
 
 bool cli_parse_double(const char *s, double *out)

@@ -15,6 +15,7 @@
 #include "segment.h"
 
 #include <json-c/json.h>
+#include <signal.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -82,6 +83,14 @@ struct cli_stats {
 int cli_stats_fetch(const struct cli *c, const struct seg_view *v, struct cli_stats *s);
 void cli_stats_free(struct cli_stats *s);
 const struct proto_pool_stat *cli_pool_of(const struct cli_stats *s, uint32_t port);
+
+/* SIGINT and SIGTERM end a command cleanly: the signal lands in
+ * cli_stop_signal (0 until then), and a blocking wait returns EINTR at
+ * once (no SA_RESTART). */
+extern volatile sig_atomic_t cli_stop_signal;
+void cli_stop_on_signals(void);
+/* CLOCK_MONOTONIC in nanoseconds. */
+uint64_t cli_mono_ns(void);
 
 /* A number with a unit suffix: "4K", "1.5M" (bytes); false when bad. */
 bool cli_parse_size(const char *s, uint64_t *out);

@@ -40,32 +40,6 @@
 #define PROGRESS_NS 500000000ull
 #define QUEUE_DEPTH_MAX 4096u
 
-static volatile sig_atomic_t stop_signal;
-
-static void on_stop(int sig)
-{
-	stop_signal = sig;
-}
-
-/* SIGINT and SIGTERM end the command cleanly; no SA_RESTART, so a
- * blocking wait returns EINTR at once. */
-static void catch_stop(void)
-{
-	struct sigaction sa = {.sa_handler = on_stop};
-
-	sigemptyset(&sa.sa_mask);
-	sigaction(SIGINT, &sa, NULL);
-	sigaction(SIGTERM, &sa, NULL);
-}
-
-static uint64_t mono_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
-
 /* CLOCK_REALTIME - CLOCK_MONOTONIC, now. */
 static uint64_t realtime_offset(void)
 {
@@ -313,7 +287,7 @@ static int rec_take(struct recorder *rc, size_t i, int max)
 			break;
 		if (r < 0)
 			return r;
-		now = mono_ns() + rc->offset;
+		now = cli_mono_ns() + rc->offset;
 		if (!t->channel && (err = rec_channel(rc, t)) < 0) {
 			takt_sub_release(t->sub, p);
 			return err;
@@ -408,15 +382,15 @@ static int rec_metadata(struct recorder *rc)
 static int rec_loop(struct recorder *rc, uint64_t duration_ns)
 {
 	bool tty = isatty(STDERR_FILENO);
-	uint64_t start = mono_ns(), last_discover = start, last_progress = start;
+	uint64_t start = cli_mono_ns(), last_discover = start, last_progress = start;
 
-	while (!stop_signal && !rc->full) {
+	while (!cli_stop_signal && !rc->full) {
 		uint64_t now;
 		int n = rec_drain(rc);
 
 		if (n < 0)
 			return n;
-		now = mono_ns();
+		now = cli_mono_ns();
 		if (rc->chunk_since && now + rc->offset - rc->chunk_since >= CHUNK_AGE_NS) {
 			int r = mcap_writer_flush(rc->w);
 
@@ -444,7 +418,7 @@ static int rec_loop(struct recorder *rc, uint64_t duration_ns)
 	if (!rc->full && rec_drain(rc) < 0) /* what came before the stop */
 		return -EIO;
 	if (tty)
-		rec_progress(rc, mono_ns() - start, true);
+		rec_progress(rc, cli_mono_ns() - start, true);
 	return 0;
 }
 
@@ -548,12 +522,12 @@ static int rec_run(struct recorder *rc, char **names, int n_names, bool all, uin
 	}
 	if (rec_metadata(rc) < 0)
 		return 1;
-	catch_stop();
-	start = mono_ns();
+	cli_stop_on_signals();
+	start = cli_mono_ns();
 	r = rec_loop(rc, duration_ns);
 	if (r < 0) /* the file is finished all the same, if it can be */
 		fprintf(stderr, "\ntakt record: stopped: %s\n", strerror(-r));
-	return rec_finish(rc, (double)(mono_ns() - start) / 1e9) || r < 0;
+	return rec_finish(rc, (double)(cli_mono_ns() - start) / 1e9) || r < 0;
 }
 
 static int cli_recover_files(struct cli *c, const char *in, const char *out);
@@ -774,7 +748,7 @@ static bool play_sleep_until(uint64_t due)
 {
 	struct timespec ts = {.tv_sec = (time_t)(due / 1000000000ull), .tv_nsec = (long)(due % 1000000000ull)};
 
-	while (!stop_signal) {
+	while (!cli_stop_signal) {
 		int r = clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL);
 
 		if (r == 0)
@@ -789,7 +763,7 @@ static bool play_sleep_until(uint64_t due)
  * is waited out for up to a second. */
 static void play_send(struct player *p, struct play_chan *ch, const struct mcap_record *m)
 {
-	for (int tries = 0; tries < 1000 && !stop_signal; tries++) {
+	for (int tries = 0; tries < 1000 && !cli_stop_signal; tries++) {
 		void *d;
 		int r = takt_pub_loan(ch->pub, m->message.size, &d);
 
@@ -844,7 +818,7 @@ static int play_pass(struct player *p, uint64_t start, uint64_t *wall, uint64_t 
 			ch->st.first_ns = due;
 		ch->st.last_ns = due;
 		(*samples)++;
-		now = mono_ns();
+		now = cli_mono_ns();
 		if (tty && now - *last_progress >= PROGRESS_NS) {
 			*last_progress = now;
 			fprintf(stderr, "\r\033[Kplaying %s: %" PRIu64 " samples, %.1f s", p->file, *samples,
@@ -877,8 +851,8 @@ static int play_run(struct player *p, bool loop)
 	play_scan(p, &messages);
 	if (cli_node(p->c, "play", &node) || play_open(p, node))
 		goto out;
-	catch_stop();
-	start = wall = last_progress = mono_ns();
+	cli_stop_on_signals();
+	start = wall = last_progress = cli_mono_ns();
 	do {
 		bool stopped = play_pass(p, start, &wall, &last_progress, &samples);
 
@@ -886,7 +860,7 @@ static int play_run(struct player *p, bool loop)
 		mcap_reader_rewind(p->rd);
 		if (stopped || !messages)
 			break;
-	} while (loop && !stop_signal);
+	} while (loop && !cli_stop_signal);
 	if (isatty(STDERR_FILENO))
 		fprintf(stderr, "\n");
 	{
@@ -896,7 +870,7 @@ static int play_run(struct player *p, bool loop)
 		for (uint32_t id = 0; id < 65536 && n < 256; id++)
 			if (p->ch[id].pub)
 				ts[n++] = p->ch[id].st;
-		summary_print(p->c, "played", p->file, ts, n, (double)(mono_ns() - start) / 1e9, 0, loop ? loops : 0);
+		summary_print(p->c, "played", p->file, ts, n, (double)(cli_mono_ns() - start) / 1e9, 0, loop ? loops : 0);
 	}
 	r = 0;
 out:

@@ -20,32 +20,6 @@
 #include <string.h>
 #include <time.h>
 
-static volatile sig_atomic_t stopping;
-
-static void on_stop(int sig)
-{
-	(void)sig;
-	stopping = 1;
-}
-
-/* SIGINT and SIGTERM end the command (waits return early: no SA_RESTART). */
-static void stop_on_signals(void)
-{
-	struct sigaction sa = {.sa_handler = on_stop};
-
-	sigemptyset(&sa.sa_mask);
-	sigaction(SIGINT, &sa, NULL);
-	sigaction(SIGTERM, &sa, NULL);
-}
-
-static uint64_t mono_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
-
 /* Options all four share. */
 struct stream_opts {
 	uint64_t count;     /* 0: no limit */
@@ -125,7 +99,7 @@ static int stream_sub(struct cli *c, const char *what, const char *topic, const 
 /* Whether the command has run its time. */
 static bool expired(const struct stream_opts *o, uint64_t start)
 {
-	return stopping || (o->duration > 0 && (double)(mono_ns() - start) / 1e9 >= o->duration);
+	return cli_stop_signal || (o->duration > 0 && (double)(cli_mono_ns() - start) / 1e9 >= o->duration);
 }
 
 /* ---- takt topic echo ------------------------------------------------------ */
@@ -199,8 +173,8 @@ int cli_topic_echo(struct cli *c, int argc, char **argv)
 		return r;
 	if (stream_sub(c, "echo", arg[0], o.type, &n, &s))
 		return 1;
-	stop_on_signals();
-	start = mono_ns();
+	cli_stop_on_signals();
+	start = cli_mono_ns();
 	while (!expired(&o, start) && (!o.count || shown < o.count)) {
 		struct takt_sample_info info;
 		const void *p;
@@ -357,8 +331,8 @@ static int rate_run(struct cli *c, int argc, char **argv, bool bw)
 		free(w.size);
 		return 1;
 	}
-	stop_on_signals();
-	start = mono_ns();
+	cli_stop_on_signals();
+	start = cli_mono_ns();
 	next = start + 1000000000ull;
 	while (!expired(&o, start) && (!o.count || reports < o.count)) {
 		struct takt_sample_info info;
@@ -368,7 +342,7 @@ static int rate_run(struct cli *c, int argc, char **argv, bool bw)
 			window_add(&w, info.publish_ns, info.size);
 			takt_sub_release(s, p);
 		}
-		if (mono_ns() >= next) {
+		if (cli_mono_ns() >= next) {
 			if (w.n >= 2) {
 				report_print(c, bw ? bw_report(&w) : hz_report(&w), bw);
 				reports++;
@@ -454,8 +428,8 @@ int cli_topic_pub(struct cli *c, int argc, char **argv)
 		free(data);
 		return 1;
 	}
-	stop_on_signals();
-	start = mono_ns();
+	cli_stop_on_signals();
+	start = cli_mono_ns();
 	while (!expired(&o, start) && (!count || sent < count)) {
 		if (o.rate > 0) { /* on an absolute grid: no drift */
 			uint64_t due = start + (uint64_t)((double)sent * 1e9 / o.rate);

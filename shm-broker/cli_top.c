@@ -25,14 +25,6 @@
 #include <time.h>
 #include <unistd.h>
 
-static volatile sig_atomic_t top_stop;
-
-static void on_stop(int sig)
-{
-	(void)sig;
-	top_stop = 1;
-}
-
 struct top_topic {
 	struct cli_topic_row row;
 	double rate;           /* samples per second its publishers pushed (the busiest connection of each) */
@@ -268,7 +260,7 @@ static bool top_wait(double dt, bool keys)
 		if (read(STDIN_FILENO, &ch, 1) == 1 && (ch == 'q' || ch == 'Q'))
 			return false;
 	}
-	return !top_stop;
+	return !cli_stop_signal;
 }
 
 int cli_top(struct cli *c, int argc, char **argv)
@@ -279,7 +271,6 @@ int cli_top(struct cli *c, int argc, char **argv)
 	struct cli_stats s[2] = {{0}};
 	struct cli_registry reg;
 	struct termios saved;
-	struct sigaction sa = {.sa_handler = on_stop};
 	bool once = false, tty = isatty(STDOUT_FILENO), keys = false;
 	double dt = 1.0;
 	int opt, cur = 0, r = 0;
@@ -298,9 +289,7 @@ int cli_top(struct cli *c, int argc, char **argv)
 		return cli_usage_error(c, "takes no arguments");
 	if (cli_registry_open(c, &reg))
 		return 1;
-	sigemptyset(&sa.sa_mask);
-	sigaction(SIGINT, &sa, NULL);
-	sigaction(SIGTERM, &sa, NULL);
+	cli_stop_on_signals();
 	if (!once && tty && isatty(STDIN_FILENO) && tcgetattr(STDIN_FILENO, &saved) == 0) {
 		struct termios raw = saved;
 
