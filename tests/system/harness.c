@@ -473,3 +473,21 @@ int h_raw_hello(const char *domain, struct h_raw *r)
 	r->epoch = rep.h.epoch;
 	return 0;
 }
+
+int h_takt(const char *domain, char *out, size_t size, const char *args)
+{
+	char cmd[1024];
+	size_t n = 0;
+	FILE *f;
+	int st;
+
+	snprintf(cmd, sizeof(cmd), "%s --domain %s %s", TAKT_TOOL_PATH, domain, args);
+	f = popen(cmd, "r");
+	if (!f)
+		return -1;
+	while (n + 1 < size && !feof(f) && !ferror(f))
+		n += fread(out + n, 1, size - 1 - n, f);
+	out[n] = 0;
+	st = pclose(f);
+	return st >= 0 && WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}

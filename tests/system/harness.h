@@ -97,6 +97,11 @@ int h_raw_hello(const char *domain, struct h_raw *r);
  * reply's status (-EPIPE: not sent, -EPROTO: no reply). The reply's first
  * descriptor goes to *ret_fd if asked for, the others are closed. */
 int h_raw_call(int sock, void *req, size_t size, uint16_t type, const int *fds, unsigned nf, int *ret_fd);
+/* Runs the takt command built in the tree, `takt --domain DOMAIN ARGS`
+ * (ARGS a shell line: redirections work), for at most the runtime of the
+ * command; its standard output in out (NUL-terminated, cut at size), its
+ * exit status returned (-1: killed by a signal, or it could not run). */
+int h_takt(const char *domain, char *out, size_t size, const char *args);
 /* Opens a node on the domain with the given name; aborts the test on failure. */
 takt_node *h_node(const char *domain, const char *name);
 

@@ -36,23 +36,13 @@ static int takt(char *out, size_t size, const char *fmt, ...) __attribute__((for
 
 static int takt(char *out, size_t size, const char *fmt, ...)
 {
-	char args[512], cmd[1024];
-	size_t n = 0;
+	char args[512];
 	va_list ap;
-	FILE *f;
-	int st;
 
 	va_start(ap, fmt);
 	vsnprintf(args, sizeof(args), fmt, ap);
 	va_end(ap);
-	snprintf(cmd, sizeof(cmd), "%s --domain %s %s", TAKT_TOOL_PATH, broker.domain, args);
-	f = popen(cmd, "r");
-	assert_non_null(f);
-	while (n + 1 < size && !feof(f))
-		n += fread(out + n, 1, size - 1 - n, f);
-	out[n] = 0;
-	st = pclose(f);
-	return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+	return h_takt(broker.domain, out, size, args);
 }
 
 static struct json_object *json(const char *text)

@@ -605,17 +605,7 @@ static void test_service_broker_restart(void **state)
 
 static int run(char *out, size_t size, const char *args)
 {
-	char cmd[512];
-	size_t n = 0;
-	FILE *f;
-
-	snprintf(cmd, sizeof(cmd), "%s --domain %s %s", TAKT_TOOL_PATH, broker.domain, args);
-	f = popen(cmd, "r");
-	assert_non_null(f);
-	while (n + 1 < size && !feof(f))
-		n += fread(out + n, 1, size - 1 - n, f);
-	out[n] = 0;
-	return WEXITSTATUS(pclose(f));
+	return h_takt(broker.domain, out, size, args);
 }
 
 static void test_service_cli(void **state)
