@@ -61,21 +61,18 @@ static struct json_object *service_json(const struct seg_view *v, const struct c
 
 int cli_service_list(struct cli *c, int argc, char **argv)
 {
-	struct json_object *all = json_object_new_array();
+	struct json_object *all;
 	struct cli_topic_row *rows;
 	struct cli_registry reg;
 	char svc[TAKT_NAME_MAX];
 	uint32_t n;
 
 	(void)argv;
-	if (argc > 1) {
-		json_object_put(all);
+	if (argc > 1)
 		return cli_usage_error(c, "takes no arguments");
-	}
-	if (cli_registry_open(c, &reg)) {
-		json_object_put(all);
+	if (cli_registry_open(c, &reg))
 		return 1;
-	}
+	all = json_object_new_array();
 	n = cli_topic_rows(&reg.v, &rows);
 	for (uint32_t i = 0; i < n; i++)
 		if (service_of(&rows[i], svc))

@@ -236,20 +236,15 @@ int cli_node_list(struct cli *c, int argc, char **argv)
 {
 	const struct seg_view *v;
 	struct cli_registry reg;
-	struct json_object *all = json_object_new_array();
-	struct timespec now;
+	struct json_object *all;
 
 	(void)argv;
-	if (argc > 1) {
-		json_object_put(all);
+	if (argc > 1)
 		return cli_usage_error(c, "takes no arguments");
-	}
-	if (cli_registry_open(c, &reg)) {
-		json_object_put(all);
+	if (cli_registry_open(c, &reg))
 		return 1;
-	}
+	all = json_object_new_array();
 	v = &reg.v;
-	clock_gettime(CLOCK_REALTIME, &now);
 	for (uint32_t i = 0; i < v->lim.processes; i++) {
 		const struct takt_proc *p = &v->procs[i];
 		struct json_object *o;
