@@ -159,39 +159,13 @@ static struct svc_client *server_client(takt_server *srv, uint64_t id)
 
 /* A client gone: its response publisher goes (its chunks came back when
  * the connection left); the entry stays, so later responses to it fail
- * with -ECONNRESET, until a new client needs it. */
+ * with -ECONNRESET, until a new client needs it or a request of that
+ * client comes after all (one it had queued: the server opens its
+ * publisher again, and finds it alone again). */
 static void server_drop(struct svc_client *c)
 {
 	takt_pub_close(c->rsp);
 	c->rsp = NULL;
-}
-
-/* A client seen for the first time: its response publisher (a broker
- * call, once per client; it returns once the client's subscriber is
- * connected). A client that is gone already gets an entry without one. */
-static void server_meet(takt_server *srv, uint64_t id, uint64_t req)
-{
-	struct svc_client *c = NULL;
-	char topic[TAKT_NAME_MAX];
-
-	for (unsigned i = 0; i < srv->n_clients && !c; i++)
-		if (!srv->clients[i].id)
-			c = &srv->clients[i];
-	if (!c && srv->n_clients < srv->node->v.lim.pubs_per_topic)
-		c = &srv->clients[srv->n_clients++];
-	for (unsigned i = 0; i < srv->n_clients && !c; i++) /* the entry of a client gone */
-		if (!srv->clients[i].rsp)
-			c = &srv->clients[i];
-	if (!c)
-		return; /* cannot happen: a topic has no more publishers than entries */
-	c->id = id;
-	c->last_req = req;
-	topic_r(topic, srv->svc, id);
-	if (pub_open(srv->node,
-		     &(struct takt_pub_opts){.topic = topic, .type_name = srv->rsp_type[0] ? srv->rsp_type : NULL,
-					     .max_payload = srv->max_response + sizeof(struct svc_rsp)},
-		     &c->rsp, true) < 0)
-		c->rsp = NULL;
 }
 
 /* Idle: response publishers whose client left are closed. */
@@ -204,6 +178,40 @@ static void server_sweep(takt_server *srv)
 		if (c->id && c->rsp && pub_poll(c->rsp, &depth) == 0)
 			server_drop(c);
 	}
+}
+
+/* An entry for a client new to us: a free one, a new one, or that of a
+ * client gone (after a sweep if need be: a topic has no more publishers
+ * than there are entries, so one of them is gone). */
+static struct svc_client *server_entry(takt_server *srv)
+{
+	for (unsigned i = 0; i < srv->n_clients; i++)
+		if (!srv->clients[i].id)
+			return &srv->clients[i];
+	if (srv->n_clients < srv->node->v.lim.pubs_per_topic)
+		return &srv->clients[srv->n_clients++];
+	for (int pass = 0; pass < 2; pass++) {
+		for (unsigned i = 0; i < srv->n_clients; i++)
+			if (!srv->clients[i].rsp)
+				return &srv->clients[i];
+		server_sweep(srv);
+	}
+	return NULL;
+}
+
+/* The client's response publisher: a broker call, once per client (and
+ * again after one that failed), answered once the client's subscriber is
+ * connected. A client gone already leaves it NULL: -ECONNRESET. */
+static void server_open_rsp(takt_server *srv, struct svc_client *c)
+{
+	char topic[TAKT_NAME_MAX];
+
+	topic_r(topic, srv->svc, c->id);
+	if (pub_open(srv->node,
+		     &(struct takt_pub_opts){.topic = topic, .type_name = srv->rsp_type[0] ? srv->rsp_type : NULL,
+					     .max_payload = srv->max_response + sizeof(struct svc_rsp)},
+		     &c->rsp, true) < 0)
+		c->rsp = NULL;
 }
 
 int takt_server_take(takt_server *srv, const void **request, struct takt_request_info *info)
@@ -223,10 +231,14 @@ int takt_server_take(takt_server *srv, const void **request, struct takt_request
 					   .send_ns = si.publish_ns, .size = si.size};
 	TAKT_PROBE2(request_take, info->client_id, info->request_id);
 	c = server_client(srv, si.publisher_id);
-	if (!c)
-		server_meet(srv, si.publisher_id, si.seq);
-	else if (si.seq > c->last_req)
-		c->last_req = si.seq;
+	if (!c && (c = server_entry(srv)))
+		*c = (struct svc_client){.id = si.publisher_id};
+	if (c) {
+		if (si.seq > c->last_req)
+			c->last_req = si.seq;
+		if (!c->rsp)
+			server_open_rsp(srv, c);
+	}
 	return 0;
 }
 
