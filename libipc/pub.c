@@ -144,6 +144,10 @@ struct takt_pub {
 	 * connection that left. NULL: nobody asks. */
 	void (*back)(void *user, uint32_t chunk, bool released);
 	void *back_user;
+	/* and is woken when a connection leaves (pub_set_gone): by the agent,
+	 * under ports_lock */
+	void (*gone)(void *user);
+	void *gone_user;
 };
 
 static inline bool bit_test(const uint64_t *b, uint32_t c)
@@ -814,6 +818,21 @@ void pub_set_back(takt_pub *pub, void (*back)(void *user, uint32_t chunk, bool r
 {
 	pub->back = back;
 	pub->back_user = user;
+}
+
+void pub_set_gone(takt_pub *pub, void (*gone)(void *user), void *user)
+{
+	pthread_mutex_lock(&pub->node->ports_lock);
+	pub->gone = gone;
+	pub->gone_user = user;
+	pthread_mutex_unlock(&pub->node->ports_lock);
+}
+
+void pub_agent_gone(takt_node *n, uint32_t index)
+{
+	for (takt_pub *p = n->pubs; p; p = p->next)
+		if (p->index == index && p->gone)
+			p->gone(p->gone_user);
 }
 
 unsigned pub_poll(takt_pub *p, uint32_t *depth)

@@ -1,0 +1,185 @@
+/* test_service_edges.c - request/response at its lifecycle edges, each case
+ * a defect found by review (tests/system/test_service.c has the contract's
+ * cases).
+ */
+#include "harness.h"
+
+#include <errno.h>
+#include <poll.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#define WAIT_MS 60000
+#define SEC 1000000000LL
+
+static struct h_broker broker;
+
+struct shared {
+	_Atomic int ready, taken, go, stop;
+};
+static struct shared *sh;
+
+static int setup(void **state)
+{
+	(void)state;
+	sh = mmap(NULL, sizeof(*sh), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	return sh == MAP_FAILED ? -1 : h_broker_start(&broker, "svcedges", NULL);
+}
+
+static int teardown(void **state)
+{
+	(void)state;
+	h_broker_stop(&broker);
+	munmap(sh, sizeof(*sh));
+	return 0;
+}
+
+static int64_t now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * SEC + ts.tv_nsec;
+}
+
+static void until(_Atomic int *flag, int value)
+{
+	for (int i = 0; i < 1000 && atomic_load(flag) != value; i++)
+		usleep(10000);
+	assert_int_equal(atomic_load(flag), value);
+}
+
+/* A server that takes `take` requests without releasing them (0: none),
+ * says so, and kills itself `die_ms` after sh->go (or after its takes,
+ * when it takes any). */
+struct doomed_arg {
+	const char *service;
+	unsigned take, queue, die_ms;
+};
+
+static int doomed_server(void *a)
+{
+	const struct doomed_arg *da = a;
+	takt_node *n = h_node(broker.domain, "doomed-server");
+	takt_server *s;
+	unsigned k = 0;
+
+	H_CHECK(takt_server_open(n, &(struct takt_service_opts){.service = da->service, .max_pending = da->queue,
+								.max_response = 8},
+				 &s) == 0);
+	atomic_store(&sh->ready, 1);
+	while (k < da->take) {
+		struct takt_request_info info;
+		const void *q;
+		int r = takt_server_take(s, &q, &info);
+
+		if (r == -EAGAIN) {
+			takt_server_wait(s, SEC / 10);
+			continue;
+		}
+		H_CHECK(r == 0);
+		k++;
+	}
+	atomic_store(&sh->taken, 1);
+	while (!da->take && !atomic_load(&sh->go))
+		usleep(1000);
+	usleep(da->die_ms * 1000);
+	kill(getpid(), SIGKILL);
+	return 1;
+}
+
+/* ---- a client blocked in wait while its server dies is woken ---------- */
+
+static void blocked_client_woken(const char *service, unsigned take, bool by_fd)
+{
+	struct doomed_arg da = {.service = service, .take = take, .die_ms = 300};
+	struct takt_request_info info;
+	const void *x;
+	takt_node *n;
+	takt_client *c;
+	int64_t t0, ms;
+	pid_t srv;
+	void *p;
+	int r;
+
+	memset(sh, 0, sizeof(*sh));
+	srv = h_spawn(doomed_server, &da);
+	until(&sh->ready, 1);
+	n = h_node(broker.domain, "blocked-client");
+	assert_int_equal(takt_client_open(n, &(struct takt_service_opts){.service = service, .max_request = 8}, &c), 0);
+	assert_int_equal(takt_client_loan(c, 8, &p), 0);
+	for (int i = 0; i < 500 && (r = (int)takt_client_send(c, p)) == -ENOTCONN; i++)
+		usleep(10000); /* until our publisher met the server */
+	assert_int_equal(r, 1);
+	if (take)
+		until(&sh->taken, 1);
+	else
+		atomic_store(&sh->go, 1);
+	/* the server dies 300 ms from now, while we sleep: the wait must end
+	 * then with the reset, not at its timeout */
+	t0 = now_ns();
+	if (by_fd) {
+		struct pollfd pfd = {.fd = takt_client_fd(c), .events = POLLIN};
+
+		assert_int_equal(takt_client_arm(c), 0);
+		r = poll(&pfd, 1, 10000) == 1 ? 0 : -ETIMEDOUT;
+	} else {
+		r = takt_client_wait(c, 10 * SEC);
+	}
+	ms = (now_ns() - t0) / 1000000;
+	assert_int_equal(h_wait(srv, WAIT_MS), 128 + SIGKILL);
+	assert_int_equal(r, 0);
+	assert_true(ms < 5000);
+	for (int i = 0; i < 100 && (r = takt_client_take(c, &x, &info)) == -EAGAIN; i++)
+		takt_client_wait(c, SEC / 20);
+	assert_int_equal(r, -ECONNRESET);
+	assert_int_equal(info.request_id, 1);
+	takt_client_close(c);
+	takt_node_close(n);
+}
+
+static void test_service_wait_woken_when_server_dies_holding_request(void **state)
+{
+	(void)state;
+	blocked_client_woken("edge/held", 1, false);
+}
+
+static void test_service_wait_woken_when_server_dies_request_queued(void **state)
+{
+	(void)state;
+	blocked_client_woken("edge/queued", 0, false);
+}
+
+static void test_service_fd_readable_when_server_dies(void **state)
+{
+	(void)state;
+	blocked_client_woken("edge/fd", 1, true);
+}
+
+static void test_service_fd_readable_when_server_dies_request_queued(void **state)
+{
+	(void)state;
+	blocked_client_woken("edge/fdq", 0, true);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_service_wait_woken_when_server_dies_holding_request),
+		cmocka_unit_test(test_service_wait_woken_when_server_dies_request_queued),
+		cmocka_unit_test(test_service_fd_readable_when_server_dies),
+		cmocka_unit_test(test_service_fd_readable_when_server_dies_request_queued),
+	};
+
+	return cmocka_run_group_tests_name("service_edges", tests, setup, teardown);
+}
