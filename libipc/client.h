@@ -270,6 +270,11 @@ void pub_set_back(takt_pub *pub, void (*back)(void *user, uint32_t chunk, bool r
 /* Looks at the connections and takes returns back, now (Q0 bracket):
  * how many connections; *depth the smallest queue of theirs. */
 unsigned pub_poll(takt_pub *pub, uint32_t *depth);
+/* takt_pub_publish (not held), but only if every connection, as it is
+ * now, queues more than *outstanding samples (read after the look at the
+ * connections: the back hook may lower it): else -ENOBUFS, or -ENOTCONN
+ * with none, and the loan stays the caller's. */
+int pub_publish_within(takt_pub *pub, void *payload, const unsigned *outstanding);
 /* Connections as of the last publish or poll. */
 unsigned pub_connections(const takt_pub *pub);
 /* gone(user), from the node's agent (under ports_lock), each time one of

@@ -458,10 +458,17 @@ int64_t takt_client_send(takt_client *cli, void *payload)
 			return -ENOBUFS; /* the loan stays ours */
 	}
 	TAKT_PROBE2(request, cli->id, pub_seq(cli->req) + 1); /* (the id the publish gives it) */
-	r = takt_pub_publish(cli->req, payload);
+	/* Publish looks at the connections again: a server that went or was
+	 * replaced (another queue) since our last look refuses it here, the
+	 * loan still ours, no request id used up. */
+	r = pub_publish_within(cli->req, payload, &cli->pending);
+	if (r == -ENOTCONN)
+		return cli->had_server ? -ECONNRESET : -ENOTCONN;
+	if (r == -ENOBUFS)
+		cli->depth = 0; /* look again next time */
 	if (r < 0)
 		return r;
-	if (r == 0) /* the server went between the look and the push */
+	if (r == 0) /* its queue refused it: not a server of ours (reject, and we count) */
 		return -ECONNRESET;
 	cli->had_server = true;
 	cli->chunk_req[chunk] = pub_seq(cli->req);

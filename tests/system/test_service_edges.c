@@ -1,6 +1,7 @@
 /* test_service_edges.c - request/response at its lifecycle edges, each case
  * a defect found by review (tests/system/test_service.c has the contract's
- * cases).
+ * cases): a client blocked while its server dies, a server restarted with
+ * a smaller queue, a loan held while its client dies, hostile peers.
  */
 #include "harness.h"
 
@@ -172,6 +173,83 @@ static void test_service_fd_readable_when_server_dies_request_queued(void **stat
 	blocked_client_woken("edge/fdq", 0, true);
 }
 
+/* ---- a server restarted with a smaller queue -------------------------- */
+
+/* Answers every request (8 bytes back) with a queue of da->queue, until stop. */
+static int echo_server(void *a)
+{
+	const struct doomed_arg *da = a;
+	takt_node *n = h_node(broker.domain, "echo-server");
+	takt_server *s;
+
+	H_CHECK(takt_server_open(n, &(struct takt_service_opts){.service = da->service, .max_pending = da->queue,
+								.max_response = 8},
+				 &s) == 0);
+	atomic_store(&sh->ready, 1);
+	while (!atomic_load(&sh->stop)) {
+		struct takt_request_info info;
+		const void *q;
+		void *x;
+		int r = takt_server_take(s, &q, &info);
+
+		if (r == -EAGAIN) {
+			takt_server_wait(s, SEC / 10);
+			continue;
+		}
+		H_CHECK(r == 0);
+		if (takt_server_loan(s, &info, 8, &x) == 0) {
+			memcpy(x, q, 8);
+			if (takt_server_respond(s, &info, x) < 0)
+				takt_server_discard(s, x);
+		}
+		takt_server_release(s, q);
+	}
+	takt_server_close(s);
+	takt_node_close(n);
+	return 0;
+}
+
+/* The client learnt the first server's queue (8); the next one queues 2
+ * and takes nothing: the third request has no room there. send must say
+ * -ENOBUFS and keep the loan (not -ECONNRESET with the server alive, the
+ * loan gone and a request id used up). */
+static void test_service_send_after_restart_with_smaller_queue(void **state)
+{
+	struct doomed_arg big = {.service = "edge/shrink", .queue = 8}, small = {.service = "edge/shrink", .queue = 2};
+	char out[8];
+	takt_node *n;
+	takt_client *c;
+	pid_t srv;
+	void *p;
+
+	(void)state;
+	memset(sh, 0, sizeof(*sh));
+	srv = h_spawn(echo_server, &big);
+	until(&sh->ready, 1);
+	n = h_node(broker.domain, "shrink-client");
+	assert_int_equal(takt_client_open(n, &(struct takt_service_opts){.service = "edge/shrink", .max_request = 8}, &c),
+			 0);
+	assert_int_equal(takt_client_call(c, "12345678", 8, out, sizeof(out), 20 * SEC), 8);
+	atomic_store(&sh->stop, 1);
+	assert_int_equal(h_wait(srv, WAIT_MS), 0);
+	memset(sh, 0, sizeof(*sh));
+	srv = h_spawn(doomed_server, &small); /* takes nothing, dies on go */
+	until(&sh->ready, 1);
+	usleep(200000); /* its connection to our publisher is made */
+	for (int64_t i = 2; i <= 3; i++) {
+		assert_int_equal(takt_client_loan(c, 8, &p), 0);
+		assert_int_equal(takt_client_send(c, p), i);
+	}
+	assert_int_equal(takt_client_loan(c, 8, &p), 0);
+	assert_int_equal(takt_client_send(c, p), -ENOBUFS);
+	assert_int_equal(takt_client_send(c, p), -ENOBUFS); /* still our loan */
+	takt_client_discard(c, p);
+	atomic_store(&sh->go, 1);
+	assert_int_equal(h_wait(srv, WAIT_MS), 128 + SIGKILL);
+	takt_client_close(c);
+	takt_node_close(n);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -179,6 +257,7 @@ int main(void)
 		cmocka_unit_test(test_service_wait_woken_when_server_dies_request_queued),
 		cmocka_unit_test(test_service_fd_readable_when_server_dies),
 		cmocka_unit_test(test_service_fd_readable_when_server_dies_request_queued),
+		cmocka_unit_test(test_service_send_after_restart_with_smaller_queue),
 	};
 
 	return cmocka_run_group_tests_name("service_edges", tests, setup, teardown);
