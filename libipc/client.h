@@ -277,6 +277,8 @@ unsigned pub_poll(takt_pub *pub, uint32_t *depth);
 int pub_publish_within(takt_pub *pub, void *payload, const unsigned *outstanding);
 /* Connections as of the last publish or poll. */
 unsigned pub_connections(const takt_pub *pub);
+/* Loans the caller holds (and publishes held). */
+unsigned pub_loans(const takt_pub *pub);
 /* gone(user), from the node's agent (under ports_lock), each time one of
  * the publisher's connections leaves (PUSH_CONN_GONE): a service client
  * sleeping on its responses is woken to look at its requests (SK0,

@@ -860,6 +860,11 @@ unsigned pub_connections(const takt_pub *p)
 	return p->n_conns;
 }
 
+unsigned pub_loans(const takt_pub *p)
+{
+	return p->n_loans + p->n_held;
+}
+
 /* Removes loan i from the list (the order of loans does not matter). */
 static void pub_end_loan(takt_pub *pub, unsigned i)
 {

@@ -158,12 +158,17 @@ static struct svc_client *server_client(takt_server *srv, uint64_t id)
 }
 
 /* A client gone: its response publisher goes (its chunks came back when
- * the connection left); the entry stays, so later responses to it fail
+ * the connection left), once no loan of it is out; the entry stays, so later responses to it fail
  * with -ECONNRESET, until a new client needs it or a request of that
  * client comes after all (one it had queued: the server opens its
  * publisher again, and finds it alone again). */
 static void server_drop(struct svc_client *c)
 {
+	/* Not while the user holds loans of it: closing unmaps the pool they
+	 * point into. Their respond says -ECONNRESET, a discard takes them
+	 * back; the next sweep closes it. */
+	if (pub_loans(c->rsp))
+		return;
 	takt_pub_close(c->rsp);
 	c->rsp = NULL;
 }

@@ -250,6 +250,76 @@ static void test_service_send_after_restart_with_smaller_queue(void **state)
 	takt_node_close(n);
 }
 
+/* ---- a loan to a client that dies ------------------------------------------ */
+
+static int sleeping_client(void *a)
+{
+	takt_node *n = h_node(broker.domain, "sleeping-client");
+	takt_client *c;
+
+	(void)a;
+	H_CHECK(takt_client_open(n, &(struct takt_service_opts){.service = "edge/loan", .max_request = 8}, &c) == 0);
+	for (int i = 0; i < 500 && takt_client_call(c, "ping", 5, NULL, 0, 0) == -ENOTCONN; i++)
+		usleep(10000); /* sent once the server is there (call: the wait times out at once) */
+	atomic_store(&sh->ready, 2);
+	pause();
+	return 0;
+}
+
+/* The server holds a response loan for a client that dies meanwhile; its
+ * takes go on (they find that client's publisher alone). Writing the loan
+ * and responding must stay safe: -ECONNRESET, not a write into a pool the
+ * library unmapped. */
+static int loaning_server(void *a)
+{
+	takt_node *n = h_node(broker.domain, "loaning-server");
+	struct takt_request_info info;
+	const void *q;
+	takt_server *s;
+	char *x;
+	int r;
+
+	(void)a;
+	H_CHECK(takt_server_open(n, &(struct takt_service_opts){.service = "edge/loan", .max_response = 64}, &s) == 0);
+	atomic_store(&sh->ready, 1);
+	while ((r = takt_server_take(s, &q, &info)) == -EAGAIN)
+		takt_server_wait(s, SEC / 10);
+	H_CHECK(r == 0);
+	H_CHECK(takt_server_loan(s, &info, 64, (void **)&x) == 0);
+	atomic_store(&sh->taken, 1);
+	while (!atomic_load(&sh->go))
+		usleep(1000);
+	for (int i = 0; i < 100; i++) { /* idle takes: the client's publisher is found alone */
+		H_CHECK(takt_server_take(s, &(const void *){NULL}, &(struct takt_request_info){0}) == -EAGAIN);
+		usleep(10000);
+	}
+	memset(x, 'x', 64); /* still our loan */
+	r = takt_server_respond(s, &info, x);
+	H_CHECK(r == -ECONNRESET);
+	takt_server_release(s, q);
+	takt_server_close(s);
+	takt_node_close(n);
+	return 0;
+}
+
+static void test_service_loan_outlives_its_client(void **state)
+{
+	pid_t srv, cl;
+
+	(void)state;
+	memset(sh, 0, sizeof(*sh));
+	srv = h_spawn(loaning_server, NULL);
+	until(&sh->ready, 1);
+	cl = h_spawn(sleeping_client, NULL);
+	until(&sh->taken, 1);
+	until(&sh->ready, 2);
+	assert_int_equal(kill(cl, SIGKILL), 0);
+	assert_int_equal(h_wait(cl, WAIT_MS), 128 + SIGKILL);
+	atomic_store(&sh->go, 1);
+	assert_int_equal(h_wait(srv, WAIT_MS), 0);
+	assert_int_equal(h_wait_pools_full(broker.domain, 5000), 0);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -258,6 +328,7 @@ int main(void)
 		cmocka_unit_test(test_service_fd_readable_when_server_dies),
 		cmocka_unit_test(test_service_fd_readable_when_server_dies_request_queued),
 		cmocka_unit_test(test_service_send_after_restart_with_smaller_queue),
+		cmocka_unit_test(test_service_loan_outlives_its_client),
 	};
 
 	return cmocka_run_group_tests_name("service_edges", tests, setup, teardown);
