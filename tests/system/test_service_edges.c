@@ -320,6 +320,43 @@ static void test_service_loan_outlives_its_client(void **state)
 	assert_int_equal(h_wait_pools_full(broker.domain, 5000), 0);
 }
 
+/* ---- what a hostile client may ask of the broker -------------------------- */
+
+/* A process that publishes requests (here through the protocol) may read
+ * its responses, but only from a queue that rejects when full: a blocking
+ * one would hold the server's respond for its block timeout each time
+ * (every other client waits meanwhile), a dropping one would take back
+ * chunks of a request queue behind its client's count. */
+static void test_service_broker_refuses_other_overflow_on_service_topics(void **state)
+{
+	struct msg_pub_open po = {.max_payload = 8, .topic = "@/edge/hostile/q"};
+	struct proto_pool_stat st[64];
+	struct h_raw raw;
+	uint64_t id = 0;
+	int n;
+
+	(void)state;
+	assert_int_equal(h_raw_hello(broker.domain, &raw), 0);
+	assert_true(h_raw_call(raw.sock, &po, sizeof(po), MSG_PUB_OPEN, NULL, 0, NULL) >= 0);
+	n = h_pools(broker.domain, st, 64);
+	for (int i = 0; i < n; i++)
+		if (!strcmp(st[i].topic, "@/edge/hostile/q"))
+			id = st[i].publisher_id;
+	assert_true(id != 0);
+	for (uint32_t ov = TAKT_OVERFLOW_DROP_OLDEST; ov <= TAKT_OVERFLOW_REJECT; ov++) {
+		struct msg_sub_open so = {.queue_depth = 1, .overflow = ov};
+
+		if (ov == TAKT_OVERFLOW_REJECT)
+			continue;
+		snprintf(so.topic, sizeof(so.topic), "@/edge/hostile/r/%016llx", (unsigned long long)id);
+		assert_int_equal(h_raw_call(raw.sock, &so, sizeof(so), MSG_SUB_OPEN, NULL, 0, NULL), -EINVAL);
+		snprintf(so.topic, sizeof(so.topic), "@/edge/hostile/q");
+		assert_int_equal(h_raw_call(raw.sock, &so, sizeof(so), MSG_SUB_OPEN, NULL, 0, NULL), -EINVAL);
+	}
+	close(raw.sock);
+	close(raw.reg_fd);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -329,6 +366,7 @@ int main(void)
 		cmocka_unit_test(test_service_fd_readable_when_server_dies_request_queued),
 		cmocka_unit_test(test_service_send_after_restart_with_smaller_queue),
 		cmocka_unit_test(test_service_loan_outlives_its_client),
+		cmocka_unit_test(test_service_broker_refuses_other_overflow_on_service_topics),
 	};
 
 	return cmocka_run_group_tests_name("service_edges", tests, setup, teardown);
