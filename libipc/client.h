@@ -270,8 +270,29 @@ void pub_set_back(takt_pub *pub, void (*back)(void *user, uint32_t chunk, bool r
 /* Looks at the connections and takes returns back, now (Q0 bracket):
  * how many connections; *depth the smallest queue of theirs. */
 unsigned pub_poll(takt_pub *pub, uint32_t *depth);
+/* takt_pub_publish (not held), but only if every connection, as it is
+ * now, queues more than *outstanding samples (read after the look at the
+ * connections: the back hook may lower it): else -ENOBUFS, or -ENOTCONN
+ * with none, and the loan stays the caller's. */
+int pub_publish_within(takt_pub *pub, void *payload, const unsigned *outstanding);
 /* Connections as of the last publish or poll. */
 unsigned pub_connections(const takt_pub *pub);
+/* Loans the caller holds (and publishes held). */
+unsigned pub_loans(const takt_pub *pub);
+/* gone(user), from the node's agent (under ports_lock), each time one of
+ * the publisher's connections leaves (PUSH_CONN_GONE): a service client
+ * sleeping on its responses is woken to look at its requests (SK0,
+ * service.c). Set under ports_lock. */
+void pub_set_gone(takt_pub *pub, void (*gone)(void *user), void *user);
+/* Agent, under ports_lock: a connection of publisher index left. */
+void pub_agent_gone(takt_node *n, uint32_t index);
+/* Wakes the subscriber if it is parked, counted as its agent's (P2, P4);
+ * any thread. */
+void sub_kick(takt_sub *sub);
+/* One sleep of a subscriber armed by takt_sub_arm, at most timeout_ns (< 0:
+ * forever): 0 when woken or the time is up (perhaps for nothing: the
+ * caller looks again), -EINTR. */
+int sub_sleep(takt_sub *sub, int64_t timeout_ns);
 
 /* Whether a local mirror {conn, incarnation} still names connection ci:
  * the same slot and the same use of it (the broker reuses slots). */

@@ -408,6 +408,11 @@ static void agent_push(takt_node *n, const void *buf, long len, const int *fds, 
 			atomic_exchange_explicit(&n->efd_tab[m->conn], 0, memory_order_seq_cst); /* G1 */
 			agent_retire_fd(n, (int)(uint32_t)old - 1, &n->sub_maps[m->conn]);
 		}
+		/* SK0 (service.c): a service client asleep on its responses
+		 * looks at its requests, which came back reclaimed. */
+		pthread_mutex_lock(&n->ports_lock);
+		pub_agent_gone(n, m->pub);
+		pthread_mutex_unlock(&n->ports_lock);
 	} else if (fd >= 0) {
 		close(fd);
 	}

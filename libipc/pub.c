@@ -144,6 +144,10 @@ struct takt_pub {
 	 * connection that left. NULL: nobody asks. */
 	void (*back)(void *user, uint32_t chunk, bool released);
 	void *back_user;
+	/* and is woken when a connection leaves (pub_set_gone): by the agent,
+	 * under ports_lock */
+	void (*gone)(void *user);
+	void *gone_user;
 };
 
 static inline bool bit_test(const uint64_t *b, uint32_t c)
@@ -816,6 +820,21 @@ void pub_set_back(takt_pub *pub, void (*back)(void *user, uint32_t chunk, bool r
 	pub->back_user = user;
 }
 
+void pub_set_gone(takt_pub *pub, void (*gone)(void *user), void *user)
+{
+	pthread_mutex_lock(&pub->node->ports_lock);
+	pub->gone = gone;
+	pub->gone_user = user;
+	pthread_mutex_unlock(&pub->node->ports_lock);
+}
+
+void pub_agent_gone(takt_node *n, uint32_t index)
+{
+	for (takt_pub *p = n->pubs; p; p = p->next)
+		if (p->index == index && p->gone)
+			p->gone(p->gone_user);
+}
+
 unsigned pub_poll(takt_pub *p, uint32_t *depth)
 {
 	unsigned n;
@@ -839,6 +858,11 @@ unsigned pub_poll(takt_pub *p, uint32_t *depth)
 unsigned pub_connections(const takt_pub *p)
 {
 	return p->n_conns;
+}
+
+unsigned pub_loans(const takt_pub *p)
+{
+	return p->n_loans + p->n_held;
 }
 
 /* Removes loan i from the list (the order of loans does not matter). */
@@ -1010,7 +1034,7 @@ static void pub_notify(takt_pub *p, const unsigned char *pushed, uint64_t seq)
  * -1: a flush, which never waits for a blocking subscriber), stamped now
  * or, if at, at that time (stamp_clock_at). */
 static inline __attribute__((always_inline)) int pub_publish_chunk(takt_pub *pub, int li, uint32_t c, uint32_t gen,
-								   uint64_t at)
+								   uint64_t at, const unsigned *within)
 {
 	unsigned char *pushed = pub->pushed;
 	struct chunk_info *h;
@@ -1021,6 +1045,17 @@ static inline __attribute__((always_inline)) int pub_publish_chunk(takt_pub *pub
 	/* Q0: pairs with the broker's conn removal (registry.c, client.h). */
 	q0_enter(&pub->pool.seg.live->active, pub->node->q0_light);
 	pub_check_conns(pub);
+	if (within) { /* pub_publish_within: refused before anything changed */
+		int r = pub->n_conns ? 0 : -ENOTCONN;
+
+		for (unsigned i = 0; i < pub->n_conns && !r; i++)
+			if (pub->conns[i]->ring.depth <= *within)
+				r = -ENOBUFS;
+		if (r < 0) {
+			q0_exit(&pub->pool.seg.live->active); /* Q0 */
+			return r;
+		}
+	}
 	h = &pub->pool.info[c];
 	seq = ++pub->seq;
 	ns = at ? stamp_clock_at(&pub->clock, at) : stamp_clock_now(&pub->clock);
@@ -1078,7 +1113,17 @@ int takt_pub_publish(takt_pub *pub, void *payload)
 		pub_end_loan(pub, (unsigned)li);
 		return 0;
 	}
-	return pub_publish_chunk(pub, li, c, 0, 0);
+	return pub_publish_chunk(pub, li, c, 0, 0, NULL);
+}
+
+int pub_publish_within(takt_pub *pub, void *payload, const unsigned *outstanding)
+{
+	uint32_t c;
+	int li = pub_find_loan(pub, payload, &c);
+
+	if (li < 0)
+		return li;
+	return pub_publish_chunk(pub, li, c, 0, 0, outstanding);
 }
 
 int takt_pub_flush(takt_pub *pub, uint64_t publish_ns)
@@ -1089,7 +1134,7 @@ int takt_pub_flush(takt_pub *pub, uint64_t publish_ns)
 		return -EINVAL;
 	n = pub->n_held;
 	for (unsigned i = 0; i < n; i++)
-		pub_publish_chunk(pub, -1, pub->held[i].chunk, pub->held[i].gen, publish_ns);
+		pub_publish_chunk(pub, -1, pub->held[i].chunk, pub->held[i].gen, publish_ns, NULL);
 	pub->n_held = 0;
 	return (int)n;
 }

@@ -158,12 +158,17 @@ static struct svc_client *server_client(takt_server *srv, uint64_t id)
 }
 
 /* A client gone: its response publisher goes (its chunks came back when
- * the connection left); the entry stays, so later responses to it fail
+ * the connection left), once no loan of it is out; the entry stays, so later responses to it fail
  * with -ECONNRESET, until a new client needs it or a request of that
  * client comes after all (one it had queued: the server opens its
  * publisher again, and finds it alone again). */
 static void server_drop(struct svc_client *c)
 {
+	/* Not while the user holds loans of it: closing unmaps the pool they
+	 * point into. Their respond says -ECONNRESET, a discard takes them
+	 * back; the next sweep closes it. */
+	if (pub_loans(c->rsp))
+		return;
 	takt_pub_close(c->rsp);
 	c->rsp = NULL;
 }
@@ -350,6 +355,20 @@ static void client_back(void *user, uint32_t chunk, bool released)
 	}
 }
 
+/* SK0: a request connection left (the server closed or died): our agent
+ * wakes us if we sleep on our responses, so a wait or an armed fd sees the
+ * resets. Pairs with takt_client_arm: park (P0, sub.c), then look at the
+ * connections (seq_cst load of conn_gen, W1); the agent gets the push
+ * after the broker's bump of conn_gen, fences and loads park (sub_kick,
+ * P4): either our look sees the connection gone or the agent sees us
+ * parked. Runs in the agent, under ports_lock. */
+static void client_gone(void *user)
+{
+	takt_client *cli = user;
+
+	sub_kick(cli->rsp);
+}
+
 int takt_client_open(takt_node *node, const struct takt_service_opts *opts, takt_client **out)
 {
 	unsigned responses;
@@ -397,6 +416,7 @@ int takt_client_open(takt_node *node, const struct takt_service_opts *opts, takt
 		return r;
 	}
 	pub_set_back(c->req, client_back, c);
+	pub_set_gone(c->req, client_gone, c);
 	*out = c;
 	return 0;
 }
@@ -405,8 +425,8 @@ void takt_client_close(takt_client *cli)
 {
 	if (!cli)
 		return;
+	takt_pub_close(cli->req); /* first: the agent no longer calls client_gone (SK0) */
 	takt_sub_close(cli->rsp);
-	takt_pub_close(cli->req);
 	free(cli->chunk_req);
 	free(cli->resets);
 	free(cli);
@@ -443,10 +463,17 @@ int64_t takt_client_send(takt_client *cli, void *payload)
 			return -ENOBUFS; /* the loan stays ours */
 	}
 	TAKT_PROBE2(request, cli->id, pub_seq(cli->req) + 1); /* (the id the publish gives it) */
-	r = takt_pub_publish(cli->req, payload);
+	/* Publish looks at the connections again: a server that went or was
+	 * replaced (another queue) since our last look refuses it here, the
+	 * loan still ours, no request id used up. */
+	r = pub_publish_within(cli->req, payload, &cli->pending);
+	if (r == -ENOTCONN)
+		return cli->had_server ? -ECONNRESET : -ENOTCONN;
+	if (r == -ENOBUFS)
+		cli->depth = 0; /* look again next time */
 	if (r < 0)
 		return r;
-	if (r == 0) /* the server went between the look and the push */
+	if (r == 0) /* its queue refused it: not a server of ours (reject, and we count) */
 		return -ECONNRESET;
 	cli->had_server = true;
 	cli->chunk_req[chunk] = pub_seq(cli->req);
@@ -522,29 +549,54 @@ int takt_client_fd(const takt_client *cli)
 	return cli ? takt_sub_fd(cli->rsp) : -EINVAL;
 }
 
-int takt_client_arm(takt_client *cli)
-{
-	if (!cli)
-		return -EINVAL;
-	return cli->n_resets ? 1 : takt_sub_arm(cli->rsp);
-}
-
-int takt_client_wait(takt_client *cli, int64_t timeout_ns)
-{
-	uint32_t depth;
-
-	if (!cli)
-		return -EINVAL;
-	pub_poll(cli->req, &depth);
-	return cli->n_resets ? 0 : takt_sub_wait(cli->rsp, timeout_ns);
-}
-
 static int64_t mono_ns(void)
 {
 	struct timespec ts;
 
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+int takt_client_arm(takt_client *cli)
+{
+	uint32_t depth;
+	int r;
+
+	if (!cli)
+		return -EINVAL;
+	if (cli->n_resets)
+		return 1;
+	r = takt_sub_arm(cli->rsp);
+	if (r < 0)
+		return r;
+	/* SK0: parked; now what came back (a server gone meanwhile), and
+	 * what the server released */
+	pub_poll(cli->req, &depth);
+	cli->depth = depth;
+	return r || cli->n_resets ? 1 : 0;
+}
+
+int takt_client_wait(takt_client *cli, int64_t timeout_ns)
+{
+	int64_t end;
+
+	if (!cli)
+		return -EINVAL;
+	end = timeout_ns < 0 ? INT64_MAX : mono_ns() + timeout_ns;
+	for (;;) {
+		int64_t now;
+		int r = takt_client_arm(cli);
+
+		if (r != 0)
+			return r < 0 ? r : 0; /* a response or a reset waits (stays armed: the next take disarms) */
+		now = mono_ns();
+		if (now >= end)
+			return -ETIMEDOUT;
+		/* woken by a response, or by our agent (SK0): look again */
+		r = sub_sleep(cli->rsp, end == INT64_MAX ? -1 : end - now);
+		if (r < 0)
+			return r;
+	}
 }
 
 int takt_client_call(takt_client *cli, const void *req, size_t req_size, void *resp, size_t resp_cap,

@@ -27,6 +27,7 @@
 #include "probes.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <fcntl.h>
 #include <sys/epoll.h>
 #include <sys/mman.h>
@@ -106,6 +107,11 @@ static void sub_agent_wake(takt_sub *s)
 	atomic_fetch_add_explicit(&s->agent_wakes, 1, memory_order_release);
 	if (write(s->efd, &one, sizeof(one)) != (ssize_t)sizeof(one))
 		atomic_fetch_sub_explicit(&s->agent_wakes, 1, memory_order_relaxed); /* not made: not owed */
+}
+
+void sub_kick(takt_sub *sub)
+{
+	sub_agent_wake(sub);
 }
 
 unsigned pool_handbacks(takt_node *n, struct port_handback *out, unsigned max)
@@ -735,6 +741,24 @@ static int sub_ready_now(takt_sub *s)
 	ready = sub_ready(s);
 	q0_exit(&s->seg.live->active); /* Q0 */
 	return ready;
+}
+
+int sub_sleep(takt_sub *sub, int64_t timeout_ns)
+{
+	struct epoll_event ev;
+	int ms = timeout_ns < 0 ? -1 : timeout_ns / 1000000 >= INT_MAX ? INT_MAX : (int)((timeout_ns + 999999) / 1000000);
+	int r;
+
+	if (sub->unfenced && (ms < 0 || ms > UNFENCED_SLICE_MS))
+		ms = UNFENCED_SLICE_MS; /* P1L: looked at again, see sub_arm_check */
+	r = epoll_wait(sub->wait_ep, &ev, 1, ms);
+	if (r < 0 && errno == EINTR)
+		return -EINTR;
+	if (r > 0) { /* P0: woken; the count stays until the next arm drains it (P2) */
+		TAKT_PROBE1(unpark, sub->index);
+		sub_park_set(sub, false, memory_order_relaxed);
+	}
+	return 0;
 }
 
 /* Sleeps in a private edge-triggered epoll: every eventfd write is one

@@ -1236,6 +1236,15 @@ int reg_sub_open(struct broker *b, struct client *cl, const struct msg_sub_open 
 	r = port_allowed(b, cl, m->topic, false);
 	if (r < 0)
 		return r;
+	/* A service's queues reject when full (service.c counts on it): a
+	 * blocking one would stall its publisher, the server or a client, for
+	 * its block timeout at every full queue; a dropping one would take
+	 * chunks back behind their owner's count. */
+	if (proto_service_topic(m->topic, TAKT_NAME_MAX, NULL, NULL) && m->overflow != TAKT_OVERFLOW_REJECT) {
+		fprintf(stderr, "takt-broker: topic '%s': process %d (%s) asked for a queue that does not reject when full\n",
+			m->topic, cl->pid, b->v.procs[cl->proc].name);
+		return -EINVAL;
+	}
 	if (ports_quota(b, cl, m->topic) < 0)
 		return -EDQUOT;
 	for (si = 0; si < v->lim.subscribers && b->subs[si].state != SLOT_FREE; si++)
