@@ -493,10 +493,13 @@ int takt_client_take(takt_client *cli, const void **response, struct takt_reques
 	const struct svc_rsp *h;
 	const void *p;
 	uint32_t depth;
+	uint64_t id;
+	unsigned dropped = 0;
 	int r;
 
 	if (!cli || !response || !info)
 		return -EINVAL;
+again:
 	r = takt_sub_take(cli->rsp, &p, &si);
 	if (r == -EAGAIN) {
 		/* Nothing to take: what the server released, and (a server gone)
@@ -521,14 +524,23 @@ int takt_client_take(takt_client *cli, const void **response, struct takt_reques
 	if (r < 0)
 		return r;
 	cli->idle = 0;
-	if (si.size < sizeof(*h)) { /* not a server of ours: takt's own header is missing */
+	h = p;
+	/* The server's memory, which it can still write: the id is read once,
+	 * and only one we sent (from 1 up to the last) makes an answer. A
+	 * sample without takt's header, or with another id, is dropped; a
+	 * server that sends nothing else costs one take 64 of them at most. */
+	id = 0;
+	if (si.size >= sizeof(*h))
+		memcpy(&id, &h->request_id, sizeof(id));
+	if (id == 0 || id > pub_seq(cli->req)) {
 		takt_sub_release(cli->rsp, p);
+		if (++dropped < 64)
+			goto again;
 		return -EAGAIN;
 	}
-	h = p;
 	*response = h + 1;
-	*info = (struct takt_request_info){.client_id = cli->id, .request_id = h->request_id,
-					   .send_ns = si.publish_ns, .size = si.size - (uint32_t)sizeof(*h)};
+	*info = (struct takt_request_info){.client_id = cli->id, .request_id = id, .send_ns = si.publish_ns,
+					   .size = si.size - (uint32_t)sizeof(*h)};
 	TAKT_PROBE2(response_take, info->client_id, info->request_id);
 	return 0;
 }

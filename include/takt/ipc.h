@@ -291,7 +291,8 @@ TAKT_API int takt_client_loan(takt_client *cli, size_t size, void **payload);
  * (send it again, or discard it). -EINVAL not a loan. */
 TAKT_API int64_t takt_client_send(takt_client *cli, void *payload);
 TAKT_API void takt_client_discard(takt_client *cli, void *payload);
-/* 0 and a response (info->request_id: the request it answers);
+/* 0 and a response (info->request_id: the request it answers; a sample
+ * that names no request we sent, or lacks takt's header, is dropped);
  * -EAGAIN none waiting; -ECONNRESET once for each request the server did
  * not release before it went away (info->request_id names it, *response
  * is NULL); -ENOBUFS held_max responses taken and not released. */

@@ -357,6 +357,43 @@ static void test_service_broker_refuses_other_overflow_on_service_topics(void **
 	close(raw.reg_fd);
 }
 
+/* A server that rewrites a response after sending it (its pool is its own,
+ * writable) cannot hand the client a response to a request it never sent:
+ * the client drops it, and takes the next good one. */
+static void test_service_response_to_a_request_never_sent_dropped(void **state)
+{
+	takt_node *n = h_node(broker.domain, "forger");
+	struct takt_request_info ri, info;
+	takt_server *s;
+	takt_client *c;
+	const void *q, *x;
+	void *p;
+
+	(void)state;
+	assert_int_equal(takt_server_open(n, &(struct takt_service_opts){.service = "forged", .max_response = 8}, &s), 0);
+	assert_int_equal(takt_client_open(n, &(struct takt_service_opts){.service = "forged", .max_request = 8}, &c), 0);
+	assert_int_equal(takt_client_loan(c, 8, &p), 0);
+	assert_int_equal(takt_client_send(c, p), 1);
+	assert_int_equal(takt_server_take(s, &q, &ri), 0);
+	for (uint64_t forged = 0; forged < 2; forged++) { /* 0, then one past what was sent */
+		assert_int_equal(takt_server_loan(s, &ri, 8, &p), 0);
+		assert_int_equal(takt_server_respond(s, &ri, p), 0);
+		((uint64_t *)p)[-2] = forged ? 2 : 0; /* the header's request id, after the respond */
+		assert_int_equal(takt_client_take(c, &x, &info), -EAGAIN);
+	}
+	assert_int_equal(takt_server_loan(s, &ri, 8, &p), 0);
+	memcpy(p, "answer!", 8);
+	assert_int_equal(takt_server_respond(s, &ri, p), 0);
+	assert_int_equal(takt_client_take(c, &x, &info), 0);
+	assert_int_equal(info.request_id, 1);
+	assert_memory_equal(x, "answer!", 8);
+	takt_client_release(c, x);
+	takt_server_release(s, q);
+	takt_client_close(c);
+	takt_server_close(s);
+	takt_node_close(n);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -367,6 +404,7 @@ int main(void)
 		cmocka_unit_test(test_service_send_after_restart_with_smaller_queue),
 		cmocka_unit_test(test_service_loan_outlives_its_client),
 		cmocka_unit_test(test_service_broker_refuses_other_overflow_on_service_topics),
+		cmocka_unit_test(test_service_response_to_a_request_never_sent_dropped),
 	};
 
 	return cmocka_run_group_tests_name("service_edges", tests, setup, teardown);
