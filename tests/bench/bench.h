@@ -142,7 +142,11 @@ struct result {
 
 /* Records the first failure of a side; returns err. */
 __attribute__((format(printf, 3, 4))) int bench_fail(struct side *s, int err, const char *fmt, ...);
+struct takt_node;
 uint64_t bench_now_ns(void);
+/* The side's node of the figure's domain (named after side A or B): 0, or
+ * bench_fail's error, noting a failed takt_node_open. */
+int bench_takt_node(struct side *s, struct takt_node **out);
 void bench_sleep_ms(unsigned ms);
 /* Called on each empty poll of a spin loop (yields on one CPU). */
 void bench_spin(const struct side *s);

@@ -43,13 +43,22 @@ static int open_node(struct side *s, struct takt_state **ret)
 		return bench_fail(s, -ENOMEM, "state");
 	s->impl = t;
 	t->blocking = s->f->p.blocking;
+	r = bench_takt_node(s, &t->node);
+	if (r < 0)
+		return r;
+	*ret = t;
+	return 0;
+}
+
+int bench_takt_node(struct side *s, takt_node **out)
+{
 	const struct takt_node_opts no = { .domain = s->cfg->domain, .name = s->is_a ? BENCH_PROG : BENCH_PROG "-b" };
-	r = takt_node_open(&no, &t->node);
+	int r = takt_node_open(&no, out);
+
 	if (r < 0) {
 		s->at_node_open = true;
 		return bench_fail(s, r, "takt_node_open(domain '%s')", s->cfg->domain);
 	}
-	*ret = t;
 	return 0;
 }
 

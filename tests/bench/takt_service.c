@@ -35,12 +35,9 @@ static int svc_open(struct side *s)
 		return bench_fail(s, -ENOMEM, "state");
 	s->impl = t;
 	t->blocking = s->f->p.blocking;
-	const struct takt_node_opts no = { .domain = s->cfg->domain, .name = s->is_a ? BENCH_PROG : BENCH_PROG "-b" };
-	r = takt_node_open(&no, &t->node);
-	if (r < 0) {
-		s->at_node_open = true;
-		return bench_fail(s, r, "takt_node_open(domain '%s')", s->cfg->domain);
-	}
+	r = bench_takt_node(s, &t->node);
+	if (r < 0)
+		return r;
 	snprintf(name, sizeof name, "%s.svc", s->prefix);
 	const struct takt_service_opts so = { .service = name, .max_request = s->f->p.size,
 					      .max_response = s->f->p.size };
