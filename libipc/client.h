@@ -19,6 +19,7 @@ struct node_retired_fd {
 	int pidfd;                   /* the subscriber's, or -1 */
 	void *map;
 	size_t map_size;
+	uint32_t conn, incarnation;  /* the connection the subscriber's segment served (G1R) */
 	bool ev;                     /* a listener's queue: wait until no notify runs */
 	unsigned n;                  /* publisher ports to wait for */
 	struct {
@@ -223,6 +224,10 @@ int node_call_fd(takt_node *n, uint16_t type, void *req, size_t req_size, int se
  * index and `active` counter now of every open publisher port of this
  * node, taken under ports_lock: for the agent (G1). NULL: no memory. */
 struct node_retired_fd *pub_port_snapshot(takt_node *n);
+/* G1R: whether a publisher of the node has a slot that still serves
+ * connection ci's incarnation inc (its publishing thread has not let it
+ * go: pub_reclaim still reads its return ring). Takes ports_lock. */
+bool pub_conn_held(takt_node *n, uint32_t ci, uint32_t inc);
 /* Whether publisher port idx of this node has been outside publish since
  * snap was taken (or is closed): G1. */
 bool pub_port_moved(takt_node *n, uint32_t idx, uint64_t snap);

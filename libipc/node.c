@@ -26,6 +26,19 @@
  * is for Q0), and only then closes it: publish looks the fd up inside its
  * Q0 bracket, so it never writes to a number that was closed and reused
  * (nor reads a segment that was unmapped).
+ *
+ * G1R, the segment outlives the eventfd: a publisher lets a connection
+ * that left go in its own thread, at its next look (pub_reclaim), and
+ * first drains the connection's return ring, which lives in the
+ * subscriber's segment: what the subscriber released before it left is
+ * released, not reclaimed (a service's request it finished is not reset).
+ * So once quiet (G1) the agent closes the eventfd and the pidfd but keeps
+ * the mapping until no slot of the node's publishers serves that
+ * connection's incarnation any more (pub_conn_held: acquire of the slot's
+ * FREE, which pub_reclaim stores with release after its last read). Such
+ * a mapping waits for the agent's next wake-up (a push, the node's close)
+ * rather than a timer: it costs address space and the departed
+ * subscriber's segment, no syscall.
  */
 #include "client.h"
 #include "fault.h"
@@ -199,7 +212,7 @@ static bool retired_quiet(takt_node *n, const struct node_retired_fd *rf)
 /* G1: efd (and the subscriber's segment mapped with it) left efd_tab (a
  * seq_cst exchange just before); close it once no publish of this node can
  * still be using it. */
-static void agent_retire_fd(takt_node *n, int fd, const struct node_submap *sm)
+static void agent_retire_fd(takt_node *n, int fd, const struct node_submap *sm, uint32_t ci, uint32_t inc)
 {
 	struct node_retired_fd *rf;
 
@@ -214,9 +227,21 @@ static void agent_retire_fd(takt_node *n, int fd, const struct node_submap *sm)
 	rf->pidfd = sm->pidfd;
 	rf->map = sm->base;
 	rf->map_size = sm->size;
+	rf->conn = ci;
+	rf->incarnation = inc;
 	rf->ev = false;
 	rf->next = n->retired;
 	n->retired = rf;
+}
+
+/* Whether a retired eventfd waits for quiet (G1): the agent looks again
+ * in 1 ms. A mapping alone waits for its next wake-up (G1R). */
+static bool agent_retired_waiting(const takt_node *n)
+{
+	for (const struct node_retired_fd *rf = n->retired; rf; rf = rf->next)
+		if (rf->fd >= 0)
+			return true;
+	return false;
 }
 
 static void agent_close_retired(takt_node *n, bool all)
@@ -224,14 +249,20 @@ static void agent_close_retired(takt_node *n, bool all)
 	for (struct node_retired_fd **pp = &n->retired; *pp;) {
 		struct node_retired_fd *rf = *pp;
 
-		if (!all && !retired_quiet(n, rf)) {
+		if (!all && rf->fd >= 0 && !retired_quiet(n, rf)) {
 			pp = &rf->next;
 			continue;
 		}
-		*pp = rf->next;
-		close(rf->fd);
+		if (rf->fd >= 0)
+			close(rf->fd);
 		if (rf->pidfd >= 0)
 			close(rf->pidfd);
+		rf->fd = rf->pidfd = -1;
+		if (!all && !rf->ev && rf->map && pub_conn_held(n, rf->conn, rf->incarnation)) {
+			pp = &rf->next; /* G1R: its publisher has not let it go */
+			continue;
+		}
+		*pp = rf->next;
 		if (rf->map)
 			munmap(rf->map, rf->map_size);
 		free(rf);
@@ -381,7 +412,7 @@ static void agent_push(takt_node *n, const void *buf, long len, const int *fds, 
 		 * prepare the slot with history (PS1), then look at park. */
 		old = atomic_exchange_explicit(&n->efd_tab[m->conn], 0, memory_order_seq_cst);
 		if (old)
-			agent_retire_fd(n, (int)(uint32_t)old - 1, &n->sub_maps[m->conn]);
+			agent_retire_fd(n, (int)(uint32_t)old - 1, &n->sub_maps[m->conn], m->conn, (uint32_t)(old >> 32));
 		n->sub_maps[m->conn] = sm;
 		atomic_exchange_explicit(&n->efd_tab[m->conn], (uint64_t)m->incarnation << 32 | (uint32_t)(fd + 1),
 					 memory_order_seq_cst);
@@ -406,7 +437,7 @@ static void agent_push(takt_node *n, const void *buf, long len, const int *fds, 
 		old = atomic_load_explicit(&n->efd_tab[m->conn], memory_order_relaxed);
 		if (old && (uint32_t)(old >> 32) == m->incarnation) {
 			atomic_exchange_explicit(&n->efd_tab[m->conn], 0, memory_order_seq_cst); /* G1 */
-			agent_retire_fd(n, (int)(uint32_t)old - 1, &n->sub_maps[m->conn]);
+			agent_retire_fd(n, (int)(uint32_t)old - 1, &n->sub_maps[m->conn], m->conn, m->incarnation);
 		}
 		/* SK0 (service.c): a service client asleep on its responses
 		 * looks at its requests, which came back reclaimed. */
@@ -746,7 +777,7 @@ static int node_readopt(takt_node *n)
 				break;
 			wait_ms = 1;
 		}
-		poll(pfd, 2, n->retired ? 1 : wait_ms);
+		poll(pfd, 2, agent_retired_waiting(n) ? 1 : wait_ms);
 		/* Something happened in the directory (the socket bound, its mode
 		 * set): the broker listens within moments, so try again soon;
 		 * else back off. */
@@ -797,7 +828,7 @@ static void agent_serve(takt_node *n)
 		long len;
 
 		agent_close_retired(n, false);
-		if (poll(pfd, 2, n->retired ? 1 : -1) <= 0)
+		if (poll(pfd, 2, agent_retired_waiting(n) ? 1 : -1) <= 0)
 			continue; /* timeout (a retired fd waits) or EINTR */
 		if (pfd[1].revents & POLLIN) {
 			if (read(n->kick_fd, &kicks, sizeof(kicks)) < 0) {

@@ -577,11 +577,25 @@ int pub_agent_connect(takt_node *n, const struct msg_push_conn *m)
 	return -ENOENT;
 }
 
-/* A connection left: everything still outstanding on it comes back. */
+static void pub_drain_slot(takt_pub *p, struct pub_slot *s);
+
+/* A connection left: what its subscriber released before it left comes
+ * back released (its return ring: the agent keeps the subscriber's
+ * segment mapped until this slot is FREE, G1R, node.c), everything else
+ * still outstanding on it reclaimed. */
 static void pub_reclaim(takt_pub *p, struct pub_slot *s)
 {
 	size_t words = bitmap_words(p);
 
+	/* relaxed: only this thread stores ADOPTED, once the subscriber had
+	 * marked its region (its return ring) as this incarnation's. */
+	if (atomic_load_explicit(&s->state, memory_order_relaxed) == PS_ADOPTED) {
+		/* Our region of the pool may serve a new connection already
+		 * (the broker reuses it once both ends were quiescent, Q0): the
+		 * tail is no longer mirrored there. */
+		s->ret.pw = NULL;
+		pub_drain_slot(p, s);
+	}
 	for (size_t w = 0; w < words; w++)
 		while (s->out[w]) {
 			uint32_t c = (uint32_t)(w * 64 + (size_t)__builtin_ctzll(s->out[w]));
@@ -591,8 +605,32 @@ static void pub_reclaim(takt_pub *p, struct pub_slot *s)
 				p->back(p->back_user, c, false);
 			chunk_unref(&p->pool, c);
 		}
-	/* PS0: release pairs with pub_prepare's acquire of FREE. */
+	/* PS0: release pairs with pub_prepare's acquire of FREE; G1R: and
+	 * with pub_conn_held's, after which the agent unmaps the segment. */
 	atomic_store_explicit(&s->state, PS_FREE, memory_order_release);
+}
+
+bool pub_conn_held(takt_node *n, uint32_t ci, uint32_t inc)
+{
+	bool held = false;
+
+	pthread_mutex_lock(&n->ports_lock);
+	for (const takt_pub *p = n->pubs; p && !held; p = p->next)
+		for (unsigned i = 0; i < p->n_slots && !held; i++) {
+			const struct pub_slot *s = &p->slots[i];
+
+			/* G1R: acquire pairs with pub_reclaim's release of FREE.
+			 * relaxed: conn and incarnation are only compared; a slot
+			 * being prepared anew may still show the old pair, which
+			 * keeps the mapping one wake-up longer, never less (the
+			 * agent asks only once quiet, G1: no publish can start
+			 * serving this incarnation any more). */
+			held = atomic_load_explicit(&s->state, memory_order_acquire) != PS_FREE &&
+			       atomic_load_explicit(&s->conn, memory_order_relaxed) == ci &&
+			       atomic_load_explicit(&s->incarnation, memory_order_relaxed) == inc;
+		}
+	pthread_mutex_unlock(&n->ports_lock);
+	return held;
 }
 
 static struct pub_slot *pub_slot_of(takt_pub *p, uint32_t ci)
@@ -709,33 +747,35 @@ static void pub_check_conns(takt_pub *p)
 		pub_refresh(p, gen);
 }
 
-/* Returned chunks: each must be outstanding on that connection. */
-static void pub_drain_returns(takt_pub *p)
+/* Returned chunks of one connection: each must be outstanding on it. */
+static void pub_drain_slot(takt_pub *p, struct pub_slot *s)
 {
 	uint32_t got[RET_BATCH];
+	unsigned n;
+	bool bad = false;
 
-	for (unsigned i = 0; i < p->n_conns; i++) {
-		struct pub_slot *s = p->conns[i];
-		unsigned n;
-		bool bad = false;
+	while ((n = ret_pop(&s->ret, got, RET_BATCH, &bad)) > 0) {
+		for (unsigned k = 0; k < n; k++) {
+			uint32_t c = got[k];
 
-		while ((n = ret_pop(&s->ret, got, RET_BATCH, &bad)) > 0) {
-			for (unsigned k = 0; k < n; k++) {
-				uint32_t c = got[k];
-
-				if (c >= p->pool.n_have || !bit_test(s->out, c)) {
-					pub_bad_return(p); /* foreign, out of range or twice */
-					continue;
-				}
-				bit_clear(s->out, c);
-				if (p->back)
-					p->back(p->back_user, c, true);
-				chunk_unref(&p->pool, c);
+			if (c >= p->pool.n_have || !bit_test(s->out, c)) {
+				pub_bad_return(p); /* foreign, out of range or twice */
+				continue;
 			}
+			bit_clear(s->out, c);
+			if (p->back)
+				p->back(p->back_user, c, true);
+			chunk_unref(&p->pool, c);
 		}
-		if (bad)
-			pub_bad_return(p);
 	}
+	if (bad)
+		pub_bad_return(p);
+}
+
+static void pub_drain_returns(takt_pub *p)
+{
+	for (unsigned i = 0; i < p->n_conns; i++)
+		pub_drain_slot(p, p->conns[i]);
 	pub_stats(p);
 }
 

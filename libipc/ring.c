@@ -573,6 +573,7 @@ unsigned ret_pop(struct ret_cons *r, uint32_t *out, unsigned max, bool *bad)
 		out[n++] = atomic_load_explicit(&r->slots[r->tail++ & r->mask], memory_order_relaxed);
 	/* T0: release: our reads of the slots happen before the subscriber
 	 * may overwrite them. */
-	atomic_store_explicit(&r->pw->ret_tail, r->tail, memory_order_release);
+	if (r->pw)
+		atomic_store_explicit(&r->pw->ret_tail, r->tail, memory_order_release);
 	return n;
 }

@@ -131,7 +131,7 @@ struct ret_prod {
 };
 
 struct ret_cons {
-	struct takt_conn_pub *pw;        /* ours */
+	struct takt_conn_pub *pw;        /* ours; NULL: the tail is not mirrored */
 	const struct takt_conn_sub *sw;  /* the subscriber's */
 	_Atomic uint32_t *slots;
 	uint64_t tail;        /* ours; mirrored to pw->ret_tail */

@@ -505,9 +505,8 @@ again:
 		/* Nothing to take: what the server released, and (a server gone)
 		 * what comes back reclaimed, a reset each; every 32nd empty take
 		 * in a row looks (a spinning caller, polling), and the first.
-		 * Releases count only while the connection is still listed
-		 * (pub.c, G1): a server that releases a request and dies before
-		 * we look again resets it too. */
+		 * What the server released before it left counts as released,
+		 * however late we look (pub_reclaim, G1R). */
 		if ((cli->idle++ & 31) == 0) {
 			pub_poll(cli->req, &depth);
 			cli->depth = depth;

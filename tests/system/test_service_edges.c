@@ -394,6 +394,106 @@ static void test_service_response_to_a_request_never_sent_dropped(void **state)
 	takt_node_close(n);
 }
 
+/* ---- a request the server finished before it died ------------------------ */
+
+/* Takes two requests, answers and releases the first, holds the second,
+ * then dies on go. */
+static int finishing_server(void *a)
+{
+	takt_node *n = h_node(broker.domain, "finishing-server");
+	const void *q[2];
+	takt_server *s;
+	unsigned k = 0;
+
+	(void)a;
+	H_CHECK(takt_server_open(n, &(struct takt_service_opts){.service = "edge/finished", .max_response = 8}, &s) ==
+		0);
+	atomic_store(&sh->ready, 1);
+	while (k < 2) {
+		struct takt_request_info info;
+		void *x;
+		int r = takt_server_take(s, &q[k], &info);
+
+		if (r == -EAGAIN) {
+			takt_server_wait(s, SEC / 10);
+			continue;
+		}
+		H_CHECK(r == 0 && info.request_id == k + 1);
+		if (k == 0) {
+			H_CHECK(takt_server_loan(s, &info, 8, &x) == 0);
+			memcpy(x, q[0], 8);
+			H_CHECK(takt_server_respond(s, &info, x) == 0);
+			takt_server_release(s, q[0]);
+		}
+		k++;
+	}
+	atomic_store(&sh->taken, 1);
+	while (!atomic_load(&sh->go))
+		usleep(1000);
+	kill(getpid(), SIGKILL);
+	return 1;
+}
+
+/* The server answered and released request 1 and died holding request 2,
+ * while the client looked at nothing: the client gets the answer to 1 and
+ * one reset, for 2. A release that reached the client's publisher before
+ * the server's connection left is a finished request, however late the
+ * client looks (it was reported as a reset too). */
+static void test_service_request_finished_before_server_death_not_reset(void **state)
+{
+	struct takt_request_info info;
+	unsigned answers = 0, resets = 0;
+	uint64_t reset_id = 0;
+	const void *x;
+	takt_node *n;
+	takt_client *c;
+	pid_t srv;
+	void *p;
+	int r;
+
+	(void)state;
+	memset(sh, 0, sizeof(*sh));
+	srv = h_spawn(finishing_server, NULL);
+	until(&sh->ready, 1);
+	n = h_node(broker.domain, "finished-client");
+	assert_int_equal(
+		takt_client_open(n, &(struct takt_service_opts){.service = "edge/finished", .max_request = 8}, &c), 0);
+	assert_int_equal(takt_client_loan(c, 8, &p), 0);
+	memcpy(p, "request1", 8);
+	for (int i = 0; i < 500 && (r = (int)takt_client_send(c, p)) == -ENOTCONN; i++)
+		usleep(10000); /* until our publisher met the server */
+	assert_int_equal(r, 1);
+	assert_int_equal(takt_client_loan(c, 8, &p), 0);
+	assert_int_equal(takt_client_send(c, p), 2);
+	until(&sh->taken, 1); /* no take, arm or send of ours meanwhile: nothing drained */
+	atomic_store(&sh->go, 1);
+	assert_int_equal(h_wait(srv, WAIT_MS), 128 + SIGKILL);
+	usleep(300000); /* the broker and our agent let its connection go */
+	for (int i = 0; i < 100 && answers + resets < 3; i++) {
+		r = takt_client_take(c, &x, &info);
+		if (r == 0) {
+			assert_int_equal(info.request_id, 1);
+			assert_memory_equal(x, "request1", 8);
+			takt_client_release(c, x);
+			answers++;
+		} else if (r == -ECONNRESET) {
+			reset_id = info.request_id;
+			resets++;
+		} else {
+			assert_int_equal(r, -EAGAIN);
+			if (answers + resets == 2)
+				break;
+			takt_client_wait(c, SEC / 20);
+		}
+	}
+	assert_int_equal(answers, 1);
+	assert_int_equal(resets, 1);
+	assert_int_equal(reset_id, 2);
+	assert_int_equal(takt_client_pending(c), 0);
+	takt_client_close(c);
+	takt_node_close(n);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -405,6 +505,7 @@ int main(void)
 		cmocka_unit_test(test_service_loan_outlives_its_client),
 		cmocka_unit_test(test_service_broker_refuses_other_overflow_on_service_topics),
 		cmocka_unit_test(test_service_response_to_a_request_never_sent_dropped),
+		cmocka_unit_test(test_service_request_finished_before_server_death_not_reset),
 	};
 
 	return cmocka_run_group_tests_name("service_edges", tests, setup, teardown);
