@@ -261,8 +261,10 @@ int node_copy_topic(char *dst, const char *src, bool service);
 /* ---- what service.c uses of publishers and subscribers ---------------- */
 
 /* takt_pub_open / takt_sub_open, for a service's topics too. */
-int pub_open(takt_node *node, const struct takt_pub_opts *opts, takt_pub **out, bool service);
-int sub_open(takt_node *node, const struct takt_sub_opts *opts, takt_sub **out, bool service);
+/* service: '@' topics are allowed; reply (or NULL): the response type a
+ * service's request port declares (service.c). */
+int pub_open(takt_node *node, const struct takt_pub_opts *opts, takt_pub **out, bool service, const char *reply);
+int sub_open(takt_node *node, const struct takt_sub_opts *opts, takt_sub **out, bool service, const char *reply);
 /* The chunk of a loan, or -EINVAL. */
 int pub_loan_chunk(const takt_pub *pub, const void *payload);
 /* The sequence number of the last sample published. */

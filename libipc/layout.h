@@ -36,7 +36,7 @@
 #define TAKT_CACHELINE 64
 #define TAKT_MGMT_MAGIC 0x544d474d544b4154ull /* "TAKTMGMT" */
 #define TAKT_POOL_MAGIC 0x4c4f4f50544b4154ull /* "TAKTPOOL" */
-#define TAKT_ABI_VERSION 7u
+#define TAKT_ABI_VERSION 8u
 
 /* Compile-time caps. The broker config chooses limits at or below them. */
 #define TAKT_NAME_MAX 64           /* topic, type and event names incl. NUL */
@@ -126,6 +126,7 @@ struct takt_topic {
 	uint32_t n_pubs, n_subs;
 	char name[TAKT_NAME_MAX];
 	char type_name[TAKT_NAME_MAX];
+	char reply_type[TAKT_NAME_MAX]; /* a service's request topic (@/S/q): its response type, "" none */
 	uint8_t pad[48];
 };
 _Static_assert(sizeof(struct takt_topic) % TAKT_CACHELINE == 0, "takt_topic layout");

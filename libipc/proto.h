@@ -16,7 +16,7 @@
 #include <stdint.h>
 
 #define TAKT_PROTO_MAGIC 0x504b5454u /* "TTKP" */
-#define TAKT_PROTO_VERSION 7u
+#define TAKT_PROTO_VERSION 8u
 #define TAKT_PROTO_MAX_MSG 1024
 #define TAKT_PROTO_MAX_FDS 4 /* a message carries at most one today */
 #define TAKT_DOMAIN_MAX 48 /* incl. NUL */
@@ -94,6 +94,7 @@ struct msg_pub_open {
 	struct proto_hdr hdr;
 	char topic[TAKT_NAME_MAX];
 	char type_name[TAKT_NAME_MAX];
+	char reply_type[TAKT_NAME_MAX]; /* a service's request topic: the response type (or ""); else "" */
 	uint64_t max_payload;
 	uint32_t history;
 	uint32_t reserved;
@@ -109,6 +110,7 @@ struct msg_sub_open { /* reply: proto_reply, index = subscriber port; fds: its e
 	struct proto_hdr hdr;
 	char topic[TAKT_NAME_MAX];
 	char type_name[TAKT_NAME_MAX];
+	char reply_type[TAKT_NAME_MAX]; /* as in msg_pub_open */
 	uint32_t queue_depth;
 	uint32_t overflow;
 	uint32_t history;

@@ -227,10 +227,10 @@ static void pub_set_drain_at(takt_pub *p)
 
 int takt_pub_open(takt_node *node, const struct takt_pub_opts *opts, takt_pub **out)
 {
-	return pub_open(node, opts, out, false);
+	return pub_open(node, opts, out, false, NULL);
 }
 
-int pub_open(takt_node *node, const struct takt_pub_opts *opts, takt_pub **out, bool service)
+int pub_open(takt_node *node, const struct takt_pub_opts *opts, takt_pub **out, bool service, const char *reply)
 {
 	struct msg_pub_open req = {0};
 	struct msg_pub_open_reply rep;
@@ -240,7 +240,8 @@ int pub_open(takt_node *node, const struct takt_pub_opts *opts, takt_pub **out, 
 
 	if (!node || !opts || !out || node_copy_topic(req.topic, opts->topic, service) < 0)
 		return -EINVAL;
-	if (opts->type_name && node_copy_name(req.type_name, opts->type_name) < 0)
+	if ((opts->type_name && node_copy_name(req.type_name, opts->type_name) < 0) ||
+	    (reply && node_copy_name(req.reply_type, reply) < 0))
 		return -EINVAL;
 	if (opts->history > node->v.lim.history_max)
 		return -EINVAL;

@@ -56,6 +56,7 @@ struct svc_client {
 	uint64_t id;         /* 0: entry free */
 	uint64_t last_req;   /* the newest request id taken from it */
 	takt_pub *rsp;       /* its response publisher, NULL once gone */
+	bool gone;           /* it left (or the broker refused its publisher): never opened again */
 };
 
 struct takt_server {
@@ -66,6 +67,8 @@ struct takt_server {
 	size_t max_response;
 	unsigned n_clients;          /* entries in clients[], free ones included */
 	struct svc_client *clients;  /* [limits] publishers_per_topic: clients of a service at most */
+	uint64_t *gone;              /* ids of gone clients whose entries were reused (a ring as long) */
+	unsigned gone_head;
 };
 
 struct takt_client {
@@ -114,7 +117,10 @@ int takt_server_open(takt_node *node, const struct takt_service_opts *opts, takt
 	if (!s)
 		return -ENOMEM;
 	s->clients = calloc(node->v.lim.pubs_per_topic, sizeof(*s->clients));
-	if (!s->clients) {
+	s->gone = calloc(node->v.lim.pubs_per_topic, sizeof(*s->gone));
+	if (!s->clients || !s->gone) {
+		free(s->clients);
+		free(s->gone);
 		free(s);
 		return -ENOMEM;
 	}
@@ -128,9 +134,10 @@ int takt_server_open(takt_node *node, const struct takt_service_opts *opts, takt
 		     &(struct takt_sub_opts){.topic = topic, .type_name = opts->request_type,
 					     .queue_depth = opts->max_pending ? opts->max_pending : node->v.lim.queue_depth_max,
 					     .overflow = TAKT_OVERFLOW_REJECT},
-		     &s->req, true);
+		     &s->req, true, opts->response_type);
 	if (r < 0) {
 		free(s->clients);
+		free(s->gone);
 		free(s);
 		return r;
 	}
@@ -146,6 +153,7 @@ void takt_server_close(takt_server *srv)
 	for (unsigned i = 0; i < srv->n_clients; i++)
 		takt_pub_close(srv->clients[i].rsp);
 	free(srv->clients);
+	free(srv->gone);
 	free(srv);
 }
 
@@ -157,13 +165,26 @@ static struct svc_client *server_client(takt_server *srv, uint64_t id)
 	return NULL;
 }
 
-/* A client gone: its response publisher goes (its chunks came back when
- * the connection left), once no loan of it is out; the entry stays, so later responses to it fail
- * with -ECONNRESET, until a new client needs it or a request of that
- * client comes after all (one it had queued: the server opens its
- * publisher again, and finds it alone again). */
+/* No entry for client id: -ECONNRESET if it was a client of ours that
+ * left and whose entry went to another (one of the last
+ * publishers_per_topic such), else -EINVAL (never ours). */
+static int server_unknown(const takt_server *srv, uint64_t id)
+{
+	for (unsigned i = 0; id && i < srv->node->v.lim.pubs_per_topic; i++)
+		if (srv->gone[i] == id)
+			return -ECONNRESET;
+	return -EINVAL;
+}
+
+/* A client gone (its response subscriber left: a client has one for its
+ * life, and its id is never reused): its response publisher goes (its
+ * chunks came back when the connection left), once no loan of it is out;
+ * the entry stays, so later responses to it fail with -ECONNRESET, until
+ * a new client needs it. Requests it had queued are taken as any, and
+ * cost the broker nothing more. */
 static void server_drop(struct svc_client *c)
 {
+	c->gone = true;
 	/* Not while the user holds loans of it: closing unmaps the pool they
 	 * point into. Their respond says -ECONNRESET, a discard takes them
 	 * back; the next sweep closes it. */
@@ -197,26 +218,43 @@ static struct svc_client *server_entry(takt_server *srv)
 		return &srv->clients[srv->n_clients++];
 	for (int pass = 0; pass < 2; pass++) {
 		for (unsigned i = 0; i < srv->n_clients; i++)
-			if (!srv->clients[i].rsp)
+			if (!srv->clients[i].rsp) {
+				srv->gone[srv->gone_head] = srv->clients[i].id;
+				srv->gone_head = (srv->gone_head + 1) % srv->node->v.lim.pubs_per_topic;
 				return &srv->clients[i];
+			}
 		server_sweep(srv);
 	}
 	return NULL;
 }
 
 /* The client's response publisher: a broker call, once per client (and
- * again after one that failed), answered once the client's subscriber is
- * connected. A client gone already leaves it NULL: -ECONNRESET. */
+ * again after one that failed for a passing cause), answered once the
+ * client's subscriber is connected. A client gone already (its publisher
+ * finds no subscriber), or one the broker refuses for good (-EPROTOTYPE:
+ * a process that subscribed with another type through the protocol; a
+ * client declares its response type with its requests, so the library's
+ * never does), is gone: the entry stays NULL (-ECONNRESET) and the broker
+ * is not asked again, say for each request such a client had queued. */
 static void server_open_rsp(takt_server *srv, struct svc_client *c)
 {
 	char topic[TAKT_NAME_MAX];
+	uint32_t depth;
+	int r;
 
+	if (c->gone)
+		return;
 	topic_r(topic, srv->svc, c->id);
-	if (pub_open(srv->node,
+	r = pub_open(srv->node,
 		     &(struct takt_pub_opts){.topic = topic, .type_name = srv->rsp_type[0] ? srv->rsp_type : NULL,
 					     .max_payload = srv->max_response + sizeof(struct svc_rsp)},
-		     &c->rsp, true) < 0)
+		     &c->rsp, true, NULL);
+	if (r < 0) {
 		c->rsp = NULL;
+		c->gone = r == -EPERM || r == -EPROTOTYPE || r == -EACCES;
+	} else if (pub_poll(c->rsp, &depth) == 0) {
+		server_drop(c);
+	}
 }
 
 int takt_server_take(takt_server *srv, const void **request, struct takt_request_info *info)
@@ -265,7 +303,7 @@ int takt_server_loan(takt_server *srv, const struct takt_request_info *to, size_
 		return -EMSGSIZE;
 	c = server_client(srv, to->client_id);
 	if (!c)
-		return -EINVAL;
+		return server_unknown(srv, to->client_id);
 	if (!c->rsp)
 		return -ECONNRESET;
 	r = takt_pub_loan(c->rsp, size + sizeof(struct svc_rsp), &p);
@@ -284,8 +322,10 @@ int takt_server_respond(takt_server *srv, const struct takt_request_info *to, vo
 	if (!srv || !to || !payload)
 		return -EINVAL;
 	c = server_client(srv, to->client_id);
-	if (!c || !to->request_id || to->request_id > c->last_req)
-		return -EINVAL; /* a client or request it never sent us */
+	if (!c)
+		return server_unknown(srv, to->client_id);
+	if (!to->request_id || to->request_id > c->last_req)
+		return -EINVAL; /* a request it never sent us */
 	if (!c->rsp)
 		return -ECONNRESET;
 	h = (struct svc_rsp *)((char *)payload - sizeof(*h));
@@ -393,7 +433,7 @@ int takt_client_open(takt_node *node, const struct takt_service_opts *opts, takt
 	topic_q(topic, opts->service);
 	r = pub_open(node, &(struct takt_pub_opts){.topic = topic, .type_name = opts->request_type,
 						   .max_payload = opts->max_request ? opts->max_request : 1},
-		     &c->req, true);
+		     &c->req, true, opts->response_type);
 	if (r < 0) {
 		free(c);
 		return r;
@@ -407,7 +447,7 @@ int takt_client_open(takt_node *node, const struct takt_service_opts *opts, takt
 		: sub_open(node,
 			   &(struct takt_sub_opts){.topic = topic, .type_name = opts->response_type,
 						   .queue_depth = responses, .overflow = TAKT_OVERFLOW_REJECT},
-			   &c->rsp, true);
+			   &c->rsp, true, NULL);
 	if (r < 0) {
 		takt_pub_close(c->req);
 		free(c->chunk_req);
@@ -454,12 +494,14 @@ int64_t takt_client_send(takt_client *cli, void *payload)
 		return -EINVAL;
 	/* The last look says a server is there and has room: send. Else look
 	 * again (the server, and what came back) before saying no. */
-	if (pub_connections(cli->req) == 0 || cli->pending >= cli->max_pending || cli->pending >= cli->depth) {
+	if (pub_connections(cli->req) == 0 || cli->pending + cli->n_resets >= cli->max_pending ||
+	    cli->pending >= cli->depth) {
 		n = pub_poll(cli->req, &depth);
 		cli->depth = depth;
 		if (n == 0)
 			return cli->had_server ? -ECONNRESET : -ENOTCONN;
-		if (cli->pending >= cli->max_pending || cli->pending >= depth)
+		/* resets not yet taken count too: the reset ring never fills */
+		if (cli->pending + cli->n_resets >= cli->max_pending || cli->pending >= depth)
 			return -ENOBUFS; /* the loan stays ours */
 	}
 	TAKT_PROBE2(request, cli->id, pub_seq(cli->req) + 1); /* (the id the publish gives it) */

@@ -358,10 +358,10 @@ static void sub_free(takt_sub *s)
 
 int takt_sub_open(takt_node *node, const struct takt_sub_opts *opts, takt_sub **out)
 {
-	return sub_open(node, opts, out, false);
+	return sub_open(node, opts, out, false, NULL);
 }
 
-int sub_open(takt_node *node, const struct takt_sub_opts *opts, takt_sub **out, bool service)
+int sub_open(takt_node *node, const struct takt_sub_opts *opts, takt_sub **out, bool service, const char *reply)
 {
 	struct msg_sub_open req = {0};
 	struct proto_reply rep;
@@ -374,7 +374,8 @@ int sub_open(takt_node *node, const struct takt_sub_opts *opts, takt_sub **out, 
 	if (!node || !opts || !out || node_copy_topic(req.topic, opts->topic, service) < 0 ||
 	    (unsigned)opts->overflow > TAKT_OVERFLOW_REJECT)
 		return -EINVAL;
-	if (opts->type_name && node_copy_name(req.type_name, opts->type_name) < 0)
+	if ((opts->type_name && node_copy_name(req.type_name, opts->type_name) < 0) ||
+	    (reply && node_copy_name(req.reply_type, reply) < 0))
 		return -EINVAL;
 	if (opts->queue_depth > node->v.lim.queue_depth_max || opts->history > node->v.lim.history_max)
 		return -EINVAL;

@@ -409,13 +409,14 @@ static void adopt_topics_ports(struct broker *b, const struct seg_view *o, unsig
 
 		if (atomic_load_explicit(&t->state, memory_order_acquire) != SLOT_ACTIVE)
 			continue;
-		if (!names_ok(t->name, t->type_name)) {
+		if (!names_ok(t->name, t->type_name, t->reply_type)) {
 			++*dropped;
 			continue;
 		}
 		rt->state = SLOT_ACTIVE;
 		memcpy(rt->name, t->name, TAKT_NAME_MAX);
 		memcpy(rt->type_name, t->type_name, TAKT_NAME_MAX);
+		memcpy(rt->reply_type, t->reply_type, TAKT_NAME_MAX);
 	}
 	for (uint32_t pi = 0; pi < l->publishers; pi++) {
 		const struct takt_pub_port *p = &o->pubs[pi];

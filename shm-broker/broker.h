@@ -63,6 +63,7 @@ struct reg_topic {
 	uint32_t state, n_pubs, n_subs;
 	char name[TAKT_NAME_MAX];
 	char type_name[TAKT_NAME_MAX];
+	char reply_type[TAKT_NAME_MAX]; /* a service's request topic: the response type, "" none declared */
 	/* pubs_per_topic and subs_per_topic entries, in tables reg_init
 	 * allocates once; every reset of the entry keeps the pointers. */
 	uint32_t *pubs;

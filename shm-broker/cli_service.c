@@ -44,11 +44,14 @@ static struct json_object *service_json(const struct seg_view *v, const struct c
 {
 	struct json_object *o = json_object_new_object();
 	uint32_t proc = port_proc(v, t->index, true);
-	char name[TAKT_PROC_NAME_MAX];
+	char name[TAKT_PROC_NAME_MAX], reply[TAKT_NAME_MAX];
 	int32_t pid;
 
 	json_object_object_add(o, "name", json_object_new_string(svc));
+	memcpy(reply, v->topics[t->index].reply_type, sizeof(reply)); /* the registry: bounded */
+	reply[sizeof(reply) - 1] = 0;
 	json_object_object_add(o, "request_type", json_object_new_string(t->type));
+	json_object_object_add(o, "response_type", json_object_new_string(reply));
 	json_object_object_add(o, "server", json_object_new_boolean(t->subs > 0));
 	if (t->subs) {
 		cli_proc_name(v, proc, name, &pid);
@@ -173,7 +176,10 @@ int cli_service_info(struct cli *c, int argc, char **argv)
 	} else {
 		struct json_object *pid;
 
-		printf("service '%s', request type %s: ", svc, rows[i].type[0] ? rows[i].type : "-");
+		const char *rt = json_object_get_string(json_object_object_get(o, "response_type"));
+
+		printf("service '%s', request type %s, response type %s: ", svc, rows[i].type[0] ? rows[i].type : "-",
+		       rt && *rt ? rt : "-");
 		if (json_object_object_get_ex(o, "server_pid", &pid))
 			printf("served by %s (pid %d)",
 			       json_object_get_string(json_object_object_get(o, "server_process")), json_object_get_int(pid));

@@ -319,12 +319,20 @@ void topic_mirror(struct broker *b, uint32_t ti)
 
 	memcpy(m->name, t->name, TAKT_NAME_MAX);
 	memcpy(m->type_name, t->type_name, TAKT_NAME_MAX);
+	memcpy(m->reply_type, t->reply_type, TAKT_NAME_MAX);
 	m->n_pubs = t->n_pubs;
 	m->n_subs = t->n_subs;
 	publish_state(&m->state, t->state);
 }
 
-static int topic_find_or_add(struct broker *b, const char *name, const char *type)
+/* A type declared on a topic: the first that declares one names it, and a
+ * port that declares another is refused (none fits any). */
+static bool type_fits(const char *declared, const char *asked)
+{
+	return !asked[0] || !declared[0] || !strcmp(asked, declared);
+}
+
+static int topic_find_or_add(struct broker *b, const char *name, const char *type, const char *reply)
 {
 	int free_slot = -1;
 
@@ -338,13 +346,20 @@ static int topic_find_or_add(struct broker *b, const char *name, const char *typ
 		}
 		if (strcmp(t->name, name))
 			continue;
-		if (type[0] && t->type_name[0] && strcmp(type, t->type_name)) {
+		if (!type_fits(t->type_name, type)) {
 			fprintf(stderr, "takt-broker: topic '%s' exists with type '%s', a client asked for '%s'\n",
 				name, t->type_name, type);
 			return -EPROTOTYPE;
 		}
+		if (!type_fits(t->reply_type, reply)) {
+			fprintf(stderr, "takt-broker: service '%.*s' answers with type '%s', a client asked for '%s'\n",
+				(int)strlen(name) - 4, name + 2, t->reply_type, reply);
+			return -EPROTOTYPE;
+		}
 		if (type[0] && !t->type_name[0])
 			memcpy(t->type_name, type, TAKT_NAME_MAX);
+		if (reply[0] && !t->reply_type[0])
+			memcpy(t->reply_type, reply, TAKT_NAME_MAX);
 		return (int)i;
 	}
 	if (free_slot < 0)
@@ -355,6 +370,7 @@ static int topic_find_or_add(struct broker *b, const char *name, const char *typ
 	*t = (struct reg_topic){.pubs = t->pubs, .subs = t->subs};
 	memcpy(t->name, name, TAKT_NAME_MAX);
 	memcpy(t->type_name, type, TAKT_NAME_MAX);
+	memcpy(t->reply_type, reply, TAKT_NAME_MAX);
 	t->state = SLOT_ACTIVE;
 	return free_slot;
 }
@@ -905,10 +921,12 @@ static int ports_quota(struct broker *b, const struct client *cl, const char *to
 	return -EDQUOT;
 }
 
-bool names_ok(const char *topic, const char *type)
+bool names_ok(const char *topic, const char *type, const char *reply)
 {
 	return (proto_name_ok(topic, TAKT_NAME_MAX) || proto_service_topic(topic, TAKT_NAME_MAX, NULL, NULL)) &&
-	       (type[0] == 0 || proto_name_ok(type, TAKT_NAME_MAX));
+	       (type[0] == 0 || proto_name_ok(type, TAKT_NAME_MAX)) &&
+	       (reply[0] == 0 ||
+		(proto_name_ok(reply, TAKT_NAME_MAX) && proto_service_topic(topic, TAKT_NAME_MAX, NULL, NULL) == 'q'));
 }
 
 /* Whether process proc has a port on the topic named topic: a publisher
@@ -988,9 +1006,9 @@ static bool conns_available(const struct broker *b, uint32_t n)
 }
 
 /* A topic slot with room for one more port of a kind, or a negative errno. */
-static int topic_join(struct broker *b, const char *topic, const char *type, bool pub)
+static int topic_join(struct broker *b, const char *topic, const char *type, const char *reply, bool pub)
 {
-	int ti = topic_find_or_add(b, topic, type);
+	int ti = topic_find_or_add(b, topic, type, reply);
 	struct reg_topic *t;
 
 	if (ti < 0)
@@ -1065,7 +1083,7 @@ int reg_pub_open(struct broker *b, struct client *cl, const struct msg_pub_open 
 	uint32_t pi;
 	int ti, r;
 
-	if (!names_ok(m->topic, m->type_name) || m->history > l->history_max)
+	if (!names_ok(m->topic, m->type_name, m->reply_type) || m->history > l->history_max)
 		return -EINVAL;
 	r = port_allowed(b, cl, m->topic, true);
 	if (r < 0)
@@ -1082,7 +1100,7 @@ int reg_pub_open(struct broker *b, struct client *cl, const struct msg_pub_open 
 		;
 	if (pi == l->publishers)
 		return -ENOSPC;
-	ti = topic_join(b, m->topic, m->type_name, true);
+	ti = topic_join(b, m->topic, m->type_name, m->reply_type, true);
 	if (ti < 0)
 		return ti;
 	struct reg_topic *t = &b->topics[ti];
@@ -1230,7 +1248,7 @@ int reg_sub_open(struct broker *b, struct client *cl, const struct msg_sub_open 
 	uint32_t si, depth;
 	int ti, efd, r;
 
-	if (!names_ok(m->topic, m->type_name) || m->overflow > TAKT_OVERFLOW_REJECT ||
+	if (!names_ok(m->topic, m->type_name, m->reply_type) || m->overflow > TAKT_OVERFLOW_REJECT ||
 	    m->queue_depth > v->lim.queue_depth_max || m->history > v->lim.history_max)
 		return -EINVAL;
 	r = port_allowed(b, cl, m->topic, false);
@@ -1251,7 +1269,7 @@ int reg_sub_open(struct broker *b, struct client *cl, const struct msg_sub_open 
 		;
 	if (si == v->lim.subscribers)
 		return -ENOSPC;
-	ti = topic_join(b, m->topic, m->type_name, false);
+	ti = topic_join(b, m->topic, m->type_name, m->reply_type, false);
 	if (ti < 0)
 		return ti;
 	struct reg_topic *t = &b->topics[ti];

@@ -17,7 +17,9 @@ void publish_state(_Atomic uint32_t *shm_state, uint32_t st);
 void topic_mirror(struct broker *b, uint32_t ti);
 void pub_mirror(struct broker *b, uint32_t pi);
 void sub_mirror(struct broker *b, uint32_t si);
-bool names_ok(const char *topic, const char *type);
+/* A topic and type name a client sent, and a response type: only a
+ * service's request topic (@/S/q) may declare one. */
+bool names_ok(const char *topic, const char *type, const char *reply);
 
 /* Connections (registry.c). */
 void conn_set_state(struct broker *b, uint32_t ci, uint32_t st);

@@ -222,7 +222,10 @@ typedef struct takt_client takt_client;
 
 struct takt_service_opts {
 	const char *service;         /* 1..40 chars of [A-Za-z0-9_./-] */
-	const char *request_type;    /* optional: checked like a topic's type_name */
+	/* Checked like a topic's type_name, both at open: the first server or
+	 * client that declares one names it for the service, an open that
+	 * declares another is refused (-EPROTOTYPE); none fits any. */
+	const char *request_type;    /* optional */
 	const char *response_type;   /* optional */
 	size_t max_request;          /* bytes of a request at most (the client's pool) */
 	size_t max_response;         /* bytes of a response at most (the server's pools) */
@@ -257,8 +260,9 @@ TAKT_API int takt_server_take(takt_server *srv, const void **request, struct tak
 TAKT_API void takt_server_release(takt_server *srv, const void *request);
 /* A response of size bytes to the request to (a request's info, taken or
  * released). -EMSGSIZE above max_response; -ENOBUFS the pool of that
- * client is out of chunks; -ECONNRESET the client is gone; -EINVAL to
- * names no client of this server. */
+ * client is out of chunks; -ECONNRESET the client is gone (also once its
+ * entry went to another client: the last [limits] publishers_per_topic
+ * such are remembered); -EINVAL to names no client of this server. */
 TAKT_API int takt_server_loan(takt_server *srv, const struct takt_request_info *to, size_t size, void **payload);
 /* Sends a loaned response to the client and request of to: 0; -EAGAIN the
  * client's response queue is full, -ECONNRESET the client is gone (the
@@ -287,8 +291,9 @@ TAKT_API int takt_client_loan(takt_client *cli, size_t size, void **payload);
 /* Sends a loaned request: its request id (> 0); -ENOTCONN the service has
  * no server, -ECONNRESET its server went away since the last send (the
  * next server of the name gets later ones), -ENOBUFS max_pending requests
- * are out or the server's queue for us is full: the loan stays ours
- * (send it again, or discard it). -EINVAL not a loan. */
+ * are out (resets not taken yet count too: take them) or the server's
+ * queue for us is full: the loan stays ours (send it again, or discard
+ * it). -EINVAL not a loan. */
 TAKT_API int64_t takt_client_send(takt_client *cli, void *payload);
 TAKT_API void takt_client_discard(takt_client *cli, void *payload);
 /* 0 and a response (info->request_id: the request it answers; a sample

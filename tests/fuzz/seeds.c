@@ -48,13 +48,22 @@ static void hello(unsigned ctl, const char *name)
 	rec(ctl, &m, sizeof(m));
 }
 
+/* type "T|R": type T, and R as a service's response type (reply_type) */
+static void put_types(char *type_name, char *reply_type, const char *type)
+{
+	const char *bar = strchr(type, '|');
+
+	snprintf(type_name, TAKT_NAME_MAX, "%.*s", bar ? (int)(bar - type) : (int)strlen(type), type);
+	snprintf(reply_type, TAKT_NAME_MAX, "%s", bar ? bar + 1 : "");
+}
+
 static void pub_open(unsigned ctl, const char *topic, const char *type, uint64_t max_payload, uint32_t history)
 {
 	struct msg_pub_open m = {.max_payload = max_payload, .history = history};
 
 	hdr(&m.hdr, MSG_PUB_OPEN, sizeof(m));
 	snprintf(m.topic, sizeof(m.topic), "%s", topic);
-	snprintf(m.type_name, sizeof(m.type_name), "%s", type);
+	put_types(m.type_name, m.reply_type, type);
 	rec(ctl, &m, sizeof(m));
 }
 
@@ -65,7 +74,7 @@ static void sub_open(unsigned ctl, const char *topic, const char *type, uint32_t
 
 	hdr(&m.hdr, MSG_SUB_OPEN, sizeof(m));
 	snprintf(m.topic, sizeof(m.topic), "%s", topic);
-	snprintf(m.type_name, sizeof(m.type_name), "%s", type);
+	put_types(m.type_name, m.reply_type, type);
 	rec(ctl, &m, sizeof(m));
 }
 
@@ -177,9 +186,11 @@ static void seed_service(void)
 {
 	hello(0, "client");
 	hello(PEER1 | ACK, "server");
-	sub_open(PEER1 | ACK, "@/calc/q", "t.Req", 16, TAKT_OVERFLOW_REJECT, 0);
+	sub_open(PEER1 | ACK, "@/calc/q", "t.Req|t.Rsp", 16, TAKT_OVERFLOW_REJECT, 0);
 	index_msg(PEER1 | ACK, MSG_SUB_CONNECT, 0, 0);
-	pub_open(ACK, "@/calc/q", "t.Req", 64, 0);
+	pub_open(ACK, "@/calc/q", "t.Req|t.Rsp", 64, 0);
+	pub_open(0, "@/calc/q", "t.Req|t.Other", 64, 0); /* another response type */
+	pub_open(0, "plain", "t.Req|t.Rsp", 64, 0);      /* a response type off a request topic */
 	index_msg(ACK, MSG_PUB_CONNECT, 0, 0);
 	sub_open(ACK, "@/calc/r/0000000000000001", "t.Rsp", 16, TAKT_OVERFLOW_REJECT, 0);
 	pub_open(PEER1 | ACK, "@/calc/r/0000000000000001", "t.Rsp", 80, 0);

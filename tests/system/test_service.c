@@ -480,9 +480,21 @@ static void test_service_bad_input(void **state)
 	void *p;
 
 	(void)state;
+	/* a client that came first named the response type: a server
+	 * answering with another is refused, like the later client */
+	assert_int_equal(takt_client_open(n, &(struct takt_service_opts){.service = "strict", .request_type = "t.A",
+									 .response_type = "t.R", .max_request = 8},
+					  &c2), 0);
 	assert_int_equal(takt_server_open(n, &(struct takt_service_opts){.service = "strict", .request_type = "t.A",
-									 .max_response = 16},
+									 .response_type = "t.X", .max_response = 16},
+					  &s), -EPROTOTYPE);
+	assert_int_equal(takt_server_open(n, &(struct takt_service_opts){.service = "strict", .request_type = "t.A",
+									 .response_type = "t.R", .max_response = 16},
 					  &s), 0);
+	takt_client_close(c2);
+	assert_int_equal(takt_client_open(n, &(struct takt_service_opts){.service = "strict", .request_type = "t.A",
+									 .response_type = "t.Y", .max_request = 8},
+					  &c2), -EPROTOTYPE);
 	/* one server per name */
 	assert_int_equal(takt_server_open(n, &(struct takt_service_opts){.service = "strict", .request_type = "t.A"},
 					  &s2), -EADDRINUSE);
@@ -492,7 +504,7 @@ static void test_service_bad_input(void **state)
 					  &c2), -EPROTOTYPE);
 	assert_int_equal(takt_client_open(n, &(struct takt_service_opts){.service = "strict", .request_type = "t.A",
 									 .max_request = 8},
-					  &c), 0);
+					  &c), 0); /* declares none: fits */
 	/* names: rules of topics, 40 characters at most */
 	assert_int_equal(takt_client_open(n, &(struct takt_service_opts){.service = "bad name"}, &c2), -EINVAL);
 	assert_int_equal(takt_client_open(n, &(struct takt_service_opts){
@@ -543,6 +555,15 @@ static void test_service_bad_input(void **state)
 			assert_int_equal(h_raw_call(raw.sock, &so, sizeof(so), MSG_SUB_OPEN, NULL, 0, NULL), -EADDRINUSE);
 			snprintf(so.topic, sizeof(so.topic), "@/strict/x"); /* not a service's topic */
 			assert_int_equal(h_raw_call(raw.sock, &so, sizeof(so), MSG_SUB_OPEN, NULL, 0, NULL), -EINVAL);
+			/* a response type on anything but a request topic */
+			snprintf(po.topic, sizeof(po.topic), "plain");
+			snprintf(po.reply_type, sizeof(po.reply_type), "t.R");
+			assert_int_equal(h_raw_call(raw.sock, &po, sizeof(po), MSG_PUB_OPEN, NULL, 0, NULL), -EINVAL);
+			/* a client through the protocol with another response type */
+			snprintf(po.topic, sizeof(po.topic), "@/strict/q");
+			snprintf(po.reply_type, sizeof(po.reply_type), "t.Z");
+			assert_int_equal(h_raw_call(raw.sock, &po, sizeof(po), MSG_PUB_OPEN, NULL, 0, NULL),
+					 -EPROTOTYPE);
 			close(raw.sock);
 			close(raw.reg_fd);
 		}
@@ -620,14 +641,14 @@ static void test_service_cli(void **state)
 	assert_non_null(strstr(out, "no server"));
 	srv = server_start(&sa);
 	assert_int_equal(run(out, sizeof(out), "service list --json"), 0);
-	assert_non_null(strstr(out, "\"name\":\"cli/echo\",\"request_type\":\"t.Req\",\"server\":true"));
+	assert_non_null(strstr(out, "\"name\":\"cli/echo\",\"request_type\":\"t.Req\",\"response_type\":\"t.Rsp\",\"server\":true"));
 	assert_non_null(strstr(out, "\"server_process\":\"server\""));
 	/* the server answers a struct msg: its client and n fields are the
 	 * request's first 8 bytes, so "abcdefgh" comes back in them */
 	assert_int_equal(run(out, sizeof(out), "service call cli/echo abcdefgh --json"), 0);
 	assert_non_null(strstr(out, "\"size\":16"));
 	assert_int_equal(run(out, sizeof(out), "service info cli/echo"), 0);
-	assert_non_null(strstr(out, "service 'cli/echo', request type t.Req: served by server"));
+	assert_non_null(strstr(out, "service 'cli/echo', request type t.Req, response type t.Rsp: served by server"));
 	assert_int_equal(run(out, sizeof(out), "service info no/such 2>/dev/null"), 1);
 	/* a service's topics are not topics to the user */
 	assert_int_equal(run(out, sizeof(out), "topic list"), 0);

@@ -494,6 +494,134 @@ static void test_service_request_finished_before_server_death_not_reset(void **s
 	takt_node_close(n);
 }
 
+/* ---- what a gone client costs --------------------------------------------- */
+
+static int queueing_client(void *a)
+{
+	takt_node *n = h_node(broker.domain, "queueing-client");
+	takt_client *c;
+	void *p;
+
+	(void)a;
+	H_CHECK(takt_client_open(n, &(struct takt_service_opts){.service = "edge/queued-dead", .max_request = 8,
+								.max_pending = 8},
+				 &c) == 0);
+	for (int64_t i = 1; i <= 8; i++) {
+		int64_t r;
+
+		H_CHECK(takt_client_loan(c, 8, &p) == 0);
+		for (int k = 0; k < 500 && (r = takt_client_send(c, p)) == -ENOTCONN; k++)
+			usleep(10000); /* until our publisher met the server */
+		H_CHECK(r == i);
+	}
+	atomic_store(&sh->ready, 2);
+	pause(); /* until SIGKILL */
+	return 0;
+}
+
+/* The id the broker gives the next publisher (ids count up, I0). */
+static uint64_t next_pub_id(takt_node *n)
+{
+	takt_pub *p;
+	uint64_t id;
+
+	assert_int_equal(takt_pub_open(n, &(struct takt_pub_opts){.topic = "edge/probe", .max_payload = 8}, &p), 0);
+	id = takt_pub_id(p);
+	takt_pub_close(p);
+	return id;
+}
+
+/* A client dies with 8 requests queued at the server: taking them costs
+ * the server one response publisher (which finds nobody), not one per
+ * request (each opened, found alone, closed: two broker calls and a pool
+ * each); every respond says -ECONNRESET. */
+static void test_service_dead_client_queued_requests_cost_one_open(void **state)
+{
+	takt_node *n = h_node(broker.domain, "queued-dead-server");
+	uint64_t before, after;
+	takt_server *s;
+	pid_t cl;
+
+	(void)state;
+	memset(sh, 0, sizeof(*sh));
+	assert_int_equal(takt_server_open(n, &(struct takt_service_opts){.service = "edge/queued-dead",
+									 .max_response = 8, .max_pending = 8},
+					  &s), 0);
+	cl = h_spawn(queueing_client, NULL);
+	until(&sh->ready, 2);
+	assert_int_equal(kill(cl, SIGKILL), 0);
+	assert_int_equal(h_wait(cl, WAIT_MS), 128 + SIGKILL);
+	usleep(100000); /* the broker let its ports go */
+	before = next_pub_id(n);
+	for (uint64_t i = 1; i <= 8; i++) {
+		struct takt_request_info info;
+		const void *q;
+		void *x;
+
+		assert_int_equal(takt_server_take(s, &q, &info), 0);
+		assert_int_equal(info.request_id, i);
+		assert_int_equal(takt_server_loan(s, &info, 8, &x), -ECONNRESET);
+		takt_server_release(s, q);
+	}
+	assert_int_equal(takt_server_take(s, &(const void *){NULL}, &(struct takt_request_info){0}), -EAGAIN);
+	after = next_pub_id(n);
+	assert_int_equal(after - before, 2); /* the one response publisher, and the probe */
+	takt_server_close(s);
+	takt_node_close(n);
+}
+
+/* The server's table has [limits] publishers_per_topic entries; a gone
+ * client's entry goes to a new client when none is free. A response to
+ * the gone client's request then says -ECONNRESET (it was ours), not
+ * -EINVAL (which means never ours). */
+static void test_service_gone_client_reset_after_its_entry_is_reused(void **state)
+{
+	struct h_broker b;
+	struct takt_request_info ia, ib, ic, forged;
+	takt_client *ca, *cb, *cc;
+	takt_server *s;
+	takt_node *n;
+	const void *q;
+	void *p;
+
+	(void)state;
+	assert_int_equal(h_broker_start(&b, "svc-reuse", "[limits]\npublishers_per_topic = 2\n"), 0);
+	n = h_node(b.domain, "reuse");
+	assert_int_equal(takt_server_open(n, &(struct takt_service_opts){.service = "reuse", .max_response = 8}, &s),
+			 0);
+	assert_int_equal(takt_client_open(n, &(struct takt_service_opts){.service = "reuse", .max_request = 8}, &ca), 0);
+	assert_int_equal(takt_client_loan(ca, 8, &p), 0);
+	assert_int_equal(takt_client_send(ca, p), 1);
+	assert_int_equal(takt_server_take(s, &q, &ia), 0);
+	takt_server_release(s, q);
+	takt_client_close(ca);
+	assert_int_equal(takt_server_take(s, &q, &(struct takt_request_info){0}), -EAGAIN); /* finds it gone */
+	assert_int_equal(takt_server_loan(s, &ia, 8, &p), -ECONNRESET);
+	assert_int_equal(takt_client_open(n, &(struct takt_service_opts){.service = "reuse", .max_request = 8}, &cb), 0);
+	assert_int_equal(takt_client_open(n, &(struct takt_service_opts){.service = "reuse", .max_request = 8}, &cc), 0);
+	assert_int_equal(takt_client_loan(cb, 8, &p), 0);
+	assert_int_equal(takt_client_send(cb, p), 1);
+	assert_int_equal(takt_client_loan(cc, 8, &p), 0);
+	assert_int_equal(takt_client_send(cc, p), 1);
+	assert_int_equal(takt_server_take(s, &q, &ib), 0);
+	takt_server_release(s, q);
+	assert_int_equal(takt_server_take(s, &q, &ic), 0); /* the second entry, then a's */
+	takt_server_release(s, q);
+	assert_int_equal(takt_server_loan(s, &ia, 8, &p), -ECONNRESET);
+	assert_int_equal(takt_server_loan(s, &ic, 8, &p), 0);
+	assert_int_equal(takt_server_respond(s, &ia, p), -ECONNRESET);
+	forged = ic;
+	forged.client_id = ic.client_id + 1000;
+	assert_int_equal(takt_server_respond(s, &forged, p), -EINVAL);
+	assert_int_equal(takt_server_respond(s, &ic, p), 0);
+	(void)ib;
+	takt_client_close(cb);
+	takt_client_close(cc);
+	takt_server_close(s);
+	takt_node_close(n);
+	h_broker_stop(&b);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -506,6 +634,8 @@ int main(void)
 		cmocka_unit_test(test_service_broker_refuses_other_overflow_on_service_topics),
 		cmocka_unit_test(test_service_response_to_a_request_never_sent_dropped),
 		cmocka_unit_test(test_service_request_finished_before_server_death_not_reset),
+		cmocka_unit_test(test_service_dead_client_queued_requests_cost_one_open),
+		cmocka_unit_test(test_service_gone_client_reset_after_its_entry_is_reused),
 	};
 
 	return cmocka_run_group_tests_name("service_edges", tests, setup, teardown);
