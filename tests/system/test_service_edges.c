@@ -13,6 +13,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <time.h>
@@ -181,16 +182,23 @@ static int echo_server(void *a)
 	const struct doomed_arg *da = a;
 	takt_node *n = h_node(broker.domain, "echo-server");
 	takt_server *s;
+	int r;
 
-	H_CHECK(takt_server_open(n, &(struct takt_service_opts){.service = da->service, .max_pending = da->queue,
-								.max_response = 8},
-				 &s) == 0);
+	for (int i = 0; i < 500; i++) { /* a server killed just before: until the broker let it go */
+		r = takt_server_open(n, &(struct takt_service_opts){.service = da->service, .max_pending = da->queue,
+								   .max_response = 8},
+				     &s);
+		if (r != -EADDRINUSE)
+			break;
+		usleep(10000);
+	}
+	H_CHECK(r == 0);
 	atomic_store(&sh->ready, 1);
 	while (!atomic_load(&sh->stop)) {
 		struct takt_request_info info;
 		const void *q;
 		void *x;
-		int r = takt_server_take(s, &q, &info);
+		r = takt_server_take(s, &q, &info);
 
 		if (r == -EAGAIN) {
 			takt_server_wait(s, SEC / 10);
@@ -620,6 +628,57 @@ static void test_service_gone_client_reset_after_its_entry_is_reused(void **stat
 	takt_server_close(s);
 	takt_node_close(n);
 	h_broker_stop(&b);
+	setenv("TAKT_RUNTIME_DIR", broker.rundir, 1); /* the group's broker again */
+}
+
+/* Resets not yet taken count against max_pending: a client that never
+ * takes them cannot pile up more than its reset ring holds, however often
+ * its servers die. */
+static void test_service_untaken_resets_hold_sends(void **state)
+{
+	struct doomed_arg doomed = {.service = "edge/resets", .queue = 8}, echo = {.service = "edge/resets", .queue = 8};
+	struct takt_request_info info;
+	const void *x;
+	takt_node *n;
+	takt_client *c;
+	pid_t srv;
+	void *p;
+	int64_t r = 0;
+
+	(void)state;
+	memset(sh, 0, sizeof(*sh));
+	srv = h_spawn(doomed_server, &doomed); /* takes nothing, dies on go */
+	until(&sh->ready, 1);
+	n = h_node(broker.domain, "resets-client");
+	assert_int_equal(takt_client_open(n, &(struct takt_service_opts){.service = "edge/resets", .max_request = 8,
+									 .max_pending = 2},
+					  &c), 0);
+	assert_int_equal(takt_client_loan(c, 8, &p), 0);
+	for (int i = 0; i < 500 && (r = takt_client_send(c, p)) == -ENOTCONN; i++)
+		usleep(10000);
+	assert_int_equal(r, 1);
+	assert_int_equal(takt_client_loan(c, 8, &p), 0);
+	assert_int_equal(takt_client_send(c, p), 2);
+	atomic_store(&sh->go, 1);
+	assert_int_equal(h_wait(srv, WAIT_MS), 128 + SIGKILL);
+	memset(sh, 0, sizeof(*sh));
+	srv = h_spawn(echo_server, &echo);
+	until(&sh->ready, 1);
+	assert_int_equal(takt_client_loan(c, 8, &p), 0);
+	for (int i = 0; i < 500 && (r = takt_client_send(c, p)) != -ENOBUFS; i++) {
+		assert_int_equal(r, -ECONNRESET); /* until the new server is there: never sent */
+		usleep(10000);
+	}
+	assert_int_equal(r, -ENOBUFS); /* two resets untaken: no room */
+	for (uint64_t id = 1; id <= 2; id++) {
+		assert_int_equal(takt_client_take(c, &x, &info), -ECONNRESET);
+		assert_int_equal(info.request_id, id);
+	}
+	assert_int_equal(takt_client_send(c, p), 3);
+	atomic_store(&sh->stop, 1);
+	assert_int_equal(h_wait(srv, WAIT_MS), 0);
+	takt_client_close(c);
+	takt_node_close(n);
 }
 
 int main(void)
@@ -636,6 +695,7 @@ int main(void)
 		cmocka_unit_test(test_service_request_finished_before_server_death_not_reset),
 		cmocka_unit_test(test_service_dead_client_queued_requests_cost_one_open),
 		cmocka_unit_test(test_service_gone_client_reset_after_its_entry_is_reused),
+		cmocka_unit_test(test_service_untaken_resets_hold_sends),
 	};
 
 	return cmocka_run_group_tests_name("service_edges", tests, setup, teardown);
