@@ -158,6 +158,10 @@ static void usage_mode(FILE *f, enum tt_mode m)
 
 enum { OPT_DEADLINE = 256, OPT_PIN_DIR, OPT_NO_PIN, OPT_RINGBUF, OPT_PERFETTO, OPT_CUMULATIVE };
 
+static const char *const mode_names[] = {
+	[MODE_WAKEUPS] = "wakeups", [MODE_HIST] = "hist", [MODE_RECORD] = "record", [MODE_EXPORT] = "export",
+};
+
 static int bad_usage(enum tt_mode m, const char *fmt, ...)
 {
 	va_list ap;
@@ -166,9 +170,8 @@ static int bad_usage(enum tt_mode m, const char *fmt, ...)
 	va_start(ap, fmt);
 	vfprintf(stderr, fmt, ap);
 	va_end(ap);
-	fprintf(stderr, "\nTry '" TT_PROG " %s--help'.\n",
-		m == MODE_WAKEUPS ? "wakeups " : m == MODE_HIST ? "hist " : m == MODE_RECORD ? "record " :
-		m == MODE_EXPORT ? "export " : "");
+	fprintf(stderr, "\nTry '" TT_PROG " %s%s--help'.\n", m != MODE_NONE ? mode_names[m] : "",
+		m != MODE_NONE ? " " : "");
 	return 2;
 }
 
@@ -185,8 +188,10 @@ static int parse_seconds(const char *s, double *out)
 
 static enum tt_mode parse_mode(const char *s)
 {
-	return !strcmp(s, "wakeups") ? MODE_WAKEUPS : !strcmp(s, "hist") ? MODE_HIST :
-	       !strcmp(s, "record") ? MODE_RECORD : !strcmp(s, "export") ? MODE_EXPORT : MODE_NONE;
+	for (size_t m = 0; m < sizeof(mode_names) / sizeof(mode_names[0]); m++)
+		if (mode_names[m] && !strcmp(s, mode_names[m]))
+			return (enum tt_mode)m;
+	return MODE_NONE;
 }
 
 static int parse_opt(struct tt_opts *o, int c, const char *arg)

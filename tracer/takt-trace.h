@@ -104,8 +104,19 @@ void tt_print_counters_obj(FILE *f, const struct tt_counters *c);
 /* Prints every histogram of the map (sorted), then clears them unless
  * keep. Count printed, -errno. */
 int tt_print_hists(FILE *f, int map_fd, const struct tt_clock *c, bool json, bool keep);
+/* One log2 histogram (microseconds) under "title (count, mean, max)". */
+void tt_print_log2(FILE *f, const char *title, const struct tt_stage_hist *h);
+/* Its JSON fields from ,"stage" to the closing brace and newline. */
+void tt_print_log2_json(FILE *f, const char *stage, const struct tt_stage_hist *h);
 /* Writes s to f as a JSON string (quotes included). */
 void tt_json_str(FILE *f, const char *s, size_t max);
+/* b - a when both stages happened (in order), else -1. */
+int64_t tt_span(uint64_t a, uint64_t b);
+/* A latency column in microseconds, "-" for -1. */
+void tt_us_col(FILE *f, int64_t ns);
+/* ,"key":ns, or null for -1; tt_json_stamp: null for 0. */
+void tt_json_ns(FILE *f, const char *key, int64_t ns);
+void tt_json_stamp(FILE *f, const char *key, uint64_t ns);
 
 /* ---- record.c ------------------------------------------------------------ */
 

@@ -260,30 +260,16 @@ static __always_inline __s64 task_state(void *task)
 	return BPF_CORE_READ((struct task_struct___o *)task, state);
 }
 
-static __always_inline __u32 log2_u32(__u32 v)
+/* An event's header: of the current thread (id: bpf_get_current_pid_tgid),
+ * on this CPU. */
+static __always_inline void hdr_fill(struct tt_hdr *h, __u16 type, __u16 size, __u64 id, __u64 ts)
 {
-	__u32 shift, r;
-
-	r = (v > 0xFFFF) << 4;
-	v >>= r;
-	shift = (v > 0xFF) << 3;
-	v >>= shift;
-	r |= shift;
-	shift = (v > 0xF) << 2;
-	v >>= shift;
-	r |= shift;
-	shift = (v > 0x3) << 1;
-	v >>= shift;
-	r |= shift;
-	r |= (v >> 1);
-	return r;
-}
-
-static __always_inline __u32 log2_u64(__u64 v)
-{
-	__u32 hi = v >> 32;
-
-	return hi ? log2_u32(hi) + 32 : log2_u32((__u32)v);
+	h->type = type;
+	h->size = size;
+	h->cpu = bpf_get_smp_processor_id();
+	h->ts = ts;
+	h->pid = id >> 32;
+	h->tid = (__u32)id;
 }
 
 /* Whether events of this process are wanted; reports unknown ones once. */
@@ -301,12 +287,7 @@ static __always_inline bool traced(__u32 tgid)
 	if (bpf_map_update_elem(&unknown, &tgid, &one, BPF_NOEXIST) == 0) {
 		e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
 		if (e) {
-			e->type = EV_NEW_PROC;
-			e->size = sizeof(*e);
-			e->cpu = bpf_get_smp_processor_id();
-			e->ts = bpf_ktime_get_ns();
-			e->pid = tgid;
-			e->tid = (__u32)bpf_get_current_pid_tgid();
+			hdr_fill(e, EV_NEW_PROC, sizeof(*e), bpf_get_current_pid_tgid(), bpf_ktime_get_ns());
 			bpf_ringbuf_submit(e, 0);
 		}
 	}
@@ -370,20 +351,8 @@ static __always_inline struct tt_hist *hist_get(__u32 by, __u32 pid, __s32 task,
 
 static __always_inline void hist_add(struct tt_hist *h, __u32 stage, __u64 ns)
 {
-	struct tt_stage_hist *s;
-	__u32 slot;
-
-	if (stage >= ST_NR)
-		return;
-	s = &h->stage[stage];
-	slot = log2_u64(ns / 1000);
-	if (slot >= TT_MAX_SLOTS)
-		slot = TT_MAX_SLOTS - 1;
-	s->slots[slot]++;
-	s->count++;
-	s->total_ns += ns;
-	if (ns > s->max_ns)
-		s->max_ns = ns;
+	if (stage < ST_NR)
+		tt_stage_hist_add(&h->stage[stage], ns);
 }
 
 /* t (thread tid) is on a CPU: an open cycle gets its on-CPU time and is
@@ -492,12 +461,7 @@ static __always_inline void emit_publish(const char *topic, __u64 pub_id, __u64 
 		bpf_ringbuf_discard(e, 0);
 		return;
 	}
-	e->h.type = EV_PUBLISH;
-	e->h.size = sizeof(*e);
-	e->h.cpu = bpf_get_smp_processor_id();
-	e->h.ts = ts;
-	e->h.pid = id >> 32;
-	e->h.tid = (__u32)id;
+	hdr_fill(&e->h, EV_PUBLISH, sizeof(*e), id, ts);
 	e->seq = seq;
 	e->pub_id = pub_id;
 	bpf_get_current_comm(e->comm, sizeof(e->comm));
@@ -764,12 +728,7 @@ int BPF_USDT(on_take, const char *topic, __u32 sub_port, __u64 pub_id, __u64 seq
 	if (!s)
 		return 0;
 	__builtin_memset(s, 0, sizeof(*s));
-	s->h.type = EV_SAMPLE;
-	s->h.size = sizeof(*s);
-	s->h.cpu = bpf_get_smp_processor_id();
-	s->h.ts = bpf_ktime_get_ns();
-	s->h.pid = id >> 32;
-	s->h.tid = (__u32)id;
+	hdr_fill(&s->h, EV_SAMPLE, sizeof(*s), id, bpf_ktime_get_ns());
 	s->seq = seq;
 	s->pub_id = pub_id;
 	s->sub_port = sub_port;
@@ -848,12 +807,7 @@ static __always_inline void emit_dispatch(__u64 id, __u64 begin, __u64 now, int 
 		COUNT(dropped_events);
 		return;
 	}
-	e->h.type = EV_DISPATCH;
-	e->h.size = sizeof(*e);
-	e->h.cpu = bpf_get_smp_processor_id();
-	e->h.ts = now;
-	e->h.pid = id >> 32;
-	e->h.tid = (__u32)id;
+	hdr_fill(&e->h, EV_DISPATCH, sizeof(*e), id, now);
 	e->begin_ns = begin;
 	e->task = task;
 	e->rc = rc;

@@ -1,5 +1,5 @@
-/* wakeup.h - what wakeup.bpf.c and takt-trace share: events, counters and
- * histogram keys.
+/* wakeup.h - what wakeup.bpf.c and takt-trace share: events, counters,
+ * histogram keys and the log2 histogram itself.
  *
  * One sample's journey from a publisher to the callback that handles it:
  *
@@ -138,6 +138,47 @@ struct tt_stage_hist {
 	__u64 total_ns;
 	__u64 max_ns;
 };
+
+static inline __u32 tt_log2_u32(__u32 v)
+{
+	__u32 shift, r;
+
+	r = (__u32)(v > 0xFFFF) << 4;
+	v >>= r;
+	shift = (__u32)(v > 0xFF) << 3;
+	v >>= shift;
+	r |= shift;
+	shift = (__u32)(v > 0xF) << 2;
+	v >>= shift;
+	r |= shift;
+	shift = (__u32)(v > 0x3) << 1;
+	v >>= shift;
+	r |= shift;
+	r |= (v >> 1);
+	return r;
+}
+
+static inline __u32 tt_log2_u64(__u64 v)
+{
+	__u32 hi = (__u32)(v >> 32);
+
+	return hi ? tt_log2_u32(hi) + 32 : tt_log2_u32((__u32)v);
+}
+
+/* Counts ns in its microsecond log2 slot: the kernel for its histograms,
+ * takt-trace for those it builds from events (services). */
+static inline void tt_stage_hist_add(struct tt_stage_hist *s, __u64 ns)
+{
+	__u32 slot = tt_log2_u64(ns / 1000);
+
+	if (slot >= TT_MAX_SLOTS)
+		slot = TT_MAX_SLOTS - 1;
+	s->slots[slot]++;
+	s->count++;
+	s->total_ns += ns;
+	if (ns > s->max_ns)
+		s->max_ns = ns;
+}
 
 /* Every stage of one topic or task: one map lookup per take. */
 struct tt_hist {
