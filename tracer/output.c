@@ -217,6 +217,10 @@ void tt_print_sample(FILE *f, const struct tt_clock *c, const struct tt_sample *
 	X(publish) X(notify) X(park) X(unpark) X(take) X(dispatch) X(wakeups) X(wakeups_no_sample)        \
 	X(notify_no_thread) X(take_no_publish) X(dropped_events) X(missed_deadlines)   \
 	X(unknown_proc) X(oncpu_inferred) X(wakeups_unseen)
+/* Counted in services and record mode only. */
+#define SVC_COUNTER_LIST(X)                                                                        \
+	X(requests) X(request_takes) X(responds) X(response_takes) X(requests_evicted)             \
+	X(responses_no_request)
 
 void tt_print_counters_obj(FILE *f, const struct tt_counters *c)
 {
@@ -227,8 +231,17 @@ void tt_print_counters_obj(FILE *f, const struct tt_counters *c)
 	fprintf(f, "%s\"" #n "\":%llu", sep, (unsigned long long)c->n);                            \
 	sep = ",";
 	COUNTER_LIST(X)
+	SVC_COUNTER_LIST(X)
 #undef X
 	fputc('}', f);
+}
+
+/* Whether services were traced: their counters are printed only then. */
+static bool svc_counted(const struct tt_counters *c)
+{
+#define X(n) | c->n
+	return (0 SVC_COUNTER_LIST(X)) != 0;
+#undef X
 }
 
 void tt_print_counters(FILE *f, const struct tt_counters *c, bool json)
@@ -242,6 +255,9 @@ void tt_print_counters(FILE *f, const struct tt_counters *c, bool json)
 	fputs(TT_PROG ": counters:", f);
 #define X(n) fprintf(f, " " #n "=%llu", (unsigned long long)c->n);
 	COUNTER_LIST(X)
+	if (svc_counted(c)) {
+		SVC_COUNTER_LIST(X)
+	}
 #undef X
 	fputc('\n', f);
 }
