@@ -57,6 +57,16 @@ int tf_pubsub_run(struct tf_pubsub *ps);
 /* Ends both children; 0 when both exited cleanly. */
 int tf_pubsub_stop(struct tf_pubsub *ps);
 
+/* A check of one line of the tracer's output (a variable line in scope):
+ * fails the cmocka test, printing the line. */
+#define TF_CHECK(c)                                                                                \
+	do {                                                                                       \
+		if (!(c)) {                                                                        \
+			fprintf(stderr, "line: %s\n", line);                                       \
+			fail_msg("%s", #c);                                                        \
+		}                                                                                  \
+	} while (0)
+
 /* A number field of a flat JSON object: true and *out, false when missing or null. */
 bool tf_json_num(const char *obj, const char *key, long long *out);
 /* A string field: true and out (truncated to len). */
