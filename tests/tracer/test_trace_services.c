@@ -461,10 +461,71 @@ static void test_tracer_follows_requests_to_their_responses(void **state)
 	unlink(tr.err);
 }
 
+/* jq's answer to filter over the export is want. */
+static void check_jq(const char *json, long want, const char *filter)
+{
+	long got = tf_jq_count(filter, json);
+
+	if (got != want)
+		fail_msg("jq '%s': %ld, expected %ld", filter, got, want);
+}
+
+/* The same run recorded: the export draws each response's way as a flow
+ * from the request's publish to the client's take, the server's work as
+ * slices, and the request never answered as an instant. */
+static void test_tracer_records_requests(void **state)
+{
+	struct svc_pair sp = {.domain = broker.domain};
+	char rec[200], json[200], filter[160];
+	struct tf_tracer tr;
+	long total = (long)total_responses();
+
+	(void)state;
+	snprintf(rec, sizeof(rec), "%s/svc.takt-trace", broker.rundir);
+	snprintf(json, sizeof(json), "%s/svc.json", broker.rundir);
+	const char *argv[] = {"record", "-o", rec, "--domain", broker.domain, "--no-pin", NULL};
+	const char *exp[] = {TAKT_TRACE_PATH, "export", rec, "--perfetto", json, NULL};
+
+	assert_int_equal(tf_tracer_start(&tr, broker.rundir, argv), 0);
+	assert_int_equal(run_pair(&sp), 0);
+	usleep(300000);
+	assert_int_equal(tf_tracer_stop(&tr), 0);
+	assert_int_equal(tf_run(exp), 0);
+	if (system("command -v jq >/dev/null 2>&1") != 0) {
+		fprintf(stderr, "jq missing: the export was made, its contents not checked\n");
+		return;
+	}
+	check_jq(json, total, ".otherData.responses");
+	check_jq(json, 1, ".otherData.unanswered");
+	check_jq(json, N, ".otherData.counters.requests");
+	check_jq(json, total, "[.traceEvents[] | select(.cat == \"takt.request\" and .ph == \"s\")] | length");
+	check_jq(json, total, "[.traceEvents[] | select(.cat == \"takt.request\" and .ph == \"f\" and .bp == \"e\")]"
+			      " | length");
+	check_jq(json, 1, "([.traceEvents[] | select(.cat == \"takt.request\" and .ph == \"s\") | .id] | sort) == "
+			  "([.traceEvents[] | select(.cat == \"takt.request\" and .ph == \"f\") | .id] | sort)"
+			  " | if . then 1 else 0 end");
+	/* each flow starts at its request's publish */
+	check_jq(json, 1, "[.traceEvents[] | select(.ph == \"X\" and .name == \"publish @/" SERVICE "/q\") | .ts] as $p"
+			  " | [.traceEvents[] | select(.cat == \"takt.request\" and .ph == \"s\") | .ts as $t"
+			  " | $p | any(. == $t)] | all | if . then 1 else 0 end");
+	check_jq(json, N - 1, "[.traceEvents[] | select(.ph == \"X\" and (.name | startswith(\"serve " SERVICE " #\")))]"
+			      " | length");
+	check_jq(json, total, "[.traceEvents[] | select(.ph == \"X\" and (.name | startswith(\"respond " SERVICE
+			      " #\")))] | length");
+	snprintf(filter, sizeof(filter), "[.traceEvents[] | select(.ph == \"i\" and .name == \"never answered: %s #%d\")]"
+		 " | length", SERVICE, N);
+	check_jq(json, 1, filter);
+	unlink(rec);
+	unlink(json);
+	unlink(tr.out);
+	unlink(tr.err);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_tracer_follows_requests_to_their_responses),
+		cmocka_unit_test(test_tracer_records_requests),
 	};
 
 	tf_require_root();
