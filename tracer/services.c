@@ -369,8 +369,11 @@ static void unanswered_of(const struct tt_svc_sent *e, const struct tt_svc_serve
 	r->server.state = WS_UNKNOWN;
 	r->client.state = WS_UNKNOWN;
 	tt_request_sent(r, e);
-	if (sv && sv->request_id == e->request_id && sv->client_id == e->client_id)
-		tt_request_served(r, sv);
+	if (!sv || sv->request_id != e->request_id || sv->client_id != e->client_id)
+		return;
+	tt_request_served(r, sv);
+	if (sv->n_responds) /* its last respond, whose response no take joined */
+		r->respond_ns = sv->respond_ns[(sv->n_responds - 1) % TT_SVC_RESPONDS];
 }
 
 static int cmp_unanswered(const void *a, const void *b)

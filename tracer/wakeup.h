@@ -113,7 +113,7 @@ struct tt_request {
 	__u64 request_id;       /* that publisher's seq */
 	__u64 send_ns;          /* the request's publish, just before its push */
 	__u64 server_take_ns;   /* request_take */
-	__u64 respond_ns;       /* the respond that sent this response */
+	__u64 respond_ns;       /* the respond that sent this response (unanswered: the last one) */
 	__u32 kind;             /* enum tt_req_kind */
 	__u32 response_n;       /* 1: the first response (the round trip), 2..: the next ones of a
 	                           stream; 0: unknown (the send was not seen) or unanswered */
