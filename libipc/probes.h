@@ -15,7 +15,8 @@
  * Request/response (service.c) names each request by (client_id,
  * request_id), which are its sample's (publisher_id, seq) on the service's
  * request topic:
- *   request       (client_id, request_id)          a client sends it (before the push)
+ *   request       (client_id, request_id)          a client sent it (after the push: never
+ *                                                  for a send that is refused)
  *   request_take  (client_id, request_id)          the server takes it
  *   respond       (client_id, request_id)          the server sends a response to it (before the push)
  *   response_take (client_id, request_id)          the client takes a response to it

@@ -504,7 +504,6 @@ int64_t takt_client_send(takt_client *cli, void *payload)
 		if (cli->pending + cli->n_resets >= cli->max_pending || cli->pending >= depth)
 			return -ENOBUFS; /* the loan stays ours */
 	}
-	TAKT_PROBE2(request, cli->id, pub_seq(cli->req) + 1); /* (the id the publish gives it) */
 	/* Publish looks at the connections again: a server that went or was
 	 * replaced (another queue) since our last look refuses it here, the
 	 * loan still ours, no request id used up. */
@@ -517,6 +516,7 @@ int64_t takt_client_send(takt_client *cli, void *payload)
 		return r;
 	if (r == 0) /* its queue refused it: not a server of ours (reject, and we count) */
 		return -ECONNRESET;
+	TAKT_PROBE2(request, cli->id, pub_seq(cli->req)); /* sent: only now, a refused send is no request */
 	cli->had_server = true;
 	cli->chunk_req[chunk] = pub_seq(cli->req);
 	cli->pending++;

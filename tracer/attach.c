@@ -27,6 +27,7 @@
 const char *const tt_probe_names[TT_N_PROBES] = {
 	"publish",   "notify",         "park",         "unpark",    "take",
 	"exec_park", "exec_wake", "dispatch_begin", "dispatch_end", "node_open",
+	"request",   "request_take",   "respond",      "response_take",
 };
 #define NODE_OPEN_BIT (1u << 9)
 
@@ -41,7 +42,8 @@ static struct bpf_program *probe_prog(struct wakeup_bpf *skel, int i)
 		skel->progs.on_publish,   skel->progs.on_notify,    skel->progs.on_park,
 		skel->progs.on_unpark,    skel->progs.on_take,      skel->progs.on_exec_park,
 		skel->progs.on_exec_wake, skel->progs.on_dispatch_begin, skel->progs.on_dispatch_end,
-		skel->progs.on_node_open,
+		skel->progs.on_node_open, skel->progs.on_request, skel->progs.on_request_take,
+		skel->progs.on_respond,   skel->progs.on_response_take,
 	};
 
 	return progs[i];
@@ -201,7 +203,7 @@ int tt_attach_file(struct tt_attach *a, const char *path)
 	for (int i = 0; i < TT_N_PROBES; i++) {
 		struct bpf_link *l;
 
-		if (!(mask & (1u << i)))
+		if (!(mask & (1u << i)) || (a->skip & (1u << i)))
 			continue;
 		l = bpf_program__attach_usdt(probe_prog(a->skel, i), -1, path, "takt", tt_probe_names[i], NULL);
 		if (!l) {

@@ -89,8 +89,7 @@ void tt_json_str(FILE *f, const char *s, size_t max)
 	fputc('"', f);
 }
 
-/* b - a when both stages happened (in order), else -1. */
-static int64_t span(uint64_t a, uint64_t b)
+int64_t tt_span(uint64_t a, uint64_t b)
 {
 	return a && b && b >= a ? (int64_t)(b - a) : -1;
 }
@@ -104,12 +103,12 @@ static void sample_spans(const struct tt_sample *s, struct sample_spans *o)
 {
 	uint64_t cb = s->callback_ns ? s->callback_ns : s->h.ts;
 
-	o->pub_notify = span(s->publish_ns, s->notify_ns);
-	o->notify_wakeup = span(s->notify_ns, s->wakeup_ns);
-	o->wakeup_oncpu = span(s->wakeup_ns, s->oncpu_ns);
-	o->oncpu_take = span(s->oncpu_ns, s->h.ts);
-	o->oncpu_cb = span(s->oncpu_ns, cb);
-	o->pub_take = span(s->publish_ns, s->h.ts);
+	o->pub_notify = tt_span(s->publish_ns, s->notify_ns);
+	o->notify_wakeup = tt_span(s->notify_ns, s->wakeup_ns);
+	o->wakeup_oncpu = tt_span(s->wakeup_ns, s->oncpu_ns);
+	o->oncpu_take = tt_span(s->oncpu_ns, s->h.ts);
+	o->oncpu_cb = tt_span(s->oncpu_ns, cb);
+	o->pub_take = tt_span(s->publish_ns, s->h.ts);
 	/* The subscriber thread is the one that parked and was notified; with
 	 * no notify, the one that took. */
 	o->sub_tid = s->woken_tid ? s->woken_tid : s->h.tid;
@@ -121,7 +120,7 @@ void tt_print_sample_header(FILE *f)
 		"PUB PID/TID", "SUB PID/TID", "THREAD", "NTF>WAKE", "WAKE>CPU", "CPU>CB", "PUB>TAKE", "TASK");
 }
 
-static void us_col(FILE *f, int64_t ns)
+void tt_us_col(FILE *f, int64_t ns)
 {
 	if (ns < 0)
 		fprintf(f, " %9s", "-");
@@ -129,7 +128,7 @@ static void us_col(FILE *f, int64_t ns)
 		fprintf(f, " %9.1f", (double)ns / 1000.0);
 }
 
-static void json_ns(FILE *f, const char *key, int64_t ns)
+void tt_json_ns(FILE *f, const char *key, int64_t ns)
 {
 	if (ns < 0)
 		fprintf(f, ",\"%s\":null", key);
@@ -137,9 +136,9 @@ static void json_ns(FILE *f, const char *key, int64_t ns)
 		fprintf(f, ",\"%s\":%" PRId64, key, ns);
 }
 
-static void json_stamp(FILE *f, const char *key, uint64_t ns)
+void tt_json_stamp(FILE *f, const char *key, uint64_t ns)
 {
-	json_ns(f, key, ns ? (int64_t)ns : -1);
+	tt_json_ns(f, key, ns ? (int64_t)ns : -1);
 }
 
 static void print_sample_json(FILE *f, const struct tt_clock *c, const struct tt_sample *s,
@@ -171,19 +170,19 @@ static void print_sample_json(FILE *f, const struct tt_clock *c, const struct tt
 			s->oncpu_inferred ? "probe" : "sched_switch");
 	else
 		fprintf(f, ",\"cpu\":null,\"oncpu_from\":null");
-	json_stamp(f, "publish_ns", s->publish_ns);
-	json_stamp(f, "notify_ns", s->notify_ns);
-	json_stamp(f, "waking_ns", s->waking_ns);
-	json_stamp(f, "wakeup_ns", s->wakeup_ns);
-	json_stamp(f, "oncpu_ns", s->oncpu_ns);
-	json_stamp(f, "callback_ns", s->callback_ns);
-	json_stamp(f, "take_ns", s->h.ts);
-	json_ns(f, "publish_to_notify_ns", sp->pub_notify);
-	json_ns(f, "notify_to_wakeup_ns", sp->notify_wakeup);
-	json_ns(f, "wakeup_to_oncpu_ns", sp->wakeup_oncpu);
-	json_ns(f, "oncpu_to_take_ns", sp->oncpu_take);
-	json_ns(f, "oncpu_to_callback_ns", sp->oncpu_cb);
-	json_ns(f, "publish_to_take_ns", sp->pub_take);
+	tt_json_stamp(f, "publish_ns", s->publish_ns);
+	tt_json_stamp(f, "notify_ns", s->notify_ns);
+	tt_json_stamp(f, "waking_ns", s->waking_ns);
+	tt_json_stamp(f, "wakeup_ns", s->wakeup_ns);
+	tt_json_stamp(f, "oncpu_ns", s->oncpu_ns);
+	tt_json_stamp(f, "callback_ns", s->callback_ns);
+	tt_json_stamp(f, "take_ns", s->h.ts);
+	tt_json_ns(f, "publish_to_notify_ns", sp->pub_notify);
+	tt_json_ns(f, "notify_to_wakeup_ns", sp->notify_wakeup);
+	tt_json_ns(f, "wakeup_to_oncpu_ns", sp->wakeup_oncpu);
+	tt_json_ns(f, "oncpu_to_take_ns", sp->oncpu_take);
+	tt_json_ns(f, "oncpu_to_callback_ns", sp->oncpu_cb);
+	tt_json_ns(f, "publish_to_take_ns", sp->pub_take);
 	fputs("}\n", f);
 }
 
@@ -205,10 +204,10 @@ void tt_print_sample(FILE *f, const struct tt_clock *c, const struct tt_sample *
 	snprintf(sub, sizeof(sub), "%u/%u", s->h.pid, sp.sub_tid);
 	fprintf(f, "%-15s %-16.*s %7llu %-15s %-15s %-8s", t, TT_TOPIC_LEN, s->topic, (unsigned long long)s->seq,
 		pub, sub, tt_wake_state_name(s->wake_state));
-	us_col(f, sp.notify_wakeup);
-	us_col(f, sp.wakeup_oncpu);
-	us_col(f, sp.oncpu_cb);
-	us_col(f, sp.pub_take);
+	tt_us_col(f, sp.notify_wakeup);
+	tt_us_col(f, sp.wakeup_oncpu);
+	tt_us_col(f, sp.oncpu_cb);
+	tt_us_col(f, sp.pub_take);
 	if (s->task >= 0)
 		fprintf(f, "  %d:%.*s", s->task, TT_ITEM_LEN, s->item);
 	fputc('\n', f);
@@ -218,6 +217,10 @@ void tt_print_sample(FILE *f, const struct tt_clock *c, const struct tt_sample *
 	X(publish) X(notify) X(park) X(unpark) X(take) X(dispatch) X(wakeups) X(wakeups_no_sample)        \
 	X(notify_no_thread) X(take_no_publish) X(dropped_events) X(missed_deadlines)   \
 	X(unknown_proc) X(oncpu_inferred) X(wakeups_unseen)
+/* Counted in services and record mode only. */
+#define SVC_COUNTER_LIST(X)                                                                        \
+	X(requests) X(request_takes) X(responds) X(response_takes) X(requests_evicted)             \
+	X(responses_no_request)
 
 void tt_print_counters_obj(FILE *f, const struct tt_counters *c)
 {
@@ -228,8 +231,17 @@ void tt_print_counters_obj(FILE *f, const struct tt_counters *c)
 	fprintf(f, "%s\"" #n "\":%llu", sep, (unsigned long long)c->n);                            \
 	sep = ",";
 	COUNTER_LIST(X)
+	SVC_COUNTER_LIST(X)
 #undef X
 	fputc('}', f);
+}
+
+/* Whether services were traced: their counters are printed only then. */
+static bool svc_counted(const struct tt_counters *c)
+{
+#define X(n) | c->n
+	return (0 SVC_COUNTER_LIST(X)) != 0;
+#undef X
 }
 
 void tt_print_counters(FILE *f, const struct tt_counters *c, bool json)
@@ -243,6 +255,9 @@ void tt_print_counters(FILE *f, const struct tt_counters *c, bool json)
 	fputs(TT_PROG ": counters:", f);
 #define X(n) fprintf(f, " " #n "=%llu", (unsigned long long)c->n);
 	COUNTER_LIST(X)
+	if (svc_counted(c)) {
+		SVC_COUNTER_LIST(X)
+	}
 #undef X
 	fputc('\n', f);
 }
@@ -279,15 +294,7 @@ static void print_stars(FILE *f, uint64_t val, uint64_t max, int width)
 		fputc(' ', f);
 }
 
-static void hist_title(FILE *f, const struct tt_hist_key *k)
-{
-	if (k->by == BY_TOPIC)
-		fprintf(f, "topic %.*s", TT_TOPIC_LEN, k->name);
-	else
-		fprintf(f, "task %d (%.*s) of pid %u", k->task, TT_TOPIC_LEN, k->name, k->pid);
-}
-
-static void print_hist_text(FILE *f, const struct tt_hist_key *k, uint32_t stage, const struct tt_stage_hist *h)
+void tt_print_log2(FILE *f, const char *title, const struct tt_stage_hist *h)
 {
 	int last = -1;
 	uint64_t max = 0;
@@ -298,8 +305,7 @@ static void print_hist_text(FILE *f, const struct tt_hist_key *k, uint32_t stage
 		if (h->slots[i] > max)
 			max = h->slots[i];
 	}
-	hist_title(f, k);
-	fprintf(f, ": %s (count %llu, mean %.1f us, max %.1f us)\n", stage_title(stage), (unsigned long long)h->count,
+	fprintf(f, "%s (count %llu, mean %.1f us, max %.1f us)\n", title, (unsigned long long)h->count,
 		h->count ? (double)h->total_ns / (double)h->count / 1000.0 : 0.0, (double)h->max_ns / 1000.0);
 	fprintf(f, "%*s%-*s : count    distribution\n", 10, "", 13, "usecs");
 	for (int i = 0; i <= last; i++) {
@@ -313,8 +319,19 @@ static void print_hist_text(FILE *f, const struct tt_hist_key *k, uint32_t stage
 	fputc('\n', f);
 }
 
-static void print_hist_json(FILE *f, const char *time, const struct tt_hist_key *k, uint32_t stage,
-			    const struct tt_stage_hist *h)
+static void print_hist_text(FILE *f, const struct tt_hist_key *k, uint32_t stage, const struct tt_stage_hist *h)
+{
+	char title[TT_TOPIC_LEN + 96];
+
+	if (k->by == BY_TOPIC)
+		snprintf(title, sizeof(title), "topic %.*s: %s", TT_TOPIC_LEN, k->name, stage_title(stage));
+	else
+		snprintf(title, sizeof(title), "task %d (%.*s) of pid %u: %s", k->task, TT_TOPIC_LEN, k->name, k->pid,
+			 stage_title(stage));
+	tt_print_log2(f, title, h);
+}
+
+void tt_print_log2_json(FILE *f, const char *stage, const struct tt_stage_hist *h)
 {
 	const char *sep = "";
 	int last = -1;
@@ -322,14 +339,8 @@ static void print_hist_json(FILE *f, const char *time, const struct tt_hist_key 
 	for (int i = 0; i < TT_MAX_SLOTS; i++)
 		if (h->slots[i])
 			last = i;
-	fprintf(f, "{\"time\":\"%s\",\"by\":\"%s\",\"name\":", time, k->by == BY_TOPIC ? "topic" : "task");
-	tt_json_str(f, k->name, sizeof(k->name));
-	if (k->by == BY_TASK)
-		fprintf(f, ",\"pid\":%u,\"task\":%d", k->pid, k->task);
-	else
-		fprintf(f, ",\"pid\":null,\"task\":null");
 	fprintf(f, ",\"stage\":\"%s\",\"unit\":\"us\",\"count\":%llu,\"mean_ns\":%llu,\"max_ns\":%llu,\"buckets\":[",
-		tt_stage_name(stage), (unsigned long long)h->count,
+		stage, (unsigned long long)h->count,
 		h->count ? (unsigned long long)(h->total_ns / h->count) : 0ull, (unsigned long long)h->max_ns);
 	for (int i = 0; i <= last; i++) {
 		fprintf(f, "%s{\"lo\":%llu,\"hi\":%llu,\"count\":%llu}", sep, i ? 1ull << i : 0ull,
@@ -337,6 +348,18 @@ static void print_hist_json(FILE *f, const char *time, const struct tt_hist_key 
 		sep = ",";
 	}
 	fputs("]}\n", f);
+}
+
+static void print_hist_json(FILE *f, const char *time, const struct tt_hist_key *k, uint32_t stage,
+			    const struct tt_stage_hist *h)
+{
+	fprintf(f, "{\"time\":\"%s\",\"by\":\"%s\",\"name\":", time, k->by == BY_TOPIC ? "topic" : "task");
+	tt_json_str(f, k->name, sizeof(k->name));
+	if (k->by == BY_TASK)
+		fprintf(f, ",\"pid\":%u,\"task\":%d", k->pid, k->task);
+	else
+		fprintf(f, ",\"pid\":null,\"task\":null");
+	tt_print_log2_json(f, tt_stage_name(stage), h);
 }
 
 /* Sums the per-CPU values of one histogram into out. */

@@ -10,7 +10,11 @@
  * notify (an instant), on the subscriber thread the stages notify -> wakeup
  * -> on-CPU -> callback start as slices, the take, and a flow (arrow) from
  * the publish through the wakeup to the take, bound to the item's slice when
- * an executor ran it. Perfetto (ui.perfetto.dev) and chrome://tracing open it.
+ * an executor ran it. A response to a request of a service gets a flow of its
+ * own: from the client's send through the server's take (the server's
+ * "serve" slice, take -> first respond) and its respond to the client's
+ * take; a request never answered, an instant at its send. Perfetto
+ * (ui.perfetto.dev) and chrome://tracing open it.
  */
 #include "takt-trace.h"
 
@@ -206,7 +210,7 @@ struct thread_name {
 struct exporter {
 	FILE *f;
 	bool first;
-	uint64_t flows, samples, publishes, dispatches;
+	uint64_t flows, samples, publishes, dispatches, responses, unanswered;
 	struct thread_name names[NAME_SLOTS];
 	struct {
 		uint32_t tid;
@@ -270,12 +274,13 @@ static void slice(struct exporter *x, uint32_t pid, uint32_t tid, const char *na
 		end > ts ? us(end - ts) : 0.001);
 }
 
-static void flow(struct exporter *x, char ph, uint64_t id, uint32_t pid, uint32_t tid, uint64_t ts)
+/* One point of flow id: of a sample ("sample"), or of a request ("request"). */
+static void flow(struct exporter *x, const char *what, char ph, uint64_t id, uint32_t pid, uint32_t tid, uint64_t ts)
 {
 	ev_begin(x);
-	fprintf(x->f, "{\"ph\":\"%c\",\"cat\":\"takt.sample\",\"name\":\"sample\",\"id\":%" PRIu64
+	fprintf(x->f, "{\"ph\":\"%c\",\"cat\":\"takt.%s\",\"name\":\"%s\",\"id\":%" PRIu64
 		",\"pid\":%u,\"tid\":%u,\"ts\":%.3f%s}",
-		ph, id, pid, tid, us(ts), ph == 'f' ? ",\"bp\":\"e\"" : "");
+		ph, what, what, id, pid, tid, us(ts), ph == 'f' ? ",\"bp\":\"e\"" : "");
 }
 
 static void export_publish(struct exporter *x, const struct tt_publish *p)
@@ -345,10 +350,62 @@ static void export_sample(struct exporter *x, const struct tt_sample *s)
 		(unsigned long long)s->seq, (unsigned long long)s->pub_id, s->sub_port, tt_wake_state_name(s->wake_state));
 	if (!s->publish_ns || !s->pub_pid)
 		return; /* no publish seen: nothing to draw an arrow from */
-	flow(x, 's', id, s->pub_pid, s->pub_tid, s->publish_ns);
+	flow(x, "sample", 's', id, s->pub_pid, s->pub_tid, s->publish_ns);
 	if (s->wakeup_ns && s->oncpu_ns)
-		flow(x, 't', id, s->h.pid, s->woken_tid, s->wakeup_ns);
-	flow(x, 'f', id, s->h.pid, s->h.tid, s->h.ts);
+		flow(x, "sample", 't', id, s->h.pid, s->woken_tid, s->wakeup_ns);
+	flow(x, "sample", 'f', id, s->h.pid, s->h.tid, s->h.ts);
+}
+
+static void request_args(struct exporter *x, const struct tt_request *r)
+{
+	fprintf(x->f, ",\"args\":{\"client_id\":\"%016" PRIx64 "\",\"request_id\":%" PRIu64 ",\"response\":%u}}",
+		(uint64_t)r->client_id, (uint64_t)r->request_id, r->response_n);
+}
+
+/* A response: the server's slices, the client's take, and the flow from
+ * the send (the request's publish slice) to that take. */
+static void export_request(struct exporter *x, const struct tt_request *r)
+{
+	char svc[TT_TOPIC_LEN], name[TT_TOPIC_LEN + 48];
+	uint64_t id;
+
+	tt_svc_name(r->topic, svc, sizeof(svc));
+	note_thread(x, r->client_pid, r->client_tid, r->client_comm);
+	if (r->server_pid)
+		note_thread(x, r->server_pid, r->server_tid, r->server_comm);
+	if (r->kind != REQ_RESPONSE) {
+		ev_begin(x);
+		snprintf(name, sizeof(name), "never answered: %.*s #%" PRIu64, TT_TOPIC_LEN, svc, (uint64_t)r->request_id);
+		fprintf(x->f, "{\"ph\":\"i\",\"s\":\"t\",\"cat\":\"takt.service\",\"name\":");
+		tt_json_str(x->f, name, sizeof(name));
+		fprintf(x->f, ",\"pid\":%u,\"tid\":%u,\"ts\":%.3f", r->client_pid, r->client_tid, us(r->send_ns));
+		request_args(x, r);
+		x->unanswered++;
+		return;
+	}
+	x->responses++;
+	if (r->response_n == 1 && r->server_take_ns && r->respond_ns) {
+		snprintf(name, sizeof(name), "serve %.*s #%" PRIu64, TT_TOPIC_LEN, svc, (uint64_t)r->request_id);
+		slice(x, r->server_pid, r->server_tid, name, r->server_take_ns, r->respond_ns, "takt.service");
+		request_args(x, r);
+	}
+	if (r->respond_ns) {
+		snprintf(name, sizeof(name), "respond %.*s #%" PRIu64, TT_TOPIC_LEN, svc, (uint64_t)r->request_id);
+		slice(x, r->server_pid, r->server_tid, name, r->respond_ns, r->respond_ns, "takt.service");
+		request_args(x, r);
+	}
+	snprintf(name, sizeof(name), "response %.*s #%" PRIu64, TT_TOPIC_LEN, svc, (uint64_t)r->request_id);
+	slice(x, r->h.pid, r->h.tid, name, r->h.ts, r->h.ts, "takt.service");
+	request_args(x, r);
+	if (!r->send_ns)
+		return; /* no send seen: nothing to draw an arrow from */
+	id = ++x->flows;
+	flow(x, "request", 's', id, r->client_pid, r->client_tid, r->send_ns);
+	if (r->server_take_ns && r->response_n == 1)
+		flow(x, "request", 't', id, r->server_pid, r->server_tid, r->server_take_ns);
+	if (r->respond_ns)
+		flow(x, "request", 't', id, r->server_pid, r->server_tid, r->respond_ns);
+	flow(x, "request", 'f', id, r->h.pid, r->h.tid, r->h.ts);
 }
 
 static void export_names(struct exporter *x)
@@ -396,6 +453,11 @@ static int export_event(struct exporter *x, const struct tt_hdr *h)
 			return -EBADMSG;
 		export_dispatch(x, (const struct tt_dispatch *)h);
 		break;
+	case EV_REQUEST:
+		if (h->size < sizeof(struct tt_request))
+			return -EBADMSG;
+		export_request(x, (const struct tt_request *)h);
+		break;
 	case EV_COUNTERS: {
 		/* A recording made before wakeups_unseen existed ends its
 		 * counters at oncpu_inferred (the rest stays 0). */
@@ -433,8 +495,9 @@ static void export_trailer(struct exporter *x, const struct tt_file_header *fh)
 {
 	fprintf(x->f, "\n],\n\"displayTimeUnit\":\"ns\",\n\"otherData\":{\"tool\":\"takt-trace\",\"domain\":");
 	tt_json_str(x->f, fh->domain, sizeof(fh->domain));
-	fprintf(x->f, ",\"samples\":%" PRIu64 ",\"publishes\":%" PRIu64 ",\"dispatches\":%" PRIu64, x->samples,
-		x->publishes, x->dispatches);
+	fprintf(x->f, ",\"samples\":%" PRIu64 ",\"publishes\":%" PRIu64 ",\"dispatches\":%" PRIu64
+		",\"responses\":%" PRIu64 ",\"unanswered\":%" PRIu64, x->samples, x->publishes, x->dispatches,
+		x->responses, x->unanswered);
 	if (x->have_counters) {
 		fputs(",\"counters\":", x->f);
 		tt_print_counters_obj(x->f, &x->counters);
@@ -458,6 +521,16 @@ static int export_all(struct reader *rd, struct exporter *x, struct tt_file_head
 	export_names(x);
 	export_trailer(x, fh);
 	return 0;
+}
+
+static void export_said(const struct exporter *x, const char *in, const char *out)
+{
+	fprintf(stderr, TT_PROG ": %s: %" PRIu64 " samples, %" PRIu64 " publishes, %" PRIu64 " dispatches, ", in,
+		x->samples, x->publishes, x->dispatches);
+	if (x->responses || x->unanswered)
+		fprintf(stderr, "%" PRIu64 " responses to requests (%" PRIu64 " never answered), ", x->responses,
+			x->unanswered);
+	fprintf(stderr, "%" PRIu64 " flows -> %s\n", x->flows, out);
 }
 
 int tt_export_perfetto(const char *in, const char *out, bool verbose)
@@ -490,9 +563,7 @@ int tt_export_perfetto(const char *in, const char *out, bool verbose)
 	else if (r < 0)
 		fprintf(stderr, TT_PROG ": %s: %s\n", in, r == -EBADMSG ? "damaged or truncated recording" : strerror(-r));
 	else if (verbose || strcmp(out, "-"))
-		fprintf(stderr, TT_PROG ": %s: %" PRIu64 " samples, %" PRIu64 " publishes, %" PRIu64
-			" dispatches, %" PRIu64 " flows -> %s\n", in, x->samples, x->publishes, x->dispatches, x->flows,
-			out);
+		export_said(x, in, out);
 out:
 	r = r != 0 ? 1 : 0;
 	if (x && x->f && x->f != stdout && fclose(x->f) != 0)

@@ -2,15 +2,17 @@
  *
  *   takt-trace wakeups [--json] [--domain D] [--topic T] [--pid P] [--duration S]
  *   takt-trace hist    [--json] [--interval S] ...
+ *   takt-trace services [--json] ...
  *   takt-trace record  -o FILE ...
  *   takt-trace export  FILE --perfetto OUT.json
  *
  * The libbpf-tools shape: open the skeleton, set its const volatile
  * settings, load, attach, run, and on every path out clean up in reverse
  * with goto. The BPF side (wakeup.bpf.c) joins each sample's publish,
- * notify, wakeup, on-CPU and take; this side finds the files holding the
- * probes, keeps the kernel's view of the domain's processes current, pins
- * the counters and histograms for bpftool, and prints.
+ * notify, wakeup, on-CPU and take, and each request of a service with its
+ * responses; this side finds the files holding the probes, keeps the
+ * kernel's view of the domain's processes current, pins the counters and
+ * histograms for bpftool, and prints.
  */
 #include "sys.h"
 #include "takt-trace.h"
@@ -64,7 +66,8 @@ struct tracer {
 	int n_known;
 	pid_t pending[256]; /* EV_NEW_PROC not yet looked at */
 	int n_pending;
-	uint64_t samples;
+	struct tt_services *svc; /* services mode */
+	uint64_t samples, requests;
 	int err;
 };
 
@@ -94,6 +97,8 @@ static void usage_main(FILE *f)
 		   "Modes:\n"
 		   "  wakeups   one line per sample taken: notify -> wakeup -> on-CPU -> callback\n"
 		   "  hist      log2 histograms of each stage per topic and per task, every interval\n"
+		   "  services  one line per response to a request of a service: send -> server take ->\n"
+		   "            respond -> client take, each thread's wakeup; the requests never answered\n"
 		   "  record    write every event to an LZ4-compressed file\n"
 		   "  export    turn a recording into Chrome trace-event JSON (Perfetto)\n\n"
 		   "'" TT_PROG " MODE --help' describes each. Needs root (CAP_BPF, CAP_PERFMON).\n"
@@ -132,9 +137,27 @@ static void usage_mode(FILE *f, enum tt_mode m)
 			   "  -j, --json           one JSON object per histogram\n%s",
 			common_help);
 		break;
+	case MODE_SERVICES:
+		fprintf(f, "Usage: " TT_PROG " services [--json] [OPTIONS]\n"
+			   "One line per response a client of a service takes, joined with its request\n"
+			   "by (client id, request id), with the time each hop took, in microseconds:\n"
+			   "  SEND>TAKE  the client's send (its publish) until the server took the request\n"
+			   "  TAKE>RESP  the server's take until its respond that sent this response\n"
+			   "  RESP>TAKE  that respond until the client took the response\n"
+			   "  ROUNDTRIP  send until the client took the first response (RSP 1; a stream's\n"
+			   "             later responses are RSP 2, 3, ...)\n"
+			   "SERVER and CLIENT say how each thread stood at its take (as THREAD in\n"
+			   "'wakeups': asleep, runnable, busy...) and NTF>CPU the time from the notify to\n"
+			   "that thread running. At the end: the requests sent and never answered (RSP\n"
+			   "none), and per service the counts and a log2 histogram of each hop.\n"
+			   "--topic names a service (or one of its topics), --pid its client or server.\n\n"
+			   "  -j, --json           one JSON object per line; the counters go to stderr\n%s",
+			common_help);
+		break;
 	case MODE_RECORD:
 		fprintf(f, "Usage: " TT_PROG " record -o FILE [OPTIONS]\n"
-			   "Writes every sample, publish and executor dispatch to FILE, an LZ4 frame\n"
+			   "Writes every sample, publish, executor dispatch and response to a request\n"
+			   "(and, at the end, each request never answered) to FILE, an LZ4 frame\n"
 			   "(see '" TT_PROG " export').\n\n"
 			   "  -o, --output FILE    the recording\n%s",
 			common_help);
@@ -158,6 +181,11 @@ static void usage_mode(FILE *f, enum tt_mode m)
 
 enum { OPT_DEADLINE = 256, OPT_PIN_DIR, OPT_NO_PIN, OPT_RINGBUF, OPT_PERFETTO, OPT_CUMULATIVE };
 
+static const char *const mode_names[] = {
+	[MODE_WAKEUPS] = "wakeups", [MODE_HIST] = "hist",     [MODE_RECORD] = "record",
+	[MODE_EXPORT] = "export",   [MODE_SERVICES] = "services",
+};
+
 static int bad_usage(enum tt_mode m, const char *fmt, ...)
 {
 	va_list ap;
@@ -166,9 +194,8 @@ static int bad_usage(enum tt_mode m, const char *fmt, ...)
 	va_start(ap, fmt);
 	vfprintf(stderr, fmt, ap);
 	va_end(ap);
-	fprintf(stderr, "\nTry '" TT_PROG " %s--help'.\n",
-		m == MODE_WAKEUPS ? "wakeups " : m == MODE_HIST ? "hist " : m == MODE_RECORD ? "record " :
-		m == MODE_EXPORT ? "export " : "");
+	fprintf(stderr, "\nTry '" TT_PROG " %s%s--help'.\n", m != MODE_NONE ? mode_names[m] : "",
+		m != MODE_NONE ? " " : "");
 	return 2;
 }
 
@@ -185,8 +212,10 @@ static int parse_seconds(const char *s, double *out)
 
 static enum tt_mode parse_mode(const char *s)
 {
-	return !strcmp(s, "wakeups") ? MODE_WAKEUPS : !strcmp(s, "hist") ? MODE_HIST :
-	       !strcmp(s, "record") ? MODE_RECORD : !strcmp(s, "export") ? MODE_EXPORT : MODE_NONE;
+	for (size_t m = 0; m < sizeof(mode_names) / sizeof(mode_names[0]); m++)
+		if (mode_names[m] && !strcmp(s, mode_names[m]))
+			return (enum tt_mode)m;
+	return MODE_NONE;
 }
 
 static int parse_opt(struct tt_opts *o, int c, const char *arg)
@@ -572,6 +601,15 @@ static int handle_event(void *ctx, void *data, size_t size)
 			t->pending[t->n_pending++] = (pid_t)h->pid;
 		return 0;
 	}
+	if (h->type == EV_REQUEST) {
+		if (size < sizeof(struct tt_request) || !tt_svc_wanted(t->o, data))
+			return 0;
+		t->requests++;
+		if (t->svc) {
+			tt_svc_print(stdout, &t->clock, data, t->o->json);
+			tt_svc_add(t->svc, data);
+		}
+	}
 	if (t->rec) {
 		int r = tt_rec_write(t->rec, data, size);
 
@@ -670,7 +708,42 @@ static int run_loop(struct tracer *t, struct ring_buffer *rb)
 	return 0;
 }
 
+/* A request never answered: printed and summarised, or recorded. */
+static int on_unanswered(void *ctx, const struct tt_request *r)
+{
+	struct tracer *t = ctx;
+
+	return handle_event(t, (void *)r, sizeof(*r));
+}
+
+/* The requests never answered, after the responses; then the summary. */
+static void finish_services(struct tracer *t)
+{
+	const struct tt_opts *o = t->o;
+	uint64_t before = t->requests;
+	int r;
+
+	if (o->mode == MODE_SERVICES && !o->json)
+		printf("\nnever answered within the run (sent, no response taken):\n");
+	r = tt_svc_unanswered(bpf_map__fd(t->skel->maps.svc_sent), bpf_map__fd(t->skel->maps.svc_served),
+			      on_unanswered, t);
+	if (r < 0)
+		fprintf(stderr, TT_PROG ": cannot read the requests never answered: %s\n", strerror(-r));
+	else if (t->requests == before && o->mode == MODE_SERVICES && !o->json)
+		printf("(none)\n");
+	if (t->svc) {
+		if (!o->json)
+			putchar('\n');
+		tt_svc_print_summary(stdout, t->svc, &t->clock, o->json);
+	}
+}
+
 /* ---- the tracer's life -------------------------------------------------------- */
+
+static bool traces_services(const struct tt_opts *o)
+{
+	return o->mode == MODE_SERVICES || o->mode == MODE_RECORD;
+}
 
 static void configure(struct wakeup_bpf *skel, const struct tt_opts *o)
 {
@@ -682,8 +755,9 @@ static void configure(struct wakeup_bpf *skel, const struct tt_opts *o)
 		strncpy((char *)skel->rodata->topic_name, o->topic, TT_TOPIC_LEN - 1);
 	skel->rodata->filter_pid = (__u32)o->pid;
 	skel->rodata->deadline_ns = o->deadline_ns;
-	skel->rodata->emit_samples = o->mode != MODE_HIST;
+	skel->rodata->emit_samples = o->mode == MODE_WAKEUPS || o->mode == MODE_RECORD;
 	skel->rodata->emit_raw = o->mode == MODE_RECORD;
+	skel->rodata->svc_join = traces_services(o);
 	bpf_map__set_max_entries(skel->maps.events, o->ringbuf_mb << 20);
 	skel->rodata->wakeup_bytes = (__u64)o->ringbuf_mb << 18; /* a quarter full */
 }
@@ -760,13 +834,17 @@ static void print_ready(const struct tracer *t)
 {
 	const struct tt_opts *o = t->o;
 
-	fprintf(stderr, "Tracing takt wakeups in %s%s%s%s%s, %d file(s) with probes%s%s. Hit Ctrl-C to end.\n",
-		o->domain ? "domain " : "every domain", o->domain ? o->domain : "", o->topic ? ", topic " : "",
-		o->topic ? o->topic : "", o->pid ? ", one process" : "", t->at.n_files,
+	fprintf(stderr, "Tracing takt %s in %s%s%s%s%s, %d file(s) with probes%s%s. Hit Ctrl-C to end.\n",
+		o->mode == MODE_SERVICES ? "services" : "wakeups", o->domain ? "domain " : "every domain",
+		o->domain ? o->domain : "", o->topic ? ", topic " : "", o->topic ? o->topic : "",
+		o->pid ? ", one process" : "", t->at.n_files,
 		t->pinned ? "; maps pinned at " : "", t->pinned ? t->pin_dir : "");
-	if (o->mode == MODE_WAKEUPS && !o->json) {
+	if ((o->mode == MODE_WAKEUPS || o->mode == MODE_SERVICES) && !o->json) {
 		printf("latencies in microseconds; '-' where a stage did not happen\n");
-		tt_print_sample_header(stdout);
+		if (o->mode == MODE_WAKEUPS)
+			tt_print_sample_header(stdout);
+		else
+			tt_svc_print_header(stdout);
 	}
 	fflush(stdout);
 }
@@ -832,6 +910,11 @@ static int run_tracer(const struct tt_opts *o)
 	}
 	t.at.skel = t.skel;
 	t.at.verbose = o->verbose;
+	t.at.skip = traces_services(o) ? 0 : TT_SVC_PROBES;
+	if (o->mode == MODE_SERVICES && !(t.svc = tt_svc_new())) {
+		r = -ENOMEM;
+		goto cleanup;
+	}
 	if ((r = attach_all(&t)) < 0)
 		goto cleanup;
 	if (o->mode == MODE_RECORD && (r = open_recording(&t, &info)) < 0)
@@ -848,6 +931,8 @@ static int run_tracer(const struct tt_opts *o)
 		fprintf(stderr, TT_PROG ": continuing without pinned maps\n");
 	print_ready(&t);
 	r = run_loop(&t, rb);
+	if (traces_services(o))
+		finish_services(&t);
 	if (o->verbose)
 		report_misses(t.skel);
 	if (read_counters(&t, &c) == 0)
@@ -859,6 +944,7 @@ cleanup:
 	if (t.skel)
 		unpin_maps(&t);
 	wakeup_bpf__destroy(t.skel);
+	tt_svc_free(t.svc);
 	free(t.known);
 	return r < 0 || t.err ? 1 : 0;
 }

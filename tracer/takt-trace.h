@@ -5,6 +5,8 @@
  *   attach.c      which files hold takt's probes (ELF notes), attaching to them
  *   domain.c      a domain's processes, from its broker's process table
  *   output.c      live lines, JSON, histograms, counters
+ *   services.c    services mode: requests joined with their responses, the
+ *                 ones never answered, per-service histograms
  *   record.c      the LZ4 event file and its Chrome/Perfetto export
  */
 #ifndef TAKT_TRACE_H
@@ -23,7 +25,7 @@
 #define TT_PIN_DIR "/sys/fs/bpf/takt"
 #define TT_MAX_LIBS 16
 
-enum tt_mode { MODE_NONE, MODE_WAKEUPS, MODE_HIST, MODE_RECORD, MODE_EXPORT };
+enum tt_mode { MODE_NONE, MODE_WAKEUPS, MODE_HIST, MODE_RECORD, MODE_EXPORT, MODE_SERVICES };
 
 struct tt_opts {
 	enum tt_mode mode;
@@ -50,7 +52,8 @@ struct tt_opts {
 
 /* Bits of the takt probes a file holds (bit i: tt_probe_names[i]). */
 extern const char *const tt_probe_names[];
-#define TT_N_PROBES 10
+#define TT_N_PROBES 14
+#define TT_SVC_PROBES (0xfu << 10) /* request, request_take, respond, response_take */
 #define TT_HAS_CONNECT (1u << 31) /* the file defines proto_connect */
 
 struct bpf_program;
@@ -65,6 +68,7 @@ struct tt_attach {
 	struct tt_seen_file *seen; /* every file looked at, with or without probes */
 	size_t n_seen, cap_seen;
 	int n_files;               /* files attached to */
+	unsigned skip;             /* probes not to attach (bit i: tt_probe_names[i]) */
 	bool verbose;
 };
 
@@ -104,8 +108,42 @@ void tt_print_counters_obj(FILE *f, const struct tt_counters *c);
 /* Prints every histogram of the map (sorted), then clears them unless
  * keep. Count printed, -errno. */
 int tt_print_hists(FILE *f, int map_fd, const struct tt_clock *c, bool json, bool keep);
+/* One log2 histogram (microseconds) under "title (count, mean, max)". */
+void tt_print_log2(FILE *f, const char *title, const struct tt_stage_hist *h);
+/* Its JSON fields from ,"stage" to the closing brace and newline. */
+void tt_print_log2_json(FILE *f, const char *stage, const struct tt_stage_hist *h);
 /* Writes s to f as a JSON string (quotes included). */
 void tt_json_str(FILE *f, const char *s, size_t max);
+/* b - a when both stages happened (in order), else -1. */
+int64_t tt_span(uint64_t a, uint64_t b);
+/* A latency column in microseconds, "-" for -1. */
+void tt_us_col(FILE *f, int64_t ns);
+/* ,"key":ns, or null for -1; tt_json_stamp: null for 0. */
+void tt_json_ns(FILE *f, const char *key, int64_t ns);
+void tt_json_stamp(FILE *f, const char *key, uint64_t ns);
+
+/* ---- services.c ---------------------------------------------------------- */
+
+struct tt_services;
+/* The per-service summary of a run; NULL without memory. */
+struct tt_services *tt_svc_new(void);
+void tt_svc_free(struct tt_services *s);
+/* The service a service topic ("@/S/q", "@/S/r/<id>") belongs to; any other
+ * name as it is. */
+void tt_svc_name(const char *topic, char *out, size_t len);
+/* Whether --topic (a service, or one of its topics) and --pid (its client
+ * or its server) let r through. */
+bool tt_svc_wanted(const struct tt_opts *o, const struct tt_request *r);
+void tt_svc_print_header(FILE *f);
+void tt_svc_print(FILE *f, const struct tt_clock *c, const struct tt_request *r, bool json);
+/* Counts r into the summary. */
+void tt_svc_add(struct tt_services *s, const struct tt_request *r);
+/* Per service: counts, how the threads stood, and a histogram of each hop. */
+void tt_svc_print_summary(FILE *f, const struct tt_services *s, const struct tt_clock *c, bool json);
+/* Calls fn for each request of the kernel's svc_sent map (fd) that no
+ * response was joined to, with its server's half from svc_served: as a
+ * REQ_UNANSWERED event. The count, or -errno (or fn's < 0). */
+int tt_svc_unanswered(int sent_fd, int served_fd, int (*fn)(void *ctx, const struct tt_request *r), void *ctx);
 
 /* ---- record.c ------------------------------------------------------------ */
 

@@ -21,6 +21,19 @@
  *                             EV_SAMPLE in the ring buffer, and into the log2
  *                             histograms per topic and per task
  *
+ * Services (services and record mode, svc_join): a request is a sample on
+ * "@/S/q" (publisher = client id, seq = request id), a response one on
+ * "@/S/r/<client id>"; four more probes name the request:
+ *
+ *   request(client,req)       svc_sent[slot] = its publish time and topic
+ *                             (pub_ring) and the client thread
+ *   take of "@/..."           svc_takes[tid] = the sample's wake-up, for:
+ *   request_take(client,req)  svc_served[slot] = take time, server thread,
+ *                             its wake-up
+ *   respond(client,req)       svc_served[slot].respond_ns[n] = now
+ *   response_take(client,req) both halves, the respond of this response
+ *                             and the client thread's wake-up: EV_REQUEST
+ *
  * The probes sit on takt's fast path, so the joins use arrays indexed by
  * port and seq (a store, no hashing, no allocation) and one histogram
  * lookup per topic and per task; an entry is trusted only when the seq
@@ -60,6 +73,7 @@ const volatile __u32 filter_pid = 0;
 const volatile __u64 deadline_ns = 0;
 const volatile bool emit_samples = true;
 const volatile bool emit_raw = false; /* EV_PUBLISH and EV_DISPATCH, for record */
+const volatile bool svc_join = false; /* services and record: join requests, emit EV_REQUEST */
 const volatile __u64 wakeup_bytes = 1 << 20; /* wake the reader past this much data */
 
 /* A thread's state word: flags | wake state of the open cycle << 8 | cycle
@@ -133,6 +147,7 @@ struct pub_slot {
 	__u64 seq;         /* written last */
 	__u64 ts;
 	__u64 pub_id;      /* ids share slots modulo PUBS: the join checks it */
+	__u64 topic;       /* the publisher's topic, in its process's memory */
 	__u32 pid;
 	__u32 tid;
 };
@@ -231,8 +246,52 @@ struct {
 	__type(value, struct tt_sample);
 } scratch SEC(".maps");
 
+/* A thread's last take of a service topic: the request_take or
+ * response_take probe that follows it on that thread joins its wake-up. */
+struct svc_take {
+	__u64 seq;         /* 0: consumed */
+	__u64 pub_id;
+	__u64 publish_ns;
+	__u64 rsp_client;  /* the client a response topic names; 0: a request topic */
+	struct tt_wake wake;
+	char topic[TT_TOPIC_LEN];
+};
+
+/* Both halves of a request, in the slot tt_svc_slot names (wakeup.h): a
+ * fixed size, so a request's slot goes to a later one; an unanswered one
+ * lost so is counted (requests_evicted). User space reads svc_sent at the
+ * end for the requests never answered. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, TT_SVC_REQS);
+	__type(key, __u32);
+	__type(value, struct tt_svc_sent);
+} svc_sent SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, TT_SVC_REQS);
+	__type(key, __u32);
+	__type(value, struct tt_svc_served);
+} svc_served SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 4096);
+	__type(key, __u32);
+	__type(value, struct svc_take);
+} svc_takes SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct tt_request);
+} svc_scratch SEC(".maps");
+
 static const struct tt_hist zero_hist;
 static const struct thread_state zero_thread;
+static const struct svc_take zero_take;
 
 #define COUNT(field)                                                                               \
 	do {                                                                                       \
@@ -260,30 +319,16 @@ static __always_inline __s64 task_state(void *task)
 	return BPF_CORE_READ((struct task_struct___o *)task, state);
 }
 
-static __always_inline __u32 log2_u32(__u32 v)
+/* An event's header: of the current thread (id: bpf_get_current_pid_tgid),
+ * on this CPU. */
+static __always_inline void hdr_fill(struct tt_hdr *h, __u16 type, __u16 size, __u64 id, __u64 ts)
 {
-	__u32 shift, r;
-
-	r = (v > 0xFFFF) << 4;
-	v >>= r;
-	shift = (v > 0xFF) << 3;
-	v >>= shift;
-	r |= shift;
-	shift = (v > 0xF) << 2;
-	v >>= shift;
-	r |= shift;
-	shift = (v > 0x3) << 1;
-	v >>= shift;
-	r |= shift;
-	r |= (v >> 1);
-	return r;
-}
-
-static __always_inline __u32 log2_u64(__u64 v)
-{
-	__u32 hi = v >> 32;
-
-	return hi ? log2_u32(hi) + 32 : log2_u32((__u32)v);
+	h->type = type;
+	h->size = size;
+	h->cpu = bpf_get_smp_processor_id();
+	h->ts = ts;
+	h->pid = id >> 32;
+	h->tid = (__u32)id;
 }
 
 /* Whether events of this process are wanted; reports unknown ones once. */
@@ -301,12 +346,7 @@ static __always_inline bool traced(__u32 tgid)
 	if (bpf_map_update_elem(&unknown, &tgid, &one, BPF_NOEXIST) == 0) {
 		e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
 		if (e) {
-			e->type = EV_NEW_PROC;
-			e->size = sizeof(*e);
-			e->cpu = bpf_get_smp_processor_id();
-			e->ts = bpf_ktime_get_ns();
-			e->pid = tgid;
-			e->tid = (__u32)bpf_get_current_pid_tgid();
+			hdr_fill(e, EV_NEW_PROC, sizeof(*e), bpf_get_current_pid_tgid(), bpf_ktime_get_ns());
 			bpf_ringbuf_submit(e, 0);
 		}
 	}
@@ -370,20 +410,8 @@ static __always_inline struct tt_hist *hist_get(__u32 by, __u32 pid, __s32 task,
 
 static __always_inline void hist_add(struct tt_hist *h, __u32 stage, __u64 ns)
 {
-	struct tt_stage_hist *s;
-	__u32 slot;
-
-	if (stage >= ST_NR)
-		return;
-	s = &h->stage[stage];
-	slot = log2_u64(ns / 1000);
-	if (slot >= TT_MAX_SLOTS)
-		slot = TT_MAX_SLOTS - 1;
-	s->slots[slot]++;
-	s->count++;
-	s->total_ns += ns;
-	if (ns > s->max_ns)
-		s->max_ns = ns;
+	if (stage < ST_NR)
+		tt_stage_hist_add(&h->stage[stage], ns);
 }
 
 /* t (thread tid) is on a CPU: an open cycle gets its on-CPU time and is
@@ -492,12 +520,7 @@ static __always_inline void emit_publish(const char *topic, __u64 pub_id, __u64 
 		bpf_ringbuf_discard(e, 0);
 		return;
 	}
-	e->h.type = EV_PUBLISH;
-	e->h.size = sizeof(*e);
-	e->h.cpu = bpf_get_smp_processor_id();
-	e->h.ts = ts;
-	e->h.pid = id >> 32;
-	e->h.tid = (__u32)id;
+	hdr_fill(&e->h, EV_PUBLISH, sizeof(*e), id, ts);
 	e->seq = seq;
 	e->pub_id = pub_id;
 	bpf_get_current_comm(e->comm, sizeof(e->comm));
@@ -521,6 +544,7 @@ int BPF_USDT(on_publish, const char *topic, __u64 pub_id, __u64 seq)
 		ps->seq = 0;
 		ps->ts = ts;
 		ps->pub_id = pub_id;
+		ps->topic = (__u64)topic;
 		ps->pid = id >> 32;
 		ps->tid = (__u32)id;
 		ps->seq = seq;
@@ -750,6 +774,64 @@ static __always_inline void take_hists(const struct tt_sample *s)
 		COUNT(missed_deadlines);
 }
 
+/* ---- services ------------------------------------------------------------ */
+
+/* The client id a response topic "@/S/r/<16 hex digits>" names; 0 for any
+ * other (the request topic "@/S/q"). */
+static __always_inline __u64 rsp_topic_client(const char *t)
+{
+	__u32 len = 0;
+	__u64 id = 0;
+
+	for (int i = 0; i < TT_TOPIC_LEN && t[i]; i++)
+		len++;
+	if (len < 2 + 1 + 3 + 16 || len >= TT_TOPIC_LEN)
+		return 0;
+	if (t[(len - 19) & (TT_TOPIC_LEN - 1)] != '/' || t[(len - 18) & (TT_TOPIC_LEN - 1)] != 'r' ||
+	    t[(len - 17) & (TT_TOPIC_LEN - 1)] != '/')
+		return 0;
+	for (int i = 0; i < 16; i++) {
+		char c = t[(len - 16 + i) & (TT_TOPIC_LEN - 1)];
+
+		if (c >= '0' && c <= '9')
+			id = id << 4 | (__u64)(c - '0');
+		else if (c >= 'a' && c <= 'f')
+			id = id << 4 | (__u64)(c - 'a' + 10);
+		else
+			return 0;
+	}
+	return id;
+}
+
+/* A take of a service topic ("@/..."), joined like any sample: kept for the
+ * probe that names its request, right after it on this thread. */
+static __always_inline void svc_take_note(const struct tt_sample *s)
+{
+	__u32 tid = s->h.tid;
+	struct svc_take *t = bpf_map_lookup_elem(&svc_takes, &tid);
+
+	if (!t) {
+		bpf_map_update_elem(&svc_takes, &tid, &zero_take, BPF_ANY);
+		t = bpf_map_lookup_elem(&svc_takes, &tid);
+		if (!t)
+			return;
+	}
+	t->pub_id = s->pub_id;
+	t->publish_ns = s->publish_ns;
+	t->rsp_client = rsp_topic_client(s->topic);
+	t->wake.notify_ns = s->notify_ns;
+	t->wake.waking_ns = s->waking_ns;
+	t->wake.wakeup_ns = s->wakeup_ns;
+	t->wake.oncpu_ns = s->oncpu_ns;
+	t->wake.take_ns = s->h.ts;
+	t->wake.tid = s->woken_tid ? s->woken_tid : s->h.tid;
+	t->wake.state = s->wake_state;
+	t->wake.cpu = s->wake_cpu;
+	t->wake.inferred = s->oncpu_inferred;
+	__builtin_memcpy(t->topic, s->topic, TT_TOPIC_LEN);
+	t->seq = s->seq;
+}
+
 SEC("usdt")
 int BPF_USDT(on_take, const char *topic, __u32 sub_port, __u64 pub_id, __u64 seq)
 {
@@ -764,12 +846,7 @@ int BPF_USDT(on_take, const char *topic, __u32 sub_port, __u64 pub_id, __u64 seq
 	if (!s)
 		return 0;
 	__builtin_memset(s, 0, sizeof(*s));
-	s->h.type = EV_SAMPLE;
-	s->h.size = sizeof(*s);
-	s->h.cpu = bpf_get_smp_processor_id();
-	s->h.ts = bpf_ktime_get_ns();
-	s->h.pid = id >> 32;
-	s->h.tid = (__u32)id;
+	hdr_fill(&s->h, EV_SAMPLE, sizeof(*s), id, bpf_ktime_get_ns());
 	s->seq = seq;
 	s->pub_id = pub_id;
 	s->sub_port = sub_port;
@@ -779,6 +856,8 @@ int BPF_USDT(on_take, const char *topic, __u32 sub_port, __u64 pub_id, __u64 seq
 	take_note(s);
 	take_thread(s);
 	bpf_probe_read_user_str(s->topic, sizeof(s->topic), topic);
+	if (svc_join && s->topic[0] == '@' && s->topic[1] == '/')
+		svc_take_note(s);
 	if (filter_topic && !str_eq(s->topic, topic_name, TT_TOPIC_LEN))
 		return 0;
 	if (filter_pid && filter_pid != s->h.pid && filter_pid != s->pub_pid)
@@ -789,6 +868,196 @@ int BPF_USDT(on_take, const char *topic, __u32 sub_port, __u64 pub_id, __u64 seq
 		if (bpf_ringbuf_output(&events, s, sizeof(*s), rb_flags()) < 0)
 			COUNT(dropped_events);
 	}
+	return 0;
+}
+
+/* The last service take of this thread, if it is the sample of (pub_id,
+ * seq) (a request), or one of a response topic of client rsp_client;
+ * consumed. */
+static __always_inline struct svc_take *svc_take_of(__u32 tid, __u64 pub_id, __u64 seq, __u64 rsp_client)
+{
+	struct svc_take *t = bpf_map_lookup_elem(&svc_takes, &tid);
+
+	if (!t || !t->seq || t->rsp_client != rsp_client)
+		return NULL;
+	if (!rsp_client && (t->seq != seq || t->pub_id != pub_id))
+		return NULL;
+	t->seq = 0;
+	return t;
+}
+
+/* The request was sent: it reached the server's queue (the probe fires
+ * after the push, so the server may have taken it already). Its send time
+ * is its publish's (before the push: the take cannot come earlier), which
+ * this thread's publish probe just stored. */
+SEC("usdt")
+int BPF_USDT(on_request, __u64 client_id, __u64 request_id)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+	__u32 k = tt_svc_slot(client_id, request_id),
+	      ring = (__u32)(client_id % PUBS) * PUB_SEQS + (__u32)(request_id % PUB_SEQS);
+	struct tt_svc_sent *e;
+	struct pub_slot *ps;
+
+	if (!traced(id >> 32))
+		return 0;
+	COUNT(requests);
+	e = bpf_map_lookup_elem(&svc_sent, &k);
+	if (!e)
+		return 0;
+	if (e->request_id && !e->responses && (e->request_id != request_id || e->client_id != client_id))
+		COUNT(requests_evicted);
+	e->request_id = 0;
+	ps = bpf_map_lookup_elem(&pub_ring, &ring);
+	if (ps && ps->seq == request_id && ps->pub_id == client_id) {
+		e->send_ns = ps->ts;
+		bpf_probe_read_user_str(e->topic, sizeof(e->topic), (const void *)ps->topic);
+	} else {
+		e->send_ns = bpf_ktime_get_ns(); /* (its publish was not seen) */
+		e->topic[0] = 0;
+	}
+	e->client_id = client_id;
+	e->pid = id >> 32;
+	e->tid = (__u32)id;
+	e->responses = 0;
+	bpf_get_current_comm(e->comm, sizeof(e->comm));
+	e->request_id = request_id;
+	return 0;
+}
+
+SEC("usdt")
+int BPF_USDT(on_request_take, __u64 client_id, __u64 request_id)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+	__u32 k = tt_svc_slot(client_id, request_id);
+	struct tt_svc_served *e;
+	struct svc_take *t;
+
+	if (!traced(id >> 32))
+		return 0;
+	COUNT(request_takes);
+	e = bpf_map_lookup_elem(&svc_served, &k);
+	if (!e)
+		return 0;
+	e->request_id = 0;
+	e->client_id = client_id;
+	e->take_ns = bpf_ktime_get_ns();
+	e->n_responds = 0;
+	for (int i = 0; i < TT_SVC_RESPONDS; i++)
+		e->respond_ns[i] = 0;
+	e->pid = id >> 32;
+	e->tid = (__u32)id;
+	bpf_get_current_comm(e->comm, sizeof(e->comm));
+	t = svc_take_of((__u32)id, client_id, request_id, 0);
+	if (t) {
+		e->wake = t->wake;
+		__builtin_memcpy(e->topic, t->topic, TT_TOPIC_LEN);
+	} else {
+		__builtin_memset(&e->wake, 0, sizeof(e->wake));
+		e->wake.state = WS_UNKNOWN;
+		e->topic[0] = 0;
+	}
+	e->request_id = request_id;
+	return 0;
+}
+
+/* Before the push: a respond that then fails (the client's queue full) has
+ * a time here too, which no response carries (respond_of). */
+SEC("usdt")
+int BPF_USDT(on_respond, __u64 client_id, __u64 request_id)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+	__u32 k = tt_svc_slot(client_id, request_id), n;
+	struct tt_svc_served *e;
+
+	if (!traced(id >> 32))
+		return 0;
+	COUNT(responds);
+	e = bpf_map_lookup_elem(&svc_served, &k);
+	if (!e || e->request_id != request_id || e->client_id != client_id)
+		return 0;
+	n = e->n_responds;
+	e->respond_ns[n % TT_SVC_RESPONDS] = bpf_ktime_get_ns();
+	e->n_responds = n + 1;
+	return 0;
+}
+
+/* The respond that sent the response published at publish_ns: the last
+ * one before it (a respond probe, then its publish, on one thread). Not
+ * known when that publish was not seen and the server responded more than
+ * once, or when TT_SVC_RESPONDS later responds took its place. */
+static __always_inline __u64 respond_of(const struct tt_svc_served *e, __u64 publish_ns)
+{
+	__u64 best = 0;
+
+	if (!publish_ns)
+		return e->n_responds == 1 ? e->respond_ns[0] : 0;
+	for (int i = 0; i < TT_SVC_RESPONDS; i++) {
+		__u64 t = e->respond_ns[i];
+
+		if (t && t <= publish_ns && t > best)
+			best = t;
+	}
+	return best;
+}
+
+/* The request's server half, and the respond of this response. */
+static __always_inline void req_served(struct tt_request *r, __u32 k, __u64 publish_ns)
+{
+	struct tt_svc_served *e = bpf_map_lookup_elem(&svc_served, &k);
+
+	r->server.state = WS_UNKNOWN;
+	if (!e || e->request_id != r->request_id || e->client_id != r->client_id)
+		return;
+	tt_request_served(r, e);
+	r->respond_ns = respond_of(e, publish_ns);
+}
+
+/* A client took a response: one EV_REQUEST, whatever the filters (user
+ * space applies them: --topic names a service there). */
+SEC("usdt")
+int BPF_USDT(on_response_take, __u64 client_id, __u64 request_id)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+	__u32 k = tt_svc_slot(client_id, request_id), zero = 0;
+	struct tt_svc_sent *e;
+	struct tt_request *r;
+	struct svc_take *t;
+	__u64 publish_ns = 0;
+
+	if (!traced(id >> 32))
+		return 0;
+	COUNT(response_takes);
+	r = bpf_map_lookup_elem(&svc_scratch, &zero);
+	if (!r)
+		return 0;
+	__builtin_memset(r, 0, sizeof(*r));
+	hdr_fill(&r->h, EV_REQUEST, sizeof(*r), id, bpf_ktime_get_ns());
+	r->kind = REQ_RESPONSE;
+	r->client_id = client_id;
+	r->request_id = request_id;
+	e = bpf_map_lookup_elem(&svc_sent, &k);
+	if (e && e->request_id == request_id && e->client_id == client_id) {
+		r->response_n = __sync_fetch_and_add(&e->responses, 1) + 1;
+		tt_request_sent(r, e);
+	} else {
+		COUNT(responses_no_request);
+		r->client_pid = r->h.pid;
+		r->client_tid = r->h.tid;
+		bpf_get_current_comm(r->client_comm, sizeof(r->client_comm));
+	}
+	t = svc_take_of((__u32)id, 0, 0, client_id);
+	if (t) {
+		r->client = t->wake;
+		publish_ns = t->publish_ns;
+	} else {
+		r->client.state = WS_UNKNOWN;
+	}
+	req_served(r, k, publish_ns);
+	if (!r->topic[0] && t)
+		__builtin_memcpy(r->topic, t->topic, TT_TOPIC_LEN);
+	if (bpf_ringbuf_output(&events, r, sizeof(*r), rb_flags()) < 0)
+		COUNT(dropped_events);
 	return 0;
 }
 
@@ -848,12 +1117,7 @@ static __always_inline void emit_dispatch(__u64 id, __u64 begin, __u64 now, int 
 		COUNT(dropped_events);
 		return;
 	}
-	e->h.type = EV_DISPATCH;
-	e->h.size = sizeof(*e);
-	e->h.cpu = bpf_get_smp_processor_id();
-	e->h.ts = now;
-	e->h.pid = id >> 32;
-	e->h.tid = (__u32)id;
+	hdr_fill(&e->h, EV_DISPATCH, sizeof(*e), id, now);
 	e->begin_ns = begin;
 	e->task = task;
 	e->rc = rc;

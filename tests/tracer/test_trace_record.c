@@ -35,35 +35,6 @@ static int teardown(void **state)
 	return 0;
 }
 
-static int run(const char *const *argv)
-{
-	pid_t pid = fork();
-
-	if (pid == 0) {
-		execv(argv[0], (char *const *)argv);
-		_exit(127);
-	}
-	return pid < 0 ? -1 : h_wait(pid, TF_WAIT_MS);
-}
-
-/* The number jq prints for filter over path, or -1. */
-static long jq_count(const char *filter, const char *path)
-{
-	char cmd[512], buf[64];
-	long n = -1;
-	FILE *p;
-
-	snprintf(cmd, sizeof(cmd), "jq -e '%s' '%s'", filter, path);
-	p = popen(cmd, "r");
-	if (!p)
-		return -1;
-	if (fgets(buf, sizeof(buf), p))
-		n = strtol(buf, NULL, 10);
-	if (pclose(p) != 0)
-		return -1;
-	return n;
-}
-
 static void check_lz4_magic(const char *path)
 {
 	unsigned char m[4] = {0};
@@ -86,20 +57,20 @@ static void check_json(const char *json)
 		fprintf(stderr, "jq missing: checked validity only\n");
 		return;
 	}
-	assert_int_equal(jq_count("if (.traceEvents | length) > 0 then 1 else 0 end", json), 1);
-	assert_int_equal(jq_count("[.traceEvents[] | select(.ph == \"s\")] | length", json), N);
-	assert_int_equal(jq_count("[.traceEvents[] | select(.ph == \"f\" and .bp == \"e\")] | length", json), N);
-	assert_int_equal(jq_count("[.traceEvents[] | select(.ph == \"X\" and (.name | startswith(\"publish \")))] "
+	assert_int_equal(tf_jq_count("if (.traceEvents | length) > 0 then 1 else 0 end", json), 1);
+	assert_int_equal(tf_jq_count("[.traceEvents[] | select(.ph == \"s\")] | length", json), N);
+	assert_int_equal(tf_jq_count("[.traceEvents[] | select(.ph == \"f\" and .bp == \"e\")] | length", json), N);
+	assert_int_equal(tf_jq_count("[.traceEvents[] | select(.ph == \"X\" and (.name | startswith(\"publish \")))] "
 				  "| length", json), N);
-	assert_int_equal(jq_count("[.traceEvents[] | select(.ph == \"X\" and (.name | startswith(\"take \")))] "
+	assert_int_equal(tf_jq_count("[.traceEvents[] | select(.ph == \"X\" and (.name | startswith(\"take \")))] "
 				  "| length", json), N);
-	assert_true(jq_count("[.traceEvents[] | select(.ph == \"X\" and .name == \"task 0: consume\")] | length",
+	assert_true(tf_jq_count("[.traceEvents[] | select(.ph == \"X\" and .name == \"task 0: consume\")] | length",
 			     json) >= 1);
 	/* every flow that starts also ends, with the same id */
-	assert_int_equal(jq_count("([.traceEvents[] | select(.ph == \"s\") | .id] | sort) == "
+	assert_int_equal(tf_jq_count("([.traceEvents[] | select(.ph == \"s\") | .id] | sort) == "
 				  "([.traceEvents[] | select(.ph == \"f\") | .id] | sort) | if . then 1 else 0 end",
 				  json), 1);
-	assert_int_equal(jq_count(".otherData.counters.publish", json), N);
+	assert_int_equal(tf_jq_count(".otherData.counters.publish", json), N);
 }
 
 static void test_tracer_recording_exports_flows(void **state)
@@ -127,7 +98,7 @@ static void test_tracer_recording_exports_flows(void **state)
 	free(err);
 
 	check_lz4_magic(rec);
-	assert_int_equal(run(exp), 0);
+	assert_int_equal(tf_run(exp), 0);
 	check_json(json);
 	unlink(rec);
 	unlink(json);
@@ -150,7 +121,7 @@ static void test_tracer_export_refuses_garbage(void **state)
 	assert_non_null(f);
 	fputs("not an lz4 frame at all", f);
 	fclose(f);
-	assert_int_equal(run(exp), 1);
+	assert_int_equal(tf_run(exp), 1);
 	unlink(bad);
 	unlink(json);
 }

@@ -53,58 +53,50 @@ struct tally {
 	unsigned char seen[N + 1];
 };
 
-/* Checks one sample line against what the test knows about its processes. */
-/* Failing checks print the line they failed on. */
-#define CHECK(c)                                                                                   \
-	do {                                                                                       \
-		if (!(c)) {                                                                        \
-			fprintf(stderr, "sample line: %s\n", line);                                \
-			fail_msg("%s", #c);                                                        \
-		}                                                                                  \
-	} while (0)
-#define CHECK_EQ(a, b) CHECK((a) == (b))
-#define CHECK_STR(a, b) CHECK(!strcmp((a), (b)))
+#define CHECK_EQ(a, b) TF_CHECK((a) == (b))
+#define CHECK_STR(a, b) TF_CHECK(!strcmp((a), (b)))
 
+/* Checks one sample line against what the test knows about its processes. */
 static void check_sample(const char *line, const struct tf_pubsub *ps, struct tally *t)
 {
 	long long seq, pub_pid, sub_pid, sub_tid, task, notify, wakeup, oncpu, cb, take, n2w, w2c, c2t;
 	char topic[80], thread[16], item[40];
 
 	t->lines++;
-	CHECK(tf_json_str(line, "topic", topic, sizeof(topic)));
+	TF_CHECK(tf_json_str(line, "topic", topic, sizeof(topic)));
 	CHECK_STR(topic, ps->topic);
-	CHECK(tf_json_num(line, "seq", &seq));
-	CHECK(seq >= 1 && seq <= N);
+	TF_CHECK(tf_json_num(line, "seq", &seq));
+	TF_CHECK(seq >= 1 && seq <= N);
 	CHECK_EQ(t->seen[seq], 0); /* each sample exactly once */
 	t->seen[seq] = 1;
-	CHECK(tf_json_num(line, "pub_pid", &pub_pid));
+	TF_CHECK(tf_json_num(line, "pub_pid", &pub_pid));
 	CHECK_EQ(pub_pid, ps->pub_pid);
-	CHECK(tf_json_num(line, "sub_pid", &sub_pid));
+	TF_CHECK(tf_json_num(line, "sub_pid", &sub_pid));
 	CHECK_EQ(sub_pid, ps->sub_pid);
-	CHECK(tf_json_num(line, "take_ns", &take));
+	TF_CHECK(tf_json_num(line, "take_ns", &take));
 	/* The item ran it on the dispatch thread: the executor's callback. */
-	CHECK(tf_json_num(line, "task", &task));
+	TF_CHECK(tf_json_num(line, "task", &task));
 	CHECK_EQ(task, 0);
-	CHECK(tf_json_str(line, "item", item, sizeof(item)));
+	TF_CHECK(tf_json_str(line, "item", item, sizeof(item)));
 	CHECK_STR(item, "consume");
-	CHECK(tf_json_num(line, "callback_ns", &cb));
-	CHECK(cb <= take);
+	TF_CHECK(tf_json_num(line, "callback_ns", &cb));
+	TF_CHECK(cb <= take);
 	if (!tf_json_num(line, "notify_ns", &notify))
 		return; /* not notified: the subscriber was busy */
 	t->notified++;
-	CHECK(tf_json_num(line, "sub_tid", &sub_tid));
+	TF_CHECK(tf_json_num(line, "sub_tid", &sub_tid));
 	CHECK_EQ(sub_tid, ps->sub_tid); /* the thread that parked */
-	CHECK(tf_json_str(line, "thread", thread, sizeof(thread)));
+	TF_CHECK(tf_json_str(line, "thread", thread, sizeof(thread)));
 	if (!strcmp(thread, "unseen")) {
 		/* Asleep when notified, but the kernel reported no wakeup of
 		 * it before it ran again (docs/tracing.md, Limits): no wakeup
 		 * stage, never a made-up one; the on-CPU it did see, in order. */
 		t->unseen++;
-		CHECK(!tf_json_num(line, "waking_ns", &wakeup) && !tf_json_num(line, "wakeup_ns", &wakeup));
-		CHECK(!tf_json_num(line, "notify_to_wakeup_ns", &n2w) && !tf_json_num(line, "wakeup_to_oncpu_ns", &w2c));
-		CHECK(tf_json_num(line, "oncpu_ns", &oncpu));
-		CHECK(notify <= oncpu && oncpu <= cb);
-		CHECK(tf_json_num(line, "oncpu_to_take_ns", &c2t) && c2t > 0 && c2t == take - oncpu);
+		TF_CHECK(!tf_json_num(line, "waking_ns", &wakeup) && !tf_json_num(line, "wakeup_ns", &wakeup));
+		TF_CHECK(!tf_json_num(line, "notify_to_wakeup_ns", &n2w) && !tf_json_num(line, "wakeup_to_oncpu_ns", &w2c));
+		TF_CHECK(tf_json_num(line, "oncpu_ns", &oncpu));
+		TF_CHECK(notify <= oncpu && oncpu <= cb);
+		TF_CHECK(tf_json_num(line, "oncpu_to_take_ns", &c2t) && c2t > 0 && c2t == take - oncpu);
 		return;
 	}
 	if (strcmp(thread, "asleep")) {
@@ -112,12 +104,12 @@ static void check_sample(const char *line, const struct tf_pubsub *ps, struct ta
 		return;
 	}
 	t->asleep++;
-	CHECK(tf_json_num(line, "wakeup_ns", &wakeup));
-	CHECK(tf_json_num(line, "oncpu_ns", &oncpu));
-	CHECK(notify <= wakeup && wakeup <= oncpu && oncpu <= cb);
-	CHECK(tf_json_num(line, "notify_to_wakeup_ns", &n2w) && n2w > 0 && n2w == wakeup - notify);
-	CHECK(tf_json_num(line, "wakeup_to_oncpu_ns", &w2c) && w2c > 0 && w2c == oncpu - wakeup);
-	CHECK(tf_json_num(line, "oncpu_to_take_ns", &c2t) && c2t > 0 && c2t == take - oncpu);
+	TF_CHECK(tf_json_num(line, "wakeup_ns", &wakeup));
+	TF_CHECK(tf_json_num(line, "oncpu_ns", &oncpu));
+	TF_CHECK(notify <= wakeup && wakeup <= oncpu && oncpu <= cb);
+	TF_CHECK(tf_json_num(line, "notify_to_wakeup_ns", &n2w) && n2w > 0 && n2w == wakeup - notify);
+	TF_CHECK(tf_json_num(line, "wakeup_to_oncpu_ns", &w2c) && w2c > 0 && w2c == oncpu - wakeup);
+	TF_CHECK(tf_json_num(line, "oncpu_to_take_ns", &c2t) && c2t > 0 && c2t == take - oncpu);
 }
 
 static void check_counters(const char *err, const struct tally *t)

@@ -333,6 +333,36 @@ int tf_pubsub_stop(struct tf_pubsub *ps)
 	return a || b ? -1 : 0;
 }
 
+/* ---- the export and jq ------------------------------------------------------------- */
+
+int tf_run(const char *const *argv)
+{
+	pid_t pid = fork();
+
+	if (pid == 0) {
+		execv(argv[0], (char *const *)argv);
+		_exit(127);
+	}
+	return pid < 0 ? -1 : h_wait(pid, TF_WAIT_MS);
+}
+
+long tf_jq_count(const char *filter, const char *path)
+{
+	char cmd[1024], buf[64];
+	long n = -1;
+	FILE *p;
+
+	snprintf(cmd, sizeof(cmd), "jq -e '%s' '%s'", filter, path);
+	p = popen(cmd, "r");
+	if (!p)
+		return -1;
+	if (fgets(buf, sizeof(buf), p))
+		n = strtol(buf, NULL, 10);
+	if (pclose(p) != 0)
+		return -1;
+	return n;
+}
+
 /* ---- JSON lines ------------------------------------------------------------- */
 
 static const char *json_value(const char *obj, const char *key)

@@ -57,6 +57,21 @@ int tf_pubsub_run(struct tf_pubsub *ps);
 /* Ends both children; 0 when both exited cleanly. */
 int tf_pubsub_stop(struct tf_pubsub *ps);
 
+/* Runs argv[0] (a path) with argv; its exit status within TF_WAIT_MS, or -1. */
+int tf_run(const char *const *argv);
+/* The number jq prints for filter over the JSON file path, or -1. */
+long tf_jq_count(const char *filter, const char *path);
+
+/* A check of one line of the tracer's output (a variable line in scope):
+ * fails the cmocka test, printing the line. */
+#define TF_CHECK(c)                                                                                \
+	do {                                                                                       \
+		if (!(c)) {                                                                        \
+			fprintf(stderr, "line: %s\n", line);                                       \
+			fail_msg("%s", #c);                                                        \
+		}                                                                                  \
+	} while (0)
+
 /* A number field of a flat JSON object: true and *out, false when missing or null. */
 bool tf_json_num(const char *obj, const char *key, long long *out);
 /* A string field: true and out (truncated to len). */
