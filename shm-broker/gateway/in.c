@@ -4,7 +4,11 @@
  * published into takt with one loan each: one copy, from the DDS buffer
  * (loaned by dds_take) into the chunk, or LZ4's decompression into it.
  * Each publisher is tagged with the gateway's origin, so no gateway
- * exports what it imported. This thread alone uses the publishers. */
+ * exports what it imported. A topic's samples are taken and published in
+ * its reader's data-available listener, on Cyclone's receive thread (no
+ * hand-off to another thread: as ddsperf does by default); Cyclone calls
+ * one reader's listener from one thread at a time, so each publisher has
+ * one user at a time. The inbound thread only discovers and creates. */
 #include "gateway.h"
 #include "sample.h"
 
@@ -24,7 +28,8 @@ struct in_seen {
 };
 
 struct in_topic {
-	dds_entity_t reader, cond;
+	struct gw *g;
+	dds_entity_t reader;
 	takt_pub *pub;
 	struct gw_bridge *b;
 	char type_name[TAKT_TOPIC_NAME_MAX];
@@ -56,12 +61,15 @@ static bool in_has(const struct in_state *s, const char *topic)
 	return false;
 }
 
+static void in_take(dds_entity_t reader, void *arg);
+
 /* A DDS writer of takt samples appeared on dname: read it if a rule says so. */
 static void in_open(struct in_state *s, const char *dname, const char *dtype)
 {
 	char topic[TAKT_TOPIC_NAME_MAX];
 	const struct gw_rule *r;
 	struct in_topic *t;
+	dds_listener_t *l;
 	dds_entity_t tp;
 	dds_qos_t *q;
 
@@ -72,15 +80,19 @@ static void in_open(struct in_state *s, const char *dname, const char *dtype)
 	t = calloc(1, sizeof(*t));
 	if (!t)
 		return;
+	t->g = s->g;
+	t->b = gw_bridge_new(s->g, GW_IN, topic, r);
 	tp = dds_create_topic(s->g->participant, &takt_gateway_Sample_desc, dname, NULL, NULL);
 	q = gw_qos(r);
-	t->reader = tp < 0 ? tp : dds_create_reader(s->g->participant, tp, q, NULL);
+	l = dds_create_listener(t);
+	dds_lset_data_available(l, in_take);
+	/* filled in before the reader exists: its listener may run at once */
+	t->reader = tp < 0 || !t->b ? -1 : dds_create_reader(s->g->participant, tp, q, l);
+	dds_delete_listener(l);
 	dds_delete_qos(q);
-	t->cond = t->reader < 0 ? t->reader : dds_create_readcondition(t->reader, DDS_ANY_STATE);
-	t->b = gw_bridge_new(s->g, GW_IN, topic, r);
-	if (t->cond < 0 || !t->b || dds_waitset_attach(s->ws, t->cond, (dds_attach_t)(intptr_t)t) < 0) {
+	if (t->reader < 0) {
 		fprintf(stderr, "takt-gateway: in '%s': cannot read DDS '%s': %s\n", topic, dname,
-			t->cond < 0 ? dds_strretcode(t->cond) : "out of bridges");
+			t->b ? dds_strretcode(t->reader) : "out of bridges");
 		in_free(t);
 		return;
 	}
@@ -122,7 +134,7 @@ static int in_duplicate(struct in_topic *t, uint64_t id, uint64_t seq)
 }
 
 /* The publisher, opened with the first sample's type name. */
-static int in_pub(struct in_state *s, struct in_topic *t, const char *type)
+static int in_pub(struct in_topic *t, const char *type)
 {
 	const struct gw_rule *r = t->b->rule;
 	struct takt_pub_opts po = {.topic = t->b->topic, .type_name = type[0] ? type : NULL,
@@ -132,22 +144,23 @@ static int in_pub(struct in_state *s, struct in_topic *t, const char *type)
 
 	if (t->pub)
 		return 0;
-	rc = takt_pub_open(s->g->node, &po, &t->pub);
+	rc = takt_pub_open(t->g->node, &po, &t->pub);
 	if (rc < 0) {
 		fprintf(stderr, "takt-gateway: in '%s': cannot publish (type '%s'): %s\n", t->b->topic, type,
 			strerror(-rc));
 		return rc;
 	}
-	return takt_pub_set_origin(t->pub, s->g->cfg.origin);
+	return takt_pub_set_origin(t->pub, t->g->cfg.origin);
 }
 
-/* A loan, waiting (bounded, 1 s) while subscribers hold the pool. */
-static int in_loan(struct in_state *s, struct in_topic *t, size_t size, void **out)
+/* A loan, waiting (bounded, 1 s) while subscribers hold the pool: the
+ * receive thread waits, and reliable DDS writers with it (back-pressure). */
+static int in_loan(struct in_topic *t, size_t size, void **out)
 {
 	for (int i = 0; i < 1000; i++) {
 		int rc = takt_pub_loan(t->pub, size, out);
 
-		if (rc != -ENOBUFS || atomic_load_explicit(&s->g->stop, memory_order_relaxed))
+		if (rc != -ENOBUFS || atomic_load_explicit(&t->g->stop, memory_order_relaxed))
 			return rc;
 		nanosleep(&(struct timespec){.tv_nsec = 1000000}, NULL);
 	}
@@ -155,7 +168,7 @@ static int in_loan(struct in_state *s, struct in_topic *t, size_t size, void **o
 }
 
 /* One DDS sample into takt: checked like any input from the network. */
-static void in_publish(struct in_state *s, struct in_topic *t, const takt_gateway_Sample *x)
+static void in_publish(struct in_topic *t, const takt_gateway_Sample *x)
 {
 	struct gw_counters *c = &t->b->c;
 	uint32_t wire = x->payload._length;
@@ -165,7 +178,7 @@ static void in_publish(struct in_state *s, struct in_topic *t, const takt_gatewa
 	memcpy(type, x->type_name, sizeof(type));
 	type[sizeof(type) - 1] = 0;
 	if (x->size > t->b->rule->max_payload || x->encoding > 1 || (x->encoding == 0 && wire != x->size) ||
-	    in_pub(s, t, type) < 0 || in_loan(s, t, x->size, &p) < 0) {
+	    in_pub(t, type) < 0 || in_loan(t, x->size, &p) < 0) {
 		atomic_fetch_add_explicit(&c->drops, 1, memory_order_relaxed);
 		return;
 	}
@@ -187,14 +200,16 @@ static void in_publish(struct in_state *s, struct in_topic *t, const takt_gatewa
 	atomic_fetch_add_explicit(&c->wire_bytes, wire, memory_order_relaxed);
 }
 
-static void in_take(struct in_state *s, struct in_topic *t)
+/* The reader's data-available listener (Cyclone's receive thread). */
+static void in_take(dds_entity_t reader, void *arg)
 {
+	struct in_topic *t = arg;
 	void *buf[IN_BATCH] = {NULL};
 	dds_sample_info_t si[IN_BATCH];
 	dds_sample_lost_status_t lost;
 	int n;
 
-	while ((n = dds_take(t->reader, buf, si, IN_BATCH, IN_BATCH)) > 0) {
+	while ((n = dds_take(reader, buf, si, IN_BATCH, IN_BATCH)) > 0) {
 		for (int i = 0; i < n; i++) {
 			const takt_gateway_Sample *x = buf[i];
 
@@ -203,12 +218,12 @@ static void in_take(struct in_state *s, struct in_topic *t)
 			if (in_duplicate(t, x->publisher_id, x->seq))
 				atomic_fetch_add_explicit(&t->b->c.duplicates, 1, memory_order_relaxed);
 			else
-				in_publish(s, t, x);
+				in_publish(t, x);
 		}
-		dds_return_loan(t->reader, buf, n);
+		dds_return_loan(reader, buf, n);
 		buf[0] = NULL;
 	}
-	if (dds_get_sample_lost_status(t->reader, &lost) == 0 && lost.total_count != t->lost_seen) {
+	if (dds_get_sample_lost_status(reader, &lost) == 0 && lost.total_count != t->lost_seen) {
 		atomic_fetch_add_explicit(&t->b->c.drops, lost.total_count - t->lost_seen, memory_order_relaxed);
 		t->lost_seen = lost.total_count;
 	}
@@ -217,8 +232,6 @@ static void in_take(struct in_state *s, struct in_topic *t)
 void *gw_in_thread(void *arg)
 {
 	struct in_state s = {.g = arg};
-	dds_attach_t xs[16];
-
 	s.ws = dds_create_waitset(s.g->participant);
 	s.discovery = dds_create_reader(s.g->participant, DDS_BUILTIN_TOPIC_DCPSPUBLICATION, NULL, NULL);
 	s.discovery_cond = s.discovery < 0 ? s.discovery : dds_create_readcondition(s.discovery, DDS_ANY_STATE);
@@ -228,20 +241,8 @@ void *gw_in_thread(void *arg)
 		return NULL;
 	}
 	while (!atomic_load_explicit(&s.g->stop, memory_order_relaxed)) {
-		int n = dds_waitset_wait(s.ws, xs, 16, DDS_MSECS(100));
-		bool discover = n <= 0;
-
-		for (int i = 0; i < n && i < 16; i++) {
-			if (xs[i])
-				in_take(&s, (struct in_topic *)(intptr_t)xs[i]);
-			else
-				discover = true; /* discovery or stop */
-		}
-		if (n <= 0 || n > 16) /* a timeout, or more than we looked at */
-			for (unsigned i = 0; i < s.n; i++)
-				in_take(&s, s.t[i]);
-		if (discover)
-			in_discover(&s);
+		dds_waitset_wait(s.ws, NULL, 0, DDS_MSECS(100));
+		in_discover(&s);
 	}
 	for (unsigned i = 0; i < s.n; i++)
 		in_free(s.t[i]);

@@ -61,6 +61,10 @@ static int dds_open(struct gw *g)
 		fprintf(stderr, "takt-gateway: DDS domain %u: %s\n", c->dds_domain, dds_strretcode(d));
 		return -EIO;
 	}
+	/* writes are packed until the outbound thread's drain flushes them
+	 * (out.c): one packet for a burst, at once for a lone sample (Cyclone
+	 * 0.10 sets it for every writer of the process) */
+	dds_write_set_batch(true);
 	g->participant = dds_create_participant(c->dds_domain, NULL, NULL);
 	g->stop_guard = g->participant < 0 ? g->participant : dds_create_guardcondition(g->participant);
 	if (g->stop_guard < 0) {

@@ -199,11 +199,18 @@ static unsigned out_drain(struct out_state *s)
 		const void *p;
 		uint64_t d;
 
+		unsigned k = 0;
+
 		while (takt_sub_take(t->sub, &p, &info) == 0) {
 			out_write(s, t, p, &info);
 			takt_sub_release(t->sub, p);
-			total++;
+			k++;
 		}
+		/* writes are batched (gw_qos): what this drain wrote leaves
+		 * now, in as few packets as fit */
+		if (k)
+			dds_write_flush(t->writer);
+		total += k;
 		d = takt_sub_dropped(t->sub);
 		if (d != t->dropped_seen) {
 			atomic_fetch_add_explicit(&t->b->c.drops, d - t->dropped_seen, memory_order_relaxed);
