@@ -6,6 +6,7 @@
 
 #include <dds/dds.h>
 #include <errno.h>
+#include <json-c/json.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -147,7 +148,7 @@ static void test_gateway_two_ways_do_not_loop(void **state)
 	char ini[256];
 
 	(void)state;
-	snprintf(ini, sizeof(ini), "[dds]\ndomain = %u\n[out loop/**]\nhistory = all\n[in loop/**]\nhistory = all\n",
+	snprintf(ini, sizeof(ini), "stats_interval_ms = 100\n[dds]\ndomain = %u\n[out loop/**]\nhistory = all\n[in loop/**]\nhistory = all\n",
 		 dds_domain());
 	assert_int_equal(h_broker_start(&ba, "gwloop-a", NULL), 0);
 	assert_int_equal(h_broker_start(&bb, "gwloop-b", NULL), 0);
@@ -179,6 +180,28 @@ static void test_gateway_two_ways_do_not_loop(void **state)
 	assert_int_equal(gw_wait_count(&ga, "loop/x", "in", 1, 1000), -ETIMEDOUT);
 	assert_int_equal(gw_counters(&ga, "loop/x", "out", &c), 0);
 	assert_int_equal(c.skipped, 0);
+	/* takt topic info shows the gateway's counters of the topic */
+	{
+		char out[8192];
+		struct json_object *o, *g;
+
+		setenv("TAKT_RUNTIME_DIR", ba.rundir, 1);
+		assert_int_equal(h_takt(ba.domain, out, sizeof(out), "topic info loop/x --json"), 0);
+		o = json_tokener_parse(out);
+		g = json_object_object_get(o, "gateways");
+		assert_int_equal(json_object_array_length(g), 2); /* gateway A's out and in */
+		for (size_t i = 0; i < 2; i++) {
+			struct json_object *b = json_object_array_get_idx(g, i);
+			bool is_out = !strcmp(json_object_get_string(json_object_object_get(b, "direction")), "out");
+
+			assert_string_equal(json_object_get_string(json_object_object_get(b, "gateway")), "loopa");
+			assert_true(is_out ? json_object_get_int64(json_object_object_get(b, "samples")) >= 200
+					   : json_object_get_int64(json_object_object_get(b, "samples")) == 0);
+		}
+		json_object_put(o);
+		assert_int_equal(h_takt(ba.domain, out, sizeof(out), "topic info loop/x"), 0);
+		assert_non_null(strstr(out, "bridged out by takt-gateway 'loopa'"));
+	}
 	gw_stop(&ga, false);
 	gw_stop(&gb, false);
 	h_broker_stop(&ba);
