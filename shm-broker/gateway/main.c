@@ -23,8 +23,8 @@
 static void usage(FILE *f)
 {
 	fprintf(f, "Usage: takt-gateway --config FILE [--domain D]\n"
-		   "       takt-gateway --check-config FILE\n"
-		   "       takt-gateway --stats [--json] [--name NAME] [--domain D]\n"
+		   "  or:  takt-gateway --check-config FILE\n"
+		   "  or:  takt-gateway --stats [--json] [--name NAME] [--domain D]\n"
 		   "Bridges the takt topics FILE names to and from Eclipse Cyclone DDS.\n\n"
 		   "  -c, --config FILE        the gateway's INI configuration (docs/gateway.md)\n"
 		   "      --check-config FILE  check FILE (errors as file:line: reason) and exit\n"
