@@ -10,6 +10,7 @@
  *             max_payload = BYTES   queue_depth = N
  */
 #include "gateway.h"
+#include "ini_file.h"
 
 #include <errno.h>
 #include <ini.h>
@@ -260,27 +261,14 @@ static int config_check(struct gw_config *c, char *err, size_t errlen, const cha
 int gw_config_load(struct gw_config *c, const char *path, char *err, size_t errlen)
 {
 	struct parse p = {.c = c, .err = err, .errlen = errlen};
-	char msg[256];
-	int line;
+	int r;
 
 	memset(c, 0, sizeof(*c));
 	snprintf(c->name, sizeof(c->name), "gateway");
 	c->stats_ms = 1000;
-	err[0] = 0;
-	p.f = fopen(path, "re");
-	if (!p.f) {
-		snprintf(err, errlen, "%s: cannot open: %s", path, strerror(errno));
-		return -ENOENT;
-	}
-	line = ini_parse_stream(read_line, &p, on_key, &p);
-	fclose(p.f);
-	if (line == 0)
-		line = (int)p.bad_line;
-	if (line != 0) {
-		snprintf(msg, sizeof(msg), "%s", err[0] ? err : "syntax error");
-		snprintf(err, errlen, "%s:%d: %s", path, line, msg);
-		return -EINVAL;
-	}
+	r = ini_file_parse(path, &p.f, read_line, on_key, &p, &p.bad_line, err, errlen);
+	if (r < 0)
+		return r;
 	if (!c->origin) { /* FNV-1a of the name: stable across restarts */
 		uint32_t h = 2166136261u;
 

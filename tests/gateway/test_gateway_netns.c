@@ -187,35 +187,70 @@ static void test_gateway_ns_late_joiner_gets_history(void **state)
 	assert_clean(&gb, "ns/late", "in", 8);
 }
 
+/* The paused streams of the restart tests: opens the channels (w: warm-up,
+ * paused and step: the publisher's pauses, extra: the caller's), starts
+ * the subscriber in B and the publisher in A, and returns at the
+ * publisher's first pause. */
+struct paused {
+	struct h_chan w, paused, step, extra;
+	pid_t pids[2];
+};
+
+static void paused_start(struct paused *r, struct gw_pub_args *pa, struct gw_sub_args *sa)
+{
+	char c;
+
+	assert_int_equal(h_chan_open(&r->w), 0);
+	assert_int_equal(h_chan_open(&r->paused), 0);
+	assert_int_equal(h_chan_open(&r->step), 0);
+	assert_int_equal(h_chan_open(&r->extra), 0);
+	pa->chan = sa->chan = &r->w;
+	pa->paused = &r->paused;
+	pa->step = &r->step;
+	r->pids[0] = gw_spawn_in(net.ns_b, gw_sub_child, sa);
+	r->pids[1] = gw_spawn_in(net.ns_a, gw_pub_child, pa);
+	assert_int_equal(h_chan_recv(&r->paused, &c, 1, GW_WAIT_MS), 0);
+}
+
+/* Lets the publisher go on; waits for its next pause unless last. */
+static void paused_step(struct paused *r, bool last)
+{
+	char c;
+
+	assert_int_equal(h_chan_send(&r->step, "s", 1), 0);
+	if (!last)
+		assert_int_equal(h_chan_recv(&r->paused, &c, 1, GW_WAIT_MS), 0);
+}
+
+static void paused_end(struct paused *r)
+{
+	wait_ok(r->pids, 2);
+	h_chan_close(&r->w);
+	h_chan_close(&r->paused);
+	h_chan_close(&r->step);
+	h_chan_close(&r->extra);
+}
+
 /* Gateway A is killed (SIGKILL) after 1000 samples arrived; 10 more are
  * published while it is down; restarted, it resumes: it subscribes again
  * with history 16 (995..1010), gateway B drops the 6 it had and passes
  * the 10 new, then 990 more follow. B's subscriber sees 1..2000 exactly. */
 static void test_gateway_ns_killed_gateway_resumes(void **state)
 {
-	struct h_chan w, paused, step, progress;
+	struct paused r;
 	struct gw_pub_args pa = {.rundir = ba.rundir, .domain = ba.domain, .topic = "ns/restart", .first = 1,
-				 .last = 2000, .size = 64, .history = 16, .warmup = true, .chan = &w,
-				 .pause_at = {1000, 1010}, .paused = &paused, .step = &step};
+				 .last = 2000, .size = 64, .history = 16, .warmup = true, .pause_at = {1000, 1010}};
 	struct gw_sub_args sa = {.rundir = bb.rundir, .domain = bb.domain, .topic = "ns/restart", .first = 1,
-				 .last = 2000, .size = 64, .chan = &w, .notify_at = 1000, .progress = &progress};
+				 .last = 2000, .size = 64, .notify_at = 1000, .progress = &r.extra};
 	struct gw_ctr before, after;
-	pid_t pids[2];
 	char c;
 
 	(void)state;
 	NEED_ROOT();
-	assert_int_equal(h_chan_open(&w), 0);
-	assert_int_equal(h_chan_open(&paused), 0);
-	assert_int_equal(h_chan_open(&step), 0);
-	assert_int_equal(h_chan_open(&progress), 0);
-	pids[0] = gw_spawn_in(net.ns_b, gw_sub_child, &sa);
-	pids[1] = gw_spawn_in(net.ns_a, gw_pub_child, &pa);
-	assert_int_equal(h_chan_recv(&paused, &c, 1, GW_WAIT_MS), 0);
-	assert_int_equal(h_chan_recv(&progress, &c, 1, GW_WAIT_MS), 0); /* 1..1000 arrived */
+	paused_start(&r, &pa, &sa);
+	assert_int_equal(h_chan_recv(&r.extra, &c, 1, GW_WAIT_MS), 0); /* 1..1000 arrived */
 	gw_stop(&ga, true);
-	assert_int_equal(h_chan_send(&step, "s", 1), 0);
-	assert_int_equal(h_chan_recv(&paused, &c, 1, GW_WAIT_MS), 0); /* 1001..1010 sent, nobody bridging */
+	paused_step(&r, false); /* 1001..1010 sent, nobody bridging */
 	assert_int_equal(gw_wait_count(&gb, "ns/restart", "in", 1000, 10000), 0);
 	assert_int_equal(gw_counters(&gb, "ns/restart", "in", &before), 0);
 	assert_int_equal(gw_restart(&ga), 0);
@@ -223,13 +258,9 @@ static void test_gateway_ns_killed_gateway_resumes(void **state)
 	assert_int_equal(gw_counters(&gb, "ns/restart", "in", &after), 0);
 	assert_int_equal(after.duplicates - before.duplicates, 6);
 	assert_int_equal(after.samples - before.samples, 10);
-	assert_int_equal(h_chan_send(&step, "s", 1), 0);
-	wait_ok(pids, 2);
+	paused_step(&r, true);
+	paused_end(&r);
 	assert_clean(&ga, "ns/restart", "out", 990);
-	h_chan_close(&w);
-	h_chan_close(&paused);
-	h_chan_close(&step);
-	h_chan_close(&progress);
 }
 
 /* An LZ4 topic arrives intact and its counters show the compression. */
@@ -334,45 +365,25 @@ static void test_gateway_ns_plain_dds_reader(void **state)
  * and bridged too. */
 static void test_gateway_ns_survives_broker_restart(void **state)
 {
-	struct h_chan w, paused, step, w2;
+	struct paused r;
 	struct gw_pub_args pa = {.rundir = ba.rundir, .domain = ba.domain, .topic = "ns/brk", .first = 1,
-				 .last = 1500, .size = 64, .history = 16, .warmup = true, .chan = &w,
-				 .pause_at = {500, 1000}, .paused = &paused, .step = &step};
+				 .last = 1500, .size = 64, .history = 16, .warmup = true, .pause_at = {500, 1000}};
 	struct gw_sub_args sa = {.rundir = bb.rundir, .domain = bb.domain, .topic = "ns/brk", .first = 1,
-				 .last = 1500, .size = 64, .chan = &w};
-	struct gw_pub_args pa2 = {.rundir = ba.rundir, .domain = ba.domain, .topic = "ns/after", .first = 1,
-				  .last = 10, .size = 64, .warmup = true, .chan = &w2};
-	struct gw_sub_args sa2 = {.rundir = bb.rundir, .domain = bb.domain, .topic = "ns/after", .first = 1,
-				  .last = 10, .size = 64, .chan = &w2};
-	pid_t pids[4];
-	char c;
+				 .last = 1500, .size = 64};
 
 	(void)state;
 	NEED_ROOT();
-	assert_int_equal(h_chan_open(&w), 0);
-	assert_int_equal(h_chan_open(&paused), 0);
-	assert_int_equal(h_chan_open(&step), 0);
-	assert_int_equal(h_chan_open(&w2), 0);
-	pids[0] = gw_spawn_in(net.ns_b, gw_sub_child, &sa);
-	pids[1] = gw_spawn_in(net.ns_a, gw_pub_child, &pa);
-	assert_int_equal(h_chan_recv(&paused, &c, 1, GW_WAIT_MS), 0);
+	paused_start(&r, &pa, &sa);
 	kill(ba.pid, SIGKILL);
 	assert_true(h_wait(ba.pid, 10000) != 0);
-	assert_int_equal(h_chan_send(&step, "s", 1), 0); /* 501..1000 without a broker */
-	assert_int_equal(h_chan_recv(&paused, &c, 1, GW_WAIT_MS), 0);
+	paused_step(&r, false); /* 501..1000 without a broker */
 	setenv("TAKT_RUNTIME_DIR", ba.rundir, 1);
 	assert_int_equal(h_broker_restart_opts(&ba, &(struct h_broker_opts){.spawn = spawn_a}), 0);
-	assert_int_equal(h_chan_send(&step, "s", 1), 0);
-	wait_ok(pids, 2);
-	pids[2] = gw_spawn_in(net.ns_b, gw_sub_child, &sa2);
-	pids[3] = gw_spawn_in(net.ns_a, gw_pub_child, &pa2);
-	wait_ok(pids + 2, 2);
+	paused_step(&r, true);
+	paused_end(&r);
+	stream(&ba, net.ns_a, &bb, net.ns_b, "ns/after", 10, 64); /* a topic new to the restarted broker */
 	assert_clean(&ga, "ns/brk", "out", 1500);
 	assert_clean(&ga, "ns/after", "out", 10);
-	h_chan_close(&w);
-	h_chan_close(&paused);
-	h_chan_close(&step);
-	h_chan_close(&w2);
 }
 
 int main(void)
