@@ -94,6 +94,12 @@ static int run(struct gw *g, const char *domain)
 	sigset_t sigs;
 	int rc, sig = 0;
 
+	/* blocked before any thread exists (the node's agent, Cyclone's, ours
+	 * inherit it): SIGINT and SIGTERM come to sigtimedwait below */
+	sigemptyset(&sigs);
+	sigaddset(&sigs, SIGINT);
+	sigaddset(&sigs, SIGTERM);
+	pthread_sigmask(SIG_BLOCK, &sigs, NULL);
 	rc = takt_node_open(&(struct takt_node_opts){.domain = domain, .name = g->cfg.name}, &g->node);
 	if (rc < 0) {
 		fprintf(stderr, "takt-gateway: no broker runs for domain '%s' (%s); start one with takt-broker\n",
@@ -108,10 +114,6 @@ static int run(struct gw *g, const char *domain)
 	g->stop_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 	if (g->stop_fd < 0 || dds_open(g) < 0)
 		return 1;
-	sigemptyset(&sigs);
-	sigaddset(&sigs, SIGINT);
-	sigaddset(&sigs, SIGTERM);
-	pthread_sigmask(SIG_BLOCK, &sigs, NULL); /* the threads inherit it: signals come to us */
 	if (pthread_create(&out, NULL, gw_out_thread, g) || pthread_create(&in, NULL, gw_in_thread, g)) {
 		fprintf(stderr, "takt-gateway: cannot start its threads\n");
 		return 1;

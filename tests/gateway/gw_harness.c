@@ -192,14 +192,18 @@ int gw_start(struct gw_proc *g, const struct h_broker *b, const char *name, cons
 	return gw_restart(g);
 }
 
-void gw_stop(struct gw_proc *g, bool kill_it)
+int gw_stop(struct gw_proc *g, bool kill_it)
 {
+	int rc;
+
 	if (g->pid <= 0)
-		return;
+		return 0;
 	kill(g->pid, kill_it ? SIGKILL : SIGTERM);
-	if (h_wait(g->pid, 5000) < 0)
+	rc = h_wait(g->pid, 5000);
+	if (rc < 0 && !kill_it)
 		fprintf(stderr, "gw_harness: takt-gateway %s did not stop on SIGTERM within 5 s\n", g->name);
 	g->pid = 0;
+	return rc;
 }
 
 void gw_dump_log(const struct gw_proc *g)

@@ -36,8 +36,9 @@ struct gw_proc {
 int gw_start(struct gw_proc *g, const struct h_broker *b, const char *name, const char *ns, const char *ini);
 /* Starts it again with the same configuration. */
 int gw_restart(struct gw_proc *g);
-/* SIGTERM (SIGKILL after 5 s) and wait; SIGKILL at once with kill set. */
-void gw_stop(struct gw_proc *g, bool kill);
+/* SIGTERM and wait (5 s, then SIGKILL), or SIGKILL at once with kill
+ * set: its exit status (0: a clean stop), -1 when it had to be killed. */
+int gw_stop(struct gw_proc *g, bool kill);
 /* Prints the log of the gateway (after a failure). */
 void gw_dump_log(const struct gw_proc *g);
 

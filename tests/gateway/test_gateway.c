@@ -202,8 +202,8 @@ static void test_gateway_two_ways_do_not_loop(void **state)
 		assert_int_equal(h_takt(ba.domain, out, sizeof(out), "topic info loop/x"), 0);
 		assert_non_null(strstr(out, "bridged out by takt-gateway 'loopa'"));
 	}
-	gw_stop(&ga, false);
-	gw_stop(&gb, false);
+	assert_int_equal(gw_stop(&ga, false), 0); /* SIGTERM: a clean stop */
+	assert_int_equal(gw_stop(&gb, false), 0);
 	h_broker_stop(&ba);
 	h_broker_stop(&bb);
 }
