@@ -35,7 +35,7 @@ struct in_topic {
 	char type_name[TAKT_TOPIC_NAME_MAX];
 	struct in_seen seen[IN_SEEN];
 	unsigned next_seen;
-	uint32_t lost_seen;      /* DDS sample-lost count already counted */
+	uint32_t lost_seen;      /* DDS sample-lost count already counted (inbound thread) */
 };
 
 struct in_state {
@@ -206,7 +206,6 @@ static void in_take(dds_entity_t reader, void *arg)
 	struct in_topic *t = arg;
 	void *buf[IN_BATCH] = {NULL};
 	dds_sample_info_t si[IN_BATCH];
-	dds_sample_lost_status_t lost;
 	int n;
 
 	while ((n = dds_take(reader, buf, si, IN_BATCH, IN_BATCH)) > 0) {
@@ -223,7 +222,15 @@ static void in_take(dds_entity_t reader, void *arg)
 		dds_return_loan(reader, buf, n);
 		buf[0] = NULL;
 	}
-	if (dds_get_sample_lost_status(reader, &lost) == 0 && lost.total_count != t->lost_seen) {
+}
+
+/* Samples DDS lost on the way (best effort): drops. Here, not in the
+ * listener, which it would cost a status lock per call. */
+static void in_count_lost(struct in_topic *t)
+{
+	dds_sample_lost_status_t lost;
+
+	if (dds_get_sample_lost_status(t->reader, &lost) == 0 && lost.total_count != t->lost_seen) {
 		atomic_fetch_add_explicit(&t->b->c.drops, lost.total_count - t->lost_seen, memory_order_relaxed);
 		t->lost_seen = lost.total_count;
 	}
@@ -243,6 +250,8 @@ void *gw_in_thread(void *arg)
 	while (!atomic_load_explicit(&s.g->stop, memory_order_relaxed)) {
 		dds_waitset_wait(s.ws, NULL, 0, DDS_MSECS(100));
 		in_discover(&s);
+		for (unsigned i = 0; i < s.n; i++)
+			in_count_lost(s.t[i]);
 	}
 	for (unsigned i = 0; i < s.n; i++)
 		in_free(s.t[i]);
