@@ -105,7 +105,11 @@ struct takt_mgmt_header {
 	uint64_t off_events;
 	char domain[TAKT_NAME_MAX];
 	uint64_t off_pub_conns, off_sub_conns; /* the ports' connection tables */
-	uint8_t pad[24];
+	/* TG0: bumped by the broker (release) after each change to a topic
+	 * entry (topic_mirror, registry.c), then woken with a shared futex;
+	 * starts at the low bits of the epoch. takt_node_topics_gen reads it. */
+	_Atomic uint32_t topics_gen;
+	uint8_t pad[20];
 };
 _Static_assert(sizeof(struct takt_mgmt_header) == 256, "takt_mgmt_header layout");
 
@@ -327,10 +331,14 @@ struct takt_pool_header {
 	uint64_t chunk_stride;
 	uint64_t layout_digest;
 	uint32_t n_slots;       /* connection slots: subs_per_topic */
-	uint32_t reserved;
+	/* takt_pub_set_origin: written by the publisher (0 until it sets one),
+	 * read by subscribers at each take (relaxed: a tag, any value is valid,
+	 * on a line nothing else writes after the broker filled it). */
+	_Atomic uint32_t origin;
 	uint64_t conns_off, ring_off, ring_region, chunk_off;
 	uint8_t pad[32];
 };
+_Static_assert(offsetof(struct takt_pool_header, origin) < TAKT_CACHELINE, "origin on the header's first line");
 _Static_assert(sizeof(struct takt_pool_header) == 128, "takt_pool_header layout");
 
 /* A subscriber's segment, written by its subscriber alone: this header,

@@ -43,6 +43,7 @@
 #include "client.h"
 #include "fault.h"
 #include "probes.h"
+#include "sys.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -1159,6 +1160,32 @@ int takt_node_topics(takt_node *node, const char *pattern, struct takt_topic_inf
 		n++;
 	}
 	return n;
+}
+
+uint32_t takt_node_topics_gen(const takt_node *node)
+{
+	/* TG0 (layout.h): acquire pairs with the broker's release bump after
+	 * it mirrored a topic entry (topic_mirror, registry.c). */
+	return node ? atomic_load_explicit(&node->v.hdr->topics_gen, memory_order_acquire) : 0;
+}
+
+int takt_node_topics_wait(takt_node *node, uint32_t gen, int64_t timeout_ns)
+{
+	uint64_t end = timeout_ns >= 0 ? sys_mono_ns() + (uint64_t)timeout_ns : 0;
+
+	if (!node)
+		return -EINVAL;
+	while (takt_node_topics_gen(node) == gen) {
+		int64_t left = timeout_ns < 0 ? -1 : (int64_t)(end - sys_mono_ns());
+
+		if (timeout_ns >= 0 && left <= 0)
+			return -ETIMEDOUT;
+		/* TG0: the broker wakes after its bump; a bump between our load
+		 * and the sleep makes the kernel's compare fail (EAGAIN). */
+		if (sys_futex_wait(&node->v.hdr->topics_gen, gen, left, 1) < 0 && errno == EINTR)
+			return -EINTR;
+	}
+	return 0;
 }
 
 uint64_t takt_node_epoch(const takt_node *node)

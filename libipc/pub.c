@@ -361,6 +361,17 @@ uint64_t takt_pub_id(const takt_pub *pub)
 	return pub ? pub->id : 0;
 }
 
+int takt_pub_set_origin(takt_pub *pub, uint32_t origin)
+{
+	if (!pub)
+		return -EINVAL;
+	/* relaxed: a tag subscribers read at their takes (sub.c); a take
+	 * racing the change sees either value */
+	atomic_store_explicit(&((struct takt_pool_header *)pub->pool.seg.base)->origin, origin,
+			      memory_order_relaxed);
+	return 0;
+}
+
 /* ---- statistics ----------------------------------------------------------- */
 
 static void pub_stats(takt_pub *p)

@@ -115,6 +115,9 @@ void seg_header_fill(struct takt_mgmt_header *h, const struct seg_spec *spec)
 	h->off_pub_conns = lay.off_pub_conns;
 	h->off_sub_conns = lay.off_sub_conns;
 	h->off_events = lay.off_events; /* in the events segment */
+	/* TG0: a new broker's generation differs from its predecessor's
+	 * (almost surely; takt_node_epoch tells for sure) */
+	atomic_store_explicit(&h->topics_gen, (uint32_t)spec->epoch, memory_order_relaxed);
 	snprintf(h->domain, sizeof(h->domain), "%s", spec->domain);
 }
 

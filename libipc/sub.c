@@ -588,8 +588,13 @@ int takt_sub_take(takt_sub *sub, const void **payload, struct takt_sample_info *
 		TAKT_PROBE4(take, sub->topic, sub->index, slot->pub_id, e.seq);
 		*payload = p;
 		if (info)
-			*info = (struct takt_sample_info){.seq = e.seq, .publish_ns = e.publish_ns,
-							  .publisher_id = slot->pub_id, .size = e.size};
+			*info = (struct takt_sample_info){
+				.seq = e.seq, .publish_ns = e.publish_ns, .publisher_id = slot->pub_id,
+				.size = e.size,
+				/* relaxed: a tag (takt_pub_set_origin, pub.c), any value valid */
+				.origin = atomic_load_explicit(
+					&((const struct takt_pool_header *)slot->pool.base)->origin,
+					memory_order_relaxed)};
 	}
 	q0_exit(&sub->seg.live->active); /* Q0 */
 	return r;

@@ -196,6 +196,62 @@ static void topic_print(struct json_object *o)
 	}
 }
 
+/* The counters of every takt-gateway that bridges topic: each gateway
+ * publishes them as JSON on _gateway/NAME (type takt.gateway.Stats,
+ * history 1; shm-broker/gateway/stats.c, docs/gateway.md), so they are read
+ * with a node of our own, only when a gateway runs. An array, possibly
+ * empty. */
+static struct json_object *gateway_json(const struct cli *c, const struct cli_topic_row *rows, uint32_t n,
+					const char *topic)
+{
+	struct json_object *all = json_object_new_array();
+	takt_node *node = NULL;
+
+	for (uint32_t i = 0; i < n; i++) {
+		struct takt_sub_opts so = {.topic = rows[i].name, .type_name = "takt.gateway.Stats", .queue_depth = 1,
+					   .history = 1};
+		struct takt_sample_info info;
+		struct json_object *g, *bridges;
+		const void *p;
+		takt_sub *sub;
+
+		if (strncmp(rows[i].name, "_gateway/", 9) || !rows[i].pubs ||
+		    (!node && cli_node(c, "topic-info", &node)) || takt_sub_open(node, &so, &sub) < 0)
+			continue;
+		g = takt_sub_take(sub, &p, &info) == 0 ? json_tokener_parse(strndupa(p, info.size)) : NULL;
+		if (g)
+			takt_sub_release(sub, p);
+		takt_sub_close(sub);
+		bridges = g ? json_object_object_get(g, "bridges") : NULL;
+		for (size_t k = 0; k < json_object_array_length(bridges); k++) {
+			struct json_object *b = json_object_array_get_idx(bridges, k);
+
+			if (strcmp(jget_str(b, "topic") ?: "", topic))
+				continue;
+			json_object_object_add(b, "gateway", json_object_get(json_object_object_get(g, "name")));
+			json_object_array_add(all, json_object_get(b));
+		}
+		json_object_put(g);
+	}
+	takt_node_close(node);
+	return all;
+}
+
+static void gateway_print(struct json_object *gws)
+{
+	for (size_t i = 0; i < json_object_array_length(gws); i++) {
+		struct json_object *b = json_object_array_get_idx(gws, i);
+
+		printf("%s  bridged %s by takt-gateway '%s'%s: %llu samples, %llu bytes (%llu on the wire), %llu dropped, "
+		       "%llu DDS write errors, %llu late joiners served\n", i ? "" : "\n",
+		       !strcmp(jget_str(b, "direction"), "out") ? "out" : "in", jget_str(b, "gateway"),
+		       json_object_get_boolean(json_object_object_get(b, "lz4")) ? " (lz4)" : "",
+		       (unsigned long long)jget_u64(b, "samples"), (unsigned long long)jget_u64(b, "bytes"),
+		       (unsigned long long)jget_u64(b, "wire_bytes"), (unsigned long long)jget_u64(b, "drops"),
+		       (unsigned long long)jget_u64(b, "write_errors"), (unsigned long long)jget_u64(b, "late_joiners"));
+	}
+}
+
 int cli_topic_info(struct cli *c, int argc, char **argv)
 {
 	struct cli_registry reg;
@@ -216,10 +272,12 @@ int cli_topic_info(struct cli *c, int argc, char **argv)
 	} else if (cli_stats_fetch(c, &reg.v, &s) == 0) {
 		struct json_object *o = topic_json(&reg.v, &rows[i], &s);
 
+		json_object_object_add(o, "gateways", gateway_json(c, rows, n, argv[1]));
 		if (c->json) {
 			cli_json_print(o);
 		} else {
 			topic_print(o);
+			gateway_print(json_object_object_get(o, "gateways"));
 			json_object_put(o);
 		}
 		r = 0;

@@ -10,6 +10,7 @@
  *   [access]  publish|subscribe|notify|listen = PATTERN WHO[,WHO...]   (access.h)
  */
 #include "config.h"
+#include "ini_file.h"
 
 #include <errno.h>
 #include <grp.h>
@@ -279,26 +280,11 @@ static char *config_read_line(char *str, int num, void *stream)
 int config_load(struct broker_config *c, const char *path, char *err, size_t errlen)
 {
 	struct parse_ctx p = {.c = c, .err = err, .errlen = errlen};
-	char msg[256];
-	int line;
+	int r;
 
-	err[0] = 0;
-	p.f = fopen(path, "re");
-	if (!p.f) {
-		snprintf(err, errlen, "%s: cannot open: %s", path, strerror(errno));
-		return -ENOENT;
-	}
 	snprintf(c->access.file, sizeof(c->access.file), "%s", path);
-	line = ini_parse_stream(config_read_line, &p, config_ini_line, &p);
-	fclose(p.f);
-	if (line == 0)
-		line = (int)p.bad_line;
-	if (line != 0) {
-		snprintf(msg, sizeof(msg), "%s", err[0] ? err : "syntax error");
-		snprintf(err, errlen, "%s:%d: %s", path, line, msg);
-		return -EINVAL;
-	}
-	return config_validate(c, err, errlen);
+	r = ini_file_parse(path, &p.f, config_read_line, config_ini_line, &p, &p.bad_line, err, errlen);
+	return r < 0 ? r : config_validate(c, err, errlen);
 }
 
 uint32_t config_ports_per_process(const struct broker_config *c)

@@ -51,8 +51,10 @@
 #include "registry.h"
 #include "pool.h"
 #include "ring.h"
+#include "sys.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -323,6 +325,12 @@ void topic_mirror(struct broker *b, uint32_t ti)
 	m->n_pubs = t->n_pubs;
 	m->n_subs = t->n_subs;
 	publish_state(&m->state, t->state);
+	/* TG0 (layout.h): release pairs with takt_node_topics_gen's acquire,
+	 * so a reader that sees the new generation sees the entry; then wake
+	 * takt_node_topics_wait's sleepers (a shared futex on their read-only
+	 * mapping of the registry). */
+	atomic_fetch_add_explicit(&b->v.hdr->topics_gen, 1, memory_order_release);
+	sys_futex_wake(&b->v.hdr->topics_gen, INT32_MAX, 1);
 }
 
 /* A type declared on a topic: the first that declares one names it, and a

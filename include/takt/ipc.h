@@ -64,6 +64,21 @@ struct takt_topic_info {
  * room for them), or -EINVAL. Reads the registry the node maps, without
  * asking the broker: a snapshot, which may be stale when it returns. */
 TAKT_API int takt_node_topics(takt_node *node, const char *pattern, struct takt_topic_info *out, size_t max);
+/* Change notification for takt_node_topics: the domain's topic generation,
+ * which the broker bumps after every change to a topic entry (opened,
+ * closed, a port joined or left, its type declared). Read from the
+ * registry the node maps: no syscall, no broker call. A changed value
+ * means "list again"; compare takt_node_epoch too, since a restarted
+ * broker starts its own count (at an arbitrary value). 0 for NULL. */
+TAKT_API uint32_t takt_node_topics_gen(const takt_node *node);
+/* Sleeps until the topic generation differs from gen (a shared futex on
+ * the node's read-only mapping of the registry, woken by the broker), for
+ * at most timeout_ns (< 0: no limit). 0: it differs (at once when it
+ * differs already); -ETIMEDOUT; -EINTR a signal; -EINVAL node is NULL.
+ * A wait that spans a broker restart returns at its timeout at the latest
+ * (the new broker wakes sleepers of its own registry only): wait in
+ * bounded slices and check takt_node_epoch. */
+TAKT_API int takt_node_topics_wait(takt_node *node, uint32_t gen, int64_t timeout_ns);
 
 enum takt_overflow {
 	TAKT_OVERFLOW_DROP_OLDEST = 0, /* default */
@@ -119,6 +134,14 @@ TAKT_API int takt_pub_flush(takt_pub *pub, uint64_t publish_ns);
  * the domain for its whole life, never reused (also not by a restarted
  * broker); 0 for NULL. */
 TAKT_API uint64_t takt_pub_id(const takt_pub *pub);
+/* Tags every sample of this publisher with origin, which its subscribers
+ * see in takt_sample_info.origin from their next take on (0, the default:
+ * published here). A gateway tags what it imports from elsewhere so that
+ * it, and any other gateway, never exports it again; other tools may use
+ * it alike (takt-gateway, docs/gateway.md). Stored in the publisher's own
+ * pool segment, read by subscribers from their read-only mapping of it:
+ * no call to the broker, no cost to publish. 0, or -EINVAL for NULL. */
+TAKT_API int takt_pub_set_origin(takt_pub *pub, uint32_t origin);
 
 struct takt_sub_opts {
 	const char *topic;
@@ -141,6 +164,10 @@ struct takt_sample_info {
 	uint64_t publish_ns;
 	uint64_t publisher_id; /* takt_pub_id of the sender: never reused in the domain */
 	uint32_t size;
+	/* The publisher's takt_pub_set_origin tag at the take (0: published
+	 * in this domain; a gateway's tag: imported by it). Fits the struct's
+	 * tail padding: its size is the same as before the field. */
+	uint32_t origin;
 };
 
 /* Returns once every publisher on the topic delivers to it and their

@@ -400,6 +400,105 @@ static void test_broker_queued_push_keeps_both_descriptors(void **state)
 	munmap(notify_done, sizeof(*notify_done));
 }
 
+/* TG0: the topic generation moves with each topic change, and a waiter
+ * sleeps until it does (woken by the broker, another process's open). */
+static int gen_opener(void *arg)
+{
+	struct h_chan *go = arg;
+	takt_node *n = h_node(getenv("GEN_DOMAIN"), "opener");
+	takt_pub *p;
+	char c;
+
+	H_CHECK(h_chan_recv(go, &c, 1, 10000) == 0);
+	H_CHECK(takt_pub_open(n, &(struct takt_pub_opts){.topic = "gen/late", .type_name = "demo.L", .max_payload = 8}, &p) == 0);
+	H_CHECK(h_chan_recv(go, &c, 1, 10000) == 0); /* keep it open until told */
+	takt_node_close(n);
+	return 0;
+}
+
+static void test_broker_topics_gen_notifies_changes(void **state)
+{
+	struct takt_topic_info t[2];
+	struct h_broker b;
+	struct h_chan go;
+	takt_node *n;
+	takt_pub *p;
+	uint32_t g0, g1;
+	pid_t child;
+
+	(void)state;
+	assert_int_equal(h_broker_start(&b, "topicsgen", NULL), 0);
+	n = h_node(b.domain, "watcher");
+	g0 = takt_node_topics_gen(n);
+	assert_int_equal(takt_node_topics_wait(n, g0, 1000000), -ETIMEDOUT); /* nothing changed */
+	assert_int_equal(takt_node_topics_wait(n, g0 + 1, -1), 0);          /* differs already */
+	assert_int_equal(takt_pub_open(n, &(struct takt_pub_opts){.topic = "gen/a", .max_payload = 8}, &p), 0);
+	g1 = takt_node_topics_gen(n);
+	assert_true(g1 != g0);
+	takt_pub_close(p);
+	assert_true(takt_node_topics_gen(n) != g1);
+	/* another process opens a topic while we sleep on the generation */
+	assert_int_equal(h_chan_open(&go), 0);
+	setenv("GEN_DOMAIN", b.domain, 1);
+	child = h_spawn(gen_opener, &go);
+	g1 = takt_node_topics_gen(n);
+	assert_int_equal(h_chan_send(&go, "g", 1), 0);
+	assert_int_equal(takt_node_topics_wait(n, g1, 10000000000LL), 0);
+	for (int i = 0; i < 1000 && takt_node_topics(n, "gen/*", t, 2) == 0; i++)
+		assert_int_equal(takt_node_topics_wait(n, takt_node_topics_gen(n), 10000000000LL), 0);
+	assert_int_equal(takt_node_topics(n, "gen/*", t, 2), 1);
+	assert_string_equal(t[0].name, "gen/late");
+	assert_string_equal(t[0].type_name, "demo.L");
+	assert_int_equal(h_chan_send(&go, "g", 1), 0);
+	assert_int_equal(h_wait(child, 10000), 0);
+	assert_int_equal(takt_node_topics(n, "gen/*", t, 2), 0); /* gone with its process */
+	assert_int_equal(takt_node_topics_wait(NULL, 0, 0), -EINVAL);
+	assert_int_equal(takt_node_topics_gen(NULL), 0);
+	h_chan_close(&go);
+	takt_node_close(n);
+	h_broker_stop(&b);
+}
+
+/* The origin tag: set by the publisher at any time, seen by subscribers
+ * (connected before or after) from their next take; 0 by default; the
+ * sample info keeps its size. */
+static void test_broker_origin_tag_seen_by_subscribers(void **state)
+{
+	struct takt_sample_info info;
+	struct h_broker b;
+	takt_node *n, *m;
+	takt_pub *p, *q;
+	takt_sub *s;
+	const void *x;
+	uint64_t v = 1;
+
+	(void)state;
+	assert_int_equal(sizeof(struct takt_sample_info), 32);
+	assert_int_equal(h_broker_start(&b, "origin", NULL), 0);
+	n = h_node(b.domain, "pubs");
+	m = h_node(b.domain, "sub");
+	assert_int_equal(takt_pub_open(n, &(struct takt_pub_opts){.topic = "o", .max_payload = 8}, &p), 0);
+	assert_int_equal(takt_pub_open(n, &(struct takt_pub_opts){.topic = "o", .max_payload = 8}, &q), 0);
+	assert_int_equal(takt_sub_open(m, &(struct takt_sub_opts){.topic = "o", .queue_depth = 8}, &s), 0);
+	assert_int_equal(takt_pub_send(p, &v, sizeof(v)), 1);
+	assert_int_equal(takt_sub_take(s, &x, &info), 0);
+	assert_int_equal(info.origin, 0);
+	takt_sub_release(s, x);
+	assert_int_equal(takt_pub_set_origin(p, 0xa5a5u), 0);
+	assert_int_equal(takt_pub_set_origin(NULL, 1), -EINVAL);
+	assert_int_equal(takt_pub_send(p, &v, sizeof(v)), 1);
+	assert_int_equal(takt_pub_send(q, &v, sizeof(v)), 1);
+	for (int k = 0; k < 2; k++) {
+		memset(&info, 0xff, sizeof(info));
+		assert_int_equal(takt_sub_take(s, &x, &info), 0);
+		assert_int_equal(info.origin, info.publisher_id == takt_pub_id(p) ? 0xa5a5u : 0);
+		takt_sub_release(s, x);
+	}
+	takt_node_close(m);
+	takt_node_close(n);
+	h_broker_stop(&b);
+}
+
 /* Memory follows what is open: a publisher's pool reserves its loans and
  * history, and exactly depth + held_max more chunks per subscriber that
  * connects, and the connection's rings cost its actual depth (a depth of
@@ -549,6 +648,8 @@ int main(void)
 		cmocka_unit_test(test_broker_flood_of_opens_costs_only_its_process),
 		cmocka_unit_test(test_broker_pool_follows_subscribers),
 		cmocka_unit_test(test_broker_topics_listed_by_pattern),
+		cmocka_unit_test(test_broker_topics_gen_notifies_changes),
+		cmocka_unit_test(test_broker_origin_tag_seen_by_subscribers),
 	};
 
 	return cmocka_run_group_tests_name("broker", tests, NULL, NULL);

@@ -1,0 +1,185 @@
+/* gateway.c - takt-bench-gateway: the takt side of scripts/bench --gateway
+ * (docs/gateway.md, "Performance"). Run in two network namespaces, each
+ * with its broker and takt-gateway:
+ *
+ *   takt-bench-gateway ping COUNT SIZE   publishes on gwb/ping, takes from gwb/pong:
+ *                                        one-way latency = round trip / 2
+ *   takt-bench-gateway pong COUNT        answers every ping with its bytes
+ *   takt-bench-gateway pub COUNT SIZE    publishes COUNT samples as fast as the
+ *                                        lossless gateways take them
+ *   takt-bench-gateway sub COUNT         receives them: samples/s, and checks none is lost
+ *
+ * Both ends warm up first (samples numbered 0, every 10 ms, until the
+ * other end answers): discovery and matching are not measured. Prints one
+ * line: "median_ns p99_ns" (ping) or "samples_per_s" (sub). $TAKT_DOMAIN
+ * and $TAKT_RUNTIME_DIR say which domain. */
+#include <errno.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <takt/ipc.h>
+
+#define WARMUP 200
+
+static uint64_t now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+static int cmp_u64(const void *a, const void *b)
+{
+	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+
+	return x < y ? -1 : x > y;
+}
+
+static int send_seq(takt_pub *p, uint64_t seq, size_t size)
+{
+	void *x;
+	int r;
+
+	for (int i = 0; (r = takt_pub_loan(p, size, &x)) == -ENOBUFS; i++) {
+		if (i > 20000)
+			return -ETIMEDOUT;
+		nanosleep(&(struct timespec){.tv_nsec = 50000}, NULL);
+	}
+	if (r < 0)
+		return r;
+	memset(x, 0x5a, size);
+	memcpy(x, &seq, sizeof(seq));
+	return takt_pub_publish(p, x) < 0 ? -EIO : 0;
+}
+
+/* Waits (30 s at most) for one sample: its number, or UINT64_MAX. */
+static uint64_t take_seq(takt_sub *s, int64_t timeout_ns)
+{
+	struct takt_sample_info info;
+	const void *x;
+	uint64_t seq;
+
+	while (takt_sub_take(s, &x, &info) < 0)
+		if (takt_sub_wait(s, timeout_ns) < 0)
+			return UINT64_MAX;
+	memcpy(&seq, x, sizeof(seq));
+	takt_sub_release(s, x);
+	return seq;
+}
+
+/* Sends 0s every 10 ms until anything comes back. */
+static int warm_up(takt_pub *p, takt_sub *s, size_t size)
+{
+	for (int i = 0; i < 3000; i++) {
+		if (send_seq(p, 0, size) < 0)
+			return -EIO;
+		if (take_seq(s, 10000000) != UINT64_MAX)
+			return 0;
+	}
+	return -ETIMEDOUT;
+}
+
+static int ping(takt_pub *p, takt_sub *s, uint64_t n, size_t size)
+{
+	uint64_t *rtt = malloc(n * sizeof(*rtt));
+
+	if (!rtt || warm_up(p, s, size) < 0)
+		return 1;
+	while (take_seq(s, 100000000) != UINT64_MAX) /* the warm-ups still in flight */
+		;
+	for (uint64_t i = 1; i <= WARMUP + n; i++) {
+		uint64_t t0 = now_ns(), got;
+
+		if (send_seq(p, i, size) < 0)
+			return 1;
+		while ((got = take_seq(s, 5000000000LL)) != i)
+			if (got == UINT64_MAX)
+				return fprintf(stderr, "takt-bench-gateway: pong %llu lost\n", (unsigned long long)i), 1;
+		if (i > WARMUP)
+			rtt[i - WARMUP - 1] = now_ns() - t0;
+	}
+	qsort(rtt, n, sizeof(*rtt), cmp_u64);
+	printf("%llu %llu\n", (unsigned long long)rtt[n / 2] / 2, (unsigned long long)rtt[n * 99 / 100] / 2);
+	return 0;
+}
+
+static int pong(takt_pub *p, takt_sub *s, uint64_t n, size_t size)
+{
+	for (uint64_t got = 0; got != WARMUP + n;)
+		if ((got = take_seq(s, 30000000000LL)) == UINT64_MAX || send_seq(p, got, size) < 0)
+			return 1;
+	return 0;
+}
+
+static int pub(takt_pub *p, takt_sub *back, uint64_t n, size_t size)
+{
+	if (warm_up(p, back, size) < 0)
+		return 1;
+	for (uint64_t i = 1; i <= n; i++)
+		if (send_seq(p, i, size) < 0)
+			return 1;
+	for (uint64_t got = 0; got != n;) /* the subscriber got all (after leftover warm-up answers) */
+		if ((got = take_seq(back, 60000000000LL)) == UINT64_MAX)
+			return 1;
+	return 0;
+}
+
+static int sub(takt_pub *back, takt_sub *s, uint64_t n)
+{
+	uint64_t t0 = 0, next = 1, got;
+
+	while (next <= n) {
+		if ((got = take_seq(s, 30000000000LL)) == UINT64_MAX)
+			return fprintf(stderr, "takt-bench-gateway: stalled at %llu\n", (unsigned long long)next), 1;
+		if (got == 0) {
+			if (send_seq(back, 0, 8) < 0) /* ready */
+				return 1;
+			continue;
+		}
+		if (got != next)
+			return fprintf(stderr, "takt-bench-gateway: %llu after %llu\n", (unsigned long long)got,
+				       (unsigned long long)next - 1), 1;
+		if (got == 1)
+			t0 = now_ns();
+		next++;
+	}
+	printf("%.0f\n", (double)(n - 1) * 1e9 / (double)(now_ns() - t0));
+	return send_seq(back, n, 8) < 0;
+}
+
+int main(int argc, char **argv)
+{
+	const char *mode = argc > 2 ? argv[1] : "";
+	uint64_t n = argc > 2 ? strtoull(argv[2], NULL, 10) : 0;
+	size_t size = argc > 3 ? strtoull(argv[3], NULL, 10) : 8;
+	int me_ping = !strcmp(mode, "ping") || !strcmp(mode, "pub");
+	const char *out = !strcmp(mode, "ping") || !strcmp(mode, "pong") ? (me_ping ? "gwb/ping" : "gwb/pong")
+								      : (me_ping ? "gwb/data" : "gwb/ready");
+	const char *in = !strcmp(mode, "ping") || !strcmp(mode, "pong") ? (me_ping ? "gwb/pong" : "gwb/ping")
+								     : (me_ping ? "gwb/ready" : "gwb/data");
+	takt_node *node;
+	takt_pub *p;
+	takt_sub *s;
+	int rc;
+
+	if (!n || size < 8 || (!me_ping && strcmp(mode, "pong") && strcmp(mode, "sub"))) {
+		fprintf(stderr, "usage: takt-bench-gateway ping|pong|pub|sub COUNT [SIZE]\n");
+		return 2;
+	}
+	if (takt_node_open(&(struct takt_node_opts){.name = "takt-bench-gateway"}, &node) < 0 ||
+	    takt_pub_open(node, &(struct takt_pub_opts){.topic = out, .max_payload = size < 64 ? 64 : size}, &p) < 0 ||
+	    takt_sub_open(node, &(struct takt_sub_opts){.topic = in, .queue_depth = 256,
+							 .overflow = TAKT_OVERFLOW_BLOCK}, &s) < 0) {
+		fprintf(stderr, "takt-bench-gateway: cannot open the node or its ports\n");
+		return 1;
+	}
+	rc = !strcmp(mode, "ping") ? ping(p, s, n, size)
+	     : !strcmp(mode, "pong") ? pong(p, s, n, size)
+	     : !strcmp(mode, "pub")  ? pub(p, s, n, size)
+				     : sub(p, s, n);
+	takt_node_close(node);
+	return rc;
+}
