@@ -10,6 +10,7 @@
 #include <linux/filter.h>
 #include <linux/seccomp.h>
 #include <poll.h>
+#include <pthread.h>
 #include <setjmp.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -17,6 +18,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
@@ -1206,6 +1208,102 @@ static void test_restart_other_q0_mode_taken_back_whole_or_not(void **state)
 	h_broker_stop(&b);
 }
 
+/* takt_node_topics_wait across a restart: the waiter sleeps on a futex in
+ * the registry page, which the node replaces with the new broker's at the
+ * same address; the new broker's wakes reach only sleepers of its own page.
+ * The waiter must come back when the node moves over (0: look again, with
+ * a new epoch), not at its 30 s timeout. */
+struct topics_waiter {
+	takt_node *n;
+	uint32_t gen;
+	_Atomic pid_t tid;
+	pthread_t th;
+	int rc;
+};
+
+static void *topics_waiter_thread(void *arg)
+{
+	struct topics_waiter *w = arg;
+
+	atomic_store(&w->tid, (pid_t)syscall(SYS_gettid));
+	w->rc = takt_node_topics_wait(w->n, w->gen, 30000000000LL);
+	return NULL;
+}
+
+/* 0 once thread tid of this process sleeps in futex(2), within 5 s. */
+static int wait_in_futex(pid_t tid)
+{
+	char path[64], buf[64];
+
+	snprintf(path, sizeof(path), "/proc/self/task/%d/syscall", (int)tid);
+	for (int i = 0; i < 5000; i++) {
+		FILE *f = fopen(path, "r");
+		long nr = -1;
+
+		if (f && fgets(buf, sizeof(buf), f))
+			nr = strtol(buf, NULL, 10);
+		if (f)
+			fclose(f);
+		if (nr == SYS_futex)
+			return 0;
+		usleep(1000);
+	}
+	return -ETIMEDOUT;
+}
+
+/* Starts a waiter on the node's current generation, and returns once it
+ * sleeps in the kernel. */
+static void topics_waiter_run(struct topics_waiter *w)
+{
+	w->gen = takt_node_topics_gen(w->n);
+	atomic_store(&w->tid, 0);
+	assert_int_equal(pthread_create(&w->th, NULL, topics_waiter_thread, w), 0);
+	for (int i = 0; i < 5000 && !atomic_load(&w->tid); i++)
+		usleep(1000);
+	assert_int_equal(wait_in_futex(atomic_load(&w->tid)), 0);
+}
+
+/* Bounded: well before the waiter's own 30 s timeout. */
+static int topics_waiter_join(struct topics_waiter *w)
+{
+	struct timespec until;
+
+	clock_gettime(CLOCK_REALTIME, &until);
+	until.tv_sec += 15;
+	return pthread_timedjoin_np(w->th, NULL, &until);
+}
+
+static void test_restart_topics_wait_returns_after_restart(void **state)
+{
+	static struct topics_waiter w; /* outlives a failed join */
+	struct h_broker b;
+	takt_node *other;
+	takt_pub *p;
+	uint64_t epoch;
+
+	(void)state;
+	assert_int_equal(h_broker_start(&b, "rs-topicswait", NULL), 0);
+	w.n = h_node(b.domain, "topics-waiter");
+	epoch = takt_node_epoch(w.n);
+	topics_waiter_run(&w);
+	broker_kill(&b);
+	assert_int_equal(h_broker_restart(&b), 0);
+	assert_int_equal(topics_waiter_join(&w), 0);
+	assert_int_equal(w.rc, 0);
+	assert_true(takt_node_epoch(w.n) != epoch);
+	/* a wait entered on the new registry is woken by the new broker */
+	topics_waiter_run(&w);
+	other = h_node(b.domain, "topics-opener");
+	assert_int_equal(takt_pub_open(other, &(struct takt_pub_opts){.topic = "rs/new", .max_payload = 8}, &p), 0);
+	assert_int_equal(topics_waiter_join(&w), 0);
+	assert_int_equal(w.rc, 0);
+	assert_true(takt_node_topics_gen(w.n) != w.gen);
+	takt_pub_close(p);
+	takt_node_close(other);
+	takt_node_close(w.n);
+	h_broker_stop(&b);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1225,6 +1323,7 @@ int main(void)
 		cmocka_unit_test(test_restart_ports_closed_meanwhile_last_back),
 		cmocka_unit_test(test_restart_node_closed_while_taken_back),
 		cmocka_unit_test(test_restart_other_q0_mode_taken_back_whole_or_not),
+		cmocka_unit_test(test_restart_topics_wait_returns_after_restart),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
