@@ -87,6 +87,9 @@ struct takt_node {
 	/* The broker's epoch: written by the agent when a restarted broker
 	 * takes the node back, read by takt_node_epoch on any thread. */
 	_Atomic uint64_t epoch;
+	/* RS0 (node.c): registries this node moved to (readopt_remap), each
+	 * bumped by the agent; takt_node_topics_wait compares it. */
+	_Atomic uint32_t registry_swaps;
 	struct seg_view v;
 	void *mgmt;            /* the registry, read-only */
 	size_t mgmt_size;

@@ -651,6 +651,30 @@ static int readopt_remap(takt_node *n, int fd, uint64_t epoch)
 	return at == n->mgmt ? 0 : -errno;
 }
 
+/* RS0: takt_node_topics_wait sleeps on the futex of topics_gen (TG0,
+ * layout.h), a shared futex keyed by the registry's file and offset, not
+ * by the address: after the remap, the new broker's wakes reach only
+ * sleepers of its own file. So, the new registry mapped: the count goes up
+ * (release: pairs with the acquire in takt_node_topics_wait, whose waiter
+ * then reads the new page), the sleepers of the old file are woken through
+ * a short mapping of it (old_fd, still open; one sleeping since before the
+ * remap, even since before the count went up, is among them), and those of
+ * the new one through the address. A waiter that goes to sleep after both
+ * wakes read the count before it went up and sits on the new file, which
+ * the new broker wakes at its next change. */
+static void registry_swapped(takt_node *n, int old_fd)
+{
+	size_t off = (size_t)((const char *)&n->v.hdr->topics_gen - (const char *)n->mgmt);
+	void *old = mmap(NULL, n->mgmt_size, PROT_READ, MAP_SHARED, old_fd, 0);
+
+	atomic_fetch_add_explicit(&n->registry_swaps, 1, memory_order_release);
+	if (old != MAP_FAILED) {
+		sys_futex_wake((const _Atomic uint32_t *)((const char *)old + off), INT32_MAX, 1);
+		munmap(old, n->mgmt_size);
+	}
+	sys_futex_wake(&n->v.hdr->topics_gen, INT32_MAX, 1);
+}
+
 static void readopt_rejoining(takt_node *n, bool on)
 {
 	pthread_mutex_lock(&n->rx_lock);
@@ -734,6 +758,7 @@ static int readopt_switch(takt_node *n, int s, struct msg_readopt *req, const in
 		close_fds(fds, nf);
 		return r;
 	}
+	registry_swapped(n, n->mgmt_fd);
 	close(n->mgmt_fd);
 	n->mgmt_fd = fds[0];
 	/* relaxed: a value on its own; nothing is published through it */
@@ -1172,12 +1197,19 @@ uint32_t takt_node_topics_gen(const takt_node *node)
 int takt_node_topics_wait(takt_node *node, uint32_t gen, int64_t timeout_ns)
 {
 	uint64_t end = timeout_ns >= 0 ? sys_mono_ns() + (uint64_t)timeout_ns : 0;
+	uint32_t swaps;
 
 	if (!node)
 		return -EINVAL;
+	/* RS0 (registry_swapped): acquire pairs with the agent's release bump
+	 * after it mapped a restarted broker's registry */
+	swaps = atomic_load_explicit(&node->registry_swaps, memory_order_acquire);
 	while (takt_node_topics_gen(node) == gen) {
 		int64_t left = timeout_ns < 0 ? -1 : (int64_t)(end - sys_mono_ns());
 
+		/* RS0: another registry now; its count is another broker's */
+		if (atomic_load_explicit(&node->registry_swaps, memory_order_acquire) != swaps)
+			return 0;
 		if (timeout_ns >= 0 && left <= 0)
 			return -ETIMEDOUT;
 		/* TG0: the broker wakes after its bump; a bump between our load

@@ -74,10 +74,9 @@ TAKT_API uint32_t takt_node_topics_gen(const takt_node *node);
 /* Sleeps until the topic generation differs from gen (a shared futex on
  * the node's read-only mapping of the registry, woken by the broker), for
  * at most timeout_ns (< 0: no limit). 0: it differs (at once when it
- * differs already); -ETIMEDOUT; -EINTR a signal; -EINVAL node is NULL.
- * A wait that spans a broker restart returns at its timeout at the latest
- * (the new broker wakes sleepers of its own registry only): wait in
- * bounded slices and check takt_node_epoch. */
+ * differs already), or a restarted broker took the node back meanwhile
+ * (takt_node_epoch changed; list again); -ETIMEDOUT; -EINTR a signal;
+ * -EINVAL node is NULL. */
 TAKT_API int takt_node_topics_wait(takt_node *node, uint32_t gen, int64_t timeout_ns);
 
 enum takt_overflow {
