@@ -170,7 +170,12 @@ int main(int argc, char **argv)
 		return 2;
 	}
 	if (takt_node_open(&(struct takt_node_opts){.name = "takt-bench-gateway"}, &node) < 0 ||
-	    takt_pub_open(node, &(struct takt_pub_opts){.topic = out, .max_payload = size < 64 ? 64 : size}, &p) < 0 ||
+	    /* lossless end to end: a publish waits for the gateway's (blocking)
+	     * subscriber as long as the gateway's DDS writer may wait for its
+	     * reader (10 s), not the default 100 ms, after which the sample
+	     * would be dropped for it */
+	    takt_pub_open(node, &(struct takt_pub_opts){.topic = out, .max_payload = size < 64 ? 64 : size,
+							 .block_timeout_ns = 10000000000ull}, &p) < 0 ||
 	    takt_sub_open(node, &(struct takt_sub_opts){.topic = in, .queue_depth = 256,
 							 .overflow = TAKT_OVERFLOW_BLOCK}, &s) < 0) {
 		fprintf(stderr, "takt-bench-gateway: cannot open the node or its ports\n");
