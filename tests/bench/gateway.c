@@ -8,6 +8,7 @@
  *   takt-bench-gateway pub COUNT SIZE    publishes COUNT samples as fast as the
  *                                        lossless gateways take them
  *   takt-bench-gateway sub COUNT         receives them: samples/s, and checks none is lost
+ *                                        (looks for SUB_SPIN_NS before it parks)
  *
  * Both ends warm up first (samples numbered 0, every 10 ms, until the
  * other end answers): discovery and matching are not measured. Prints one
@@ -19,9 +20,11 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <sched.h>
 #include <takt/ipc.h>
 
 #define WARMUP 200
+#define SUB_SPIN_NS 30000 /* the stream subscriber: look this long before parking */
 
 static uint64_t now_ns(void)
 {
@@ -55,19 +58,34 @@ static int send_seq(takt_pub *p, uint64_t seq, size_t size)
 	return takt_pub_publish(p, x) < 0 ? -EIO : 0;
 }
 
-/* Waits (30 s at most) for one sample: its number, or UINT64_MAX. */
-static uint64_t take_seq(takt_sub *s, int64_t timeout_ns)
+/* Waits (timeout_ns at most) for one sample: its number, or UINT64_MAX.
+ * It first looks for spin_ns (yielding the CPU between looks) before it
+ * parks: a stream's next sample is a few microseconds away, and a parked
+ * subscriber costs the publishing gateway an eventfd write and the
+ * subscriber a wake-up per park (docs/gateway.md, "Performance"). */
+static uint64_t take_seq_spin(takt_sub *s, int64_t timeout_ns, uint64_t spin_ns)
 {
 	struct takt_sample_info info;
 	const void *x;
-	uint64_t seq;
+	uint64_t seq, until = 0;
 
-	while (takt_sub_take(s, &x, &info) < 0)
-		if (takt_sub_wait(s, timeout_ns) < 0)
+	while (takt_sub_take(s, &x, &info) < 0) {
+		if (!until)
+			until = now_ns() + spin_ns;
+		if (now_ns() < until)
+			sched_yield();
+		else if (takt_sub_wait(s, timeout_ns) < 0)
 			return UINT64_MAX;
+	}
 	memcpy(&seq, x, sizeof(seq));
 	takt_sub_release(s, x);
 	return seq;
+}
+
+/* Blocking at once (the ping-pong: takt's blocking hop is its baseline). */
+static uint64_t take_seq(takt_sub *s, int64_t timeout_ns)
+{
+	return take_seq_spin(s, timeout_ns, 0);
 }
 
 /* Sends 0s every 10 ms until anything comes back. */
@@ -132,7 +150,7 @@ static int sub(takt_pub *back, takt_sub *s, uint64_t n)
 	uint64_t t0 = 0, next = 1, got;
 
 	while (next <= n) {
-		if ((got = take_seq(s, 30000000000LL)) == UINT64_MAX)
+		if ((got = take_seq_spin(s, 30000000000LL, SUB_SPIN_NS)) == UINT64_MAX)
 			return fprintf(stderr, "takt-bench-gateway: stalled at %llu\n", (unsigned long long)next), 1;
 		if (got == 0) {
 			if (send_seq(back, 0, 8) < 0) /* ready */
