@@ -130,9 +130,18 @@ struct side {
 
 enum status { ST_NONE, ST_OK, ST_FAILED, ST_NOT_INSTALLED, ST_NOT_RUN };
 
+/* M_LATENESS: the p99 of each round's samples, so a p99 target can
+ * compare a figure's round with its baseline's round of the same pass
+ * (run back to back): the median of their ratios, which a few seconds of
+ * the hypervisor's stalls cannot set, where the pooled p99 belongs to
+ * whichever figure they hit. */
+#define BENCH_CHUNKS_MAX 128
+
 struct result {
 	enum status status;
 	double value, p99, max;  /* in the figure's unit; max only for M_LATENESS */
+	double p99_chunk[BENCH_CHUNKS_MAX]; /* M_LATENESS: per round */
+	unsigned n_chunks;
 	double one_way_ns;       /* M_BW_*: median one-way time behind the GB/s */
 	uint64_t n, drops;
 	char note[2 * BENCH_WHAT_LEN + 64];
@@ -178,7 +187,9 @@ int bench_pin(int cpu);
  * processes: 0 and the samples in sh, or -1 with r's status and note set. */
 int bench_run_figure(const struct fig *f, const struct config *cfg, struct shared *sh, struct result *r);
 /* Summarises n samples into r (sorts them); batch and drops as in struct shared. */
-void bench_summarize(const struct fig *f, uint64_t *s, size_t n, uint64_t batch, uint64_t drops, struct result *r);
+/* chunk: samples per round (M_LATENESS keeps each round's p99), 0 none. */
+void bench_summarize(const struct fig *f, uint64_t *s, size_t n, size_t chunk, uint64_t batch, uint64_t drops,
+		     struct result *r);
 
 /* ---- report.c ------------------------------------------------------------ */
 
@@ -205,7 +216,8 @@ const char *bench_unit(const struct fig *f);
 void report_row(const struct report *rp, size_t i);
 void report_header(void);
 void report_derived(const struct report *rp); /* fan-out slope, after all rows */
-void report_targets(const struct report *rp);
+/* measured_only: leave out the targets this run did not measure. */
+void report_targets(const struct report *rp, bool measured_only);
 int report_markdown(const struct report *rp, const char *path);
 int report_json(const struct report *rp, const char *path);
 /* The fan-out slope (ns per extra subscriber), from every fan-out figure;

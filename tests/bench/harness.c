@@ -385,7 +385,8 @@ static double median(const uint64_t *s, size_t n)
 	return n % 2 ? (double)s[n / 2] : ((double)s[n / 2 - 1] + (double)s[n / 2]) / 2;
 }
 
-void bench_summarize(const struct fig *f, uint64_t *s, size_t n, uint64_t batch, uint64_t drops, struct result *r)
+void bench_summarize(const struct fig *f, uint64_t *s, size_t n, size_t chunk, uint64_t batch, uint64_t drops,
+		     struct result *r)
 {
 	double med, p99, size = (double)f->p.size;
 	size_t k;
@@ -395,6 +396,14 @@ void bench_summarize(const struct fig *f, uint64_t *s, size_t n, uint64_t batch,
 		snprintf(r->note, sizeof r->note, "no samples");
 		return;
 	}
+	r->n_chunks = 0;
+	if (f->m == M_LATENESS && chunk) /* before the sort: the rounds in order */
+		for (; r->n_chunks < BENCH_CHUNKS_MAX && (r->n_chunks + 1) * chunk <= n; r->n_chunks++) {
+			uint64_t *c = s + r->n_chunks * chunk; /* sorted in place: all of s is next */
+
+			qsort(c, chunk, sizeof *c, cmp_u64);
+			r->p99_chunk[r->n_chunks] = (double)c[(chunk * 99 + 99) / 100 - 1];
+		}
 	qsort(s, n, sizeof *s, cmp_u64);
 	k = (n * 99 + 99) / 100; /* nearest rank: ceil(0.99 n) */
 	med = median(s, n);

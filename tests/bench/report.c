@@ -9,6 +9,7 @@
 
 #include <errno.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/utsname.h>
 #include <time.h>
@@ -187,20 +188,46 @@ void report_derived(const struct report *rp)
 	printf("least squares over 1..32, %.0f ns at 0\n", icpt);
 }
 
+static int cmp_double(const void *x, const void *y)
+{
+	double a = *(const double *)x, b = *(const double *)y;
+
+	return (a > b) - (a < b);
+}
+
+/* The median over the rounds both ran of their p99 ratio, round with
+ * round (run back to back in the group's pass); 0 when none. */
+static double chunk_p99_ratio(const struct result *a, const struct result *b)
+{
+	double q[BENCH_CHUNKS_MAX];
+	unsigned n = a->n_chunks < b->n_chunks ? a->n_chunks : b->n_chunks, k = 0;
+
+	for (unsigned i = 0; i < n; i++)
+		if (b->p99_chunk[i] > 0)
+			q[k++] = a->p99_chunk[i] / b->p99_chunk[i];
+	if (!k)
+		return 0;
+	qsort(q, k, sizeof *q, cmp_double);
+	return k % 2 ? q[k / 2] : (q[k / 2 - 1] + q[k / 2]) / 2;
+}
+
 /* 1 met, 0 missed, -1 not measured. */
 static int target_state(const struct report *rp, const struct target *t, double *ret)
 {
 	ssize_t a = find(rp, t->figure), b = find(rp, t->against);
+	double chunked;
 
 	if (!ok(rp, a) || !ok(rp, b))
 		return -1;
 	*ret = t->p99 ? rp->res[a].p99 / rp->res[b].p99 : rp->res[a].value / rp->res[b].value;
+	if (t->p99 && (chunked = chunk_p99_ratio(&rp->res[a], &rp->res[b])) > 0)
+		*ret = chunked;
 	if (t->per_item && rp->figs[a].per && rp->figs[b].per)
 		*ret *= (double)rp->figs[b].per / rp->figs[a].per;
 	return t->at_most ? *ret <= t->goal : *ret >= t->goal;
 }
 
-void report_targets(const struct report *rp)
+void report_targets(const struct report *rp, bool measured_only)
 {
 	printf("\ntargets (ratios from this run; never a test failure):\n");
 	for (size_t i = 0; i < rp->n_targets; i++) {
@@ -208,6 +235,8 @@ void report_targets(const struct report *rp)
 		double ratio = 0;
 		int st = target_state(rp, t, &ratio);
 
+		if (st < 0 && measured_only)
+			continue;
 		if (st < 0)
 			printf("  %-58s %s %.1f   not measured\n", t->what, t->at_most ? "<=" : ">=", t->goal);
 		else

@@ -320,7 +320,9 @@ static int tick_execute(takt_ctx *ctx, void *user)
 static int interval_run(struct side *s)
 {
 	struct exec_run e = { .s = s };
-	const struct takt_exec_opts o = { .handle_signals = -1, .dispatch_sched_fifo_priority = s->f->p.fifo };
+	/* memory locked as cyclictest's -m locks its own: the same footing */
+	const struct takt_exec_opts o = { .handle_signals = -1, .dispatch_sched_fifo_priority = s->f->p.fifo,
+					  .lock_memory = 1 };
 	const struct takt_item tick = { .name = "tick", .declare = tick_declare, .execute = tick_execute, .user = &e };
 	struct takt_exec_stats st;
 	takt_exec *ex;
