@@ -300,8 +300,8 @@ void pub_agent_gone(takt_node *n, uint32_t index);
  * any thread. */
 void sub_kick(takt_sub *sub);
 /* One sleep of a subscriber armed by takt_sub_arm, at most timeout_ns (< 0:
- * forever): 0 when woken or the time is up (perhaps for nothing: the
- * caller looks again), -EINTR. */
+ * forever): 1 woken with a sample waiting; 0 woken for something else or
+ * the time is up (the caller looks again); -EINTR. */
 int sub_sleep(takt_sub *sub, int64_t timeout_ns);
 
 /* Whether a local mirror {conn, incarnation} still names connection ci:

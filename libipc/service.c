@@ -645,10 +645,11 @@ int takt_client_wait(takt_client *cli, int64_t timeout_ns)
 		now = mono_ns();
 		if (now >= end)
 			return -ETIMEDOUT;
-		/* woken by a response, or by our agent (SK0): look again */
+		/* woken by a response (it waits: stay armed, the next take
+		 * disarms), or by our agent (SK0): look again */
 		r = sub_sleep(cli->rsp, end == INT64_MAX ? -1 : end - now);
-		if (r < 0)
-			return r;
+		if (r != 0)
+			return r < 0 ? r : 0;
 	}
 }
 

@@ -763,6 +763,7 @@ int sub_sleep(takt_sub *sub, int64_t timeout_ns)
 	if (r > 0) { /* P0: woken; the count stays until the next arm drains it (P2) */
 		TAKT_PROBE1(unpark, sub->index);
 		sub_park_set(sub, false, memory_order_relaxed);
+		return sub_ready_now(sub); /* as takt_sub_wait: no second arm for a sample */
 	}
 	return 0;
 }
