@@ -31,7 +31,9 @@
  * that left go in its own thread, at its next look (pub_reclaim), and
  * first drains the connection's return ring, which lives in the
  * subscriber's segment: what the subscriber released before it left is
- * released, not reclaimed (a service's request it finished is not reset).
+ * released, not reclaimed (a service's request it finished is not reset;
+ * on a connection the publishing thread had adopted and the subscriber
+ * had marked, which every connection that carried a sample is).
  * So once quiet (G1) the agent closes the eventfd and the pidfd but keeps
  * the mapping until no slot of the node's publishers serves that
  * connection's incarnation any more (pub_conn_held: acquire of the slot's

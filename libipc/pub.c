@@ -503,8 +503,12 @@ static int pub_prepare(takt_pub *p, uint32_t ci, uint32_t inc, bool agent)
 		return -ENOSPC;
 	}
 	TAKT_FAULT("pub_prepare_checked");
-	atomic_store_explicit(&s->conn, ci, memory_order_relaxed); /* published by PS0's release */
-	atomic_store_explicit(&s->incarnation, inc, memory_order_relaxed);
+	/* published by PS0's release; release too (G1R): an agent that reads
+	 * the new pair in pub_conn_held (acquire) also sees that slot's FREE
+	 * before it, so the reclaim's last reads of the old segment come
+	 * before its unmap */
+	atomic_store_explicit(&s->conn, ci, memory_order_release);
+	atomic_store_explicit(&s->incarnation, inc, memory_order_release);
 	s->sub = c->sub;
 	s->overflow = c->overflow;
 	s->sub_gone = false;
@@ -599,9 +603,15 @@ static void pub_reclaim(takt_pub *p, struct pub_slot *s)
 {
 	size_t words = bitmap_words(p);
 
-	/* relaxed: only this thread stores ADOPTED, once the subscriber had
-	 * marked its region (its return ring) as this incarnation's. */
-	if (atomic_load_explicit(&s->state, memory_order_relaxed) == PS_ADOPTED) {
+	/* Only a ring the subscriber started for this incarnation (its mark):
+	 * an ADOPTED slot may still wait for it (pub_refresh), and the region
+	 * then holds an earlier connection's head and returns. acquire: pairs
+	 * with the subscriber's release of its mark (sub.c); relaxed: only this
+	 * thread stores ADOPTED, conn and incarnation are this slot's own. */
+	if (atomic_load_explicit(&s->state, memory_order_relaxed) == PS_ADOPTED &&
+	    atomic_load_explicit(&s->ring.sw->mark, memory_order_acquire) ==
+		    takt_conn_mark(atomic_load_explicit(&s->conn, memory_order_relaxed),
+				   atomic_load_explicit(&s->incarnation, memory_order_relaxed))) {
 		/* Our region of the pool may serve a new connection already
 		 * (the broker reuses it once both ends were quiescent, Q0): the
 		 * tail is no longer mirrored there. */
@@ -631,15 +641,16 @@ bool pub_conn_held(takt_node *n, uint32_t ci, uint32_t inc)
 		for (unsigned i = 0; i < p->n_slots && !held; i++) {
 			const struct pub_slot *s = &p->slots[i];
 
-			/* G1R: acquire pairs with pub_reclaim's release of FREE.
-			 * relaxed: conn and incarnation are only compared; a slot
-			 * being prepared anew may still show the old pair, which
-			 * keeps the mapping one wake-up longer, never less (the
-			 * agent asks only once quiet, G1: no publish can start
-			 * serving this incarnation any more). */
+			/* G1R: acquire pairs with pub_reclaim's release of FREE,
+			 * and with pub_prepare's release of a new pair (after
+			 * that FREE); a slot being prepared anew may still show
+			 * the old pair, which keeps the mapping one wake-up
+			 * longer, never less (the agent asks only once quiet, G1:
+			 * no publish can start serving this incarnation any
+			 * more). */
 			held = atomic_load_explicit(&s->state, memory_order_acquire) != PS_FREE &&
-			       atomic_load_explicit(&s->conn, memory_order_relaxed) == ci &&
-			       atomic_load_explicit(&s->incarnation, memory_order_relaxed) == inc;
+			       atomic_load_explicit(&s->conn, memory_order_acquire) == ci &&
+			       atomic_load_explicit(&s->incarnation, memory_order_acquire) == inc;
 		}
 	pthread_mutex_unlock(&n->ports_lock);
 	return held;

@@ -933,6 +933,132 @@ static void test_faults_let_release_never_joins_a_started_run(void **state)
 	h_broker_stop(&broker);
 }
 
+/* ---- G1R: a reclaim drains only a return ring its subscriber started ------ */
+
+/* A subscriber that takes and releases 999 of the 1000 samples of its
+ * first publisher (its region's return head ends at 999) and leaves one
+ * queued, so the connection stays (an orphan) after that publisher closed;
+ * then its agent stops at the next push, and on sh->go it takes the last
+ * sample: the connection goes, the region is free, and the next one
+ * connects into it while the agent is stopped: never started. */
+static int stale_sub_child(void *a)
+{
+	struct h_chan *ch = a; /* [0] notes, [1] gate */
+	struct takt_sub_opts so = {.topic = "stale", .queue_depth = 16, .overflow = TAKT_OVERFLOW_REJECT};
+	takt_node *n = h_node(broker.domain, "stale-sub");
+	const void *x;
+	takt_sub *s;
+	unsigned got = 0;
+
+	H_CHECK(takt_sub_open(n, &so, &s) == 0);
+	H_CHECK(h_chan_send(&ch[0], "r", 1) == 0);
+	for (int i = 0; i < 20000 && got < 999; i++) {
+		while (got < 999 && takt_sub_take(s, &x, NULL) == 0) {
+			takt_sub_release(s, x);
+			got++;
+		}
+		usleep(500);
+	}
+	H_CHECK(got == 999);
+	main_tid = (pid_t)syscall(SYS_gettid);
+	takt__fault_hook = hook;
+	arm_agent("agent_push", &ch[0], &ch[1]);
+	H_CHECK(h_chan_send(&ch[0], "t", 1) == 0);
+	while (!atomic_load(&sh->go))
+		usleep(1000);
+	for (int i = 0; i < 5000 && takt_sub_take(s, &x, NULL) != 0; i++)
+		usleep(1000);
+	takt_sub_release(s, x);
+	pause(); /* until SIGKILL */
+	return 0;
+}
+
+/* A publisher whose agent stops after installing its first connection, so
+ * its publishing thread prepares (adopts) it; publishes every ms. */
+static int stale_pub_child(void *a)
+{
+	struct h_chan *ch = a;
+	struct takt_pub_opts po = {.topic = "stale", .max_payload = 8};
+	takt_node *n = h_node(broker.domain, "stale-pub");
+	uint64_t v = 0;
+	takt_pub *p;
+
+	arm("agent_installed", &ch[0], &ch[1]);
+	H_CHECK(takt_pub_open(n, &po, &p) == 0);
+	H_CHECK(h_chan_send(&ch[0], "r", 1) == 0);
+	while (!atomic_load(&sh->stop)) {
+		v++;
+		H_CHECK(takt_pub_send(p, &v, sizeof(v)) >= 0);
+		usleep(1000);
+	}
+	takt_node_close(n);
+	return 0;
+}
+
+/* The publishing thread adopted a connection whose subscriber never
+ * started its region (its agent stopped) and then died: the region still
+ * holds the previous connection's return head (999). Letting the
+ * connection go must not drain that ring (it did: the stale head counted
+ * as a bad return against a publisher nobody wronged). */
+static void test_faults_reclaim_drains_only_a_started_ring(void **state)
+{
+	struct h_chan sch[2], pch[2];
+	struct proto_pool_stat st[16];
+	takt_pub *a;
+	takt_node *n;
+	pid_t sub, pub;
+	uint64_t v;
+	int k;
+	char c;
+
+	(void)state;
+	atomic_store(&sh->stop, 0);
+	atomic_store(&sh->go, 0);
+	assert_int_equal(h_broker_start(&broker, "stale", "[limits]\npublishers_per_topic = 1\n"
+							  "[socket]\nconfirm_timeout_ms = 100\n"),
+			 0);
+	for (int i = 0; i < 2; i++) {
+		assert_int_equal(h_chan_open(&sch[i]), 0);
+		assert_int_equal(h_chan_open(&pch[i]), 0);
+	}
+	sub = h_spawn(stale_sub_child, sch);
+	assert_int_equal(h_chan_recv(&sch[0], &c, 1, WAIT_MS), 0);
+	assert_int_equal(c, 'r');
+	n = h_node(broker.domain, "stale-first-pub");
+	assert_int_equal(takt_pub_open(n, &(struct takt_pub_opts){.topic = "stale", .max_payload = 8}, &a), 0);
+	for (v = 1; v <= 1000; v++)
+		while (takt_pub_send(a, &v, sizeof(v)) == 0) /* its queue is full: let it take */
+			usleep(200);
+	assert_int_equal(h_chan_recv(&sch[0], &c, 1, WAIT_MS), 0);
+	assert_int_equal(c, 't');
+	takt_pub_close(a); /* one sample still queued: the connection stays, an orphan */
+	takt_node_close(n);
+	pub = h_spawn(stale_pub_child, pch); /* no region of the subscriber free: not connected yet */
+	assert_int_equal(h_chan_recv(&pch[0], &c, 1, WAIT_MS), 0);
+	assert_int_equal(c, 'r');
+	atomic_store(&sh->go, 1); /* the orphan emptied, its region goes to the new connection */
+	assert_int_equal(h_chan_recv(&sch[0], &c, 1, WAIT_MS), 0);
+	assert_int_equal(c, 'a'); /* the subscriber's agent stopped before it started the region */
+	assert_int_equal(h_chan_recv(&pch[0], &c, 1, WAIT_MS), 0);
+	assert_int_equal(c, 'f'); /* the publisher's too: its publishing thread prepares it */
+	usleep(200000);
+	assert_int_equal(kill(sub, SIGKILL), 0);
+	assert_int_equal(h_wait(sub, WAIT_MS), 128 + SIGKILL);
+	usleep(300000); /* the connection leaves; the publisher lets it go */
+	k = h_pools(broker.domain, st, 16);
+	assert_int_equal(k, 1);
+	assert_string_equal(st[0].topic, "stale");
+	assert_int_equal(st[0].bad_returns, 0);
+	atomic_store(&sh->stop, 1);
+	assert_int_equal(h_chan_send(&pch[1], "o", 1), 0);
+	assert_int_equal(h_wait(pub, WAIT_MS), 0);
+	for (int i = 0; i < 2; i++) {
+		h_chan_close(&sch[i]);
+		h_chan_close(&pch[i]);
+	}
+	h_broker_stop(&broker);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -944,6 +1070,7 @@ int main(void)
 		cmocka_unit_test(test_faults_subscriber_parks_while_connection_arrives),
 		cmocka_unit_test(test_faults_history_into_late_connection_wakes_parked_subscriber),
 		cmocka_unit_test(test_faults_let_release_never_joins_a_started_run),
+		cmocka_unit_test(test_faults_reclaim_drains_only_a_started_ring),
 	};
 
 #ifndef TAKT_FAULTS
