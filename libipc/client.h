@@ -287,6 +287,9 @@ unsigned pub_poll(takt_pub *pub, uint32_t *depth);
 int pub_publish_within(takt_pub *pub, void *payload, const unsigned *outstanding);
 /* Connections as of the last publish or poll. */
 unsigned pub_connections(const takt_pub *pub);
+/* Subscribers the registry lists on the publisher's topic, connected to
+ * it yet or not (a snapshot). */
+unsigned pub_topic_subscribers(const takt_pub *p);
 /* Loans the caller holds (and publishes held). */
 unsigned pub_loans(const takt_pub *pub);
 /* gone(user), from the node's agent (under ports_lock), each time one of

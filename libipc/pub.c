@@ -923,6 +923,16 @@ unsigned pub_connections(const takt_pub *p)
 	return p->n_conns;
 }
 
+unsigned pub_topic_subscribers(const takt_pub *p)
+{
+	const struct seg_view *v = &p->node->v;
+	uint32_t ti = p->port->topic;
+
+	/* the broker's count in the registry, a snapshot, read as
+	 * takt_node_topics reads it; the topic lives while we are open */
+	return ti < v->lim.topics ? v->topics[ti].n_subs : 0;
+}
+
 unsigned pub_loans(const takt_pub *p)
 {
 	return p->n_loans + p->n_held;

@@ -201,8 +201,8 @@ static void server_sweep(takt_server *srv)
 		struct svc_client *c = &srv->clients[i];
 		uint32_t depth;
 
-		if (c->id && c->rsp && pub_poll(c->rsp, &depth) == 0)
-			server_drop(c);
+		if (c->id && c->rsp && pub_poll(c->rsp, &depth) == 0 && pub_topic_subscribers(c->rsp) == 0)
+			server_drop(c); /* not merely a connection its client has not started yet */
 	}
 }
 
@@ -230,8 +230,8 @@ static struct svc_client *server_entry(takt_server *srv)
 
 /* The client's response publisher: a broker call, once per client (and
  * again after one that failed for a passing cause), answered once the
- * client's subscriber is connected. A client gone already (its publisher
- * finds no subscriber), or one the broker refuses for good (-EPROTOTYPE:
+ * client's subscriber is connected. A client gone already (its response
+ * topic has no subscriber: a client has one for its life), or one the broker refuses for good (-EPROTOTYPE:
  * a process that subscribed with another type through the protocol; a
  * client declares its response type with its requests, so the library's
  * never does), is gone: the entry stays NULL (-ECONNRESET) and the broker
@@ -239,7 +239,6 @@ static struct svc_client *server_entry(takt_server *srv)
 static void server_open_rsp(takt_server *srv, struct svc_client *c)
 {
 	char topic[TAKT_NAME_MAX];
-	uint32_t depth;
 	int r;
 
 	if (c->gone)
@@ -252,7 +251,7 @@ static void server_open_rsp(takt_server *srv, struct svc_client *c)
 	if (r < 0) {
 		c->rsp = NULL;
 		c->gone = r == -EPERM || r == -EPROTOTYPE || r == -EACCES;
-	} else if (pub_poll(c->rsp, &depth) == 0) {
+	} else if (pub_topic_subscribers(c->rsp) == 0) {
 		server_drop(c);
 	}
 }
@@ -339,7 +338,7 @@ int takt_server_respond(takt_server *srv, const struct takt_request_info *to, vo
 		return 0;
 	if (r < 0)
 		return r;
-	if (pub_connections(c->rsp) == 0) { /* its subscriber went: the client did */
+	if (pub_connections(c->rsp) == 0 && pub_topic_subscribers(c->rsp) == 0) { /* the client went */
 		server_drop(c);
 		return -ECONNRESET;
 	}

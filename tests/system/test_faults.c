@@ -1059,6 +1059,91 @@ static void test_faults_reclaim_drains_only_a_started_ring(void **state)
 	h_broker_stop(&broker);
 }
 
+/* ---- services: a client slow to start its response connection ----------- */
+
+/* A client whose agent stops at the first push after its open (the
+ * server's response publisher connecting), once it sent one request; on
+ * the gate it goes on and the client takes the response. */
+static int slow_client_child(void *a)
+{
+	struct h_chan *ch = a; /* [0] notes, [1] gate */
+	takt_node *n = h_node(broker.domain, "slow-client");
+	struct takt_request_info info;
+	const void *x;
+	takt_client *c;
+	int64_t id = 0;
+	void *p;
+	int r = -EAGAIN;
+
+	H_CHECK(takt_client_open(n, &(struct takt_service_opts){.service = "slow", .max_request = 8}, &c) == 0);
+	main_tid = (pid_t)syscall(SYS_gettid);
+	takt__fault_hook = hook;
+	arm_agent("agent_push", &ch[0], &ch[1]);
+	H_CHECK(takt_client_loan(c, 8, &p) == 0);
+	for (int i = 0; i < 500 && (id = takt_client_send(c, p)) == -ENOTCONN; i++)
+		usleep(10000);
+	H_CHECK(id == 1);
+	for (int i = 0; i < 1000 && (r = takt_client_take(c, &x, &info)) == -EAGAIN; i++)
+		usleep(10000);
+	H_CHECK(r == 0 && info.request_id == 1);
+	takt_client_release(c, x);
+	takt_client_close(c);
+	takt_node_close(n);
+	return 0;
+}
+
+/* The server's response publisher for a client is answered after the
+ * confirm timeout while the client's agent has not started the
+ * connection: the client is slow, not gone. A respond meanwhile says
+ * -EAGAIN; once the client's agent goes on, the respond reaches it (it
+ * said -ECONNRESET for good: the client taken for gone). */
+static void test_faults_service_client_slow_to_connect_is_not_gone(void **state)
+{
+	struct takt_request_info info;
+	struct h_chan ch[2];
+	takt_server *srv;
+	takt_node *n;
+	const void *q;
+	void *x;
+	pid_t cl;
+	char c;
+	int r = -1;
+
+	(void)state;
+	assert_int_equal(h_broker_start(&broker, "slowcl", "[socket]\nconfirm_timeout_ms = 100\n"), 0);
+	assert_int_equal(h_chan_open(&ch[0]), 0);
+	assert_int_equal(h_chan_open(&ch[1]), 0);
+	n = h_node(broker.domain, "slow-server");
+	assert_int_equal(takt_server_open(n, &(struct takt_service_opts){.service = "slow", .max_response = 8}, &srv),
+			 0);
+	cl = h_spawn(slow_client_child, ch);
+	for (int i = 0; i < 1000 && (r = takt_server_take(srv, &q, &info)) == -EAGAIN; i++)
+		takt_server_wait(srv, 10000000);
+	assert_int_equal(r, 0); /* its response publisher opened after the confirm timeout */
+	assert_int_equal(h_chan_recv(&ch[0], &c, 1, WAIT_MS), 0);
+	assert_int_equal(c, 'a');
+	assert_int_equal(takt_server_loan(srv, &info, 8, &x), 0);
+	memcpy(x, "response", 8);
+	assert_int_equal(takt_server_respond(srv, &info, x), -EAGAIN); /* not connected yet */
+	assert_int_equal(takt_server_take(srv, &q, &(struct takt_request_info){0}), -EAGAIN); /* a sweep */
+	assert_int_equal(h_chan_send(&ch[1], "o", 1), 0); /* its agent goes on */
+	for (int i = 0; i < 500; i++) {
+		assert_int_equal(takt_server_loan(srv, &info, 8, &x), 0);
+		memcpy(x, "response", 8);
+		if ((r = takt_server_respond(srv, &info, x)) != -EAGAIN)
+			break;
+		usleep(10000);
+	}
+	assert_int_equal(r, 0);
+	assert_int_equal(h_wait(cl, WAIT_MS), 0);
+	takt_server_release(srv, q);
+	takt_server_close(srv);
+	takt_node_close(n);
+	h_chan_close(&ch[0]);
+	h_chan_close(&ch[1]);
+	h_broker_stop(&broker);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1071,6 +1156,7 @@ int main(void)
 		cmocka_unit_test(test_faults_history_into_late_connection_wakes_parked_subscriber),
 		cmocka_unit_test(test_faults_let_release_never_joins_a_started_run),
 		cmocka_unit_test(test_faults_reclaim_drains_only_a_started_ring),
+		cmocka_unit_test(test_faults_service_client_slow_to_connect_is_not_gone),
 	};
 
 #ifndef TAKT_FAULTS
