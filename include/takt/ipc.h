@@ -291,7 +291,8 @@ TAKT_API void takt_server_release(takt_server *srv, const void *request);
  * such are remembered); -EINVAL to names no client of this server. */
 TAKT_API int takt_server_loan(takt_server *srv, const struct takt_request_info *to, size_t size, void **payload);
 /* Sends a loaned response to the client and request of to: 0; -EAGAIN the
- * client's response queue is full, -ECONNRESET the client is gone (the
+ * client's response queue is full (or its agent has not started the
+ * connection yet: a client slow to start), -ECONNRESET the client is gone (the
  * response is dropped either way and its chunk comes back); -EINVAL
  * payload is not a loan of this server for that client, or a request id
  * that client never sent. May be called several times per request. */
