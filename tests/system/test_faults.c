@@ -131,13 +131,15 @@ static int count_in_order(takt_sub *s, int ms, uint64_t *last)
 
 /* ---- PS1: the publishing thread prepares while the agent stalls ---------- */
 
-/* A publisher that publishes every millisecond; its agent stops right after
- * it installed the first pushed connection (the subscriber's segment and
- * eventfd), before it claims it. */
+/* A publisher on busy_topic that publishes every millisecond; its agent
+ * stops right after it installed the first pushed connection (the
+ * subscriber's segment and eventfd), before it claims it. */
+static const char *busy_topic = "slots";
+
 static int busy_pub_child(void *a)
 {
 	struct h_chan *ch = a; /* [0] notes, [1] gate */
-	struct takt_pub_opts po = {.topic = "slots", .max_payload = 8};
+	struct takt_pub_opts po = {.topic = busy_topic, .max_payload = 8};
 	takt_node *n = h_node(broker.domain, "busy-pub");
 	uint64_t v = 0;
 	takt_pub *p;
@@ -973,28 +975,6 @@ static int stale_sub_child(void *a)
 	return 0;
 }
 
-/* A publisher whose agent stops after installing its first connection, so
- * its publishing thread prepares (adopts) it; publishes every ms. */
-static int stale_pub_child(void *a)
-{
-	struct h_chan *ch = a;
-	struct takt_pub_opts po = {.topic = "stale", .max_payload = 8};
-	takt_node *n = h_node(broker.domain, "stale-pub");
-	uint64_t v = 0;
-	takt_pub *p;
-
-	arm("agent_installed", &ch[0], &ch[1]);
-	H_CHECK(takt_pub_open(n, &po, &p) == 0);
-	H_CHECK(h_chan_send(&ch[0], "r", 1) == 0);
-	while (!atomic_load(&sh->stop)) {
-		v++;
-		H_CHECK(takt_pub_send(p, &v, sizeof(v)) >= 0);
-		usleep(1000);
-	}
-	takt_node_close(n);
-	return 0;
-}
-
 /* The publishing thread adopted a connection whose subscriber never
  * started its region (its agent stopped) and then died: the region still
  * holds the previous connection's return head (999). Letting the
@@ -1033,7 +1013,9 @@ static void test_faults_reclaim_drains_only_a_started_ring(void **state)
 	assert_int_equal(c, 't');
 	takt_pub_close(a); /* one sample still queued: the connection stays, an orphan */
 	takt_node_close(n);
-	pub = h_spawn(stale_pub_child, pch); /* no region of the subscriber free: not connected yet */
+	busy_topic = "stale";
+	pub = h_spawn(busy_pub_child, pch); /* no region of the subscriber free: not connected yet */
+	busy_topic = "slots";
 	assert_int_equal(h_chan_recv(&pch[0], &c, 1, WAIT_MS), 0);
 	assert_int_equal(c, 'r');
 	atomic_store(&sh->go, 1); /* the orphan emptied, its region goes to the new connection */
