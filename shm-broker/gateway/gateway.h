@@ -76,6 +76,10 @@ struct gw {
 	int participant;         /* dds_entity_t */
 	struct gw_bridge bridges[GW_MAX_BRIDGES];
 	_Atomic unsigned n_bridges;
+	/* Set by the main thread (seq_cst) before it writes stop_fd and
+	 * triggers stop_guard; the threads load it relaxed at each wake-up:
+	 * a flag that publishes nothing, and the wake-up's syscall orders the
+	 * store before their next look. */
 	_Atomic bool stop;
 	int stop_fd;             /* eventfd: wakes the outbound thread */
 	int stop_guard;          /* dds guard condition: wakes the inbound thread */
