@@ -7,7 +7,7 @@
  *   [out PATTERN] / [in PATTERN]   (one per bridged pattern; nothing else is bridged)
  *             reliability = reliable|best-effort   history = all|N
  *             late_joiners = N   lz4 = true|false   lossless = true|false
- *             max_payload = BYTES   queue_depth = N
+ *             max_payload = BYTES   queue_depth = N   batch = BYTES
  */
 #include "gateway.h"
 #include "ini_file.h"
@@ -18,6 +18,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#define BATCH_UNSET UINT64_MAX /* batch not given: GW_BATCH_DEFAULT, or 0 with late_joiners */
 
 struct parse {
 	struct gw_config *c;
@@ -105,7 +107,8 @@ static int section_line(struct parse *p, const char *s)
 		return fail(p, "[%s]: more than %d rules", sec, GW_MAX_RULES);
 	p->rule = &p->c->rules[p->c->n_rules++];
 	*p->rule = (struct gw_rule){.dir = sec[0] == 'o' ? GW_OUT : GW_IN, .line = p->line, .reliable = true,
-				    .depth = 0, .lossless = true, .max_payload = 64 << 10, .queue_depth = 256};
+				    .depth = 0, .lossless = true, .max_payload = 64 << 10, .queue_depth = 256,
+				    .batch = BATCH_UNSET};
 	snprintf(p->rule->pattern, sizeof(p->rule->pattern), "%s", pat);
 	return 1;
 }
@@ -160,6 +163,12 @@ static int rule_key(struct parse *p, struct gw_rule *r, const char *key, const c
 		if (parse_u64(val, 65536, &v) < 0 || v == 0)
 			return fail(p, "queue_depth = '%s': an integer in 1..65536", val);
 		r->queue_depth = (unsigned)v;
+	} else if (!strcmp(key, "batch")) {
+		if (r->dir == GW_IN)
+			return fail(p, "[in %s] batch: the exporting side batches ([out] sections only)", r->pattern);
+		if (parse_u64(val, 1ull << 30, &r->batch) < 0)
+			return fail(p, "batch = '%s': bytes in 0..1G (0: one takt sample per DDS sample), "
+				    "K/M/G suffixes allowed", val);
 	} else {
 		return fail(p, "[%s %s] %s: unknown key", r->dir == GW_OUT ? "out" : "in", r->pattern, key);
 	}
@@ -238,8 +247,15 @@ static int on_key(void *user, const char *section, const char *key, const char *
 static int config_check(struct gw_config *c, char *err, size_t errlen, const char *path)
 {
 	for (unsigned i = 0; i < c->n_rules; i++) {
-		const struct gw_rule *r = &c->rules[i];
+		struct gw_rule *r = &c->rules[i];
 
+		if (r->batch == BATCH_UNSET) {
+			r->batch = r->late_joiners ? 0 : GW_BATCH_DEFAULT;
+		} else if (r->batch && r->late_joiners) {
+			snprintf(err, errlen, "%s:%u: batch needs late_joiners = 0 (DDS keeps a late joiner's "
+				 "history per DDS sample, and a batch is one)", path, r->line);
+			return -EINVAL;
+		}
 		if (r->late_joiners && !r->reliable) {
 			snprintf(err, errlen, "%s:%u: late_joiners needs reliability = reliable "
 				 "(DDS serves history to late joiners over reliable readers only)", path, r->line);

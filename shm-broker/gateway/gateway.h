@@ -18,6 +18,8 @@
 
 #define GW_MAX_RULES 64
 #define GW_MAX_BRIDGES 256
+#define GW_BATCH_MAX 64          /* takt samples in one DDS sample at most */
+#define GW_BATCH_DEFAULT 8192    /* [out] batch when not set (and late_joiners = 0) */
 #define GW_DDS_PREFIX "takt/"
 #define GW_STATS_PREFIX "_gateway/"
 #define GW_STATS_TYPE "takt.gateway.Stats"
@@ -36,6 +38,7 @@ struct gw_rule {
 	bool lossless;           /* outbound takt subscriber blocks its publishers */
 	uint64_t max_payload;    /* bytes */
 	unsigned queue_depth;    /* outbound takt subscriber's queue */
+	uint64_t batch;          /* out: payload bytes after which a DDS sample takes no more takt samples */
 };
 
 struct gw_config {

@@ -73,7 +73,7 @@ static void in_open(struct in_state *s, const char *dname, const char *dtype)
 	dds_entity_t tp;
 	dds_qos_t *q;
 
-	if (gw_takt_name(dname, topic, sizeof(topic)) < 0 || strcmp(dtype, "takt::gateway::Sample") ||
+	if (gw_takt_name(dname, topic, sizeof(topic)) < 0 || strcmp(dtype, "takt::gateway::Batch") ||
 	    !strncmp(topic, GW_STATS_PREFIX, strlen(GW_STATS_PREFIX)) || in_has(s, topic) ||
 	    !(r = gw_rule_match(&s->g->cfg, GW_IN, topic)) || s->n == GW_MAX_BRIDGES)
 		return;
@@ -82,7 +82,7 @@ static void in_open(struct in_state *s, const char *dname, const char *dtype)
 		return;
 	t->g = s->g;
 	t->b = gw_bridge_new(s->g, GW_IN, topic, r);
-	tp = dds_create_topic(s->g->participant, &takt_gateway_Sample_desc, dname, NULL, NULL);
+	tp = dds_create_topic(s->g->participant, &takt_gateway_Batch_desc, dname, NULL, NULL);
 	q = gw_qos(r);
 	l = dds_create_listener(t);
 	dds_lset_data_available(l, in_take);
@@ -167,18 +167,16 @@ static int in_loan(struct in_topic *t, size_t size, void **out)
 	return -ENOBUFS;
 }
 
-/* One DDS sample into takt: checked like any input from the network. */
+/* One takt sample of a DDS sample into takt: checked like any input from
+ * the network. */
 static void in_publish(struct in_topic *t, const takt_gateway_Sample *x)
 {
 	struct gw_counters *c = &t->b->c;
 	uint32_t wire = x->payload._length;
 	void *p;
-	char type[TAKT_TOPIC_NAME_MAX];
 
-	memcpy(type, x->type_name, sizeof(type));
-	type[sizeof(type) - 1] = 0;
 	if (x->size > t->b->rule->max_payload || x->encoding > 1 || (x->encoding == 0 && wire != x->size) ||
-	    in_pub(t, type) < 0 || in_loan(t, x->size, &p) < 0) {
+	    in_loan(t, x->size, &p) < 0) {
 		atomic_fetch_add_explicit(&c->drops, 1, memory_order_relaxed);
 		return;
 	}
@@ -214,14 +212,26 @@ static void in_take(dds_entity_t reader, void *arg)
 	buf[0] = NULL;
 	while ((n = dds_take(reader, buf, si, IN_BATCH, IN_BATCH)) > 0) {
 		for (int i = 0; i < n; i++) {
-			const takt_gateway_Sample *x = buf[i];
+			const takt_gateway_Batch *x = buf[i];
+			char type[TAKT_TOPIC_NAME_MAX];
+			uint32_t k = x->samples._length;
 
 			if (!si[i].valid_data)
 				continue;
-			if (in_duplicate(t, x->publisher_id, x->seq))
-				atomic_fetch_add_explicit(&t->b->c.duplicates, 1, memory_order_relaxed);
-			else
-				in_publish(t, x);
+			memcpy(type, x->type_name, sizeof(type));
+			type[sizeof(type) - 1] = 0;
+			if (in_pub(t, type) < 0) {
+				atomic_fetch_add_explicit(&t->b->c.drops, k, memory_order_relaxed);
+				continue;
+			}
+			for (uint32_t j = 0; j < k; j++) {
+				const takt_gateway_Sample *e = &x->samples._buffer[j];
+
+				if (in_duplicate(t, e->publisher_id, e->seq))
+					atomic_fetch_add_explicit(&t->b->c.duplicates, 1, memory_order_relaxed);
+				else
+					in_publish(t, e);
+			}
 		}
 		dds_return_loan(reader, buf, n);
 		buf[0] = NULL;

@@ -21,11 +21,21 @@ struct out_topic {
 	takt_sub *sub;
 	dds_entity_t writer;
 	struct gw_bridge *b;
-	char *lz4buf;
-	int lz4cap;
+	char *lz4buf;            /* the LZ4 arena of a batch */
+	size_t lz4cap;
 	uint64_t dropped_seen;   /* takt_sub_dropped already counted */
 	char type_name[TAKT_TOPIC_NAME_MAX]; /* the topic's, as the registry says */
 	_Atomic bool written;
+};
+
+/* The batch being filled: each entry's payload is still its takt chunk
+ * (held until the write returns), or its LZ4 block in the topic's arena. */
+struct out_batch {
+	takt_gateway_Sample e[GW_BATCH_MAX];
+	const void *held[GW_BATCH_MAX];
+	unsigned n;
+	uint64_t bytes, wire;    /* payload before and after compression */
+	size_t arena_used;
 };
 
 struct out_state {
@@ -36,6 +46,7 @@ struct out_state {
 	uint32_t gen;
 	uint64_t epoch;
 	bool rescan;
+	struct out_batch batch;
 };
 
 /* A reader matched a transient-local writer that has written: it is
@@ -94,11 +105,13 @@ static int out_open(struct out_state *s, const struct takt_topic_info *ti, const
 	}
 	memcpy(t->type_name, ti->type_name, sizeof(t->type_name));
 	if (r->lz4) {
-		t->lz4cap = LZ4_compressBound((int)r->max_payload);
-		t->lz4buf = malloc((size_t)t->lz4cap);
+		/* the compressed entries of one batch: room for batch bytes
+		 * and one more sample (one that finds no room goes raw) */
+		t->lz4cap = (size_t)LZ4_compressBound((int)r->max_payload) + r->batch + r->batch / 64 + 16 * GW_BATCH_MAX;
+		t->lz4buf = malloc(t->lz4cap);
 	}
 	gw_dds_name(topic, dname, sizeof(dname));
-	tp = dds_create_topic(g->participant, &takt_gateway_Sample_desc, dname, NULL, NULL);
+	tp = dds_create_topic(g->participant, &takt_gateway_Batch_desc, dname, NULL, NULL);
 	q = gw_qos(r);
 	l = dds_create_listener(t);
 	dds_lset_publication_matched(l, on_matched);
@@ -146,68 +159,99 @@ static void out_scan(struct out_state *s)
 	}
 }
 
-/* One takt sample to DDS; the payload is still the takt chunk. */
-static void out_write(struct out_state *s, struct out_topic *t, const void *p, const struct takt_sample_info *in)
+/* One taken sample into the batch, or counted and released: false when
+ * it did not join. */
+static bool out_add(struct out_topic *t, struct out_batch *b, const void *p, const struct takt_sample_info *in)
 {
 	struct gw_counters *c = &t->b->c;
-	takt_gateway_Sample x = {.publisher_id = in->publisher_id, .seq = in->seq, .publish_ns = in->publish_ns,
-				 .origin = s->g->cfg.origin, .size = in->size};
-	dds_return_t rc;
+	takt_gateway_Sample *x = &b->e[b->n];
 
-	if (in->origin) { /* imported by a gateway: never exported again */
-		atomic_fetch_add_explicit(&c->skipped, 1, memory_order_relaxed);
-		return;
+	if (in->origin || in->size > t->b->rule->max_payload) {
+		/* imported by a gateway (never exported again), or too large */
+		atomic_fetch_add_explicit(in->origin ? &c->skipped : &c->drops, 1, memory_order_relaxed);
+		takt_sub_release(t->sub, p);
+		return false;
 	}
-	if (in->size > t->b->rule->max_payload) {
-		atomic_fetch_add_explicit(&c->drops, 1, memory_order_relaxed);
-		return;
-	}
-	x.payload = (dds_sequence_octet){._length = in->size, ._maximum = in->size, ._buffer = (uint8_t *)p};
-	if (t->lz4buf) {
-		int z = LZ4_compress_default(p, t->lz4buf, (int)in->size, t->lz4cap);
+	*x = (takt_gateway_Sample){.publisher_id = in->publisher_id, .seq = in->seq, .publish_ns = in->publish_ns,
+				   .size = in->size, .encoding = 0};
+	x->payload = (dds_sequence_octet){._length = in->size, ._maximum = in->size, ._buffer = (uint8_t *)p};
+	if (t->lz4buf && t->lz4cap - b->arena_used >= (size_t)LZ4_compressBound((int)in->size)) {
+		/* (no room left in the arena: this one travels raw) */
+		char *z = t->lz4buf + b->arena_used;
+		int n = LZ4_compress_default(p, z, (int)in->size, LZ4_compressBound((int)in->size));
 
-		if (z > 0) {
-			x.encoding = 1;
-			x.payload = (dds_sequence_octet){._length = (uint32_t)z, ._maximum = (uint32_t)z,
-							 ._buffer = (uint8_t *)t->lz4buf};
+		if (n > 0 && (uint32_t)n < in->size) {
+			x->encoding = 1;
+			x->payload = (dds_sequence_octet){._length = (uint32_t)n, ._maximum = (uint32_t)n,
+							  ._buffer = (uint8_t *)z};
+			b->arena_used += (size_t)n;
 		}
 	}
+	b->held[b->n++] = p;
+	b->bytes += in->size;
+	b->wire += x->payload._length;
+	return true;
+}
+
+/* The batch to DDS as one sample, then its chunks back to takt. */
+static void out_write(struct out_state *s, struct out_topic *t, struct out_batch *b)
+{
+	struct gw_counters *c = &t->b->c;
+	takt_gateway_Batch x = {.origin = s->g->cfg.origin,
+				.samples = {._length = b->n, ._maximum = b->n, ._buffer = b->e}};
+	dds_return_t rc;
+
 	_Static_assert(sizeof(x.type_name) == TAKT_TOPIC_NAME_MAX, "type names of the registry");
 	memcpy(x.type_name, t->type_name, sizeof(x.type_name));
 	while ((rc = dds_write(t->writer, &x)) == DDS_RETCODE_TIMEOUT && t->b->rule->lossless &&
 	       !atomic_load_explicit(&s->g->stop, memory_order_relaxed))
 		atomic_fetch_add_explicit(&c->write_errors, 1, memory_order_relaxed);
+	for (unsigned i = 0; i < b->n; i++)
+		takt_sub_release(t->sub, b->held[i]);
 	if (rc < 0) {
 		atomic_fetch_add_explicit(&c->write_errors, 1, memory_order_relaxed);
-		atomic_fetch_add_explicit(&c->drops, 1, memory_order_relaxed);
-		return;
+		atomic_fetch_add_explicit(&c->drops, b->n, memory_order_relaxed);
+	} else {
+		atomic_store_explicit(&t->written, true, memory_order_relaxed);
+		atomic_fetch_add_explicit(&c->samples, b->n, memory_order_relaxed);
+		atomic_fetch_add_explicit(&c->bytes, b->bytes, memory_order_relaxed);
+		atomic_fetch_add_explicit(&c->wire_bytes, b->wire, memory_order_relaxed);
 	}
-	atomic_store_explicit(&t->written, true, memory_order_relaxed);
-	atomic_fetch_add_explicit(&c->samples, 1, memory_order_relaxed);
-	atomic_fetch_add_explicit(&c->bytes, in->size, memory_order_relaxed);
-	atomic_fetch_add_explicit(&c->wire_bytes, x.payload._length, memory_order_relaxed);
+	b->n = 0;
+	b->bytes = b->wire = 0;
+	b->arena_used = 0;
 }
 
-/* Takes every waiting sample of every topic: how many. */
+/* Takes every waiting sample of every topic: how many. What queued up
+ * travels in batches of at most [out] batch bytes (and GW_BATCH_MAX
+ * samples, and as many as takt lets us hold: a take's -ENOBUFS); a lone
+ * sample alone, at once. */
 static unsigned out_drain(struct out_state *s)
 {
+	struct out_batch *b = &s->batch;
 	unsigned total = 0;
 
 	for (unsigned i = 0; i < s->n; i++) {
 		struct out_topic *t = s->t[i];
+		uint64_t cap = t->b->rule->batch, d;
 		struct takt_sample_info info;
-		const void *p;
-		uint64_t d;
-
 		unsigned k = 0;
+		const void *p;
 
-		while (takt_sub_take(t->sub, &p, &info) == 0) {
-			out_write(s, t, p, &info);
-			takt_sub_release(t->sub, p);
-			k++;
+		for (;;) {
+			while (b->n < GW_BATCH_MAX && takt_sub_take(t->sub, &p, &info) == 0) {
+				k++;
+				if (out_add(t, b, p, &info) && b->bytes >= cap)
+					break;
+			}
+			/* none waiting, or the hold limit reached (-ENOBUFS:
+			 * writing releases what we hold) */
+			if (!b->n)
+				break;
+			out_write(s, t, b);
 		}
-		/* writes are batched (gw_qos): what this drain wrote leaves
-		 * now, in as few packets as fit */
+		/* writes are batched too (gw_qos): what this drain wrote
+		 * leaves now, in as few packets as fit */
 		if (k)
 			dds_write_flush(t->writer);
 		total += k;

@@ -85,14 +85,19 @@ static void test_gateway_config_refused_with_file_line_reason(void **state)
 	assert_non_null(strstr(err, "ok, 2 rules"));
 }
 
-/* The toolchain: idlc's C of sample.idl, written and read through plain
- * Cyclone DDS between two participants, every field intact. */
+/* The toolchain: idlc's C of sample.idl, a batch of two samples written
+ * and read through plain Cyclone DDS between two participants, every
+ * field intact. */
 static void test_gateway_idl_roundtrip_plain_dds(void **state)
 {
-	uint8_t data[300];
-	takt_gateway_Sample x = {.publisher_id = 42, .seq = 7, .publish_ns = 123456789, .origin = 9, .size = 300,
-				 .encoding = 0, .type_name = "demo.Thing",
-				 .payload = {._length = 300, ._maximum = 300, ._buffer = data}};
+	uint8_t data[300], more[20];
+	takt_gateway_Sample e[2] = {
+		{.publisher_id = 42, .seq = 7, .publish_ns = 123456789, .size = 300, .encoding = 0,
+		 .payload = {._length = 300, ._maximum = 300, ._buffer = data}},
+		{.publisher_id = 43, .seq = 1, .publish_ns = 123456790, .size = 1000, .encoding = 1,
+		 .payload = {._length = 20, ._maximum = 20, ._buffer = more}},
+	};
+	takt_gateway_Batch x = {.origin = 9, .type_name = "demo.Thing", .samples = {._length = 2, ._maximum = 2, ._buffer = e}};
 	dds_entity_t pw = dds_create_participant(dds_domain(), NULL, NULL);
 	dds_entity_t pr = dds_create_participant(dds_domain(), NULL, NULL);
 	dds_entity_t tw, tr, w, r, ws;
@@ -103,11 +108,12 @@ static void test_gateway_idl_roundtrip_plain_dds(void **state)
 
 	(void)state;
 	gw_fill(data, sizeof(data), 77);
+	gw_fill(more, sizeof(more), 78);
 	assert_true(pw > 0 && pr > 0);
 	dds_qset_reliability(q, DDS_RELIABILITY_RELIABLE, DDS_SECS(1));
 	dds_qset_durability(q, DDS_DURABILITY_TRANSIENT_LOCAL);
-	tw = dds_create_topic(pw, &takt_gateway_Sample_desc, "takt/idl/test", NULL, NULL);
-	tr = dds_create_topic(pr, &takt_gateway_Sample_desc, "takt/idl/test", NULL, NULL);
+	tw = dds_create_topic(pw, &takt_gateway_Batch_desc, "takt/idl/test", NULL, NULL);
+	tr = dds_create_topic(pr, &takt_gateway_Batch_desc, "takt/idl/test", NULL, NULL);
 	w = dds_create_writer(pw, tw, q, NULL);
 	assert_int_equal(dds_write(w, &x), 0); /* before the reader: transient-local keeps it */
 	r = dds_create_reader(pr, tr, q, NULL);
@@ -119,17 +125,27 @@ static void test_gateway_idl_roundtrip_plain_dds(void **state)
 			n = dds_take(r, buf, &si, 1, 1);
 	assert_int_equal(n, 1);
 	{
-		const takt_gateway_Sample *y = buf[0];
+		const takt_gateway_Batch *y = buf[0];
+		const takt_gateway_Sample *a = &y->samples._buffer[0], *b = &y->samples._buffer[1];
 
 		assert_true(si.valid_data);
-		assert_int_equal(y->publisher_id, 42);
-		assert_int_equal(y->seq, 7);
-		assert_int_equal(y->publish_ns, 123456789);
 		assert_int_equal(y->origin, 9);
-		assert_int_equal(y->size, 300);
 		assert_string_equal(y->type_name, "demo.Thing");
-		assert_int_equal(y->payload._length, 300);
-		assert_int_equal(gw_check(y->payload._buffer, 300), 77);
+		assert_int_equal(y->samples._length, 2);
+		assert_int_equal(a->publisher_id, 42);
+		assert_int_equal(a->seq, 7);
+		assert_int_equal(a->publish_ns, 123456789);
+		assert_int_equal(a->size, 300);
+		assert_int_equal(a->encoding, 0);
+		assert_int_equal(a->payload._length, 300);
+		assert_int_equal(gw_check(a->payload._buffer, 300), 77);
+		assert_int_equal(b->publisher_id, 43);
+		assert_int_equal(b->seq, 1);
+		assert_int_equal(b->publish_ns, 123456790);
+		assert_int_equal(b->size, 1000);
+		assert_int_equal(b->encoding, 1);
+		assert_int_equal(b->payload._length, 20);
+		assert_int_equal(gw_check(b->payload._buffer, 20), 78);
 	}
 	dds_return_loan(r, buf, 1);
 	dds_delete_qos(q);

@@ -305,7 +305,7 @@ static int plain_reader(void *a)
 	d = dds_create_domain(0, conf);
 	p = dds_create_participant(0, NULL, NULL);
 	H_CHECK(d > 0 && p > 0);
-	t = dds_create_topic(p, &takt_gateway_Sample_desc, "takt/ns/plain", NULL, NULL);
+	t = dds_create_topic(p, &takt_gateway_Batch_desc, "takt/ns/plain", NULL, NULL);
 	dds_qset_reliability(q, DDS_RELIABILITY_RELIABLE, DDS_SECS(10));
 	dds_qset_history(q, DDS_HISTORY_KEEP_ALL, 1);
 	r = dds_create_reader(p, t, q, NULL);
@@ -318,20 +318,25 @@ static int plain_reader(void *a)
 
 		H_CHECK(dds_waitset_wait(ws, NULL, 0, DDS_SECS(30)) > 0);
 		while (next <= 100 && dds_take(r, buf, &si, 1, 1) == 1) {
-			const takt_gateway_Sample *x = buf[0];
-			uint64_t n = gw_check(x->payload._buffer, x->payload._length);
+			const takt_gateway_Batch *b = buf[0];
 
 			if (si.valid_data) {
-				H_CHECK(x->encoding == 0 && x->size == 64 && x->payload._length == 64);
-				H_CHECK(!strcmp(x->type_name, "test.Plain") && x->origin == pa->origin);
-				H_CHECK(x->publisher_id != 0 && (!last_seq || x->seq == last_seq + 1));
-				H_CHECK(n == 0 || n == next);
-				if (n == 0 && !warm) {
-					warm = true;
-					H_CHECK(h_chan_send(pa->w, "w", 1) == 0);
+				H_CHECK(!strcmp(b->type_name, "test.Plain") && b->origin == pa->origin);
+				H_CHECK(b->samples._length >= 1);
+				for (uint32_t i = 0; i < b->samples._length; i++) {
+					const takt_gateway_Sample *x = &b->samples._buffer[i];
+					uint64_t n = gw_check(x->payload._buffer, x->payload._length);
+
+					H_CHECK(x->encoding == 0 && x->size == 64 && x->payload._length == 64);
+					H_CHECK(x->publisher_id != 0 && (!last_seq || x->seq == last_seq + 1));
+					H_CHECK(n == 0 || n == next);
+					if (n == 0 && !warm) {
+						warm = true;
+						H_CHECK(h_chan_send(pa->w, "w", 1) == 0);
+					}
+					next += n != 0;
+					last_seq = x->seq;
 				}
-				next += n != 0;
-				last_seq = x->seq;
 			}
 			dds_return_loan(r, buf, 1);
 			buf[0] = NULL;
