@@ -18,6 +18,7 @@
 
 #define GW_MAX_RULES 64
 #define GW_MAX_BRIDGES 256
+#define GW_SEEN 64               /* remote publishers remembered per inbound topic (seen.c) */
 #define GW_BATCH_MAX 64          /* takt samples in one DDS sample at most */
 #define GW_BATCH_DEFAULT 8192    /* [out] batch when not set (and late_joiners = 0) */
 #define GW_DDS_PREFIX "takt/"
@@ -73,6 +74,9 @@ struct gw_bridge {
 	_Atomic bool used;       /* set once the slot is filled (release) */
 };
 
+struct gw_seen_file;
+struct gw_seen_topic;
+
 struct gw {
 	struct gw_config cfg;
 	takt_node *node;
@@ -86,6 +90,7 @@ struct gw {
 	_Atomic bool stop;
 	int stop_fd;             /* eventfd: wakes the outbound thread */
 	int stop_guard;          /* dds guard condition: wakes the inbound thread */
+	struct gw_seen_file *seen; /* seen.c: remote publishers' last seq, per inbound topic */
 };
 
 /* A slot for a new bridge (the calling thread fills it, then marks it used). */
@@ -98,6 +103,18 @@ void gw_dds_name(const char *topic, char *out, size_t size);
 int gw_takt_name(const char *dds, char *out, size_t size);
 /* The QoS of a rule, for its writers and readers (dds_qos_t *). */
 void *gw_qos(const struct gw_rule *r);
+
+/* seen.c: maps the table of what the inbound side published (shared
+ * memory named after the takt domain and the gateway's name, so that it
+ * outlives a restart; in the process if that fails): 0 or -ENOMEM. */
+int gw_seen_open(struct gw *g, const char *domain);
+/* A topic's part of it (found, or claimed; the process's own when the
+ * table is full), or NULL (out of memory). */
+struct gw_seen_topic *gw_seen_topic(struct gw *g, const char *topic);
+/* true: seq of remote publisher id was published already. */
+bool gw_seen_dup(struct gw_seen_topic *t, uint64_t id, uint64_t seq);
+/* Remembers that seq of remote publisher id was published (or dropped). */
+void gw_seen_mark(struct gw_seen_topic *t, uint64_t id, uint64_t seq);
 
 void *gw_out_thread(void *g);
 void *gw_in_thread(void *g);

@@ -21,20 +21,13 @@
 #include <time.h>
 
 #define IN_BATCH 64
-#define IN_SEEN 64 /* remote publishers remembered per topic (duplicates) */
-
-struct in_seen {
-	uint64_t publisher_id, seq;
-};
-
 struct in_topic {
 	struct gw *g;
 	dds_entity_t reader;
 	takt_pub *pub;
 	struct gw_bridge *b;
 	char type_name[TAKT_TOPIC_NAME_MAX];
-	struct in_seen seen[IN_SEEN];
-	unsigned next_seen;
+	struct gw_seen_topic *seen; /* seen.c: what was published, per remote publisher */
 	uint32_t lost_seen;      /* DDS sample-lost count already counted (inbound thread) */
 };
 
@@ -82,12 +75,13 @@ static void in_open(struct in_state *s, const char *dname, const char *dtype)
 		return;
 	t->g = s->g;
 	t->b = gw_bridge_new(s->g, GW_IN, topic, r);
+	t->seen = gw_seen_topic(s->g, topic);
 	tp = dds_create_topic(s->g->participant, &takt_gateway_Batch_desc, dname, NULL, NULL);
 	q = gw_qos(r);
 	l = dds_create_listener(t);
 	dds_lset_data_available(l, in_take);
 	/* filled in before the reader exists: its listener may run at once */
-	t->reader = tp < 0 || !t->b ? -1 : dds_create_reader(s->g->participant, tp, q, l);
+	t->reader = tp < 0 || !t->b || !t->seen ? -1 : dds_create_reader(s->g->participant, tp, q, l);
 	dds_delete_listener(l);
 	dds_delete_qos(q);
 	if (t->reader < 0) {
@@ -115,22 +109,6 @@ static void in_discover(struct in_state *s)
 	}
 	if (n > 0)
 		dds_return_loan(s->discovery, buf, n);
-}
-
-/* 1: the remote publisher's seq was seen already (a restarted exporting
- * gateway sends its takt history again); remembers it otherwise. */
-static int in_duplicate(struct in_topic *t, uint64_t id, uint64_t seq)
-{
-	for (unsigned i = 0; i < IN_SEEN; i++)
-		if (t->seen[i].publisher_id == id) {
-			if (seq <= t->seen[i].seq)
-				return 1;
-			t->seen[i].seq = seq;
-			return 0;
-		}
-	t->seen[t->next_seen] = (struct in_seen){id, seq};
-	t->next_seen = (t->next_seen + 1) % IN_SEEN;
-	return 0;
 }
 
 /* The publisher, opened with the first sample's type name. */
@@ -227,10 +205,15 @@ static void in_take(dds_entity_t reader, void *arg)
 			for (uint32_t j = 0; j < k; j++) {
 				const takt_gateway_Sample *e = &x->samples._buffer[j];
 
-				if (in_duplicate(t, e->publisher_id, e->seq))
+				if (gw_seen_dup(t->seen, e->publisher_id, e->seq)) {
 					atomic_fetch_add_explicit(&t->b->c.duplicates, 1, memory_order_relaxed);
-				else
-					in_publish(t, e);
+					continue;
+				}
+				in_publish(t, e);
+				/* after it is out: a gateway killed in between
+				 * publishes it once more after its restart, never
+				 * loses it */
+				gw_seen_mark(t->seen, e->publisher_id, e->seq);
 			}
 		}
 		dds_return_loan(reader, buf, n);

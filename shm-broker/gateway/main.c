@@ -112,7 +112,8 @@ static int run(struct gw *g, const char *domain)
 	if (rc < 0)
 		fprintf(stderr, "takt-gateway: cannot publish the counters on '%s': %s\n", stats_topic, strerror(-rc));
 	g->stop_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-	if (g->stop_fd < 0 || dds_open(g) < 0)
+	if (g->stop_fd < 0 || gw_seen_open(g, domain ? domain : getenv("TAKT_DOMAIN") && *getenv("TAKT_DOMAIN")
+					       ? getenv("TAKT_DOMAIN") : "default") < 0 || dds_open(g) < 0)
 		return 1;
 	if (pthread_create(&out, NULL, gw_out_thread, g) || pthread_create(&in, NULL, gw_in_thread, g)) {
 		fprintf(stderr, "takt-gateway: cannot start its threads\n");

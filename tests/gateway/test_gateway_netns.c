@@ -263,6 +263,52 @@ static void test_gateway_ns_killed_gateway_resumes(void **state)
 	assert_clean(&ga, "ns/restart", "out", 990);
 }
 
+/* Gateway B, the importing one, is killed (SIGKILL) after 1000 samples
+ * arrived and restarted: its new DDS reader is served gateway A's
+ * transient-local history again (the last 16: 985..1000), which it had
+ * published into takt already. It remembers that across its restart
+ * (seen.c) and drops all 16 as duplicates: B's subscriber, which stayed
+ * up, sees 1..2000 exactly once (before, it saw 985..1000 twice). */
+static void test_gateway_ns_killed_importer_publishes_nothing_twice(void **state)
+{
+	struct paused r;
+	struct gw_pub_args pa = {.rundir = ba.rundir, .domain = ba.domain, .topic = "ns/import", .first = 1,
+				 .last = 2000, .size = 64, .warmup = true, .pause_at = {1000}};
+	struct gw_sub_args sa = {.rundir = bb.rundir, .domain = bb.domain, .topic = "ns/import", .first = 1,
+				 .last = 2000, .size = 64, .notify_at = 1000, .progress = &r.extra};
+	struct gw_ctr c = {0};
+	uint64_t dups;
+	char x;
+
+	(void)state;
+	NEED_ROOT();
+	paused_start(&r, &pa, &sa);
+	assert_int_equal(h_chan_recv(&r.extra, &x, 1, GW_WAIT_MS), 0); /* 1..1000 arrived */
+	gw_stop(&gb, true);
+	assert_int_equal(gw_restart(&gb), 0);
+	/* the history, all of it recognised: until its count is stable */
+	assert_int_equal(gw_wait_count(&gb, "ns/import", "in", 16, 30000), 0);
+	for (int i = 0, stable = 0; stable < 5; i++) {
+		uint64_t had = c.duplicates;
+
+		assert_true(i < 400); /* 20 s */
+		usleep(50000);
+		assert_int_equal(gw_counters(&gb, "ns/import", "in", &c), 0);
+		stable = c.duplicates == had ? stable + 1 : 0;
+	}
+	print_message("history served to the restarted importer: %llu\n", (unsigned long long)c.duplicates);
+	assert_true(c.duplicates >= 16);
+	assert_int_equal(c.samples, 0);
+	dups = c.duplicates;
+	paused_step(&r, true); /* 1001..2000 */
+	paused_end(&r);
+	assert_int_equal(gw_wait_count(&gb, "ns/import", "in", dups + 1000, 10000), 0);
+	assert_int_equal(gw_counters(&gb, "ns/import", "in", &c), 0);
+	assert_int_equal(c.samples, 1000);
+	assert_int_equal(c.duplicates, dups);
+	assert_int_equal(c.drops, 0);
+}
+
 /* An LZ4 topic arrives intact and its counters show the compression. */
 static void test_gateway_ns_lz4_counts_bytes(void **state)
 {
@@ -400,6 +446,7 @@ int main(void)
 		cmocka_unit_test(test_gateway_ns_lz4_counts_bytes),
 		cmocka_unit_test(test_gateway_ns_plain_dds_reader),
 		cmocka_unit_test(test_gateway_ns_killed_gateway_resumes),
+		cmocka_unit_test(test_gateway_ns_killed_importer_publishes_nothing_twice),
 		cmocka_unit_test(test_gateway_ns_survives_broker_restart),
 	};
 
