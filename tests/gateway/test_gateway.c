@@ -67,6 +67,9 @@ static void test_gateway_config_refused_with_file_line_reason(void **state)
 		{"[out a]\nspeed = 9\n", ":2: [out a] speed: unknown key"},
 		{"[gateway]\norigin = 0\n[out a]\n", ":2: [gateway] origin = '0'"},
 		{"[gateway]\nname = gw\n", "nothing to bridge"},
+		{"[out a]\nlate_joiners = 4\nbatch = 4K\n", ":1: batch needs late_joiners = 0"},
+		{"[in a]\nbatch = 4K\n", ":2: [in a] batch: the exporting side batches"},
+		{"[out a]\nbatch = lots\n", ":2: batch = 'lots': bytes in 0..1G"},
 	};
 	char err[1024];
 
@@ -80,7 +83,7 @@ static void test_gateway_config_refused_with_file_line_reason(void **state)
 		assert_non_null(strstr(err, bad[i].want));
 	}
 	assert_int_equal(check_config("[gateway]\nname = gw-1\norigin = 7\n[dds]\ndomain = 3\ninterface = eth0\n"
-				      "[out imu/**]\nreliability = best-effort\nhistory = 1\nlz4 = true\n"
+				      "[out imu/**]\nreliability = best-effort\nhistory = 1\nlz4 = true\nbatch = 0\n"
 				      "[in cmd/*]\nlate_joiners = 4\nmax_payload = 1M\n", err, sizeof(err)), 0);
 	assert_non_null(strstr(err, "ok, 2 rules"));
 }
