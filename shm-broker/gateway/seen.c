@@ -96,10 +96,12 @@ struct gw_seen_topic *gw_seen_topic(struct gw *g, const char *topic)
 	struct gw_seen_file *f = g->seen;
 	struct gw_seen_topic *t;
 
-	for (uint32_t i = 0; i < f->n_topics; i++)
+	/* (n_topics is looked at again each time: bounded even if another
+	 * process of our user wrote the file meanwhile) */
+	for (uint32_t i = 0; i < f->n_topics && i < GW_MAX_BRIDGES; i++)
 		if (!strncmp(f->t[i].topic, topic, sizeof(f->t[i].topic)))
 			return &f->t[i];
-	if (f->n_topics == GW_MAX_BRIDGES) { /* other topics of earlier runs fill it */
+	if (f->n_topics >= GW_MAX_BRIDGES) { /* other topics of earlier runs fill it */
 		fprintf(stderr, "takt-gateway: in '%s': the table of duplicates is full (%d topics): this topic's "
 			"is kept until the gateway restarts\n", topic, GW_MAX_BRIDGES);
 		return calloc(1, sizeof(*t));
