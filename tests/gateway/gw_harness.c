@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -204,6 +205,17 @@ int gw_stop(struct gw_proc *g, bool kill_it)
 		fprintf(stderr, "gw_harness: takt-gateway %s did not stop on SIGTERM within 5 s\n", g->name);
 	g->pid = 0;
 	return rc;
+}
+
+void gw_forget(struct gw_proc *g)
+{
+	char path[160];
+
+	gw_stop(g, false);
+	if (!g->name[0])
+		return;
+	snprintf(path, sizeof(path), "/takt-gw-%s-%s", g->domain, g->name);
+	shm_unlink(path);
 }
 
 void gw_dump_log(const struct gw_proc *g)

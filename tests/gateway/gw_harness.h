@@ -39,6 +39,9 @@ int gw_restart(struct gw_proc *g);
 /* SIGTERM and wait (5 s, then SIGKILL), or SIGKILL at once with kill
  * set: its exit status (0: a clean stop), -1 when it had to be killed. */
 int gw_stop(struct gw_proc *g, bool kill);
+/* Stops it (SIGTERM) and removes what it keeps across restarts (its
+ * table of duplicates, /dev/shm/takt-gw-DOMAIN-NAME): for teardown. */
+void gw_forget(struct gw_proc *g);
 /* Prints the log of the gateway (after a failure). */
 void gw_dump_log(const struct gw_proc *g);
 

@@ -223,6 +223,8 @@ static void test_gateway_two_ways_do_not_loop(void **state)
 	}
 	assert_int_equal(gw_stop(&ga, false), 0); /* SIGTERM: a clean stop */
 	assert_int_equal(gw_stop(&gb, false), 0);
+	gw_forget(&ga);
+	gw_forget(&gb);
 	h_broker_stop(&ba);
 	h_broker_stop(&bb);
 }

@@ -66,8 +66,8 @@ static int setup(void **state)
 static int teardown(void **state)
 {
 	(void)state;
-	gw_stop(&ga, false);
-	gw_stop(&gb, false);
+	gw_forget(&ga);
+	gw_forget(&gb);
 	if (ba.pid)
 		h_broker_stop(&ba);
 	if (bb.pid)
