@@ -76,6 +76,7 @@ struct takt_sub {
 	uint32_t wakes_read; /* P2: eventfd writes read so far (mod 2^32) */
 	uint32_t wakes_gone; /* P2: writes counted on connections that left */
 	bool unfenced;       /* P1L: the last park could not fence for a light publisher */
+	bool fd_edge;        /* P2: the caller watches efd edge-triggered: never drained */
 	_Atomic uint32_t agent_wakes; /* P2: writes by our node's agent (P4) */
 	int wait_ep;    /* private epoll, edge-triggered on efd: takt_sub_wait */
 	unsigned n_conns, rr;
@@ -505,7 +506,10 @@ static void sub_efd_drain(takt_sub *s)
 {
 	uint64_t cnt;
 
-	if ((int32_t)(sub_wakes_counted(s) - s->wakes_read) <= 0 ||
+	/* an edge-triggered watcher sees each write as one edge whatever the
+	 * count is: it needs no read (takt_sub_fd_edge; so does
+	 * takt_sub_wait's private epoll) */
+	if (s->fd_edge || (int32_t)(sub_wakes_counted(s) - s->wakes_read) <= 0 ||
 	    read(s->efd, &cnt, sizeof(cnt)) != sizeof(cnt))
 		return; /* nothing owed, or owed writes still in flight */
 	s->wakes_read += (uint32_t)cnt;
@@ -647,6 +651,14 @@ void takt_sub_release(takt_sub *sub, const void *payload)
 int takt_sub_fd(const takt_sub *sub)
 {
 	return sub ? sub->efd : -EINVAL;
+}
+
+int takt_sub_fd_edge(takt_sub *sub)
+{
+	if (!sub)
+		return -EINVAL;
+	sub->fd_edge = true;
+	return sub->efd;
 }
 
 uint64_t takt_sub_dropped(const takt_sub *sub)

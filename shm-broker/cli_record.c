@@ -207,7 +207,7 @@ static int rec_subscribe(struct recorder *rc, const char *name)
 		fprintf(stderr, "takt record: cannot subscribe to '%s': %s\n", name, strerror(-r));
 		return 1;
 	}
-	if (epoll_ctl(rc->ep, EPOLL_CTL_ADD, takt_sub_fd(t->sub),
+	if (epoll_ctl(rc->ep, EPOLL_CTL_ADD, takt_sub_fd_edge(t->sub),
 		      &(struct epoll_event){.events = EPOLLIN | EPOLLET, .data.u64 = rc->n_topics}) < 0) {
 		fprintf(stderr, "takt record: epoll: %s\n", strerror(errno));
 		takt_sub_close(t->sub);

@@ -202,6 +202,13 @@ TAKT_API void takt_sub_release(takt_sub *sub, const void *payload);
  * call takt_sub_arm before each sleep on the fd, and take until -EAGAIN
  * after each wake-up. */
 TAKT_API int takt_sub_fd(const takt_sub *sub);
+/* The same eventfd, for a caller that watches it edge-triggered
+ * (EPOLLET): every publisher's write is one edge, so from this call on
+ * takt_sub_arm and takt_sub_take never read(2) it, one syscall less per
+ * wake-up (a level-triggered watcher of it would see it readable for
+ * good). Arm before each sleep and take until -EAGAIN after each
+ * wake-up, as with takt_sub_fd. -EINVAL for NULL. */
+TAKT_API int takt_sub_fd_edge(takt_sub *sub);
 /* 0: armed, the fd becomes readable when a sample arrives; 1: samples are
  * waiting already (take them instead of sleeping). -EINVAL. */
 TAKT_API int takt_sub_arm(takt_sub *sub);

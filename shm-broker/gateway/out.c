@@ -125,7 +125,9 @@ static int out_open(struct out_state *s, const struct takt_topic_info *ti, const
 		out_free(t);
 		return -EIO;
 	}
-	if (epoll_ctl(s->ep, EPOLL_CTL_ADD, takt_sub_fd(t->sub), &(struct epoll_event){.events = EPOLLIN, .data.ptr = t})) {
+	/* edge-triggered: a wake-up costs no read of the eventfd */
+	if (epoll_ctl(s->ep, EPOLL_CTL_ADD, takt_sub_fd_edge(t->sub),
+		      &(struct epoll_event){.events = EPOLLIN | EPOLLET, .data.ptr = t})) {
 		out_free(t);
 		return -errno;
 	}

@@ -19,6 +19,7 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/epoll.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/syscall.h>
@@ -42,6 +43,9 @@ struct shared {
 	_Atomic int refuse_mb;      /* the trap refuses membarrier (-EPERM) instead */
 	long counted[4];
 	long counted_mb[4];
+	_Atomic long consumed;      /* edge test: samples the child took */
+	_Atomic long parked;        /* edge test: 1 + the samples taken when the child last armed */
+	_Atomic int tid;            /* edge test: the child's taking thread */
 };
 static struct shared *sh;
 
@@ -661,6 +665,110 @@ static void test_syscalls_blocked_publisher_fences_light_subscriber(void **state
 	}
 }
 
+/* The subscriber of the edge test: W wake-ups, each after it armed (and
+ * said so), through its own epoll: edge-triggered on takt_sub_fd_edge
+ * (a != NULL) or level-triggered on takt_sub_fd. */
+#define EDGE_WAKES 100
+
+static int edge_subscriber_child(void *a)
+{
+	struct takt_sub_opts so = {.topic = a ? "edge-et" : "edge-lt", .queue_depth = 16};
+	takt_node *n = h_node(broker.domain, "edge-sub");
+	struct takt_sample_info info;
+	struct epoll_event ev;
+	const void *x;
+	takt_sub *sub;
+	int ep = epoll_create1(EPOLL_CLOEXEC);
+
+	H_CHECK(ep >= 0 && takt_sub_open(n, &so, &sub) == 0);
+	ev = (struct epoll_event){.events = EPOLLIN | (a ? EPOLLET : 0)};
+	H_CHECK(epoll_ctl(ep, EPOLL_CTL_ADD, a ? takt_sub_fd_edge(sub) : takt_sub_fd(sub), &ev) == 0);
+	atomic_store(&sh->tid, (int)gettid());
+	report(1);
+	while (atomic_load(&sh->consumed) < EDGE_WAKES + 1) {
+		if (takt_sub_arm(sub) == 0) {
+			/* armed having taken consumed samples */
+			atomic_store(&sh->parked, atomic_load(&sh->consumed) + 1);
+			H_CHECK(epoll_wait(ep, &ev, 1, 10000) == 1);
+		}
+		while (takt_sub_take(sub, &x, &info) == 0) {
+			takt_sub_release(sub, x);
+			atomic_fetch_add(&sh->consumed, 1);
+		}
+	}
+	/* alive until the parent has read our thread's count */
+	for (int i = 0; i < 30000 && atomic_load(&sh->phase) < 2; i++)
+		usleep(1000);
+	return 0;
+}
+
+/* read(2) calls of one thread so far (/proc/PID/task/TID/io: syscr). */
+static long thread_reads(pid_t pid, int tid)
+{
+	char path[64], line[128];
+	long v = -1;
+	FILE *f;
+
+	snprintf(path, sizeof(path), "/proc/%d/task/%d/io", (int)pid, tid);
+	f = fopen(path, "r");
+	if (!f)
+		return -1;
+	while (fgets(line, sizeof(line), f))
+		if (sscanf(line, "syscr: %ld", &v) == 1)
+			break;
+	fclose(f);
+	return v;
+}
+
+/* P2, counted: a subscriber woken through takt_sub_fd_edge (EPOLLET)
+ * reads its eventfd never; through takt_sub_fd (level-triggered) it must
+ * drain it, one read per wake-up. Each of the 100 samples is published
+ * after the subscriber armed, so each is one eventfd write and one
+ * wake-up. The reads are the kernel's count for the taking thread. */
+static void test_syscalls_edge_fd_wakes_without_read(void **state)
+{
+	(void)state;
+	if (skip_sanitized()) {
+		skip();
+		return;
+	}
+	for (int edge = 0; edge < 2; edge++) {
+		struct takt_pub_opts po = {.topic = edge ? "edge-et" : "edge-lt", .max_payload = 64};
+		takt_node *n = h_node(broker.domain, "edge-pub");
+		long before = -1, after;
+		takt_pub *p;
+		pid_t pid;
+
+		memset(sh, 0, sizeof(*sh));
+		pid = h_spawn(edge_subscriber_child, edge ? (void *)1 : NULL);
+		assert_int_equal(child_reached(1, 10000), 0);
+		assert_int_equal(takt_pub_open(n, &po, &p), 0);
+		/* sample k is sent once the child armed having taken k - 1:
+		 * it is parked, so the publish writes its eventfd; the first
+		 * (warm: the connection is made) is not counted */
+		for (long k = 1; k <= EDGE_WAKES + 1; k++) {
+			for (int i = 0; i < 100000 && atomic_load(&sh->parked) != k; i++)
+				usleep(100);
+			assert_int_equal(atomic_load(&sh->parked), k);
+			if (k == 2) {
+				before = thread_reads(pid, atomic_load(&sh->tid));
+				assert_true(before >= 0);
+			}
+			assert_int_equal(takt_pub_send(p, &k, sizeof(k)), 1);
+			for (int i = 0; i < 100000 && atomic_load(&sh->consumed) < k; i++)
+				usleep(100);
+			assert_int_equal(atomic_load(&sh->consumed), k);
+		}
+		after = thread_reads(pid, atomic_load(&sh->tid));
+		atomic_store(&sh->phase, 2);
+		assert_int_equal(h_wait(pid, WAIT_MS), 0);
+		print_message("%s: %ld reads for %d wake-ups\n", edge ? "takt_sub_fd_edge, EPOLLET" : "takt_sub_fd, level",
+			      after - before, EDGE_WAKES);
+		assert_int_equal(after - before, edge ? 0 : EDGE_WAKES);
+		takt_node_close(n);
+	}
+}
+
 static int setup(void **state)
 {
 	(void)state;
@@ -690,6 +798,7 @@ int main(void)
 		cmocka_unit_test(test_syscalls_request_response_none),
 		cmocka_unit_test(test_syscalls_park_membarrier_only_against_light),
 		cmocka_unit_test(test_syscalls_blocked_publisher_fences_light_subscriber),
+		cmocka_unit_test(test_syscalls_edge_fd_wakes_without_read),
 	};
 
 	return cmocka_run_group_tests_name("syscalls", tests, setup, teardown);
