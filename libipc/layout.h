@@ -221,13 +221,18 @@ struct takt_conn_pub {
 	/* Cold line, written only under overflow or when it blocks or wakes,
 	 * so a subscriber reading it on every take keeps it cached.
 	 * floor (R2): positions below it were taken back or consumed.
-	 * waiting (B0): odd while the publisher sleeps for room. dropped:
+	 * waiting (B0): odd while the publisher sleeps for room, wake_at
+	 * (B0H) how much room it sleeps for. dropped:
 	 * samples this subscriber missed on this connection. */
 	TAKT_ALIGNED _Atomic uint64_t floor;
 	_Atomic uint64_t dropped;
 	_Atomic uint32_t waiting;
 	_Atomic uint32_t wakes; /* P2: eventfd writes to this subscriber, counted before each */
-	uint8_t pad1[40];
+	/* B0H: the tail at which the subscriber wakes the waiting publisher
+	 * (room for half the ring); 0 from a publisher that has none: at
+	 * the first take. */
+	_Atomic uint64_t wake_at;
+	uint8_t pad1[32];
 };
 _Static_assert(offsetof(struct takt_conn_pub, floor) == 64, "floor line");
 _Static_assert(sizeof(struct takt_conn_pub) == 128, "takt_conn_pub layout");

@@ -528,6 +528,7 @@ static int pub_prepare(takt_pub *p, uint32_t ci, uint32_t inc, bool agent)
 	atomic_store_explicit(&pw->floor, 0, memory_order_relaxed);
 	atomic_store_explicit(&pw->dropped, 0, memory_order_relaxed);
 	atomic_store_explicit(&pw->waiting, 0, memory_order_relaxed);
+	atomic_store_explicit(&pw->wake_at, 0, memory_order_relaxed);
 	atomic_store_explicit(&pw->wakes, 0, memory_order_relaxed);
 	for (uint32_t i = 0; i <= c->mask; i++) /* a stale pos must never match (R0) */
 		atomic_store_explicit(&slots[i].pos, 0, memory_order_relaxed);
@@ -1027,6 +1028,11 @@ static int pub_push(takt_pub *p, struct pub_slot *s, const struct ring_entry *e,
 		if (s->overflow == TAKT_OVERFLOW_BLOCK) {
 			if (nowait || s->sub_gone)
 				break;
+			/* a subscriber that keeps up makes room within a few
+			 * line transfers: no syscall then (the liveness poll is
+			 * for a publish about to sleep) */
+			if (!deadline && ring_spin_room(&s->ring))
+				continue;
 			if (!deadline && pub_sub_gone(p, s))
 				break;
 			if (!deadline) /* one bound per publish, however often we are woken */

@@ -55,6 +55,21 @@
  *       refuses it, P sleeps in slices of 1 ms instead (as if woken late).
  *       P spins a little before it announces anything: a consumer that
  *       keeps up makes room within a line transfer.
+ *   B0H a blocked publisher sleeps for room for half the ring, not for one
+ *       slot: before announcing, P stores wake_at = the tail it saw +
+ *       max(1, depth / 2) (relaxed; its store of waiting, seq_cst, is the
+ *       release); C, seeing a new odd waiting, fences (acquire: pairs with
+ *       that release) and wakes P only once its tail reached wake_at. A
+ *       consumer that keeps up would otherwise wake the publisher for
+ *       every sample it takes, and the publisher sleep again after each
+ *       (a membarrier, a futex wait and a futex wake per sample). No
+ *       wake-up is lost: P's re-check after announcing sees any take made
+ *       before it (the litmus of B0), its futex wait returns at once if
+ *       the tail moved meanwhile, and one made after it moves the tail
+ *       towards wake_at, which C reaches unless it stops taking with
+ *       fewer than half the ring taken (its cutoff, or it closes): then
+ *       P finds the room at the end of its slice (WAIT_SLICE_NS) or is
+ *       woken by the close (B1).
  *   B1  the broker stores CLOSING (seq_cst) and wakes the futex; it writes
  *       no word of P's, so P sleeps in slices of at most 10 ms and looks
  *       at the state before each.
@@ -248,7 +263,7 @@ static void prod_stop_waiting(struct ring_prod *p)
 }
 
 /* B0L: room seen by spinning on the consumer's tail for a while. */
-static bool prod_spin_room(struct ring_prod *p)
+bool ring_spin_room(struct ring_prod *p)
 {
 	for (unsigned i = 0; i < ROOM_SPINS; i++) {
 		if (prod_room(p))
@@ -263,7 +278,7 @@ int ring_wait_room(struct ring_prod *p, uint64_t deadline_ns)
 	/* acquire: pairs with the broker's store of CLOSING (B1) */
 	if (atomic_load_explicit(&p->reg->state, memory_order_acquire) != SLOT_ACTIVE)
 		return -EPIPE;
-	if (prod_spin_room(p))
+	if (ring_spin_room(p))
 		return 0;
 	for (;;) {
 		uint64_t now, t, left, slice = WAIT_SLICE_NS;
@@ -271,6 +286,10 @@ int ring_wait_room(struct ring_prod *p, uint64_t deadline_ns)
 		/* acquire: pairs with the broker's store of CLOSING (B1) */
 		if (atomic_load_explicit(&p->reg->state, memory_order_acquire) != SLOT_ACTIVE)
 			return -EPIPE;
+		/* B0H: the room we sleep for; relaxed: released by the store
+		 * of waiting below. */
+		atomic_store_explicit(&p->pw->wake_at, prod_oldest(p) + (p->depth / 2 ? p->depth / 2 : 1),
+				      memory_order_relaxed);
 		/* B0: announce (a new odd value each round, so the consumer
 		 * wakes each sleep once), then re-check (both seq_cst; B0L: the
 		 * membarrier in between is the consumer's half of the fence). */
@@ -466,8 +485,14 @@ int ring_pop_shared(struct ring_cons *q, struct ring_entry *out, uint64_t cutoff
 				w = atomic_load_explicit(&q->pw->waiting, memory_order_seq_cst);
 			}
 			if ((w & 1) && w != q->woken) {
-				q->woken = w;
-				futex_wake(&q->sw->tail);
+				/* B0H: acquire pairs with the producer's store of
+				 * waiting (a release), so wake_at is the one it
+				 * announced with w. */
+				atomic_thread_fence(memory_order_acquire);
+				if (t + 1 >= atomic_load_explicit(&q->pw->wake_at, memory_order_relaxed)) {
+					q->woken = w;
+					futex_wake(&q->sw->tail);
+				}
 			}
 			*out = e;
 			return 0;

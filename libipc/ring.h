@@ -80,15 +80,20 @@ void ring_prod_init(struct ring_prod *p, const struct takt_conn *reg, struct tak
 void ring_cons_init(struct ring_cons *q, const struct takt_conn *reg, const struct takt_conn_pub *pw,
 		    struct takt_conn_sub *sw, struct takt_ring_slot *slots, uint32_t mask, uint32_t overflow);
 
+/* B0L: spins a little (ROOM_SPINS loads of the consumer's tail) for room:
+ * true when there is some. No syscall. */
+bool ring_spin_room(struct ring_prod *p);
+
 /* 0, or -ENOSPC when depth entries are queued. */
 int ring_push_spsc(struct ring_prod *p, const struct ring_entry *e);
 /* Full ring under drop-oldest: takes the oldest entry back and returns its
  * chunk (an unchecked word from shared memory), or TAKT_NONE if room
  * appeared or the consumer's tail is garbage. */
 uint32_t ring_steal_oldest(struct ring_prod *p);
-/* Waits until the consumer pops (or the broker closes the connection) or
- * the deadline passes: spins a little, then sleeps. 0 when there is room
- * now, -ETIMEDOUT, -EPIPE closed. */
+/* Waits until there is room (or the broker closes the connection) or the
+ * deadline passes: spins a little, then sleeps until the consumer took
+ * half the ring (B0H). 0 when there is room now, -ETIMEDOUT, -EPIPE
+ * closed. */
 int ring_wait_room(struct ring_prod *p, uint64_t deadline_ns);
 /* Broker: wakes a publisher blocked on a connection it is closing (after
  * storing the new state). */
