@@ -16,7 +16,7 @@
  *   registry words (state, names, port lists, pool sizes,
  *   regions, pub_quiet, broker_wakes)                       broker
  *   chunk headers, payloads, sample ring slots, head,
- *   ret_tail, floor, waiting, dropped, wakes, pub active,
+ *   ret_tail, floor, waiting, wake_at, dropped, wakes, pub active,
  *   statistics                                              the publisher
  *   return ring slots, ret_head, tail, park, sub active     the subscriber
  * Reference counts and free lists are private to each publisher: a chunk

@@ -40,7 +40,8 @@
  *       took everything back (acquire, pairs with P's release).
  *   B0  blocking: P: waiting = odd (seq_cst), load tail (seq_cst), futex
  *       wait on tail's low word for the value it saw. C: tail = 2(t + 1)
- *       (seq_cst), load waiting (seq_cst): odd and not woken yet -> wake.
+ *       (seq_cst), load waiting (seq_cst): odd and not woken yet -> wake
+ *       (once its tail reached wake_at, B0H).
  *       Either P sees the new tail or C sees waiting; and the futex
  *       compares tail itself, so a pop between P's load and its sleep
  *       makes the sleep return at once.
@@ -276,16 +277,24 @@ bool ring_spin_room(struct ring_prod *p)
 int ring_wait_room(struct ring_prod *p, uint64_t deadline_ns)
 {
 	/* acquire: pairs with the broker's store of CLOSING (B1) */
-	if (atomic_load_explicit(&p->reg->state, memory_order_acquire) != SLOT_ACTIVE)
-		return -EPIPE;
-	if (ring_spin_room(p))
-		return 0;
+	bool slept = false;
+
 	for (;;) {
 		uint64_t now, t, left, slice = WAIT_SLICE_NS;
 
 		/* acquire: pairs with the broker's store of CLOSING (B1) */
-		if (atomic_load_explicit(&p->reg->state, memory_order_acquire) != SLOT_ACTIVE)
+		if (atomic_load_explicit(&p->reg->state, memory_order_acquire) != SLOT_ACTIVE) {
+			if (slept)
+				prod_stop_waiting(p);
 			return -EPIPE;
+		}
+		/* Woken, or our slice ended: room now needs no new
+		 * announcement (nor its membarrier). prod_room's acquire pairs
+		 * with the consumer's release of its tail (R1). */
+		if (slept && prod_room(p)) {
+			prod_stop_waiting(p);
+			return 0;
+		}
 		/* B0H: the room we sleep for; relaxed: released by the store
 		 * of waiting below. */
 		atomic_store_explicit(&p->pw->wake_at, prod_oldest(p) + (p->depth / 2 ? p->depth / 2 : 1),
@@ -316,6 +325,7 @@ int ring_wait_room(struct ring_prod *p, uint64_t deadline_ns)
 		}
 		left = deadline_ns - now < slice ? deadline_ns - now : slice; /* B1, B0L */
 		futex_wait(&p->sw->tail, (uint32_t)t, left);
+		slept = true;
 	}
 }
 

@@ -80,8 +80,9 @@ void ring_prod_init(struct ring_prod *p, const struct takt_conn *reg, struct tak
 void ring_cons_init(struct ring_cons *q, const struct takt_conn *reg, const struct takt_conn_pub *pw,
 		    struct takt_conn_sub *sw, struct takt_ring_slot *slots, uint32_t mask, uint32_t overflow);
 
-/* B0L: spins a little (ROOM_SPINS loads of the consumer's tail) for room:
- * true when there is some. No syscall. */
+/* B0L, B0H: spins a little (ROOM_SPINS loads of the consumer's tail) for
+ * room: true when there is some. No syscall. A publish calls it before it
+ * polls the subscriber's pidfd and sleeps in ring_wait_room. */
 bool ring_spin_room(struct ring_prod *p);
 
 /* 0, or -ENOSPC when depth entries are queued. */
@@ -91,9 +92,9 @@ int ring_push_spsc(struct ring_prod *p, const struct ring_entry *e);
  * appeared or the consumer's tail is garbage. */
 uint32_t ring_steal_oldest(struct ring_prod *p);
 /* Waits until there is room (or the broker closes the connection) or the
- * deadline passes: spins a little, then sleeps until the consumer took
- * half the ring (B0H). 0 when there is room now, -ETIMEDOUT, -EPIPE
- * closed. */
+ * deadline passes: announces, then sleeps until the consumer took half
+ * the ring (B0H; the caller spun for room first, ring_spin_room). 0 when
+ * there is room now, -ETIMEDOUT, -EPIPE closed. */
 int ring_wait_room(struct ring_prod *p, uint64_t deadline_ns);
 /* Broker: wakes a publisher blocked on a connection it is closing (after
  * storing the new state). */
