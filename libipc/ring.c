@@ -54,8 +54,9 @@
  *       stores waiting and calls membarrier(GLOBAL_EXPEDITED), a full
  *       barrier on every CPU running C, before it loads tail. If the kernel
  *       refuses it, P sleeps in slices of 1 ms instead (as if woken late).
- *       P spins a little before it announces anything: a consumer that
- *       keeps up makes room within a line transfer.
+ *       P spins a little before it announces anything (its publish,
+ *       ring_spin_room): a consumer that keeps up makes room within a
+ *       line transfer.
  *   B0H a blocked publisher sleeps for room for half the ring, not for one
  *       slot: before announcing, P stores wake_at = the tail it saw +
  *       max(1, depth / 2) (relaxed; its store of waiting, seq_cst, is the
@@ -276,7 +277,6 @@ bool ring_spin_room(struct ring_prod *p)
 
 int ring_wait_room(struct ring_prod *p, uint64_t deadline_ns)
 {
-	/* acquire: pairs with the broker's store of CLOSING (B1) */
 	bool slept = false;
 
 	for (;;) {
