@@ -192,10 +192,11 @@ static void in_take(dds_entity_t reader, void *arg)
 		for (int i = 0; i < n; i++) {
 			const takt_gateway_Batch *x = buf[i];
 			char type[TAKT_TOPIC_NAME_MAX];
-			uint32_t k = x->samples._length;
+			uint32_t k;
 
-			if (!si[i].valid_data)
+			if (!si[i].valid_data) /* an instance state change: no data */
 				continue;
+			k = x->samples._length;
 			memcpy(type, x->type_name, sizeof(type));
 			type[sizeof(type) - 1] = 0;
 			if (in_pub(t, type) < 0) {
