@@ -76,6 +76,7 @@ struct gw_bridge {
 
 struct gw_seen_file;
 struct gw_seen_topic;
+struct gw_seen_entry;
 
 struct gw {
 	struct gw_config cfg;
@@ -111,10 +112,14 @@ int gw_seen_open(struct gw *g, const char *domain);
 /* A topic's part of it (found, or claimed; the process's own when the
  * table is full), or NULL (out of memory). */
 struct gw_seen_topic *gw_seen_topic(struct gw *g, const char *topic);
-/* true: seq of remote publisher id was published already. */
-bool gw_seen_dup(struct gw_seen_topic *t, uint64_t id, uint64_t seq);
-/* Remembers that seq of remote publisher id was published (or dropped). */
-void gw_seen_mark(struct gw_seen_topic *t, uint64_t id, uint64_t seq);
+/* The entry of remote publisher id in a topic's table, or NULL (none
+ * yet, or id 0). */
+struct gw_seen_entry *gw_seen_find(struct gw_seen_topic *t, uint64_t id);
+/* true: seq of that entry's publisher was published already. */
+bool gw_seen_dup(const struct gw_seen_entry *e, uint64_t seq);
+/* Remembers that seq of remote publisher id was published (or dropped):
+ * in its entry e, or (NULL) in a new one. */
+void gw_seen_mark(struct gw_seen_topic *t, struct gw_seen_entry *e, uint64_t id, uint64_t seq);
 
 void *gw_out_thread(void *g);
 void *gw_in_thread(void *g);

@@ -205,8 +205,9 @@ static void in_take(dds_entity_t reader, void *arg)
 			}
 			for (uint32_t j = 0; j < k; j++) {
 				const takt_gateway_Sample *e = &x->samples._buffer[j];
+				struct gw_seen_entry *seen = gw_seen_find(t->seen, e->publisher_id);
 
-				if (gw_seen_dup(t->seen, e->publisher_id, e->seq)) {
+				if (gw_seen_dup(seen, e->seq)) {
 					atomic_fetch_add_explicit(&t->b->c.duplicates, 1, memory_order_relaxed);
 					continue;
 				}
@@ -214,7 +215,7 @@ static void in_take(dds_entity_t reader, void *arg)
 				/* after it is out: a gateway killed in between
 				 * publishes it once more after its restart, never
 				 * loses it */
-				gw_seen_mark(t->seen, e->publisher_id, e->seq);
+				gw_seen_mark(t->seen, seen, e->publisher_id, e->seq);
 			}
 		}
 		dds_return_loan(reader, buf, n);

@@ -113,27 +113,25 @@ struct gw_seen_topic *gw_seen_topic(struct gw *g, const char *topic)
 	return t;
 }
 
-/* The entry of a remote publisher, or NULL. acquire: pairs with the
- * release of gw_seen_mark (ours, or a killed predecessor's). */
-static struct gw_seen_entry *seen_find(struct gw_seen_topic *t, uint64_t id)
+struct gw_seen_entry *gw_seen_find(struct gw_seen_topic *t, uint64_t id)
 {
+	if (!id) /* a writer without takt ids (a plain DDS one): never a duplicate */
+		return NULL;
 	for (unsigned i = 0; i < GW_SEEN; i++)
+		/* acquire: pairs with the release of gw_seen_mark (ours, or a
+		 * killed predecessor's) */
 		if (atomic_load_explicit(&t->e[i].publisher_id, memory_order_acquire) == id)
 			return &t->e[i];
 	return NULL;
 }
 
-bool gw_seen_dup(struct gw_seen_topic *t, uint64_t id, uint64_t seq)
+bool gw_seen_dup(const struct gw_seen_entry *e, uint64_t seq)
 {
-	struct gw_seen_entry *e = id ? seen_find(t, id) : NULL;
-
 	return e && seq <= atomic_load_explicit(&e->seq, memory_order_relaxed);
 }
 
-void gw_seen_mark(struct gw_seen_topic *t, uint64_t id, uint64_t seq)
+void gw_seen_mark(struct gw_seen_topic *t, struct gw_seen_entry *e, uint64_t id, uint64_t seq)
 {
-	struct gw_seen_entry *e = id ? seen_find(t, id) : NULL;
-
 	if (e) {
 		if (seq > atomic_load_explicit(&e->seq, memory_order_relaxed))
 			atomic_store_explicit(&e->seq, seq, memory_order_relaxed);
@@ -143,7 +141,7 @@ void gw_seen_mark(struct gw_seen_topic *t, uint64_t id, uint64_t seq)
 		return;
 	/* A new publisher takes the oldest entry: its id cleared first, so
 	 * a gateway killed in between never pairs one id with another's seq;
-	 * release: the seq before the id (pairs with seen_find's acquire). */
+	 * release: the seq before the id (pairs with gw_seen_find's acquire). */
 	e = &t->e[atomic_load_explicit(&t->next, memory_order_relaxed) % GW_SEEN];
 	atomic_store_explicit(&e->publisher_id, 0, memory_order_relaxed);
 	atomic_store_explicit(&e->seq, seq, memory_order_release);
