@@ -188,7 +188,9 @@ static void in_take(dds_entity_t reader, void *arg)
 	 * zeroing the whole array cost a memset per call, which is per
 	 * sample when samples come one at a time) */
 	buf[0] = NULL;
-	while ((n = dds_take(reader, buf, si, IN_BATCH, IN_BATCH)) > 0) {
+	do {
+		if ((n = dds_take(reader, buf, si, IN_BATCH, IN_BATCH)) <= 0)
+			break;
 		for (int i = 0; i < n; i++) {
 			const takt_gateway_Batch *x = buf[i];
 			char type[TAKT_TOPIC_NAME_MAX];
@@ -220,7 +222,10 @@ static void in_take(dds_entity_t reader, void *arg)
 		}
 		dds_return_loan(reader, buf, n);
 		buf[0] = NULL;
-	}
+		/* fewer than asked for: all there was. What arrives later calls
+		 * this listener again (Cyclone calls it for every delivery,
+		 * one call at a time), so no second, empty take */
+	} while (n == IN_BATCH);
 }
 
 /* Samples DDS lost on the way (best effort): drops. Here, not in the
