@@ -9,18 +9,34 @@
  *                                        lossless gateways take them
  *   takt-bench-gateway sub COUNT         receives them: samples/s, and checks none is lost
  *                                        (looks for SUB_SPIN_NS before it parks)
+ *   takt-bench-gateway ring SHAPE COUNT  no takt, no network: what this machine charges for
+ *                                        a wake-up, by the shape of the ring it is in
+ *
+ * A ring passes a token COUNT times round threads that sleep in read(2)
+ * on an eventfd and wake the next with write(2); SHAPE lists the process
+ * of each thread in ring order: "0,1" is a ping-pong of two processes (the
+ * shape of ddsperf's and takt-bench's round trips), "0,1,2,3,2,1" is the
+ * bridged round trip's (ping, gateway A, gateway B, pong, gateway B,
+ * gateway A: six wake-ups among four processes). It prints one line,
+ * "median_ns p99_ns" per hop (a round trip / its hops).
  *
  * Both ends warm up first (samples numbered 0, every 10 ms, until the
  * other end answers): discovery and matching are not measured. Prints one
  * line: "median_ns p99_ns" (ping) or "samples_per_s" (sub). $TAKT_DOMAIN
  * and $TAKT_RUNTIME_DIR say which domain. */
 #include <errno.h>
+#include <pthread.h>
+#include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 #include <sched.h>
+#include <sys/eventfd.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
+#include <unistd.h>
 #include <takt/ipc.h>
 
 #define WARMUP 200
@@ -168,9 +184,154 @@ static int sub(takt_pub *back, takt_sub *s, uint64_t n)
 	return send_seq(back, n, 8) < 0;
 }
 
+#define RING_MAX 16
+#define RING_ALARM_S 120 /* a ring whose member died stops then, not never (so does any longer run) */
+
+struct ring {
+	int fd[RING_MAX];
+	int n;
+	uint64_t count;
+};
+
+struct ring_hop {
+	const struct ring *r;
+	int at;
+};
+
+/* One member of the ring (not the first): COUNT times, wait, wake the next. */
+static void *ring_member(void *arg)
+{
+	const struct ring_hop *h = arg;
+	uint64_t v;
+
+	for (uint64_t i = 0; i < h->r->count; i++)
+		if (read(h->r->fd[h->at], &v, sizeof(v)) != sizeof(v) ||
+		    write(h->r->fd[(h->at + 1) % h->r->n], &(uint64_t){1}, sizeof(v)) != sizeof(v))
+			break;
+	return NULL;
+}
+
+/* The members of the ring that process proc holds, as threads: 0, or -1. */
+static int ring_process(const struct ring *r, const int *of, int proc)
+{
+	static struct ring_hop hops[RING_MAX];
+	pthread_t t[RING_MAX];
+	int k = 0, rc = 0;
+
+	for (int i = 1; i < r->n; i++) {
+		if (of[i] != proc)
+			continue;
+		hops[i] = (struct ring_hop){r, i};
+		if (pthread_create(&t[k], NULL, ring_member, &hops[i]))
+			return -1;
+		k++;
+	}
+	while (k)
+		rc |= pthread_join(t[--k], NULL);
+	return rc ? -1 : 0;
+}
+
+static void ring_alarm(int sig)
+{
+	static const char msg[] = "takt-bench-gateway: ring: no token for 120 s (a member died?)\n";
+	ssize_t w;
+
+	(void)sig;
+	_Static_assert(RING_ALARM_S == 120, "the message's seconds");
+	w = write(2, msg, sizeof(msg) - 1);
+	(void)w;
+	_exit(1);
+}
+
+static int ring(const char *shape, uint64_t n)
+{
+	struct ring r = {.count = WARMUP + n};
+	int of[RING_MAX], procs = 0;
+	uint64_t *rtt = malloc(n * sizeof(*rtt));
+	const char *c = shape;
+	pid_t kids[RING_MAX];
+	pthread_t mine[RING_MAX];
+	int nkids = 0, nmine = 0, rc = 0;
+
+	while (*c && r.n < RING_MAX) {
+		char *end;
+		long p = strtol(c, &end, 10);
+
+		if (end == c || p < 0 || p >= RING_MAX || (r.n == 0 && p != 0))
+			break;
+		of[r.n++] = (int)p;
+		procs = p + 1 > procs ? (int)p + 1 : procs;
+		c = *end == ',' ? end + 1 : end;
+	}
+	if (!rtt)
+		return perror("takt-bench-gateway: ring"), 1;
+	if (*c || r.n < 2)
+		return fprintf(stderr, "takt-bench-gateway: ring '%s': want process numbers from 0, such as 0,1,2,3,2,1 "
+				       "(at most %d)\n", shape, RING_MAX), 2;
+	for (int i = 0; i < r.n; i++)
+		if ((r.fd[i] = eventfd(0, EFD_CLOEXEC)) < 0)
+			return perror("takt-bench-gateway: eventfd"), 1;
+	signal(SIGALRM, ring_alarm);
+	alarm(RING_ALARM_S);
+	for (int p = 1; p < procs; p++) {
+		pid_t me = getpid(), k = fork();
+
+		if (k == 0) {
+			/* dies with the first process (which the alarm bounds) */
+			if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0 || getppid() != me)
+				_exit(1);
+			_exit(ring_process(&r, of, p) ? 1 : 0);
+		}
+		if (k < 0)
+			return perror("takt-bench-gateway: fork"), 1;
+		kids[nkids++] = k;
+	}
+	/* process 0's other members (the first is this thread) */
+	for (int i = 1; i < r.n; i++) {
+		static struct ring_hop hops[RING_MAX];
+
+		if (of[i] != 0)
+			continue;
+		hops[i] = (struct ring_hop){&r, i};
+		if (pthread_create(&mine[nmine], NULL, ring_member, &hops[i]))
+			return perror("takt-bench-gateway: pthread_create"), 1;
+		nmine++;
+	}
+	for (uint64_t i = 0; i < WARMUP + n; i++) {
+		uint64_t t0 = now_ns(), v;
+
+		if (write(r.fd[1], &(uint64_t){1}, sizeof(v)) != sizeof(v) ||
+		    read(r.fd[0], &v, sizeof(v)) != sizeof(v)) {
+			rc = 1;
+			break;
+		}
+		if (i >= WARMUP)
+			rtt[i - WARMUP] = now_ns() - t0;
+	}
+	while (nmine)
+		pthread_join(mine[--nmine], NULL);
+	for (int k = 0; k < nkids; k++) {
+		int st;
+
+		if (waitpid(kids[k], &st, 0) < 0 || !WIFEXITED(st) || WEXITSTATUS(st))
+			rc = 1;
+	}
+	if (rc)
+		return fprintf(stderr, "takt-bench-gateway: ring '%s' broke\n", shape), 1;
+	qsort(rtt, n, sizeof(*rtt), cmp_u64);
+	printf("%llu %llu\n", (unsigned long long)rtt[n / 2] / (unsigned)r.n,
+	       (unsigned long long)rtt[n * 99 / 100] / (unsigned)r.n);
+	free(rtt);
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	const char *mode = argc > 2 ? argv[1] : "";
+
+	if (!strcmp(mode, "ring") && argc > 3 && strtoull(argv[3], NULL, 10))
+		return ring(argv[2], strtoull(argv[3], NULL, 10));
+
 	uint64_t n = argc > 2 ? strtoull(argv[2], NULL, 10) : 0;
 	size_t size = argc > 3 ? strtoull(argv[3], NULL, 10) : 8;
 	int me_ping = !strcmp(mode, "ping") || !strcmp(mode, "pub");
@@ -183,8 +344,8 @@ int main(int argc, char **argv)
 	takt_sub *s;
 	int rc;
 
-	if (!n || size < 8 || (!me_ping && strcmp(mode, "pong") && strcmp(mode, "sub"))) {
-		fprintf(stderr, "usage: takt-bench-gateway ping|pong|pub|sub COUNT [SIZE]\n");
+	if (!n || size < 8 || (!me_ping && strcmp(mode, "pong") && strcmp(mode, "sub"))) { /* (and a bad ring) */
+		fprintf(stderr, "usage: takt-bench-gateway ping|pong|pub|sub COUNT [SIZE] | ring SHAPE COUNT\n");
 		return 2;
 	}
 	if (takt_node_open(&(struct takt_node_opts){.name = "takt-bench-gateway"}, &node) < 0 ||
