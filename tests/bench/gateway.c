@@ -247,7 +247,7 @@ static int ring(const char *shape, uint64_t n)
 {
 	struct ring r = {.count = WARMUP + n};
 	int of[RING_MAX], procs = 0;
-	uint64_t *rtt = malloc(n * sizeof(*rtt));
+	uint64_t *rtt;
 	const char *c = shape;
 	pid_t kids[RING_MAX];
 	pthread_t mine[RING_MAX];
@@ -263,14 +263,15 @@ static int ring(const char *shape, uint64_t n)
 		procs = p + 1 > procs ? (int)p + 1 : procs;
 		c = *end == ',' ? end + 1 : end;
 	}
-	if (!rtt)
-		return perror("takt-bench-gateway: ring"), 1;
 	if (*c || r.n < 2)
 		return fprintf(stderr, "takt-bench-gateway: ring '%s': want process numbers from 0, such as 0,1,2,3,2,1 "
 				       "(at most %d)\n", shape, RING_MAX), 2;
 	for (int i = 0; i < r.n; i++)
 		if ((r.fd[i] = eventfd(0, EFD_CLOEXEC)) < 0)
 			return perror("takt-bench-gateway: eventfd"), 1;
+	rtt = malloc(n * sizeof(*rtt));
+	if (!rtt)
+		return perror("takt-bench-gateway: ring"), 1;
 	signal(SIGALRM, ring_alarm);
 	alarm(RING_ALARM_S);
 	for (int p = 1; p < procs; p++) {
@@ -282,8 +283,11 @@ static int ring(const char *shape, uint64_t n)
 				_exit(1);
 			_exit(ring_process(&r, of, p) ? 1 : 0);
 		}
-		if (k < 0)
-			return perror("takt-bench-gateway: fork"), 1;
+		if (k < 0) {
+			perror("takt-bench-gateway: fork");
+			rc = 1;
+			break;
+		}
 		kids[nkids++] = k;
 	}
 	/* process 0's other members (the first is this thread) */
@@ -293,11 +297,14 @@ static int ring(const char *shape, uint64_t n)
 		if (of[i] != 0)
 			continue;
 		hops[i] = (struct ring_hop){&r, i};
-		if (pthread_create(&mine[nmine], NULL, ring_member, &hops[i]))
-			return perror("takt-bench-gateway: pthread_create"), 1;
+		if (pthread_create(&mine[nmine], NULL, ring_member, &hops[i])) {
+			perror("takt-bench-gateway: pthread_create");
+			rc = 1;
+			break;
+		}
 		nmine++;
 	}
-	for (uint64_t i = 0; i < WARMUP + n; i++) {
+	for (uint64_t i = 0; !rc && i < WARMUP + n; i++) {
 		uint64_t t0 = now_ns(), v;
 
 		if (write(r.fd[1], &(uint64_t){1}, sizeof(v)) != sizeof(v) ||
@@ -308,16 +315,22 @@ static int ring(const char *shape, uint64_t n)
 		if (i >= WARMUP)
 			rtt[i - WARMUP] = now_ns() - t0;
 	}
-	while (nmine)
-		pthread_join(mine[--nmine], NULL);
+	/* a broken ring's members wait for a token that never comes: the
+	 * children are killed, this process's threads end with it */
 	for (int k = 0; k < nkids; k++) {
 		int st;
 
+		if (rc)
+			kill(kids[k], SIGKILL);
 		if (waitpid(kids[k], &st, 0) < 0 || !WIFEXITED(st) || WEXITSTATUS(st))
 			rc = 1;
 	}
-	if (rc)
+	while (!rc && nmine)
+		pthread_join(mine[--nmine], NULL);
+	if (rc) {
+		free(rtt);
 		return fprintf(stderr, "takt-bench-gateway: ring '%s' broke\n", shape), 1;
+	}
 	qsort(rtt, n, sizeof(*rtt), cmp_u64);
 	printf("%llu %llu\n", (unsigned long long)rtt[n / 2] / (unsigned)r.n,
 	       (unsigned long long)rtt[n * 99 / 100] / (unsigned)r.n);
