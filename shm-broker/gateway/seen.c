@@ -94,22 +94,23 @@ int gw_seen_open(struct gw *g, const char *domain)
 struct gw_seen_topic *gw_seen_topic(struct gw *g, const char *topic)
 {
 	struct gw_seen_file *f = g->seen;
+	/* read once and bounded here, whatever another process of our user
+	 * writes into the file meanwhile */
+	uint32_t n = f->n_topics;
 	struct gw_seen_topic *t;
 
-	/* (n_topics is looked at again each time: bounded even if another
-	 * process of our user wrote the file meanwhile) */
-	for (uint32_t i = 0; i < f->n_topics && i < GW_MAX_BRIDGES; i++)
+	for (uint32_t i = 0; i < n && i < GW_MAX_BRIDGES; i++)
 		if (!strncmp(f->t[i].topic, topic, sizeof(f->t[i].topic)))
 			return &f->t[i];
-	if (f->n_topics >= GW_MAX_BRIDGES) { /* other topics of earlier runs fill it */
+	if (n >= GW_MAX_BRIDGES) { /* other topics of earlier runs fill it */
 		fprintf(stderr, "takt-gateway: in '%s': the table of duplicates is full (%d topics): this topic's "
 			"is kept until the gateway restarts\n", topic, GW_MAX_BRIDGES);
 		return calloc(1, sizeof(*t));
 	}
-	t = &f->t[f->n_topics];
+	t = &f->t[n];
 	memset(t, 0, sizeof(*t));
 	snprintf(t->topic, sizeof(t->topic), "%s", topic);
-	f->n_topics++; /* after the slot is whole: a gateway killed in between finds it clean or absent */
+	f->n_topics = n + 1; /* after the slot is whole: a gateway killed in between finds it clean or absent */
 	return t;
 }
 
